@@ -1,0 +1,229 @@
+//! One pipelining HTTP/1.1 connection: a writer task and a reader task.
+//!
+//! ```text
+//! callers ──Queued──▶ [queue] ──▶ writer: batch everything queued, one write()
+//!                                    │ reply senders, in write order
+//!                                    ▼
+//!          server ──responses──▶ reader: parse, pop the oldest sender, answer it
+//! ```
+//!
+//! Invariants: a reply sender enters the in-order `pending` queue before its
+//! request's bytes are written, so a response always finds its caller, and
+//! HTTP/1.1's in-order answers match requests FIFO. Every queued call gets
+//! exactly one answer: its response, [`Failure::NotSent`] (the server
+//! certainly did not run it: never written, or behind a `connection: close`),
+//! or [`Failure::Lost`] (written, then the connection broke). Requests whose
+//! caller has given up (deadline) are skipped before writing.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::wire::{self, Response};
+
+/// Stop adding requests to a write batch past this many bytes.
+const MAX_BATCH_BYTES: usize = 256 * 1024;
+/// Initial size of the read buffer.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+
+/// Why a queued call got no response.
+#[derive(Debug, Clone)]
+pub(crate) enum Failure {
+    /// The server certainly did not run the call; it can be sent again.
+    NotSent,
+    /// The connection could not be opened (so nothing was sent).
+    Connect(Arc<std::io::Error>),
+    /// The request was written, then the connection broke.
+    Lost(String),
+    /// The server's answer was not valid HTTP; the connection is closed.
+    Protocol(String),
+}
+
+pub(crate) type Reply = oneshot::Sender<Result<Response, Failure>>;
+
+/// A request on its way to the writer.
+pub(crate) struct Queued {
+    pub(crate) request: Bytes,
+    pub(crate) reply: Reply,
+}
+
+/// The shared handle of one connection; the pool owns these.
+pub(crate) struct Conn {
+    queue: mpsc::UnboundedSender<Queued>,
+    in_flight: AtomicUsize,
+    reserved: AtomicBool,
+    closed: Arc<AtomicBool>,
+}
+
+/// Settings a connection needs.
+#[derive(Clone)]
+pub(crate) struct ConnParams {
+    pub(crate) addr: String,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) max_response_bytes: usize,
+}
+
+impl Conn {
+    /// Creates the connection handle and spawns its tasks; connecting happens
+    /// in the background and queued requests wait for it.
+    pub(crate) fn open(params: ConnParams) -> Arc<Conn> {
+        let (queue, rx) = mpsc::unbounded_channel();
+        let closed = Arc::new(AtomicBool::new(false));
+        tokio::spawn(run(params, rx, Arc::clone(&closed)));
+        Arc::new(Conn {
+            queue,
+            in_flight: AtomicUsize::new(0),
+            reserved: AtomicBool::new(false),
+            closed,
+        })
+    }
+
+    /// Queues a request; gives it back if the connection is gone.
+    pub(crate) fn send(&self, queued: Queued) -> Result<(), Queued> {
+        self.queue.send(queued).map_err(|e| e.0)
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn is_reserved(&self) -> bool {
+        self.reserved.load(Ordering::Relaxed)
+    }
+
+    /// Counts a call against this connection (and reserves it for a long-poll).
+    pub(crate) fn acquire(&self, reserve: bool) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        if reserve {
+            self.reserved.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Undoes [`Conn::acquire`].
+    pub(crate) fn release(&self, reserved: bool) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if reserved {
+            self.reserved.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Connects, then runs the writer here and the reader on its own task.
+async fn run(params: ConnParams, mut queue: mpsc::UnboundedReceiver<Queued>, closed: Arc<AtomicBool>) {
+    let stream = match tokio::time::timeout(params.connect_timeout, TcpStream::connect(&params.addr)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return fail_queue(&mut queue, &closed, Failure::Connect(Arc::new(e))),
+        Err(_) => {
+            let e = std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("connect timed out after {:?}", params.connect_timeout),
+            );
+            return fail_queue(&mut queue, &closed, Failure::Connect(Arc::new(e)));
+        }
+    };
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(addr = %params.addr, error = %e, "set_nodelay failed");
+    }
+    let (read, write) = stream.into_split();
+    let (pending_tx, pending_rx) = mpsc::unbounded_channel();
+    let (reader_done_tx, reader_done) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        read_responses(read, pending_rx, params.max_response_bytes).await;
+        drop(reader_done_tx);
+    });
+    write_requests(write, &mut queue, pending_tx, reader_done).await;
+    fail_queue(&mut queue, &closed, Failure::NotSent);
+}
+
+/// Marks the connection closed and answers everything still queued.
+fn fail_queue(queue: &mut mpsc::UnboundedReceiver<Queued>, closed: &AtomicBool, failure: Failure) {
+    closed.store(true, Ordering::Release);
+    queue.close();
+    while let Ok(q) = queue.try_recv() {
+        let _ = q.reply.send(Err(failure.clone()));
+    }
+}
+
+/// Writes queued requests in batches until the queue closes, a write fails,
+/// or the reader ends.
+async fn write_requests(
+    mut write: OwnedWriteHalf,
+    queue: &mut mpsc::UnboundedReceiver<Queued>,
+    pending: mpsc::UnboundedSender<Reply>,
+    mut reader_done: oneshot::Receiver<()>,
+) {
+    let mut batch = BytesMut::with_capacity(READ_BUFFER_BYTES);
+    loop {
+        let first = tokio::select! {
+            q = queue.recv() => match q {
+                Some(q) => q,
+                None => return,
+            },
+            _ = &mut reader_done => return,
+        };
+        let mut next = Some(first);
+        while let Some(q) = next.take() {
+            if !q.reply.is_closed() {
+                batch.extend_from_slice(&q.request);
+                if let Err(unsent) = pending.send(q.reply) {
+                    // The reader is gone: nothing of this request will be read.
+                    let _ = unsent.0.send(Err(Failure::NotSent));
+                    return;
+                }
+            }
+            if batch.len() < MAX_BATCH_BYTES {
+                next = queue.try_recv().ok();
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        if let Err(e) = write.write_all(&batch).await {
+            tracing::debug!(error = %e, "write failed; closing the connection");
+            return;
+        }
+        batch.clear();
+    }
+}
+
+/// Reads responses and answers callers in order until the stream ends.
+async fn read_responses(mut read: OwnedReadHalf, mut pending: mpsc::UnboundedReceiver<Reply>, max_response_bytes: usize) {
+    let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
+    let failure = loop {
+        match wire::parse_response(&mut buf, max_response_bytes) {
+            Ok(Some(response)) => {
+                let Ok(reply) = pending.try_recv() else {
+                    break Failure::Protocol("a response arrived for no request".into());
+                };
+                let close = response.close;
+                let _ = reply.send(Ok(response));
+                if close {
+                    // RFC 9112 §9.6: requests behind a `close` were not processed.
+                    break Failure::NotSent;
+                }
+                continue;
+            }
+            Ok(None) => {}
+            Err(reason) => break Failure::Protocol(reason),
+        }
+        match read.read_buf(&mut buf).await {
+            Ok(0) => break Failure::Lost("the server closed the connection".into()),
+            Ok(_) => {}
+            Err(e) => break Failure::Lost(e.to_string()),
+        }
+    };
+    pending.close();
+    while let Ok(reply) = pending.try_recv() {
+        let _ = reply.send(Err(failure.clone()));
+    }
+}

@@ -1,0 +1,264 @@
+//! The HTTP client: a small pool of pipelining HTTP/1.1 connections to one server.
+//!
+//! Why pipelining: at high concurrency the cost of an RPC is system calls, not
+//! JSON. A connection that carries one request at a time costs ~4 syscalls
+//! per call; pipelining lets the writer put every queued request in one
+//! `write` and the reader take many responses per `read` (see
+//! `PERFORMANCE.md`). hyper's client does not pipeline, hence this module;
+//! the server side stays hyper.
+//!
+//! What pipelining costs, and the answers here:
+//! - hyper's server answers a connection's requests one after another, so a
+//!   slow call holds up those behind it. A call is pipelined behind others
+//!   only while the connection has fewer than `pipeline_depth` in flight;
+//!   beyond that a new connection opens (up to `max_connections`), and
+//!   [`CallOptions::long_poll`] calls get a connection of their own.
+//! - When a connection drops mid-pipeline, which calls ran is unknown. Calls
+//!   that certainly did not run (never written, or queued behind a
+//!   `connection: close`) are sent again once on a fresh connection; the
+//!   others fail with [`TransportError::ConnectionLost`], and a caller that
+//!   retries them needs idempotency (request ids) at its own layer.
+//!
+//! Invariants: at most `max_connections` pipelined connections plus one per
+//! outstanding long-poll; no call is sent twice unless the first attempt
+//! certainly did not run.
+
+mod conn;
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::error::{ConfigError, Error, TransportError, check_token};
+use crate::service::{BoxFuture, CallOptions, Method, Transport};
+use crate::wire::{self, RequestHead};
+use conn::{Conn, ConnParams, Failure, Queued};
+
+/// Settings of a [`Client`].
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The bearer token sent with every call.
+    pub token: Option<String>,
+    /// Deadline of calls that name none.
+    pub default_timeout: Duration,
+    /// Time allowed to open a connection.
+    pub connect_timeout: Duration,
+    /// Most pipelined connections to the server.
+    pub max_connections: usize,
+    /// Calls in flight on a connection before another connection is opened.
+    pub pipeline_depth: usize,
+    /// Largest response body accepted.
+    pub max_response_bytes: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            token: None,
+            default_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            max_connections: 4,
+            pipeline_depth: 32,
+            max_response_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// A client of one RPC server. Cheap to clone; clones share the connections.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    head: RequestHead,
+    params: ConnParams,
+    config: ClientConfig,
+    conns: Mutex<Vec<Arc<Conn>>>,
+}
+
+impl Client {
+    /// A client of the server at `addr` (`host:port`, optionally `http://host:port`).
+    /// Connections open lazily, on the first call.
+    pub fn new(addr: &str, config: ClientConfig) -> Result<Client, ConfigError> {
+        let host = parse_addr(addr)?;
+        if let Some(token) = &config.token {
+            check_token(0, token)?;
+        }
+        Ok(Client {
+            inner: Arc::new(Inner {
+                head: RequestHead::new(host, config.token.as_deref()),
+                params: ConnParams {
+                    addr: host.to_owned(),
+                    connect_timeout: config.connect_timeout,
+                    max_response_bytes: config.max_response_bytes,
+                },
+                config,
+                conns: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// The server's address.
+    pub fn addr(&self) -> &str {
+        &self.inner.params.addr
+    }
+
+    /// Open connections (pipelined and long-poll).
+    pub fn connections(&self) -> usize {
+        self.lock_conns().iter().filter(|c| !c.is_closed()).count()
+    }
+
+    fn lock_conns(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Conn>>> {
+        self.inner.conns.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Chooses the connection for one call and counts the call against it.
+    fn pick(&self, long_poll: bool) -> Lease {
+        let config = &self.inner.config;
+        let mut conns = self.lock_conns();
+        conns.retain(|c| !c.is_closed());
+        let open = |conns: &mut Vec<Arc<Conn>>| {
+            let c = Conn::open(self.inner.params.clone());
+            conns.push(Arc::clone(&c));
+            c
+        };
+        let conn = if long_poll {
+            let idle = conns.iter().find(|c| !c.is_reserved() && c.in_flight() == 0).cloned();
+            idle.unwrap_or_else(|| open(&mut conns))
+        } else {
+            let pipelined = conns.iter().filter(|c| !c.is_reserved());
+            let count = pipelined.clone().count();
+            match pipelined.min_by_key(|c| c.in_flight()) {
+                Some(c) if c.in_flight() < config.pipeline_depth || count >= config.max_connections => Arc::clone(c),
+                _ => open(&mut conns),
+            }
+        };
+        conn.acquire(long_poll);
+        Lease {
+            conn,
+            reserved: long_poll,
+        }
+    }
+
+    /// Sends one encoded request, once more if the first attempt certainly did not run.
+    async fn send(self, request: Bytes, long_poll: bool) -> Result<Bytes, Error> {
+        let addr = &self.inner.params.addr;
+        let mut attempts_left = 2;
+        loop {
+            attempts_left -= 1;
+            let lease = self.pick(long_poll);
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let queued = Queued {
+                request: request.clone(),
+                reply,
+            };
+            let failure = if lease.conn.send(queued).is_err() {
+                Failure::NotSent
+            } else {
+                match answer.await {
+                    Ok(Ok(response)) => return wire::into_result(response.status, response.body),
+                    Ok(Err(failure)) => failure,
+                    Err(_) => Failure::Lost("the connection task ended".into()),
+                }
+            };
+            drop(lease);
+            let error = match failure {
+                Failure::NotSent if attempts_left > 0 => continue,
+                Failure::NotSent => TransportError::ConnectionLost {
+                    addr: addr.clone(),
+                    reason: "the connection closed before the request was sent".into(),
+                },
+                Failure::Connect(source) => TransportError::Connect {
+                    addr: addr.clone(),
+                    source,
+                },
+                Failure::Lost(reason) => TransportError::ConnectionLost {
+                    addr: addr.clone(),
+                    reason,
+                },
+                Failure::Protocol(reason) => TransportError::Protocol {
+                    addr: addr.clone(),
+                    reason,
+                },
+            };
+            return Err(Error::Transport(error));
+        }
+    }
+}
+
+impl Transport for Client {
+    fn call(&self, method: &'static Method, body: Bytes, options: &CallOptions) -> BoxFuture<'static, Result<Bytes, Error>> {
+        let request = self.inner.head.encode(method.path, options.timeout, &body);
+        Box::pin(self.clone().send(request, options.long_poll))
+    }
+
+    fn default_timeout(&self) -> Duration {
+        self.inner.config.default_timeout
+    }
+}
+
+/// One call's claim on a connection, released on drop (also when the caller
+/// gives up at its deadline).
+struct Lease {
+    conn: Arc<Conn>,
+    reserved: bool,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.conn.release(self.reserved);
+    }
+}
+
+/// `host:port` or `http://host:port[/]` → `host:port`.
+fn parse_addr(addr: &str) -> Result<&str, ConfigError> {
+    let invalid = |reason| ConfigError::InvalidAddress {
+        addr: addr.to_owned(),
+        reason,
+    };
+    if addr.starts_with("https://") {
+        return Err(invalid("https is not supported yet; use http://host:port or host:port"));
+    }
+    let host = addr.strip_prefix("http://").unwrap_or(addr).trim_end_matches('/');
+    if host.contains('/') {
+        return Err(invalid("a server address has no path"));
+    }
+    let Some((name, port)) = host.rsplit_once(':') else {
+        return Err(invalid("expected host:port"));
+    };
+    if name.is_empty() || port.parse::<u16>().is_err() {
+        return Err(invalid("expected host:port with a port from 1 to 65535"));
+    }
+    if !host.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid("only visible ASCII characters are allowed"));
+    }
+    Ok(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_parse() {
+        assert_eq!(parse_addr("127.0.0.1:7000").unwrap(), "127.0.0.1:7000");
+        assert_eq!(parse_addr("http://m1:7000/").unwrap(), "m1:7000");
+        assert_eq!(parse_addr("[::1]:7000").unwrap(), "[::1]:7000");
+        for bad in ["m1", "m1:port", ":80", "http://m1:80/x", "https://m1:443", "m 1:80"] {
+            assert!(parse_addr(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn tokens_must_be_header_safe() {
+        let config = |t: &str| ClientConfig {
+            token: Some(t.into()),
+            ..Default::default()
+        };
+        assert!(Client::new("h:1", config("abc\r\nx: y")).is_err());
+        assert!(Client::new("h:1", config("")).is_err());
+        assert!(Client::new("h:1", config("abc")).is_ok());
+    }
+}

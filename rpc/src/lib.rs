@@ -1,0 +1,51 @@
+//! mkube's RPC runtime: JSON over HTTP/1.1, one endpoint per method.
+//!
+//! A trait marked [`service`] becomes a server adapter (`FooServer`) that a
+//! [`Server`] mounts next to other services on one listener, and a typed
+//! client (`FooClient`) that sends through any [`Transport`]: a [`Client`]
+//! over real sockets, or an [`InProcess`] router in unit tests.
+//!
+//! ```text
+//!  FooClient ──JSON──▶ Transport ─┬─ Client ══ pipelined HTTP/1.1 ══▶ Server ─┐
+//!                                 └─ InProcess ─────────────────────▶ Router ◀┘
+//!                                                 auth · route · limit · deadline
+//!                                                          │
+//!                                                 FooServer ──▶ impl Foo
+//! ```
+//!
+//! # Wire format
+//!
+//! `POST /<Service>/<method>` with a JSON body; `authorization: Bearer
+//! <token>`; `rpc-timeout-ms: <remaining milliseconds>` when the caller has a
+//! deadline. Success is `200` with the JSON response. Failure is one envelope,
+//! `{"code": "NotFound", "message": "..."}`, with the HTTP status that
+//! [`Code::http_status`] maps it to.
+//!
+//! # Layout
+//!
+//! - [`status`]: the error envelope ([`Status`], [`Code`]) and its one HTTP mapping.
+//! - [`error`]: the client-side [`Error`], separating the server's answers from
+//!   transport failures.
+//! - [`service`]: the contracts between generated code and the runtime
+//!   ([`Service`], [`Transport`], [`Method`], [`CallOptions`]).
+//! - [`server`]: [`Server`] (listener, connections, graceful shutdown) and
+//!   [`Router`] (everything that happens to one request).
+//! - [`client`]: [`Client`], a pool of pipelining HTTP/1.1 connections.
+//! - `wire`: request and response framing shared by both sides.
+
+pub mod client;
+pub mod error;
+pub mod server;
+pub mod service;
+pub mod status;
+mod wire;
+
+#[doc(hidden)]
+pub mod __private;
+
+pub use client::{Client, ClientConfig};
+pub use error::{ConfigError, Error, TransportError};
+pub use rpc_macros::service;
+pub use server::{Auth, InProcess, Router, Server, ServerBuilder};
+pub use service::{CallOptions, Method, Service, Transport};
+pub use status::{Code, Status};
