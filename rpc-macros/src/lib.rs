@@ -99,6 +99,9 @@ mod tests {
         let messages: Vec<String> = err.into_iter().map(|e| e.to_string()).collect();
         assert_eq!(messages.len(), 2, "{messages:?}");
         assert!(messages[0].contains("must be `async fn`"), "{messages:?}");
-        assert!(messages[1].contains("exactly one request argument"), "{messages:?}");
+        assert!(
+            messages[1].contains("exactly one request argument"),
+            "{messages:?}"
+        );
     }
 }

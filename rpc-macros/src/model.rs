@@ -8,8 +8,8 @@
 use proc_macro2::TokenStream;
 use syn::spanned::Spanned;
 use syn::{
-    Attribute, FnArg, GenericArgument, Ident, ItemTrait, Pat, PathArguments, ReturnType,
-    TraitItem, TraitItemFn, Type, Visibility,
+    Attribute, FnArg, GenericArgument, Ident, ItemTrait, Pat, PathArguments, ReturnType, TraitItem,
+    TraitItemFn, Type, Visibility,
 };
 
 /// Method names the generated client uses for itself.
@@ -141,7 +141,10 @@ fn request_argument(sig: &syn::Signature) -> syn::Result<(Ident, Type)> {
         ));
     }
     let FnArg::Typed(pat_type) = args[0] else {
-        return Err(syn::Error::new_spanned(args[0], "expected a typed argument"));
+        return Err(syn::Error::new_spanned(
+            args[0],
+            "expected a typed argument",
+        ));
     };
     let arg = match &*pat_type.pat {
         Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none() => p.ident.clone(),

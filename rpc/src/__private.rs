@@ -14,10 +14,7 @@ use crate::status::Status;
 /// Decodes a request body, naming the method and serde's reason on failure.
 pub fn decode_request<T: DeserializeOwned>(method: &Method, body: &[u8]) -> Result<T, Status> {
     serde_json::from_slice(body).map_err(|e| {
-        Status::invalid_argument(format!(
-            "request body of {} is not valid: {e}",
-            method.path
-        ))
+        Status::invalid_argument(format!("request body of {} is not valid: {e}", method.path))
     })
 }
 
@@ -43,7 +40,9 @@ where
         path: method.path,
         reason: e.to_string(),
     })?;
-    let timeout = options.timeout.unwrap_or_else(|| transport.default_timeout());
+    let timeout = options
+        .timeout
+        .unwrap_or_else(|| transport.default_timeout());
     let options = CallOptions {
         timeout: Some(timeout),
         ..*options

@@ -84,7 +84,9 @@ pub enum TransportError {
     },
     /// The connection broke after the request was written and before its
     /// response arrived: the server may or may not have run the call.
-    #[error("connection to {addr} lost before the response arrived ({reason}); the call may or may not have run")]
+    #[error(
+        "connection to {addr} lost before the response arrived ({reason}); the call may or may not have run"
+    )]
     ConnectionLost {
         /// The peer.
         addr: String,

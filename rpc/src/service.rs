@@ -69,7 +69,12 @@ pub struct CallOptions {
 /// - never run a call twice unless it certainly did not run the first time.
 pub trait Transport: Send + Sync + 'static {
     /// Sends one call.
-    fn call(&self, method: &'static Method, body: Bytes, options: &CallOptions) -> BoxFuture<'static, Result<Bytes, Error>>;
+    fn call(
+        &self,
+        method: &'static Method,
+        body: Bytes,
+        options: &CallOptions,
+    ) -> BoxFuture<'static, Result<Bytes, Error>>;
 
     /// The deadline for calls whose options name none.
     fn default_timeout(&self) -> Duration;

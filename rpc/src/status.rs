@@ -187,7 +187,11 @@ impl Status {
         // A struct of strings and a `Value` always serialises.
         serde_json::to_vec(self)
             .map(bytes::Bytes::from)
-            .unwrap_or_else(|_| bytes::Bytes::from_static(b"{\"code\":\"Internal\",\"message\":\"unencodable error\"}"))
+            .unwrap_or_else(|_| {
+                bytes::Bytes::from_static(
+                    b"{\"code\":\"Internal\",\"message\":\"unencodable error\"}",
+                )
+            })
     }
 }
 
@@ -216,7 +220,10 @@ mod tests {
     fn envelope_round_trips_and_omits_empty_details() {
         let s = Status::not_found("no pod default/web");
         let json = String::from_utf8(s.to_json().to_vec()).unwrap();
-        assert_eq!(json, r#"{"code":"NotFound","message":"no pod default/web"}"#);
+        assert_eq!(
+            json,
+            r#"{"code":"NotFound","message":"no pod default/web"}"#
+        );
         let back: Status = serde_json::from_str(&json).unwrap();
         assert_eq!(back, s);
     }
@@ -231,7 +238,8 @@ mod tests {
 
     #[test]
     fn unknown_codes_from_newer_peers_decode() {
-        let s: Status = serde_json::from_str(r#"{"code":"Teapot","message":"short and stout"}"#).unwrap();
+        let s: Status =
+            serde_json::from_str(r#"{"code":"Teapot","message":"short and stout"}"#).unwrap();
         assert_eq!(s.code, Code::Unknown);
     }
 

@@ -28,7 +28,9 @@ const MAX_HEADERS: usize = 32;
 /// Encodes `timeout` as the header value: whole milliseconds, at least 1 so
 /// that a nearly-expired deadline does not read as "none".
 pub(crate) fn timeout_value(timeout: Duration) -> u64 {
-    u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1)
+    u64::try_from(timeout.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 /// Parses the timeout header's value.
@@ -105,7 +107,10 @@ pub(crate) struct Response {
 
 /// Takes one complete response off the front of `buf`; `Ok(None)` when more
 /// bytes are needed. An error means the stream is unusable.
-pub(crate) fn parse_response(buf: &mut BytesMut, max_body_bytes: usize) -> Result<Option<Response>, String> {
+pub(crate) fn parse_response(
+    buf: &mut BytesMut,
+    max_body_bytes: usize,
+) -> Result<Option<Response>, String> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Response::new(&mut headers);
     let head_len = match parsed.parse(buf) {
@@ -197,16 +202,31 @@ mod tests {
         }
         assert!(buf.is_empty());
         assert_eq!(got.len(), 2);
-        assert_eq!((got[0].status, &got[0].body[..], got[0].close), (200, &b"{}"[..], false));
-        assert_eq!((got[1].status, &got[1].body[..], got[1].close), (404, &b"hello"[..], true));
+        assert_eq!(
+            (got[0].status, &got[0].body[..], got[0].close),
+            (200, &b"{}"[..], false)
+        );
+        assert_eq!(
+            (got[1].status, &got[1].body[..], got[1].close),
+            (404, &b"hello"[..], true)
+        );
     }
 
     #[test]
     fn refuses_oversized_and_unframed_responses() {
         let mut big = BytesMut::from(&b"HTTP/1.1 200 OK\r\ncontent-length: 101\r\n\r\n"[..]);
-        assert!(parse_response(&mut big, 100).unwrap_err().contains("exceeds"));
-        let mut chunked = BytesMut::from(&b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"[..]);
-        assert!(parse_response(&mut chunked, 100).unwrap_err().contains("chunked"));
+        assert!(
+            parse_response(&mut big, 100)
+                .unwrap_err()
+                .contains("exceeds")
+        );
+        let mut chunked =
+            BytesMut::from(&b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"[..]);
+        assert!(
+            parse_response(&mut chunked, 100)
+                .unwrap_err()
+                .contains("chunked")
+        );
         let mut garbage = BytesMut::from(&b"SSH-2.0-OpenSSH\r\n\r\n"[..]);
         assert!(parse_response(&mut garbage, 100).is_err());
     }
@@ -224,7 +244,13 @@ mod tests {
     #[test]
     fn timeout_header_parses_strictly() {
         assert_eq!(parse_timeout(b"250").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_timeout(b"-1").unwrap_err().code, Code::InvalidArgument);
-        assert_eq!(parse_timeout(b"1.5").unwrap_err().code, Code::InvalidArgument);
+        assert_eq!(
+            parse_timeout(b"-1").unwrap_err().code,
+            Code::InvalidArgument
+        );
+        assert_eq!(
+            parse_timeout(b"1.5").unwrap_err().code,
+            Code::InvalidArgument
+        );
     }
 }

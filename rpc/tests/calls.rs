@@ -34,7 +34,9 @@ async fn application_error_arrives_with_code_and_message() {
     let server = start(|b| b).await;
     let client = client(server.addr, Some(TOKEN));
     let err = client
-        .fail(&FailRequest { name: "db-0".into() })
+        .fail(&FailRequest {
+            name: "db-0".into(),
+        })
         .await
         .expect_err("fail fails");
     let status = err.status().expect("an answer from the server");
@@ -53,7 +55,10 @@ async fn missing_or_wrong_token_is_unauthenticated_and_handler_never_runs() {
         assert_eq!(err.code(), Code::Unauthenticated, "token {token:?}: {err}");
     }
     // Another scheme is refused too.
-    let request = with_header(post("/Demo/echo", None, "{}"), "authorization: Basic dGVzdA==");
+    let request = with_header(
+        post("/Demo/echo", None, "{}"),
+        "authorization: Basic dGVzdA==",
+    );
     let (status, body) = raw(server.addr, &request).await;
     assert_eq!(status, 401, "{body}");
     assert!(body.contains("Bearer"), "{body}");
@@ -63,13 +68,31 @@ async fn missing_or_wrong_token_is_unauthenticated_and_handler_never_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_json_is_invalid_argument_naming_the_problem() {
     let server = start(|b| b).await;
-    let (status, body) = raw(server.addr, &post("/Demo/echo", Some(TOKEN), "{\"name\": 1}")).await;
+    let (status, body) = raw(
+        server.addr,
+        &post("/Demo/echo", Some(TOKEN), "{\"name\": 1}"),
+    )
+    .await;
     assert_eq!(status, 400);
     let envelope: rpc::Status = serde_json::from_str(&body).expect("an error envelope");
     assert_eq!(envelope.code, Code::InvalidArgument);
-    assert!(envelope.message.contains("/Demo/echo"), "{}", envelope.message);
-    assert!(envelope.message.contains("invalid type: integer `1`, expected a string"), "{}", envelope.message);
-    assert!(envelope.message.contains("line 1 column"), "{}", envelope.message);
+    assert!(
+        envelope.message.contains("/Demo/echo"),
+        "{}",
+        envelope.message
+    );
+    assert!(
+        envelope
+            .message
+            .contains("invalid type: integer `1`, expected a string"),
+        "{}",
+        envelope.message
+    );
+    assert!(
+        envelope.message.contains("line 1 column"),
+        "{}",
+        envelope.message
+    );
 
     let (status, body) = raw(server.addr, &post("/Demo/echo", Some(TOKEN), "{not json")).await;
     assert_eq!(status, 400, "{body}");
@@ -87,12 +110,25 @@ async fn unknown_method_or_service_is_not_found() {
         .expect_err("no such method");
     let status = err.status().expect("an answer");
     assert_eq!(status.code, Code::NotFound);
-    assert!(status.message.contains("unknown method `brand_new` of service `Demo`"), "{}", status.message);
-    assert!(status.message.contains("echo, fail, hold, explode"), "{}", status.message);
+    assert!(
+        status
+            .message
+            .contains("unknown method `brand_new` of service `Demo`"),
+        "{}",
+        status.message
+    );
+    assert!(
+        status.message.contains("echo, fail, hold, explode"),
+        "{}",
+        status.message
+    );
 
     let (code, body) = raw(server.addr, &post("/Nope/echo", Some(TOKEN), "{}")).await;
     assert_eq!(code, 404);
-    assert!(body.contains("unknown service `Nope`; this server serves Demo"), "{body}");
+    assert!(
+        body.contains("unknown service `Nope`; this server serves Demo"),
+        "{body}"
+    );
 
     let (code, body) = raw(server.addr, &post("/", Some(TOKEN), "{}")).await;
     assert_eq!(code, 404, "{body}");
@@ -121,7 +157,10 @@ async fn oversized_body_is_refused_without_being_read_whole() {
         .unwrap();
     let (status, body) = parse_raw(&answer);
     assert_eq!(status, 413, "{body}");
-    assert!(body.contains("100000000 bytes exceeds the limit of 1024 bytes"), "{body}");
+    assert!(
+        body.contains("100000000 bytes exceeds the limit of 1024 bytes"),
+        "{body}"
+    );
 
     // A chunked body has no length up front: it is read up to the limit, then refused.
     let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
@@ -161,7 +200,10 @@ async fn slow_handler_past_deadline_is_cancelled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_timeout_header_is_invalid_argument() {
     let server = start(|b| b).await;
-    let request = with_header(post("/Demo/echo", Some(TOKEN), "{}"), "rpc-timeout-ms: soon");
+    let request = with_header(
+        post("/Demo/echo", Some(TOKEN), "{}"),
+        "rpc-timeout-ms: soon",
+    );
     let (status, body) = raw(server.addr, &request).await;
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("rpc-timeout-ms"), "{body}");
@@ -174,7 +216,11 @@ async fn panicking_handler_is_an_opaque_internal_error() {
     let err = client.explode(&Empty {}).await.expect_err("panics");
     let status = err.status().expect("an answer");
     assert_eq!(status.code, Code::Internal);
-    assert!(!status.message.contains("boom"), "internal details leaked: {}", status.message);
+    assert!(
+        !status.message.contains("boom"),
+        "internal details leaked: {}",
+        status.message
+    );
     // The server and the connection survive.
     assert_eq!(client.echo(&pod("still")).await.unwrap().name, "still");
 }
@@ -190,7 +236,10 @@ async fn thousand_concurrent_calls_over_one_client() {
         })
         .collect();
     for (i, call) in calls.into_iter().enumerate() {
-        let got = call.await.unwrap().unwrap_or_else(|e| panic!("call {i} failed: {e}"));
+        let got = call
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("call {i} failed: {e}"));
         assert_eq!(got.name, format!("pod-{i}"));
     }
     assert_eq!(server.counters.get(&server.counters.calls), 1000);
@@ -205,13 +254,21 @@ async fn long_poll_does_not_block_other_calls() {
         long_poll: true,
     });
     let held = tokio::spawn(async move { long_poll.hold(&Empty {}).await });
-    server.counters.wait_for("the long-poll to start", |c| c.get(&c.held) == 1).await;
+    server
+        .counters
+        .wait_for("the long-poll to start", |c| c.get(&c.held) == 1)
+        .await;
     // If this were pipelined behind the held call it would wait for ever.
     for i in 0..10 {
-        assert_eq!(client.echo(&pod(&format!("p{i}"))).await.unwrap().name, format!("p{i}"));
+        assert_eq!(
+            client.echo(&pod(&format!("p{i}"))).await.unwrap().name,
+            format!("p{i}")
+        );
     }
     server.release.add_permits(1);
-    held.await.unwrap().expect("the long-poll completes once released");
+    held.await
+        .unwrap()
+        .expect("the long-poll completes once released");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -219,7 +276,10 @@ async fn no_server_is_a_transport_error() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let err = client(addr, Some(TOKEN)).echo(&pod("x")).await.expect_err("nobody listens");
+    let err = client(addr, Some(TOKEN))
+        .echo(&pod("x"))
+        .await
+        .expect_err("nobody listens");
     assert_eq!(err.code(), Code::Unavailable);
     match err {
         Error::Transport(e @ TransportError::Connect { .. }) => {
@@ -247,7 +307,10 @@ async fn shutdown_completes_in_flight_calls_or_fails_them_cleanly() {
             tokio::spawn(async move { client.hold(&Empty {}).await })
         })
         .collect();
-    server.counters.wait_for("four held calls", |c| c.get(&c.held) == 4).await;
+    server
+        .counters
+        .wait_for("four held calls", |c| c.get(&c.held) == 4)
+        .await;
     server.shutdown();
     server.release.add_permits(100);
     let served = tokio::time::timeout(DEADLINE, &mut server.served)
@@ -256,20 +319,30 @@ async fn shutdown_completes_in_flight_calls_or_fails_them_cleanly() {
     served.unwrap().unwrap();
     let (mut ok, mut failed) = (0, 0);
     for call in calls {
-        match tokio::time::timeout(DEADLINE, call).await.expect("every call ends").unwrap() {
+        match tokio::time::timeout(DEADLINE, call)
+            .await
+            .expect("every call ends")
+            .unwrap()
+        {
             Ok(_) => ok += 1,
             Err(Error::Transport(e)) => {
                 failed += 1;
                 // Only calls that never started may fail: the running ones completed.
                 assert!(
-                    matches!(e, TransportError::Connect { .. } | TransportError::ConnectionLost { .. }),
+                    matches!(
+                        e,
+                        TransportError::Connect { .. } | TransportError::ConnectionLost { .. }
+                    ),
                     "{e}"
                 );
             }
             Err(other) => panic!("unclean failure: {other:?}"),
         }
     }
-    assert!(ok >= 4, "the four running calls complete (ok={ok}, failed={failed})");
+    assert!(
+        ok >= 4,
+        "the four running calls complete (ok={ok}, failed={failed})"
+    );
     assert_eq!(ok + failed, 12);
     assert_eq!(server.counters.get(&server.counters.cancelled), 0);
     assert_eq!(server.counters.get(&server.counters.completed), ok);
@@ -280,7 +353,10 @@ async fn shutdown_past_drain_timeout_aborts_stuck_calls() {
     let mut server = start(|b| b.drain_timeout(Duration::from_millis(200))).await;
     let client = client(server.addr, Some(TOKEN));
     let stuck = tokio::spawn(async move { client.hold(&Empty {}).await });
-    server.counters.wait_for("the call to start", |c| c.get(&c.held) == 1).await;
+    server
+        .counters
+        .wait_for("the call to start", |c| c.get(&c.held) == 1)
+        .await;
     server.shutdown();
     tokio::time::timeout(DEADLINE, &mut server.served)
         .await
@@ -298,6 +374,8 @@ async fn shutdown_past_drain_timeout_aborts_stuck_calls() {
     }
     server
         .counters
-        .wait_for("the aborted handler to be dropped", |c| c.get(&c.cancelled) == 1)
+        .wait_for("the aborted handler to be dropped", |c| {
+            c.get(&c.cancelled) == 1
+        })
         .await;
 }

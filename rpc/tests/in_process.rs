@@ -17,7 +17,7 @@ fn router() -> (Arc<rpc::Router>, Arc<Counters>) {
         .service(DemoServer::new(demo))
         .max_body_bytes(64)
         .build()
-        .unwrap();
+        .expect("valid server config");
     (server.router(), counters)
 }
 
@@ -25,8 +25,14 @@ fn router() -> (Arc<rpc::Router>, Arc<Counters>) {
 async fn typed_client_over_in_process_transport() {
     let (router, counters) = router();
     let client = DemoClient::new(InProcess::new(Arc::clone(&router), Some(TOKEN)).unwrap());
-    let err = client.fail(&FailRequest { name: "a".into() }).await.unwrap_err();
-    assert_eq!(err.status().map(|s| s.message.as_str()), Some("pod a not found"));
+    let err = client
+        .fail(&FailRequest { name: "a".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.status().map(|s| s.message.as_str()),
+        Some("pod a not found")
+    );
     // The router's body limit applies in process too: a pod does not fit in 64 bytes.
     let err = client.echo(&pod("web")).await.unwrap_err();
     assert_eq!(err.code(), Code::PayloadTooLarge);
@@ -38,11 +44,17 @@ async fn rotated_tokens_are_both_accepted() {
     let (router, _) = router();
     for token in [TOKEN, "next-token"] {
         let client = DemoClient::new(InProcess::new(Arc::clone(&router), Some(token)).unwrap());
-        let err = client.fail(&FailRequest { name: "x".into() }).await.unwrap_err();
+        let err = client
+            .fail(&FailRequest { name: "x".into() })
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::NotFound, "token {token} accepted");
     }
     let client = DemoClient::new(InProcess::new(router, Some("old-token")).unwrap());
-    let err = client.fail(&FailRequest { name: "x".into() }).await.unwrap_err();
+    let err = client
+        .fail(&FailRequest { name: "x".into() })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
 }
 

@@ -119,8 +119,17 @@ impl Conn {
 }
 
 /// Connects, then runs the writer here and the reader on its own task.
-async fn run(params: ConnParams, mut queue: mpsc::UnboundedReceiver<Queued>, closed: Arc<AtomicBool>) {
-    let stream = match tokio::time::timeout(params.connect_timeout, TcpStream::connect(&params.addr)).await {
+async fn run(
+    params: ConnParams,
+    mut queue: mpsc::UnboundedReceiver<Queued>,
+    closed: Arc<AtomicBool>,
+) {
+    let stream = match tokio::time::timeout(
+        params.connect_timeout,
+        TcpStream::connect(&params.addr),
+    )
+    .await
+    {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => return fail_queue(&mut queue, &closed, Failure::Connect(Arc::new(e))),
         Err(_) => {
@@ -197,7 +206,11 @@ async fn write_requests(
 }
 
 /// Reads responses and answers callers in order until the stream ends.
-async fn read_responses(mut read: OwnedReadHalf, mut pending: mpsc::UnboundedReceiver<Reply>, max_response_bytes: usize) {
+async fn read_responses(
+    mut read: OwnedReadHalf,
+    mut pending: mpsc::UnboundedReceiver<Reply>,
+    max_response_bytes: usize,
+) {
     let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
     let failure = loop {
         match wire::parse_response(&mut buf, max_response_bytes) {

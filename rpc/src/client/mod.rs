@@ -111,7 +111,10 @@ impl Client {
     }
 
     fn lock_conns(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Conn>>> {
-        self.inner.conns.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .conns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Chooses the connection for one call and counts the call against it.
@@ -125,13 +128,20 @@ impl Client {
             c
         };
         let conn = if long_poll {
-            let idle = conns.iter().find(|c| !c.is_reserved() && c.in_flight() == 0).cloned();
+            let idle = conns
+                .iter()
+                .find(|c| !c.is_reserved() && c.in_flight() == 0)
+                .cloned();
             idle.unwrap_or_else(|| open(&mut conns))
         } else {
             let pipelined = conns.iter().filter(|c| !c.is_reserved());
             let count = pipelined.clone().count();
             match pipelined.min_by_key(|c| c.in_flight()) {
-                Some(c) if c.in_flight() < config.pipeline_depth || count >= config.max_connections => Arc::clone(c),
+                Some(c)
+                    if c.in_flight() < config.pipeline_depth || count >= config.max_connections =>
+                {
+                    Arc::clone(c)
+                }
                 _ => open(&mut conns),
             }
         };
@@ -189,7 +199,12 @@ impl Client {
 }
 
 impl Transport for Client {
-    fn call(&self, method: &'static Method, body: Bytes, options: &CallOptions) -> BoxFuture<'static, Result<Bytes, Error>> {
+    fn call(
+        &self,
+        method: &'static Method,
+        body: Bytes,
+        options: &CallOptions,
+    ) -> BoxFuture<'static, Result<Bytes, Error>> {
         let request = self.inner.head.encode(method.path, options.timeout, &body);
         Box::pin(self.clone().send(request, options.long_poll))
     }
@@ -219,9 +234,14 @@ fn parse_addr(addr: &str) -> Result<&str, ConfigError> {
         reason,
     };
     if addr.starts_with("https://") {
-        return Err(invalid("https is not supported yet; use http://host:port or host:port"));
+        return Err(invalid(
+            "https is not supported yet; use http://host:port or host:port",
+        ));
     }
-    let host = addr.strip_prefix("http://").unwrap_or(addr).trim_end_matches('/');
+    let host = addr
+        .strip_prefix("http://")
+        .unwrap_or(addr)
+        .trim_end_matches('/');
     if host.contains('/') {
         return Err(invalid("a server address has no path"));
     }
@@ -246,7 +266,14 @@ mod tests {
         assert_eq!(parse_addr("127.0.0.1:7000").unwrap(), "127.0.0.1:7000");
         assert_eq!(parse_addr("http://m1:7000/").unwrap(), "m1:7000");
         assert_eq!(parse_addr("[::1]:7000").unwrap(), "[::1]:7000");
-        for bad in ["m1", "m1:port", ":80", "http://m1:80/x", "https://m1:443", "m 1:80"] {
+        for bad in [
+            "m1",
+            "m1:port",
+            ":80",
+            "http://m1:80/x",
+            "https://m1:443",
+            "m 1:80",
+        ] {
             assert!(parse_addr(bad).is_err(), "{bad} accepted");
         }
     }

@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! listener ──accept (≤ max_connections)──▶ hyper HTTP/1.1 connection ──▶ Router::handle
-//!    ▲                                         (pipelined requests answered in order)
-//! shutdown: stop accepting, let connections
+//!    ▲                                         (pipelined requests answered in order,
+//! shutdown: stop accepting, let connections     responses written in batches: batched_io)
 //! finish their in-flight call, abort after drain_timeout
 //! ```
 //!
@@ -13,6 +13,7 @@
 //! completes and is answered or is failed by the connection closing, and
 //! `serve` returns within `drain_timeout`.
 
+mod batched_io;
 mod router;
 
 use std::collections::HashMap;
@@ -27,6 +28,8 @@ use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+
+use batched_io::BatchedIo;
 
 pub use router::{Auth, InProcess, Router};
 
@@ -127,7 +130,11 @@ impl Server {
     }
 
     /// Serves `listener` until `shutdown` resolves, then drains (see the module doc).
-    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
         let addr = listener.local_addr()?;
         if self.router.requires_auth() {
             tracing::info!(%addr, services = ?self.router.service_names(), "rpc server listening");
@@ -136,10 +143,8 @@ impl Server {
         }
         let slots = Arc::new(Semaphore::new(self.max_connections));
         let graceful = GracefulShutdown::new();
-        // Not `pipeline_flush(true)`: hyper 1.x then skips the final flush when
-        // it closes a connection with pipelined bytes still unread (graceful
-        // shutdown, a `connection: close` after a 413), losing the last
-        // response. Each response is flushed on its own instead.
+        // Responses are batched by `BatchedIo`, not by hyper's `pipeline_flush`
+        // (see batched_io.rs for why).
         let http = http1::Builder::new();
         let mut connections = tokio::task::JoinSet::new();
         tokio::pin!(shutdown);
@@ -172,7 +177,8 @@ impl Server {
                 let router = Arc::clone(&router);
                 async move { Ok::<_, Infallible>(router.handle(request).await) }
             });
-            let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+            let connection = graceful
+                .watch(http.serve_connection(TokioIo::new(BatchedIo::new(stream)), service));
             connections.spawn(async move {
                 if let Err(e) = connection.await {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");

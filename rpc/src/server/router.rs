@@ -69,7 +69,11 @@ struct Admitted {
 }
 
 impl Router {
-    pub(crate) fn new(services: HashMap<&'static str, Arc<dyn Service>>, auth: Auth, max_body_bytes: usize) -> Self {
+    pub(crate) fn new(
+        services: HashMap<&'static str, Arc<dyn Service>>,
+        auth: Auth,
+        max_body_bytes: usize,
+    ) -> Self {
         Router {
             services,
             auth,
@@ -168,18 +172,16 @@ impl Router {
         let Auth::Bearer(tokens) = &self.auth else {
             return Ok(());
         };
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .ok_or_else(|| Status::unauthenticated("missing `authorization: Bearer <token>` header"))?;
-        let presented = header
-            .as_bytes()
-            .strip_prefix(b"Bearer ")
-            .ok_or_else(|| Status::unauthenticated("the authorization header must use the Bearer scheme"))?;
+        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+            Status::unauthenticated("missing `authorization: Bearer <token>` header")
+        })?;
+        let presented = header.as_bytes().strip_prefix(b"Bearer ").ok_or_else(|| {
+            Status::unauthenticated("the authorization header must use the Bearer scheme")
+        })?;
         // Compare against every token so the time taken does not reveal which matched.
-        let matched = tokens
-            .iter()
-            .fold(subtle::Choice::from(0), |acc, t| acc | t.as_bytes().ct_eq(presented));
+        let matched = tokens.iter().fold(subtle::Choice::from(0), |acc, t| {
+            acc | t.as_bytes().ct_eq(presented)
+        });
         if bool::from(matched) {
             Ok(())
         } else {
@@ -204,7 +206,9 @@ impl Router {
         let call = AssertUnwindSafe(call).catch_unwind();
         let outcome = match admitted.timeout {
             Some(timeout) => tokio::time::timeout(timeout, call).await.map_err(|_| {
-                Status::deadline_exceeded(format!("the call's deadline of {timeout:?} passed; the handler was cancelled"))
+                Status::deadline_exceeded(format!(
+                    "the call's deadline of {timeout:?} passed; the handler was cancelled"
+                ))
             })?,
             None => call.await,
         };
@@ -223,7 +227,9 @@ impl Router {
 fn split_path(path: &str) -> Result<(&str, &str), Status> {
     let mut segments = path.strip_prefix('/').unwrap_or(path).splitn(2, '/');
     match (segments.next(), segments.next()) {
-        (Some(service), Some(method)) if !service.is_empty() && !method.is_empty() && !method.contains('/') => {
+        (Some(service), Some(method))
+            if !service.is_empty() && !method.is_empty() && !method.contains('/') =>
+        {
             Ok((service, method))
         }
         _ => Err(Status::not_found(format!(
@@ -243,7 +249,9 @@ where
             Code::PayloadTooLarge,
             format!("request body exceeds the limit of {limit} bytes"),
         )),
-        Err(e) => Err(Status::invalid_argument(format!("cannot read the request body: {e}"))),
+        Err(e) => Err(Status::invalid_argument(format!(
+            "cannot read the request body: {e}"
+        ))),
     }
 }
 
@@ -265,7 +273,8 @@ fn json_response(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
 
 /// The one place a [`Status`] becomes an HTTP response.
 pub(crate) fn status_response(status: &Status) -> Response<Full<Bytes>> {
-    let code = StatusCode::from_u16(status.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let code = StatusCode::from_u16(status.code.http_status())
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     json_response(code, status.to_json())
 }
 
@@ -283,8 +292,12 @@ impl InProcess {
         let token = token
             .map(|t| {
                 crate::error::check_token(0, t)?;
-                HeaderValue::from_str(&format!("Bearer {t}"))
-                    .map_err(|_| crate::ConfigError::InvalidToken { index: 0, reason: "not a header value" })
+                HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| {
+                    crate::ConfigError::InvalidToken {
+                        index: 0,
+                        reason: "not a header value",
+                    }
+                })
             })
             .transpose()?;
         Ok(InProcess { router, token })
@@ -292,7 +305,12 @@ impl InProcess {
 }
 
 impl Transport for InProcess {
-    fn call(&self, method: &'static Method, body: Bytes, options: &CallOptions) -> BoxFuture<'static, Result<Bytes, Error>> {
+    fn call(
+        &self,
+        method: &'static Method,
+        body: Bytes,
+        options: &CallOptions,
+    ) -> BoxFuture<'static, Result<Bytes, Error>> {
         let uri = match http::Uri::try_from(method.path) {
             Ok(uri) => uri,
             Err(e) => {
@@ -310,9 +328,10 @@ impl Transport for InProcess {
             request.headers_mut().insert(AUTHORIZATION, token.clone());
         }
         if let Some(timeout) = options.timeout {
-            request
-                .headers_mut()
-                .insert(wire::TIMEOUT_HEADER, HeaderValue::from(wire::timeout_value(timeout)));
+            request.headers_mut().insert(
+                wire::TIMEOUT_HEADER,
+                HeaderValue::from(wire::timeout_value(timeout)),
+            );
         }
         let router = Arc::clone(&self.router);
         Box::pin(async move {

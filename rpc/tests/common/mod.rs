@@ -161,7 +161,11 @@ impl Demo for DemoImpl {
             done: false,
         };
         self.counters.bump(&self.counters.held);
-        let permit = self.release.acquire().await.map_err(rpc::Status::internal)?;
+        let permit = self
+            .release
+            .acquire()
+            .await
+            .map_err(rpc::Status::internal)?;
         permit.forget();
         guard.done = true;
         self.counters.bump(&self.counters.completed);
@@ -177,7 +181,10 @@ impl Demo for DemoImpl {
 pub fn pod(name: &str) -> Pod {
     Pod {
         name: name.into(),
-        labels: BTreeMap::from([("app".into(), "web".into()), ("tier".into(), "front".into())]),
+        labels: BTreeMap::from([
+            ("app".into(), "web".into()),
+            ("tier".into(), "front".into()),
+        ]),
         containers: vec![Container {
             image: "busybox:local".into(),
             ports: vec![(8080, 80)],
@@ -208,9 +215,11 @@ pub async fn start(builder: impl FnOnce(rpc::ServerBuilder) -> rpc::ServerBuilde
     let demo = DemoImpl::new();
     let counters = Arc::clone(&demo.counters);
     let release = Arc::clone(&demo.release);
-    let server = builder(rpc::Server::builder(rpc::Auth::Bearer(vec![TOKEN.into()])).service(DemoServer::new(demo)))
-        .build()
-        .expect("valid server config");
+    let server = builder(
+        rpc::Server::builder(rpc::Auth::Bearer(vec![TOKEN.into()])).service(DemoServer::new(demo)),
+    )
+    .build()
+    .expect("valid server config");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
     let (tx, rx) = oneshot::channel::<()>();
@@ -234,7 +243,9 @@ pub fn client_config(token: Option<&str>) -> rpc::ClientConfig {
 }
 
 pub fn client(addr: SocketAddr, token: Option<&str>) -> DemoClient {
-    DemoClient::new(rpc::Client::new(&addr.to_string(), client_config(token)).expect("valid client config"))
+    DemoClient::new(
+        rpc::Client::new(&addr.to_string(), client_config(token)).expect("valid client config"),
+    )
 }
 
 /// Sends raw bytes and returns the status code and body of the answer; the
@@ -257,12 +268,17 @@ pub fn parse_raw(answer: &[u8]) -> (u16, String) {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("not an HTTP answer: {text:?}"));
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
 pub fn post(path: &str, token: Option<&str>, body: &str) -> Vec<u8> {
-    let auth = token.map(|t| format!("authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let auth = token
+        .map(|t| format!("authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     format!(
         "POST {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n{auth}content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()

@@ -1,0 +1,6 @@
+#[rpc_macros::service]
+struct Kv {
+    store: Vec<u8>,
+}
+
+fn main() {}
