@@ -1,14 +1,19 @@
 //! kvs: mkube's Raft-replicated key-value store, held in memory only.
 //!
-//! This crate will own (see `DESIGN.md`, "Raft KVS"):
+//! # Layout
 //!
-//! - a sans-IO Raft core (`step`, `tick`, `propose`, `read_index`, and a
-//!   `Ready` batch) with pre-vote, check-quorum, pipelined replication,
-//!   ReadIndex reads, leader transfer, snapshots and membership changes;
-//! - the KV state machine: revisions, put / get / range / delete, txn, and
-//!   watch with a bounded history;
-//! - its RPC services (Raft peer, `Kv`), the node runtime that drives the core
-//!   over `rpc`, and a client with leader discovery;
-//! - a deterministic simulator and linearizability checker proving it.
+//! - [`raft`]: the sans-IO Raft core (`step`, `tick`, `propose`,
+//!   `read_index`, `take_ready`) with pre-vote, check-quorum, pipelined
+//!   replication, ReadIndex reads and leader transfer.
+//! - [`kv`]: the KV state machine applied from the log: revisions, put / get /
+//!   range / delete, txn, and watch with a bounded history.
+//! - [`linearizability`]: a checker of client histories against the KV model.
+//! - `sim` (tests only): the deterministic simulator that drives whole
+//!   clusters under faults and checks Raft's safety invariants at every step.
+//!
+//! Still to come (issues 4 and 5): the RPC services (Raft peer, `Kv`), the
+//! node runtime, the client with leader discovery, snapshots and membership.
 //!
 //! It is a general store: it knows nothing of pods or nodes.
+
+pub mod raft;

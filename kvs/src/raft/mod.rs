@@ -1,0 +1,335 @@
+//! The Raft core: a deterministic state machine with no I/O, clock or global RNG.
+//!
+//! ```text
+//!  runtime ──step(msg) / tick() / propose(cmd) / read_index(ctx)──▶ RaftNode
+//!     ▲                                                               │
+//!     └──────── take_ready(): messages, committed entries, reads ◀────┘
+//! ```
+//!
+//! Time is ticks; randomness comes from a [`SplitMix64`] seeded by the
+//! caller. Everything lives in memory: there is no stable storage to write
+//! before sending, so taking the [`Ready`] is also its `advance`.
+//!
+//! # Layout
+//!
+//! - `types`: entries, messages, [`Ready`].
+//! - `log`: [`RaftLog`], the in-memory log and its commit/apply cursors.
+//! - `progress`: the leader's [`Progress`] per follower (probe / replicate).
+//! - `election`: pre-vote, votes, role changes, check-quorum, leader transfer.
+//! - `replication`: AppendEntries and heartbeats, commit.
+//! - `read`: ReadIndex on leaders and followers.
+//!
+//! # Invariants kept (checked by the simulator, `crate::sim`)
+//!
+//! - at most one leader per term (Raft §5.2); a node votes at most once per term;
+//! - a leader only commits by counting replicas of an entry of its own term (Raft §5.4.2);
+//! - entries at or below the commit index are never replaced (Raft §5.4);
+//! - the commit index never decreases;
+//! - a read is answered with an index only after a quorum confirmed the
+//!   leadership of the node that chose it, after that request arrived (thesis §6.4).
+
+mod election;
+pub mod log;
+pub mod progress;
+mod read;
+mod replication;
+pub mod rng;
+pub mod types;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+pub use log::RaftLog;
+pub use progress::{Progress, ProgressState};
+pub use rng::SplitMix64;
+pub use types::*;
+
+use read::ReadQueue;
+
+/// Deliberately broken behaviours, to prove the simulator catches them.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Bugs {
+    /// Commit an entry of an earlier term by counting its replicas (Raft §5.4.2, Figure 8).
+    pub commit_old_term_by_counting: bool,
+    /// Grant votes without the log up-to-date check (Raft §5.4.1).
+    pub vote_without_log_check: bool,
+    /// Serve follower reads at the local commit index, without ReadIndex.
+    pub follower_read_without_read_index: bool,
+    /// Hand out entries to apply before they are committed.
+    pub apply_before_commit: bool,
+}
+
+/// Settings of one node.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This node.
+    pub id: NodeId,
+    /// Every voter, this node included.
+    pub voters: Vec<NodeId>,
+    /// Ticks without a leader before campaigning (randomized up to twice this).
+    pub election_tick: u32,
+    /// Ticks between a leader's heartbeats.
+    pub heartbeat_tick: u32,
+    /// Most entries in one AppendEntries.
+    pub max_batch_entries: usize,
+    /// Most unacknowledged AppendEntries per follower.
+    pub max_inflight: usize,
+    /// Ask before campaigning, so a rejoining node does not disrupt the cluster.
+    pub pre_vote: bool,
+    /// A leader that has not heard from a quorum for an election timeout steps down.
+    pub check_quorum: bool,
+    /// Most reads waiting for leadership confirmation.
+    pub max_pending_reads: usize,
+    /// Test-only defects.
+    #[cfg(test)]
+    pub bugs: Bugs,
+}
+
+impl Config {
+    /// Defaults for a node `id` among `voters`.
+    pub fn new(id: NodeId, voters: Vec<NodeId>) -> Self {
+        Config {
+            id,
+            voters,
+            election_tick: 10,
+            heartbeat_tick: 1,
+            max_batch_entries: 256,
+            max_inflight: 16,
+            pre_vote: true,
+            check_quorum: true,
+            max_pending_reads: 4096,
+            #[cfg(test)]
+            bugs: Bugs::default(),
+        }
+    }
+}
+
+/// One Raft member. See the module doc.
+#[derive(Debug)]
+pub struct RaftNode {
+    cfg: Config,
+    voters: BTreeSet<NodeId>,
+    term: Term,
+    voted_for: Option<NodeId>,
+    role: Role,
+    leader: Option<NodeId>,
+    log: RaftLog,
+    rng: SplitMix64,
+    election_elapsed: u32,
+    heartbeat_elapsed: u32,
+    randomized_election_timeout: u32,
+    /// Votes (or pre-votes) received in the current campaign.
+    votes: BTreeMap<NodeId, bool>,
+    /// Leader only: each follower's progress.
+    progress: BTreeMap<NodeId, Progress>,
+    /// Leader only: whether an entry of the current term is committed.
+    committed_in_term: bool,
+    lead_transferee: Option<NodeId>,
+    reads: ReadQueue,
+    msgs: Vec<Message>,
+    read_states: Vec<ReadState>,
+    dropped_reads: Vec<u64>,
+}
+
+impl RaftNode {
+    /// A follower in term 0 with an empty log; `seed` drives its election timeouts.
+    pub fn new(cfg: Config, seed: u64) -> Self {
+        let voters = cfg.voters.iter().copied().collect();
+        let mut node = RaftNode {
+            cfg,
+            voters,
+            term: 0,
+            voted_for: None,
+            role: Role::Follower,
+            leader: None,
+            log: RaftLog::default(),
+            rng: SplitMix64::new(seed),
+            election_elapsed: 0,
+            heartbeat_elapsed: 0,
+            randomized_election_timeout: 0,
+            votes: BTreeMap::new(),
+            progress: BTreeMap::new(),
+            committed_in_term: false,
+            lead_transferee: None,
+            reads: ReadQueue::default(),
+            msgs: Vec::new(),
+            read_states: Vec::new(),
+            dropped_reads: Vec::new(),
+        };
+        node.reset_election_timer();
+        node
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.cfg.id
+    }
+
+    /// The current term.
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
+    /// The current role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The leader this node knows of.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+
+    /// Whom this node voted for in the current term.
+    pub fn voted_for(&self) -> Option<NodeId> {
+        self.voted_for
+    }
+
+    /// The log.
+    pub fn log(&self) -> &RaftLog {
+        &self.log
+    }
+
+    /// The voters.
+    pub fn voters(&self) -> &BTreeSet<NodeId> {
+        &self.voters
+    }
+
+    /// Leader only: the progress of each follower.
+    pub fn progress(&self) -> &BTreeMap<NodeId, Progress> {
+        &self.progress
+    }
+
+    fn quorum(&self) -> usize {
+        self.voters.len() / 2 + 1
+    }
+
+    fn send(&mut self, to: NodeId, body: Body) {
+        self.send_with_term(to, self.term, body);
+    }
+
+    fn send_with_term(&mut self, to: NodeId, term: Term, body: Body) {
+        self.msgs.push(Message {
+            from: self.cfg.id,
+            to,
+            term,
+            body,
+        });
+    }
+
+    fn peers(&self) -> Vec<NodeId> {
+        self.voters.iter().copied().filter(|&p| p != self.cfg.id).collect()
+    }
+
+    /// Advances logical time by one tick.
+    pub fn tick(&mut self) {
+        self.expire_forwarded_reads();
+        match self.role {
+            Role::Leader => self.tick_leader(),
+            _ => self.tick_election(),
+        }
+    }
+
+    /// Appends a command to the log; returns its index. Leader only.
+    pub fn propose(&mut self, command: bytes::Bytes) -> Result<Index, RaftError> {
+        if self.role != Role::Leader {
+            return Err(RaftError::NotLeader { leader: self.leader });
+        }
+        if self.lead_transferee.is_some() {
+            return Err(RaftError::TransferInProgress);
+        }
+        Ok(self.append_own(Payload::Command(command)))
+    }
+
+    /// Handles one message from a peer (Raft §5.1's term rules first).
+    pub fn step(&mut self, m: Message) {
+        if m.to != self.cfg.id || !self.voters.contains(&m.from) {
+            return;
+        }
+        if m.term > self.term {
+            if self.ignore_higher_term(&m) {
+                return;
+            }
+        } else if m.term < self.term {
+            self.answer_stale(&m);
+            return;
+        }
+        match m.body {
+            Body::PreVote { .. } | Body::RequestVote { .. } => self.handle_vote_request(&m),
+            Body::PreVoteResponse { granted } => self.handle_pre_vote_response(m.from, m.term, granted),
+            Body::RequestVoteResponse { granted } => self.handle_vote_response(m.from, granted),
+            Body::AppendEntries {
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit,
+            } => self.handle_append(m.from, prev_log_index, prev_log_term, &entries, leader_commit),
+            Body::AppendEntriesResponse { success, index, hint } => {
+                self.handle_append_response(m.from, success, index, hint)
+            }
+            Body::Heartbeat { commit, read_seq } => self.handle_heartbeat(m.from, commit, read_seq),
+            Body::HeartbeatResponse { read_seq } => self.handle_heartbeat_response(m.from, read_seq),
+            Body::ReadIndex { ctx } => self.handle_read_index_request(m.from, ctx),
+            Body::ReadIndexResponse { ctx, index } => self.handle_read_index_response(ctx, index),
+            Body::TimeoutNow => self.handle_timeout_now(m.from),
+        }
+    }
+
+    /// Decides what a message of a higher term does to this node (Raft §5.1,
+    /// with the pre-vote and lease rules of thesis §9.6). Returns true if it
+    /// is to be ignored.
+    fn ignore_higher_term(&mut self, m: &Message) -> bool {
+        let is_vote = matches!(m.body, Body::PreVote { .. } | Body::RequestVote { transfer: false, .. });
+        if is_vote && self.in_lease() {
+            // Heard from a live leader recently: a disruptive candidate.
+            return true;
+        }
+        match m.body {
+            // A pre-vote does not change terms; nor does a granted pre-vote answer.
+            Body::PreVote { .. } | Body::PreVoteResponse { granted: true } => {}
+            Body::AppendEntries { .. } | Body::Heartbeat { .. } => self.become_follower(m.term, Some(m.from)),
+            _ => self.become_follower(m.term, None),
+        }
+        false
+    }
+
+    /// Answers a message from an older term where that helps its sender catch up.
+    fn answer_stale(&mut self, m: &Message) {
+        match m.body {
+            // A partitioned old leader learns the new term and steps down.
+            Body::AppendEntries { .. } | Body::Heartbeat { .. } if self.cfg.check_quorum || self.cfg.pre_vote => {
+                self.send(
+                    m.from,
+                    Body::AppendEntriesResponse {
+                        success: false,
+                        index: 0,
+                        hint: None,
+                    },
+                );
+            }
+            Body::PreVote { .. } => self.send(m.from, Body::PreVoteResponse { granted: false }),
+            _ => {}
+        }
+    }
+
+    /// Everything the runtime must do now. Taking it is also advancing it.
+    pub fn take_ready(&mut self) -> Ready {
+        if self.role == Role::Leader {
+            self.send_appends();
+        }
+        #[cfg(test)]
+        let up_to = if self.cfg.bugs.apply_before_commit {
+            self.log.last_index()
+        } else {
+            self.log.committed
+        };
+        #[cfg(not(test))]
+        let up_to = self.log.committed;
+        Ready {
+            messages: std::mem::take(&mut self.msgs),
+            committed: self.log.take_committed(up_to),
+            read_states: std::mem::take(&mut self.read_states),
+            dropped_reads: std::mem::take(&mut self.dropped_reads),
+        }
+    }
+}
