@@ -16,4 +16,8 @@
 //!
 //! It is a general store: it knows nothing of pods or nodes.
 
+pub mod kv;
+pub mod linearizability;
 pub mod raft;
+#[cfg(test)]
+mod sim;

@@ -1,0 +1,334 @@
+//! The KV state machine applied from the Raft log.
+//!
+//! ```text
+//! committed entry ─▶ KvStore::apply(txn) ─▶ KvState (keys, revision) ─▶ TxnResponse
+//!                                       └─▶ WatchHistory (bounded) ─▶ events_since(rev)
+//! ```
+//!
+//! Invariants: `apply` is a pure function of the state and the command, so
+//! every replica that applies the same log holds the same state; the
+//! revision rises by exactly one per transaction that changes something, and
+//! every event of that transaction carries it; the watch history holds whole
+//! revisions only, at most `history_limit` events, and answers
+//! [`KvError::Compacted`] for anything older than it holds.
+
+pub mod types;
+
+use std::collections::{BTreeMap, VecDeque};
+
+pub use types::*;
+
+/// The keys and the revision: all the state a linearizability model needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct KvState {
+    data: BTreeMap<String, KeyValue>,
+    revision: i64,
+}
+
+impl KvState {
+    /// The current revision (0 before the first write).
+    pub fn revision(&self) -> i64 {
+        self.revision
+    }
+
+    /// How many keys are stored.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Whether no key is stored.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// Runs a transaction; `events` receives what it changed.
+    pub fn apply(&mut self, txn: &Txn, events: &mut Vec<Event>) -> TxnResponse {
+        let succeeded = txn.compares.iter().all(|c| self.holds(c));
+        let ops = if succeeded { &txn.success } else { &txn.failure };
+        let revision = self.revision + 1;
+        let results = ops.iter().map(|op| self.run(op, revision, events)).collect();
+        if !events.is_empty() {
+            self.revision = revision;
+        }
+        TxnResponse {
+            succeeded,
+            results,
+            revision: self.revision,
+        }
+    }
+
+    /// Runs a read-only transaction (a linearizable read after ReadIndex).
+    pub fn read(&self, txn: &Txn) -> Option<TxnResponse> {
+        if txn.is_write() {
+            return None;
+        }
+        let succeeded = txn.compares.iter().all(|c| self.holds(c));
+        let ops = if succeeded { &txn.success } else { &txn.failure };
+        let results = ops.iter().map(|op| self.read_op(op)).collect();
+        Some(TxnResponse {
+            succeeded,
+            results,
+            revision: self.revision,
+        })
+    }
+
+    fn holds(&self, c: &Compare) -> bool {
+        let kv = self.data.get(&c.key);
+        let ord = match &c.target {
+            CompareTarget::Value(v) => match kv {
+                Some(kv) => kv.value.as_str().cmp(v.as_str()),
+                None => return false,
+            },
+            CompareTarget::Version(n) => kv.map_or(0, |kv| kv.version).cmp(n),
+            CompareTarget::CreateRevision(n) => kv.map_or(0, |kv| kv.create_revision).cmp(n),
+            CompareTarget::ModRevision(n) => kv.map_or(0, |kv| kv.mod_revision).cmp(n),
+        };
+        match c.op {
+            CmpOp::Equal => ord.is_eq(),
+            CmpOp::NotEqual => ord.is_ne(),
+            CmpOp::Greater => ord.is_gt(),
+            CmpOp::Less => ord.is_lt(),
+        }
+    }
+
+    fn read_op(&self, op: &Op) -> OpResult {
+        match op {
+            Op::Get { key } => OpResult::Get(self.data.get(key).cloned()),
+            Op::Range { prefix, limit } => {
+                let mut kvs: Vec<KeyValue> = self
+                    .data
+                    .range(prefix.clone()..)
+                    .take_while(|(k, _)| k.starts_with(prefix.as_str()))
+                    .map(|(_, kv)| kv.clone())
+                    .take(if *limit == 0 { usize::MAX } else { limit + 1 })
+                    .collect();
+                let more = *limit != 0 && kvs.len() > *limit;
+                kvs.truncate(if *limit == 0 { kvs.len() } else { *limit });
+                OpResult::Range { kvs, more }
+            }
+            // Writes are never passed here.
+            Op::Put { .. } | Op::Delete { .. } | Op::DeleteRange { .. } => OpResult::Delete(0),
+        }
+    }
+
+    fn run(&mut self, op: &Op, revision: i64, events: &mut Vec<Event>) -> OpResult {
+        match op {
+            Op::Put { key, value } => {
+                let kv = match self.data.get(key) {
+                    Some(old) => KeyValue {
+                        key: key.clone(),
+                        value: value.clone(),
+                        create_revision: old.create_revision,
+                        mod_revision: revision,
+                        version: old.version + 1,
+                    },
+                    None => KeyValue {
+                        key: key.clone(),
+                        value: value.clone(),
+                        create_revision: revision,
+                        mod_revision: revision,
+                        version: 1,
+                    },
+                };
+                events.push(Event::Put { kv: kv.clone() });
+                self.data.insert(key.clone(), kv);
+                OpResult::Put
+            }
+            Op::Delete { key } => {
+                let deleted = self.data.remove(key).is_some();
+                if deleted {
+                    events.push(Event::Delete {
+                        key: key.clone(),
+                        revision,
+                    });
+                }
+                OpResult::Delete(u64::from(deleted))
+            }
+            Op::DeleteRange { prefix } => {
+                let keys: Vec<String> = self
+                    .data
+                    .range(prefix.clone()..)
+                    .take_while(|(k, _)| k.starts_with(prefix.as_str()))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for key in &keys {
+                    self.data.remove(key);
+                    events.push(Event::Delete {
+                        key: key.clone(),
+                        revision,
+                    });
+                }
+                OpResult::Delete(keys.len() as u64)
+            }
+            read => self.read_op(read),
+        }
+    }
+}
+
+/// The state machine of one replica: the state plus the watch history.
+#[derive(Debug, Clone)]
+pub struct KvStore {
+    state: KvState,
+    history: VecDeque<Event>,
+    history_limit: usize,
+    /// Revisions up to this one have been dropped from the history.
+    compacted: i64,
+}
+
+impl KvStore {
+    /// An empty store keeping at most `history_limit` watch events.
+    pub fn new(history_limit: usize) -> Self {
+        KvStore {
+            state: KvState::default(),
+            history: VecDeque::new(),
+            history_limit: history_limit.max(1),
+            compacted: 0,
+        }
+    }
+
+    /// The keys and revision.
+    pub fn state(&self) -> &KvState {
+        &self.state
+    }
+
+    /// Applies a committed transaction.
+    pub fn apply(&mut self, txn: &Txn) -> TxnResponse {
+        let mut events = Vec::new();
+        let response = self.state.apply(txn, &mut events);
+        self.history.extend(events);
+        self.trim();
+        response
+    }
+
+    /// Drops whole revisions from the front until the limit holds.
+    fn trim(&mut self) {
+        while self.history.len() > self.history_limit {
+            let Some(oldest) = self.history.front().map(Event::revision) else { break };
+            while self.history.front().is_some_and(|e| e.revision() == oldest) {
+                self.history.pop_front();
+            }
+            self.compacted = oldest;
+        }
+    }
+
+    /// Every event from revision `from` on, in order (etcd's watch start
+    /// revision); `Compacted` if the history no longer reaches back that far.
+    pub fn events_since(&self, from: i64) -> Result<Vec<Event>, KvError> {
+        if from <= self.compacted {
+            return Err(KvError::Compacted {
+                requested: from,
+                oldest: self.compacted + 1,
+            });
+        }
+        Ok(self.history.iter().filter(|e| e.revision() >= from).cloned().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(k: &str, v: &str) -> Op {
+        Op::Put {
+            key: k.into(),
+            value: v.into(),
+        }
+    }
+
+    #[test]
+    fn revisions_versions_and_deletes_follow_etcd() {
+        let mut kv = KvStore::new(100);
+        assert_eq!(kv.apply(&Txn::single(put("a", "1"))).revision, 1);
+        assert_eq!(kv.apply(&Txn::single(put("a", "2"))).revision, 2);
+        let got = kv.state().read(&Txn::single(Op::Get { key: "a".into() })).unwrap();
+        let Some(OpResult::Get(Some(a))) = got.results.first().cloned() else { panic!("{got:?}") };
+        assert_eq!((a.create_revision, a.mod_revision, a.version), (1, 2, 2));
+        // Deleting nothing changes nothing, not even the revision.
+        assert_eq!(kv.apply(&Txn::single(Op::Delete { key: "zz".into() })).revision, 2);
+        let del = kv.apply(&Txn::single(Op::Delete { key: "a".into() }));
+        assert_eq!((del.revision, &del.results[0]), (3, &OpResult::Delete(1)));
+    }
+
+    #[test]
+    fn txn_is_atomic_at_one_revision() {
+        let mut kv = KvStore::new(100);
+        kv.apply(&Txn::single(put("/a", "x")));
+        let txn = Txn {
+            compares: vec![Compare {
+                key: "/a".into(),
+                op: CmpOp::Equal,
+                target: CompareTarget::Value("x".into()),
+            }],
+            success: vec![put("/b", "1"), put("/c", "2")],
+            failure: vec![Op::Get { key: "/a".into() }],
+        };
+        let r = kv.apply(&txn);
+        assert!(r.succeeded);
+        assert_eq!(r.revision, 2);
+        let events = kv.events_since(2).unwrap();
+        assert_eq!(events.len(), 2);
+        assert!(events.iter().all(|e| e.revision() == 2));
+        let again = kv.apply(&Txn {
+            compares: vec![Compare {
+                key: "/a".into(),
+                op: CmpOp::Equal,
+                target: CompareTarget::Version(7),
+            }],
+            ..txn
+        });
+        assert!(!again.succeeded);
+        assert_eq!(again.revision, 2, "the failure branch only read");
+    }
+
+    #[test]
+    fn range_by_prefix_with_limit() {
+        let mut kv = KvStore::new(100);
+        for k in ["/p/a", "/p/b", "/p/c", "/q/a"] {
+            kv.apply(&Txn::single(put(k, "v")));
+        }
+        let r = kv
+            .state()
+            .read(&Txn::single(Op::Range {
+                prefix: "/p/".into(),
+                limit: 2,
+            }))
+            .unwrap();
+        let OpResult::Range { kvs, more } = &r.results[0] else { panic!() };
+        assert_eq!(kvs.iter().map(|kv| kv.key.as_str()).collect::<Vec<_>>(), ["/p/a", "/p/b"]);
+        assert!(more);
+        let d = kv.apply(&Txn::single(Op::DeleteRange { prefix: "/p/".into() }));
+        assert_eq!(d.results[0], OpResult::Delete(3));
+        assert_eq!(kv.state().len(), 1);
+    }
+
+    #[test]
+    fn watch_history_is_bounded_and_says_compacted() {
+        let mut kv = KvStore::new(3);
+        for i in 0..5 {
+            kv.apply(&Txn::single(put("k", &i.to_string())));
+        }
+        assert_eq!(kv.events_since(3).unwrap().len(), 3);
+        assert_eq!(
+            kv.events_since(2),
+            Err(KvError::Compacted {
+                requested: 2,
+                oldest: 3
+            })
+        );
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        let limits = Limits {
+            max_txn_ops: 2,
+            ..Limits::default()
+        };
+        let txn = Txn {
+            success: vec![put("a", "1"), put("b", "2"), put("c", "3")],
+            ..Txn::default()
+        };
+        let err = txn.validate(&limits).unwrap_err().to_string();
+        assert!(err.contains("at most 2"), "{err}");
+        assert!(Txn::single(put("", "x")).validate(&limits).is_err());
+    }
+}
