@@ -68,7 +68,7 @@ impl RaftLog {
             return Vec::new();
         }
         let start = (from - self.offset - 1) as usize;
-        let end = ((to.min(self.last_index()) - self.offset) as usize).min(start + max);
+        let end = ((to.min(self.last_index()) - self.offset) as usize).min(start.saturating_add(max));
         self.entries.get(start..end).map(<[Entry]>::to_vec).unwrap_or_default()
     }
 

@@ -22,7 +22,7 @@ pub struct Entry {
 }
 
 /// What an entry carries.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Payload {
     /// Appended by a new leader so that it can commit in its own term (Raft §8).
     Noop,

@@ -1,0 +1,853 @@
+//! The simulated cluster and its clients (see the parent module's doc).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use super::invariants::{Invariants, Step};
+use super::network::{LinkFaults, Network};
+use crate::kv::{CmpOp, Compare, CompareTarget, KvStore, Op, Txn, TxnResponse};
+use crate::linearizability::{self, KvHistory, KvModel, Operation, Outcome};
+use crate::raft::{Bugs, Config, Entry, Index, Message, NodeId, Payload, RaftError, RaftNode, Role, SplitMix64, Term};
+
+/// One run's settings.
+#[derive(Debug, Clone)]
+pub(crate) struct SimConfig {
+    pub(crate) seed: u64,
+    pub(crate) nodes: usize,
+    pub(crate) clients: usize,
+    /// Faults happen during `[0, fault_ms)`; then everything heals.
+    pub(crate) fault_ms: u64,
+    /// After healing, a leader and `ops_after_heal` answers per client must come within this.
+    pub(crate) liveness_ms: u64,
+    pub(crate) ops_after_heal: usize,
+    /// A client gives up on an operation after this long.
+    pub(crate) op_timeout_ms: u64,
+    pub(crate) bugs: Bugs,
+    /// Upper bound on the linearizability search.
+    pub(crate) checker_steps: u64,
+    /// Print every event but ticks to stderr.
+    pub(crate) verbose: bool,
+}
+
+impl SimConfig {
+    pub(crate) fn new(seed: u64, nodes: usize) -> Self {
+        SimConfig {
+            seed,
+            nodes,
+            clients: 4,
+            fault_ms: 3_000,
+            liveness_ms: 5_000,
+            ops_after_heal: 3,
+            op_timeout_ms: 1_000,
+            bugs: Bugs::default(),
+            checker_steps: 5_000_000,
+            verbose: std::env::var_os("SIM_TRACE").is_some(),
+        }
+    }
+
+    /// The one-line command that replays this run.
+    pub(crate) fn replay_command(&self) -> String {
+        format!(
+            "SIM_SEED={} SIM_NODES={} cargo test -p kvs --lib sim::tests::replay -- --nocapture",
+            self.seed, self.nodes
+        )
+    }
+}
+
+/// What a run produced.
+#[derive(Debug, Clone)]
+pub(crate) struct Report {
+    pub(crate) trace_digest: u64,
+    pub(crate) history: KvHistory,
+    /// Lengths of the periods without a usable leader (virtual ms).
+    pub(crate) leaderless_ms: Vec<u64>,
+    /// From healing to a usable leader (virtual ms).
+    pub(crate) recovery_ms: u64,
+    pub(crate) events: u64,
+}
+
+const TICK_MS: u64 = 10;
+const MAX_EVENTS: u64 = 3_000_000;
+const KEYS: [&str; 3] = ["x", "y", "z"];
+
+/// What the simulator proposes: the client's transaction tagged with its
+/// history slot, so the run can tell afterwards which timed-out writes took effect.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct SimCommand {
+    slot: usize,
+    txn: Txn,
+}
+
+#[derive(Debug, Clone)]
+enum Answer {
+    Ok(TxnResponse),
+    /// Certainly not applied; retry (at `leader`, if known).
+    Retry(Option<NodeId>),
+}
+
+#[derive(Debug, Clone)]
+enum Ev {
+    Tick(NodeId),
+    Deliver(Message),
+    ClientRequest { node: NodeId, client: usize, req: u64, slot: usize, txn: Txn },
+    ClientResponse { client: usize, req: u64, answer: Answer },
+    ClientWake(usize),
+    Fault,
+    Resume(NodeId),
+    Heal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NodeState {
+    Up,
+    Paused,
+    Crashed,
+}
+
+struct Node {
+    raft: RaftNode,
+    kv: KvStore,
+    state: NodeState,
+    tick_ms: u64,
+    held: Vec<Ev>,
+    writes: BTreeMap<Index, (Term, usize, u64)>,
+    reads: BTreeMap<u64, (usize, u64, Txn)>,
+    ready_reads: Vec<(Index, usize, u64, Txn)>,
+    next_ctx: u64,
+}
+
+struct InFlight {
+    req: u64,
+    slot: usize,
+    txn: Txn,
+    deadline: u64,
+}
+
+struct Client {
+    pid: u64,
+    op: Option<InFlight>,
+    leader_guess: Option<NodeId>,
+    last_target: NodeId,
+    seq: u64,
+    last_seen: BTreeMap<String, String>,
+    ok_after_heal: usize,
+}
+
+/// A failed run: why, and how to replay it.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) reason: String,
+    pub(crate) replay: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}\n  replay: {}", self.reason, self.replay)
+    }
+}
+
+struct Sim {
+    cfg: SimConfig,
+    rng: SplitMix64,
+    now: u64,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(u64, u64)>>,
+    events: BTreeMap<u64, Ev>,
+    nodes: Vec<Node>,
+    ids: Vec<NodeId>,
+    net: Network,
+    clients: Vec<Client>,
+    history: Vec<Option<Operation<Txn, TxnResponse>>>,
+    invariants: Invariants,
+    digest: DefaultHasher,
+    next_req: u64,
+    next_pid: u64,
+    healed_at: Option<u64>,
+    recovered_at: Option<u64>,
+    /// The first answer of every command some node applied, by history slot.
+    applied: BTreeMap<usize, TxnResponse>,
+    leaderless_since: Option<u64>,
+    leaderless_ms: Vec<u64>,
+}
+
+/// Runs one simulation; `Err` names the violated property and the replay command.
+pub(crate) fn run(cfg: &SimConfig) -> Result<Report, Failure> {
+    let mut sim = Sim::new(cfg.clone());
+    sim.run().map_err(|reason| {
+        let history: KvHistory = sim.history.iter().flatten().cloned().collect();
+        let saved = save_history(cfg, &history);
+        Failure {
+            reason: format!("seed {} ({} nodes) at {} ms: {reason}\n  history: {saved}", cfg.seed, cfg.nodes, sim.now),
+            replay: cfg.replay_command(),
+        }
+    })
+}
+
+impl Sim {
+    fn new(cfg: SimConfig) -> Self {
+        let mut rng = SplitMix64::new(cfg.seed);
+        let ids: Vec<NodeId> = (1..=cfg.nodes as NodeId).collect();
+        let nodes = ids
+            .iter()
+            .map(|&id| {
+                let mut rc = Config::new(id, ids.clone());
+                rc.bugs = cfg.bugs;
+                Node {
+                    raft: RaftNode::new(rc, rng.next_u64()),
+                    kv: KvStore::new(1000),
+                    state: NodeState::Up,
+                    // Clock skew: each node's tick is 8–12 virtual ms.
+                    tick_ms: rng.range(TICK_MS - 2, TICK_MS + 3),
+                    held: Vec::new(),
+                    writes: BTreeMap::new(),
+                    reads: BTreeMap::new(),
+                    ready_reads: Vec::new(),
+                    next_ctx: 0,
+                }
+            })
+            .collect();
+        let clients = (0..cfg.clients)
+            .map(|i| Client {
+                pid: i as u64,
+                op: None,
+                leader_guess: None,
+                last_target: i as NodeId % cfg.nodes as NodeId + 1,
+                seq: 0,
+                last_seen: BTreeMap::new(),
+                ok_after_heal: 0,
+            })
+            .collect();
+        Sim {
+            next_pid: cfg.clients as u64,
+            cfg,
+            rng,
+            now: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            events: BTreeMap::new(),
+            nodes,
+            ids,
+            net: Network::new(),
+            clients,
+            history: Vec::new(),
+            invariants: Invariants::default(),
+            digest: DefaultHasher::new(),
+            next_req: 0,
+            healed_at: None,
+            recovered_at: None,
+            applied: BTreeMap::new(),
+            leaderless_since: Some(0),
+            leaderless_ms: Vec::new(),
+        }
+    }
+
+    fn schedule(&mut self, delay: u64, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Reverse((self.now + delay, self.seq)));
+        self.events.insert(self.seq, ev);
+    }
+
+    fn node(&mut self, id: NodeId) -> &mut Node {
+        &mut self.nodes[(id - 1) as usize]
+    }
+
+    fn run(&mut self) -> Result<Report, String> {
+        for id in self.ids.clone() {
+            let t = self.node(id).tick_ms;
+            self.schedule(t, Ev::Tick(id));
+        }
+        for c in 0..self.clients.len() {
+            let d = self.rng.range(1, 50);
+            self.schedule(d, Ev::ClientWake(c));
+        }
+        let first_fault = self.rng.range(100, 400);
+        self.schedule(first_fault, Ev::Fault);
+        self.schedule(self.cfg.fault_ms, Ev::Heal);
+        let mut events = 0u64;
+        while let Some(Reverse((time, seq))) = self.queue.pop() {
+            let Some(ev) = self.events.remove(&seq) else { continue };
+            self.now = time;
+            events += 1;
+            if events > MAX_EVENTS {
+                return Err("event budget exhausted".into());
+            }
+            self.trace(&ev);
+            self.handle(ev)?;
+            self.track_leader();
+            if self.finished()? {
+                break;
+            }
+        }
+        self.resolve_pending();
+        self.check_history()?;
+        Ok(Report {
+            trace_digest: self.digest.finish(),
+            history: self.history.iter().flatten().cloned().collect(),
+            leaderless_ms: self.leaderless_ms.clone(),
+            recovery_ms: self.recovered_at.unwrap_or(0) - self.healed_at.unwrap_or(0),
+            events,
+        })
+    }
+
+    fn trace(&mut self, ev: &Ev) {
+        if self.cfg.verbose && !matches!(ev, Ev::Tick(_)) {
+            eprintln!("{:>6} {ev:?}", self.now);
+        }
+        self.now.hash(&mut self.digest);
+        match ev {
+            Ev::Tick(n) => (0u8, *n).hash(&mut self.digest),
+            Ev::Deliver(m) => (1u8, m.from, m.to, m.term, body_kind(&m.body)).hash(&mut self.digest),
+            Ev::ClientRequest { node, client, req, .. } => (2u8, *node, *client, *req).hash(&mut self.digest),
+            Ev::ClientResponse { client, req, .. } => (3u8, *client, *req).hash(&mut self.digest),
+            Ev::ClientWake(c) => (4u8, *c).hash(&mut self.digest),
+            Ev::Fault => 5u8.hash(&mut self.digest),
+            Ev::Resume(n) => (6u8, *n).hash(&mut self.digest),
+            Ev::Heal => 7u8.hash(&mut self.digest),
+        }
+    }
+
+    fn handle(&mut self, ev: Ev) -> Result<(), String> {
+        match ev {
+            Ev::Tick(id) => {
+                if self.node(id).state == NodeState::Up {
+                    self.on_node(id, |n| n.raft.tick())?;
+                    let t = self.node(id).tick_ms;
+                    self.schedule(t, Ev::Tick(id));
+                }
+            }
+            Ev::Deliver(m) => {
+                let to = m.to;
+                match self.node(to).state {
+                    NodeState::Up => self.on_node(to, |n| n.raft.step(m))?,
+                    NodeState::Paused => self.node(to).held.push(Ev::Deliver(m)),
+                    NodeState::Crashed => {}
+                }
+            }
+            Ev::ClientRequest {
+                node,
+                client,
+                req,
+                slot,
+                txn,
+            } => match self.node(node).state {
+                NodeState::Up => self.request(node, client, req, SimCommand { slot, txn })?,
+                NodeState::Paused => self.node(node).held.push(Ev::ClientRequest {
+                    node,
+                    client,
+                    req,
+                    slot,
+                    txn,
+                }),
+                NodeState::Crashed => {}
+            },
+            Ev::ClientResponse { client, req, answer } => self.response(client, req, answer),
+            Ev::ClientWake(c) => self.wake(c),
+            Ev::Fault => self.fault(),
+            Ev::Resume(id) => self.resume(id),
+            Ev::Heal => self.heal(),
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on node `id`, then its Ready, then the invariants.
+    fn on_node(&mut self, id: NodeId, f: impl FnOnce(&mut Node)) -> Result<(), String> {
+        let node = self.node(id);
+        let (commit_before, role_before) = (node.raft.log().committed, node.raft.role());
+        f(node);
+        let applied = self.pump(id);
+        let node = &self.nodes[(id - 1) as usize];
+        self.invariants.after_step(&Step {
+            node: &node.raft,
+            commit_before,
+            role_before,
+            applied: &applied,
+        })
+    }
+
+    /// Acts on the node's Ready: send, apply, answer.
+    fn pump(&mut self, id: NodeId) -> Vec<Entry> {
+        let ready = self.node(id).raft.take_ready();
+        for m in ready.messages {
+            for delay in self.net.deliveries(m.from, m.to, &mut self.rng) {
+                self.schedule(delay, Ev::Deliver(m.clone()));
+            }
+        }
+        let mut answers = Vec::new();
+        let node = &mut self.nodes[(id - 1) as usize];
+        for e in &ready.committed {
+            let response = match &e.payload {
+                Payload::Command(bytes) => serde_json::from_slice::<SimCommand>(bytes).ok().map(|cmd| {
+                    let r = node.kv.apply(&cmd.txn);
+                    self.applied.entry(cmd.slot).or_insert_with(|| r.clone());
+                    r
+                }),
+                Payload::Noop => None,
+            };
+            if let Some((term, client, req)) = node.writes.remove(&e.index) {
+                let answer = match response {
+                    Some(r) if term == e.term => Answer::Ok(r),
+                    _ => Answer::Retry(None),
+                };
+                answers.push((client, req, answer));
+            }
+        }
+        for rs in ready.read_states {
+            if let Some((client, req, txn)) = node.reads.remove(&rs.ctx) {
+                node.ready_reads.push((rs.index, client, req, txn));
+            }
+        }
+        for ctx in ready.dropped_reads {
+            if let Some((client, req, _)) = node.reads.remove(&ctx) {
+                answers.push((client, req, Answer::Retry(None)));
+            }
+        }
+        let applied = node.raft.log().applied;
+        let (serve, wait): (Vec<_>, Vec<_>) = node.ready_reads.drain(..).partition(|r| r.0 <= applied);
+        node.ready_reads = wait;
+        for (_, client, req, txn) in serve {
+            if let Some(r) = node.kv.state().read(&txn) {
+                answers.push((client, req, Answer::Ok(r)));
+            }
+        }
+        for (client, req, answer) in answers {
+            let d = self.rng.range(1, 4);
+            self.schedule(d, Ev::ClientResponse { client, req, answer });
+        }
+        ready.committed
+    }
+
+    fn request(&mut self, id: NodeId, client: usize, req: u64, cmd: SimCommand) -> Result<(), String> {
+        let mut refused = None;
+        self.on_node(id, |n| {
+            if cmd.txn.is_write() {
+                let Ok(bytes) = serde_json::to_vec(&cmd) else { return };
+                match n.raft.propose(bytes.into()) {
+                    Ok(index) => {
+                        n.writes.insert(index, (n.raft.term(), client, req));
+                    }
+                    Err(e) => refused = Some(e),
+                }
+            } else {
+                n.next_ctx += 1;
+                let ctx = n.next_ctx;
+                match n.raft.read_index(ctx) {
+                    Ok(()) => {
+                        n.reads.insert(ctx, (client, req, cmd.txn));
+                    }
+                    Err(e) => refused = Some(e),
+                }
+            }
+        })?;
+        if let Some(e) = refused {
+            let leader = match e {
+                RaftError::NotLeader { leader } => leader,
+                _ => None,
+            };
+            let d = self.rng.range(1, 4);
+            self.schedule(d, Ev::ClientResponse {
+                client,
+                req,
+                answer: Answer::Retry(leader),
+            });
+        }
+        Ok(())
+    }
+
+    // ---- clients ----
+
+    fn wake(&mut self, c: usize) {
+        let now = self.now;
+        match &self.clients[c].op {
+            Some(op) if now >= op.deadline => {
+                let slot = op.slot;
+                let is_write = op.txn.is_write();
+                if is_write {
+                    // Indeterminate: stays pending in the history; the client is a new process.
+                    self.clients[c].pid = self.next_pid;
+                    self.next_pid += 1;
+                } else {
+                    self.history[slot] = None;
+                }
+                self.clients[c].op = None;
+                // The node may be gone: try the next one (clients rotate through their endpoints).
+                self.clients[c].leader_guess = None;
+                self.clients[c].last_target = self.clients[c].last_target % self.ids.len() as NodeId + 1;
+                let d = self.rng.range(1, 20);
+                self.schedule(d, Ev::ClientWake(c));
+            }
+            Some(_) => {}
+            None => {
+                if !self.client_done(c) {
+                    self.start_op(c);
+                }
+            }
+        }
+    }
+
+    fn client_done(&self, c: usize) -> bool {
+        self.healed_at.is_some() && self.clients[c].ok_after_heal >= self.cfg.ops_after_heal
+    }
+
+    fn start_op(&mut self, c: usize) {
+        let txn = self.random_txn(c);
+        self.next_req += 1;
+        let req = self.next_req;
+        let slot = self.history.len();
+        self.history.push(Some(Operation {
+            client: self.clients[c].pid,
+            call: self.now,
+            ret: None,
+            input: txn.clone(),
+            output: None,
+        }));
+        let deadline = self.now + self.cfg.op_timeout_ms;
+        self.clients[c].op = Some(InFlight { req, slot, txn, deadline });
+        self.schedule(self.cfg.op_timeout_ms, Ev::ClientWake(c));
+        self.send(c);
+    }
+
+    /// Sends the client's operation to its guess of the leader, or anywhere.
+    fn send(&mut self, c: usize) {
+        self.next_req += 1;
+        let req = self.next_req;
+        let target = self.target(c);
+        let Some(op) = self.clients[c].op.as_mut() else { return };
+        op.req = req;
+        let (slot, txn) = (op.slot, op.txn.clone());
+        let d = self.rng.range(1, 4);
+        self.schedule(d, Ev::ClientRequest {
+            node: target,
+            client: c,
+            req,
+            slot,
+            txn,
+        });
+    }
+
+    fn response(&mut self, c: usize, req: u64, answer: Answer) {
+        let Some(op) = &self.clients[c].op else { return };
+        if op.req != req {
+            return;
+        }
+        match answer {
+            Answer::Ok(r) => {
+                let slot = op.slot;
+                for result in &r.results {
+                    if let crate::kv::OpResult::Get(Some(kv)) = result {
+                        self.clients[c].last_seen.insert(kv.key.clone(), kv.value.clone());
+                    }
+                }
+                if let Some(Some(h)) = self.history.get_mut(slot) {
+                    h.ret = Some(self.now);
+                    h.output = Some(r);
+                }
+                self.clients[c].op = None;
+                // The node that answered is worth asking again.
+                self.clients[c].leader_guess = Some(self.clients[c].last_target);
+                if self.healed_at.is_some() {
+                    self.clients[c].ok_after_heal += 1;
+                }
+                let think = self.rng.range(10, 120);
+                self.schedule(think, Ev::ClientWake(c));
+            }
+            Answer::Retry(leader) => {
+                self.clients[c].leader_guess = leader;
+                let backoff = self.rng.range(5, 30);
+                self.next_req += 1;
+                // Invalidate this attempt; `send` after the back-off uses a new id.
+                if let Some(op) = self.clients[c].op.as_mut() {
+                    op.req = self.next_req;
+                }
+                self.resend_later(c, backoff);
+            }
+        }
+    }
+
+    fn resend_later(&mut self, c: usize, delay: u64) {
+        // A retry is a fresh request after the back-off; `wake` ignores in-flight ops.
+        let Some(op) = self.clients[c].op.as_ref() else { return };
+        if self.now + delay >= op.deadline {
+            return;
+        }
+        let (req, slot, txn) = (op.req, op.slot, op.txn.clone());
+        let target = self.target(c);
+        self.schedule(delay, Ev::ClientRequest {
+            node: target,
+            client: c,
+            req,
+            slot,
+            txn,
+        });
+    }
+
+    /// The node a client sends to: its guess of the leader, else the next endpoint in turn.
+    fn target(&mut self, c: usize) -> NodeId {
+        let n = self.ids.len() as NodeId;
+        let client = &mut self.clients[c];
+        let target = match client.leader_guess {
+            Some(l) => l,
+            None => client.last_target % n + 1,
+        };
+        client.last_target = target;
+        target
+    }
+
+    fn random_txn(&mut self, c: usize) -> Txn {
+        let key = KEYS[self.rng.below(KEYS.len() as u64) as usize].to_string();
+        self.clients[c].seq += 1;
+        let value = format!("c{c}-{}", self.clients[c].seq);
+        match self.rng.below(100) {
+            0..30 => Txn::single(Op::Put { key, value }),
+            30..60 => Txn::single(Op::Get { key }),
+            60..68 => Txn::single(Op::Delete { key }),
+            68..85 => {
+                let expected = self.clients[c].last_seen.get(&key).cloned().unwrap_or_default();
+                Txn {
+                    compares: vec![Compare {
+                        key: key.clone(),
+                        op: CmpOp::Equal,
+                        target: CompareTarget::Value(expected),
+                    }],
+                    success: vec![Op::Put { key: key.clone(), value }],
+                    failure: vec![Op::Get { key }],
+                }
+            }
+            85..93 => Txn {
+                success: vec![
+                    Op::Put {
+                        key: "x".into(),
+                        value: value.clone(),
+                    },
+                    Op::Put {
+                        key: "y".into(),
+                        value,
+                    },
+                ],
+                ..Txn::default()
+            },
+            _ => Txn {
+                success: vec![Op::Get { key: "x".into() }, Op::Get { key: "y".into() }],
+                ..Txn::default()
+            },
+        }
+    }
+
+    // ---- faults ----
+
+    fn fault(&mut self) {
+        if self.healed_at.is_some() {
+            return;
+        }
+        let ids = self.ids.clone();
+        let n = ids.len() as u64;
+        match self.rng.below(100) {
+            0..25 => {
+                let size = self.rng.range(1, n);
+                let mut side = ids.clone();
+                for i in (1..side.len()).rev() {
+                    side.swap(i, self.rng.below(i as u64 + 1) as usize);
+                }
+                side.truncate(size as usize);
+                self.net.partition(&side, &ids);
+            }
+            25..35 => {
+                let (a, b) = (self.pick(), self.pick());
+                if a != b {
+                    self.net.cut_one_way(a, b);
+                }
+            }
+            35..45 => {
+                // Asymmetric: one node can send but hears nothing.
+                let deaf = self.pick();
+                for &other in ids.iter().filter(|&&o| o != deaf) {
+                    self.net.cut_one_way(other, deaf);
+                }
+            }
+            45..62 => self.net.heal(),
+            62..77 => {
+                let id = self.pick();
+                if self.node(id).state == NodeState::Up {
+                    self.node(id).state = NodeState::Paused;
+                    let d = self.rng.range(50, 1000);
+                    self.schedule(d, Ev::Resume(id));
+                }
+            }
+            77..82 => {
+                let crashed = self.nodes.iter().filter(|n| n.state == NodeState::Crashed).count() as u64;
+                let id = self.pick();
+                if crashed < (n - 1) / 2 && self.node(id).state != NodeState::Crashed {
+                    let node = self.node(id);
+                    node.state = NodeState::Crashed;
+                    node.held.clear();
+                    node.writes.clear();
+                    node.reads.clear();
+                    node.ready_reads.clear();
+                }
+            }
+            _ => {
+                let drop = [0.0, 0.05, 0.2][self.rng.below(3) as usize];
+                let duplicate = [0.0, 0.05][self.rng.below(2) as usize];
+                let delay_ms = [(1, 3), (1, 20), (5, 50)][self.rng.below(3) as usize];
+                self.net.faults = LinkFaults {
+                    drop,
+                    duplicate,
+                    delay_ms,
+                };
+            }
+        }
+        let next = self.rng.range(100, 600);
+        self.schedule(next, Ev::Fault);
+    }
+
+    fn pick(&mut self) -> NodeId {
+        self.ids[self.rng.below(self.ids.len() as u64) as usize]
+    }
+
+    fn resume(&mut self, id: NodeId) {
+        if self.node(id).state != NodeState::Paused {
+            return;
+        }
+        self.node(id).state = NodeState::Up;
+        for ev in std::mem::take(&mut self.node(id).held) {
+            self.schedule(1, ev);
+        }
+        let t = self.node(id).tick_ms;
+        self.schedule(t, Ev::Tick(id));
+    }
+
+    fn heal(&mut self) {
+        self.healed_at = Some(self.now);
+        self.net.heal();
+        self.net.faults = LinkFaults::calm();
+        for id in self.ids.clone() {
+            self.resume(id);
+        }
+    }
+
+    // ---- progress and verdicts ----
+
+    /// A usable leader: up, leading the highest term among up nodes, with an
+    /// entry of its term committed.
+    fn usable_leader(&self) -> Option<NodeId> {
+        let up = self.nodes.iter().filter(|n| n.state == NodeState::Up);
+        let max_term = up.clone().map(|n| n.raft.term()).max()?;
+        up.filter(|n| n.raft.role() == Role::Leader && n.raft.term() == max_term)
+            .find(|n| n.raft.log().term(n.raft.log().committed) == Some(n.raft.term()))
+            .map(|n| n.raft.id())
+    }
+
+    fn track_leader(&mut self) {
+        let has = self.usable_leader().is_some();
+        match (has, self.leaderless_since) {
+            (true, Some(since)) => {
+                self.leaderless_ms.push(self.now - since);
+                self.leaderless_since = None;
+            }
+            (false, None) => self.leaderless_since = Some(self.now),
+            _ => {}
+        }
+        if has && self.healed_at.is_some() && self.recovered_at.is_none() {
+            self.recovered_at = Some(self.now);
+        }
+    }
+
+    fn finished(&self) -> Result<bool, String> {
+        let Some(healed) = self.healed_at else { return Ok(false) };
+        let all_done = (0..self.clients.len()).all(|c| self.client_done(c));
+        if all_done && self.recovered_at.is_some() {
+            return Ok(true);
+        }
+        if self.now > healed + self.cfg.liveness_ms {
+            let done: Vec<usize> = self.clients.iter().map(|c| c.ok_after_heal).collect();
+            return Err(format!(
+                "liveness: {} ms after healing, leader={:?}, answers per client after healing={done:?} (want {} each)",
+                self.cfg.liveness_ms,
+                self.usable_leader(),
+                self.cfg.ops_after_heal
+            ));
+        }
+        Ok(false)
+    }
+
+    /// Settles writes whose client gave up, from what the nodes applied: a
+    /// write no node applied never took effect (it is dropped); one that was
+    /// applied took effect before the end of the run, with the answer it got.
+    /// The checker then judges every operation exactly, which keeps the
+    /// search small; the checker's own tests cover open-ended operations.
+    fn resolve_pending(&mut self) {
+        let end = self.now;
+        for (slot, op) in self.history.iter_mut().enumerate() {
+            let Some(o) = op else { continue };
+            if o.ret.is_some() {
+                continue;
+            }
+            match self.applied.get(&slot) {
+                Some(r) => {
+                    o.ret = Some(end);
+                    o.output = Some(r.clone());
+                }
+                None => *op = None,
+            }
+        }
+    }
+
+    fn check_history(&self) -> Result<(), String> {
+        let history: KvHistory = self.history.iter().flatten().cloned().collect();
+        match linearizability::check(&KvModel, &history, self.cfg.checker_steps) {
+            Outcome::Linearizable => Ok(()),
+            Outcome::NotLinearizable { stuck_at, deepest } => Err(format!(
+                "linearizability: history of {} operations is not linearizable (stuck at operation {stuck_at}: {:?}; deepest order {deepest})",
+                history.len(),
+                history.get(stuck_at)
+            )),
+            Outcome::Unknown { steps } => Err(format!(
+                "linearizability: inconclusive after {steps} steps on {} operations",
+                history.len()
+            )),
+        }
+    }
+}
+
+fn body_kind(body: &crate::raft::Body) -> u8 {
+    use crate::raft::Body;
+    match body {
+        Body::PreVote { .. } => 0,
+        Body::PreVoteResponse { .. } => 1,
+        Body::RequestVote { .. } => 2,
+        Body::RequestVoteResponse { .. } => 3,
+        Body::AppendEntries { .. } => 4,
+        Body::AppendEntriesResponse { .. } => 5,
+        Body::Heartbeat { .. } => 6,
+        Body::HeartbeatResponse { .. } => 7,
+        Body::ReadIndex { .. } => 8,
+        Body::ReadIndexResponse { .. } => 9,
+        Body::TimeoutNow => 10,
+    }
+}
+
+/// Writes a failed run's history as JSON (for this or another checker);
+/// returns where, or why not.
+fn save_history(cfg: &SimConfig, history: &KvHistory) -> String {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/sim");
+    let path = dir.join(format!("seed-{}-nodes-{}.json", cfg.seed, cfg.nodes));
+    let written = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(&path, serde_json::to_vec_pretty(history).unwrap_or_default()));
+    match written {
+        Ok(()) => path.display().to_string(),
+        Err(e) => format!("not saved ({e})"),
+    }
+}
+
+/// The digest of a history, to compare replays.
+pub(crate) fn history_digest(history: &KvHistory) -> u64 {
+    let mut h = DefaultHasher::new();
+    serde_json::to_string(history).unwrap_or_default().hash(&mut h);
+    h.finish()
+}
+
+impl Report {
+    pub(crate) fn digest(&self) -> (u64, u64) {
+        (self.trace_digest, history_digest(&self.history))
+    }
+}

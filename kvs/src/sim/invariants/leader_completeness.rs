@@ -1,0 +1,52 @@
+//! Leader Completeness: if an entry is committed in a term, it is present in
+//! the logs of the leaders of all higher terms (Raft §5.4, Figure 3).
+//!
+//! Keeps the cluster's committed prefix as any node reports it (and checks
+//! that all nodes agree on it); checks each new leader against it.
+
+use super::{Step, digest};
+use crate::raft::{Role, Term};
+
+#[derive(Default)]
+pub(crate) struct LeaderCompleteness {
+    /// (term, digest) of every committed entry, by index - 1.
+    committed: Vec<(Term, u64)>,
+}
+
+impl LeaderCompleteness {
+    pub(crate) fn check(&mut self, step: &Step<'_>) -> Result<(), String> {
+        let log = step.node.log();
+        let id = step.node.id();
+        for index in (step.commit_before + 1)..=log.committed {
+            let Some(entry) = log.entry(index) else { continue };
+            let fact = (entry.term, digest(entry));
+            match self.committed.get((index - 1) as usize) {
+                Some(known) if *known != fact => {
+                    return Err(format!(
+                        "committed entries differ: node {id} committed (index {index}, term {}) but (index {index}, term {}) was committed before",
+                        entry.term, known.0
+                    ));
+                }
+                Some(_) => {}
+                None if index as usize == self.committed.len() + 1 => self.committed.push(fact),
+                None => {
+                    return Err(format!("node {id} committed index {index} past the known committed prefix ({})", self.committed.len()));
+                }
+            }
+        }
+        let became_leader = step.node.role() == Role::Leader && step.role_before != Role::Leader;
+        if became_leader {
+            for (i, &(term, hash)) in self.committed.iter().enumerate() {
+                let index = i as u64 + 1;
+                let present = log.entry(index).is_some_and(|e| e.term == term && digest(e) == hash);
+                if !present {
+                    return Err(format!(
+                        "leader completeness: node {id} leads term {} without committed entry (index {index}, term {term})",
+                        step.node.term()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,39 @@
+//! State Machine Safety: if a server has applied a log entry at a given
+//! index, no other server will ever apply a different entry for that index
+//! (Raft §5.4.3, Figure 3). Also: a node applies in order, without gaps.
+
+use std::collections::BTreeMap;
+
+use super::{Step, digest};
+use crate::raft::{Index, NodeId, Term};
+
+#[derive(Default)]
+pub(crate) struct StateMachineSafety {
+    applied: Vec<(Term, u64)>,
+    last_applied: BTreeMap<NodeId, Index>,
+}
+
+impl StateMachineSafety {
+    pub(crate) fn check(&mut self, step: &Step<'_>) -> Result<(), String> {
+        let id = step.node.id();
+        for entry in step.applied {
+            let last = self.last_applied.entry(id).or_insert(0);
+            if entry.index != *last + 1 {
+                return Err(format!("node {id} applied index {} after {}", entry.index, last));
+            }
+            *last = entry.index;
+            let fact = (entry.term, digest(entry));
+            match self.applied.get((entry.index - 1) as usize) {
+                Some(known) if *known != fact => {
+                    return Err(format!(
+                        "state machine safety: node {id} applied (index {}, term {}) where another node applied term {}",
+                        entry.index, entry.term, known.0
+                    ));
+                }
+                Some(_) => {}
+                None => self.applied.push(fact),
+            }
+        }
+        Ok(())
+    }
+}
