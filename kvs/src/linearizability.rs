@@ -36,7 +36,12 @@ pub trait Model {
     /// Applies `input` to `state`. Returns the new state if the model's
     /// answer equals `output`, or for any answer when `output` is `None`
     /// (the operation never returned); `None` if the output is impossible.
-    fn step(&self, state: &Self::State, input: &Self::Input, output: Option<&Self::Output>) -> Option<Self::State>;
+    fn step(
+        &self,
+        state: &Self::State,
+        input: &Self::Input,
+        output: Option<&Self::Output>,
+    ) -> Option<Self::State>;
 }
 
 /// One operation of a history.
@@ -108,7 +113,11 @@ struct Event {
 }
 
 /// Checks `history` against `model` (see the module doc).
-pub fn check<M: Model>(model: &M, history: &[Operation<M::Input, M::Output>], max_steps: u64) -> Outcome {
+pub fn check<M: Model>(
+    model: &M,
+    history: &[Operation<M::Input, M::Output>],
+    max_steps: u64,
+) -> Outcome {
     let mut events: Vec<(u64, u8, Event)> = Vec::with_capacity(history.len() * 2);
     for (op, o) in history.iter().enumerate() {
         // Calls sort before returns at equal times: overlap is the permissive reading.
@@ -201,7 +210,10 @@ impl List {
                 ret_at[e.op] = Some(i);
             }
         }
-        let ret_of = events.iter().map(|e| if e.is_call { ret_at[e.op] } else { None }).collect();
+        let ret_of = events
+            .iter()
+            .map(|e| if e.is_call { ret_at[e.op] } else { None })
+            .collect();
         // Positions 0..n are events; n is the head sentinel; the list is circular.
         let next = (0..=n).map(|i| (i + 1) % (n + 1)).collect();
         let prev = (0..=n).map(|i| if i == 0 { n } else { i - 1 }).collect();
@@ -277,7 +289,13 @@ mod tests {
         s.apply(txn, &mut Vec::new())
     }
 
-    fn op(client: u64, call: u64, ret: Option<u64>, input: Txn, output: Option<TxnResponse>) -> Operation<Txn, TxnResponse> {
+    fn op(
+        client: u64,
+        call: u64,
+        ret: Option<u64>,
+        input: Txn,
+        output: Option<TxnResponse>,
+    ) -> Operation<Txn, TxnResponse> {
         Operation {
             client,
             call,
@@ -323,7 +341,10 @@ mod tests {
             op(3, 0, Some(5), r.clone(), Some(answer(&[&w2], &r))),
             op(2, 20, None, w2.clone(), None),
         ];
-        assert!(matches!(verdict(&too_early), Outcome::NotLinearizable { .. }));
+        assert!(matches!(
+            verdict(&too_early),
+            Outcome::NotLinearizable { .. }
+        ));
     }
 
     #[test]
@@ -334,7 +355,11 @@ mod tests {
             op(1, 20, Some(30), w2.clone(), Some(answer(&[&w1], &w2))),
             op(2, 40, Some(50), r.clone(), Some(answer(&[&w1], &r))),
         ];
-        assert!(matches!(verdict(&h), Outcome::NotLinearizable { stuck_at: 2, .. }), "{:?}", verdict(&h));
+        assert!(
+            matches!(verdict(&h), Outcome::NotLinearizable { stuck_at: 2, .. }),
+            "{:?}",
+            verdict(&h)
+        );
     }
 
     #[test]
@@ -388,7 +413,13 @@ mod tests {
         // The whole state, before or after, is fine.
         let h_ok = vec![
             op(1, 0, Some(10), both.clone(), Some(answer(&[], &both))),
-            op(2, 5, Some(15), read_both.clone(), Some(answer(&[], &read_both))),
+            op(
+                2,
+                5,
+                Some(15),
+                read_both.clone(),
+                Some(answer(&[], &read_both)),
+            ),
         ];
         assert_eq!(verdict(&h_ok), Outcome::Linearizable);
     }
@@ -414,7 +445,10 @@ mod tests {
             op(1, 10, Some(20), a.clone(), Some(answer(&[&init], &a))),
             op(2, 10, Some(20), b.clone(), Some(answer(&[&init], &b))),
         ];
-        assert!(matches!(verdict(&both_won), Outcome::NotLinearizable { .. }));
+        assert!(matches!(
+            verdict(&both_won),
+            Outcome::NotLinearizable { .. }
+        ));
         let one_won = vec![
             op(0, 0, Some(1), init.clone(), Some(answer(&[], &init))),
             op(1, 10, Some(20), a.clone(), Some(answer(&[&init], &a))),

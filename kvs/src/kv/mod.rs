@@ -44,9 +44,16 @@ impl KvState {
     /// Runs a transaction; `events` receives what it changed.
     pub fn apply(&mut self, txn: &Txn, events: &mut Vec<Event>) -> TxnResponse {
         let succeeded = txn.compares.iter().all(|c| self.holds(c));
-        let ops = if succeeded { &txn.success } else { &txn.failure };
+        let ops = if succeeded {
+            &txn.success
+        } else {
+            &txn.failure
+        };
         let revision = self.revision + 1;
-        let results = ops.iter().map(|op| self.run(op, revision, events)).collect();
+        let results = ops
+            .iter()
+            .map(|op| self.run(op, revision, events))
+            .collect();
         if !events.is_empty() {
             self.revision = revision;
         }
@@ -63,7 +70,11 @@ impl KvState {
             return None;
         }
         let succeeded = txn.compares.iter().all(|c| self.holds(c));
-        let ops = if succeeded { &txn.success } else { &txn.failure };
+        let ops = if succeeded {
+            &txn.success
+        } else {
+            &txn.failure
+        };
         let results = ops.iter().map(|op| self.read_op(op)).collect();
         Some(TxnResponse {
             succeeded,
@@ -203,7 +214,9 @@ impl KvStore {
     /// Drops whole revisions from the front until the limit holds.
     fn trim(&mut self) {
         while self.history.len() > self.history_limit {
-            let Some(oldest) = self.history.front().map(Event::revision) else { break };
+            let Some(oldest) = self.history.front().map(Event::revision) else {
+                break;
+            };
             while self.history.front().is_some_and(|e| e.revision() == oldest) {
                 self.history.pop_front();
             }
@@ -220,7 +233,12 @@ impl KvStore {
                 oldest: self.compacted + 1,
             });
         }
-        Ok(self.history.iter().filter(|e| e.revision() >= from).cloned().collect())
+        Ok(self
+            .history
+            .iter()
+            .filter(|e| e.revision() >= from)
+            .cloned()
+            .collect())
     }
 }
 
@@ -240,11 +258,20 @@ mod tests {
         let mut kv = KvStore::new(100);
         assert_eq!(kv.apply(&Txn::single(put("a", "1"))).revision, 1);
         assert_eq!(kv.apply(&Txn::single(put("a", "2"))).revision, 2);
-        let got = kv.state().read(&Txn::single(Op::Get { key: "a".into() })).unwrap();
-        let Some(OpResult::Get(Some(a))) = got.results.first().cloned() else { panic!("{got:?}") };
+        let got = kv
+            .state()
+            .read(&Txn::single(Op::Get { key: "a".into() }))
+            .unwrap();
+        let Some(OpResult::Get(Some(a))) = got.results.first().cloned() else {
+            panic!("{got:?}")
+        };
         assert_eq!((a.create_revision, a.mod_revision, a.version), (1, 2, 2));
         // Deleting nothing changes nothing, not even the revision.
-        assert_eq!(kv.apply(&Txn::single(Op::Delete { key: "zz".into() })).revision, 2);
+        assert_eq!(
+            kv.apply(&Txn::single(Op::Delete { key: "zz".into() }))
+                .revision,
+            2
+        );
         let del = kv.apply(&Txn::single(Op::Delete { key: "a".into() }));
         assert_eq!((del.revision, &del.results[0]), (3, &OpResult::Delete(1)));
     }
@@ -293,10 +320,17 @@ mod tests {
                 limit: 2,
             }))
             .unwrap();
-        let OpResult::Range { kvs, more } = &r.results[0] else { panic!() };
-        assert_eq!(kvs.iter().map(|kv| kv.key.as_str()).collect::<Vec<_>>(), ["/p/a", "/p/b"]);
+        let OpResult::Range { kvs, more } = &r.results[0] else {
+            panic!()
+        };
+        assert_eq!(
+            kvs.iter().map(|kv| kv.key.as_str()).collect::<Vec<_>>(),
+            ["/p/a", "/p/b"]
+        );
         assert!(more);
-        let d = kv.apply(&Txn::single(Op::DeleteRange { prefix: "/p/".into() }));
+        let d = kv.apply(&Txn::single(Op::DeleteRange {
+            prefix: "/p/".into(),
+        }));
         assert_eq!(d.results[0], OpResult::Delete(3));
         assert_eq!(kv.state().len(), 1);
     }

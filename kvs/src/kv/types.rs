@@ -55,7 +55,10 @@ pub enum Op {
 impl Op {
     /// Whether the operation can change the store.
     pub fn is_write(&self) -> bool {
-        matches!(self, Op::Put { .. } | Op::Delete { .. } | Op::DeleteRange { .. })
+        matches!(
+            self,
+            Op::Put { .. } | Op::Delete { .. } | Op::DeleteRange { .. }
+        )
     }
 
     /// The key or prefix the operation names.
@@ -235,7 +238,11 @@ impl Txn {
                 limits.max_txn_ops
             )));
         }
-        let keys = self.compares.iter().map(|c| c.key.as_str()).chain(self.success.iter().chain(&self.failure).map(Op::key));
+        let keys = self
+            .compares
+            .iter()
+            .map(|c| c.key.as_str())
+            .chain(self.success.iter().chain(&self.failure).map(Op::key));
         for key in keys {
             if key.len() > limits.max_key_bytes {
                 return Err(KvError::InvalidArgument(format!(
@@ -260,7 +267,9 @@ impl Txn {
                     }
                 }
                 Op::Get { key } | Op::Delete { key } if key.is_empty() => {
-                    return Err(KvError::InvalidArgument("get and delete need a non-empty key".into()));
+                    return Err(KvError::InvalidArgument(
+                        "get and delete need a non-empty key".into(),
+                    ));
                 }
                 _ => {}
             }

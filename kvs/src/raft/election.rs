@@ -26,12 +26,16 @@ impl RaftNode {
 
     /// Whether this node heard from a leader within the last election timeout.
     pub(super) fn in_lease(&self) -> bool {
-        self.cfg.check_quorum && self.leader.is_some() && self.election_elapsed < self.cfg.election_tick
+        self.cfg.check_quorum
+            && self.leader.is_some()
+            && self.election_elapsed < self.cfg.election_tick
     }
 
     pub(super) fn tick_election(&mut self) {
         self.election_elapsed += 1;
-        if self.election_elapsed >= self.randomized_election_timeout && self.voters.contains(&self.cfg.id) {
+        if self.election_elapsed >= self.randomized_election_timeout
+            && self.voters.contains(&self.cfg.id)
+        {
             self.campaign(false);
         }
     }
@@ -131,7 +135,11 @@ impl RaftNode {
         self.committed_in_term = false;
         self.lead_transferee = None;
         let last = self.log.last_index();
-        self.progress = self.voters.iter().map(|&id| (id, Progress::new(last))).collect();
+        self.progress = self
+            .voters
+            .iter()
+            .map(|&id| (id, Progress::new(last)))
+            .collect();
         // Raft §8: a new leader commits an entry of its own term to learn what is committed.
         self.append_own(Payload::Noop);
     }
@@ -157,6 +165,14 @@ impl RaftNode {
         }
     }
 
+    /// Becomes a follower of no one in `term`, keeping the election timer running.
+    pub(super) fn step_down(&mut self, term: Term) {
+        let (elapsed, timeout) = (self.election_elapsed, self.randomized_election_timeout);
+        self.become_follower(term, None);
+        self.election_elapsed = elapsed;
+        self.randomized_election_timeout = timeout;
+    }
+
     fn votes_won(&self) -> bool {
         self.votes.values().filter(|&&v| v).count() >= self.quorum()
     }
@@ -179,7 +195,8 @@ impl RaftNode {
             _ => return,
         };
         #[cfg(test)]
-        let up_to_date = self.cfg.bugs.vote_without_log_check || self.log.is_up_to_date(last_log_index, last_log_term);
+        let up_to_date = self.cfg.bugs.vote_without_log_check
+            || self.log.is_up_to_date(last_log_index, last_log_term);
         #[cfg(not(test))]
         let up_to_date = self.log.is_up_to_date(last_log_index, last_log_term);
         if pre {
@@ -188,7 +205,8 @@ impl RaftNode {
             let term = if granted { m.term } else { self.term };
             return self.send_with_term(m.from, term, Body::PreVoteResponse { granted });
         }
-        let can_vote = self.voted_for == Some(m.from) || (self.voted_for.is_none() && self.leader.is_none());
+        let can_vote =
+            self.voted_for == Some(m.from) || (self.voted_for.is_none() && self.leader.is_none());
         let granted = can_vote && up_to_date;
         if granted {
             self.voted_for = Some(m.from);
@@ -229,7 +247,10 @@ impl RaftNode {
         }
         self.lead_transferee = Some(to);
         self.election_elapsed = 0;
-        let caught_up = self.progress.get(&to).is_some_and(|pr| pr.match_index == self.log.last_index());
+        let caught_up = self
+            .progress
+            .get(&to)
+            .is_some_and(|pr| pr.match_index == self.log.last_index());
         if caught_up {
             self.send(to, Body::TimeoutNow);
         } else {
@@ -240,14 +261,20 @@ impl RaftNode {
 
     /// Called when `to` acknowledged the whole log during a transfer.
     pub(super) fn maybe_finish_transfer(&mut self, from: NodeId) {
-        let caught_up = self.progress.get(&from).is_some_and(|pr| pr.match_index == self.log.last_index());
+        let caught_up = self
+            .progress
+            .get(&from)
+            .is_some_and(|pr| pr.match_index == self.log.last_index());
         if self.lead_transferee == Some(from) && caught_up {
             self.send(from, Body::TimeoutNow);
         }
     }
 
     pub(super) fn handle_timeout_now(&mut self, from: NodeId) {
-        if self.role != Role::Leader && self.leader == Some(from) && self.voters.contains(&self.cfg.id) {
+        if self.role != Role::Leader
+            && self.leader == Some(from)
+            && self.voters.contains(&self.cfg.id)
+        {
             self.campaign(true);
         }
     }

@@ -68,8 +68,12 @@ impl RaftLog {
             return Vec::new();
         }
         let start = (from - self.offset - 1) as usize;
-        let end = ((to.min(self.last_index()) - self.offset) as usize).min(start.saturating_add(max));
-        self.entries.get(start..end).map(<[Entry]>::to_vec).unwrap_or_default()
+        let end =
+            ((to.min(self.last_index()) - self.offset) as usize).min(start.saturating_add(max));
+        self.entries
+            .get(start..end)
+            .map(<[Entry]>::to_vec)
+            .unwrap_or_default()
     }
 
     /// Every entry, for checkers and tests.
@@ -79,7 +83,8 @@ impl RaftLog {
 
     /// Whether a candidate's log is at least as up-to-date as ours (Raft §5.4.1).
     pub fn is_up_to_date(&self, last_index: Index, last_term: Term) -> bool {
-        last_term > self.last_term() || (last_term == self.last_term() && last_index >= self.last_index())
+        last_term > self.last_term()
+            || (last_term == self.last_term() && last_index >= self.last_index())
     }
 
     /// A leader appends its own new entry.
@@ -91,7 +96,12 @@ impl RaftLog {
     /// A follower receives entries after `prev` (Raft §5.3): conflicting
     /// suffixes are removed, entries already present are kept, so duplicated
     /// or reordered messages change nothing.
-    pub fn append_after(&mut self, prev_index: Index, prev_term: Term, entries: &[Entry]) -> AppendOutcome {
+    pub fn append_after(
+        &mut self,
+        prev_index: Index,
+        prev_term: Term,
+        entries: &[Entry],
+    ) -> AppendOutcome {
         match self.term(prev_index) {
             Some(t) if t == prev_term => {}
             Some(t) => {
@@ -122,7 +132,8 @@ impl RaftLog {
                         entry.index,
                         self.committed
                     );
-                    self.entries.truncate((entry.index - self.offset - 1) as usize);
+                    self.entries
+                        .truncate((entry.index - self.offset - 1) as usize);
                     self.entries.push(entry.clone());
                 }
                 None => self.entries.push(entry.clone()),
@@ -194,12 +205,24 @@ mod tests {
     #[test]
     fn append_is_idempotent_and_truncates_conflicts() {
         let mut log = log_of(&[1, 1, 2]);
-        assert_eq!(log.append_after(1, 1, &[e(2, 1), e(3, 2)]), AppendOutcome::Matched { last_new: 3 });
+        assert_eq!(
+            log.append_after(1, 1, &[e(2, 1), e(3, 2)]),
+            AppendOutcome::Matched { last_new: 3 }
+        );
         assert_eq!(log.last_index(), 3, "duplicates change nothing");
-        assert_eq!(log.append_after(2, 1, &[e(3, 3), e(4, 3)]), AppendOutcome::Matched { last_new: 4 });
-        assert_eq!(log.entries().iter().map(|e| e.term).collect::<Vec<_>>(), vec![1, 1, 3, 3]);
+        assert_eq!(
+            log.append_after(2, 1, &[e(3, 3), e(4, 3)]),
+            AppendOutcome::Matched { last_new: 4 }
+        );
+        assert_eq!(
+            log.entries().iter().map(|e| e.term).collect::<Vec<_>>(),
+            vec![1, 1, 3, 3]
+        );
         // A stale, shorter append does not truncate the newer suffix (Raft §5.3).
-        assert_eq!(log.append_after(1, 1, &[e(2, 1)]), AppendOutcome::Matched { last_new: 2 });
+        assert_eq!(
+            log.append_after(1, 1, &[e(2, 1)]),
+            AppendOutcome::Matched { last_new: 2 }
+        );
         assert_eq!(log.last_index(), 4);
     }
 

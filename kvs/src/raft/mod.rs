@@ -218,7 +218,11 @@ impl RaftNode {
     }
 
     fn peers(&self) -> Vec<NodeId> {
-        self.voters.iter().copied().filter(|&p| p != self.cfg.id).collect()
+        self.voters
+            .iter()
+            .copied()
+            .filter(|&p| p != self.cfg.id)
+            .collect()
     }
 
     /// Advances logical time by one tick.
@@ -233,7 +237,9 @@ impl RaftNode {
     /// Appends a command to the log; returns its index. Leader only.
     pub fn propose(&mut self, command: bytes::Bytes) -> Result<Index, RaftError> {
         if self.role != Role::Leader {
-            return Err(RaftError::NotLeader { leader: self.leader });
+            return Err(RaftError::NotLeader {
+                leader: self.leader,
+            });
         }
         if self.lead_transferee.is_some() {
             return Err(RaftError::TransferInProgress);
@@ -256,19 +262,31 @@ impl RaftNode {
         }
         match m.body {
             Body::PreVote { .. } | Body::RequestVote { .. } => self.handle_vote_request(&m),
-            Body::PreVoteResponse { granted } => self.handle_pre_vote_response(m.from, m.term, granted),
+            Body::PreVoteResponse { granted } => {
+                self.handle_pre_vote_response(m.from, m.term, granted)
+            }
             Body::RequestVoteResponse { granted } => self.handle_vote_response(m.from, granted),
             Body::AppendEntries {
                 prev_log_index,
                 prev_log_term,
                 entries,
                 leader_commit,
-            } => self.handle_append(m.from, prev_log_index, prev_log_term, &entries, leader_commit),
-            Body::AppendEntriesResponse { success, index, hint } => {
-                self.handle_append_response(m.from, success, index, hint)
-            }
+            } => self.handle_append(
+                m.from,
+                prev_log_index,
+                prev_log_term,
+                &entries,
+                leader_commit,
+            ),
+            Body::AppendEntriesResponse {
+                success,
+                index,
+                hint,
+            } => self.handle_append_response(m.from, success, index, hint),
             Body::Heartbeat { commit, read_seq } => self.handle_heartbeat(m.from, commit, read_seq),
-            Body::HeartbeatResponse { read_seq } => self.handle_heartbeat_response(m.from, read_seq),
+            Body::HeartbeatResponse { read_seq } => {
+                self.handle_heartbeat_response(m.from, read_seq)
+            }
             Body::ReadIndex { ctx } => self.handle_read_index_request(m.from, ctx),
             Body::ReadIndexResponse { ctx, index } => self.handle_read_index_response(ctx, index),
             Body::TimeoutNow => self.handle_timeout_now(m.from),
@@ -279,7 +297,14 @@ impl RaftNode {
     /// with the pre-vote and lease rules of thesis §9.6). Returns true if it
     /// is to be ignored.
     fn ignore_higher_term(&mut self, m: &Message) -> bool {
-        let is_vote = matches!(m.body, Body::PreVote { .. } | Body::RequestVote { transfer: false, .. });
+        let is_vote = matches!(
+            m.body,
+            Body::PreVote { .. }
+                | Body::RequestVote {
+                    transfer: false,
+                    ..
+                }
+        );
         if is_vote && self.in_lease() {
             // Heard from a live leader recently: a disruptive candidate.
             return true;
@@ -287,8 +312,13 @@ impl RaftNode {
         match m.body {
             // A pre-vote does not change terms; nor does a granted pre-vote answer.
             Body::PreVote { .. } | Body::PreVoteResponse { granted: true } => {}
-            Body::AppendEntries { .. } | Body::Heartbeat { .. } => self.become_follower(m.term, Some(m.from)),
-            _ => self.become_follower(m.term, None),
+            Body::AppendEntries { .. } | Body::Heartbeat { .. } => {
+                self.become_follower(m.term, Some(m.from))
+            }
+            // Raft §5.2 (Figure 2): only a leader's messages and granted votes
+            // reset the election timer; a candidate that cannot win must not
+            // keep up-to-date nodes from campaigning.
+            _ => self.step_down(m.term),
         }
         false
     }
@@ -297,7 +327,9 @@ impl RaftNode {
     fn answer_stale(&mut self, m: &Message) {
         match m.body {
             // A partitioned old leader learns the new term and steps down.
-            Body::AppendEntries { .. } | Body::Heartbeat { .. } if self.cfg.check_quorum || self.cfg.pre_vote => {
+            Body::AppendEntries { .. } | Body::Heartbeat { .. }
+                if self.cfg.check_quorum || self.cfg.pre_vote =>
+            {
                 self.send(
                     m.from,
                     Body::AppendEntriesResponse {

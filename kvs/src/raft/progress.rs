@@ -105,7 +105,8 @@ impl Progress {
                 self.state = ProgressState::Probe;
                 self.inflight.clear();
                 self.probe_sent = false;
-                self.next_index = next.clamp(self.match_index + 1, rejected.max(self.match_index + 1));
+                self.next_index =
+                    next.clamp(self.match_index + 1, rejected.max(self.match_index + 1));
                 true
             }
         }

@@ -14,8 +14,8 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
-use super::types::{Body, Index, NodeId, RaftError, ReadState, Role};
 use super::RaftNode;
+use super::types::{Body, Index, NodeId, RaftError, ReadState, Role};
 
 /// A read waiting for leadership confirmation.
 #[derive(Debug, Clone)]
@@ -118,11 +118,21 @@ impl RaftNode {
     /// Leader: `from` answered a heartbeat carrying `read_seq`, confirming
     /// every read up to it.
     pub(super) fn confirm_reads(&mut self, from: NodeId, read_seq: u64) {
-        for read in self.reads.pending.iter_mut().take_while(|r| r.seq <= read_seq) {
+        for read in self
+            .reads
+            .pending
+            .iter_mut()
+            .take_while(|r| r.seq <= read_seq)
+        {
             read.acks.insert(from);
         }
         let quorum = self.quorum();
-        while self.reads.pending.front().is_some_and(|r| r.acks.len() >= quorum) {
+        while self
+            .reads
+            .pending
+            .front()
+            .is_some_and(|r| r.acks.len() >= quorum)
+        {
             if let Some(read) = self.reads.pending.pop_front() {
                 self.answer_read(read.from, read.ctx, Some(read.index));
             }
@@ -165,7 +175,8 @@ impl RaftNode {
     /// A follower whose leader changed fails the reads it forwarded.
     pub(super) fn drop_forwarded_reads(&mut self) {
         let forwarded = std::mem::take(&mut self.reads.forwarded);
-        self.dropped_reads.extend(forwarded.into_iter().map(|(ctx, _)| ctx));
+        self.dropped_reads
+            .extend(forwarded.into_iter().map(|(ctx, _)| ctx));
     }
 
     /// Fails forwarded reads unanswered for two election timeouts (the

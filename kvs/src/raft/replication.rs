@@ -10,9 +10,9 @@
 //! at N is of the leader's term (Raft §5.4.2); a follower commits at most up
 //! to what it knows matches the leader's log.
 
+use super::RaftNode;
 use super::log::AppendOutcome;
 use super::types::{Body, Entry, Index, NodeId, Payload, RejectHint, Role};
-use super::RaftNode;
 
 impl RaftNode {
     /// Leader: appends an entry of the current term and counts itself.
@@ -35,7 +35,9 @@ impl RaftNode {
     pub(super) fn send_appends(&mut self) {
         for peer in self.peers() {
             loop {
-                let Some(pr) = self.progress.get(&peer) else { break };
+                let Some(pr) = self.progress.get(&peer) else {
+                    break;
+                };
                 let pending = pr.next_index <= self.log.last_index();
                 let probing = pr.state == super::ProgressState::Probe && !pr.probe_sent;
                 if !(pending || probing) || !pr.can_send(self.cfg.max_inflight) {
@@ -51,7 +53,9 @@ impl RaftNode {
 
     /// Leader: one AppendEntries to `to` from its `next_index`.
     pub(super) fn send_append(&mut self, to: NodeId) {
-        let Some(pr) = self.progress.get(&to) else { return };
+        let Some(pr) = self.progress.get(&to) else {
+            return;
+        };
         if !pr.can_send(self.cfg.max_inflight) {
             return;
         }
@@ -59,7 +63,11 @@ impl RaftNode {
         let Some(prev_log_term) = self.log.term(prev_log_index) else {
             return;
         };
-        let entries = self.log.slice(pr.next_index, self.log.last_index(), self.cfg.max_batch_entries);
+        let entries = self.log.slice(
+            pr.next_index,
+            self.log.last_index(),
+            self.cfg.max_batch_entries,
+        );
         let last = prev_log_index + entries.len() as Index;
         let leader_commit = self.log.committed;
         if let Some(pr) = self.progress.get_mut(&to) {
@@ -97,7 +105,8 @@ impl RaftNode {
             return;
         };
         #[cfg(test)]
-        let own_term = self.cfg.bugs.commit_old_term_by_counting || self.log.term(candidate) == Some(self.term);
+        let own_term = self.cfg.bugs.commit_old_term_by_counting
+            || self.log.term(candidate) == Some(self.term);
         #[cfg(not(test))]
         let own_term = self.log.term(candidate) == Some(self.term);
         // Raft §5.4.2: only entries of the leader's own term commit by counting.
@@ -118,7 +127,10 @@ impl RaftNode {
         leader_commit: Index,
     ) {
         self.follow(from);
-        let body = match self.log.append_after(prev_log_index, prev_log_term, entries) {
+        let body = match self
+            .log
+            .append_after(prev_log_index, prev_log_term, entries)
+        {
             AppendOutcome::Matched { last_new } => {
                 self.log.commit_to(leader_commit.min(last_new));
                 Body::AppendEntriesResponse {
@@ -150,12 +162,21 @@ impl RaftNode {
         self.send(from, Body::HeartbeatResponse { read_seq });
     }
 
-    pub(super) fn handle_append_response(&mut self, from: NodeId, success: bool, index: Index, hint: Option<RejectHint>) {
+    pub(super) fn handle_append_response(
+        &mut self,
+        from: NodeId,
+        success: bool,
+        index: Index,
+        hint: Option<RejectHint>,
+    ) {
         if self.role != Role::Leader {
             return;
         }
         if success {
-            let advanced = self.progress.get_mut(&from).is_some_and(|pr| pr.acknowledge(index));
+            let advanced = self
+                .progress
+                .get_mut(&from)
+                .is_some_and(|pr| pr.acknowledge(index));
             if advanced {
                 self.maybe_commit();
                 self.maybe_finish_transfer(from);
@@ -168,7 +189,10 @@ impl RaftNode {
                     .map_or(hint.conflict_index, |i| i + 1),
                 None => hint.conflict_index,
             };
-            let retry = self.progress.get_mut(&from).is_some_and(|pr| pr.reject(index, next));
+            let retry = self
+                .progress
+                .get_mut(&from)
+                .is_some_and(|pr| pr.reject(index, next));
             if retry {
                 self.send_append(from);
             }
@@ -188,7 +212,10 @@ impl RaftNode {
             }
         }
         self.confirm_reads(from, read_seq);
-        let behind = self.progress.get(&from).is_some_and(|pr| pr.match_index < self.log.last_index());
+        let behind = self
+            .progress
+            .get(&from)
+            .is_some_and(|pr| pr.match_index < self.log.last_index());
         if behind {
             self.send_append(from);
         }

@@ -171,7 +171,10 @@ pub struct Ready {
 impl Ready {
     /// Whether there is nothing to do.
     pub fn is_empty(&self) -> bool {
-        self.messages.is_empty() && self.committed.is_empty() && self.read_states.is_empty() && self.dropped_reads.is_empty()
+        self.messages.is_empty()
+            && self.committed.is_empty()
+            && self.read_states.is_empty()
+            && self.dropped_reads.is_empty()
     }
 }
 

@@ -8,7 +8,10 @@ use super::invariants::{Invariants, Step};
 use super::network::{LinkFaults, Network};
 use crate::kv::{CmpOp, Compare, CompareTarget, KvStore, Op, Txn, TxnResponse};
 use crate::linearizability::{self, KvHistory, KvModel, Operation, Outcome};
-use crate::raft::{Bugs, Config, Entry, Index, Message, NodeId, Payload, RaftError, RaftNode, Role, SplitMix64, Term};
+use crate::raft::{
+    Bugs, Config, Entry, Index, Message, NodeId, Payload, RaftError, RaftNode, Role, SplitMix64,
+    Term,
+};
 
 /// One run's settings.
 #[derive(Debug, Clone)]
@@ -88,10 +91,21 @@ enum Answer {
 
 #[derive(Debug, Clone)]
 enum Ev {
-    Tick(NodeId),
+    /// A node's clock; only the chain of the node's current generation counts.
+    Tick(NodeId, u64),
     Deliver(Message),
-    ClientRequest { node: NodeId, client: usize, req: u64, slot: usize, txn: Txn },
-    ClientResponse { client: usize, req: u64, answer: Answer },
+    ClientRequest {
+        node: NodeId,
+        client: usize,
+        req: u64,
+        slot: usize,
+        txn: Txn,
+    },
+    ClientResponse {
+        client: usize,
+        req: u64,
+        answer: Answer,
+    },
     ClientWake(usize),
     Fault,
     Resume(NodeId),
@@ -110,6 +124,8 @@ struct Node {
     kv: KvStore,
     state: NodeState,
     tick_ms: u64,
+    /// Bumped when a pause ends, so the tick chain from before the pause dies.
+    tick_gen: u64,
     held: Vec<Ev>,
     writes: BTreeMap<Index, (Term, usize, u64)>,
     reads: BTreeMap<u64, (usize, u64, Txn)>,
@@ -167,6 +183,8 @@ struct Sim {
     recovered_at: Option<u64>,
     /// The first answer of every command some node applied, by history slot.
     applied: BTreeMap<usize, TxnResponse>,
+    /// This run's nemesis is rolling isolation rather than the mixed one.
+    rolling: bool,
     leaderless_since: Option<u64>,
     leaderless_ms: Vec<u64>,
 }
@@ -178,7 +196,10 @@ pub(crate) fn run(cfg: &SimConfig) -> Result<Report, Failure> {
         let history: KvHistory = sim.history.iter().flatten().cloned().collect();
         let saved = save_history(cfg, &history);
         Failure {
-            reason: format!("seed {} ({} nodes) at {} ms: {reason}\n  history: {saved}", cfg.seed, cfg.nodes, sim.now),
+            reason: format!(
+                "seed {} ({} nodes) at {} ms: {reason}\n  history: {saved}",
+                cfg.seed, cfg.nodes, sim.now
+            ),
             replay: cfg.replay_command(),
         }
     })
@@ -188,17 +209,30 @@ impl Sim {
     fn new(cfg: SimConfig) -> Self {
         let mut rng = SplitMix64::new(cfg.seed);
         let ids: Vec<NodeId> = (1..=cfg.nodes as NodeId).collect();
+        // Small batches and windows split the log across messages, which
+        // exposes more interleavings (Figure 8 of the Raft paper needs one).
+        let max_batch_entries = rng.range(1, 9) as usize;
+        let max_inflight = rng.range(1, 17) as usize;
+        // Both protections are optional in Raft; runs without them see more
+        // disruptive elections and more term churn.
+        let pre_vote = rng.chance(0.5);
+        let check_quorum = rng.chance(0.5);
         let nodes = ids
             .iter()
             .map(|&id| {
                 let mut rc = Config::new(id, ids.clone());
                 rc.bugs = cfg.bugs;
+                rc.max_batch_entries = max_batch_entries;
+                rc.max_inflight = max_inflight;
+                rc.pre_vote = pre_vote;
+                rc.check_quorum = check_quorum;
                 Node {
                     raft: RaftNode::new(rc, rng.next_u64()),
                     kv: KvStore::new(1000),
                     state: NodeState::Up,
                     // Clock skew: each node's tick is 8–12 virtual ms.
                     tick_ms: rng.range(TICK_MS - 2, TICK_MS + 3),
+                    tick_gen: 0,
                     held: Vec::new(),
                     writes: BTreeMap::new(),
                     reads: BTreeMap::new(),
@@ -207,6 +241,7 @@ impl Sim {
                 }
             })
             .collect();
+        let rolling = rng.chance(0.3);
         let clients = (0..cfg.clients)
             .map(|i| Client {
                 pid: i as u64,
@@ -237,6 +272,7 @@ impl Sim {
             healed_at: None,
             recovered_at: None,
             applied: BTreeMap::new(),
+            rolling,
             leaderless_since: Some(0),
             leaderless_ms: Vec::new(),
         }
@@ -255,7 +291,7 @@ impl Sim {
     fn run(&mut self) -> Result<Report, String> {
         for id in self.ids.clone() {
             let t = self.node(id).tick_ms;
-            self.schedule(t, Ev::Tick(id));
+            self.schedule(t, Ev::Tick(id, 0));
         }
         for c in 0..self.clients.len() {
             let d = self.rng.range(1, 50);
@@ -266,7 +302,9 @@ impl Sim {
         self.schedule(self.cfg.fault_ms, Ev::Heal);
         let mut events = 0u64;
         while let Some(Reverse((time, seq))) = self.queue.pop() {
-            let Some(ev) = self.events.remove(&seq) else { continue };
+            let Some(ev) = self.events.remove(&seq) else {
+                continue;
+            };
             self.now = time;
             events += 1;
             if events > MAX_EVENTS {
@@ -291,14 +329,20 @@ impl Sim {
     }
 
     fn trace(&mut self, ev: &Ev) {
-        if self.cfg.verbose && !matches!(ev, Ev::Tick(_)) {
+        if self.cfg.verbose
+            && (std::env::var_os("SIM_TICKS").is_some() || !matches!(ev, Ev::Tick(..)))
+        {
             eprintln!("{:>6} {ev:?}", self.now);
         }
         self.now.hash(&mut self.digest);
         match ev {
-            Ev::Tick(n) => (0u8, *n).hash(&mut self.digest),
-            Ev::Deliver(m) => (1u8, m.from, m.to, m.term, body_kind(&m.body)).hash(&mut self.digest),
-            Ev::ClientRequest { node, client, req, .. } => (2u8, *node, *client, *req).hash(&mut self.digest),
+            Ev::Tick(n, _) => (0u8, *n).hash(&mut self.digest),
+            Ev::Deliver(m) => {
+                (1u8, m.from, m.to, m.term, body_kind(&m.body)).hash(&mut self.digest)
+            }
+            Ev::ClientRequest {
+                node, client, req, ..
+            } => (2u8, *node, *client, *req).hash(&mut self.digest),
             Ev::ClientResponse { client, req, .. } => (3u8, *client, *req).hash(&mut self.digest),
             Ev::ClientWake(c) => (4u8, *c).hash(&mut self.digest),
             Ev::Fault => 5u8.hash(&mut self.digest),
@@ -309,11 +353,12 @@ impl Sim {
 
     fn handle(&mut self, ev: Ev) -> Result<(), String> {
         match ev {
-            Ev::Tick(id) => {
-                if self.node(id).state == NodeState::Up {
+            Ev::Tick(id, generation) => {
+                let node = self.node(id);
+                if node.state == NodeState::Up && node.tick_gen == generation {
                     self.on_node(id, |n| n.raft.tick())?;
                     let t = self.node(id).tick_ms;
-                    self.schedule(t, Ev::Tick(id));
+                    self.schedule(t, Ev::Tick(id, generation));
                 }
             }
             Ev::Deliver(m) => {
@@ -341,7 +386,11 @@ impl Sim {
                 }),
                 NodeState::Crashed => {}
             },
-            Ev::ClientResponse { client, req, answer } => self.response(client, req, answer),
+            Ev::ClientResponse {
+                client,
+                req,
+                answer,
+            } => self.response(client, req, answer),
             Ev::ClientWake(c) => self.wake(c),
             Ev::Fault => self.fault(),
             Ev::Resume(id) => self.resume(id),
@@ -352,17 +401,39 @@ impl Sim {
 
     /// Runs `f` on node `id`, then its Ready, then the invariants.
     fn on_node(&mut self, id: NodeId, f: impl FnOnce(&mut Node)) -> Result<(), String> {
+        let now = self.now;
         let node = self.node(id);
         let (commit_before, role_before) = (node.raft.log().committed, node.raft.role());
         f(node);
+        if std::env::var_os("SIM_DIAG").is_some() {
+            let r = &node.raft;
+            if r.role() == Role::Leader
+                && r.log().committed > commit_before
+                && r.log().term(r.log().committed) != Some(r.term())
+            {
+                eprintln!(
+                    "DIAG old-term commit by {} at {} ms: index {} term {:?} (leader term {})",
+                    r.id(),
+                    now,
+                    r.log().committed,
+                    r.log().term(r.log().committed),
+                    r.term()
+                );
+            }
+        }
         let applied = self.pump(id);
+        self.strike(id, commit_before, role_before);
         let node = &self.nodes[(id - 1) as usize];
-        self.invariants.after_step(&Step {
-            node: &node.raft,
-            commit_before,
-            role_before,
-            applied: &applied,
-        })
+        let all: Vec<&RaftNode> = self.nodes.iter().map(|n| &n.raft).collect();
+        self.invariants.after_step(
+            &Step {
+                node: &node.raft,
+                commit_before,
+                role_before,
+                applied: &applied,
+            },
+            &all,
+        )
     }
 
     /// Acts on the node's Ready: send, apply, answer.
@@ -377,11 +448,13 @@ impl Sim {
         let node = &mut self.nodes[(id - 1) as usize];
         for e in &ready.committed {
             let response = match &e.payload {
-                Payload::Command(bytes) => serde_json::from_slice::<SimCommand>(bytes).ok().map(|cmd| {
-                    let r = node.kv.apply(&cmd.txn);
-                    self.applied.entry(cmd.slot).or_insert_with(|| r.clone());
-                    r
-                }),
+                Payload::Command(bytes) => {
+                    serde_json::from_slice::<SimCommand>(bytes).ok().map(|cmd| {
+                        let r = node.kv.apply(&cmd.txn);
+                        self.applied.entry(cmd.slot).or_insert_with(|| r.clone());
+                        r
+                    })
+                }
                 Payload::Noop => None,
             };
             if let Some((term, client, req)) = node.writes.remove(&e.index) {
@@ -403,7 +476,8 @@ impl Sim {
             }
         }
         let applied = node.raft.log().applied;
-        let (serve, wait): (Vec<_>, Vec<_>) = node.ready_reads.drain(..).partition(|r| r.0 <= applied);
+        let (serve, wait): (Vec<_>, Vec<_>) =
+            node.ready_reads.drain(..).partition(|r| r.0 <= applied);
         node.ready_reads = wait;
         for (_, client, req, txn) in serve {
             if let Some(r) = node.kv.state().read(&txn) {
@@ -412,16 +486,31 @@ impl Sim {
         }
         for (client, req, answer) in answers {
             let d = self.rng.range(1, 4);
-            self.schedule(d, Ev::ClientResponse { client, req, answer });
+            self.schedule(
+                d,
+                Ev::ClientResponse {
+                    client,
+                    req,
+                    answer,
+                },
+            );
         }
         ready.committed
     }
 
-    fn request(&mut self, id: NodeId, client: usize, req: u64, cmd: SimCommand) -> Result<(), String> {
+    fn request(
+        &mut self,
+        id: NodeId,
+        client: usize,
+        req: u64,
+        cmd: SimCommand,
+    ) -> Result<(), String> {
         let mut refused = None;
         self.on_node(id, |n| {
             if cmd.txn.is_write() {
-                let Ok(bytes) = serde_json::to_vec(&cmd) else { return };
+                let Ok(bytes) = serde_json::to_vec(&cmd) else {
+                    return;
+                };
                 match n.raft.propose(bytes.into()) {
                     Ok(index) => {
                         n.writes.insert(index, (n.raft.term(), client, req));
@@ -445,11 +534,14 @@ impl Sim {
                 _ => None,
             };
             let d = self.rng.range(1, 4);
-            self.schedule(d, Ev::ClientResponse {
-                client,
-                req,
-                answer: Answer::Retry(leader),
-            });
+            self.schedule(
+                d,
+                Ev::ClientResponse {
+                    client,
+                    req,
+                    answer: Answer::Retry(leader),
+                },
+            );
         }
         Ok(())
     }
@@ -472,7 +564,8 @@ impl Sim {
                 self.clients[c].op = None;
                 // The node may be gone: try the next one (clients rotate through their endpoints).
                 self.clients[c].leader_guess = None;
-                self.clients[c].last_target = self.clients[c].last_target % self.ids.len() as NodeId + 1;
+                self.clients[c].last_target =
+                    self.clients[c].last_target % self.ids.len() as NodeId + 1;
                 let d = self.rng.range(1, 20);
                 self.schedule(d, Ev::ClientWake(c));
             }
@@ -502,7 +595,12 @@ impl Sim {
             output: None,
         }));
         let deadline = self.now + self.cfg.op_timeout_ms;
-        self.clients[c].op = Some(InFlight { req, slot, txn, deadline });
+        self.clients[c].op = Some(InFlight {
+            req,
+            slot,
+            txn,
+            deadline,
+        });
         self.schedule(self.cfg.op_timeout_ms, Ev::ClientWake(c));
         self.send(c);
     }
@@ -512,21 +610,28 @@ impl Sim {
         self.next_req += 1;
         let req = self.next_req;
         let target = self.target(c);
-        let Some(op) = self.clients[c].op.as_mut() else { return };
+        let Some(op) = self.clients[c].op.as_mut() else {
+            return;
+        };
         op.req = req;
         let (slot, txn) = (op.slot, op.txn.clone());
         let d = self.rng.range(1, 4);
-        self.schedule(d, Ev::ClientRequest {
-            node: target,
-            client: c,
-            req,
-            slot,
-            txn,
-        });
+        self.schedule(
+            d,
+            Ev::ClientRequest {
+                node: target,
+                client: c,
+                req,
+                slot,
+                txn,
+            },
+        );
     }
 
     fn response(&mut self, c: usize, req: u64, answer: Answer) {
-        let Some(op) = &self.clients[c].op else { return };
+        let Some(op) = &self.clients[c].op else {
+            return;
+        };
         if op.req != req {
             return;
         }
@@ -535,7 +640,9 @@ impl Sim {
                 let slot = op.slot;
                 for result in &r.results {
                     if let crate::kv::OpResult::Get(Some(kv)) = result {
-                        self.clients[c].last_seen.insert(kv.key.clone(), kv.value.clone());
+                        self.clients[c]
+                            .last_seen
+                            .insert(kv.key.clone(), kv.value.clone());
                     }
                 }
                 if let Some(Some(h)) = self.history.get_mut(slot) {
@@ -566,19 +673,24 @@ impl Sim {
 
     fn resend_later(&mut self, c: usize, delay: u64) {
         // A retry is a fresh request after the back-off; `wake` ignores in-flight ops.
-        let Some(op) = self.clients[c].op.as_ref() else { return };
+        let Some(op) = self.clients[c].op.as_ref() else {
+            return;
+        };
         if self.now + delay >= op.deadline {
             return;
         }
         let (req, slot, txn) = (op.req, op.slot, op.txn.clone());
         let target = self.target(c);
-        self.schedule(delay, Ev::ClientRequest {
-            node: target,
-            client: c,
-            req,
-            slot,
-            txn,
-        });
+        self.schedule(
+            delay,
+            Ev::ClientRequest {
+                node: target,
+                client: c,
+                req,
+                slot,
+                txn,
+            },
+        );
     }
 
     /// The node a client sends to: its guess of the leader, else the next endpoint in turn.
@@ -602,14 +714,21 @@ impl Sim {
             30..60 => Txn::single(Op::Get { key }),
             60..68 => Txn::single(Op::Delete { key }),
             68..85 => {
-                let expected = self.clients[c].last_seen.get(&key).cloned().unwrap_or_default();
+                let expected = self.clients[c]
+                    .last_seen
+                    .get(&key)
+                    .cloned()
+                    .unwrap_or_default();
                 Txn {
                     compares: vec![Compare {
                         key: key.clone(),
                         op: CmpOp::Equal,
                         target: CompareTarget::Value(expected),
                     }],
-                    success: vec![Op::Put { key: key.clone(), value }],
+                    success: vec![Op::Put {
+                        key: key.clone(),
+                        value,
+                    }],
                     failure: vec![Op::Get { key }],
                 }
             }
@@ -639,10 +758,19 @@ impl Sim {
         if self.healed_at.is_some() {
             return;
         }
+        if self.rolling {
+            return self.rolling_isolation();
+        }
         let ids = self.ids.clone();
         let n = ids.len() as u64;
         match self.rng.below(100) {
-            0..25 => {
+            0..15 => {
+                // Jepsen's classic: cut the leader off from everyone.
+                if let Some(leader) = self.usable_leader() {
+                    self.net.partition(&[leader], &ids);
+                }
+            }
+            15..25 => {
                 let size = self.rng.range(1, n);
                 let mut side = ids.clone();
                 for i in (1..side.len()).rev() {
@@ -664,7 +792,15 @@ impl Sim {
                     self.net.cut_one_way(other, deaf);
                 }
             }
-            45..62 => self.net.heal(),
+            45..60 => self.net.heal(),
+            60..62 => {
+                // Pause the leader: it wakes up believing it still leads.
+                if let Some(leader) = self.usable_leader() {
+                    self.node(leader).state = NodeState::Paused;
+                    let d = self.rng.range(100, 800);
+                    self.schedule(d, Ev::Resume(leader));
+                }
+            }
             62..77 => {
                 let id = self.pick();
                 if self.node(id).state == NodeState::Up {
@@ -674,7 +810,11 @@ impl Sim {
                 }
             }
             77..82 => {
-                let crashed = self.nodes.iter().filter(|n| n.state == NodeState::Crashed).count() as u64;
+                let crashed = self
+                    .nodes
+                    .iter()
+                    .filter(|n| n.state == NodeState::Crashed)
+                    .count() as u64;
                 let id = self.pick();
                 if crashed < (n - 1) / 2 && self.node(id).state != NodeState::Crashed {
                     let node = self.node(id);
@@ -696,7 +836,42 @@ impl Sim {
                 };
             }
         }
-        let next = self.rng.range(100, 600);
+        let next = self.rng.range(50, 400);
+        self.schedule(next, Ev::Fault);
+    }
+
+    /// The adversary's favourite moments: a node just became leader (its
+    /// first entries have not left yet), or a leader just advanced its
+    /// commit index (followers do not know yet). Sometimes cut it off right
+    /// there (FoundationDB-style "buggify" of the fault schedule).
+    fn strike(&mut self, id: NodeId, commit_before: Index, role_before: Role) {
+        let node = &self.nodes[(id - 1) as usize];
+        let leader = node.raft.role() == Role::Leader;
+        let committed = leader && node.raft.log().committed > commit_before;
+        let elected = leader && role_before != Role::Leader;
+        let p = if elected {
+            0.35
+        } else if committed {
+            0.05
+        } else {
+            0.0
+        };
+        if p > 0.0 && self.healed_at.is_none() && self.rng.chance(p) {
+            let ids = self.ids.clone();
+            self.net.partition(&[id], &ids);
+        }
+    }
+
+    /// The other nemesis: every 100–300 ms a different random node is cut
+    /// off (the previous one healed). Leaders keep changing while isolated
+    /// leaders accept writes they cannot commit, leaving logs that conflict
+    /// across terms, as in Figure 8 of the Raft paper.
+    fn rolling_isolation(&mut self) {
+        let ids = self.ids.clone();
+        self.net.heal();
+        let victim = self.pick();
+        self.net.partition(&[victim], &ids);
+        let next = self.rng.range(100, 300);
         self.schedule(next, Ev::Fault);
     }
 
@@ -712,8 +887,10 @@ impl Sim {
         for ev in std::mem::take(&mut self.node(id).held) {
             self.schedule(1, ev);
         }
-        let t = self.node(id).tick_ms;
-        self.schedule(t, Ev::Tick(id));
+        let node = self.node(id);
+        node.tick_gen += 1;
+        let (t, generation) = (node.tick_ms, node.tick_gen);
+        self.schedule(t, Ev::Tick(id, generation));
     }
 
     fn heal(&mut self) {
@@ -753,7 +930,9 @@ impl Sim {
     }
 
     fn finished(&self) -> Result<bool, String> {
-        let Some(healed) = self.healed_at else { return Ok(false) };
+        let Some(healed) = self.healed_at else {
+            return Ok(false);
+        };
         let all_done = (0..self.clients.len()).all(|c| self.client_done(c));
         if all_done && self.recovered_at.is_some() {
             return Ok(true);
@@ -831,8 +1010,12 @@ fn body_kind(body: &crate::raft::Body) -> u8 {
 fn save_history(cfg: &SimConfig, history: &KvHistory) -> String {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/sim");
     let path = dir.join(format!("seed-{}-nodes-{}.json", cfg.seed, cfg.nodes));
-    let written = std::fs::create_dir_all(&dir)
-        .and_then(|()| std::fs::write(&path, serde_json::to_vec_pretty(history).unwrap_or_default()));
+    let written = std::fs::create_dir_all(&dir).and_then(|()| {
+        std::fs::write(
+            &path,
+            serde_json::to_vec_pretty(history).unwrap_or_default(),
+        )
+    });
     match written {
         Ok(()) => path.display().to_string(),
         Err(e) => format!("not saved ({e})"),
@@ -842,7 +1025,9 @@ fn save_history(cfg: &SimConfig, history: &KvHistory) -> String {
 /// The digest of a history, to compare replays.
 pub(crate) fn history_digest(history: &KvHistory) -> u64 {
     let mut h = DefaultHasher::new();
-    serde_json::to_string(history).unwrap_or_default().hash(&mut h);
+    serde_json::to_string(history)
+        .unwrap_or_default()
+        .hash(&mut h);
     h.finish()
 }
 

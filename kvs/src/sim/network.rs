@@ -91,7 +91,11 @@ impl Network {
         if self.blocked.is_empty() {
             return "all links up".into();
         }
-        let links: Vec<String> = self.blocked.iter().map(|(a, b)| format!("{a}->{b}")).collect();
+        let links: Vec<String> = self
+            .blocked
+            .iter()
+            .map(|(a, b)| format!("{a}->{b}"))
+            .collect();
         format!("blocked {}", links.join(" "))
     }
 }

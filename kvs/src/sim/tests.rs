@@ -4,7 +4,10 @@ use super::{Report, SimConfig, run};
 
 /// Default seeds per test; `SIM_SEEDS` overrides it for a soak.
 fn seeds(default: u64) -> u64 {
-    std::env::var("SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+    std::env::var("SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
 }
 
 fn run_seeds(nodes: usize, first: u64, count: u64) -> Vec<Report> {
@@ -18,24 +21,98 @@ fn run_seeds(nodes: usize, first: u64, count: u64) -> Vec<Report> {
     reports
 }
 
+/// Every run must have done real work: operations answered and checked.
+fn assert_worked(reports: &[Report]) {
+    for r in reports {
+        assert!(
+            r.history.iter().filter(|o| o.output.is_some()).count() >= 10,
+            "a run answered almost nothing"
+        );
+    }
+}
+
+// 500 seeds by default (4 × 125, so the 2 cores share them), with faults.
 #[test]
-fn three_nodes_with_faults() {
-    let reports = run_seeds(3, 0, seeds(4));
-    assert!(reports.iter().all(|r| !r.history.is_empty()));
+fn three_nodes_with_faults_a() {
+    assert_worked(&run_seeds(3, 0, seeds(125)));
+}
+
+#[test]
+fn three_nodes_with_faults_b() {
+    assert_worked(&run_seeds(3, 500_000, seeds(125)));
+}
+
+#[test]
+fn five_nodes_with_faults_a() {
+    assert_worked(&run_seeds(5, 1_000_000, seeds(125)));
+}
+
+#[test]
+fn five_nodes_with_faults_b() {
+    assert_worked(&run_seeds(5, 1_500_000, seeds(125)));
+}
+
+/// Liveness: after healing, a leader comes and every client is answered
+/// (each run enforces its bound); prints how long the cluster was without a
+/// usable leader, in virtual ms.
+#[test]
+fn election_durations() {
+    let mut leaderless: Vec<u64> = Vec::new();
+    let mut recovery: Vec<u64> = Vec::new();
+    for (nodes, first) in [(3, 2_000_000), (5, 3_000_000)] {
+        for r in run_seeds(nodes, first, seeds(50)) {
+            leaderless.extend(&r.leaderless_ms);
+            recovery.push(r.recovery_ms);
+        }
+    }
+    let pct = |v: &mut Vec<u64>, p: f64| {
+        v.sort_unstable();
+        v[((v.len() - 1) as f64 * p) as usize]
+    };
+    println!(
+        "leaderless periods (virtual ms, {} periods): p50={} p90={} p99={} max={}",
+        leaderless.len(),
+        pct(&mut leaderless, 0.5),
+        pct(&mut leaderless, 0.9),
+        pct(&mut leaderless, 0.99),
+        pct(&mut leaderless, 1.0)
+    );
+    println!(
+        "recovery after healing (virtual ms, {} runs): p50={} p90={} p99={} max={}",
+        recovery.len(),
+        pct(&mut recovery, 0.5),
+        pct(&mut recovery, 0.9),
+        pct(&mut recovery, 0.99),
+        pct(&mut recovery, 1.0)
+    );
+    assert!(pct(&mut recovery, 1.0) <= SimConfig::new(0, 3).liveness_ms);
 }
 
 /// Replays one seed (`SIM_SEED`, `SIM_NODES`; `SIM_TRACE=1` prints every
 /// event) twice and checks that both runs are identical.
 #[test]
 fn replay() {
-    let seed = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(7);
-    let nodes = std::env::var("SIM_NODES").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
+    let seed = std::env::var("SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(7);
+    let nodes = std::env::var("SIM_NODES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
     let cfg = SimConfig::new(seed, nodes);
     let first = run(&cfg);
-    let second = run(&SimConfig { verbose: false, ..cfg.clone() });
+    let second = run(&SimConfig {
+        verbose: false,
+        ..cfg.clone()
+    });
     match (first, second) {
         (Ok(a), Ok(b)) => {
-            assert_eq!(a.digest(), b.digest(), "seed {seed} did not replay identically");
+            assert_eq!(
+                a.digest(),
+                b.digest(),
+                "seed {seed} did not replay identically"
+            );
             println!(
                 "seed {seed}: {} events, {} operations, leaderless periods {:?} ms, recovery {} ms",
                 a.events,
@@ -45,15 +122,60 @@ fn replay() {
             );
         }
         (Err(a), Err(b)) => {
-            assert_eq!(a.reason, b.reason, "seed {seed} failed differently on replay");
+            assert_eq!(
+                a.reason, b.reason,
+                "seed {seed} failed differently on replay"
+            );
             panic!("{a}");
         }
         (a, b) => panic!("seed {seed} replayed differently: {a:?} vs {b:?}"),
     }
 }
 
-#[test]
-fn five_nodes_with_faults() {
-    let reports = run_seeds(5, 1_000_000, seeds(4));
-    assert!(reports.iter().all(|r| !r.history.is_empty()));
+/// Runs seeds with `bugs` until the simulator fails one; returns how many it took.
+fn seeds_to_catch(bugs: crate::raft::Bugs, budget: u64) -> Option<(u64, String)> {
+    let first: u64 = std::env::var("SIM_FIRST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    for i in first..first + budget {
+        let nodes = if i % 2 == 0 { 3 } else { 5 };
+        let cfg = SimConfig {
+            bugs,
+            ..SimConfig::new(i, nodes)
+        };
+        if let Err(f) = run(&cfg) {
+            return Some((i - first + 1, f.reason));
+        }
+    }
+    None
 }
+
+macro_rules! caught {
+    ($name:ident, $field:ident) => {
+        #[test]
+        fn $name() {
+            let bugs = crate::raft::Bugs {
+                $field: true,
+                ..Default::default()
+            };
+            match seeds_to_catch(bugs, 500) {
+                Some((n, reason)) => {
+                    println!("{} caught after {n} seeds: {reason}", stringify!($field))
+                }
+                None => panic!("{} was not caught within 500 seeds", stringify!($field)),
+            }
+        }
+    };
+}
+
+caught!(
+    catches_commit_of_old_term_by_counting,
+    commit_old_term_by_counting
+);
+caught!(catches_vote_without_log_check, vote_without_log_check);
+caught!(
+    catches_follower_read_without_read_index,
+    follower_read_without_read_index
+);
+caught!(catches_apply_before_commit, apply_before_commit);

@@ -17,7 +17,9 @@ impl ElectionSafety {
         }
         let (term, id) = (step.node.term(), step.node.id());
         match self.leaders.insert(term, id) {
-            Some(other) if other != id => Err(format!("election safety: nodes {other} and {id} both lead term {term}")),
+            Some(other) if other != id => Err(format!(
+                "election safety: nodes {other} and {id} both lead term {term}"
+            )),
             _ => Ok(()),
         }
     }

@@ -2,15 +2,19 @@
 //! the logs of the leaders of all higher terms (Raft §5.4, Figure 3).
 //!
 //! Keeps the cluster's committed prefix as any node reports it (and checks
-//! that all nodes agree on it); checks each new leader against it.
+//! that all nodes agree on it), with the term in which each entry was
+//! committed: the term of the first node seen committing it, which is the
+//! leader that counted it (followers learn commits from leaders). A new
+//! leader of term T must hold every entry committed in a term below T; a
+//! leader of an older term, elected late by delayed votes, need not.
 
 use super::{Step, digest};
 use crate::raft::{Role, Term};
 
 #[derive(Default)]
 pub(crate) struct LeaderCompleteness {
-    /// (term, digest) of every committed entry, by index - 1.
-    committed: Vec<(Term, u64)>,
+    /// (entry term, digest, term it was committed in) of every committed entry, by index - 1.
+    committed: Vec<(Term, u64, Term)>,
 }
 
 impl LeaderCompleteness {
@@ -18,27 +22,42 @@ impl LeaderCompleteness {
         let log = step.node.log();
         let id = step.node.id();
         for index in (step.commit_before + 1)..=log.committed {
-            let Some(entry) = log.entry(index) else { continue };
+            let Some(entry) = log.entry(index) else {
+                continue;
+            };
             let fact = (entry.term, digest(entry));
             match self.committed.get((index - 1) as usize) {
-                Some(known) if *known != fact => {
+                Some(known) if (known.0, known.1) != fact => {
                     return Err(format!(
                         "committed entries differ: node {id} committed (index {index}, term {}) but (index {index}, term {}) was committed before",
                         entry.term, known.0
                     ));
                 }
                 Some(_) => {}
-                None if index as usize == self.committed.len() + 1 => self.committed.push(fact),
+                None if index as usize == self.committed.len() + 1 => {
+                    self.committed.push((fact.0, fact.1, step.node.term()))
+                }
                 None => {
-                    return Err(format!("node {id} committed index {index} past the known committed prefix ({})", self.committed.len()));
+                    return Err(format!(
+                        "node {id} committed index {index} past the known committed prefix ({})",
+                        self.committed.len()
+                    ));
                 }
             }
         }
         let became_leader = step.node.role() == Role::Leader && step.role_before != Role::Leader;
         if became_leader {
-            for (i, &(term, hash)) in self.committed.iter().enumerate() {
+            let leader_term = step.node.term();
+            for (i, &(term, hash, _)) in self
+                .committed
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.2 < leader_term)
+            {
                 let index = i as u64 + 1;
-                let present = log.entry(index).is_some_and(|e| e.term == term && digest(e) == hash);
+                let present = log
+                    .entry(index)
+                    .is_some_and(|e| e.term == term && digest(e) == hash);
                 if !present {
                     return Err(format!(
                         "leader completeness: node {id} leads term {} without committed entry (index {index}, term {term})",

@@ -22,7 +22,9 @@ impl LogMatching {
         let log = step.node.log();
         let from = step.commit_before.min(log.committed).max(1);
         for index in from..=log.last_index() {
-            let Some(entry) = log.entry(index) else { continue };
+            let Some(entry) = log.entry(index) else {
+                continue;
+            };
             let prev_term = log.term(index - 1).unwrap_or(0);
             let fact = (digest(entry), prev_term);
             match self.seen.insert((index, entry.term), fact) {

@@ -3,6 +3,7 @@
 //! A step changes one node (a tick, a delivered message, a client request),
 //! so each check looks at that node against what the others have shown so far.
 
+mod commit_durability;
 mod election_safety;
 mod leader_completeness;
 mod log_matching;
@@ -30,15 +31,18 @@ pub(crate) struct Invariants {
     completeness: leader_completeness::LeaderCompleteness,
     state_machine: state_machine_safety::StateMachineSafety,
     monotonic: monotonic_commit::MonotonicCommit,
+    durability: commit_durability::CommitDurability,
 }
 
 impl Invariants {
-    pub(crate) fn after_step(&mut self, step: &Step<'_>) -> Result<(), String> {
+    /// Checks `step`; `all` is every node, the changed one included.
+    pub(crate) fn after_step(&mut self, step: &Step<'_>, all: &[&RaftNode]) -> Result<(), String> {
         self.election.check(step)?;
         self.matching.check(step)?;
         self.completeness.check(step)?;
         self.state_machine.check(step)?;
-        self.monotonic.check(step)
+        self.monotonic.check(step)?;
+        self.durability.check(step.node, all)
     }
 }
 

@@ -16,7 +16,9 @@ impl MonotonicCommit {
         let (id, commit) = (step.node.id(), step.node.log().committed);
         let highest = self.highest.entry(id).or_insert(0);
         if commit < *highest {
-            return Err(format!("node {id}'s commit index fell from {highest} to {commit}"));
+            return Err(format!(
+                "node {id}'s commit index fell from {highest} to {commit}"
+            ));
         }
         *highest = commit;
         Ok(())

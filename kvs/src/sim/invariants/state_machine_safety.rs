@@ -19,7 +19,10 @@ impl StateMachineSafety {
         for entry in step.applied {
             let last = self.last_applied.entry(id).or_insert(0);
             if entry.index != *last + 1 {
-                return Err(format!("node {id} applied index {} after {}", entry.index, last));
+                return Err(format!(
+                    "node {id} applied index {} after {}",
+                    entry.index, last
+                ));
             }
             *last = entry.index;
             let fact = (entry.term, digest(entry));
