@@ -326,10 +326,9 @@ impl RaftNode {
     /// Answers a message from an older term where that helps its sender catch up.
     fn answer_stale(&mut self, m: &Message) {
         match m.body {
-            // A partitioned old leader learns the new term and steps down.
-            Body::AppendEntries { .. } | Body::Heartbeat { .. }
-                if self.cfg.check_quorum || self.cfg.pre_vote =>
-            {
+            // Raft §5.1: replies carry the current term, so a partitioned old
+            // leader learns the new term and steps down.
+            Body::AppendEntries { .. } | Body::Heartbeat { .. } => {
                 self.send(
                     m.from,
                     Body::AppendEntriesResponse {

@@ -34,10 +34,7 @@ impl RaftNode {
     /// Leader: sends what each follower is missing, within its window.
     pub(super) fn send_appends(&mut self) {
         for peer in self.peers() {
-            loop {
-                let Some(pr) = self.progress.get(&peer) else {
-                    break;
-                };
+            while let Some(pr) = self.progress.get(&peer) {
                 let pending = pr.next_index <= self.log.last_index();
                 let probing = pr.state == super::ProgressState::Probe && !pr.probe_sent;
                 if !(pending || probing) || !pr.can_send(self.cfg.max_inflight) {

@@ -401,26 +401,9 @@ impl Sim {
 
     /// Runs `f` on node `id`, then its Ready, then the invariants.
     fn on_node(&mut self, id: NodeId, f: impl FnOnce(&mut Node)) -> Result<(), String> {
-        let now = self.now;
         let node = self.node(id);
         let (commit_before, role_before) = (node.raft.log().committed, node.raft.role());
         f(node);
-        if std::env::var_os("SIM_DIAG").is_some() {
-            let r = &node.raft;
-            if r.role() == Role::Leader
-                && r.log().committed > commit_before
-                && r.log().term(r.log().committed) != Some(r.term())
-            {
-                eprintln!(
-                    "DIAG old-term commit by {} at {} ms: index {} term {:?} (leader term {})",
-                    r.id(),
-                    now,
-                    r.log().committed,
-                    r.log().term(r.log().committed),
-                    r.term()
-                );
-            }
-        }
         let applied = self.pump(id);
         self.strike(id, commit_before, role_before);
         let node = &self.nodes[(id - 1) as usize];

@@ -82,20 +82,4 @@ impl Network {
     pub(crate) fn heal(&mut self) {
         self.blocked.clear();
     }
-
-    pub(crate) fn is_blocked(&self, from: NodeId, to: NodeId) -> bool {
-        self.blocked.contains(&(from, to))
-    }
-
-    pub(crate) fn describe(&self) -> String {
-        if self.blocked.is_empty() {
-            return "all links up".into();
-        }
-        let links: Vec<String> = self
-            .blocked
-            .iter()
-            .map(|(a, b)| format!("{a}->{b}"))
-            .collect();
-        format!("blocked {}", links.join(" "))
-    }
 }

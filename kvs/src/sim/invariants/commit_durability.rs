@@ -17,10 +17,11 @@ pub(crate) struct CommitDurability {
 impl CommitDurability {
     pub(crate) fn check(&mut self, changed: &RaftNode, all: &[&RaftNode]) -> Result<(), String> {
         let log = changed.log();
-        if let Some(term) = log.term(log.committed) {
-            if log.committed > 0 && self.highest.is_none_or(|(i, _)| log.committed > i) {
-                self.highest = Some((log.committed, term));
-            }
+        if let Some(term) = log.term(log.committed)
+            && log.committed > 0
+            && self.highest.is_none_or(|(i, _)| log.committed > i)
+        {
+            self.highest = Some((log.committed, term));
         }
         let Some((index, term)) = self.highest else {
             return Ok(());
