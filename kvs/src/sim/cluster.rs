@@ -192,7 +192,12 @@ struct Sim {
 /// Runs one simulation; `Err` names the violated property and the replay command.
 pub(crate) fn run(cfg: &SimConfig) -> Result<Report, Failure> {
     let mut sim = Sim::new(cfg.clone());
-    sim.run().map_err(|reason| {
+    let result = sim.run();
+    if std::env::var_os("SIM_SAVE_HISTORY").is_some() {
+        let history: KvHistory = sim.history.iter().flatten().cloned().collect();
+        save_history(cfg, &history);
+    }
+    result.map_err(|reason| {
         let history: KvHistory = sim.history.iter().flatten().cloned().collect();
         let saved = save_history(cfg, &history);
         Failure {
