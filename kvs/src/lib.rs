@@ -9,7 +9,8 @@
 //!   range / delete, txn, and watch with a bounded history.
 //! - [`linearizability`]: a checker of client histories against the KV model.
 //! - `sim` (tests only): the deterministic simulator that drives whole
-//!   clusters under faults and checks Raft's safety invariants at every step.
+//!   clusters under faults and checks Raft's safety invariants at every step,
+//!   and the runner of the scenario files in `testdata/`.
 //!
 //! Still to come (issues 4 and 5): the RPC services (Raft peer, `Kv`), the
 //! node runtime, the client with leader discovery, snapshots and membership.

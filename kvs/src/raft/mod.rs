@@ -7,7 +7,9 @@
 //! ```
 //!
 //! Time is ticks; randomness comes from a [`SplitMix64`] seeded by the
-//! caller. Everything lives in memory: there is no stable storage to write
+//! caller. A [`NodeId`] names one incarnation of a member: state is never
+//! persisted, so a restarted process must come back under a new id (issue 5)
+//! and can never vote with a term or vote it has forgotten. Everything lives in memory: there is no stable storage to write
 //! before sending, so taking the [`Ready`] is also its `advance`.
 //!
 //! # Layout
