@@ -12,13 +12,21 @@
 //!   clusters under faults and checks Raft's safety invariants at every step,
 //!   and the runner of the scenario files in `testdata/`.
 //!
-//! Still to come (issues 4 and 5): the RPC services (Raft peer, `Kv`), the
-//! node runtime, the client with leader discovery, snapshots and membership.
+//! - [`api`]: the `Kv` and `RaftPeer` services, their wire types and [`api::KvsError`].
+//! - [`node`]: a running member: tokio drives the core, peers talk over `rpc`.
+//! - [`client`]: [`client::KvsClient`], with leader discovery, retries and deadlines.
+//! - `src/bin/kvs_node.rs`: `kvs-node`, a standalone member.
+//!
+//! Still to come (issue 5): snapshots, membership changes, incarnations and
+//! whole-fleet recovery.
 //!
 //! It is a general store: it knows nothing of pods or nodes.
 
+pub mod api;
+pub mod client;
 pub mod kv;
 pub mod linearizability;
+pub mod node;
 pub mod raft;
 #[cfg(test)]
 mod sim;

@@ -1,0 +1,124 @@
+//! `kvs-node`: one member of a standalone kvs cluster.
+//!
+//! ```text
+//! kvs-node --name n1 --listen 127.0.0.1:7001 \
+//!          --peers n1=127.0.0.1:7001,n2=127.0.0.1:7002,n3=127.0.0.1:7003 --token-file token
+//! ```
+//!
+//! Every member gets the same `--peers` list; a member's id is its position
+//! in it. Logs go to stderr (`RUST_LOG` filters them).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use kvs::api::{KvServer, RaftPeerServer};
+use kvs::kv::Limits;
+use kvs::node::{KvService, Node, NodeConfig, PeerService};
+
+/// One member of a kvs cluster.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// This member's name; must appear in --peers.
+    #[arg(long)]
+    name: String,
+    /// Address to serve peers and clients on.
+    #[arg(long)]
+    listen: String,
+    /// Every member as NAME=HOST:PORT, comma separated, this one included.
+    #[arg(long, value_delimiter = ',')]
+    peers: Vec<String>,
+    /// The cluster token (prefer --token-file or KVS_TOKEN).
+    #[arg(long, env = "KVS_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// A file holding the cluster token.
+    #[arg(long, conflicts_with = "token")]
+    token_file: Option<std::path::PathBuf>,
+    /// Serve without authentication (local experiments only).
+    #[arg(long)]
+    insecure_no_auth: bool,
+    /// Length of a Raft tick, in milliseconds.
+    #[arg(long, default_value_t = 50)]
+    tick_ms: u64,
+    /// Ticks without a leader before campaigning.
+    #[arg(long, default_value_t = 10)]
+    election_ticks: u32,
+    /// Watch history, in events.
+    #[arg(long, default_value_t = 100_000)]
+    history: usize,
+}
+
+fn members(peers: &[String]) -> Result<BTreeMap<u64, (String, String)>> {
+    let mut out = BTreeMap::new();
+    for (i, p) in peers.iter().enumerate() {
+        let Some((name, addr)) = p.split_once('=') else {
+            bail!("--peers entry {p:?} is not NAME=HOST:PORT");
+        };
+        if out.values().any(|(n, _): &(String, String)| n == name) {
+            bail!("--peers names {name} twice");
+        }
+        out.insert(i as u64 + 1, (name.to_string(), addr.to_string()));
+    }
+    Ok(out)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let members = members(&args.peers)?;
+    let Some((&id, _)) = members.iter().find(|(_, (n, _))| *n == args.name) else {
+        bail!("--name {} is not among --peers", args.name);
+    };
+    let token = match (&args.token, &args.token_file) {
+        (Some(t), _) => Some(t.clone()),
+        (None, Some(path)) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading the token file {}", path.display()))?
+                .trim()
+                .to_string(),
+        ),
+        (None, None) if args.insecure_no_auth => None,
+        (None, None) => bail!(
+            "a cluster token is required: --token-file, --token or KVS_TOKEN (or --insecure-no-auth)"
+        ),
+    };
+    let config = NodeConfig {
+        id,
+        name: args.name.clone(),
+        members,
+        token: token.clone(),
+        tick: Duration::from_millis(args.tick_ms.max(1)),
+        election_ticks: args.election_ticks.max(2),
+        history_limit: args.history,
+        limits: Limits::default(),
+    };
+    let node = Node::start(config).context("starting the member")?;
+    let auth = match token {
+        Some(t) => rpc::Auth::Bearer(vec![t]),
+        None => rpc::Auth::None,
+    };
+    let server = rpc::Server::builder(auth)
+        .service(KvServer::new(KvService::new(node.clone())))
+        .service(RaftPeerServer::new(PeerService::new(node)))
+        .build()
+        .context("configuring the server")?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    tracing::info!(name = %args.name, id, listen = %args.listen, "kvs member started");
+    server
+        .serve(listener, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .context("serving")?;
+    Ok(())
+}

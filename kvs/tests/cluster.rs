@@ -1,0 +1,435 @@
+//! Three `kvs-node` processes on loopback, driven through the real client.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kvs::api::{KvsError, NodeStatus};
+use kvs::client::{ClientError, KvsClient, KvsClientConfig};
+use kvs::kv::{Op, Txn, TxnResponse};
+use kvs::linearizability::{KvModel, Operation, Outcome, check};
+use kvs::raft::Role;
+
+const TOKEN: &str = "cluster-test-token";
+const TICK_MS: u64 = 20;
+const ELECTION_TICKS: u64 = 10;
+/// How long any test waits for a condition.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+struct Cluster {
+    procs: Vec<Option<Child>>,
+    addrs: Vec<String>,
+    logs: PathBuf,
+    history: usize,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Cluster {
+    fn start(history: usize) -> Cluster {
+        let addrs: Vec<String> = (0..3)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let logs = std::env::temp_dir().join(format!(
+            "kvs-cluster-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&logs).unwrap();
+        let mut cluster = Cluster {
+            procs: Vec::new(),
+            addrs,
+            logs,
+            history,
+        };
+        for i in 0..3 {
+            let child = cluster.spawn(i);
+            cluster.procs.push(Some(child));
+        }
+        cluster
+    }
+
+    fn spawn(&self, i: usize) -> Child {
+        let peers: Vec<String> = self
+            .addrs
+            .iter()
+            .enumerate()
+            .map(|(j, a)| format!("n{j}={a}"))
+            .collect();
+        let log = std::fs::File::create(self.logs.join(format!("n{i}.log"))).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_kvs-node"))
+            .args(["--name", &format!("n{i}"), "--listen", &self.addrs[i]])
+            .args(["--peers", &peers.join(",")])
+            .args([
+                "--tick-ms",
+                &TICK_MS.to_string(),
+                "--election-ticks",
+                &ELECTION_TICKS.to_string(),
+            ])
+            .args(["--history", &self.history.to_string()])
+            .env("KVS_TOKEN", TOKEN)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    fn client(&self, members: &[usize]) -> KvsClient {
+        let addrs: Vec<String> = members.iter().map(|&i| self.addrs[i].clone()).collect();
+        KvsClient::new(
+            &addrs,
+            KvsClientConfig {
+                token: Some(TOKEN.into()),
+                timeout: Duration::from_secs(5),
+                backoff: Duration::from_millis(5),
+                max_backoff: Duration::from_millis(40),
+            },
+        )
+        .unwrap()
+    }
+
+    fn pid(&self, i: usize) -> u32 {
+        self.procs[i].as_ref().unwrap().id()
+    }
+
+    fn kill(&mut self, i: usize) {
+        if let Some(mut p) = self.procs[i].take() {
+            p.kill().unwrap();
+            p.wait().unwrap();
+        }
+    }
+
+    fn signal(&self, i: usize, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.pid(i).to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "kill {sig} failed");
+    }
+
+    async fn statuses(&self) -> Vec<Option<NodeStatus>> {
+        let client = self.client(&[0, 1, 2]);
+        let mut out = Vec::new();
+        for i in 0..3 {
+            let alive = self.procs[i].is_some();
+            out.push(if alive {
+                client.status_of(i).await.ok()
+            } else {
+                None
+            });
+        }
+        out
+    }
+
+    /// Waits for a member that leads with everyone alive agreeing.
+    async fn leader(&self) -> usize {
+        let start = Instant::now();
+        loop {
+            let statuses = self.statuses().await;
+            let leader = statuses
+                .iter()
+                .enumerate()
+                .find(|(_, s)| s.as_ref().is_some_and(|s| s.role == Role::Leader))
+                .map(|(i, _)| i);
+            if let Some(l) = leader {
+                return l;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "no leader within {DEADLINE:?}; logs in {}",
+                self.logs.display()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.procs.len() {
+            if self.procs[i].is_some() {
+                let _ = Command::new("kill")
+                    .args(["-CONT", &self.pid(i).to_string()])
+                    .status();
+                self.kill(i);
+            }
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.logs);
+        }
+    }
+}
+
+type History = Vec<Operation<Txn, TxnResponse>>;
+
+/// One writer: puts unique values to its keys and reads them back, recording a history.
+async fn writer(
+    client: KvsClient,
+    id: u64,
+    start: Instant,
+    until: Arc<std::sync::atomic::AtomicBool>,
+) -> (History, u64) {
+    let mut history = Vec::new();
+    let mut acked = 0;
+    let mut n = 0u64;
+    while !until.load(std::sync::atomic::Ordering::Relaxed) {
+        n += 1;
+        let key = format!("k{}", n % 3);
+        let txn = if n.is_multiple_of(3) {
+            Txn::single(Op::Get { key })
+        } else {
+            Txn::single(Op::Put {
+                key,
+                value: format!("w{id}-{n}"),
+            })
+        };
+        let call = start.elapsed().as_micros() as u64;
+        let result = client.txn(txn.clone()).await;
+        let ret = start.elapsed().as_micros() as u64;
+        match result {
+            Ok(r) => {
+                acked += u64::from(txn.is_write());
+                history.push(Operation {
+                    client: id,
+                    call,
+                    ret: Some(ret),
+                    input: txn,
+                    output: Some(r),
+                });
+            }
+            Err(_) if txn.is_write() => {
+                // Unknown outcome: it may apply later; the writer is a new process after it.
+                history.push(Operation {
+                    client: id,
+                    call,
+                    ret: None,
+                    input: txn,
+                    output: None,
+                });
+                return (history, acked);
+            }
+            Err(_) => {}
+        }
+    }
+    (history, acked)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_loses_no_acknowledged_write() {
+    let mut cluster = Cluster::start(10_000);
+    let leader = cluster.leader().await;
+    let client = cluster.client(&[0, 1, 2]);
+    let start = Instant::now();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|id| tokio::spawn(writer(client.clone(), id, start, Arc::clone(&stop))))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    cluster.kill(leader);
+    let killed = Instant::now();
+    // The first write after the kill measures the fail-over as clients see it.
+    let probe = Txn::single(Op::Put {
+        key: "after-kill".into(),
+        value: "1".into(),
+    });
+    let call = start.elapsed().as_micros() as u64;
+    let answer = client.txn(probe.clone()).await.unwrap();
+    let failover = killed.elapsed();
+    let probe_op = Operation {
+        client: 99,
+        call,
+        ret: Some(start.elapsed().as_micros() as u64),
+        input: probe,
+        output: Some(answer),
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+
+    let mut history = vec![probe_op];
+    let mut acked = 0;
+    for w in writers {
+        let (h, a) = w.await.unwrap();
+        history.extend(h);
+        acked += a;
+    }
+    let new_leader = cluster.leader().await;
+    assert_ne!(new_leader, leader);
+    let election_timeout = Duration::from_millis(TICK_MS * ELECTION_TICKS);
+    println!(
+        "fail-over: first write {failover:?} after kill -9 (election timeout {election_timeout:?}); {acked} writes acknowledged; {} operations",
+        history.len()
+    );
+    assert!(
+        failover <= 2 * election_timeout + Duration::from_millis(2 * TICK_MS * ELECTION_TICKS),
+        "a new leader served writes only after {failover:?}"
+    );
+    assert!(
+        acked > 50,
+        "too little load to mean anything: {acked} writes"
+    );
+
+    // Every acknowledged write is in the final state the history explains.
+    let checked = Instant::now();
+    let verdict = check(&KvModel, &history, 20_000_000);
+    println!(
+        "linearizability check of {} operations: {:?} in {:?}",
+        history.len(),
+        verdict,
+        checked.elapsed()
+    );
+    if verdict != Outcome::Linearizable {
+        let path = cluster.logs.join("history.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(&history).unwrap()).unwrap();
+        panic!(
+            "history not linearizable: {verdict:?}; written to {}",
+            path.display()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_of_one_follower_reads_and_writes() {
+    let cluster = Cluster::start(10_000);
+    let leader = cluster.leader().await;
+    let follower = (leader + 1) % 3;
+    let client = cluster.client(&[follower]);
+    let rev = client.put("/f/a", "1").await.unwrap();
+    assert!(rev > 0);
+    client.put("/f/b", "2").await.unwrap();
+    assert_eq!(client.get("/f/a").await.unwrap().unwrap().value, "1");
+    let range = client.range("/f/", 0).await.unwrap();
+    assert_eq!(range.kvs.len(), 2);
+    assert_eq!(client.delete("/f/a").await.unwrap(), 1);
+    assert!(client.get("/f/a").await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_follower_catches_up_when_resumed() {
+    let cluster = Cluster::start(10_000);
+    let leader = cluster.leader().await;
+    let follower = (leader + 1) % 3;
+    cluster.signal(follower, "-STOP");
+    let client = cluster.client(&[leader]);
+    for i in 0..200 {
+        client
+            .put(&format!("/s/{}", i % 10), &i.to_string())
+            .await
+            .unwrap();
+    }
+    let leader_status = client.status_of(0).await.unwrap();
+    cluster.signal(follower, "-CONT");
+    let start = Instant::now();
+    let only_follower = cluster.client(&[follower]);
+    loop {
+        let s = only_follower.status_of(0).await;
+        if let Ok(s) = s
+            && s.applied_index >= leader_status.commit_index
+        {
+            break;
+        }
+        assert!(start.elapsed() < DEADLINE, "the follower did not catch up");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        only_follower.get("/s/9").await.unwrap().unwrap().value,
+        "199"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_clear_errors_and_the_node_keeps_serving() {
+    let cluster = Cluster::start(10);
+    let leader = cluster.leader().await;
+    let client = cluster.client(&[leader]);
+    // A transaction with too many operations.
+    let big = Txn {
+        success: (0..200)
+            .map(|i| Op::Put {
+                key: format!("k{i}"),
+                value: "v".into(),
+            })
+            .collect(),
+        ..Txn::default()
+    };
+    match client.txn(big).await {
+        Err(ClientError::Rejected(KvsError::InvalidArgument(m))) => {
+            assert!(m.contains("at most 128"), "{m}")
+        }
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    }
+    // A watch from a compacted revision.
+    for i in 0..40 {
+        client.put("/w/k", &i.to_string()).await.unwrap();
+    }
+    let rpc_client = rpc::Client::new(
+        &cluster.addrs[leader],
+        rpc::ClientConfig {
+            token: Some(TOKEN.into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let kv = kvs::api::KvClient::new(rpc_client);
+    let err = kv
+        .watch(&kvs::api::WatchRequest {
+            prefix: "/w/".into(),
+            from_revision: 1,
+            wait_ms: 10,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), rpc::Code::FailedPrecondition);
+    match KvsError::from_rpc(&err) {
+        Some(KvsError::Compacted {
+            requested: 1,
+            oldest,
+        }) => assert!(oldest > 1),
+        other => panic!("expected Compacted, got {other:?} ({err})"),
+    }
+    // A wrong token.
+    let wrong = kvs::api::KvClient::new(
+        rpc::Client::new(
+            &cluster.addrs[leader],
+            rpc::ClientConfig {
+                token: Some("wrong".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+    );
+    let err = wrong.status(&kvs::api::Empty {}).await.unwrap_err();
+    assert_eq!(err.code(), rpc::Code::Unauthenticated);
+    // An oversized body.
+    let huge = "x".repeat(5 * 1024 * 1024);
+    let err = kv
+        .put(&kvs::api::PutRequest {
+            key: "big".into(),
+            value: huge,
+            request_id: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), rpc::Code::PayloadTooLarge, "{err}");
+    // A watch with nothing new returns after its wait.
+    let empty = kv
+        .watch(&kvs::api::WatchRequest {
+            prefix: "/none/".into(),
+            from_revision: 0,
+            wait_ms: 10,
+        })
+        .await
+        .unwrap();
+    assert!(empty.events.is_empty());
+    // And the node still serves.
+    assert_eq!(client.get("/w/k").await.unwrap().unwrap().value, "39");
+}
