@@ -23,6 +23,12 @@ pub struct KvsClientConfig {
     pub backoff: Duration,
     /// Longest back-off.
     pub max_backoff: Duration,
+    /// Connections per member (see `rpc::ClientConfig::max_connections`).
+    pub connections: usize,
+    /// Calls pipelined per connection before another opens. A member answers
+    /// a connection's calls one at a time, and a write waits for a commit,
+    /// so deep pipelines serialise writes; shallow ones let Raft batch them.
+    pub pipeline_depth: usize,
 }
 
 impl Default for KvsClientConfig {
@@ -32,6 +38,8 @@ impl Default for KvsClientConfig {
             timeout: Duration::from_secs(10),
             backoff: Duration::from_millis(10),
             max_backoff: Duration::from_millis(500),
+            connections: 64,
+            pipeline_depth: 1,
         }
     }
 }
@@ -84,6 +92,8 @@ impl KvsClient {
                 let rpc_config = rpc::ClientConfig {
                     token: config.token.clone(),
                     default_timeout: config.timeout,
+                    max_connections: config.connections.max(1),
+                    pipeline_depth: config.pipeline_depth.max(1),
                     ..Default::default()
                 };
                 Ok(Endpoint {

@@ -92,6 +92,7 @@ impl Cluster {
                 timeout: Duration::from_secs(5),
                 backoff: Duration::from_millis(5),
                 max_backoff: Duration::from_millis(40),
+                ..Default::default()
             },
         )
         .unwrap()

@@ -42,10 +42,13 @@ impl KvService {
         }
         let config = self.node.config();
         let (_, addr) = config.members.get(&leader).ok_or(KvsError::NoLeader)?;
+        // Writes wait for a commit: no pipelining behind them (see KvsClientConfig::pipeline_depth).
         let client = rpc::Client::new(
             addr,
             rpc::ClientConfig {
                 token: config.token.clone(),
+                max_connections: 64,
+                pipeline_depth: 1,
                 ..Default::default()
             },
         )

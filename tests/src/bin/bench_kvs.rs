@@ -1,0 +1,406 @@
+//! `scripts/bench kvs`: a 3-member kvs cluster against a 3-member etcd
+//! cluster (Debian's etcd-server, data dir on tmpfs), all on loopback,
+//! driven by the same load generator in the same run.
+//!
+//! etcd is driven through the `etcd-client` crate (gRPC), its native API.
+//! Measured: puts/s and p50/p99 with 1 and 64 concurrent callers (256-byte
+//! values), linearizable gets/s with 64 callers, then the resident memory of
+//! each cluster (sum of its three processes) after 100,000 keys.
+//!
+//! Environment: `BENCH_SECONDS` (per measurement, default 5), `KVS_NODE`
+//! (path of kvs-node; default: next to this binary), `ETCD` (default: etcd on PATH).
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use hdrhistogram::Histogram;
+use kvs::client::{KvsClient, KvsClientConfig};
+
+const TOKEN: &str = "bench-token";
+const VALUE_BYTES: usize = 256;
+const MEMORY_KEYS: usize = 100_000;
+
+type Op = Arc<dyn Fn(u64, u64) -> Pin<Box<dyn Future<Output = Result<()>> + Send>> + Send + Sync>;
+
+/// Child processes killed on drop.
+struct Procs(Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Procs {
+    fn rss_kib(&self) -> u64 {
+        self.0
+            .iter()
+            .map(|c| {
+                std::fs::read_to_string(format!("/proc/{}/status", c.id()))
+                    .ok()
+                    .and_then(|s| {
+                        s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+                            l.split_whitespace()
+                                .nth(1)
+                                .and_then(|n| n.parse::<u64>().ok())
+                        })
+                    })
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn start_kvs() -> Result<(Procs, Vec<String>)> {
+    let bin = match std::env::var_os("KVS_NODE") {
+        Some(p) => PathBuf::from(p),
+        None => std::env::current_exe()?.with_file_name("kvs-node"),
+    };
+    let addrs: Vec<String> = (0..3)
+        .map(|_| free_port().map(|p| format!("127.0.0.1:{p}")))
+        .collect::<Result<_>>()?;
+    let peers: Vec<String> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("n{i}={a}"))
+        .collect();
+    let mut procs = Procs(Vec::new());
+    for (i, addr) in addrs.iter().enumerate() {
+        let child = Command::new(&bin)
+            .args([
+                "--name",
+                &format!("n{i}"),
+                "--listen",
+                addr,
+                "--peers",
+                &peers.join(","),
+            ])
+            .env("KVS_TOKEN", TOKEN)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        procs.0.push(child);
+    }
+    Ok((procs, addrs))
+}
+
+fn start_etcd(dir: &std::path::Path) -> Result<(Procs, Vec<String>)> {
+    let bin = std::env::var("ETCD").unwrap_or_else(|_| "etcd".into());
+    let client_ports: Vec<u16> = (0..3).map(|_| free_port()).collect::<Result<_>>()?;
+    let peer_ports: Vec<u16> = (0..3).map(|_| free_port()).collect::<Result<_>>()?;
+    let cluster: Vec<String> = peer_ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("e{i}=http://127.0.0.1:{p}"))
+        .collect();
+    let mut procs = Procs(Vec::new());
+    for i in 0..3 {
+        let data = dir.join(format!("e{i}"));
+        let client = format!("http://127.0.0.1:{}", client_ports[i]);
+        let peer = format!("http://127.0.0.1:{}", peer_ports[i]);
+        let child = Command::new(&bin)
+            .args(["--name", &format!("e{i}")])
+            .arg("--data-dir")
+            .arg(&data)
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args([
+                "--initial-cluster",
+                &cluster.join(","),
+                "--initial-cluster-state",
+                "new",
+            ])
+            .args([
+                "--initial-cluster-token",
+                "mkube-bench",
+                "--log-level",
+                "error",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {bin} (install Debian's etcd-server)"))?;
+        procs.0.push(child);
+    }
+    Ok((
+        procs,
+        client_ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect(),
+    ))
+}
+
+struct Round {
+    ops_per_sec: f64,
+    latencies_us: Histogram<u64>,
+}
+
+async fn run_load(op: &Op, callers: u64, duration: Duration) -> Result<Round> {
+    let start = Instant::now();
+    let end = start + duration;
+    let tasks: Vec<_> = (0..callers)
+        .map(|task| {
+            let op = Arc::clone(op);
+            tokio::spawn(async move {
+                let mut hist = Histogram::<u64>::new(3)?;
+                let mut n = 0;
+                while Instant::now() < end {
+                    let t = Instant::now();
+                    op(task, n).await?;
+                    hist.record(t.elapsed().as_micros() as u64)?;
+                    n += 1;
+                }
+                anyhow::Ok(hist)
+            })
+        })
+        .collect();
+    let mut all = Histogram::<u64>::new(3)?;
+    for t in tasks {
+        all.add(t.await??)?;
+    }
+    Ok(Round {
+        ops_per_sec: all.len() as f64 / start.elapsed().as_secs_f64(),
+        latencies_us: all,
+    })
+}
+
+async fn wait_ready(op: &Op) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match op(0, 0).await {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() > deadline => bail!("cluster not ready after 30 s: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+fn value() -> String {
+    "v".repeat(VALUE_BYTES)
+}
+
+fn kvs_ops(client: KvsClient) -> (Op, Op) {
+    let v = Arc::new(value());
+    let c = client.clone();
+    let put: Op = Arc::new(move |task, n| {
+        let (c, v) = (c.clone(), Arc::clone(&v));
+        Box::pin(async move {
+            c.put(&format!("bench/{task}/{}", n % 1000), &v).await?;
+            Ok(())
+        })
+    });
+    let get: Op = Arc::new(move |task, n| {
+        let c = client.clone();
+        Box::pin(async move {
+            c.get(&format!("bench/{task}/{}", n % 1000)).await?;
+            Ok(())
+        })
+    });
+    (put, get)
+}
+
+fn etcd_ops(client: etcd_client::Client) -> (Op, Op) {
+    let v = Arc::new(value());
+    let c = client.clone();
+    let put: Op = Arc::new(move |task, n| {
+        let (mut c, v) = (c.clone(), Arc::clone(&v));
+        Box::pin(async move {
+            c.put(format!("bench/{task}/{}", n % 1000), v.as_str(), None)
+                .await?;
+            Ok(())
+        })
+    });
+    let get: Op = Arc::new(move |task, n| {
+        let mut c = client.clone();
+        Box::pin(async move {
+            c.get(format!("bench/{task}/{}", n % 1000), None).await?;
+            Ok(())
+        })
+    });
+    (put, get)
+}
+
+/// Writes `MEMORY_KEYS` distinct keys with 64 callers.
+async fn fill(put_key: &Op) -> Result<()> {
+    let per = (MEMORY_KEYS / 64) as u64;
+    let tasks: Vec<_> = (0..64u64)
+        .map(|t| {
+            let op = Arc::clone(put_key);
+            tokio::spawn(async move {
+                for i in 0..per {
+                    op(t, i).await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+fn line(name: &str, r: &Round) -> String {
+    format!(
+        "{name}: {:>8.0} ops/s p50={:>6} us p99={:>6} us",
+        r.ops_per_sec,
+        r.latencies_us.value_at_quantile(0.5),
+        r.latencies_us.value_at_quantile(0.99)
+    )
+}
+
+async fn run() -> Result<()> {
+    let seconds: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let duration = Duration::from_secs(seconds);
+    let dir_root = if std::path::Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
+    let dir = dir_root.join(format!("mkube-bench-etcd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+
+    let (kvs_procs, kvs_addrs) = start_kvs()?;
+    let (etcd_procs, etcd_addrs) = start_etcd(&dir)?;
+    let ours = KvsClient::new(&kvs_addrs, {
+        let mut c = KvsClientConfig {
+            token: Some(TOKEN.into()),
+            ..Default::default()
+        };
+        if let Some(n) = std::env::var("KVS_CONNECTIONS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            c.connections = n;
+        }
+        if let Some(n) = std::env::var("KVS_PIPELINE_DEPTH")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            c.pipeline_depth = n;
+        }
+        c
+    })?;
+    let etcd = etcd_client::Client::connect(
+        etcd_addrs
+            .iter()
+            .map(|a| format!("http://{a}"))
+            .collect::<Vec<_>>(),
+        None,
+    )
+    .await?;
+    let (our_put, our_get) = kvs_ops(ours.clone());
+    let (etcd_put, etcd_get) = etcd_ops(etcd.clone());
+    wait_ready(&our_put).await.context("kvs")?;
+    wait_ready(&etcd_put).await.context("etcd")?;
+    println!(
+        "kvs vs etcd 3.4 (3 members each, loopback, etcd data on {}), {VALUE_BYTES}-byte values, {seconds} s per measurement",
+        dir_root.display()
+    );
+
+    let mut final_ratio = None;
+    for callers in [1u64, 64] {
+        run_load(&our_put, callers, Duration::from_millis(500)).await?;
+        run_load(&etcd_put, callers, Duration::from_millis(500)).await?;
+        let o = run_load(&our_put, callers, duration).await?;
+        let e = run_load(&etcd_put, callers, duration).await?;
+        println!(
+            "put, {callers:>2} callers | {} | {} | ratio {:.2}, p99 ratio {:.2}",
+            line("kvs", &o),
+            line("etcd", &e),
+            o.ops_per_sec / e.ops_per_sec,
+            o.latencies_us.value_at_quantile(0.99) as f64
+                / e.latencies_us.value_at_quantile(0.99).max(1) as f64
+        );
+        if callers == 64 {
+            final_ratio = Some((o.ops_per_sec, e.ops_per_sec));
+        }
+    }
+    let o = run_load(&our_get, 64, duration).await?;
+    let e = run_load(&etcd_get, 64, duration).await?;
+    println!(
+        "linearizable get, 64 callers | {} | {} | ratio {:.2}",
+        line("kvs", &o),
+        line("etcd", &e),
+        o.ops_per_sec / e.ops_per_sec
+    );
+
+    let ours_put_key: Op = {
+        let c = ours.clone();
+        let v = Arc::new(value());
+        Arc::new(move |t, i| {
+            let (c, v) = (c.clone(), Arc::clone(&v));
+            Box::pin(async move {
+                c.put(&format!("mem/{t}/{i}"), &v).await?;
+                Ok(())
+            })
+        })
+    };
+    let etcd_put_key: Op = {
+        let c = etcd.clone();
+        let v = Arc::new(value());
+        Arc::new(move |t, i| {
+            let (mut c, v) = (c.clone(), Arc::clone(&v));
+            Box::pin(async move {
+                c.put(format!("mem/{t}/{i}"), v.as_str(), None).await?;
+                Ok(())
+            })
+        })
+    };
+    fill(&ours_put_key).await?;
+    fill(&etcd_put_key).await?;
+    let (our_rss, etcd_rss) = (kvs_procs.rss_kib(), etcd_procs.rss_kib());
+    println!(
+        "resident memory after {MEMORY_KEYS} keys (3 members): kvs {} MiB, etcd {} MiB, ratio {:.2}",
+        our_rss / 1024,
+        etcd_rss / 1024,
+        our_rss as f64 / etcd_rss.max(1) as f64
+    );
+    drop(etcd_procs);
+    drop(kvs_procs);
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Some((o, e)) = final_ratio {
+        println!(
+            "kvs: ours={o:.0} puts/s peer={e:.0} puts/s ratio={:.2}",
+            o / e
+        );
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(run())
+}
