@@ -1,6 +1,11 @@
 //! The store's client: a list of members, the leader found and cached,
 //! retries with back-off, and a deadline per operation.
 //!
+//! Leader discovery: before the first call and after any failure the client
+//! asks every member for its status and prefers the one that leads (any
+//! member serves reads and forwards writes, so this saves a hop rather than
+//! being needed for correctness); a failed member is skipped next time.
+//!
 //! Invariants: a write carries one request id through all its retries, so
 //! it applies at most once however often it is sent; an operation never runs
 //! past its deadline; a member that fails is skipped for the next attempt.
@@ -73,6 +78,8 @@ struct Endpoint {
 pub struct KvsClient {
     endpoints: Arc<Vec<Endpoint>>,
     preferred: Arc<AtomicUsize>,
+    /// Whether `preferred` should be rediscovered before the next call.
+    stale: Arc<std::sync::atomic::AtomicBool>,
     client_id: u64,
     seq: Arc<AtomicU64>,
     config: KvsClientConfig,
@@ -105,6 +112,7 @@ impl KvsClient {
         Ok(KvsClient {
             endpoints: Arc::new(endpoints),
             preferred: Arc::new(AtomicUsize::new(0)),
+            stale: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             client_id: random_id(),
             seq: Arc::new(AtomicU64::new(0)),
             config,
@@ -114,6 +122,26 @@ impl KvsClient {
     /// The member addresses.
     pub fn addrs(&self) -> Vec<String> {
         self.endpoints.iter().map(|e| e.addr.clone()).collect()
+    }
+
+    /// Asks every member who leads and prefers that one (see the module doc).
+    async fn discover_leader(&self, wait: Duration) {
+        let probes = self.endpoints.iter().enumerate().map(|(i, e)| {
+            let client = e.client.with_timeout(wait);
+            async move { (i, client.status(&Empty {}).await) }
+        });
+        let answers = futures_util::future::join_all(probes).await;
+        let leader = answers
+            .into_iter()
+            .find(|(_, s)| {
+                s.as_ref()
+                    .is_ok_and(|s| s.role == crate::raft::Role::Leader)
+            })
+            .map(|(i, _)| i);
+        if let Some(i) = leader {
+            self.preferred.store(i, Ordering::Relaxed);
+            self.stale.store(false, Ordering::Relaxed);
+        }
     }
 
     /// Runs `call` against members until one succeeds, an error is final, or the deadline passes.
@@ -127,6 +155,12 @@ impl KvsClient {
         let mut last = String::from("no attempt made");
         let n = self.endpoints.len();
         loop {
+            if self.stale.load(Ordering::Relaxed) && n > 1 {
+                let wait = deadline
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(500));
+                self.discover_leader(wait).await;
+            }
             let i = self.preferred.load(Ordering::Relaxed) % n;
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
