@@ -90,7 +90,7 @@ fn start_kvs() -> Result<(Procs, Vec<String>)> {
                 &peers.join(","),
             ])
             .env("KVS_TOKEN", TOKEN)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "error")
             .stdout(Stdio::null())
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
