@@ -75,6 +75,8 @@ impl Cluster {
                 &ELECTION_TICKS.to_string(),
             ])
             .args(["--history", &self.history.to_string()])
+            // Frequent snapshots, so that compaction and InstallSnapshot run in every test.
+            .args(["--snapshot-entries", "50"])
             .env("KVS_TOKEN", TOKEN)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -370,6 +372,8 @@ async fn a_client_of_one_follower_reads_and_writes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_follower_catches_up_when_resumed() {
+    // 200 writes with a snapshot every 50 entries: the leader compacts past
+    // the stopped follower's log, which must then take a snapshot.
     let cluster = Cluster::start(10_000);
     let leader = cluster.leader().await;
     let follower = (leader + 1) % 3;

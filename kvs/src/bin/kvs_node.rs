@@ -46,8 +46,11 @@ struct Args {
     #[arg(long, default_value_t = 10)]
     election_ticks: u32,
     /// Watch history, in events.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = 10_000)]
     history: usize,
+    /// Snapshot the state and compact the log after this many entries.
+    #[arg(long, default_value_t = 10_000)]
+    snapshot_entries: u64,
 }
 
 fn members(peers: &[String]) -> Result<BTreeMap<u64, (String, String)>> {
@@ -99,6 +102,7 @@ async fn main() -> Result<()> {
         election_ticks: args.election_ticks.max(2),
         history_limit: args.history,
         limits: Limits::default(),
+        snapshot_entries: args.snapshot_entries,
     };
     let node = Node::start(config).context("starting the member")?;
     let auth = match token {

@@ -56,6 +56,8 @@ pub struct NodeConfig {
     pub history_limit: usize,
     /// Request limits.
     pub limits: Limits,
+    /// Take a snapshot and compact the log after this many applied entries.
+    pub snapshot_entries: u64,
 }
 
 impl NodeConfig {
@@ -119,6 +121,7 @@ impl Node {
             leader: leader_tx,
             seen: (0, None),
             name: config.name.clone(),
+            snapshot_entries: config.snapshot_entries.max(1),
         };
         tokio::spawn(state.run(rx, config.tick));
         Ok(Node {
@@ -210,6 +213,7 @@ struct Loop {
     leader: watch::Sender<Option<NodeId>>,
     seen: (Term, Option<NodeId>),
     name: String,
+    snapshot_entries: u64,
 }
 
 impl Loop {
@@ -314,6 +318,28 @@ impl Loop {
                 peer.send(m);
             }
         }
+        if let Some((meta, bytes)) = &ready.snapshot {
+            if let Err(e) = self.sm.restore(bytes) {
+                tracing::error!(index = meta.index, error = %e, "cannot restore the leader's snapshot");
+            }
+            // Proposals the snapshot covers cannot be answered from it; they are retried.
+            let covered: Vec<Index> = self
+                .proposals
+                .range(..=meta.index)
+                .map(|(&i, _)| i)
+                .collect();
+            for index in covered {
+                if let Some((_, reply)) = self.proposals.remove(&index) {
+                    let _ = reply.send(Err(KvsError::Dropped));
+                }
+            }
+            tracing::info!(
+                index = meta.index,
+                term = meta.term,
+                bytes = bytes.len(),
+                "installed a snapshot from the leader"
+            );
+        }
         for entry in ready.committed {
             let result = match &entry.payload {
                 Payload::Command(bytes) => match serde_json::from_slice::<LogCommand>(bytes) {
@@ -353,6 +379,12 @@ impl Loop {
                     KvsError::InvalidArgument("a read may not contain writes".into())
                 });
             let _ = reply.send(answer);
+        }
+        let log = self.raft.log();
+        if log.applied >= log.snapshot_index() + self.snapshot_entries {
+            let index = log.applied;
+            let bytes = self.sm.snapshot();
+            self.raft.compact(index, bytes.into());
         }
         self.revision.send_if_modified(|r| {
             let now = self.sm.kv.state().revision();

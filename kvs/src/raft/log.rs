@@ -33,6 +33,46 @@ pub enum AppendOutcome {
 }
 
 impl RaftLog {
+    /// The last index a snapshot covers (0 without one); entries start after it.
+    pub fn snapshot_index(&self) -> Index {
+        self.offset
+    }
+
+    /// The term of the entry at [`RaftLog::snapshot_index`].
+    pub fn snapshot_term(&self) -> Term {
+        self.offset_term
+    }
+
+    /// Drops the entries up to `index` (at most `applied`), which a snapshot
+    /// of the state machine now covers. Returns whether anything was dropped.
+    pub fn compact(&mut self, index: Index) -> bool {
+        if index <= self.offset || index > self.applied {
+            return false;
+        }
+        let Some(term) = self.term(index) else {
+            return false;
+        };
+        self.entries.drain(..(index - self.offset) as usize);
+        self.offset = index;
+        self.offset_term = term;
+        true
+    }
+
+    /// Moves the log to a snapshot's position (Raft §7): entries after it
+    /// are kept if the log holds the snapshot's last entry, else all go.
+    /// The snapshot is committed and, once installed, applied.
+    pub fn restore(&mut self, index: Index, term: Term) {
+        if self.term(index) == Some(term) && index >= self.offset {
+            self.entries.drain(..(index - self.offset) as usize);
+        } else {
+            self.entries.clear();
+        }
+        self.offset = index;
+        self.offset_term = term;
+        self.committed = self.committed.max(index);
+        self.applied = index;
+    }
+
     /// The last index (0 if empty).
     pub fn last_index(&self) -> Index {
         self.offset + self.entries.len() as Index

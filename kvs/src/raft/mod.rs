@@ -36,6 +36,7 @@ pub mod progress;
 mod read;
 mod replication;
 pub mod rng;
+mod snapshot;
 pub mod types;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -82,6 +83,8 @@ pub struct Config {
     pub check_quorum: bool,
     /// Most reads waiting for leadership confirmation.
     pub max_pending_reads: usize,
+    /// Bytes per InstallSnapshot chunk.
+    pub snapshot_chunk_bytes: usize,
     /// Test-only defects.
     #[cfg(test)]
     pub bugs: Bugs,
@@ -100,6 +103,7 @@ impl Config {
             pre_vote: true,
             check_quorum: true,
             max_pending_reads: 4096,
+            snapshot_chunk_bytes: 512 * 1024,
             #[cfg(test)]
             bugs: Bugs::default(),
         }
@@ -131,6 +135,12 @@ pub struct RaftNode {
     msgs: Vec<Message>,
     read_states: Vec<ReadState>,
     dropped_reads: Vec<u64>,
+    /// The latest snapshot, sent to followers that need compacted entries.
+    snapshot: Option<(SnapshotMeta, bytes::Bytes)>,
+    /// Follower: a snapshot being received.
+    incoming: Option<(SnapshotMeta, bytes::BytesMut)>,
+    /// Follower: an installed snapshot for the runtime to restore.
+    ready_snapshot: Option<(SnapshotMeta, bytes::Bytes)>,
 }
 
 impl RaftNode {
@@ -157,6 +167,9 @@ impl RaftNode {
             msgs: Vec::new(),
             read_states: Vec::new(),
             dropped_reads: Vec::new(),
+            snapshot: None,
+            incoming: None,
+            ready_snapshot: None,
         };
         node.reset_election_timer();
         node
@@ -292,6 +305,17 @@ impl RaftNode {
             Body::ReadIndex { ctx } => self.handle_read_index_request(m.from, ctx),
             Body::ReadIndexResponse { ctx, index } => self.handle_read_index_response(ctx, index),
             Body::TimeoutNow => self.handle_timeout_now(m.from),
+            Body::InstallSnapshot {
+                meta,
+                offset,
+                data,
+                done,
+            } => self.handle_install_snapshot(m.from, meta, offset, &data, done),
+            Body::InstallSnapshotResponse {
+                index,
+                next_offset,
+                installed,
+            } => self.handle_install_snapshot_response(m.from, index, next_offset, installed),
         }
     }
 
@@ -363,6 +387,7 @@ impl RaftNode {
             committed: self.log.take_committed(up_to),
             read_states: std::mem::take(&mut self.read_states),
             dropped_reads: std::mem::take(&mut self.dropped_reads),
+            snapshot: self.ready_snapshot.take(),
         }
     }
 }

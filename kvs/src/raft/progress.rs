@@ -4,6 +4,9 @@
 //!   Probe ──success──▶ Replicate ──rejection──▶ Probe
 //!   (one AppendEntries in flight,     (up to max_inflight in flight,
 //!    next_index found by back-off)     next_index advanced optimistically)
+//!     │ next_index compacted away                 ▲
+//!     └──────────▶ Snapshot ──last chunk taken────┘
+//!                  (one chunk in flight)
 //! ```
 //!
 //! Invariants: `match_index < next_index`; `match_index` never decreases
@@ -21,6 +24,8 @@ pub enum ProgressState {
     Probe,
     /// Streaming: several messages in flight.
     Replicate,
+    /// The entries it needs are compacted: sending a snapshot, one chunk at a time.
+    Snapshot,
 }
 
 /// See the module doc.
@@ -36,8 +41,12 @@ pub struct Progress {
     pub inflight: VecDeque<Index>,
     /// Whether the follower answered since the last check-quorum round.
     pub recent_active: bool,
-    /// In Probe, whether a message is outstanding.
+    /// In Probe, whether a message is outstanding; in Snapshot, whether a chunk is.
     pub probe_sent: bool,
+    /// In Snapshot: the index of the snapshot being sent.
+    pub snapshot_index: Index,
+    /// In Snapshot: the bytes of it the follower has.
+    pub snapshot_offset: u64,
 }
 
 impl Progress {
@@ -50,13 +59,15 @@ impl Progress {
             inflight: VecDeque::new(),
             recent_active: false,
             probe_sent: false,
+            snapshot_index: 0,
+            snapshot_offset: 0,
         }
     }
 
     /// Whether another AppendEntries may be sent now.
     pub fn can_send(&self, max_inflight: usize) -> bool {
         match self.state {
-            ProgressState::Probe => !self.probe_sent,
+            ProgressState::Probe | ProgressState::Snapshot => !self.probe_sent,
             ProgressState::Replicate => self.inflight.len() < max_inflight,
         }
     }
@@ -64,7 +75,7 @@ impl Progress {
     /// Records an AppendEntries that carries entries up to `last`.
     pub fn sent(&mut self, last: Index) {
         match self.state {
-            ProgressState::Probe => self.probe_sent = true,
+            ProgressState::Probe | ProgressState::Snapshot => self.probe_sent = true,
             ProgressState::Replicate => {
                 if last >= self.next_index {
                     self.next_index = last + 1;
@@ -86,7 +97,7 @@ impl Progress {
         }
         self.match_index = index;
         self.next_index = self.next_index.max(index + 1);
-        if self.state == ProgressState::Probe {
+        if self.state != ProgressState::Replicate {
             self.state = ProgressState::Replicate;
             self.inflight.clear();
         }
@@ -101,6 +112,7 @@ impl Progress {
             // An answer to an old message of the stream: already superseded.
             ProgressState::Replicate if rejected <= self.match_index => false,
             ProgressState::Probe if rejected + 1 != self.next_index => false,
+            ProgressState::Snapshot => false,
             _ => {
                 self.state = ProgressState::Probe;
                 self.inflight.clear();

@@ -58,7 +58,8 @@ impl RaftNode {
         }
         let prev_log_index = pr.next_index - 1;
         let Some(prev_log_term) = self.log.term(prev_log_index) else {
-            return;
+            // Compacted away: the follower needs the snapshot.
+            return self.send_snapshot_chunk(to);
         };
         let entries = self.log.slice(
             pr.next_index,
@@ -146,7 +147,7 @@ impl RaftNode {
     }
 
     /// A message from the leader of the current term arrived.
-    fn follow(&mut self, leader: NodeId) {
+    pub(super) fn follow(&mut self, leader: NodeId) {
         if self.role != Role::Follower || self.leader != Some(leader) {
             self.become_follower(self.term, Some(leader));
         }

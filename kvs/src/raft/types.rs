@@ -134,6 +134,36 @@ pub enum Body {
     },
     /// Start an election now (leader transfer, thesis §3.10).
     TimeoutNow,
+    /// One chunk of the leader's snapshot (Raft §7), for a follower whose
+    /// next entries are compacted away.
+    InstallSnapshot {
+        /// What the snapshot covers.
+        meta: SnapshotMeta,
+        /// Where this chunk starts in the snapshot's bytes.
+        offset: u64,
+        /// The chunk.
+        data: Bytes,
+        /// Whether this is the last chunk.
+        done: bool,
+    },
+    /// The answer to a snapshot chunk.
+    InstallSnapshotResponse {
+        /// The snapshot's index.
+        index: Index,
+        /// How many of its bytes the follower now holds (where to continue).
+        next_offset: u64,
+        /// Whether the follower installed the whole snapshot (or already had it).
+        installed: bool,
+    },
+}
+
+/// What a snapshot of the state machine covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SnapshotMeta {
+    /// The last log index it includes.
+    pub index: Index,
+    /// The term of that entry.
+    pub term: Term,
 }
 
 /// A follower's hint after a rejected AppendEntries.
@@ -166,6 +196,9 @@ pub struct Ready {
     pub read_states: Vec<ReadState>,
     /// Reads that failed (no leader, or leadership lost): retry them elsewhere.
     pub dropped_reads: Vec<u64>,
+    /// A snapshot from the leader to restore the state machine from, before
+    /// applying `committed` (which follow it).
+    pub snapshot: Option<(SnapshotMeta, Bytes)>,
 }
 
 impl Ready {

@@ -9,8 +9,8 @@ use super::network::{LinkFaults, Network};
 use crate::kv::{CmpOp, Compare, CompareTarget, KvStore, Op, Txn, TxnResponse};
 use crate::linearizability::{self, KvHistory, KvModel, Operation, Outcome};
 use crate::raft::{
-    Bugs, Config, Entry, Index, Message, NodeId, Payload, RaftError, RaftNode, Role, SplitMix64,
-    Term,
+    Bugs, Config, Entry, Index, Message, NodeId, Payload, RaftError, RaftNode, Role, SnapshotMeta,
+    SplitMix64, Term,
 };
 
 /// One run's settings.
@@ -68,6 +68,8 @@ pub(crate) struct Report {
     /// From healing to a usable leader (virtual ms).
     pub(crate) recovery_ms: u64,
     pub(crate) events: u64,
+    /// Snapshots installed from a leader during the run.
+    pub(crate) snapshots_installed: u64,
 }
 
 const TICK_MS: u64 = 10;
@@ -185,6 +187,12 @@ struct Sim {
     applied: BTreeMap<usize, TxnResponse>,
     /// This run's nemesis is rolling isolation rather than the mixed one.
     rolling: bool,
+    /// Take a snapshot once this many entries are applied since the last.
+    compact_every: u64,
+    snapshots_installed: u64,
+    /// A digest of the KV state after each applied index (from whichever
+    /// node applied it first), to check restored snapshots against.
+    state_digests: Vec<u64>,
     leaderless_since: Option<u64>,
     leaderless_ms: Vec<u64>,
 }
@@ -218,6 +226,10 @@ impl Sim {
         // exposes more interleavings (Figure 8 of the Raft paper needs one).
         let max_batch_entries = rng.range(1, 9) as usize;
         let max_inflight = rng.range(1, 17) as usize;
+        // Frequent snapshots in small chunks, so that compaction,
+        // InstallSnapshot and restores happen in most runs.
+        let compact_every = rng.range(2, 30);
+        let snapshot_chunk_bytes = rng.range(16, 512) as usize;
         // Both protections are optional in Raft; runs without them see more
         // disruptive elections and more term churn.
         let pre_vote = rng.chance(0.5);
@@ -229,6 +241,7 @@ impl Sim {
                 rc.bugs = cfg.bugs;
                 rc.max_batch_entries = max_batch_entries;
                 rc.max_inflight = max_inflight;
+                rc.snapshot_chunk_bytes = snapshot_chunk_bytes;
                 rc.pre_vote = pre_vote;
                 rc.check_quorum = check_quorum;
                 Node {
@@ -278,6 +291,9 @@ impl Sim {
             recovered_at: None,
             applied: BTreeMap::new(),
             rolling,
+            compact_every,
+            snapshots_installed: 0,
+            state_digests: Vec::new(),
             leaderless_since: Some(0),
             leaderless_ms: Vec::new(),
         }
@@ -330,6 +346,7 @@ impl Sim {
             leaderless_ms: self.leaderless_ms.clone(),
             recovery_ms: self.recovered_at.unwrap_or(0) - self.healed_at.unwrap_or(0),
             events,
+            snapshots_installed: self.snapshots_installed,
         })
     }
 
@@ -409,7 +426,7 @@ impl Sim {
         let node = self.node(id);
         let (commit_before, role_before) = (node.raft.log().committed, node.raft.role());
         f(node);
-        let applied = self.pump(id);
+        let (applied, installed) = self.pump(id)?;
         self.strike(id, commit_before, role_before);
         let node = &self.nodes[(id - 1) as usize];
         let all: Vec<&RaftNode> = self.nodes.iter().map(|n| &n.raft).collect();
@@ -419,13 +436,24 @@ impl Sim {
                 commit_before,
                 role_before,
                 applied: &applied,
+                installed,
             },
             &all,
-        )
+        )?;
+        // Compaction after the checks, which must see what was committed.
+        let compact_every = self.compact_every;
+        let node = self.node(id);
+        let log = node.raft.log();
+        if log.applied >= log.snapshot_index() + compact_every {
+            let applied = log.applied;
+            let bytes = node.kv.snapshot();
+            node.raft.compact(applied, bytes.into());
+        }
+        Ok(())
     }
 
     /// Acts on the node's Ready: send, apply, answer.
-    fn pump(&mut self, id: NodeId) -> Vec<Entry> {
+    fn pump(&mut self, id: NodeId) -> Result<(Vec<Entry>, Option<SnapshotMeta>), String> {
         let ready = self.node(id).raft.take_ready();
         for m in ready.messages {
             for delay in self.net.deliveries(m.from, m.to, &mut self.rng) {
@@ -434,6 +462,25 @@ impl Sim {
         }
         let mut answers = Vec::new();
         let node = &mut self.nodes[(id - 1) as usize];
+        let installed = ready.snapshot.as_ref().map(|(meta, _)| *meta);
+        self.snapshots_installed += u64::from(installed.is_some());
+        if let Some((meta, bytes)) = &ready.snapshot {
+            node.kv
+                .restore(bytes)
+                .map_err(|e| format!("node {id}: {e}"))?;
+            // Writes the snapshot covers cannot be answered here; their clients time out.
+            node.writes.retain(|&index, _| index > meta.index);
+            let digest = state_digest(node.kv.state());
+            match self.state_digests.get((meta.index - 1) as usize) {
+                Some(&known) if known != digest => {
+                    return Err(format!(
+                        "node {id} restored a snapshot at index {} whose state differs from the state applied there",
+                        meta.index
+                    ));
+                }
+                _ => {}
+            }
+        }
         for e in &ready.committed {
             let response = match &e.payload {
                 Payload::Command(bytes) => {
@@ -445,6 +492,9 @@ impl Sim {
                 }
                 Payload::Noop => None,
             };
+            if self.state_digests.len() as u64 == e.index - 1 {
+                self.state_digests.push(state_digest(node.kv.state()));
+            }
             if let Some((term, client, req)) = node.writes.remove(&e.index) {
                 let answer = match response {
                     Some(r) if term == e.term => Answer::Ok(r),
@@ -483,7 +533,7 @@ impl Sim {
                 },
             );
         }
-        ready.committed
+        Ok((ready.committed, installed))
     }
 
     fn request(
@@ -976,6 +1026,12 @@ impl Sim {
     }
 }
 
+fn state_digest(state: &crate::kv::KvState) -> u64 {
+    let mut h = DefaultHasher::new();
+    state.hash(&mut h);
+    h.finish()
+}
+
 fn body_kind(body: &crate::raft::Body) -> u8 {
     use crate::raft::Body;
     match body {
@@ -990,6 +1046,8 @@ fn body_kind(body: &crate::raft::Body) -> u8 {
         Body::ReadIndex { .. } => 8,
         Body::ReadIndexResponse { .. } => 9,
         Body::TimeoutNow => 10,
+        Body::InstallSnapshot { .. } => 11,
+        Body::InstallSnapshotResponse { .. } => 12,
     }
 }
 

@@ -98,6 +98,26 @@ fn fmt_message(m: &Message) -> String {
             format!("ReadIndexResponse ctx={ctx} index={index:?}")
         }
         Body::TimeoutNow => "TimeoutNow".into(),
+        Body::InstallSnapshot {
+            meta,
+            offset,
+            data,
+            done,
+        } => format!(
+            "InstallSnapshot snapshot={}/{} offset={offset} bytes={}{}",
+            meta.index,
+            meta.term,
+            data.len(),
+            if *done { " done" } else { "" }
+        ),
+        Body::InstallSnapshotResponse {
+            index,
+            next_offset,
+            installed,
+        } => format!(
+            "InstallSnapshotResponse index={index} next_offset={next_offset}{}",
+            if *installed { " installed" } else { "" }
+        ),
     };
     format!("{}->{} term={} {body}", m.from, m.to, m.term)
 }

@@ -29,6 +29,17 @@ fn assert_worked(reports: &[Report]) {
             "a run answered almost nothing"
         );
     }
+    let installed: u64 = reports.iter().map(|r| r.snapshots_installed).sum();
+    let runs = reports.iter().filter(|r| r.snapshots_installed > 0).count();
+    println!(
+        "{installed} snapshots installed from leaders, in {runs} of {} runs",
+        reports.len()
+    );
+    assert!(
+        runs * 4 >= reports.len(),
+        "snapshots were installed in only {runs} of {} runs",
+        reports.len()
+    );
 }
 
 // 500 seeds by default (4 × 125, so the 2 cores share them), with faults.

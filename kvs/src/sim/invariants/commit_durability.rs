@@ -28,7 +28,7 @@ impl CommitDurability {
         };
         let quorum = all.len() / 2 + 1;
         for c in all {
-            if c.log().term(index) == Some(term) {
+            if c.log().term(index) == Some(term) || index <= c.log().snapshot_index() {
                 continue;
             }
             let (last_index, last_term) = (c.log().last_index(), c.log().last_term());

@@ -55,9 +55,11 @@ impl LeaderCompleteness {
                 .filter(|(_, c)| c.2 < leader_term)
             {
                 let index = i as u64 + 1;
-                let present = log
-                    .entry(index)
-                    .is_some_and(|e| e.term == term && digest(e) == hash);
+                // A snapshot holds only committed entries: what it covers is present.
+                let present = index <= log.snapshot_index()
+                    || log
+                        .entry(index)
+                        .is_some_and(|e| e.term == term && digest(e) == hash);
                 if !present {
                     return Err(format!(
                         "leader completeness: node {id} leads term {} without committed entry (index {index}, term {term})",

@@ -12,7 +12,7 @@ mod state_machine_safety;
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-use crate::raft::{Entry, Index, RaftNode, Role};
+use crate::raft::{Entry, Index, RaftNode, Role, SnapshotMeta};
 
 /// What one step did to one node.
 pub(crate) struct Step<'a> {
@@ -21,6 +21,8 @@ pub(crate) struct Step<'a> {
     pub(crate) role_before: Role,
     /// Entries the node applied in this step.
     pub(crate) applied: &'a [Entry],
+    /// A snapshot the node installed in this step (before `applied`).
+    pub(crate) installed: Option<SnapshotMeta>,
 }
 
 /// All the checks, with what they remember.

@@ -16,6 +16,24 @@ pub(crate) struct StateMachineSafety {
 impl StateMachineSafety {
     pub(crate) fn check(&mut self, step: &Step<'_>) -> Result<(), String> {
         let id = step.node.id();
+        if let Some(meta) = step.installed {
+            // A snapshot stands for every entry up to its index (the
+            // simulator checks its content against the applied state).
+            let last = self.last_applied.entry(id).or_insert(0);
+            if meta.index < *last {
+                return Err(format!(
+                    "node {id} installed a snapshot at {} behind its applied index {last}",
+                    meta.index
+                ));
+            }
+            *last = meta.index;
+            if (self.applied.len() as u64) < meta.index {
+                return Err(format!(
+                    "node {id} installed a snapshot at {} that no node has applied",
+                    meta.index
+                ));
+            }
+        }
         for entry in step.applied {
             let last = self.last_applied.entry(id).or_insert(0);
             if entry.index != *last + 1 {
