@@ -176,11 +176,13 @@ impl KvState {
     }
 }
 
-/// What a snapshot holds.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Image {
-    revision: i64,
-    kvs: Vec<KeyValue>,
+/// What a snapshot of the store holds.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KvImage {
+    /// The revision.
+    pub revision: i64,
+    /// Every key, in order.
+    pub kvs: Vec<KeyValue>,
 }
 
 /// The state machine of one replica: the state plus the watch history.
@@ -231,21 +233,18 @@ impl KvStore {
         }
     }
 
-    /// The keys and revision as bytes, for a Raft snapshot. The watch
-    /// history is not included: after a restore, watches from before the
-    /// snapshot's revision answer `Compacted` (and re-list), as in etcd.
-    pub fn snapshot(&self) -> Vec<u8> {
-        let image = Image {
+    /// The keys and revision, for a Raft snapshot. The watch history is
+    /// not included: after a restore, watches from before the snapshot's
+    /// revision answer `Compacted` (and re-list), as in etcd.
+    pub fn image(&self) -> KvImage {
+        KvImage {
             revision: self.state.revision,
             kvs: self.state.data.values().cloned().collect(),
-        };
-        serde_json::to_vec(&image).unwrap_or_default()
+        }
     }
 
     /// Replaces everything with a snapshot's content.
-    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), KvError> {
-        let image: Image = serde_json::from_slice(bytes)
-            .map_err(|e| KvError::InvalidArgument(format!("snapshot does not decode: {e}")))?;
+    pub fn restore(&mut self, image: KvImage) {
         self.state = KvState {
             data: image
                 .kvs
@@ -256,6 +255,18 @@ impl KvStore {
         };
         self.history.clear();
         self.compacted = image.revision;
+    }
+
+    /// [`KvStore::image`] as JSON bytes.
+    pub fn snapshot(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.image()).unwrap_or_default()
+    }
+
+    /// [`KvStore::restore`] from JSON bytes.
+    pub fn restore_bytes(&mut self, bytes: &[u8]) -> Result<(), KvError> {
+        let image = serde_json::from_slice(bytes)
+            .map_err(|e| KvError::InvalidArgument(format!("snapshot does not decode: {e}")))?;
+        self.restore(image);
         Ok(())
     }
 
@@ -394,14 +405,14 @@ mod tests {
         }
         let bytes = kv.snapshot();
         let mut other = KvStore::new(100);
-        other.restore(&bytes).unwrap();
+        other.restore_bytes(&bytes).unwrap();
         assert_eq!(other.state(), kv.state());
         assert!(matches!(
             other.events_since(3),
             Err(KvError::Compacted { .. })
         ));
         assert_eq!(other.events_since(6).unwrap(), vec![]);
-        assert!(other.restore(b"not json").is_err());
+        assert!(other.restore_bytes(b"not json").is_err());
     }
 
     #[test]

@@ -56,7 +56,8 @@ pub struct NodeConfig {
     pub history_limit: usize,
     /// Request limits.
     pub limits: Limits,
-    /// Take a snapshot and compact the log after this many applied entries.
+    /// Take a snapshot and compact the log after this many applied entries
+    /// (or as many as there are keys, if more).
     pub snapshot_entries: u64,
 }
 
@@ -380,8 +381,12 @@ impl Loop {
                 });
             let _ = reply.send(answer);
         }
+        // Snapshot when the log since the last one is as long as the state is
+        // large (and at least `snapshot_entries`): the cost of serialising the
+        // state stays a constant share per write, and memory stays ~2× the state.
         let log = self.raft.log();
-        if log.applied >= log.snapshot_index() + self.snapshot_entries {
+        let threshold = self.snapshot_entries.max(self.sm.kv.state().len() as u64);
+        if log.applied >= log.snapshot_index() + threshold {
             let index = log.applied;
             let bytes = self.sm.snapshot();
             self.raft.compact(index, bytes.into());

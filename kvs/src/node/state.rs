@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use crate::api::{KvsError, LogCommand, RequestId};
-use crate::kv::{KvStore, TxnResponse};
+use crate::kv::{KvImage, KvStore, TxnResponse};
 use crate::raft::Index;
 
 /// Most remembered writes per client.
@@ -26,13 +26,13 @@ struct Session {
 
 #[derive(serde::Serialize)]
 struct Image<'a> {
-    kv: Vec<u8>,
+    kv: KvImage,
     sessions: &'a BTreeMap<u64, Session>,
 }
 
 #[derive(serde::Deserialize)]
 struct OwnedImage {
-    kv: Vec<u8>,
+    kv: KvImage,
     sessions: BTreeMap<u64, Session>,
 }
 
@@ -55,7 +55,7 @@ impl StateMachine {
     /// the sessions (so a write retried after a snapshot still applies once).
     pub(crate) fn snapshot(&self) -> Vec<u8> {
         let image = Image {
-            kv: self.kv.snapshot(),
+            kv: self.kv.image(),
             sessions: &self.sessions,
         };
         serde_json::to_vec(&image).unwrap_or_default()
@@ -65,7 +65,7 @@ impl StateMachine {
     pub(crate) fn restore(&mut self, bytes: &[u8]) -> Result<(), KvsError> {
         let image: OwnedImage = serde_json::from_slice(bytes)
             .map_err(|e| KvsError::Unavailable(format!("snapshot does not decode: {e}")))?;
-        self.kv.restore(&image.kv)?;
+        self.kv.restore(image.kv);
         self.sessions = image.sessions;
         Ok(())
     }

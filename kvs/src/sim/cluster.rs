@@ -466,7 +466,7 @@ impl Sim {
         self.snapshots_installed += u64::from(installed.is_some());
         if let Some((meta, bytes)) = &ready.snapshot {
             node.kv
-                .restore(bytes)
+                .restore_bytes(bytes)
                 .map_err(|e| format!("node {id}: {e}"))?;
             // Writes the snapshot covers cannot be answered here; their clients time out.
             node.writes.retain(|&index, _| index > meta.index);
