@@ -34,7 +34,46 @@ fn free_port() -> u16 {
 }
 
 impl Cluster {
+    /// Starts three members; ports are picked free and could be taken by
+    /// another test before a member binds them, so a start whose members do
+    /// not all come up is retried with new ports.
     fn start(history: usize) -> Cluster {
+        for _ in 0..3 {
+            let mut cluster = Cluster::try_start(history);
+            if cluster.all_listening() {
+                return cluster;
+            }
+            for i in 0..3 {
+                cluster.kill(i);
+            }
+        }
+        panic!("could not start a cluster in three attempts");
+    }
+
+    /// Whether every member accepts connections within a few seconds.
+    fn all_listening(&mut self) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            let exited = self.procs.iter_mut().any(|p| {
+                p.as_mut()
+                    .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))))
+            });
+            if exited {
+                return false;
+            }
+            if self
+                .addrs
+                .iter()
+                .all(|a| std::net::TcpStream::connect(a).is_ok())
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    fn try_start(history: usize) -> Cluster {
         let addrs: Vec<String> = (0..3)
             .map(|_| format!("127.0.0.1:{}", free_port()))
             .collect();
