@@ -15,6 +15,7 @@
 //! - [`api`]: the `Kv` and `RaftPeer` services, their wire types and [`api::KvsError`].
 //! - [`node`]: a running member: tokio drives the core, peers talk over `rpc`.
 //! - [`client`]: [`client::KvsClient`], with leader discovery, retries and deadlines.
+//! - [`snapshot_store`]: durable exports of the leader's snapshots ([`snapshot_store::SnapshotStore`]).
 //! - `src/bin/kvs_node.rs`: `kvs-node`, a standalone member.
 //!
 //! Still to come (issue 5): snapshots, membership changes, incarnations and
@@ -30,3 +31,4 @@ pub mod node;
 pub mod raft;
 #[cfg(test)]
 mod sim;
+pub mod snapshot_store;

@@ -116,6 +116,9 @@ impl Cluster {
             .args(["--history", &self.history.to_string()])
             // Frequent snapshots, so that compaction and InstallSnapshot run in every test.
             .args(["--snapshot-entries", "50"])
+            .arg("--export-dir")
+            .arg(self.logs.join(format!("exports-n{i}")))
+            .args(["--export-interval-s", "1"])
             .env("KVS_TOKEN", TOKEN)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -376,6 +379,26 @@ async fn a_client_of_one_follower_reads_and_writes() {
     assert_eq!(range.kvs.len(), 2);
     assert_eq!(client.delete("/f/a").await.unwrap(), 1);
     assert!(client.get("/f/a").await.unwrap().is_none());
+
+    // The leader exports its state (every second here) to durable storage.
+    let store = kvs::snapshot_store::FileSnapshotStore::new(
+        cluster.logs.join(format!("exports-n{leader}")),
+        3,
+    )
+    .unwrap();
+    let start = Instant::now();
+    let exported = loop {
+        use kvs::snapshot_store::SnapshotStore;
+        if let Some((meta, data)) = store.latest().unwrap()
+            && meta.index > 0
+            && String::from_utf8_lossy(&data).contains("/f/b")
+        {
+            break meta;
+        }
+        assert!(start.elapsed() < DEADLINE, "no export from the leader");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(exported.epoch, 0);
 
     // A watch on the follower sees the writes from a revision on, in order,
     // and a long-poll returns as soon as the next write lands.

@@ -15,7 +15,8 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use kvs::api::{KvServer, RaftPeerServer};
 use kvs::kv::Limits;
-use kvs::node::{KvService, Node, NodeConfig, PeerService};
+use kvs::node::{Export, KvService, Node, NodeConfig, PeerService};
+use kvs::snapshot_store::FileSnapshotStore;
 
 /// One member of a kvs cluster.
 #[derive(Parser, Debug)]
@@ -51,6 +52,12 @@ struct Args {
     /// Snapshot the state and compact the log after this many entries.
     #[arg(long, default_value_t = 10_000)]
     snapshot_entries: u64,
+    /// Directory the leader exports its state to (survives whole-fleet loss).
+    #[arg(long)]
+    export_dir: Option<std::path::PathBuf>,
+    /// Seconds between exports.
+    #[arg(long, default_value_t = 30)]
+    export_interval_s: u64,
 }
 
 fn members(peers: &[String]) -> Result<BTreeMap<u64, (String, String)>> {
@@ -103,6 +110,15 @@ async fn main() -> Result<()> {
         history_limit: args.history,
         limits: Limits::default(),
         snapshot_entries: args.snapshot_entries,
+        export: match &args.export_dir {
+            Some(dir) => Some(Export {
+                store: std::sync::Arc::new(
+                    FileSnapshotStore::new(dir, 3).context("opening the export directory")?,
+                ),
+                interval: Duration::from_secs(args.export_interval_s.max(1)),
+            }),
+            None => None,
+        },
     };
     let node = Node::start(config).context("starting the member")?;
     let auth = match token {

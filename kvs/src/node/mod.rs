@@ -59,6 +59,25 @@ pub struct NodeConfig {
     /// Take a snapshot and compact the log after this many applied entries
     /// (or as many as there are keys, if more).
     pub snapshot_entries: u64,
+    /// Where and how often the leader exports its state, if anywhere.
+    pub export: Option<Export>,
+}
+
+/// Periodic exports of the leader's state to durable storage.
+#[derive(Clone)]
+pub struct Export {
+    /// The store.
+    pub store: Arc<dyn crate::snapshot_store::SnapshotStore>,
+    /// How often.
+    pub interval: Duration,
+}
+
+impl std::fmt::Debug for Export {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Export")
+            .field("interval", &self.interval)
+            .finish_non_exhaustive()
+    }
 }
 
 impl NodeConfig {
@@ -123,6 +142,8 @@ impl Node {
             seen: (0, None),
             name: config.name.clone(),
             snapshot_entries: config.snapshot_entries.max(1),
+            export: config.export.clone(),
+            exported: 0,
         };
         tokio::spawn(state.run(rx, config.tick));
         Ok(Node {
@@ -215,15 +236,25 @@ struct Loop {
     seen: (Term, Option<NodeId>),
     name: String,
     snapshot_entries: u64,
+    export: Option<Export>,
+    /// The index of the last export.
+    exported: Index,
 }
 
 impl Loop {
     async fn run(mut self, mut rx: mpsc::Receiver<Input>, tick: Duration) {
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let export_every = self
+            .export
+            .as_ref()
+            .map_or(Duration::from_secs(3600), |e| e.interval);
+        let mut exports = tokio::time::interval(export_every);
+        exports.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = ticker.tick() => self.raft.tick(),
+                _ = exports.tick() => self.export(),
                 input = rx.recv() => match input {
                     Some(input) => {
                         self.handle(input);
@@ -398,6 +429,38 @@ impl Loop {
             changed
         });
         self.log_changes();
+    }
+
+    /// Leader: writes the current state to the durable store, off the loop.
+    fn export(&mut self) {
+        let Some(export) = self.export.clone() else {
+            return;
+        };
+        let applied = self.raft.log().applied;
+        if self.raft.role() != crate::raft::Role::Leader || applied == self.exported {
+            return;
+        }
+        let Some(term) = self.raft.log().term(applied) else {
+            return;
+        };
+        self.exported = applied;
+        let data = self.sm.snapshot();
+        let meta = crate::snapshot_store::ExportMeta {
+            epoch: 0,
+            index: applied,
+            term,
+            taken_at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        };
+        tokio::task::spawn_blocking(move || match export.store.put(meta, &data) {
+            Ok(()) => tracing::info!(
+                index = meta.index,
+                bytes = data.len(),
+                "exported a snapshot"
+            ),
+            Err(e) => tracing::warn!(error = %e, "snapshot export failed"),
+        });
     }
 
     fn log_changes(&mut self) {

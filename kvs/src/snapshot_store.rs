@@ -1,0 +1,230 @@
+//! Durable snapshot exports: what survives when every member is evicted.
+//!
+//! The leader exports its latest snapshot on an interval and on demand (an
+//! eviction notice). When a whole fleet comes back empty, the newest export
+//! is the state a new cluster epoch starts from (issue 5), so the writes lost
+//! are at most those after the last export.
+//!
+//! [`SnapshotStore`] is the contract; [`FileSnapshotStore`] keeps exports in
+//! a local directory (an Azure Cosmos DB store comes with the metrics work).
+//!
+//! Invariants an implementation must keep: `put` is atomic (a reader sees a
+//! whole export or none, never a torn one, even if the writer dies midway);
+//! `latest` returns the export with the highest `(epoch, index)`; exports of
+//! lower `(epoch, index)` than the newest may be pruned, never the newest.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::raft::{Index, Term};
+
+/// What an export is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ExportMeta {
+    /// The cluster epoch it belongs to (it changes when a fleet is re-formed).
+    pub epoch: u64,
+    /// The last log index it includes.
+    pub index: Index,
+    /// The term of that entry.
+    pub term: Term,
+    /// When it was taken, in milliseconds since the Unix epoch.
+    pub taken_at_ms: u64,
+}
+
+/// Why an export could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The storage failed.
+    #[error("snapshot store I/O at {path}: {source}")]
+    Io {
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A stored export is damaged.
+    #[error("snapshot export {path} is damaged: {reason}")]
+    Corrupt {
+        /// Which.
+        path: PathBuf,
+        /// How.
+        reason: String,
+    },
+}
+
+/// Durable storage for snapshot exports (see the module doc for the contract).
+pub trait SnapshotStore: Send + Sync {
+    /// Stores an export atomically.
+    fn put(&self, meta: ExportMeta, data: &[u8]) -> Result<(), StoreError>;
+    /// The newest export, if any.
+    fn latest(&self) -> Result<Option<(ExportMeta, Vec<u8>)>, StoreError>;
+}
+
+/// An export found on disk: its (epoch, index) and path.
+type Listed = ((u64, Index), PathBuf);
+
+/// Exports as files in one directory: `<epoch>-<index>.snap`, each a JSON
+/// header line then the snapshot bytes, written to a temporary name and
+/// renamed into place (atomic on POSIX file systems). Keeps the newest `keep`.
+#[derive(Debug, Clone)]
+pub struct FileSnapshotStore {
+    dir: PathBuf,
+    keep: usize,
+}
+
+impl FileSnapshotStore {
+    /// A store in `dir` (created if missing) keeping the newest `keep` exports.
+    pub fn new(dir: impl Into<PathBuf>, keep: usize) -> Result<Self, StoreError> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir).map_err(|source| StoreError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(FileSnapshotStore {
+            dir,
+            keep: keep.max(1),
+        })
+    }
+
+    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+        move |source| StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// Every export's (epoch, index) and path, oldest first.
+    fn list(&self) -> Result<Vec<Listed>, StoreError> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&self.dir).map_err(Self::io(&self.dir))? {
+            let path = entry.map_err(Self::io(&self.dir))?.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            let Some(stem) = name.strip_suffix(".snap") else {
+                continue;
+            };
+            let Some((epoch, index)) = stem.split_once('-') else {
+                continue;
+            };
+            if let (Ok(epoch), Ok(index)) = (epoch.parse(), index.parse()) {
+                out.push(((epoch, index), path));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+impl SnapshotStore for FileSnapshotStore {
+    fn put(&self, meta: ExportMeta, data: &[u8]) -> Result<(), StoreError> {
+        let name = format!("{:020}-{:020}.snap", meta.epoch, meta.index);
+        let path = self.dir.join(&name);
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        let mut contents = serde_json::to_vec(&meta).map_err(|e| StoreError::Corrupt {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        contents.push(b'\n');
+        contents.extend_from_slice(data);
+        {
+            use std::io::Write;
+            let mut file = std::fs::File::create(&tmp).map_err(Self::io(&tmp))?;
+            file.write_all(&contents).map_err(Self::io(&tmp))?;
+            file.sync_all().map_err(Self::io(&tmp))?;
+        }
+        std::fs::rename(&tmp, &path).map_err(Self::io(&path))?;
+        let all = self.list()?;
+        for (_, old) in all.iter().take(all.len().saturating_sub(self.keep)) {
+            let _ = std::fs::remove_file(old);
+        }
+        Ok(())
+    }
+
+    fn latest(&self) -> Result<Option<(ExportMeta, Vec<u8>)>, StoreError> {
+        let Some((_, path)) = self.list()?.pop() else {
+            return Ok(None);
+        };
+        let contents = std::fs::read(&path).map_err(Self::io(&path))?;
+        let corrupt = |reason: String| StoreError::Corrupt {
+            path: path.clone(),
+            reason,
+        };
+        let newline = contents
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or_else(|| corrupt("no header line".into()))?;
+        let meta: ExportMeta =
+            serde_json::from_slice(&contents[..newline]).map_err(|e| corrupt(e.to_string()))?;
+        Ok(Some((meta, contents[newline + 1..].to_vec())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(epoch: u64, index: Index) -> ExportMeta {
+        ExportMeta {
+            epoch,
+            index,
+            term: 1,
+            taken_at_ms: 0,
+        }
+    }
+
+    fn store() -> (FileSnapshotStore, PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "kvs-store-test-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        (FileSnapshotStore::new(&dir, 2).unwrap(), dir)
+    }
+
+    #[test]
+    fn latest_is_the_highest_epoch_then_index_and_old_ones_are_pruned() {
+        let (store, dir) = store();
+        assert!(store.latest().unwrap().is_none());
+        store.put(meta(1, 50), b"one-fifty").unwrap();
+        store.put(meta(1, 9), b"one-nine").unwrap();
+        store.put(meta(2, 3), b"two-three").unwrap();
+        let (m, data) = store.latest().unwrap().unwrap();
+        assert_eq!(
+            (m.epoch, m.index, data.as_slice()),
+            (2, 3, &b"two-three"[..])
+        );
+        assert_eq!(
+            store.list().unwrap().len(),
+            2,
+            "only the newest two are kept"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_torn_write_is_never_seen() {
+        let (store, dir) = store();
+        store.put(meta(1, 1), b"whole").unwrap();
+        // A writer that died before its rename leaves only a temporary file.
+        std::fs::write(
+            dir.join(".00000000000000000001-00000000000000000002.snap.tmp"),
+            b"to",
+        )
+        .unwrap();
+        let (m, data) = store.latest().unwrap().unwrap();
+        assert_eq!((m.index, data.as_slice()), (1, &b"whole"[..]));
+        // A damaged export is reported as such, with its path.
+        std::fs::write(
+            dir.join("00000000000000000009-00000000000000000009.snap"),
+            b"garbage",
+        )
+        .unwrap();
+        let err = store.latest().unwrap_err().to_string();
+        assert!(err.contains("damaged") && err.contains(".snap"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
