@@ -647,23 +647,12 @@ impl Sim {
     fn send(&mut self, c: usize) {
         self.next_req += 1;
         let req = self.next_req;
-        let target = self.target(c);
         let Some(op) = self.clients[c].op.as_mut() else {
             return;
         };
         op.req = req;
-        let (slot, txn) = (op.slot, op.txn.clone());
         let d = self.rng.range(1, 4);
-        self.schedule(
-            d,
-            Ev::ClientRequest {
-                node: target,
-                client: c,
-                req,
-                slot,
-                txn,
-            },
-        );
+        self.schedule_request(c, d);
     }
 
     fn response(&mut self, c: usize, req: u64, answer: Answer) {
@@ -709,14 +698,21 @@ impl Sim {
         }
     }
 
+    /// Sends the operation again after `delay`, unless that passes its deadline.
     fn resend_later(&mut self, c: usize, delay: u64) {
-        // A retry is a fresh request after the back-off; `wake` ignores in-flight ops.
         let Some(op) = self.clients[c].op.as_ref() else {
             return;
         };
-        if self.now + delay >= op.deadline {
-            return;
+        if self.now + delay < op.deadline {
+            self.schedule_request(c, delay);
         }
+    }
+
+    /// Schedules the client's current attempt to reach its target after `delay`.
+    fn schedule_request(&mut self, c: usize, delay: u64) {
+        let Some(op) = self.clients[c].op.as_ref() else {
+            return;
+        };
         let (req, slot, txn) = (op.req, op.slot, op.txn.clone());
         let target = self.target(c);
         self.schedule(

@@ -160,6 +160,18 @@ impl Scenario {
         }
     }
 
+    /// Delivers one message unless its link is cut, printing what happened.
+    fn deliver(&mut self, m: Message, out: &mut String) -> Result<(), String> {
+        if self.blocked.contains(&(m.from, m.to)) {
+            let _ = writeln!(out, "dropped {}", fmt_message(&m));
+            return Ok(());
+        }
+        let _ = writeln!(out, "{}", fmt_message(&m));
+        let to = m.to;
+        self.node(to)?.step(m);
+        Ok(())
+    }
+
     fn run(&mut self, command: &str) -> Result<String, String> {
         let mut out = String::new();
         let words: Vec<&str> = command.split_whitespace().collect();
@@ -223,13 +235,7 @@ impl Scenario {
             Some("stabilize") => {
                 self.collect(&mut out);
                 while let Some(m) = self.queue.pop_front() {
-                    if self.blocked.contains(&(m.from, m.to)) {
-                        let _ = writeln!(out, "dropped {}", fmt_message(&m));
-                        continue;
-                    }
-                    let _ = writeln!(out, "{}", fmt_message(&m));
-                    let to = m.to;
-                    self.node(to)?.step(m);
+                    self.deliver(m, &mut out)?;
                     self.collect(&mut out);
                 }
             }
@@ -238,13 +244,7 @@ impl Scenario {
                 self.collect(&mut out);
                 let round: Vec<Message> = self.queue.drain(..).collect();
                 for m in round {
-                    if self.blocked.contains(&(m.from, m.to)) {
-                        let _ = writeln!(out, "dropped {}", fmt_message(&m));
-                        continue;
-                    }
-                    let _ = writeln!(out, "{}", fmt_message(&m));
-                    let to = m.to;
-                    self.node(to)?.step(m);
+                    self.deliver(m, &mut out)?;
                 }
                 self.collect(&mut out);
             }
