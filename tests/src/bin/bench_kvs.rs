@@ -13,148 +13,18 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use hdrhistogram::Histogram;
 use kvs::client::{KvsClient, KvsClientConfig};
+use tests::clusters::{TOKEN, start_etcd, start_kvs};
 
-const TOKEN: &str = "bench-token";
 const VALUE_BYTES: usize = 256;
 const MEMORY_KEYS: usize = 100_000;
 
 type Op = Arc<dyn Fn(u64, u64) -> Pin<Box<dyn Future<Output = Result<()>> + Send>> + Send + Sync>;
-
-/// Child processes killed on drop.
-struct Procs(Vec<Child>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Procs {
-    fn rss_kib(&self) -> u64 {
-        self.0
-            .iter()
-            .map(|c| {
-                std::fs::read_to_string(format!("/proc/{}/status", c.id()))
-                    .ok()
-                    .and_then(|s| {
-                        s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
-                            l.split_whitespace()
-                                .nth(1)
-                                .and_then(|n| n.parse::<u64>().ok())
-                        })
-                    })
-                    .unwrap_or(0)
-            })
-            .sum()
-    }
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-fn start_kvs() -> Result<(Procs, Vec<String>)> {
-    let bin = match std::env::var_os("KVS_NODE") {
-        Some(p) => PathBuf::from(p),
-        None => std::env::current_exe()?.with_file_name("kvs-node"),
-    };
-    let addrs: Vec<String> = (0..3)
-        .map(|_| free_port().map(|p| format!("127.0.0.1:{p}")))
-        .collect::<Result<_>>()?;
-    let peers: Vec<String> = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, a)| format!("n{i}={a}"))
-        .collect();
-    let mut procs = Procs(Vec::new());
-    for (i, addr) in addrs.iter().enumerate() {
-        let child = Command::new(&bin)
-            .args([
-                "--name",
-                &format!("n{i}"),
-                "--listen",
-                addr,
-                "--peers",
-                &peers.join(","),
-            ])
-            .env("KVS_TOKEN", TOKEN)
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        procs.0.push(child);
-    }
-    Ok((procs, addrs))
-}
-
-fn start_etcd(dir: &std::path::Path) -> Result<(Procs, Vec<String>)> {
-    let bin = std::env::var("ETCD").unwrap_or_else(|_| "etcd".into());
-    let client_ports: Vec<u16> = (0..3).map(|_| free_port()).collect::<Result<_>>()?;
-    let peer_ports: Vec<u16> = (0..3).map(|_| free_port()).collect::<Result<_>>()?;
-    let cluster: Vec<String> = peer_ports
-        .iter()
-        .enumerate()
-        .map(|(i, p)| format!("e{i}=http://127.0.0.1:{p}"))
-        .collect();
-    let mut procs = Procs(Vec::new());
-    for i in 0..3 {
-        let data = dir.join(format!("e{i}"));
-        let client = format!("http://127.0.0.1:{}", client_ports[i]);
-        let peer = format!("http://127.0.0.1:{}", peer_ports[i]);
-        let child = Command::new(&bin)
-            .args(["--name", &format!("e{i}")])
-            .arg("--data-dir")
-            .arg(&data)
-            .args([
-                "--listen-client-urls",
-                &client,
-                "--advertise-client-urls",
-                &client,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-            ])
-            .args([
-                "--initial-cluster",
-                &cluster.join(","),
-                "--initial-cluster-state",
-                "new",
-            ])
-            .args([
-                "--initial-cluster-token",
-                "mkube-bench",
-                "--log-level",
-                "error",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {bin} (install Debian's etcd-server)"))?;
-        procs.0.push(child);
-    }
-    Ok((
-        procs,
-        client_ports
-            .iter()
-            .map(|p| format!("127.0.0.1:{p}"))
-            .collect(),
-    ))
-}
 
 struct Round {
     ops_per_sec: f64,
@@ -289,8 +159,8 @@ async fn run() -> Result<()> {
     let dir = dir_root.join(format!("mkube-bench-etcd-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
 
-    let (kvs_procs, kvs_addrs) = start_kvs()?;
-    let (etcd_procs, etcd_addrs) = start_etcd(&dir)?;
+    let (kvs_procs, kvs_addrs) = start_kvs(&[])?;
+    let (etcd_procs, etcd_addrs) = start_etcd(&dir, &[])?;
     let ours = KvsClient::new(&kvs_addrs, {
         let mut c = KvsClientConfig {
             token: Some(TOKEN.into()),

@@ -1,0 +1,145 @@
+//! Starting the clusters the benchmarks compare: kvs members and etcd
+//! members as child processes on loopback.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{Context, Result};
+
+/// The token the benchmark clusters use.
+pub const TOKEN: &str = "bench-token";
+
+/// Child processes killed on drop.
+pub struct Procs(Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Procs {
+    /// Resident memory of all the processes, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        self.0
+            .iter()
+            .map(|c| {
+                std::fs::read_to_string(format!("/proc/{}/status", c.id()))
+                    .ok()
+                    .and_then(|s| {
+                        s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+                            l.split_whitespace()
+                                .nth(1)
+                                .and_then(|n| n.parse::<u64>().ok())
+                        })
+                    })
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+}
+
+/// A port free right now.
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Three kvs members (`KVS_NODE` or kvs-node next to this binary), extra `args` for each.
+pub fn start_kvs(args: &[&str]) -> Result<(Procs, Vec<String>)> {
+    let bin = match std::env::var_os("KVS_NODE") {
+        Some(p) => PathBuf::from(p),
+        None => std::env::current_exe()?.with_file_name("kvs-node"),
+    };
+    let addrs: Vec<String> = (0..3)
+        .map(|_| free_port().map(|p| format!("127.0.0.1:{p}")))
+        .collect::<Result<_>>()?;
+    let peers: Vec<String> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("n{i}={a}"))
+        .collect();
+    let mut procs = Procs(Vec::new());
+    for (i, addr) in addrs.iter().enumerate() {
+        let child = Command::new(&bin)
+            .args([
+                "--name",
+                &format!("n{i}"),
+                "--listen",
+                addr,
+                "--peers",
+                &peers.join(","),
+            ])
+            .args(args)
+            .env("KVS_TOKEN", TOKEN)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        procs.0.push(child);
+    }
+    Ok((procs, addrs))
+}
+
+/// Three etcd members (`ETCD` or etcd on PATH) with data under `dir`, extra `args` for each.
+pub fn start_etcd(dir: &Path, args: &[&str]) -> Result<(Procs, Vec<String>)> {
+    let bin = std::env::var("ETCD").unwrap_or_else(|_| "etcd".into());
+    let client_ports: Vec<u16> = (0..3).map(|_| free_port()).collect::<Result<_>>()?;
+    let peer_ports: Vec<u16> = (0..3).map(|_| free_port()).collect::<Result<_>>()?;
+    let cluster: Vec<String> = peer_ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("e{i}=http://127.0.0.1:{p}"))
+        .collect();
+    let mut procs = Procs(Vec::new());
+    for i in 0..3 {
+        let data = dir.join(format!("e{i}"));
+        let client = format!("http://127.0.0.1:{}", client_ports[i]);
+        let peer = format!("http://127.0.0.1:{}", peer_ports[i]);
+        let child = Command::new(&bin)
+            .args(["--name", &format!("e{i}")])
+            .arg("--data-dir")
+            .arg(&data)
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args([
+                "--initial-cluster",
+                &cluster.join(","),
+                "--initial-cluster-state",
+                "new",
+            ])
+            .args([
+                "--initial-cluster-token",
+                "mkube-bench",
+                "--log-level",
+                "error",
+            ])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {bin} (install Debian's etcd-server)"))?;
+        procs.0.push(child);
+    }
+    Ok((
+        procs,
+        client_ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect(),
+    ))
+}
