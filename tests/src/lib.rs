@@ -10,3 +10,15 @@
 //!   (added with the orchestrator).
 
 pub mod clusters;
+
+/// Runs a benchmark on the runtime every harness uses: two worker threads,
+/// as on the 2-core machines the figures come from.
+pub fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(
+    benchmark: F,
+) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(benchmark)
+}

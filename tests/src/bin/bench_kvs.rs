@@ -268,9 +268,5 @@ async fn run() -> Result<()> {
 }
 
 fn main() -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    runtime.block_on(run())
+    tests::block_on(run())
 }
