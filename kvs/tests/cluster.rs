@@ -216,6 +216,15 @@ impl Drop for Cluster {
 
 type History = Vec<Operation<Txn, TxnResponse>>;
 
+/// The `Kv` service of one member, without the retrying client.
+fn raw_kv(addr: &str, token: &str) -> kvs::api::KvClient {
+    let config = rpc::ClientConfig {
+        token: Some(token.into()),
+        ..Default::default()
+    };
+    kvs::api::KvClient::new(rpc::Client::new(addr, config).unwrap())
+}
+
 /// A raw HTTP call: (status, body).
 async fn raw_post(addr: &str, path: &str, body: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -402,16 +411,7 @@ async fn a_client_of_one_follower_reads_and_writes() {
 
     // A watch on the follower sees the writes from a revision on, in order,
     // and a long-poll returns as soon as the next write lands.
-    let kv = kvs::api::KvClient::new(
-        rpc::Client::new(
-            &cluster.addrs[follower],
-            rpc::ClientConfig {
-                token: Some(TOKEN.into()),
-                ..Default::default()
-            },
-        )
-        .unwrap(),
-    );
+    let kv = raw_kv(&cluster.addrs[follower], TOKEN);
     let watch = |from| kvs::api::WatchRequest {
         prefix: "/f/".into(),
         from_revision: from,
@@ -492,15 +492,7 @@ async fn bad_requests_get_clear_errors_and_the_node_keeps_serving() {
     for i in 0..40 {
         client.put("/w/k", &i.to_string()).await.unwrap();
     }
-    let rpc_client = rpc::Client::new(
-        &cluster.addrs[leader],
-        rpc::ClientConfig {
-            token: Some(TOKEN.into()),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let kv = kvs::api::KvClient::new(rpc_client);
+    let kv = raw_kv(&cluster.addrs[leader], TOKEN);
     let err = kv
         .watch(&kvs::api::WatchRequest {
             prefix: "/w/".into(),
@@ -518,16 +510,7 @@ async fn bad_requests_get_clear_errors_and_the_node_keeps_serving() {
         other => panic!("expected Compacted, got {other:?} ({err})"),
     }
     // A wrong token.
-    let wrong = kvs::api::KvClient::new(
-        rpc::Client::new(
-            &cluster.addrs[leader],
-            rpc::ClientConfig {
-                token: Some("wrong".into()),
-                ..Default::default()
-            },
-        )
-        .unwrap(),
-    );
+    let wrong = raw_kv(&cluster.addrs[leader], "wrong");
     let err = wrong.status(&kvs::api::Empty {}).await.unwrap_err();
     assert_eq!(err.code(), rpc::Code::Unauthenticated);
     // An oversized body.
