@@ -381,7 +381,7 @@ impl Loop {
                         None
                     }
                 },
-                Payload::Noop => None,
+                Payload::Noop | Payload::Config(_) => None,
             };
             if let Some((term, reply)) = self.proposals.remove(&entry.index) {
                 let answer = match result {

@@ -33,9 +33,7 @@ impl RaftNode {
 
     pub(super) fn tick_election(&mut self) {
         self.election_elapsed += 1;
-        if self.election_elapsed >= self.randomized_election_timeout
-            && self.voters.contains(&self.cfg.id)
-        {
+        if self.election_elapsed >= self.randomized_election_timeout && self.is_voter() {
             self.campaign(false);
         }
     }
@@ -62,9 +60,9 @@ impl RaftNode {
     /// Counts followers heard from since the last check, and resets the marks.
     fn quorum_active(&mut self) -> bool {
         let me = self.cfg.id;
-        let mut active = 1;
+        let mut active = 0;
         for (id, pr) in self.progress.iter_mut() {
-            if *id != me && pr.recent_active {
+            if self.config.is_voter(*id) && (*id == me || pr.recent_active) {
                 active += 1;
             }
             pr.recent_active = false;
@@ -91,7 +89,7 @@ impl RaftNode {
             return self.become_candidate(false);
         }
         let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
-        for peer in self.peers() {
+        for peer in self.voter_peers() {
             self.send_with_term(
                 peer,
                 self.term + 1,
@@ -115,7 +113,7 @@ impl RaftNode {
             return self.become_leader();
         }
         let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
-        for peer in self.peers() {
+        for peer in self.voter_peers() {
             self.send(
                 peer,
                 Body::RequestVote {
@@ -136,9 +134,9 @@ impl RaftNode {
         self.lead_transferee = None;
         let last = self.log.last_index();
         self.progress = self
-            .voters
-            .iter()
-            .map(|&id| (id, Progress::new(last)))
+            .config
+            .members()
+            .map(|(id, _)| (id, Progress::new(last)))
             .collect();
         // Raft §8: a new leader commits an entry of its own term to learn what is committed.
         self.append_own(Payload::Noop);
@@ -173,12 +171,19 @@ impl RaftNode {
         self.randomized_election_timeout = timeout;
     }
 
+    fn count_votes(&self, granted: bool) -> usize {
+        self.votes
+            .iter()
+            .filter(|&(&id, &v)| v == granted && self.config.is_voter(id))
+            .count()
+    }
+
     fn votes_won(&self) -> bool {
-        self.votes.values().filter(|&&v| v).count() >= self.quorum()
+        self.count_votes(true) >= self.quorum()
     }
 
     fn votes_lost(&self) -> bool {
-        self.votes.values().filter(|&&v| !v).count() >= self.quorum()
+        self.count_votes(false) >= self.quorum()
     }
 
     pub(super) fn handle_vote_request(&mut self, m: &Message) {
@@ -242,7 +247,7 @@ impl RaftNode {
     /// Hands leadership to `to` (thesis §3.10): brings it up to date, then
     /// tells it to campaign. Proposals are refused meanwhile.
     pub fn transfer_leadership(&mut self, to: NodeId) -> bool {
-        if self.role != Role::Leader || to == self.cfg.id || !self.voters.contains(&to) {
+        if self.role != Role::Leader || to == self.cfg.id || !self.config.is_voter(to) {
             return false;
         }
         self.lead_transferee = Some(to);
@@ -271,10 +276,7 @@ impl RaftNode {
     }
 
     pub(super) fn handle_timeout_now(&mut self, from: NodeId) {
-        if self.role != Role::Leader
-            && self.leader == Some(from)
-            && self.voters.contains(&self.cfg.id)
-        {
+        if self.role != Role::Leader && self.leader == Some(from) && self.is_voter() {
             self.campaign(true);
         }
     }

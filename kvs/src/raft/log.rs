@@ -3,10 +3,13 @@
 //! Invariants: entries are contiguous from index `offset + 1`; their terms
 //! never decrease; entries at or below `committed` are never removed or
 //! replaced (Raft §5.4: committed entries are durable in the cluster, and here
-//! "durable" means held by a quorum's memory). `offset` is where a snapshot
-//! will cut the log (issue 5); it is 0 until then.
+//! "durable" means held by a quorum's memory). `offset` is where the last
+//! snapshot cut the log (0 without one). The configuration in effect is the
+//! one of the last `Config` entry in the log, else the snapshot's
+//! (thesis §4.1): `configs` tracks every config entry above `offset`.
 
-use super::types::{Entry, Index, RejectHint, Term};
+use super::membership::Membership;
+use super::types::{Entry, Index, Payload, RejectHint, Term};
 
 /// See the module doc.
 #[derive(Debug, Default, Clone)]
@@ -14,6 +17,10 @@ pub struct RaftLog {
     entries: Vec<Entry>,
     offset: Index,
     offset_term: Term,
+    /// The configuration as of `offset`.
+    offset_config: Membership,
+    /// Config entries above `offset`, by index.
+    configs: Vec<(Index, Membership)>,
     /// The highest index known to be committed.
     pub committed: Index,
     /// The highest index handed to the runtime to apply.
@@ -43,6 +50,51 @@ impl RaftLog {
         self.offset_term
     }
 
+    /// A log starting after a snapshot at `index`/`term` with `config`
+    /// (a node seeded with a cluster's initial state).
+    pub fn from_snapshot(index: Index, term: Term, config: Membership) -> Self {
+        RaftLog {
+            offset: index,
+            offset_term: term,
+            offset_config: config,
+            committed: index,
+            applied: index,
+            ..RaftLog::default()
+        }
+    }
+
+    /// The configuration in effect: the last one in the log, committed or not.
+    pub fn config(&self) -> &Membership {
+        self.configs.last().map_or(&self.offset_config, |(_, c)| c)
+    }
+
+    /// The index of the entry that set [`RaftLog::config`] (the snapshot's
+    /// index if the log holds none).
+    pub fn config_index(&self) -> Index {
+        self.configs.last().map_or(self.offset, |(i, _)| *i)
+    }
+
+    /// The configuration as of `index` (which must not be below the snapshot).
+    pub fn config_at(&self, index: Index) -> &Membership {
+        self.configs
+            .iter()
+            .rev()
+            .find(|(i, _)| *i <= index)
+            .map_or(&self.offset_config, |(_, c)| c)
+    }
+
+    fn truncate_from(&mut self, index: Index) {
+        self.entries.truncate((index - self.offset - 1) as usize);
+        self.configs.retain(|(i, _)| *i < index);
+    }
+
+    fn push_entry(&mut self, entry: Entry) {
+        if let Payload::Config(c) = &entry.payload {
+            self.configs.push((entry.index, c.clone()));
+        }
+        self.entries.push(entry);
+    }
+
     /// Drops the entries up to `index` (at most `applied`), which a snapshot
     /// of the state machine now covers. Returns whether anything was dropped.
     pub fn compact(&mut self, index: Index) -> bool {
@@ -52,6 +104,8 @@ impl RaftLog {
         let Some(term) = self.term(index) else {
             return false;
         };
+        self.offset_config = self.config_at(index).clone();
+        self.configs.retain(|(i, _)| *i > index);
         self.entries.drain(..(index - self.offset) as usize);
         self.offset = index;
         self.offset_term = term;
@@ -61,12 +115,15 @@ impl RaftLog {
     /// Moves the log to a snapshot's position (Raft §7): entries after it
     /// are kept if the log holds the snapshot's last entry, else all go.
     /// The snapshot is committed and, once installed, applied.
-    pub fn restore(&mut self, index: Index, term: Term) {
+    pub fn restore(&mut self, index: Index, term: Term, config: Membership) {
         if self.term(index) == Some(term) && index >= self.offset {
             self.entries.drain(..(index - self.offset) as usize);
+            self.configs.retain(|(i, _)| *i > index);
         } else {
             self.entries.clear();
+            self.configs.clear();
         }
+        self.offset_config = config;
         self.offset = index;
         self.offset_term = term;
         self.committed = self.committed.max(index);
@@ -130,7 +187,7 @@ impl RaftLog {
     /// A leader appends its own new entry.
     pub fn push(&mut self, entry: Entry) {
         debug_assert_eq!(entry.index, self.last_index() + 1);
-        self.entries.push(entry);
+        self.push_entry(entry);
     }
 
     /// A follower receives entries after `prev` (Raft §5.3): conflicting
@@ -172,11 +229,10 @@ impl RaftLog {
                         entry.index,
                         self.committed
                     );
-                    self.entries
-                        .truncate((entry.index - self.offset - 1) as usize);
-                    self.entries.push(entry.clone());
+                    self.truncate_from(entry.index);
+                    self.push_entry(entry.clone());
                 }
-                None => self.entries.push(entry.clone()),
+                None => self.push_entry(entry.clone()),
             }
         }
         AppendOutcome::Matched {

@@ -8,9 +8,10 @@
 //!
 //! Time is ticks; randomness comes from a [`SplitMix64`] seeded by the
 //! caller. A [`NodeId`] names one incarnation of a member: state is never
-//! persisted, so a restarted process must come back under a new id (issue 5)
-//! and can never vote with a term or vote it has forgotten. Everything lives in memory: there is no stable storage to write
-//! before sending, so taking the [`Ready`] is also its `advance`.
+//! persisted, so a restarted process comes back under a new id, as a
+//! learner (`membership`), and can never vote with a term or vote it has
+//! forgotten. Everything lives in memory: there is no stable storage to
+//! write before sending, so taking the [`Ready`] is also its `advance`.
 //!
 //! # Layout
 //!
@@ -20,6 +21,8 @@
 //! - `election`: pre-vote, votes, role changes, check-quorum, leader transfer.
 //! - `replication`: AppendEntries and heartbeats, commit.
 //! - `read`: ReadIndex on leaders and followers.
+//! - `snapshot`: compaction and chunked InstallSnapshot.
+//! - `membership`: learners and single-server configuration changes.
 //!
 //! # Invariants kept (checked by the simulator, `crate::sim`)
 //!
@@ -32,6 +35,7 @@
 
 mod election;
 pub mod log;
+pub mod membership;
 pub mod progress;
 mod read;
 mod replication;
@@ -39,9 +43,10 @@ pub mod rng;
 mod snapshot;
 pub mod types;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 pub use log::RaftLog;
+pub use membership::{ConfChange, ConfChangeError, MemberInfo, Membership};
 pub use progress::{Progress, ProgressState};
 pub use rng::SplitMix64;
 pub use types::*;
@@ -67,7 +72,8 @@ pub struct Bugs {
 pub struct Config {
     /// This node.
     pub id: NodeId,
-    /// Every voter, this node included.
+    /// The initial voters, this node included, for a cluster started from
+    /// an empty log (names are the ids); empty for a node that joins.
     pub voters: Vec<NodeId>,
     /// Ticks without a leader before campaigning (randomized up to twice this).
     pub election_tick: u32,
@@ -114,7 +120,8 @@ impl Config {
 #[derive(Debug)]
 pub struct RaftNode {
     cfg: Config,
-    voters: BTreeSet<NodeId>,
+    /// The configuration in effect (always `log.config()`).
+    config: Membership,
     term: Term,
     voted_for: Option<NodeId>,
     role: Role,
@@ -144,17 +151,44 @@ pub struct RaftNode {
 }
 
 impl RaftNode {
-    /// A follower in term 0 with an empty log; `seed` drives its election timeouts.
+    /// A follower in term 0 with an empty log whose configuration is
+    /// `cfg.voters`; `seed` drives its election timeouts.
     pub fn new(cfg: Config, seed: u64) -> Self {
-        let voters = cfg.voters.iter().copied().collect();
+        let config = Membership::with_voters(cfg.voters.iter().map(|&id| {
+            (
+                id,
+                MemberInfo {
+                    name: id.to_string(),
+                    addr: String::new(),
+                },
+            )
+        }));
+        Self::from_snapshot(
+            cfg,
+            seed,
+            SnapshotMeta {
+                index: 0,
+                term: 0,
+                config,
+            },
+            bytes::Bytes::new(),
+        )
+    }
+
+    /// A follower in term 0 whose log starts after the snapshot `meta`
+    /// (the state machine holds `data`): a member of a new cluster seeded
+    /// with a known state, or (with an empty configuration) a node waiting
+    /// to be added by a leader.
+    pub fn from_snapshot(cfg: Config, seed: u64, meta: SnapshotMeta, data: bytes::Bytes) -> Self {
+        let log = RaftLog::from_snapshot(meta.index, meta.term, meta.config.clone());
         let mut node = RaftNode {
             cfg,
-            voters,
+            config: meta.config.clone(),
             term: 0,
             voted_for: None,
             role: Role::Follower,
             leader: None,
-            log: RaftLog::default(),
+            log,
             rng: SplitMix64::new(seed),
             election_elapsed: 0,
             heartbeat_elapsed: 0,
@@ -167,7 +201,7 @@ impl RaftNode {
             msgs: Vec::new(),
             read_states: Vec::new(),
             dropped_reads: Vec::new(),
-            snapshot: None,
+            snapshot: (meta.index > 0).then_some((meta, data)),
             incoming: None,
             ready_snapshot: None,
         };
@@ -205,9 +239,14 @@ impl RaftNode {
         &self.log
     }
 
-    /// The voters.
-    pub fn voters(&self) -> &BTreeSet<NodeId> {
-        &self.voters
+    /// The configuration in effect.
+    pub fn config(&self) -> &Membership {
+        &self.config
+    }
+
+    /// Whether this node is a voter in its configuration.
+    pub fn is_voter(&self) -> bool {
+        self.config.is_voter(self.cfg.id)
     }
 
     /// Leader only: the progress of each follower.
@@ -216,7 +255,7 @@ impl RaftNode {
     }
 
     fn quorum(&self) -> usize {
-        self.voters.len() / 2 + 1
+        self.config.quorum()
     }
 
     fn send(&mut self, to: NodeId, body: Body) {
@@ -232,10 +271,21 @@ impl RaftNode {
         });
     }
 
-    fn peers(&self) -> Vec<NodeId> {
-        self.voters
-            .iter()
+    /// The other voters: whom to ask for votes.
+    fn voter_peers(&self) -> Vec<NodeId> {
+        self.config
+            .voters
+            .keys()
             .copied()
+            .filter(|&p| p != self.cfg.id)
+            .collect()
+    }
+
+    /// The other members, learners included: whom to replicate to.
+    fn member_peers(&self) -> Vec<NodeId> {
+        self.config
+            .members()
+            .map(|(id, _)| id)
             .filter(|&p| p != self.cfg.id)
             .collect()
     }
@@ -264,9 +314,20 @@ impl RaftNode {
 
     /// Handles one message from a peer (Raft §5.1's term rules first).
     pub fn step(&mut self, m: Message) {
-        if m.to != self.cfg.id || !self.voters.contains(&m.from) {
+        if m.to != self.cfg.id {
             return;
         }
+        let is_vote_request = matches!(m.body, Body::PreVote { .. } | Body::RequestVote { .. });
+        // Only voters ask for and give votes: a restarted node (a learner
+        // until promoted) or a removed one never votes (thesis §4.2.3).
+        if is_vote_request && !(self.config.is_voter(m.from) && self.is_voter()) {
+            return;
+        }
+        self.step_inner(m);
+        self.sync_config();
+    }
+
+    fn step_inner(&mut self, m: Message) {
         if m.term > self.term {
             if self.ignore_higher_term(&m) {
                 return;

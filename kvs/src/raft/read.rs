@@ -84,7 +84,7 @@ impl RaftNode {
             return;
         }
         let index = self.log.committed;
-        if self.voters.len() == 1 {
+        if self.config.voters.len() == 1 && self.config.is_voter(self.cfg.id) {
             return self.answer_read(from, ctx, Some(index));
         }
         self.reads.next_seq += 1;
@@ -127,12 +127,14 @@ impl RaftNode {
             read.acks.insert(from);
         }
         let quorum = self.quorum();
-        while self
-            .reads
-            .pending
-            .front()
-            .is_some_and(|r| r.acks.len() >= quorum)
-        {
+        loop {
+            let config = &self.config;
+            let confirmed = self.reads.pending.front().is_some_and(|r| {
+                r.acks.iter().filter(|&&id| config.is_voter(id)).count() >= quorum
+            });
+            if !confirmed {
+                break;
+            }
             if let Some(read) = self.reads.pending.pop_front() {
                 self.answer_read(read.from, read.ctx, Some(read.index));
             }

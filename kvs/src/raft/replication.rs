@@ -33,7 +33,7 @@ impl RaftNode {
 
     /// Leader: sends what each follower is missing, within its window.
     pub(super) fn send_appends(&mut self) {
-        for peer in self.peers() {
+        for peer in self.member_peers() {
             while let Some(pr) = self.progress.get(&peer) {
                 let pending = pr.next_index <= self.log.last_index();
                 let probing = pr.state == super::ProgressState::Probe && !pr.probe_sent;
@@ -84,7 +84,7 @@ impl RaftNode {
 
     pub(super) fn broadcast_heartbeat(&mut self) {
         let read_seq = self.reads.last_seq();
-        for peer in self.peers() {
+        for peer in self.member_peers() {
             let matched = self.progress.get(&peer).map_or(0, |pr| pr.match_index);
             let commit = self.log.committed.min(matched);
             self.send(peer, Body::Heartbeat { commit, read_seq });
@@ -94,8 +94,9 @@ impl RaftNode {
     /// Leader: advances the commit index to what a quorum holds (Raft §5.3, §5.4.2).
     pub(super) fn maybe_commit(&mut self) {
         let mut matched: Vec<Index> = self
+            .config
             .voters
-            .iter()
+            .keys()
             .map(|id| self.progress.get(id).map_or(0, |pr| pr.match_index))
             .collect();
         matched.sort_unstable_by(|a, b| b.cmp(a));
@@ -113,6 +114,11 @@ impl RaftNode {
             if self.committed_in_term {
                 self.release_reads_waiting_for_commit();
             }
+        }
+        // Thesis §4.2.2: a leader removed from the configuration leads until
+        // the removal commits, then steps down.
+        if !self.is_voter() && self.log.committed >= self.log.config_index() {
+            self.become_follower(self.term, None);
         }
     }
 

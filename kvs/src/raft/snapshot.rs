@@ -24,10 +24,18 @@ impl RaftNode {
         let Some(term) = self.log.term(index) else {
             return false;
         };
+        let config = self.log.config_at(index).clone();
         if !self.log.compact(index) {
             return false;
         }
-        self.snapshot = Some((SnapshotMeta { index, term }, data));
+        self.snapshot = Some((
+            SnapshotMeta {
+                index,
+                term,
+                config,
+            },
+            data,
+        ));
         true
     }
 
@@ -92,7 +100,7 @@ impl RaftNode {
             );
         }
         if offset == 0 {
-            self.incoming = Some((meta, BytesMut::new()));
+            self.incoming = Some((meta.clone(), BytesMut::new()));
         }
         let held = match &mut self.incoming {
             Some((m, buf)) if *m == meta && buf.len() as u64 == offset => {
@@ -105,8 +113,8 @@ impl RaftNode {
         let complete = done && held == offset + data.len() as u64;
         if complete && let Some((meta, buf)) = self.incoming.take() {
             let bytes = buf.freeze();
-            self.log.restore(meta.index, meta.term);
-            self.snapshot = Some((meta, bytes.clone()));
+            self.log.restore(meta.index, meta.term, meta.config.clone());
+            self.snapshot = Some((meta.clone(), bytes.clone()));
             self.ready_snapshot = Some((meta, bytes));
         }
         self.send(

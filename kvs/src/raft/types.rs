@@ -3,6 +3,8 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::membership::Membership;
+
 /// A member's identity. A restarted process gets a new one (an incarnation).
 pub type NodeId = u64;
 /// A Raft term (Raft §5.1).
@@ -28,6 +30,9 @@ pub enum Payload {
     Noop,
     /// An opaque command for the state machine.
     Command(Bytes),
+    /// The whole configuration after one single-server change; in effect
+    /// from the moment it is in a log (see `membership`).
+    Config(Membership),
 }
 
 /// The role a node plays (Raft §5.1, plus the pre-vote phase of §9.6 of Ongaro's thesis).
@@ -158,12 +163,14 @@ pub enum Body {
 }
 
 /// What a snapshot of the state machine covers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SnapshotMeta {
     /// The last log index it includes.
     pub index: Index,
     /// The term of that entry.
     pub term: Term,
+    /// The configuration as of that entry.
+    pub config: Membership,
 }
 
 /// A follower's hint after a rejected AppendEntries.

@@ -462,7 +462,7 @@ impl Sim {
         }
         let mut answers = Vec::new();
         let node = &mut self.nodes[(id - 1) as usize];
-        let installed = ready.snapshot.as_ref().map(|(meta, _)| *meta);
+        let installed = ready.snapshot.as_ref().map(|(meta, _)| meta.clone());
         self.snapshots_installed += u64::from(installed.is_some());
         if let Some((meta, bytes)) = &ready.snapshot {
             node.kv
@@ -490,7 +490,7 @@ impl Sim {
                         r
                     })
                 }
-                Payload::Noop => None,
+                Payload::Noop | Payload::Config(_) => None,
             };
             if self.state_digests.len() as u64 == e.index - 1 {
                 self.state_digests.push(state_digest(node.kv.state()));

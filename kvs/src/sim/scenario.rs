@@ -39,6 +39,13 @@ fn fmt_entry(e: &Entry) -> String {
     match &e.payload {
         Payload::Noop => format!("{}/{} noop", e.index, e.term),
         Payload::Command(b) => format!("{}/{} {}", e.index, e.term, String::from_utf8_lossy(b)),
+        Payload::Config(c) => format!(
+            "{}/{} config voters={:?} learners={:?}",
+            e.index,
+            e.term,
+            c.voters.keys().collect::<Vec<_>>(),
+            c.learners.keys().collect::<Vec<_>>()
+        ),
     }
 }
 

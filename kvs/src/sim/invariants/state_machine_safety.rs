@@ -16,7 +16,7 @@ pub(crate) struct StateMachineSafety {
 impl StateMachineSafety {
     pub(crate) fn check(&mut self, step: &Step<'_>) -> Result<(), String> {
         let id = step.node.id();
-        if let Some(meta) = step.installed {
+        if let Some(meta) = &step.installed {
             // A snapshot stands for every entry up to its index (the
             // simulator checks its content against the applied state).
             let last = self.last_applied.entry(id).or_insert(0);
