@@ -4,7 +4,11 @@
 //!
 //! - [`raft`]: the sans-IO Raft core (`step`, `tick`, `propose`,
 //!   `read_index`, `take_ready`) with pre-vote, check-quorum, pipelined
-//!   replication, ReadIndex reads and leader transfer.
+//!   replication, ReadIndex reads, leader transfer, snapshots, learners and
+//!   single-server membership changes.
+//! - [`lifecycle`]: incarnations, joining after a restart, and cluster
+//!   epochs re-formed after whole-fleet loss (with the argument why two live
+//!   clusters cannot coexist); sans-IO too.
 //! - [`kv`]: the KV state machine applied from the log: revisions, put / get /
 //!   range / delete, txn, and watch with a bounded history.
 //! - [`linearizability`]: a checker of client histories against the KV model.
@@ -18,14 +22,12 @@
 //! - [`snapshot_store`]: durable exports of the leader's snapshots ([`snapshot_store::SnapshotStore`]).
 //! - `src/bin/kvs_node.rs`: `kvs-node`, a standalone member.
 //!
-//! Still to come (issue 5): snapshots, membership changes, incarnations and
-//! whole-fleet recovery.
-//!
 //! It is a general store: it knows nothing of pods or nodes.
 
 pub mod api;
 pub mod client;
 pub mod kv;
+pub mod lifecycle;
 pub mod linearizability;
 pub mod node;
 pub mod raft;

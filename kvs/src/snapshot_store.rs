@@ -17,13 +17,14 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::lifecycle::EpochId;
 use crate::raft::{Index, Term};
 
-/// What an export is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+/// What an export is. Ordered by epoch, then index: the newest state first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ExportMeta {
     /// The cluster epoch it belongs to (it changes when a fleet is re-formed).
-    pub epoch: u64,
+    pub epoch: EpochId,
     /// The last log index it includes.
     pub index: Index,
     /// The term of that entry.
@@ -60,12 +61,14 @@ pub trait SnapshotStore: Send + Sync {
     fn put(&self, meta: ExportMeta, data: &[u8]) -> Result<(), StoreError>;
     /// The newest export, if any.
     fn latest(&self) -> Result<Option<(ExportMeta, Vec<u8>)>, StoreError>;
+    /// The export `meta` names, if it is still stored.
+    fn get(&self, meta: &ExportMeta) -> Result<Option<Vec<u8>>, StoreError>;
 }
 
 /// An export found on disk: its (epoch, index) and path.
-type Listed = ((u64, Index), PathBuf);
+type Listed = ((EpochId, Index), PathBuf);
 
-/// Exports as files in one directory: `<epoch>-<index>.snap`, each a JSON
+/// Exports as files in one directory: `<epoch>-<founder>-<index>.snap`, each a JSON
 /// header line then the snapshot bytes, written to a temporary name and
 /// renamed into place (atomic on POSIX file systems). Keeps the newest `keep`.
 #[derive(Debug, Clone)]
@@ -106,11 +109,11 @@ impl FileSnapshotStore {
             let Some(stem) = name.strip_suffix(".snap") else {
                 continue;
             };
-            let Some((epoch, index)) = stem.split_once('-') else {
-                continue;
-            };
-            if let (Ok(epoch), Ok(index)) = (epoch.parse(), index.parse()) {
-                out.push(((epoch, index), path));
+            let mut parts = stem.split('-').map(str::parse::<u64>);
+            if let (Some(Ok(number)), Some(Ok(founder)), Some(Ok(index)), None) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            {
+                out.push(((EpochId { number, founder }, index), path));
             }
         }
         out.sort();
@@ -120,7 +123,7 @@ impl FileSnapshotStore {
 
 impl SnapshotStore for FileSnapshotStore {
     fn put(&self, meta: ExportMeta, data: &[u8]) -> Result<(), StoreError> {
-        let name = format!("{:020}-{:020}.snap", meta.epoch, meta.index);
+        let name = Self::file_name(&meta);
         let path = self.dir.join(&name);
         let tmp = self.dir.join(format!(".{name}.tmp"));
         let mut contents = serde_json::to_vec(&meta).map_err(|e| StoreError::Corrupt {
@@ -147,6 +150,35 @@ impl SnapshotStore for FileSnapshotStore {
         let Some((_, path)) = self.list()?.pop() else {
             return Ok(None);
         };
+        Self::read(&path).map(Some)
+    }
+
+    fn get(&self, meta: &ExportMeta) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = self.dir.join(Self::file_name(meta));
+        if !path.exists() {
+            return Ok(None);
+        }
+        let (found, data) = Self::read(&path)?;
+        if found != *meta {
+            return Err(StoreError::Corrupt {
+                path,
+                reason: format!("header says {found:?}, expected {meta:?}"),
+            });
+        }
+        Ok(Some(data))
+    }
+}
+
+impl FileSnapshotStore {
+    fn file_name(meta: &ExportMeta) -> String {
+        format!(
+            "{:020}-{:020}-{:020}.snap",
+            meta.epoch.number, meta.epoch.founder, meta.index
+        )
+    }
+
+    fn read(path: &Path) -> Result<(ExportMeta, Vec<u8>), StoreError> {
+        let path = path.to_path_buf();
         let contents = std::fs::read(&path).map_err(Self::io(&path))?;
         let corrupt = |reason: String| StoreError::Corrupt {
             path: path.clone(),
@@ -158,7 +190,7 @@ impl SnapshotStore for FileSnapshotStore {
             .ok_or_else(|| corrupt("no header line".into()))?;
         let meta: ExportMeta =
             serde_json::from_slice(&contents[..newline]).map_err(|e| corrupt(e.to_string()))?;
-        Ok(Some((meta, contents[newline + 1..].to_vec())))
+        Ok((meta, contents[newline + 1..].to_vec()))
     }
 }
 
@@ -168,7 +200,10 @@ mod tests {
 
     fn meta(epoch: u64, index: Index) -> ExportMeta {
         ExportMeta {
-            epoch,
+            epoch: EpochId {
+                number: epoch,
+                founder: 7,
+            },
             index,
             term: 1,
             taken_at_ms: 0,
@@ -194,7 +229,7 @@ mod tests {
         store.put(meta(2, 3), b"two-three").unwrap();
         let (m, data) = store.latest().unwrap().unwrap();
         assert_eq!(
-            (m.epoch, m.index, data.as_slice()),
+            (m.epoch.number, m.index, data.as_slice()),
             (2, 3, &b"two-three"[..])
         );
         assert_eq!(
@@ -209,17 +244,16 @@ mod tests {
     fn a_torn_write_is_never_seen() {
         let (store, dir) = store();
         store.put(meta(1, 1), b"whole").unwrap();
+        assert_eq!(store.get(&meta(1, 1)).unwrap().unwrap(), b"whole");
+        assert!(store.get(&meta(1, 2)).unwrap().is_none());
         // A writer that died before its rename leaves only a temporary file.
-        std::fs::write(
-            dir.join(".00000000000000000001-00000000000000000002.snap.tmp"),
-            b"to",
-        )
-        .unwrap();
+        let torn = FileSnapshotStore::file_name(&meta(1, 2));
+        std::fs::write(dir.join(format!(".{torn}.tmp")), b"to").unwrap();
         let (m, data) = store.latest().unwrap().unwrap();
         assert_eq!((m.index, data.as_slice()), (1, &b"whole"[..]));
         // A damaged export is reported as such, with its path.
         std::fs::write(
-            dir.join("00000000000000000009-00000000000000000009.snap"),
+            dir.join(FileSnapshotStore::file_name(&meta(9, 9))),
             b"garbage",
         )
         .unwrap();

@@ -446,7 +446,7 @@ impl Loop {
         self.exported = applied;
         let data = self.sm.snapshot();
         let meta = crate::snapshot_store::ExportMeta {
-            epoch: 0,
+            epoch: crate::lifecycle::EpochId::default(),
             index: applied,
             term,
             taken_at_ms: std::time::SystemTime::now()

@@ -1,0 +1,804 @@
+//! A member's life: joining a live cluster after a restart, replacing the
+//! previous incarnation, and re-forming the cluster (a new epoch) when the
+//! whole fleet lost its memory. Pure and deterministic, like the Raft core:
+//! the runtime and the simulator feed it ticks and messages and carry out
+//! what it asks.
+//!
+//! ```text
+//!            probe peers ──▶ a live leader? ──yes──▶ Join ──▶ learner ──▶ caught up ──▶ voter
+//!  start ─▶ (Idle, empty)         │ no                         (leader: remove the old
+//!                                 ▼                             incarnation, then promote)
+//!            a majority of the configured names empty, I am the lowest empty name
+//!                                 ▼
+//!            Prepare(epoch) ──▶ Promise × majority ──▶ source = newest of (export,
+//!            surviving voters' applied state, exported on request) ──▶ Commit ──▶ new epoch
+//! ```
+//!
+//! # Names, incarnations, epochs
+//!
+//! A *name* is a machine slot of the configured fleet (`n1`, `n2`, `n3`):
+//! at most one process runs under a name at a time. Every process start is a
+//! new *incarnation* with a fresh random [`NodeId`]; nothing survives a
+//! restart, so a restarted process must never vote with a term or vote it
+//! forgot: it rejoins as a learner and is promoted only after the leader has
+//! removed its previous incarnation. An *epoch* ([`EpochId`]) is one Raft
+//! cluster from its formation on; a new one forms only when no cluster is
+//! live, seeded with the newest state that survived.
+//!
+//! # Why two live clusters at once are impossible
+//!
+//! Write N for the number of configured names (odd), and call a node
+//! *empty* when it is not a voter of any cluster (a fresh incarnation, or a
+//! learner not yet promoted). Three rules:
+//!
+//! 1. Every cluster's voters are incarnations of distinct configured names,
+//!    and there are at least N − 1 of them: a cluster is formed with one
+//!    voter per name (a never-started *placeholder* id for names that did not
+//!    answer), joins come only from configured names, and the leader replaces
+//!    an incarnation by removing the old one before promoting the new
+//!    (`raft::membership` refuses two voters of one name).
+//! 2. An empty node that *promises* epoch `e` never becomes a voter of any
+//!    other cluster, except one it later promises with a higher [`EpochId`].
+//! 3. A cluster is formed only by a founder holding promises from a
+//!    majority of names.
+//!
+//! Take cluster C, live (a quorum of its voters acting), and a founder F
+//! that forms cluster D. F holds promises from a majority M of names whose
+//! current incarnations are empty, so they are not voters of C, and the
+//! incarnations of those names that C counts are dead (one process per
+//! name). C's acting voters are therefore among the other N − |M| ≤ (N−1)/2
+//! names, fewer than a quorum of any voter set of N − 1 or N members
+//! ((N−1)/2 + 1 for N−1, (N+1)/2 for N). So C is not live once M promised, and can
+//! never be again: by rule 2 none of M's incarnations joins it, and a
+//! restarted incarnation of an M name is a new id that C could only add as a
+//! learner, through a commit that needs a quorum C does not have. Founders
+//! racing for the same epoch compete for the same majority of promises; a
+//! loser's partial cluster is, by the same count, never live.
+//!
+//! What this does not protect against is outside the model: two processes
+//! running under one name, or a durable store that loses an export.
+//!
+//! # What is lost
+//!
+//! A cluster formed after whole-fleet loss starts from the newest of the
+//! exported snapshots and the applied states of surviving voters that answer
+//! (a surviving voter asked for its state exports it first, so every member
+//! reads the same bytes). Writes acknowledged after that state are lost; the
+//! leader exports on an interval and on an eviction notice, which bounds the
+//! loss by the interval.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::raft::{
+    ConfChange, Config, Index, MemberInfo, Membership, NodeId, RaftNode, Role, SnapshotMeta,
+    SplitMix64,
+};
+use crate::snapshot_store::{ExportMeta, SnapshotStore};
+
+/// One cluster's identity: formed `number`-th, by the incarnation `founder`.
+/// Ordered by number, then founder.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+pub struct EpochId {
+    /// Increases with each re-formation.
+    pub number: u64,
+    /// The incarnation that formed it.
+    pub founder: NodeId,
+}
+
+impl std::fmt::Display for EpochId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{:x}", self.number, self.founder)
+    }
+}
+
+/// What a node says about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// Its incarnation.
+    pub id: NodeId,
+    /// Its cluster, if it is in one (as a voter or a learner).
+    pub epoch: Option<EpochId>,
+    /// Whether it is a voter there.
+    pub voter: bool,
+    /// Its applied index there.
+    pub applied: Index,
+    /// The name of the leader it follows, if any.
+    pub leader: Option<String>,
+    /// The highest epoch it promised.
+    pub promised: Option<EpochId>,
+    /// The highest epoch number it has heard of.
+    pub highest_epoch: u64,
+}
+
+impl Report {
+    /// Whether the node is in no cluster's quorum (see the module doc).
+    pub fn is_empty(&self) -> bool {
+        !self.voter
+    }
+}
+
+/// The messages of this protocol, addressed by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LifecycleMessage {
+    /// Tell me about yourself.
+    Probe,
+    /// The answer to a probe or a prepare.
+    Report(Report),
+    /// Promise not to become a voter of any cluster but `epoch` (or higher).
+    Prepare {
+        /// The epoch being formed.
+        epoch: EpochId,
+    },
+    /// The promise.
+    Promise {
+        /// The epoch promised.
+        epoch: EpochId,
+        /// The promiser's incarnation.
+        id: NodeId,
+    },
+    /// Form `epoch` with `config`, from the export `source` (none: empty).
+    Commit {
+        /// The epoch.
+        epoch: EpochId,
+        /// Its first configuration: one voter per name.
+        config: Membership,
+        /// The state it starts from.
+        source: Option<ExportMeta>,
+    },
+    /// Leader: add me as a learner, then promote me in place of my name's
+    /// previous incarnation.
+    Join {
+        /// The joiner's incarnation.
+        id: NodeId,
+        /// Its name and address.
+        info: MemberInfo,
+    },
+    /// A founder chose your applied state: export it now.
+    ExportNow,
+}
+
+/// What the runtime must do, besides sending the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// A cluster was joined or formed: the runtime resets its state machine
+    /// to `state` (an export's bytes, empty for an empty store) before
+    /// applying anything from [`Lifecycle::raft_mut`].
+    Start {
+        /// The cluster.
+        epoch: EpochId,
+        /// The state to start from; `None` for a joiner, which receives it
+        /// by InstallSnapshot.
+        state: Option<Vec<u8>>,
+        /// Which export that state is.
+        source: Option<ExportMeta>,
+    },
+    /// This incarnation ended (its cluster was superseded): the runtime
+    /// drops its state; a new incarnation (see [`Lifecycle::id`]) starts empty.
+    Discard {
+        /// The epoch whose state was dropped.
+        epoch: EpochId,
+    },
+    /// Export the applied state to the store now.
+    Export,
+}
+
+/// Settings of the lifecycle of one process.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// This process's name.
+    pub name: String,
+    /// Every configured name and its address (this one included).
+    pub fleet: BTreeMap<String, String>,
+    /// The Raft settings; `id` and `voters` are filled in here.
+    pub raft: Config,
+    /// Ticks between probes while not following a leader.
+    pub probe_ticks: u64,
+    /// Ticks a bootstrap round may take before it is abandoned.
+    pub round_ticks: u64,
+    /// Ticks without a leader after which a voter looks for a newer cluster.
+    pub orphan_ticks: u64,
+}
+
+impl Settings {
+    /// Defaults derived from the Raft election timeout.
+    pub fn new(name: &str, fleet: BTreeMap<String, String>, raft: Config) -> Self {
+        let election = u64::from(raft.election_tick);
+        Settings {
+            name: name.to_string(),
+            fleet,
+            raft,
+            probe_ticks: election,
+            round_ticks: 6 * election,
+            orphan_ticks: 4 * election,
+        }
+    }
+
+    fn majority(&self) -> usize {
+        self.fleet.len() / 2 + 1
+    }
+}
+
+/// A bootstrap round this node leads.
+#[derive(Debug, Clone)]
+struct Round {
+    epoch: EpochId,
+    promises: BTreeMap<String, NodeId>,
+    started: u64,
+}
+
+/// The member's cluster, when it is in one.
+#[derive(Debug)]
+struct Joined {
+    epoch: EpochId,
+    raft: RaftNode,
+    /// The tick this node last had a leader.
+    led_at: u64,
+}
+
+/// One process's lifecycle. See the module doc.
+#[derive(Debug)]
+pub struct Lifecycle {
+    settings: Settings,
+    id: NodeId,
+    rng: SplitMix64,
+    now: u64,
+    member: Option<Joined>,
+    promised: Option<EpochId>,
+    highest_epoch: u64,
+    /// The latest report of each other name, with the tick it arrived.
+    reports: BTreeMap<String, (u64, Report)>,
+    round: Option<Round>,
+    /// Leader: joiners by name (the newest incarnation per name).
+    joins: BTreeMap<String, (NodeId, MemberInfo)>,
+    last_probe: Option<u64>,
+    outbox: Vec<(String, LifecycleMessage)>,
+    actions: Vec<Action>,
+}
+
+impl Lifecycle {
+    /// A new incarnation named `settings.name`; `seed` drives its ids and timers.
+    pub fn new(settings: Settings, seed: u64) -> Self {
+        let mut rng = SplitMix64::new(seed);
+        let id = fresh_id(&mut rng);
+        Lifecycle {
+            settings,
+            id,
+            rng,
+            now: 0,
+            member: None,
+            promised: None,
+            highest_epoch: 0,
+            reports: BTreeMap::new(),
+            round: None,
+            joins: BTreeMap::new(),
+            last_probe: None,
+            outbox: Vec::new(),
+            actions: Vec::new(),
+        }
+    }
+
+    /// This incarnation's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// This process's name.
+    pub fn name(&self) -> &str {
+        &self.settings.name
+    }
+
+    /// The cluster this node is in, if any.
+    pub fn epoch(&self) -> Option<EpochId> {
+        self.member.as_ref().map(|m| m.epoch)
+    }
+
+    /// The Raft node of the current cluster.
+    pub fn raft(&self) -> Option<&RaftNode> {
+        self.member.as_ref().map(|m| &m.raft)
+    }
+
+    /// The Raft node of the current cluster, to propose, read and step.
+    pub fn raft_mut(&mut self) -> Option<&mut RaftNode> {
+        self.member.as_mut().map(|m| &mut m.raft)
+    }
+
+    /// Messages to send, by destination name.
+    pub fn take_outbox(&mut self) -> Vec<(String, LifecycleMessage)> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// What the runtime must do, in order.
+    pub fn take_actions(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.actions)
+    }
+
+    /// What this node says about itself.
+    pub fn report(&self) -> Report {
+        let (epoch, voter, applied, leader) = match &self.member {
+            Some(m) => (
+                Some(m.epoch),
+                m.raft.is_voter(),
+                m.raft.log().applied,
+                m.raft
+                    .leader()
+                    .and_then(|l| m.raft.config().info(l))
+                    .map(|i| i.name.clone()),
+            ),
+            None => (None, false, 0, None),
+        };
+        Report {
+            id: self.id,
+            epoch,
+            voter,
+            applied,
+            leader,
+            promised: self.promised,
+            highest_epoch: self.highest_epoch,
+        }
+    }
+
+    fn send(&mut self, to: &str, m: LifecycleMessage) {
+        self.outbox.push((to.to_string(), m));
+    }
+
+    fn others(&self) -> Vec<String> {
+        self.settings
+            .fleet
+            .keys()
+            .filter(|n| **n != self.settings.name)
+            .cloned()
+            .collect()
+    }
+
+    fn info(&self) -> MemberInfo {
+        MemberInfo {
+            name: self.settings.name.clone(),
+            addr: self
+                .settings
+                .fleet
+                .get(&self.settings.name)
+                .cloned()
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Advances time by one tick: Raft's tick, probing, bootstrap rounds,
+    /// and (on a leader) replacing incarnations.
+    pub fn tick(&mut self, store: &dyn SnapshotStore) {
+        self.now += 1;
+        let now = self.now;
+        let (has_leader, is_leader, joined) = match &mut self.member {
+            Some(m) => {
+                m.raft.tick();
+                if m.raft.leader().is_some() {
+                    m.led_at = now;
+                }
+                (
+                    m.raft.leader().is_some(),
+                    m.raft.role() == Role::Leader,
+                    m.raft.config().contains(self.id),
+                )
+            }
+            None => (false, false, false),
+        };
+        if is_leader {
+            self.reconcile_joins();
+        }
+        let orphaned = self
+            .member
+            .as_ref()
+            .is_some_and(|m| now - m.led_at >= self.settings.orphan_ticks);
+        let probing = self.member.is_none() || !joined || orphaned || !has_leader;
+        let due = self
+            .last_probe
+            .is_none_or(|t| now - t >= self.settings.probe_ticks);
+        if probing && due {
+            self.last_probe = Some(now);
+            for name in self.others() {
+                self.send(&name, LifecycleMessage::Probe);
+            }
+            if self.member.is_some() && !joined {
+                self.ask_to_join();
+            }
+            self.consider(store);
+        }
+        self.drive_round(store);
+    }
+
+    /// Handles a message from the node named `from`.
+    pub fn receive(&mut self, from: &str, m: LifecycleMessage, store: &dyn SnapshotStore) {
+        if !self.settings.fleet.contains_key(from) || from == self.settings.name {
+            return;
+        }
+        match m {
+            LifecycleMessage::Probe => {
+                let r = self.report();
+                self.send(from, LifecycleMessage::Report(r));
+            }
+            LifecycleMessage::Report(r) => {
+                self.highest_epoch = self
+                    .highest_epoch
+                    .max(r.highest_epoch)
+                    .max(r.epoch.map_or(0, |e| e.number))
+                    .max(r.promised.map_or(0, |e| e.number));
+                self.reports.insert(from.to_string(), (self.now, r));
+                self.consider(store);
+            }
+            LifecycleMessage::Prepare { epoch } => self.on_prepare(from, epoch),
+            LifecycleMessage::Promise { epoch, id } => {
+                if let Some(round) = &mut self.round
+                    && round.epoch == epoch
+                {
+                    round.promises.insert(from.to_string(), id);
+                }
+                self.drive_round(store);
+            }
+            LifecycleMessage::Commit {
+                epoch,
+                config,
+                source,
+            } => self.on_commit(epoch, config, source, store),
+            LifecycleMessage::Join { id, info } => {
+                let leads = self
+                    .member
+                    .as_ref()
+                    .is_some_and(|m| m.raft.role() == Role::Leader);
+                if leads && info.name == from {
+                    self.joins.insert(info.name.clone(), (id, info));
+                    self.reconcile_joins();
+                }
+            }
+            LifecycleMessage::ExportNow => {
+                if self.member.as_ref().is_some_and(|m| m.raft.is_voter()) {
+                    self.actions.push(Action::Export);
+                }
+            }
+        }
+    }
+
+    /// Fresh reports (from the last two probe intervals) by name.
+    fn fresh_reports(&self) -> BTreeMap<String, Report> {
+        let horizon = 2 * self.settings.probe_ticks;
+        self.reports
+            .iter()
+            .filter(|(_, (at, _))| self.now - at <= horizon)
+            .map(|(n, (_, r))| (n.clone(), r.clone()))
+            .collect()
+    }
+
+    /// Decides, from what the peers reported, whether to join a live
+    /// cluster, leave a superseded one, or found a new one.
+    fn consider(&mut self, store: &dyn SnapshotStore) {
+        let reports = self.fresh_reports();
+        // A live cluster: a peer follows a leader.
+        let live = reports
+            .values()
+            .filter_map(|r| Some((r.epoch?, r.leader.clone()?)))
+            .max();
+        match (&self.member, live) {
+            (None, Some((epoch, leader))) => return self.join(epoch, &leader),
+            (Some(m), Some((epoch, _))) if epoch > m.epoch && m.raft.leader().is_none() => {
+                // Our cluster was superseded: start over as a new incarnation.
+                let old = m.epoch;
+                self.discard(old);
+                return;
+            }
+            (Some(m), Some((epoch, _)))
+                if epoch == m.epoch && !m.raft.config().contains(self.id) =>
+            {
+                return self.ask_to_join();
+            }
+            (_, Some(_)) => return,
+            (_, None) => {}
+        }
+        if !self.report().is_empty() || self.round.is_some() || self.is_led() {
+            return;
+        }
+        let empty: BTreeSet<&String> = reports
+            .iter()
+            .filter(|(_, r)| r.is_empty())
+            .map(|(n, _)| n)
+            .chain(std::iter::once(&self.settings.name))
+            .collect();
+        let lowest = empty
+            .iter()
+            .next()
+            .is_some_and(|n| **n == self.settings.name);
+        if empty.len() < self.settings.majority() || !lowest {
+            return;
+        }
+        // Found a new epoch, numbered above everything heard of.
+        let stored = store
+            .latest()
+            .ok()
+            .flatten()
+            .map_or(0, |(m, _)| m.epoch.number);
+        let number = self
+            .highest_epoch
+            .max(stored)
+            .max(self.promised.map_or(0, |p| p.number))
+            + 1;
+        // Rule 2: a founder (like a promiser) leaves any cluster it learns in.
+        self.leave();
+        let epoch = EpochId {
+            number,
+            founder: self.id,
+        };
+        self.promised = Some(epoch);
+        self.highest_epoch = number;
+        self.round = Some(Round {
+            epoch,
+            promises: BTreeMap::from([(self.settings.name.clone(), self.id)]),
+            started: self.now,
+        });
+        for name in self.others() {
+            self.send(&name, LifecycleMessage::Prepare { epoch });
+        }
+    }
+
+    fn on_prepare(&mut self, from: &str, epoch: EpochId) {
+        let report = self.report();
+        let acceptable =
+            report.is_empty() && !self.is_led() && self.promised.is_none_or(|p| epoch >= p);
+        if !acceptable {
+            return self.send(from, LifecycleMessage::Report(report));
+        }
+        if self.promised != Some(epoch) {
+            // Rule 2: a promise ends any learner membership and any round of ours.
+            self.leave();
+            self.round = None;
+        }
+        self.promised = Some(epoch);
+        self.highest_epoch = self.highest_epoch.max(epoch.number);
+        self.send(from, LifecycleMessage::Promise { epoch, id: self.id });
+    }
+
+    /// Founder: once a majority promised, picks the source and commits.
+    fn drive_round(&mut self, store: &dyn SnapshotStore) {
+        let Some(round) = self.round.clone() else {
+            return;
+        };
+        if self.promised != Some(round.epoch) || self.member.is_some() {
+            self.round = None;
+            return;
+        }
+        if self.now - round.started > self.settings.round_ticks {
+            self.round = None;
+            return;
+        }
+        // Wait a moment for every name, so fewer placeholders need replacing.
+        let all = round.promises.len() == self.settings.fleet.len();
+        let waited = self.now - round.started >= self.settings.probe_ticks / 2;
+        if round.promises.len() < self.settings.majority() || !(all || waited) {
+            return;
+        }
+        let Ok(latest) = store.latest() else {
+            // The store is unreachable: forming now could lose its state.
+            return;
+        };
+        let newest = latest.map(|(m, _)| m);
+        // A surviving voter whose applied state is newer than the newest export.
+        let survivor = self
+            .fresh_reports()
+            .into_iter()
+            .filter(|(_, r)| r.voter)
+            .filter_map(|(n, r)| Some(((r.epoch?, r.applied), n)))
+            .max();
+        if let Some(((epoch, applied), name)) = survivor
+            && newest.is_none_or(|m| (epoch, applied) > (m.epoch, m.index))
+        {
+            // Wait for its export; ask again every probe interval.
+            if (self.now - round.started).is_multiple_of(self.settings.probe_ticks.max(1)) {
+                self.send(&name, LifecycleMessage::ExportNow);
+            }
+            return;
+        }
+        let mut config = Membership::default();
+        for (name, addr) in self.settings.fleet.clone() {
+            // Names that did not promise get a placeholder voter, replaced
+            // when the node returns (rule 1).
+            let id = match round.promises.get(&name) {
+                Some(&id) => id,
+                None => fresh_id(&mut self.rng),
+            };
+            config.voters.insert(id, MemberInfo { name, addr });
+        }
+        for name in round.promises.keys() {
+            if *name != self.settings.name {
+                self.send(
+                    name,
+                    LifecycleMessage::Commit {
+                        epoch: round.epoch,
+                        config: config.clone(),
+                        source: newest,
+                    },
+                );
+            }
+        }
+        self.round = None;
+        self.on_commit(round.epoch, config, newest, store);
+    }
+
+    fn on_commit(
+        &mut self,
+        epoch: EpochId,
+        config: Membership,
+        source: Option<ExportMeta>,
+        store: &dyn SnapshotStore,
+    ) {
+        if self.promised != Some(epoch) || self.member.is_some() || !config.is_voter(self.id) {
+            return;
+        }
+        let state = match &source {
+            Some(meta) => match store.get(meta) {
+                Ok(Some(bytes)) => bytes,
+                // Not readable: stay out; the cluster forms without us and
+                // we join it as a learner.
+                _ => return,
+            },
+            None => Vec::new(),
+        };
+        // Index 1 stands for the seed state, so a member that lacks it (a
+        // later joiner) is sent it as a snapshot.
+        let meta = SnapshotMeta {
+            index: 1,
+            term: 0,
+            config,
+        };
+        let raft = self.new_raft(meta, state.clone());
+        self.member = Some(Joined {
+            epoch,
+            raft,
+            led_at: self.now,
+        });
+        self.highest_epoch = self.highest_epoch.max(epoch.number);
+        self.actions.push(Action::Start {
+            epoch,
+            state: Some(state),
+            source,
+        });
+    }
+
+    fn new_raft(&mut self, meta: SnapshotMeta, state: Vec<u8>) -> RaftNode {
+        let mut cfg = self.settings.raft.clone();
+        cfg.id = self.id;
+        cfg.voters = Vec::new();
+        RaftNode::from_snapshot(cfg, self.rng.next_u64(), meta, state.into())
+    }
+
+    /// Joins the live cluster `epoch` led by `leader` as an empty learner.
+    fn join(&mut self, epoch: EpochId, leader: &str) {
+        if self.promised.is_some_and(|p| p > epoch) {
+            return;
+        }
+        let meta = SnapshotMeta {
+            index: 0,
+            term: 0,
+            config: Membership::default(),
+        };
+        let raft = self.new_raft(meta, Vec::new());
+        self.member = Some(Joined {
+            epoch,
+            raft,
+            led_at: self.now,
+        });
+        self.promised = None;
+        self.round = None;
+        self.actions.push(Action::Start {
+            epoch,
+            state: None,
+            source: None,
+        });
+        let info = self.info();
+        self.send(leader, LifecycleMessage::Join { id: self.id, info });
+    }
+
+    /// Asks the leader (as reported by peers or followed) to add us.
+    fn ask_to_join(&mut self) {
+        let Some(m) = &self.member else { return };
+        let leader = self
+            .fresh_reports()
+            .into_values()
+            .filter(|r| r.epoch == Some(m.epoch))
+            .find_map(|r| r.leader);
+        if let Some(leader) = leader {
+            let info = self.info();
+            self.send(&leader, LifecycleMessage::Join { id: self.id, info });
+        }
+    }
+
+    /// Ends this incarnation's cluster: a new id, no state, no promise.
+    fn discard(&mut self, _epoch: EpochId) {
+        self.promised = None;
+        self.round = None;
+        self.leave();
+    }
+
+    /// Leaves the current cluster, if any, under a new id (ids are never
+    /// reused across clusters, so no message of the old one reaches the new).
+    fn leave(&mut self) {
+        if let Some(m) = self.member.take() {
+            self.joins.clear();
+            self.id = fresh_id(&mut self.rng);
+            self.actions.push(Action::Discard { epoch: m.epoch });
+        }
+    }
+
+    /// Whether this node follows (or is) a leader right now.
+    fn is_led(&self) -> bool {
+        self.raft().is_some_and(|r| r.leader().is_some())
+    }
+
+    /// Leader: the next configuration change for the pending joins.
+    fn reconcile_joins(&mut self) {
+        let Some(m) = &mut self.member else { return };
+        let config = m.raft.config().clone();
+        self.joins.retain(|_, (id, _)| !config.is_voter(*id));
+        let Some(change) = next_change(&config, &self.joins, |id| {
+            m.raft
+                .progress()
+                .get(&id)
+                .is_some_and(|p| p.match_index >= m.raft.log().committed)
+        }) else {
+            return;
+        };
+        if change == (ConfChange::Remove { id: self.id }) {
+            // A leader about to remove itself hands leadership over first
+            // (thesis §3.10); the new leader carries on with the joins.
+            let heir = m
+                .raft
+                .progress()
+                .iter()
+                .filter(|(id, _)| **id != self.id && m.raft.config().is_voter(**id))
+                .max_by_key(|(_, p)| p.match_index)
+                .map(|(id, _)| *id);
+            if let Some(heir) = heir {
+                m.raft.transfer_leadership(heir);
+            }
+            return;
+        }
+        // Refused while another change is in flight; retried next tick.
+        let _ = m.raft.propose_conf_change(&change);
+    }
+}
+
+/// The next single-server change that moves `config` towards every joiner
+/// being a voter in place of its name's other incarnations: stale learners
+/// of the name go first, then the joiner is added as a learner; once it is
+/// `caught_up`, the old voter of its name is removed, then it is promoted.
+pub fn next_change(
+    config: &Membership,
+    joins: &BTreeMap<String, (NodeId, MemberInfo)>,
+    caught_up: impl Fn(NodeId) -> bool,
+) -> Option<ConfChange> {
+    for (name, (id, info)) in joins {
+        let id = *id;
+        let same_name =
+            |(&other, i): (&NodeId, &MemberInfo)| (other != id && i.name == *name).then_some(other);
+        if !config.contains(id) {
+            if let Some(stale) = config.learners.iter().find_map(same_name) {
+                return Some(ConfChange::Remove { id: stale });
+            }
+            return Some(ConfChange::AddLearner {
+                id,
+                info: info.clone(),
+            });
+        }
+        if config.learners.contains_key(&id) && caught_up(id) {
+            if let Some(old) = config.voters.iter().find_map(same_name) {
+                return Some(ConfChange::Remove { id: old });
+            }
+            return Some(ConfChange::Promote { id });
+        }
+    }
+    None
+}
+
+fn fresh_id(rng: &mut SplitMix64) -> NodeId {
+    // Never 0, which means "none" in places.
+    rng.next_u64().max(1)
+}
