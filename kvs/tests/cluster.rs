@@ -407,7 +407,7 @@ async fn a_client_of_one_follower_reads_and_writes() {
         assert!(start.elapsed() < DEADLINE, "no export from the leader");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert_eq!(exported.epoch, 0);
+    assert_eq!(exported.epoch, kvs::lifecycle::EpochId::default());
 
     // A watch on the follower sees the writes from a revision on, in order,
     // and a long-poll returns as soon as the next write lands.
