@@ -110,7 +110,7 @@ pub struct Report {
     pub leader: Option<String>,
     /// The highest epoch it promised.
     pub promised: Option<EpochId>,
-    /// The highest epoch number it has heard of.
+    /// The highest number of a formed epoch it has heard of.
     pub highest_epoch: u64,
 }
 
@@ -237,6 +237,9 @@ struct Joined {
     raft: RaftNode,
     /// The tick this node last had a leader.
     led_at: u64,
+    /// For a founding member: the epoch's first configuration and source,
+    /// to repeat the commit to promisers that missed it.
+    formation: Option<(Membership, Option<ExportMeta>)>,
 }
 
 /// One process's lifecycle. See the module doc.
@@ -248,7 +251,10 @@ pub struct Lifecycle {
     now: u64,
     member: Option<Joined>,
     promised: Option<EpochId>,
+    /// The highest number of a formed epoch heard of.
     highest_epoch: u64,
+    /// The highest number of an epoch promised, anywhere, heard of.
+    highest_promise: u64,
     /// The latest report of each other name, with the tick it arrived.
     reports: BTreeMap<String, (u64, Report)>,
     round: Option<Round>,
@@ -272,6 +278,7 @@ impl Lifecycle {
             member: None,
             promised: None,
             highest_epoch: 0,
+            highest_promise: 0,
             reports: BTreeMap::new(),
             round: None,
             joins: BTreeMap::new(),
@@ -323,8 +330,7 @@ impl Lifecycle {
                 Some(m.epoch),
                 m.raft.is_voter(),
                 m.raft.log().applied,
-                m.raft
-                    .leader()
+                self.live_leader()
                     .and_then(|l| m.raft.config().info(l))
                     .map(|i| i.name.clone()),
             ),
@@ -371,19 +377,21 @@ impl Lifecycle {
     pub fn tick(&mut self, store: &dyn SnapshotStore) {
         self.now += 1;
         let now = self.now;
-        let (has_leader, is_leader, joined) = match &mut self.member {
+        if let Some(m) = &mut self.member {
+            m.raft.tick();
+        }
+        let has_leader = self.is_led();
+        let (is_leader, joined) = match &mut self.member {
             Some(m) => {
-                m.raft.tick();
-                if m.raft.leader().is_some() {
+                if has_leader {
                     m.led_at = now;
                 }
                 (
-                    m.raft.leader().is_some(),
                     m.raft.role() == Role::Leader,
                     m.raft.config().contains(self.id),
                 )
             }
-            None => (false, false, false),
+            None => (false, false),
         };
         if is_leader {
             self.reconcile_joins();
@@ -392,6 +400,18 @@ impl Lifecycle {
             .member
             .as_ref()
             .is_some_and(|m| now - m.led_at >= self.settings.orphan_ticks);
+        // A cluster that never got going (no quorum of its founders came
+        // up): a member holding nothing but the seed, which is still in the
+        // store, gives up on it, losing nothing, so a new one can form.
+        if let Some(m) = &self.member
+            && orphaned
+            && m.raft.log().last_index() <= 1
+            && m.formation.is_some()
+        {
+            let epoch = m.epoch;
+            self.discard(epoch);
+            return;
+        }
         let probing = self.member.is_none() || !joined || orphaned || !has_leader;
         let due = self
             .last_probe
@@ -423,8 +443,9 @@ impl Lifecycle {
                 self.highest_epoch = self
                     .highest_epoch
                     .max(r.highest_epoch)
-                    .max(r.epoch.map_or(0, |e| e.number))
-                    .max(r.promised.map_or(0, |e| e.number));
+                    .max(r.epoch.map_or(0, |e| e.number));
+                self.highest_promise = self.highest_promise.max(r.promised.map_or(0, |e| e.number));
+                self.recommit(from, &r);
                 self.reports.insert(from.to_string(), (self.now, r));
                 self.consider(store);
             }
@@ -460,6 +481,22 @@ impl Lifecycle {
         }
     }
 
+    /// A founding member repeats the commit to a promiser that missed it.
+    fn recommit(&mut self, from: &str, r: &Report) {
+        let Some(m) = &self.member else { return };
+        let Some((config, source)) = &m.formation else {
+            return;
+        };
+        if r.epoch.is_none() && r.promised == Some(m.epoch) && config.is_voter(r.id) {
+            let commit = LifecycleMessage::Commit {
+                epoch: m.epoch,
+                config: config.clone(),
+                source: *source,
+            };
+            self.send(from, commit);
+        }
+    }
+
     /// Fresh reports (from the last two probe intervals) by name.
     fn fresh_reports(&self) -> BTreeMap<String, Report> {
         let horizon = 2 * self.settings.probe_ticks;
@@ -474,14 +511,17 @@ impl Lifecycle {
     /// cluster, leave a superseded one, or found a new one.
     fn consider(&mut self, store: &dyn SnapshotStore) {
         let reports = self.fresh_reports();
-        // A live cluster: a peer follows a leader.
+        // A live cluster: a peer that leads and heard from a quorum lately
+        // (a follower's word is not enough: a leader cut off from its
+        // quorum still heartbeats the followers it reaches).
         let live = reports
-            .values()
-            .filter_map(|r| Some((r.epoch?, r.leader.clone()?)))
+            .iter()
+            .filter(|(name, r)| r.leader.as_ref() == Some(*name))
+            .filter_map(|(name, r)| Some((r.epoch?, name.clone())))
             .max();
         match (&self.member, live) {
             (None, Some((epoch, leader))) => return self.join(epoch, &leader),
-            (Some(m), Some((epoch, _))) if epoch > m.epoch && m.raft.leader().is_none() => {
+            (Some(m), Some((epoch, _))) if epoch > m.epoch && !self.is_led() => {
                 // Our cluster was superseded: start over as a new incarnation.
                 let old = m.epoch;
                 self.discard(old);
@@ -495,7 +535,7 @@ impl Lifecycle {
             (_, Some(_)) => return,
             (_, None) => {}
         }
-        if !self.report().is_empty() || self.round.is_some() || self.is_led() {
+        if !self.report().is_empty() || self.round.is_some() {
             return;
         }
         let empty: BTreeSet<&String> = reports
@@ -520,16 +560,17 @@ impl Lifecycle {
         let number = self
             .highest_epoch
             .max(stored)
+            .max(self.highest_promise)
             .max(self.promised.map_or(0, |p| p.number))
             + 1;
         // Rule 2: a founder (like a promiser) leaves any cluster it learns in.
         self.leave();
+        self.renew_id();
         let epoch = EpochId {
             number,
             founder: self.id,
         };
         self.promised = Some(epoch);
-        self.highest_epoch = number;
         self.round = Some(Round {
             epoch,
             promises: BTreeMap::from([(self.settings.name.clone(), self.id)]),
@@ -542,18 +583,20 @@ impl Lifecycle {
 
     fn on_prepare(&mut self, from: &str, epoch: EpochId) {
         let report = self.report();
-        let acceptable =
-            report.is_empty() && !self.is_led() && self.promised.is_none_or(|p| epoch >= p);
+        // A learner may promise even while it hears from a leader: that
+        // leader may have lost its quorum (the founder saw no live one).
+        let acceptable = report.is_empty() && self.promised.is_none_or(|p| epoch >= p);
         if !acceptable {
             return self.send(from, LifecycleMessage::Report(report));
         }
         if self.promised != Some(epoch) {
             // Rule 2: a promise ends any learner membership and any round of ours.
             self.leave();
+            self.renew_id();
             self.round = None;
         }
         self.promised = Some(epoch);
-        self.highest_epoch = self.highest_epoch.max(epoch.number);
+        self.highest_promise = self.highest_promise.max(epoch.number);
         self.send(from, LifecycleMessage::Promise { epoch, id: self.id });
     }
 
@@ -581,6 +624,14 @@ impl Lifecycle {
             return;
         };
         let newest = latest.map(|(m, _)| m);
+        // The new epoch must order after everything it descends from, or
+        // stragglers of the older one would never give way to it.
+        let seen = newest.map_or(0, |m| m.epoch.number).max(self.highest_epoch);
+        if seen >= round.epoch.number {
+            self.highest_epoch = seen;
+            self.round = None;
+            return;
+        }
         // A surviving voter whose applied state is newer than the newest export.
         let survivor = self
             .fresh_reports()
@@ -644,6 +695,7 @@ impl Lifecycle {
         };
         // Index 1 stands for the seed state, so a member that lacks it (a
         // later joiner) is sent it as a snapshot.
+        let meta_config = config.clone();
         let meta = SnapshotMeta {
             index: 1,
             term: 0,
@@ -654,6 +706,7 @@ impl Lifecycle {
             epoch,
             raft,
             led_at: self.now,
+            formation: Some((meta_config, source)),
         });
         self.highest_epoch = self.highest_epoch.max(epoch.number);
         self.actions.push(Action::Start {
@@ -675,6 +728,7 @@ impl Lifecycle {
         if self.promised.is_some_and(|p| p > epoch) {
             return;
         }
+        self.renew_id();
         let meta = SnapshotMeta {
             index: 0,
             term: 0,
@@ -685,6 +739,7 @@ impl Lifecycle {
             epoch,
             raft,
             led_at: self.now,
+            formation: None,
         });
         self.promised = None;
         self.round = None;
@@ -718,19 +773,39 @@ impl Lifecycle {
         self.leave();
     }
 
-    /// Leaves the current cluster, if any, under a new id (ids are never
-    /// reused across clusters, so no message of the old one reaches the new).
+    /// Leaves the current cluster, if any, under a new id.
     fn leave(&mut self) {
         if let Some(m) = self.member.take() {
             self.joins.clear();
-            self.id = fresh_id(&mut self.rng);
+            self.renew_id();
             self.actions.push(Action::Discard { epoch: m.epoch });
         }
     }
 
-    /// Whether this node follows (or is) a leader right now.
+    /// A new id for each attempt to enter a cluster (a promise, a
+    /// founding, a join, a departure): an id offered once may sit in some
+    /// cluster's configuration, so reusing it would let that cluster's
+    /// messages reach the next one.
+    fn renew_id(&mut self) {
+        self.id = fresh_id(&mut self.rng);
+    }
+
+    /// The leader this node follows (or itself), if heard from within an
+    /// election timeout (a learner never campaigns, so its `leader` alone
+    /// would outlive a dead leader).
+    fn live_leader(&self) -> Option<NodeId> {
+        let raft = self.raft()?;
+        if raft.role() == Role::Leader {
+            return raft.leads_with_quorum().then_some(self.id);
+        }
+        let timeout = self.settings.raft.election_tick;
+        raft.leader()
+            .filter(|_| raft.ticks_since_leader() < timeout)
+    }
+
+    /// Whether this node follows (or is) a live leader right now.
     fn is_led(&self) -> bool {
-        self.raft().is_some_and(|r| r.leader().is_some())
+        self.live_leader().is_some()
     }
 
     /// Leader: the next configuration change for the pending joins.

@@ -45,7 +45,8 @@ impl RaftNode {
             self.election_elapsed = 0;
             // A transfer that did not finish within an election timeout is abandoned.
             self.lead_transferee = None;
-            if self.cfg.check_quorum && !self.quorum_active() {
+            self.quorum_contact = self.quorum_active();
+            if self.cfg.check_quorum && !self.quorum_contact {
                 // Raft thesis §6.2: a leader that cannot reach a quorum steps down.
                 self.become_follower(self.term, None);
                 return;
@@ -132,6 +133,8 @@ impl RaftNode {
         self.heartbeat_elapsed = 0;
         self.committed_in_term = false;
         self.lead_transferee = None;
+        // Elected by a quorum just now.
+        self.quorum_contact = true;
         let last = self.log.last_index();
         self.progress = self
             .config

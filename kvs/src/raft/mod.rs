@@ -137,6 +137,9 @@ pub struct RaftNode {
     progress: BTreeMap<NodeId, Progress>,
     /// Leader only: whether an entry of the current term is committed.
     committed_in_term: bool,
+    /// Leader only: whether a quorum answered within the last election
+    /// timeout (tracked with or without check-quorum).
+    quorum_contact: bool,
     lead_transferee: Option<NodeId>,
     reads: ReadQueue,
     msgs: Vec<Message>,
@@ -196,6 +199,7 @@ impl RaftNode {
             votes: BTreeMap::new(),
             progress: BTreeMap::new(),
             committed_in_term: false,
+            quorum_contact: false,
             lead_transferee: None,
             reads: ReadQueue::default(),
             msgs: Vec::new(),
@@ -227,6 +231,21 @@ impl RaftNode {
     /// The leader this node knows of.
     pub fn leader(&self) -> Option<NodeId> {
         self.leader
+    }
+
+    /// Ticks since this node last heard from a leader (0 on a leader).
+    pub fn ticks_since_leader(&self) -> u32 {
+        if self.role == Role::Leader {
+            0
+        } else {
+            self.election_elapsed
+        }
+    }
+
+    /// Whether this node leads with a quorum heard from within the last
+    /// election timeout: a leader that could commit.
+    pub fn leads_with_quorum(&self) -> bool {
+        self.role == Role::Leader && self.quorum_contact
     }
 
     /// Whom this node voted for in the current term.

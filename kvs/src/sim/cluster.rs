@@ -6,12 +6,14 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 
 use super::invariants::{Invariants, Step};
 use super::network::{LinkFaults, Network};
-use crate::kv::{CmpOp, Compare, CompareTarget, KvStore, Op, Txn, TxnResponse};
-use crate::linearizability::{self, KvHistory, KvModel, Operation, Outcome};
+use crate::kv::{CmpOp, Compare, CompareTarget, KvState, KvStore, Op, Txn, TxnResponse};
+use crate::lifecycle::{Action, EpochId, Lifecycle, LifecycleMessage, Settings};
+use crate::linearizability::{self, KvHistory, KvModel, Model, Operation, Outcome};
 use crate::raft::{
     Bugs, Config, Entry, Index, Message, NodeId, Payload, RaftError, RaftNode, Role, SnapshotMeta,
     SplitMix64, Term,
 };
+use crate::snapshot_store::{ExportMeta, SnapshotStore, StoreError};
 
 /// One run's settings.
 #[derive(Debug, Clone)]
@@ -70,6 +72,75 @@ pub(crate) struct Report {
     pub(crate) events: u64,
     /// Snapshots installed from a leader during the run.
     pub(crate) snapshots_installed: u64,
+    /// Clusters formed (the first included), and how many of them started
+    /// from an export rather than from nothing.
+    pub(crate) epochs: u64,
+    pub(crate) epochs_from_export: u64,
+    /// Evictions (crash with memory loss, then a restart) by kind.
+    pub(crate) evictions: Evictions,
+    /// Restarted incarnations promoted to voter in place of their previous one.
+    pub(crate) promotions: u64,
+    /// Acknowledged writes lost to re-formations: the bound the test states
+    /// is that only writes acknowledged after the newest export are lost.
+    pub(crate) lost_acknowledged: u64,
+}
+
+/// How many evictions of each kind a run saw.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Evictions {
+    pub(crate) minority: u64,
+    pub(crate) majority: u64,
+    pub(crate) all: u64,
+    /// Replace-a-node churn: one node after another restarted quickly.
+    pub(crate) churn: u64,
+}
+
+/// The durable store of exports, shared by all nodes and surviving them.
+#[derive(Default)]
+struct MemStore {
+    exports: std::sync::Mutex<BTreeMap<ExportMeta, Vec<u8>>>,
+}
+
+impl MemStore {
+    fn with<T>(&self, f: impl FnOnce(&mut BTreeMap<ExportMeta, Vec<u8>>) -> T) -> T {
+        let mut guard = match self.exports.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&mut guard)
+    }
+}
+
+impl SnapshotStore for MemStore {
+    fn put(&self, meta: ExportMeta, data: &[u8]) -> Result<(), StoreError> {
+        self.with(|e| e.insert(meta, data.to_vec()));
+        Ok(())
+    }
+
+    fn latest(&self) -> Result<Option<(ExportMeta, Vec<u8>)>, StoreError> {
+        Ok(self.with(|e| e.iter().next_back().map(|(m, d)| (*m, d.clone()))))
+    }
+
+    fn get(&self, meta: &ExportMeta) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.with(|e| e.get(meta).cloned()))
+    }
+}
+
+/// The KV model starting from an epoch's seed state.
+struct SeededKvModel(KvState);
+
+impl Model for SeededKvModel {
+    type State = KvState;
+    type Input = Txn;
+    type Output = TxnResponse;
+
+    fn init(&self) -> KvState {
+        self.0.clone()
+    }
+
+    fn step(&self, state: &KvState, input: &Txn, output: Option<&TxnResponse>) -> Option<KvState> {
+        KvModel.step(state, input, output)
+    }
 }
 
 const TICK_MS: u64 = 10;
@@ -86,7 +157,8 @@ struct SimCommand {
 
 #[derive(Debug, Clone)]
 enum Answer {
-    Ok(TxnResponse),
+    /// Answered by a member of this epoch.
+    Ok(EpochId, TxnResponse),
     /// Certainly not applied; retry (at `leader`, if known).
     Retry(Option<NodeId>),
 }
@@ -112,6 +184,16 @@ enum Ev {
     Fault,
     Resume(NodeId),
     Heal,
+    /// A lifecycle message between two names (slot ids).
+    Lc {
+        from: NodeId,
+        to: NodeId,
+        msg: LifecycleMessage,
+    },
+    /// An evicted slot starts again, empty, as a new incarnation.
+    Restart(NodeId),
+    /// Evict a slot; it restarts after the given ms.
+    Evict(NodeId, u64),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,7 +204,7 @@ enum NodeState {
 }
 
 struct Node {
-    raft: RaftNode,
+    lc: Lifecycle,
     kv: KvStore,
     state: NodeState,
     tick_ms: u64,
@@ -177,24 +259,45 @@ struct Sim {
     net: Network,
     clients: Vec<Client>,
     history: Vec<Option<Operation<Txn, TxnResponse>>>,
-    invariants: Invariants,
+    /// The epoch whose member answered each operation.
+    history_epochs: Vec<Option<EpochId>>,
+    /// The safety checks, per cluster epoch (terms restart with each).
+    invariants: BTreeMap<EpochId, Invariants>,
     digest: DefaultHasher,
     next_req: u64,
     next_pid: u64,
     healed_at: Option<u64>,
     recovered_at: Option<u64>,
-    /// The first answer of every command some node applied, by history slot.
-    applied: BTreeMap<usize, TxnResponse>,
+    /// The first answer of every command some node applied, by history
+    /// slot, with the epoch that applied it.
+    applied: BTreeMap<usize, (EpochId, TxnResponse)>,
     /// This run's nemesis is rolling isolation rather than the mixed one.
     rolling: bool,
     /// Take a snapshot once this many entries are applied since the last.
     compact_every: u64,
     snapshots_installed: u64,
-    /// A digest of the KV state after each applied index (from whichever
-    /// node applied it first), to check restored snapshots against.
-    state_digests: Vec<u64>,
+    /// Per epoch, a digest of the KV state after each applied index (from
+    /// whichever node applied it first), to check snapshots and exports
+    /// against. Index 1 is the epoch's seed.
+    state_digests: BTreeMap<EpochId, Vec<u64>>,
     leaderless_since: Option<u64>,
     leaderless_ms: Vec<u64>,
+    store: std::sync::Arc<MemStore>,
+    /// The template of every incarnation's settings.
+    settings: Settings,
+    /// A leader exports this often (virtual ms).
+    export_every: u64,
+    last_export: BTreeMap<EpochId, u64>,
+    /// Each epoch's seed state, for its linearizability check.
+    seeds: BTreeMap<EpochId, KvState>,
+    /// Acknowledged writes: (epoch, index).
+    acknowledged: Vec<(EpochId, Index)>,
+    epochs_from_export: u64,
+    evictions: Evictions,
+    promotions: u64,
+    lost_acknowledged: u64,
+    /// The last configuration applied in each epoch.
+    configs: BTreeMap<EpochId, crate::raft::Membership>,
 }
 
 /// Runs one simulation; `Err` names the violated property and the replay command.
@@ -234,18 +337,23 @@ impl Sim {
         // disruptive elections and more term churn.
         let pre_vote = rng.chance(0.5);
         let check_quorum = rng.chance(0.5);
+        let mut rc = Config::new(0, Vec::new());
+        rc.bugs = cfg.bugs;
+        rc.max_batch_entries = max_batch_entries;
+        rc.max_inflight = max_inflight;
+        rc.snapshot_chunk_bytes = snapshot_chunk_bytes;
+        rc.pre_vote = pre_vote;
+        rc.check_quorum = check_quorum;
+        let fleet = ids.iter().map(|&id| (name_of(id), String::new())).collect();
+        let settings = Settings::new("", fleet, rc);
+        let export_every = rng.range(100, 1000);
         let nodes = ids
             .iter()
             .map(|&id| {
-                let mut rc = Config::new(id, ids.clone());
-                rc.bugs = cfg.bugs;
-                rc.max_batch_entries = max_batch_entries;
-                rc.max_inflight = max_inflight;
-                rc.snapshot_chunk_bytes = snapshot_chunk_bytes;
-                rc.pre_vote = pre_vote;
-                rc.check_quorum = check_quorum;
+                let mut s = settings.clone();
+                s.name = name_of(id);
                 Node {
-                    raft: RaftNode::new(rc, rng.next_u64()),
+                    lc: Lifecycle::new(s, rng.next_u64()),
                     kv: KvStore::new(1000),
                     state: NodeState::Up,
                     // Clock skew: each node's tick is 8–12 virtual ms.
@@ -284,7 +392,8 @@ impl Sim {
             net: Network::new(),
             clients,
             history: Vec::new(),
-            invariants: Invariants::default(),
+            history_epochs: Vec::new(),
+            invariants: BTreeMap::new(),
             digest: DefaultHasher::new(),
             next_req: 0,
             healed_at: None,
@@ -293,10 +402,29 @@ impl Sim {
             rolling,
             compact_every,
             snapshots_installed: 0,
-            state_digests: Vec::new(),
+            state_digests: BTreeMap::new(),
             leaderless_since: Some(0),
             leaderless_ms: Vec::new(),
+            store: std::sync::Arc::default(),
+            settings,
+            export_every,
+            last_export: BTreeMap::new(),
+            seeds: BTreeMap::new(),
+            acknowledged: Vec::new(),
+            epochs_from_export: 0,
+            evictions: Evictions::default(),
+            promotions: 0,
+            lost_acknowledged: 0,
+            configs: BTreeMap::new(),
         }
+    }
+
+    /// The slot whose current incarnation is `id`.
+    fn slot_of(&self, id: NodeId) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .position(|n| n.lc.id() == id)
+            .map(|i| i as NodeId + 1)
     }
 
     fn schedule(&mut self, delay: u64, ev: Ev) {
@@ -347,6 +475,11 @@ impl Sim {
             recovery_ms: self.recovered_at.unwrap_or(0) - self.healed_at.unwrap_or(0),
             events,
             snapshots_installed: self.snapshots_installed,
+            epochs: self.seeds.len() as u64,
+            epochs_from_export: self.epochs_from_export,
+            evictions: self.evictions,
+            promotions: self.promotions,
+            lost_acknowledged: self.lost_acknowledged,
         })
     }
 
@@ -370,6 +503,9 @@ impl Sim {
             Ev::Fault => 5u8.hash(&mut self.digest),
             Ev::Resume(n) => (6u8, *n).hash(&mut self.digest),
             Ev::Heal => 7u8.hash(&mut self.digest),
+            Ev::Lc { from, to, .. } => (8u8, *from, *to).hash(&mut self.digest),
+            Ev::Restart(n) => (9u8, *n).hash(&mut self.digest),
+            Ev::Evict(n, back) => (10u8, *n, *back).hash(&mut self.digest),
         }
     }
 
@@ -378,17 +514,39 @@ impl Sim {
             Ev::Tick(id, generation) => {
                 let node = self.node(id);
                 if node.state == NodeState::Up && node.tick_gen == generation {
-                    self.on_node(id, |n| n.raft.tick())?;
+                    let store = self.store.clone();
+                    self.on_node(id, |n| n.lc.tick(&*store))?;
                     let t = self.node(id).tick_ms;
                     self.schedule(t, Ev::Tick(id, generation));
                 }
             }
             Ev::Deliver(m) => {
-                let to = m.to;
+                let Some(to) = self.slot_of(m.to) else {
+                    return Ok(());
+                };
                 match self.node(to).state {
-                    NodeState::Up => self.on_node(to, |n| n.raft.step(m))?,
+                    NodeState::Up => self.on_node(to, |n| {
+                        if let Some(raft) = n.lc.raft_mut() {
+                            raft.step(m);
+                        }
+                    })?,
                     NodeState::Paused => self.node(to).held.push(Ev::Deliver(m)),
                     NodeState::Crashed => {}
+                }
+            }
+            Ev::Lc { from, to, msg } => match self.node(to).state {
+                NodeState::Up => {
+                    let store = self.store.clone();
+                    let from = name_of(from);
+                    self.on_node(to, |n| n.lc.receive(&from, msg, &*store))?;
+                }
+                NodeState::Paused => self.node(to).held.push(Ev::Lc { from, to, msg }),
+                NodeState::Crashed => {}
+            },
+            Ev::Restart(id) => self.restart(id),
+            Ev::Evict(id, back) => {
+                if self.healed_at.is_none() {
+                    self.evict(id, back);
                 }
             }
             Ev::ClientRequest {
@@ -421,57 +579,255 @@ impl Sim {
         Ok(())
     }
 
-    /// Runs `f` on node `id`, then its Ready, then the invariants.
+    /// Runs `f` on node `id`, then its lifecycle's and Raft's output, then
+    /// the invariants of its epoch.
     fn on_node(&mut self, id: NodeId, f: impl FnOnce(&mut Node)) -> Result<(), String> {
         let node = self.node(id);
-        let (commit_before, role_before) = (node.raft.log().committed, node.raft.role());
+        let epoch_before = node.lc.epoch();
+        let (commit_before, role_before) = node
+            .lc
+            .raft()
+            .map_or((0, Role::Follower), |r| (r.log().committed, r.role()));
         f(node);
+        self.lifecycle_output(id)?;
         let (applied, installed) = self.pump(id)?;
+        let Some(epoch) = self.nodes[(id - 1) as usize].lc.epoch() else {
+            return Ok(());
+        };
+        let (commit_before, role_before) = if epoch_before == Some(epoch) {
+            (commit_before, role_before)
+        } else {
+            (0, Role::Follower)
+        };
         self.strike(id, commit_before, role_before);
-        let node = &self.nodes[(id - 1) as usize];
-        let all: Vec<&RaftNode> = self.nodes.iter().map(|n| &n.raft).collect();
-        self.invariants.after_step(
-            &Step {
-                node: &node.raft,
-                commit_before,
-                role_before,
-                applied: &applied,
-                installed,
-            },
-            &all,
-        )?;
+        let Some(raft) = self.nodes[(id - 1) as usize].lc.raft() else {
+            return Ok(());
+        };
+        let all: Vec<&RaftNode> = self
+            .nodes
+            .iter()
+            .filter(|n| n.state != NodeState::Crashed && n.lc.epoch() == Some(epoch))
+            .filter_map(|n| n.lc.raft())
+            .collect();
+        self.invariants
+            .entry(epoch)
+            .or_default()
+            .after_step(
+                &Step {
+                    node: raft,
+                    commit_before,
+                    role_before,
+                    applied: &applied,
+                    installed,
+                },
+                &all,
+            )
+            .map_err(|e| format!("epoch {epoch}: {e}"))?;
+        self.maybe_export(id, false)?;
         // Compaction after the checks, which must see what was committed.
         let compact_every = self.compact_every;
         let node = self.node(id);
-        let log = node.raft.log();
-        if log.applied >= log.snapshot_index() + compact_every {
-            let applied = log.applied;
-            let bytes = node.kv.snapshot();
-            node.raft.compact(applied, bytes.into());
+        let bytes = node.kv.snapshot();
+        if let Some(raft) = node.lc.raft_mut() {
+            let log = raft.log();
+            if log.applied >= log.snapshot_index() + compact_every {
+                let applied = log.applied;
+                raft.compact(applied, bytes.into());
+            }
         }
+        Ok(())
+    }
+
+    /// Sends the lifecycle's messages and carries out its actions.
+    fn lifecycle_output(&mut self, id: NodeId) -> Result<(), String> {
+        let node = self.node(id);
+        let outbox = node.lc.take_outbox();
+        let actions = node.lc.take_actions();
+        for (to, msg) in outbox {
+            let Some(to) = slot_of_name(&to) else {
+                continue;
+            };
+            for delay in self.net.deliveries(id, to, &mut self.rng) {
+                self.schedule(
+                    delay,
+                    Ev::Lc {
+                        from: id,
+                        to,
+                        msg: msg.clone(),
+                    },
+                );
+            }
+        }
+        for action in actions {
+            match action {
+                Action::Start {
+                    epoch,
+                    state,
+                    source,
+                } => self.start_epoch(id, epoch, state, source)?,
+                Action::Discard { .. } => {
+                    let node = self.node(id);
+                    node.kv = KvStore::new(1000);
+                    node.writes.clear();
+                    node.reads.clear();
+                    node.ready_reads.clear();
+                }
+                Action::Export => self.maybe_export(id, true)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// A node starts in `epoch`: as a founding member from `state`, or as
+    /// a joiner (no state; a snapshot will come).
+    fn start_epoch(
+        &mut self,
+        id: NodeId,
+        epoch: EpochId,
+        state: Option<Vec<u8>>,
+        source: Option<ExportMeta>,
+    ) -> Result<(), String> {
+        let node = self.node(id);
+        node.kv = KvStore::new(1000);
+        node.writes.clear();
+        node.reads.clear();
+        node.ready_reads.clear();
+        let Some(state) = state else {
+            return Ok(());
+        };
+        if !state.is_empty() {
+            node.kv
+                .restore_bytes(&state)
+                .map_err(|e| format!("node {id}: seed of epoch {epoch}: {e}"))?;
+        }
+        let seed = node.kv.state().clone();
+        let digest = state_digest(&seed);
+        let founder = node.lc.id() == epoch.founder;
+        // Every member of an epoch starts from the same state.
+        let digests = self.state_digests.entry(epoch).or_default();
+        match digests.first() {
+            Some(&known) if known != digest => {
+                return Err(format!(
+                    "epoch {epoch}: node {id} started from another state than its peers"
+                ));
+            }
+            Some(_) => {}
+            None => digests.push(digest),
+        }
+        if !founder {
+            return Ok(());
+        }
+        // The founder: the source must be exactly the newest export, and the
+        // export must be the state its epoch applied at that index.
+        let newest = self.store.latest().ok().flatten().map(|(m, _)| m);
+        if source != newest {
+            return Err(format!(
+                "epoch {epoch} formed from {source:?}, but the newest export is {newest:?}"
+            ));
+        }
+        if let Some(src) = source {
+            self.epochs_from_export += 1;
+            if let Some(&applied) = self
+                .state_digests
+                .get(&src.epoch)
+                .and_then(|d| d.get((src.index - 1) as usize))
+                && applied != digest
+            {
+                return Err(format!(
+                    "epoch {epoch} seeded from export {src:?} whose state differs from what epoch {} applied at index {}",
+                    src.epoch, src.index
+                ));
+            }
+        }
+        // What re-formation lost: acknowledged writes after the source.
+        let cut = source.map(|m| (m.epoch, m.index));
+        let lost = self
+            .acknowledged
+            .iter()
+            .filter(|&&(e, i)| e < epoch && cut.is_none_or(|c| (e, i) > c))
+            .count() as u64;
+        self.acknowledged.retain(|&(e, _)| e >= epoch);
+        self.lost_acknowledged += lost;
+        self.seeds.insert(epoch, seed);
+        Ok(())
+    }
+
+    /// Exports node `id`'s applied state if it leads and its interval
+    /// passed, or at once if `now` (an eviction notice, a founder's request).
+    fn maybe_export(&mut self, id: NodeId, now: bool) -> Result<(), String> {
+        let node = &self.nodes[(id - 1) as usize];
+        let (Some(epoch), Some(raft)) = (node.lc.epoch(), node.lc.raft()) else {
+            return Ok(());
+        };
+        let leads = raft.role() == Role::Leader
+            && raft.log().term(raft.log().committed) == Some(raft.term());
+        let due = self
+            .last_export
+            .get(&epoch)
+            .is_none_or(|&t| self.now >= t + self.export_every);
+        if !(now || (leads && due)) {
+            return Ok(());
+        }
+        let applied = raft.log().applied;
+        let Some(term) = raft.log().term(applied) else {
+            return Ok(());
+        };
+        let digest = state_digest(node.kv.state());
+        if let Some(&known) = self
+            .state_digests
+            .get(&epoch)
+            .and_then(|d| d.get((applied.max(1) - 1) as usize))
+            && known != digest
+        {
+            return Err(format!(
+                "node {id} exports a state at index {applied} of epoch {epoch} that differs from the state applied there"
+            ));
+        }
+        let meta = ExportMeta {
+            epoch,
+            index: applied,
+            term,
+            taken_at_ms: self.now,
+        };
+        let data = node.kv.snapshot();
+        let _ = self.store.put(meta, &data);
+        self.last_export.insert(epoch, self.now);
         Ok(())
     }
 
     /// Acts on the node's Ready: send, apply, answer.
     fn pump(&mut self, id: NodeId) -> Result<(Vec<Entry>, Option<SnapshotMeta>), String> {
-        let ready = self.node(id).raft.take_ready();
+        let node = &mut self.nodes[(id - 1) as usize];
+        let (Some(epoch), Some(raft)) = (node.lc.epoch(), node.lc.raft_mut()) else {
+            return Ok((Vec::new(), None));
+        };
+        let ready = raft.take_ready();
         for m in ready.messages {
-            for delay in self.net.deliveries(m.from, m.to, &mut self.rng) {
+            let Some(to) = self.slot_of(m.to) else {
+                continue;
+            };
+            for delay in self.net.deliveries(id, to, &mut self.rng) {
                 self.schedule(delay, Ev::Deliver(m.clone()));
             }
         }
         let mut answers = Vec::new();
         let node = &mut self.nodes[(id - 1) as usize];
+        let digests = self.state_digests.entry(epoch).or_default();
         let installed = ready.snapshot.as_ref().map(|(meta, _)| meta.clone());
         self.snapshots_installed += u64::from(installed.is_some());
         if let Some((meta, bytes)) = &ready.snapshot {
-            node.kv
-                .restore_bytes(bytes)
-                .map_err(|e| format!("node {id}: {e}"))?;
+            // Empty bytes: the seed of an epoch formed from nothing.
+            if bytes.is_empty() {
+                node.kv = KvStore::new(1000);
+            } else {
+                node.kv
+                    .restore_bytes(bytes)
+                    .map_err(|e| format!("node {id}: {e}"))?;
+            }
             // Writes the snapshot covers cannot be answered here; their clients time out.
             node.writes.retain(|&index, _| index > meta.index);
             let digest = state_digest(node.kv.state());
-            match self.state_digests.get((meta.index - 1) as usize) {
+            match digests.get((meta.index - 1) as usize) {
                 Some(&known) if known != digest => {
                     return Err(format!(
                         "node {id} restored a snapshot at index {} whose state differs from the state applied there",
@@ -486,23 +842,40 @@ impl Sim {
                 Payload::Command(bytes) => {
                     serde_json::from_slice::<SimCommand>(bytes).ok().map(|cmd| {
                         let r = node.kv.apply(&cmd.txn);
-                        self.applied.entry(cmd.slot).or_insert_with(|| r.clone());
+                        self.applied
+                            .entry(cmd.slot)
+                            .or_insert_with(|| (epoch, r.clone()));
                         r
                     })
                 }
                 Payload::Noop | Payload::Config(_) => None,
             };
-            if self.state_digests.len() as u64 == e.index - 1 {
-                self.state_digests.push(state_digest(node.kv.state()));
+            if let Payload::Config(c) = &e.payload
+                && digests.len() as u64 == e.index - 1
+            {
+                // First application of this entry: count a promotion.
+                let previous = self.configs.insert(epoch, c.clone());
+                if previous.is_some_and(|p| c.voters.keys().any(|v| p.learners.contains_key(v))) {
+                    self.promotions += 1;
+                }
+            }
+            if digests.len() as u64 == e.index - 1 {
+                digests.push(state_digest(node.kv.state()));
             }
             if let Some((term, client, req)) = node.writes.remove(&e.index) {
                 let answer = match response {
-                    Some(r) if term == e.term => Answer::Ok(r),
+                    Some(r) if term == e.term => {
+                        self.acknowledged.push((epoch, e.index));
+                        Answer::Ok(epoch, r)
+                    }
                     _ => Answer::Retry(None),
                 };
                 answers.push((client, req, answer));
             }
         }
+        let Some(raft) = node.lc.raft() else {
+            return Ok((ready.committed, installed));
+        };
         for rs in ready.read_states {
             if let Some((client, req, txn)) = node.reads.remove(&rs.ctx) {
                 node.ready_reads.push((rs.index, client, req, txn));
@@ -513,13 +886,13 @@ impl Sim {
                 answers.push((client, req, Answer::Retry(None)));
             }
         }
-        let applied = node.raft.log().applied;
+        let applied = raft.log().applied;
         let (serve, wait): (Vec<_>, Vec<_>) =
             node.ready_reads.drain(..).partition(|r| r.0 <= applied);
         node.ready_reads = wait;
         for (_, client, req, txn) in serve {
             if let Some(r) = node.kv.state().read(&txn) {
-                answers.push((client, req, Answer::Ok(r)));
+                answers.push((client, req, Answer::Ok(epoch, r)));
             }
         }
         for (client, req, answer) in answers {
@@ -545,20 +918,25 @@ impl Sim {
     ) -> Result<(), String> {
         let mut refused = None;
         self.on_node(id, |n| {
+            let Some(raft) = n.lc.raft_mut() else {
+                refused = Some(RaftError::NotLeader { leader: None });
+                return;
+            };
             if cmd.txn.is_write() {
                 let Ok(bytes) = serde_json::to_vec(&cmd) else {
                     return;
                 };
-                match n.raft.propose(bytes.into()) {
+                match raft.propose(bytes.into()) {
                     Ok(index) => {
-                        n.writes.insert(index, (n.raft.term(), client, req));
+                        let term = raft.term();
+                        n.writes.insert(index, (term, client, req));
                     }
                     Err(e) => refused = Some(e),
                 }
             } else {
                 n.next_ctx += 1;
                 let ctx = n.next_ctx;
-                match n.raft.read_index(ctx) {
+                match raft.read_index(ctx) {
                     Ok(()) => {
                         n.reads.insert(ctx, (client, req, cmd.txn));
                     }
@@ -568,7 +946,7 @@ impl Sim {
         })?;
         if let Some(e) = refused {
             let leader = match e {
-                RaftError::NotLeader { leader } => leader,
+                RaftError::NotLeader { leader } => leader.and_then(|l| self.slot_of(l)),
                 _ => None,
             };
             let d = self.rng.range(1, 4);
@@ -625,6 +1003,7 @@ impl Sim {
         self.next_req += 1;
         let req = self.next_req;
         let slot = self.history.len();
+        self.history_epochs.push(None);
         self.history.push(Some(Operation {
             client: self.clients[c].pid,
             call: self.now,
@@ -663,8 +1042,11 @@ impl Sim {
             return;
         }
         match answer {
-            Answer::Ok(r) => {
+            Answer::Ok(epoch, r) => {
                 let slot = op.slot;
+                if let Some(e) = self.history_epochs.get_mut(slot) {
+                    *e = Some(epoch);
+                }
                 for result in &r.results {
                     if let crate::kv::OpResult::Get(Some(kv)) = result {
                         self.clients[c]
@@ -843,22 +1225,7 @@ impl Sim {
                     self.schedule(d, Ev::Resume(id));
                 }
             }
-            77..82 => {
-                let crashed = self
-                    .nodes
-                    .iter()
-                    .filter(|n| n.state == NodeState::Crashed)
-                    .count() as u64;
-                let id = self.pick();
-                if crashed < (n - 1) / 2 && self.node(id).state != NodeState::Crashed {
-                    let node = self.node(id);
-                    node.state = NodeState::Crashed;
-                    node.held.clear();
-                    node.writes.clear();
-                    node.reads.clear();
-                    node.ready_reads.clear();
-                }
-            }
+            77..86 => self.evictions(),
             _ => {
                 let drop = [0.0, 0.05, 0.2][self.rng.below(3) as usize];
                 let duplicate = [0.0, 0.05][self.rng.below(2) as usize];
@@ -879,9 +1246,11 @@ impl Sim {
     /// commit index (followers do not know yet). Sometimes cut it off right
     /// there (FoundationDB-style "buggify" of the fault schedule).
     fn strike(&mut self, id: NodeId, commit_before: Index, role_before: Role) {
-        let node = &self.nodes[(id - 1) as usize];
-        let leader = node.raft.role() == Role::Leader;
-        let committed = leader && node.raft.log().committed > commit_before;
+        let Some(raft) = self.nodes[(id - 1) as usize].lc.raft() else {
+            return;
+        };
+        let leader = raft.role() == Role::Leader;
+        let committed = leader && raft.log().committed > commit_before;
         let elected = leader && role_before != Role::Leader;
         let p = if elected {
             0.35
@@ -909,6 +1278,88 @@ impl Sim {
         self.schedule(next, Ev::Fault);
     }
 
+    /// Spot evictions: processes die with their memory and come back
+    /// empty. A minority, a majority, the whole fleet (sometimes after an
+    /// eviction notice that makes the leader export), or churn: one node
+    /// after another replaced.
+    fn evictions(&mut self) {
+        let n = self.ids.len() as u64;
+        let mut order = self.ids.clone();
+        for i in (1..order.len()).rev() {
+            order.swap(i, self.rng.below(i as u64 + 1) as usize);
+        }
+        match self.rng.below(100) {
+            0..35 => {
+                self.evictions.minority += 1;
+                let k = self.rng.range(1, n.div_ceil(2));
+                for &id in &order[..k as usize] {
+                    let back = self.rng.range(50, 800);
+                    self.evict(id, back);
+                }
+            }
+            35..55 => {
+                self.evictions.majority += 1;
+                let k = self.rng.range(n / 2 + 1, n);
+                for &id in &order[..k as usize] {
+                    let back = self.rng.range(50, 800);
+                    self.evict(id, back);
+                }
+            }
+            55..75 => {
+                self.evictions.all += 1;
+                if self.rng.chance(0.5)
+                    && let Some(leader) = self.usable_leader()
+                {
+                    // The eviction notice: the leader exports at once.
+                    let _ = self.maybe_export(leader, true);
+                }
+                for &id in &order {
+                    let back = self.rng.range(50, 1000);
+                    self.evict(id, back);
+                }
+            }
+            _ => {
+                self.evictions.churn += 1;
+                // Replace every node in turn, each back after a short while.
+                for (i, &id) in order.iter().enumerate() {
+                    let at = i as u64 * self.rng.range(150, 400);
+                    let back = self.rng.range(5, 60);
+                    self.schedule(at, Ev::Evict(id, back));
+                }
+            }
+        }
+    }
+
+    /// Node `id` dies with its memory; an empty process replaces it after `back` ms.
+    fn evict(&mut self, id: NodeId, back: u64) {
+        if self.node(id).state == NodeState::Crashed {
+            return;
+        }
+        let node = self.node(id);
+        node.state = NodeState::Crashed;
+        node.held.clear();
+        node.writes.clear();
+        node.reads.clear();
+        node.ready_reads.clear();
+        self.schedule(back, Ev::Restart(id));
+    }
+
+    fn restart(&mut self, id: NodeId) {
+        if self.node(id).state != NodeState::Crashed {
+            return;
+        }
+        let mut settings = self.settings.clone();
+        settings.name = name_of(id);
+        let seed = self.rng.next_u64();
+        let node = self.node(id);
+        node.lc = Lifecycle::new(settings, seed);
+        node.kv = KvStore::new(1000);
+        node.state = NodeState::Up;
+        node.tick_gen += 1;
+        let (t, generation) = (node.tick_ms, node.tick_gen);
+        self.schedule(t, Ev::Tick(id, generation));
+    }
+
     fn pick(&mut self) -> NodeId {
         self.ids[self.rng.below(self.ids.len() as u64) as usize]
     }
@@ -933,6 +1384,7 @@ impl Sim {
         self.net.faults = LinkFaults::calm();
         for id in self.ids.clone() {
             self.resume(id);
+            self.restart(id);
         }
     }
 
@@ -941,11 +1393,24 @@ impl Sim {
     /// A usable leader: up, leading the highest term among up nodes, with an
     /// entry of its term committed.
     fn usable_leader(&self) -> Option<NodeId> {
-        let up = self.nodes.iter().filter(|n| n.state == NodeState::Up);
-        let max_term = up.clone().map(|n| n.raft.term()).max()?;
-        up.filter(|n| n.raft.role() == Role::Leader && n.raft.term() == max_term)
-            .find(|n| n.raft.log().term(n.raft.log().committed) == Some(n.raft.term()))
-            .map(|n| n.raft.id())
+        let up: Vec<(NodeId, EpochId, &RaftNode)> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.state == NodeState::Up)
+            .filter_map(|(i, n)| Some((i as NodeId + 1, n.lc.epoch()?, n.lc.raft()?)))
+            .collect();
+        // The leader of the newest epoch that has one able to serve.
+        up.iter()
+            .filter(|(_, _, r)| {
+                r.role() == Role::Leader && r.log().term(r.log().committed) == Some(r.term())
+            })
+            .filter(|(_, e, r)| {
+                up.iter()
+                    .all(|(_, e2, r2)| e2 != e || r2.term() <= r.term())
+            })
+            .max_by_key(|(_, e, _)| *e)
+            .map(|(slot, _, _)| *slot)
     }
 
     fn track_leader(&mut self) {
@@ -973,11 +1438,47 @@ impl Sim {
         }
         if self.now > healed + self.cfg.liveness_ms {
             let done: Vec<usize> = self.clients.iter().map(|c| c.ok_after_heal).collect();
+            let nodes: Vec<String> = self
+                .nodes
+                .iter()
+                .map(|n| {
+                    let r = n.lc.report();
+                    let raft = n.lc.raft().map(|raft| {
+                        format!(
+                            "{:?} term {} commit {} voters {:?} learners {:?}",
+                            raft.role(),
+                            raft.term(),
+                            raft.log().committed,
+                            raft.config()
+                                .voters
+                                .values()
+                                .map(|i| &i.name)
+                                .collect::<Vec<_>>(),
+                            raft.config()
+                                .learners
+                                .values()
+                                .map(|i| &i.name)
+                                .collect::<Vec<_>>()
+                        )
+                    });
+                    format!(
+                        "{} {:?} id {:x} epoch {:?} voter {} leader {:?} promised {:?}: {raft:?}",
+                        n.lc.name(),
+                        n.state,
+                        r.id,
+                        r.epoch.map(|e| e.to_string()),
+                        r.voter,
+                        r.leader,
+                        r.promised.map(|e| e.to_string())
+                    )
+                })
+                .collect();
             return Err(format!(
-                "liveness: {} ms after healing, leader={:?}, answers per client after healing={done:?} (want {} each)",
+                "liveness: {} ms after healing, leader={:?}, answers per client after healing={done:?} (want {} each); nodes:\n    {}",
                 self.cfg.liveness_ms,
                 self.usable_leader(),
-                self.cfg.ops_after_heal
+                self.cfg.ops_after_heal,
+                nodes.join("\n    ")
             ));
         }
         Ok(false)
@@ -996,29 +1497,51 @@ impl Sim {
                 continue;
             }
             match self.applied.get(&slot) {
-                Some(r) => {
+                Some((epoch, r)) => {
                     o.ret = Some(end);
                     o.output = Some(r.clone());
+                    self.history_epochs[slot] = Some(*epoch);
                 }
                 None => *op = None,
             }
         }
     }
 
+    /// Linearizability within each epoch, from that epoch's seed state
+    /// (re-formation may lose writes acknowledged after the newest export;
+    /// `start_epoch` checks that bound).
     fn check_history(&self) -> Result<(), String> {
-        let history: KvHistory = self.history.iter().flatten().cloned().collect();
-        match linearizability::check(&KvModel, &history, self.cfg.checker_steps) {
-            Outcome::Linearizable => Ok(()),
-            Outcome::NotLinearizable { stuck_at, deepest } => Err(format!(
-                "linearizability: history of {} operations is not linearizable (stuck at operation {stuck_at}: {:?}; deepest order {deepest})",
-                history.len(),
-                history.get(stuck_at)
-            )),
-            Outcome::Unknown { steps } => Err(format!(
-                "linearizability: inconclusive after {steps} steps on {} operations",
-                history.len()
-            )),
+        let mut by_epoch: BTreeMap<EpochId, KvHistory> = BTreeMap::new();
+        for (op, epoch) in self.history.iter().zip(&self.history_epochs) {
+            if let (Some(op), Some(epoch)) = (op, epoch) {
+                by_epoch.entry(*epoch).or_default().push(op.clone());
+            }
         }
+        for (epoch, history) in by_epoch {
+            let Some(seed) = self.seeds.get(&epoch) else {
+                return Err(format!(
+                    "epoch {epoch} answered clients but was never seeded"
+                ));
+            };
+            let model = SeededKvModel(seed.clone());
+            match linearizability::check(&model, &history, self.cfg.checker_steps) {
+                Outcome::Linearizable => {}
+                Outcome::NotLinearizable { stuck_at, deepest } => {
+                    return Err(format!(
+                        "linearizability: epoch {epoch}'s history of {} operations is not linearizable (stuck at operation {stuck_at}: {:?}; deepest order {deepest})",
+                        history.len(),
+                        history.get(stuck_at)
+                    ));
+                }
+                Outcome::Unknown { steps } => {
+                    return Err(format!(
+                        "linearizability: epoch {epoch}: inconclusive after {steps} steps on {} operations",
+                        history.len()
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -1077,4 +1600,14 @@ impl Report {
     pub(crate) fn digest(&self) -> (u64, u64) {
         (self.trace_digest, history_digest(&self.history))
     }
+}
+
+/// The name of slot `id` (1-based).
+fn name_of(id: NodeId) -> String {
+    format!("n{id}")
+}
+
+/// The slot of a name.
+fn slot_of_name(name: &str) -> Option<NodeId> {
+    name.strip_prefix('n')?.parse().ok()
 }

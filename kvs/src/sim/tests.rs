@@ -21,7 +21,8 @@ fn run_seeds(nodes: usize, first: u64, count: u64) -> Vec<Report> {
     reports
 }
 
-/// Every run must have done real work: operations answered and checked.
+/// Every run must have done real work: operations answered and checked,
+/// and across the runs every kind of eviction and recovery must have happened.
 fn assert_worked(reports: &[Report]) {
     for r in reports {
         assert!(
@@ -31,8 +32,27 @@ fn assert_worked(reports: &[Report]) {
     }
     let installed: u64 = reports.iter().map(|r| r.snapshots_installed).sum();
     let runs = reports.iter().filter(|r| r.snapshots_installed > 0).count();
+    let sum = |f: fn(&Report) -> u64| reports.iter().map(f).sum::<u64>();
+    let (minority, majority, all, churn) = (
+        sum(|r| r.evictions.minority),
+        sum(|r| r.evictions.majority),
+        sum(|r| r.evictions.all),
+        sum(|r| r.evictions.churn),
+    );
+    let reformed = sum(|r| r.epochs.saturating_sub(1));
+    let from_export = sum(|r| r.epochs_from_export);
+    let promotions = sum(|r| r.promotions);
+    let lost = sum(|r| r.lost_acknowledged);
+    let acknowledged = reports
+        .iter()
+        .flat_map(|r| &r.history)
+        .filter(|o| o.output.is_some() && o.input.is_write())
+        .count();
     println!(
-        "{installed} snapshots installed from leaders, in {runs} of {} runs",
+        "{} runs: {installed} snapshots installed (in {runs} runs); evictions: {minority} minority, \
+         {majority} majority, {all} whole fleet, {churn} churn; {reformed} re-formed epochs \
+         ({from_export} from an export); {promotions} restarted incarnations promoted; \
+         {lost} of {acknowledged} acknowledged writes lost to re-formation (all after the newest export)",
         reports.len()
     );
     assert!(
@@ -40,6 +60,16 @@ fn assert_worked(reports: &[Report]) {
         "snapshots were installed in only {runs} of {} runs",
         reports.len()
     );
+    if reports.len() >= 100 {
+        assert!(
+            minority > 0 && majority > 0 && all > 0 && churn > 0,
+            "an eviction kind never happened"
+        );
+        assert!(
+            from_export > 0 && promotions > 0,
+            "no recovery from an export, or no promotion"
+        );
+    }
 }
 
 // 500 seeds by default (4 × 125, so the 2 cores share them), with faults.

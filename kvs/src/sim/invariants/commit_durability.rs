@@ -3,8 +3,11 @@
 //! step is that a node lacking a committed entry is never at least as
 //! up-to-date (Raft §5.4.1) as a node holding it, so it cannot collect a
 //! quorum of votes. Here: for the highest committed entry, every node that
-//! lacks it must be at least as up-to-date as fewer than a quorum of nodes
-//! (itself included). Figure 8's unsafe commit fails this the moment it happens.
+//! lacks it must be at least as up-to-date as fewer than a quorum of the
+//! voters that would answer it (by its configuration, and by theirs: a voter
+//! ignores candidates it does not count as voters). Figure 8's unsafe commit
+//! fails this the moment it happens; so would a membership change that let
+//! two majorities disagree.
 
 use crate::raft::{Index, RaftNode, Term};
 
@@ -26,15 +29,23 @@ impl CommitDurability {
         let Some((index, term)) = self.highest else {
             return Ok(());
         };
-        let quorum = all.len() / 2 + 1;
         for c in all {
-            if c.log().term(index) == Some(term) || index <= c.log().snapshot_index() {
+            if c.log().term(index) == Some(term)
+                || index <= c.log().snapshot_index()
+                || !c.is_voter()
+            {
                 continue;
             }
+            let quorum = c.config().quorum();
             let (last_index, last_term) = (c.log().last_index(), c.log().last_term());
             let voters = all
                 .iter()
-                .filter(|v| v.log().is_up_to_date(last_index, last_term))
+                .filter(|v| {
+                    c.config().is_voter(v.id())
+                        && v.is_voter()
+                        && v.config().is_voter(c.id())
+                        && v.log().is_up_to_date(last_index, last_term)
+                })
                 .count();
             if voters >= quorum {
                 return Err(format!(

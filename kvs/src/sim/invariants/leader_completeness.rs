@@ -23,6 +23,11 @@ impl LeaderCompleteness {
         let id = step.node.id();
         for index in (step.commit_before + 1)..=log.committed {
             let Some(entry) = log.entry(index) else {
+                // Covered by the node's snapshot. The first such index no
+                // one committed as an entry is an epoch's seed (index 1).
+                if index as usize == self.committed.len() + 1 {
+                    self.committed.push((log.snapshot_term(), 0, 0));
+                }
                 continue;
             };
             let fact = (entry.term, digest(entry));

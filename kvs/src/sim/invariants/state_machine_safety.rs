@@ -16,6 +16,12 @@ pub(crate) struct StateMachineSafety {
 impl StateMachineSafety {
     pub(crate) fn check(&mut self, step: &Step<'_>) -> Result<(), String> {
         let id = step.node.id();
+        if self.applied.is_empty() {
+            // Index 1 is the epoch's seed state (`crate::lifecycle`), which
+            // every founding member starts from; the simulator checks that
+            // they agree.
+            self.applied.push((0, 0));
+        }
         if let Some(meta) = &step.installed {
             // A snapshot stands for every entry up to its index (the
             // simulator checks its content against the applied state).
@@ -34,8 +40,9 @@ impl StateMachineSafety {
                 ));
             }
         }
+        let seeded = step.node.log().snapshot_index().min(1);
         for entry in step.applied {
-            let last = self.last_applied.entry(id).or_insert(0);
+            let last = self.last_applied.entry(id).or_insert(seeded);
             if entry.index != *last + 1 {
                 return Err(format!(
                     "node {id} applied index {} after {}",
