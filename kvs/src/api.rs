@@ -5,7 +5,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::kv::{Event, KeyValue, KvError, Txn, TxnResponse};
+use crate::lifecycle::{EpochId, LifecycleMessage};
 use crate::raft::{Index, Message, NodeId, Role, Term};
+use crate::snapshot_store::ExportMeta;
 
 /// Identifies a write so that a retried one applies at most once: `client`
 /// picks a random id, `seq` rises with each new write of that client.
@@ -157,10 +159,14 @@ pub struct Empty {}
 /// `Kv.status`: what a member knows of itself and the cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStatus {
-    /// This member's id.
+    /// This member's current incarnation id.
     pub id: NodeId,
     /// This member's name.
     pub name: String,
+    /// The cluster epoch it is in, if any (none while it looks for one).
+    pub epoch: Option<EpochId>,
+    /// Whether it is a voter (else a learner, or in no cluster).
+    pub voter: bool,
     /// Its role.
     pub role: Role,
     /// Its term.
@@ -171,17 +177,41 @@ pub struct NodeStatus {
     pub commit_index: Index,
     /// Its applied index.
     pub applied_index: Index,
+    /// The index its latest snapshot covers.
+    pub snapshot_index: Index,
+    /// The cluster's members as this one knows them.
+    pub members: Vec<MemberStatus>,
+    /// The newest export this member wrote or formed its epoch from.
+    pub last_export: Option<ExportMeta>,
+    /// How long ago that export was taken, in milliseconds.
+    pub last_export_age_ms: Option<u64>,
     /// The store's revision.
     pub revision: i64,
     /// Keys stored.
     pub keys: usize,
 }
 
-/// A batch of Raft messages from one member to another.
+/// One member of the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    /// Its incarnation id.
+    pub id: NodeId,
+    /// Its name.
+    pub name: String,
+    /// Whether it votes.
+    pub voter: bool,
+}
+
+/// A batch of Raft and lifecycle messages from one member to another.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageBatch {
-    /// The messages, in the order they were produced.
+    /// The sender's name.
+    pub from: String,
+    /// The Raft messages, in the order they were produced.
     pub messages: Vec<Message>,
+    /// The lifecycle messages (joins, epochs), in order.
+    #[serde(default)]
+    pub lifecycle: Vec<LifecycleMessage>,
 }
 
 /// The client-facing service of every member.

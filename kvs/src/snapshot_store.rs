@@ -6,7 +6,9 @@
 //! are at most those after the last export.
 //!
 //! [`SnapshotStore`] is the contract; [`FileSnapshotStore`] keeps exports in
-//! a local directory (an Azure Cosmos DB store comes with the metrics work).
+//! a local directory (an Azure Cosmos DB store comes with the metrics work);
+//! [`MemorySnapshotStore`] keeps them in memory, for tests and for members
+//! run without durable storage (which then cannot survive whole-fleet loss).
 //!
 //! Invariants an implementation must keep: `put` is atomic (a reader sees a
 //! whole export or none, never a torn one, even if the writer dies midway);
@@ -63,6 +65,40 @@ pub trait SnapshotStore: Send + Sync {
     fn latest(&self) -> Result<Option<(ExportMeta, Vec<u8>)>, StoreError>;
     /// The export `meta` names, if it is still stored.
     fn get(&self, meta: &ExportMeta) -> Result<Option<Vec<u8>>, StoreError>;
+}
+
+/// Exports in memory (see the module doc).
+#[derive(Debug, Default)]
+pub struct MemorySnapshotStore {
+    exports: std::sync::Mutex<std::collections::BTreeMap<ExportMeta, Vec<u8>>>,
+}
+
+impl MemorySnapshotStore {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut std::collections::BTreeMap<ExportMeta, Vec<u8>>) -> T,
+    ) -> T {
+        let mut guard = match self.exports.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&mut guard)
+    }
+}
+
+impl SnapshotStore for MemorySnapshotStore {
+    fn put(&self, meta: ExportMeta, data: &[u8]) -> Result<(), StoreError> {
+        self.with(|e| e.insert(meta, data.to_vec()));
+        Ok(())
+    }
+
+    fn latest(&self) -> Result<Option<(ExportMeta, Vec<u8>)>, StoreError> {
+        Ok(self.with(|e| e.iter().next_back().map(|(m, d)| (*m, d.clone()))))
+    }
+
+    fn get(&self, meta: &ExportMeta) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.with(|e| e.get(meta).cloned()))
+    }
 }
 
 /// An export found on disk: its (epoch, index) and path.

@@ -23,6 +23,8 @@ struct Cluster {
     addrs: Vec<String>,
     logs: PathBuf,
     history: usize,
+    /// Process starts so far (names log files apart).
+    starts: usize,
 }
 
 fn free_port() -> u16 {
@@ -88,6 +90,7 @@ impl Cluster {
             addrs,
             logs,
             history,
+            starts: 0,
         };
         for i in 0..3 {
             let child = cluster.spawn(i);
@@ -96,14 +99,28 @@ impl Cluster {
         cluster
     }
 
-    fn spawn(&self, i: usize) -> Child {
+    /// Starts member `i` again: a new, empty process.
+    fn restart(&mut self, i: usize) {
+        assert!(self.procs[i].is_none(), "member {i} is running");
+        let child = self.spawn(i);
+        self.procs[i] = Some(child);
+    }
+
+    /// The export store every member shares.
+    fn exports(&self) -> kvs::snapshot_store::FileSnapshotStore {
+        kvs::snapshot_store::FileSnapshotStore::new(self.logs.join("exports"), 3).unwrap()
+    }
+
+    fn spawn(&mut self, i: usize) -> Child {
+        self.starts += 1;
         let peers: Vec<String> = self
             .addrs
             .iter()
             .enumerate()
             .map(|(j, a)| format!("n{j}={a}"))
             .collect();
-        let log = std::fs::File::create(self.logs.join(format!("n{i}.log"))).unwrap();
+        let log =
+            std::fs::File::create(self.logs.join(format!("n{i}-{}.log", self.starts))).unwrap();
         Command::new(env!("CARGO_BIN_EXE_kvs-node"))
             .args(["--name", &format!("n{i}"), "--listen", &self.addrs[i]])
             .args(["--peers", &peers.join(",")])
@@ -117,7 +134,7 @@ impl Cluster {
             // Frequent snapshots, so that compaction and InstallSnapshot run in every test.
             .args(["--snapshot-entries", "50"])
             .arg("--export-dir")
-            .arg(self.logs.join(format!("exports-n{i}")))
+            .arg(self.logs.join("exports"))
             .args(["--export-interval-s", "1"])
             .env("KVS_TOKEN", TOKEN)
             .env("RUST_LOG", "info")
@@ -390,11 +407,7 @@ async fn a_client_of_one_follower_reads_and_writes() {
     assert!(client.get("/f/a").await.unwrap().is_none());
 
     // The leader exports its state (every second here) to durable storage.
-    let store = kvs::snapshot_store::FileSnapshotStore::new(
-        cluster.logs.join(format!("exports-n{leader}")),
-        3,
-    )
-    .unwrap();
+    let store = cluster.exports();
     let start = Instant::now();
     let exported = loop {
         use kvs::snapshot_store::SnapshotStore;
@@ -407,7 +420,7 @@ async fn a_client_of_one_follower_reads_and_writes() {
         assert!(start.elapsed() < DEADLINE, "no export from the leader");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert_eq!(exported.epoch, kvs::lifecycle::EpochId::default());
+    assert_eq!(exported.epoch.number, 1, "the first epoch");
 
     // A watch on the follower sees the writes from a revision on, in order,
     // and a long-poll returns as soon as the next write lands.
@@ -551,4 +564,182 @@ async fn bad_requests_get_clear_errors_and_the_node_keeps_serving() {
     }
     // And the node still serves.
     assert_eq!(client.get("/w/k").await.unwrap().unwrap().value, "39");
+}
+
+/// Waits until `ok` holds for the live members' statuses.
+async fn wait_for(cluster: &Cluster, what: &str, ok: impl Fn(&[Option<NodeStatus>]) -> bool) {
+    let start = Instant::now();
+    loop {
+        let statuses = cluster.statuses().await;
+        if ok(&statuses) {
+            return;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{what}: not within {DEADLINE:?}; statuses {statuses:#?}; logs in {}",
+            cluster.logs.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether the statuses show one epoch whose three voters are exactly the
+/// three running incarnations, and a leader.
+fn settled(statuses: &[Option<NodeStatus>]) -> bool {
+    let Some(all) = statuses
+        .iter()
+        .cloned()
+        .collect::<Option<Vec<NodeStatus>>>()
+    else {
+        return false;
+    };
+    let ids: std::collections::BTreeSet<u64> = all.iter().map(|s| s.id).collect();
+    let leader = all.iter().find(|s| s.role == Role::Leader);
+    leader.is_some_and(|l| {
+        let voters: std::collections::BTreeSet<u64> =
+            l.members.iter().filter(|m| m.voter).map(|m| m.id).collect();
+        voters == ids && l.members.len() == 3
+    }) && all.iter().all(|s| s.voter && s.epoch == all[0].epoch)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_restarted_empty_rejoins_under_load_and_nothing_is_lost() {
+    let mut cluster = Cluster::start(10_000);
+    let leader = cluster.leader().await;
+    wait_for(&cluster, "the cluster settles", settled).await;
+    let before = cluster.statuses().await;
+    let client = cluster.client(&[0, 1, 2]);
+    let start = Instant::now();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|id| tokio::spawn(writer(client.clone(), id, start, Arc::clone(&stop))))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // kill -9 a follower; it comes back empty, as a new incarnation.
+    let victim = (leader + 1) % 3;
+    let old_id = before[victim].as_ref().unwrap().id;
+    cluster.kill(victim);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let restarted = Instant::now();
+    cluster.restart(victim);
+    wait_for(&cluster, "the restarted member is a voter again", |s| {
+        settled(s) && s[victim].as_ref().is_some_and(|v| v.id != old_id)
+    })
+    .await;
+    let rejoined = restarted.elapsed();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+
+    let mut history = Vec::new();
+    let mut acked = 0;
+    for w in writers {
+        let (h, a) = w.await.unwrap();
+        history.extend(h);
+        acked += a;
+    }
+    let after = cluster.statuses().await;
+    let status = after[victim].as_ref().unwrap();
+    println!(
+        "rejoined as a voter {rejoined:?} after restart (incarnation {old_id:x} -> {:x}); {acked} writes acknowledged",
+        status.id
+    );
+    assert_eq!(
+        status.epoch,
+        before[victim].as_ref().unwrap().epoch,
+        "same epoch: no re-formation"
+    );
+    assert!(
+        !status.members.iter().any(|m| m.id == old_id),
+        "the old incarnation was removed"
+    );
+    assert!(
+        acked > 50,
+        "too little load to mean anything: {acked} writes"
+    );
+    // The rejoined member serves the same state: read through it alone.
+    let only = cluster.client(&[victim]);
+    let mut expected = Vec::new();
+    for key in ["k0", "k1", "k2"] {
+        let value = client.get(key).await.unwrap().map(|kv| kv.value);
+        assert_eq!(only.get(key).await.unwrap().map(|kv| kv.value), value);
+        expected.push(value);
+    }
+    let verdict = check(&KvModel, &history, 20_000_000);
+    assert_eq!(
+        verdict,
+        Outcome::Linearizable,
+        "logs in {}",
+        cluster.logs.display()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_fleet_killed_comes_back_from_the_newest_export() {
+    let mut cluster = Cluster::start(10_000);
+    cluster.leader().await;
+    let client = cluster.client(&[0, 1, 2]);
+    let mut last = 0;
+    for i in 0..120 {
+        last = client
+            .put(&format!("/fleet/{}", i % 40), &i.to_string())
+            .await
+            .unwrap();
+    }
+    // Wait for an export that holds the last write (exports run every second).
+    let store = cluster.exports();
+    let start = Instant::now();
+    let exported = loop {
+        use kvs::snapshot_store::SnapshotStore;
+        if let Some((meta, data)) = store.latest().unwrap()
+            && String::from_utf8_lossy(&data).contains("\"119\"")
+        {
+            break meta;
+        }
+        assert!(start.elapsed() < DEADLINE, "no export holds the last write");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let old_epoch = cluster.statuses().await[0].as_ref().unwrap().epoch.unwrap();
+
+    // Every process dies with its memory, then all come back empty.
+    for i in 0..3 {
+        cluster.kill(i);
+    }
+    let restarted = Instant::now();
+    for i in 0..3 {
+        cluster.restart(i);
+    }
+    assert!(cluster.all_listening());
+    wait_for(&cluster, "a new epoch forms", |s| {
+        settled(s)
+            && s[0]
+                .as_ref()
+                .is_some_and(|s| s.epoch.is_some_and(|e| e > old_epoch))
+    })
+    .await;
+    let recovered = restarted.elapsed();
+    let statuses = cluster.statuses().await;
+    let s = statuses[0].as_ref().unwrap();
+    println!(
+        "whole fleet back {recovered:?} after restart: epoch {} -> {}, from export {:?}",
+        old_epoch,
+        s.epoch.unwrap(),
+        exported
+    );
+    assert_eq!(s.epoch.unwrap().number, old_epoch.number + 1);
+    // The new epoch starts from exactly that export: the same revision and data.
+    assert_eq!(s.revision, last, "the state of the newest export");
+    for i in 80..120 {
+        assert_eq!(
+            client
+                .get(&format!("/fleet/{}", i % 40))
+                .await
+                .unwrap()
+                .unwrap()
+                .value,
+            i.to_string()
+        );
+    }
+    // And it takes writes.
+    assert!(client.put("/fleet/after", "1").await.unwrap() > last);
 }

@@ -5,8 +5,14 @@
 //!          --peers n1=127.0.0.1:7001,n2=127.0.0.1:7002,n3=127.0.0.1:7003 --token-file token
 //! ```
 //!
-//! Every member gets the same `--peers` list; a member's id is its position
-//! in it. Logs go to stderr (`RUST_LOG` filters them).
+//! Every member gets the same `--peers` list (an odd number of names: the
+//! argument in `kvs::lifecycle` that two clusters never run at once needs
+//! it). A member starts empty, as a new incarnation: it joins the live
+//! cluster or, if none is live and a majority of names are empty too, forms
+//! a new epoch from the newest export in `--export-dir` (shared by all
+//! members: without it, a whole-fleet loss loses everything). SIGTERM or
+//! SIGINT (an eviction notice) exports the applied state before exiting.
+//! Logs go to stderr (`RUST_LOG` filters them).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -15,8 +21,8 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use kvs::api::{KvServer, RaftPeerServer};
 use kvs::kv::Limits;
-use kvs::node::{Export, KvService, Node, NodeConfig, PeerService};
-use kvs::snapshot_store::FileSnapshotStore;
+use kvs::node::{KvService, Node, NodeConfig, PeerService};
+use kvs::snapshot_store::{FileSnapshotStore, MemorySnapshotStore, SnapshotStore};
 
 /// One member of a kvs cluster.
 #[derive(Parser, Debug)]
@@ -52,7 +58,8 @@ struct Args {
     /// Snapshot the state and compact the log after this many entries.
     #[arg(long, default_value_t = 10_000)]
     snapshot_entries: u64,
-    /// Directory the leader exports its state to (survives whole-fleet loss).
+    /// Directory the leader exports its state to, shared by every member
+    /// (it is what survives whole-fleet loss).
     #[arg(long)]
     export_dir: Option<std::path::PathBuf>,
     /// Seconds between exports.
@@ -60,16 +67,24 @@ struct Args {
     export_interval_s: u64,
 }
 
-fn members(peers: &[String]) -> Result<BTreeMap<u64, (String, String)>> {
+fn fleet(peers: &[String]) -> Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
-    for (i, p) in peers.iter().enumerate() {
+    for p in peers {
         let Some((name, addr)) = p.split_once('=') else {
             bail!("--peers entry {p:?} is not NAME=HOST:PORT");
         };
-        if out.values().any(|(n, _): &(String, String)| n == name) {
+        if name.is_empty() || addr.is_empty() {
+            bail!("--peers entry {p:?} is not NAME=HOST:PORT");
+        }
+        if out.insert(name.to_string(), addr.to_string()).is_some() {
             bail!("--peers names {name} twice");
         }
-        out.insert(i as u64 + 1, (name.to_string(), addr.to_string()));
+    }
+    if out.len() % 2 == 0 {
+        bail!(
+            "--peers lists {} members; use an odd number (1, 3, 5): with an even one, two clusters could form after a partition",
+            out.len()
+        );
     }
     Ok(out)
 }
@@ -83,10 +98,10 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let members = members(&args.peers)?;
-    let Some((&id, _)) = members.iter().find(|(_, (n, _))| *n == args.name) else {
+    let fleet = fleet(&args.peers)?;
+    if !fleet.contains_key(&args.name) {
         bail!("--name {} is not among --peers", args.name);
-    };
+    }
     let token = match (&args.token, &args.token_file) {
         (Some(t), _) => Some(t.clone()),
         (None, Some(path)) => Some(
@@ -100,25 +115,28 @@ async fn main() -> Result<()> {
             "a cluster token is required: --token-file, --token or KVS_TOKEN (or --insecure-no-auth)"
         ),
     };
+    let store: std::sync::Arc<dyn SnapshotStore> = match &args.export_dir {
+        Some(dir) => std::sync::Arc::new(
+            FileSnapshotStore::new(dir, 3).context("opening the export directory")?,
+        ),
+        None => {
+            tracing::warn!(
+                "no --export-dir: exports stay in memory, and a whole-fleet loss loses the data"
+            );
+            std::sync::Arc::new(MemorySnapshotStore::default())
+        }
+    };
     let config = NodeConfig {
-        id,
         name: args.name.clone(),
-        members,
+        fleet,
         token: token.clone(),
         tick: Duration::from_millis(args.tick_ms.max(1)),
         election_ticks: args.election_ticks.max(2),
         history_limit: args.history,
         limits: Limits::default(),
         snapshot_entries: args.snapshot_entries,
-        export: match &args.export_dir {
-            Some(dir) => Some(Export {
-                store: std::sync::Arc::new(
-                    FileSnapshotStore::new(dir, 3).context("opening the export directory")?,
-                ),
-                interval: Duration::from_secs(args.export_interval_s.max(1)),
-            }),
-            None => None,
-        },
+        store,
+        export_interval: Duration::from_secs(args.export_interval_s.max(1)),
     };
     let node = Node::start(config).context("starting the member")?;
     let auth = match token {
@@ -127,16 +145,27 @@ async fn main() -> Result<()> {
     };
     let server = rpc::Server::builder(auth)
         .service(KvServer::new(KvService::new(node.clone())))
-        .service(RaftPeerServer::new(PeerService::new(node)))
+        .service(RaftPeerServer::new(PeerService::new(node.clone())))
         .build()
         .context("configuring the server")?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
-    tracing::info!(name = %args.name, id, listen = %args.listen, "kvs member started");
+    tracing::info!(name = %args.name, listen = %args.listen, "kvs member started");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
     server
-        .serve(listener, async {
-            let _ = tokio::signal::ctrl_c().await;
+        .serve(listener, async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            // The eviction notice: leave the newest state behind.
+            match node.export_now().await {
+                Ok(Some(meta)) => tracing::info!(epoch = %meta.epoch, index = meta.index, "exported before exiting"),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "export before exiting failed"),
+            }
         })
         .await
         .context("serving")?;

@@ -1,15 +1,20 @@
-//! A running member: the Raft core driven by tokio, its peers over `rpc`, and
-//! the state machine it applies to.
+//! A running member: the lifecycle and Raft cores driven by tokio, its peers
+//! over `rpc`, and the state machine it applies to.
 //!
 //! ```text
-//!  RaftPeer.deliver ─┐                     ┌─▶ PeerSender (per peer, batched) ─▶ peers
+//!  RaftPeer.deliver ─┐                     ┌─▶ PeerSender (per peer name, batched) ─▶ peers
 //!  Kv handlers ──────┼─▶ Input queue ─▶ raft loop ─┤
-//!  ticker (tick_ms) ─┘   (bounded)      step/tick/ └─▶ apply to StateMachine ─▶ answer
-//!                                       propose/read    proposals, reads, watchers
+//!  ticker (tick_ms) ─┘   (bounded)   Lifecycle:    └─▶ apply to StateMachine ─▶ answer
+//!                                    join / form /     proposals, reads, watchers
+//!                                    step / propose
 //! ```
 //!
-//! Invariants: only the raft loop touches the core and the state machine, so
-//! the core stays single-threaded and deterministic; a proposal is answered
+//! A process starts empty, as a new incarnation, and finds its cluster
+//! through `crate::lifecycle`: it joins a live one as a learner, or forms a
+//! new epoch with its peers from the newest export of the [`SnapshotStore`].
+//!
+//! Invariants: only the raft loop touches the cores and the state machine, so
+//! they stay single-threaded and deterministic; a proposal is answered
 //! only when the entry at its index is applied — with its result if the entry
 //! is the proposal (same term), else as dropped; a read is answered only
 //! after the state machine has applied its read index.
@@ -30,22 +35,22 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::api::{KvsError, LogCommand, NodeStatus};
+use crate::api::{KvsError, LogCommand, MemberStatus, NodeStatus};
 use crate::kv::{Event, Limits, Txn, TxnResponse};
-use crate::raft::{Config, Index, Message, NodeId, Payload, RaftError, RaftNode, Term};
+use crate::lifecycle::{Action, Lifecycle, LifecycleMessage, Settings};
+use crate::raft::{Config, Index, Message, NodeId, Payload, RaftError, Role, Term};
+use crate::snapshot_store::{ExportMeta, SnapshotStore};
 pub use service::{KvService, PeerService};
 use state::StateMachine;
-use transport::PeerSender;
+use transport::{Outgoing, PeerSender};
 
 /// How one member is set up.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NodeConfig {
-    /// This member.
-    pub id: NodeId,
-    /// Its name (for logs and status).
+    /// This member's name: its slot in the fleet.
     pub name: String,
-    /// Every member, this one included: id → (name, address).
-    pub members: BTreeMap<NodeId, (String, String)>,
+    /// Every configured name and its address, this one included.
+    pub fleet: BTreeMap<String, String>,
     /// The bearer token members and clients present.
     pub token: Option<String>,
     /// Length of a tick.
@@ -59,23 +64,20 @@ pub struct NodeConfig {
     /// Take a snapshot and compact the log after this many applied entries
     /// (or as many as there are keys, if more).
     pub snapshot_entries: u64,
-    /// Where and how often the leader exports its state, if anywhere.
-    pub export: Option<Export>,
+    /// Where the leader exports its state (and a new epoch finds it).
+    pub store: Arc<dyn SnapshotStore>,
+    /// How often the leader exports.
+    pub export_interval: Duration,
 }
 
-/// Periodic exports of the leader's state to durable storage.
-#[derive(Clone)]
-pub struct Export {
-    /// The store.
-    pub store: Arc<dyn crate::snapshot_store::SnapshotStore>,
-    /// How often.
-    pub interval: Duration,
-}
-
-impl std::fmt::Debug for Export {
+impl std::fmt::Debug for NodeConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Export")
-            .field("interval", &self.interval)
+        f.debug_struct("NodeConfig")
+            .field("name", &self.name)
+            .field("fleet", &self.fleet)
+            .field("tick", &self.tick)
+            .field("election_ticks", &self.election_ticks)
+            .field("export_interval", &self.export_interval)
             .finish_non_exhaustive()
     }
 }
@@ -89,7 +91,8 @@ impl NodeConfig {
 
 /// Requests to the raft loop.
 enum Input {
-    Peer(Vec<Message>),
+    Peer(String, Vec<Message>, Vec<LifecycleMessage>),
+    ExportNow(oneshot::Sender<Option<(ExportMeta, Vec<u8>)>>),
     Propose(LogCommand, oneshot::Sender<Result<TxnResponse, KvsError>>),
     Read(Txn, oneshot::Sender<Result<TxnResponse, KvsError>>),
     Events(
@@ -105,7 +108,7 @@ enum Input {
 pub struct Node {
     inputs: mpsc::Sender<Input>,
     revision: watch::Receiver<i64>,
-    leader: watch::Receiver<Option<NodeId>>,
+    leader: watch::Receiver<Option<(NodeId, String)>>,
     config: Arc<NodeConfig>,
 }
 
@@ -116,23 +119,36 @@ impl Node {
     /// Starts the raft loop and the peer senders.
     pub fn start(config: NodeConfig) -> Result<Node, rpc::ConfigError> {
         let mut peers = BTreeMap::new();
-        for (&id, (_, addr)) in config.members.iter().filter(|(id, _)| **id != config.id) {
+        for (name, addr) in config.fleet.iter().filter(|(n, _)| **n != config.name) {
             let timeout = (config.tick * 5).max(Duration::from_millis(200));
             peers.insert(
-                id,
-                PeerSender::start(id, addr.clone(), config.token.clone(), timeout)?,
+                name.clone(),
+                PeerSender::start(
+                    config.name.clone(),
+                    name.clone(),
+                    addr.clone(),
+                    config.token.clone(),
+                    timeout,
+                )?,
             );
         }
-        let mut raft_config = Config::new(config.id, config.members.keys().copied().collect());
+        let mut raft_config = Config::new(0, Vec::new());
         raft_config.election_tick = config.election_ticks;
-        let seed = seed_from_clock(config.id);
+        let settings = Settings::new(&config.name, config.fleet.clone(), raft_config);
+        let lc = Lifecycle::new(settings, seed_from_clock());
+        tracing::info!(name = %config.name, incarnation = %format!("{:x}", lc.id()), "starting empty; looking for the cluster");
         let (inputs, rx) = mpsc::channel(INPUT_QUEUE);
         let (revision_tx, revision) = watch::channel(0);
         let (leader_tx, leader) = watch::channel(None);
         let state = Loop {
-            raft: RaftNode::new(raft_config, seed),
+            lc,
             sm: StateMachine::new(config.history_limit),
+            history_limit: config.history_limit,
+            store: config.store.clone(),
+            export_interval: config.export_interval,
+            last_export: None,
             peers,
+            heard: HashMap::new(),
             proposals: BTreeMap::new(),
             reads: HashMap::new(),
             ready_reads: Vec::new(),
@@ -142,8 +158,6 @@ impl Node {
             seen: (0, None),
             name: config.name.clone(),
             snapshot_entries: config.snapshot_entries.max(1),
-            export: config.export.clone(),
-            exported: 0,
         };
         tokio::spawn(state.run(rx, config.tick));
         Ok(Node {
@@ -159,9 +173,23 @@ impl Node {
         &self.config
     }
 
-    /// The leader this member knows of.
-    pub fn leader(&self) -> Option<NodeId> {
-        *self.leader.borrow()
+    /// The leader this member knows of, and its address.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        self.leader.borrow().clone()
+    }
+
+    /// An eviction notice: exports the applied state now (leader or not,
+    /// the newest state wins when the fleet re-forms). Returns the export.
+    pub async fn export_now(&self) -> Result<Option<ExportMeta>, KvsError> {
+        let Some((meta, data)) = self.ask(Input::ExportNow).await? else {
+            return Ok(None);
+        };
+        let store = self.config.store.clone();
+        tokio::task::spawn_blocking(move || store.put(meta, &data))
+            .await
+            .map_err(|e| KvsError::Unavailable(format!("export task failed: {e}")))?
+            .map_err(|e| KvsError::Unavailable(e.to_string()))?;
+        Ok(Some(meta))
     }
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Input) -> Result<T, KvsError> {
@@ -174,10 +202,15 @@ impl Node {
             .map_err(|_| KvsError::Unavailable("the member is shutting down".into()))
     }
 
-    /// Hands peer messages to the loop.
-    pub(crate) async fn deliver(&self, messages: Vec<Message>) -> Result<(), KvsError> {
+    /// Hands a peer's messages to the loop.
+    pub(crate) async fn deliver(
+        &self,
+        from: String,
+        messages: Vec<Message>,
+        lifecycle: Vec<LifecycleMessage>,
+    ) -> Result<(), KvsError> {
         self.inputs
-            .send(Input::Peer(messages))
+            .send(Input::Peer(from, messages, lifecycle))
             .await
             .map_err(|_| KvsError::Unavailable("the member is shutting down".into()))
     }
@@ -213,48 +246,64 @@ impl Node {
     }
 }
 
-fn seed_from_clock(id: NodeId) -> u64 {
+/// A seed that differs between process starts (incarnation ids come from it).
+fn seed_from_clock() -> u64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
-    nanos ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(std::process::id())
+    nanos ^ u64::from(std::process::id()).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 type Reply = oneshot::Sender<Result<TxnResponse, KvsError>>;
 
 /// The raft loop's state.
 struct Loop {
-    raft: RaftNode,
+    lc: Lifecycle,
     sm: StateMachine,
-    peers: BTreeMap<NodeId, PeerSender>,
+    history_limit: usize,
+    store: Arc<dyn SnapshotStore>,
+    export_interval: Duration,
+    /// The newest export written here or this epoch was formed from.
+    last_export: Option<ExportMeta>,
+    /// Peer senders by name.
+    peers: BTreeMap<String, PeerSender>,
+    /// The names of incarnations heard from (a joiner must answer a leader
+    /// its empty configuration does not list yet).
+    heard: HashMap<NodeId, String>,
     proposals: BTreeMap<Index, (Term, Reply)>,
     reads: HashMap<u64, (Txn, Reply)>,
     ready_reads: Vec<(Index, Txn, Reply)>,
     next_ctx: u64,
     revision: watch::Sender<i64>,
-    leader: watch::Sender<Option<NodeId>>,
+    leader: watch::Sender<Option<(NodeId, String)>>,
     seen: (Term, Option<NodeId>),
     name: String,
     snapshot_entries: u64,
-    export: Option<Export>,
-    /// The index of the last export.
-    exported: Index,
 }
 
 impl Loop {
     async fn run(mut self, mut rx: mpsc::Receiver<Input>, tick: Duration) {
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let export_every = self
-            .export
-            .as_ref()
-            .map_or(Duration::from_secs(3600), |e| e.interval);
-        let mut exports = tokio::time::interval(export_every);
+        let mut exports = tokio::time::interval(self.export_interval);
         exports.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = ticker.tick() => self.raft.tick(),
-                _ = exports.tick() => self.export(),
+                _ = ticker.tick() => {
+                    let store = self.store.clone();
+                    self.lc.tick(&*store);
+                }
+                _ = exports.tick() => {
+                    if self.lc.raft().is_some_and(|r| r.role() == Role::Leader) {
+                        self.export(false);
+                    }
+                }
                 input = rx.recv() => match input {
                     Some(input) => {
                         self.handle(input);
@@ -275,20 +324,40 @@ impl Loop {
 
     fn handle(&mut self, input: Input) {
         match input {
-            Input::Peer(messages) => {
-                for m in messages {
-                    self.raft.step(m);
+            Input::Peer(from, messages, lifecycle) => {
+                let store = self.store.clone();
+                for m in lifecycle {
+                    self.lc.receive(&from, m, &*store);
+                }
+                if self.heard.len() > 1024 {
+                    self.heard.clear();
+                }
+                if let Some(raft) = self.lc.raft_mut() {
+                    for m in messages {
+                        self.heard.insert(m.from, from.clone());
+                        raft.step(m);
+                    }
                 }
             }
+            Input::ExportNow(reply) => {
+                let _ = reply.send(self.export_data(true));
+            }
             Input::Propose(cmd, reply) => match serde_json::to_vec(&cmd) {
-                Ok(bytes) => match self.raft.propose(bytes.into()) {
-                    Ok(index) => {
-                        self.proposals.insert(index, (self.raft.term(), reply));
-                    }
-                    Err(RaftError::NotLeader { .. }) | Err(RaftError::TransferInProgress) => {
+                Ok(bytes) => match self
+                    .lc
+                    .raft_mut()
+                    .map(|r| (r.propose(bytes.into()), r.term()))
+                {
+                    None => {
                         let _ = reply.send(Err(KvsError::NoLeader));
                     }
-                    Err(RaftError::TooManyPendingReads) => {
+                    Some((Ok(index), term)) => {
+                        self.proposals.insert(index, (term, reply));
+                    }
+                    Some((Err(RaftError::NotLeader { .. } | RaftError::TransferInProgress), _)) => {
+                        let _ = reply.send(Err(KvsError::NoLeader));
+                    }
+                    Some((Err(RaftError::TooManyPendingReads), _)) => {
                         let _ = reply.send(Err(KvsError::Unavailable("overloaded".into())));
                     }
                 },
@@ -298,14 +367,15 @@ impl Loop {
             },
             Input::Read(txn, reply) => {
                 self.next_ctx += 1;
-                match self.raft.read_index(self.next_ctx) {
-                    Ok(()) => {
-                        self.reads.insert(self.next_ctx, (txn, reply));
+                let ctx = self.next_ctx;
+                match self.lc.raft_mut().map(|r| r.read_index(ctx)) {
+                    Some(Ok(())) => {
+                        self.reads.insert(ctx, (txn, reply));
                     }
-                    Err(RaftError::NotLeader { .. }) => {
+                    None | Some(Err(RaftError::NotLeader { .. })) => {
                         let _ = reply.send(Err(KvsError::NoLeader));
                     }
-                    Err(e) => {
+                    Some(Err(e)) => {
                         let _ = reply.send(Err(KvsError::Unavailable(e.to_string())));
                     }
                 }
@@ -326,32 +396,68 @@ impl Loop {
                 let _ = reply.send(answer);
             }
             Input::Status(reply) => {
-                let log = self.raft.log();
-                let _ = reply.send(NodeStatus {
-                    id: self.raft.id(),
-                    name: self.name.clone(),
-                    role: self.raft.role(),
-                    term: self.raft.term(),
-                    leader: self.raft.leader(),
-                    commit_index: log.committed,
-                    applied_index: log.applied,
-                    revision: self.sm.kv.state().revision(),
-                    keys: self.sm.kv.state().len(),
-                });
+                let _ = reply.send(self.status());
             }
         }
     }
 
-    /// Sends, applies and answers what the core has ready.
+    /// Sends, applies and answers what the cores have ready.
     fn act(&mut self) {
-        let ready = self.raft.take_ready();
+        for (to, m) in self.lc.take_outbox() {
+            if let Some(peer) = self.peers.get(&to) {
+                peer.send(Outgoing::Lifecycle(m));
+            }
+        }
+        for action in self.lc.take_actions() {
+            match action {
+                Action::Start {
+                    epoch,
+                    state,
+                    source,
+                } => {
+                    self.reset("joined another cluster");
+                    if let Some(bytes) = state.filter(|b| !b.is_empty())
+                        && let Err(e) = self.sm.restore(&bytes)
+                    {
+                        tracing::error!(%epoch, error = %e, "cannot restore the epoch's seed state");
+                    }
+                    if source.is_some() {
+                        self.last_export = source;
+                    }
+                    tracing::info!(%epoch, incarnation = %format!("{:x}", self.lc.id()), ?source, "entered cluster");
+                }
+                Action::Discard { epoch } => {
+                    self.reset("left the cluster");
+                    tracing::warn!(%epoch, incarnation = %format!("{:x}", self.lc.id()), "left a superseded cluster; starting over empty");
+                }
+                Action::Export => {
+                    self.export(true);
+                }
+            }
+        }
+        let Some(raft) = self.lc.raft_mut() else {
+            self.log_changes();
+            return;
+        };
+        let ready = raft.take_ready();
+        let config = raft.config().clone();
         for m in ready.messages {
-            if let Some(peer) = self.peers.get(&m.to) {
-                peer.send(m);
+            let to = config
+                .info(m.to)
+                .map(|i| i.name.clone())
+                .or_else(|| self.heard.get(&m.to).cloned());
+            if let Some(peer) = to.and_then(|n| self.peers.get(&n)) {
+                peer.send(Outgoing::Raft(m));
             }
         }
         if let Some((meta, bytes)) = &ready.snapshot {
-            if let Err(e) = self.sm.restore(bytes) {
+            let restored = if bytes.is_empty() {
+                self.sm = StateMachine::new(self.history_limit);
+                Ok(())
+            } else {
+                self.sm.restore(bytes)
+            };
+            if let Err(e) = restored {
                 tracing::error!(index = meta.index, error = %e, "cannot restore the leader's snapshot");
             }
             // Proposals the snapshot covers cannot be answered from it; they are retried.
@@ -381,7 +487,18 @@ impl Loop {
                         None
                     }
                 },
-                Payload::Noop | Payload::Config(_) => None,
+                Payload::Config(c) => {
+                    let voters: Vec<&String> = c.voters.values().map(|i| &i.name).collect();
+                    let learners: Vec<&String> = c.learners.values().map(|i| &i.name).collect();
+                    tracing::info!(
+                        index = entry.index,
+                        ?voters,
+                        ?learners,
+                        "configuration committed"
+                    );
+                    None
+                }
+                Payload::Noop => None,
             };
             if let Some((term, reply)) = self.proposals.remove(&entry.index) {
                 let answer = match result {
@@ -391,7 +508,10 @@ impl Loop {
                 let _ = reply.send(answer);
             }
         }
-        let applied = self.raft.log().applied;
+        let Some(raft) = self.lc.raft_mut() else {
+            return;
+        };
+        let applied = raft.log().applied;
         for rs in ready.read_states {
             if let Some((txn, reply)) = self.reads.remove(&rs.ctx) {
                 self.ready_reads.push((rs.index, txn, reply));
@@ -415,12 +535,12 @@ impl Loop {
         // Snapshot when the log since the last one is as long as the state is
         // large (and at least `snapshot_entries`): the cost of serialising the
         // state stays a constant share per write, and memory stays ~2× the state.
-        let log = self.raft.log();
+        let log = raft.log();
         let threshold = self.snapshot_entries.max(self.sm.kv.state().len() as u64);
         if log.applied >= log.snapshot_index() + threshold {
             let index = log.applied;
             let bytes = self.sm.snapshot();
-            self.raft.compact(index, bytes.into());
+            raft.compact(index, bytes.into());
         }
         self.revision.send_if_modified(|r| {
             let now = self.sm.kv.state().revision();
@@ -431,45 +551,108 @@ impl Loop {
         self.log_changes();
     }
 
-    /// Leader: writes the current state to the durable store, off the loop.
-    fn export(&mut self) {
-        let Some(export) = self.export.clone() else {
-            return;
-        };
-        let applied = self.raft.log().applied;
-        if self.raft.role() != crate::raft::Role::Leader || applied == self.exported {
-            return;
+    /// Drops the state machine and fails everything waiting on it.
+    fn reset(&mut self, why: &str) {
+        self.sm = StateMachine::new(self.history_limit);
+        for (_, (_, reply)) in std::mem::take(&mut self.proposals) {
+            let _ = reply.send(Err(KvsError::Unavailable(why.into())));
         }
-        let Some(term) = self.raft.log().term(applied) else {
-            return;
-        };
-        self.exported = applied;
-        let data = self.sm.snapshot();
-        let meta = crate::snapshot_store::ExportMeta {
-            epoch: crate::lifecycle::EpochId::default(),
-            index: applied,
-            term,
-            taken_at_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
-        };
-        tokio::task::spawn_blocking(move || match export.store.put(meta, &data) {
+        for (_, (_, reply)) in self.reads.drain() {
+            let _ = reply.send(Err(KvsError::NoLeader));
+        }
+        for (_, _, reply) in self.ready_reads.drain(..) {
+            let _ = reply.send(Err(KvsError::NoLeader));
+        }
+        self.last_export = None;
+    }
+
+    /// Writes the applied state to the durable store, off the loop (the
+    /// interval export of a leader, or at once when `force`d: an eviction
+    /// notice or a founder's request). Returns what is being written.
+    fn export(&mut self, force: bool) -> Option<ExportMeta> {
+        let (meta, data) = self.export_data(force)?;
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || match store.put(meta, &data) {
             Ok(()) => tracing::info!(
+                epoch = %meta.epoch,
                 index = meta.index,
                 bytes = data.len(),
                 "exported a snapshot"
             ),
             Err(e) => tracing::warn!(error = %e, "snapshot export failed"),
         });
+        Some(meta)
+    }
+
+    /// The applied state to export, unless it was exported already (and
+    /// not `force`d).
+    fn export_data(&mut self, force: bool) -> Option<(ExportMeta, Vec<u8>)> {
+        let epoch = self.lc.epoch()?;
+        let raft = self.lc.raft()?;
+        let applied = raft.log().applied;
+        let term = raft.log().term(applied)?;
+        if !force
+            && self
+                .last_export
+                .is_some_and(|m| m.epoch == epoch && m.index == applied)
+        {
+            return None;
+        }
+        let meta = ExportMeta {
+            epoch,
+            index: applied,
+            term,
+            taken_at_ms: now_ms(),
+        };
+        self.last_export = Some(meta);
+        Some((meta, self.sm.snapshot()))
+    }
+
+    fn status(&self) -> NodeStatus {
+        let raft = self.lc.raft();
+        let members = raft.map_or_else(Vec::new, |r| {
+            r.config()
+                .members()
+                .map(|(id, info)| MemberStatus {
+                    id,
+                    name: info.name.clone(),
+                    voter: r.config().is_voter(id),
+                })
+                .collect()
+        });
+        NodeStatus {
+            id: self.lc.id(),
+            name: self.name.clone(),
+            epoch: self.lc.epoch(),
+            voter: raft.is_some_and(|r| r.is_voter()),
+            role: raft.map_or(Role::Follower, |r| r.role()),
+            term: raft.map_or(0, |r| r.term()),
+            leader: raft.and_then(|r| r.leader()),
+            commit_index: raft.map_or(0, |r| r.log().committed),
+            applied_index: raft.map_or(0, |r| r.log().applied),
+            snapshot_index: raft.map_or(0, |r| r.log().snapshot_index()),
+            members,
+            last_export: self.last_export,
+            last_export_age_ms: self
+                .last_export
+                .map(|m| now_ms().saturating_sub(m.taken_at_ms)),
+            revision: self.sm.kv.state().revision(),
+            keys: self.sm.kv.state().len(),
+        }
     }
 
     fn log_changes(&mut self) {
-        let now = (self.raft.term(), self.raft.leader());
+        let raft = self.lc.raft();
+        let now = (raft.map_or(0, |r| r.term()), raft.and_then(|r| r.leader()));
         if now != self.seen {
             self.seen = now;
-            let role = self.raft.role();
-            tracing::info!(term = now.0, leader = ?now.1, ?role, "raft state changed");
-            self.leader.send_replace(now.1);
+            let role = raft.map(|r| r.role());
+            tracing::info!(term = now.0, leader = ?now.1.map(|l| format!("{l:x}")), ?role, "raft state changed");
+            let addr = now.1.and_then(|l| {
+                raft.and_then(|r| r.config().info(l))
+                    .map(|i| (l, i.addr.clone()))
+            });
+            self.leader.send_replace(addr);
         }
     }
 }

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use super::Node;
 use crate::api::*;
 use crate::kv::{Op, OpResult, Txn, TxnResponse};
-use crate::raft::NodeId;
 
 /// Longest a watch waits for its first event.
 const MAX_WATCH_WAIT: Duration = Duration::from_secs(60);
@@ -20,7 +19,8 @@ const MAX_WATCH_WAIT: Duration = Duration::from_secs(60);
 /// `Kv` over a [`Node`].
 pub struct KvService {
     node: Node,
-    leaders: Mutex<HashMap<NodeId, KvClient>>,
+    /// Clients of leaders, by address.
+    leaders: Mutex<HashMap<String, KvClient>>,
 }
 
 impl KvService {
@@ -32,16 +32,15 @@ impl KvService {
         }
     }
 
-    fn leader_client(&self, leader: NodeId) -> Result<KvClient, KvsError> {
+    fn leader_client(&self, addr: &str) -> Result<KvClient, KvsError> {
         let mut leaders = self
             .leaders
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(c) = leaders.get(&leader) {
+        if let Some(c) = leaders.get(addr) {
             return Ok(c.clone());
         }
         let config = self.node.config();
-        let (_, addr) = config.members.get(&leader).ok_or(KvsError::NoLeader)?;
         // Writes wait for a commit: no pipelining behind them (see KvsClientConfig::pipeline_depth).
         let client = rpc::Client::new(
             addr,
@@ -54,7 +53,7 @@ impl KvService {
         )
         .map_err(|e| KvsError::Unavailable(format!("cannot reach the leader: {e}")))?;
         let client = KvClient::new(client);
-        leaders.insert(leader, client.clone());
+        leaders.insert(addr.to_string(), client.clone());
         Ok(client)
     }
 
@@ -71,16 +70,17 @@ impl KvService {
         };
         match self.node.propose(cmd).await {
             Err(KvsError::NoLeader) if !req.forwarded => {
-                let leader = self
+                let own = self.node.config().fleet.get(&self.node.config().name);
+                let (_, leader) = self
                     .node
                     .leader()
-                    .filter(|&l| l != self.node.config().id)
+                    .filter(|(_, addr)| Some(addr) != own)
                     .ok_or(KvsError::NoLeader)?;
                 let forwarded = TxnRequest {
                     forwarded: true,
                     ..req
                 };
-                self.leader_client(leader)?
+                self.leader_client(&leader)?
                     .txn(&forwarded)
                     .await
                     .map_err(|e| {
@@ -207,7 +207,15 @@ impl PeerService {
 
 impl RaftPeer for PeerService {
     async fn deliver(&self, req: MessageBatch) -> Result<Empty, KvsError> {
-        self.node.deliver(req.messages).await?;
+        if !self.node.config().fleet.contains_key(&req.from) {
+            return Err(KvsError::InvalidArgument(format!(
+                "{:?} is not a member of this fleet",
+                req.from
+            )));
+        }
+        self.node
+            .deliver(req.from, req.messages, req.lifecycle)
+            .await?;
         Ok(Empty {})
     }
 }

@@ -1,4 +1,5 @@
-//! Outgoing Raft messages: one queue and one sender task per peer.
+//! Outgoing Raft and lifecycle messages: one queue and one sender task per
+//! peer name (an address; the incarnation behind it changes over time).
 //!
 //! ```text
 //! raft loop ──try_send──▶ [queue, bounded] ──▶ sender task: take everything queued,
@@ -15,7 +16,14 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::api::{MessageBatch, RaftPeerClient};
-use crate::raft::{Message, NodeId};
+use crate::lifecycle::LifecycleMessage;
+use crate::raft::Message;
+
+/// One queued message.
+pub(crate) enum Outgoing {
+    Raft(Message),
+    Lifecycle(LifecycleMessage),
+}
 
 /// Messages waiting for one peer.
 const QUEUE_LEN: usize = 4096;
@@ -24,13 +32,15 @@ const MAX_BATCH: usize = 1024;
 
 /// The sending side of one peer's queue.
 pub(crate) struct PeerSender {
-    queue: mpsc::Sender<Message>,
+    queue: mpsc::Sender<Outgoing>,
 }
 
 impl PeerSender {
-    /// Starts the sender task for `peer` at `addr`.
+    /// Starts the sender task for the peer named `peer` at `addr`; batches
+    /// say they come from `me`.
     pub(crate) fn start(
-        peer: NodeId,
+        me: String,
+        peer: String,
         addr: String,
         token: Option<String>,
         timeout: Duration,
@@ -47,41 +57,52 @@ impl PeerSender {
         )?;
         let client = RaftPeerClient::new(client);
         let (queue, rx) = mpsc::channel(QUEUE_LEN);
-        tokio::spawn(send_loop(peer, addr, client, rx));
+        tokio::spawn(send_loop(me, peer, addr, client, rx));
         Ok(PeerSender { queue })
     }
 
     /// Queues a message; drops it if the queue is full.
-    pub(crate) fn send(&self, m: Message) {
-        if let Err(mpsc::error::TrySendError::Full(m)) = self.queue.try_send(m) {
-            tracing::debug!(to = m.to, "peer queue full; message dropped");
+    pub(crate) fn send(&self, m: Outgoing) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.queue.try_send(m) {
+            tracing::debug!("peer queue full; message dropped");
         }
     }
 }
 
 async fn send_loop(
-    peer: NodeId,
+    me: String,
+    peer: String,
     addr: String,
     client: RaftPeerClient,
-    mut rx: mpsc::Receiver<Message>,
+    mut rx: mpsc::Receiver<Outgoing>,
 ) {
     let mut failing = false;
     while let Some(first) = rx.recv().await {
-        let mut messages = vec![first];
-        while messages.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(m) => messages.push(m),
-                Err(_) => break,
+        let mut batch = MessageBatch {
+            from: me.clone(),
+            messages: Vec::new(),
+            lifecycle: Vec::new(),
+        };
+        let mut next = Some(first);
+        let mut count = 0;
+        while let Some(m) = next.take() {
+            match m {
+                Outgoing::Raft(m) => batch.messages.push(m),
+                Outgoing::Lifecycle(m) => batch.lifecycle.push(m),
+            }
+            count += 1;
+            if count < MAX_BATCH {
+                next = rx.try_recv().ok();
             }
         }
-        match client.deliver(&MessageBatch { messages }).await {
+        match client.deliver(&batch).await {
             Ok(_) if failing => {
-                tracing::info!(peer, %addr, "peer reachable again");
+                tracing::info!(%peer, %addr, "peer reachable again");
                 failing = false;
             }
             Ok(_) => {}
             Err(e) if !failing => {
-                tracing::warn!(peer, %addr, error = %e, "cannot reach peer; dropping its messages until it answers");
+                tracing::warn!(%peer, %addr, error = %e, "cannot reach peer; dropping its messages until it answers");
                 failing = true;
             }
             Err(_) => {}

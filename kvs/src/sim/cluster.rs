@@ -13,7 +13,7 @@ use crate::raft::{
     Bugs, Config, Entry, Index, Message, NodeId, Payload, RaftError, RaftNode, Role, SnapshotMeta,
     SplitMix64, Term,
 };
-use crate::snapshot_store::{ExportMeta, SnapshotStore, StoreError};
+use crate::snapshot_store::{ExportMeta, MemorySnapshotStore, SnapshotStore};
 
 /// One run's settings.
 #[derive(Debug, Clone)]
@@ -93,37 +93,6 @@ pub(crate) struct Evictions {
     pub(crate) all: u64,
     /// Replace-a-node churn: one node after another restarted quickly.
     pub(crate) churn: u64,
-}
-
-/// The durable store of exports, shared by all nodes and surviving them.
-#[derive(Default)]
-struct MemStore {
-    exports: std::sync::Mutex<BTreeMap<ExportMeta, Vec<u8>>>,
-}
-
-impl MemStore {
-    fn with<T>(&self, f: impl FnOnce(&mut BTreeMap<ExportMeta, Vec<u8>>) -> T) -> T {
-        let mut guard = match self.exports.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        f(&mut guard)
-    }
-}
-
-impl SnapshotStore for MemStore {
-    fn put(&self, meta: ExportMeta, data: &[u8]) -> Result<(), StoreError> {
-        self.with(|e| e.insert(meta, data.to_vec()));
-        Ok(())
-    }
-
-    fn latest(&self) -> Result<Option<(ExportMeta, Vec<u8>)>, StoreError> {
-        Ok(self.with(|e| e.iter().next_back().map(|(m, d)| (*m, d.clone()))))
-    }
-
-    fn get(&self, meta: &ExportMeta) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.with(|e| e.get(meta).cloned()))
-    }
 }
 
 /// The KV model starting from an epoch's seed state.
@@ -282,7 +251,8 @@ struct Sim {
     state_digests: BTreeMap<EpochId, Vec<u64>>,
     leaderless_since: Option<u64>,
     leaderless_ms: Vec<u64>,
-    store: std::sync::Arc<MemStore>,
+    /// The durable store of exports, shared by all nodes and surviving them.
+    store: std::sync::Arc<MemorySnapshotStore>,
     /// The template of every incarnation's settings.
     settings: Settings,
     /// A leader exports this often (virtual ms).
