@@ -38,7 +38,9 @@
 //!    an incarnation by removing the old one before promoting the new
 //!    (`raft::membership` refuses two voters of one name).
 //! 2. An empty node that *promises* epoch `e` never becomes a voter of any
-//!    other cluster, except one it later promises with a higher [`EpochId`].
+//!    other cluster, except one it later promises with a higher [`EpochId`]
+//!    or one it joins through a live leader once the promise lapsed (a
+//!    cluster live after `e` formed is `e` or newer, by the count below).
 //! 3. A cluster is formed only by a founder holding promises from a
 //!    majority of names.
 //!
@@ -251,6 +253,8 @@ pub struct Lifecycle {
     now: u64,
     member: Option<Joined>,
     promised: Option<EpochId>,
+    /// When the promise was made.
+    promised_at: u64,
     /// The highest number of a formed epoch heard of.
     highest_epoch: u64,
     /// The highest number of an epoch promised, anywhere, heard of.
@@ -277,6 +281,7 @@ impl Lifecycle {
             now: 0,
             member: None,
             promised: None,
+            promised_at: 0,
             highest_epoch: 0,
             highest_promise: 0,
             reports: BTreeMap::new(),
@@ -379,6 +384,15 @@ impl Lifecycle {
         let now = self.now;
         if let Some(m) = &mut self.member {
             m.raft.tick();
+        }
+        // A promise for an epoch that did not form lapses, so the node can
+        // join the cluster that did. Safe: joining takes a live leader, and
+        // no cluster older than a formed epoch can have one (module doc).
+        if self.member.is_none()
+            && self.promised.is_some()
+            && now - self.promised_at > self.settings.round_ticks
+        {
+            self.promised = None;
         }
         let has_leader = self.is_led();
         let (is_leader, joined) = match &mut self.member {
@@ -571,6 +585,7 @@ impl Lifecycle {
             founder: self.id,
         };
         self.promised = Some(epoch);
+        self.promised_at = self.now;
         self.round = Some(Round {
             epoch,
             promises: BTreeMap::from([(self.settings.name.clone(), self.id)]),
@@ -596,6 +611,7 @@ impl Lifecycle {
             self.round = None;
         }
         self.promised = Some(epoch);
+        self.promised_at = self.now;
         self.highest_promise = self.highest_promise.max(epoch.number);
         self.send(from, LifecycleMessage::Promise { epoch, id: self.id });
     }
@@ -615,7 +631,7 @@ impl Lifecycle {
         }
         // Wait a moment for every name, so fewer placeholders need replacing.
         let all = round.promises.len() == self.settings.fleet.len();
-        let waited = self.now - round.started >= self.settings.probe_ticks / 2;
+        let waited = self.now - round.started >= self.settings.probe_ticks;
         if round.promises.len() < self.settings.majority() || !(all || waited) {
             return;
         }
@@ -812,7 +828,7 @@ impl Lifecycle {
     fn reconcile_joins(&mut self) {
         let Some(m) = &mut self.member else { return };
         let config = m.raft.config().clone();
-        self.joins.retain(|_, (id, _)| !config.is_voter(*id));
+        self.joins.retain(|_, (id, _)| !config.contains(*id));
         let Some(change) = next_change(&config, &self.joins, |id| {
             m.raft
                 .progress()
@@ -841,34 +857,48 @@ impl Lifecycle {
     }
 }
 
-/// The next single-server change that moves `config` towards every joiner
-/// being a voter in place of its name's other incarnations: stale learners
-/// of the name go first, then the joiner is added as a learner; once it is
-/// `caught_up`, the old voter of its name is removed, then it is promoted.
+/// The next single-server change towards every incarnation that asked to
+/// join being a voter in place of its name's older ones: stale learners of
+/// the name go first, then the joiner is added as a learner; once a learner
+/// is `caught_up`, the old voter of its name is removed, then it is
+/// promoted. Learners are taken from the configuration, not from the join
+/// requests, so a new leader carries on where the previous one stopped.
 pub fn next_change(
     config: &Membership,
     joins: &BTreeMap<String, (NodeId, MemberInfo)>,
     caught_up: impl Fn(NodeId) -> bool,
 ) -> Option<ConfChange> {
+    // Another member than `id` under `name`, among `members`.
+    fn other_of<'a>(
+        members: &'a BTreeMap<NodeId, MemberInfo>,
+        name: &'a str,
+        id: NodeId,
+    ) -> Option<NodeId> {
+        members
+            .iter()
+            .find(|(other, i)| **other != id && i.name == name)
+            .map(|(other, _)| *other)
+    }
     for (name, (id, info)) in joins {
-        let id = *id;
-        let same_name =
-            |(&other, i): (&NodeId, &MemberInfo)| (other != id && i.name == *name).then_some(other);
-        if !config.contains(id) {
-            if let Some(stale) = config.learners.iter().find_map(same_name) {
-                return Some(ConfChange::Remove { id: stale });
-            }
-            return Some(ConfChange::AddLearner {
-                id,
-                info: info.clone(),
-            });
+        if config.contains(*id) {
+            continue;
         }
-        if config.learners.contains_key(&id) && caught_up(id) {
-            if let Some(old) = config.voters.iter().find_map(same_name) {
-                return Some(ConfChange::Remove { id: old });
-            }
-            return Some(ConfChange::Promote { id });
+        if let Some(stale) = other_of(&config.learners, name, *id) {
+            return Some(ConfChange::Remove { id: stale });
         }
+        return Some(ConfChange::AddLearner {
+            id: *id,
+            info: info.clone(),
+        });
+    }
+    for (&id, info) in &config.learners {
+        if !caught_up(id) {
+            continue;
+        }
+        if let Some(old) = other_of(&config.voters, &info.name, id) {
+            return Some(ConfChange::Remove { id: old });
+        }
+        return Some(ConfChange::Promote { id });
     }
     None
 }

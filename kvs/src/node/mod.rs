@@ -648,12 +648,20 @@ impl Loop {
             self.seen = now;
             let role = raft.map(|r| r.role());
             tracing::info!(term = now.0, leader = ?now.1.map(|l| format!("{l:x}")), ?role, "raft state changed");
-            let addr = now.1.and_then(|l| {
-                raft.and_then(|r| r.config().info(l))
-                    .map(|i| (l, i.addr.clone()))
-            });
-            self.leader.send_replace(addr);
         }
+        // A joiner learns its leader before the configuration that names
+        // the leader's address: publish the address when it appears too.
+        let addr = now.1.and_then(|l| {
+            raft.and_then(|r| r.config().info(l))
+                .map(|i| (l, i.addr.clone()))
+        });
+        self.leader.send_if_modified(|current| {
+            let changed = *current != addr;
+            if changed {
+                current.clone_from(&addr);
+            }
+            changed
+        });
     }
 }
 

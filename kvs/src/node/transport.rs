@@ -29,6 +29,28 @@ pub(crate) enum Outgoing {
 const QUEUE_LEN: usize = 4096;
 /// Most messages in one call.
 const MAX_BATCH: usize = 1024;
+/// Roughly the most payload bytes in one call: far below the peers' body
+/// limit even in JSON (where a byte of a command may take four).
+const MAX_BATCH_BYTES: usize = 512 * 1024;
+
+/// The payload bytes a message carries (entries and snapshot chunks).
+fn payload_bytes(m: &Outgoing) -> usize {
+    use crate::raft::{Body, Payload};
+    match m {
+        Outgoing::Raft(m) => match &m.body {
+            Body::AppendEntries { entries, .. } => entries
+                .iter()
+                .map(|e| match &e.payload {
+                    Payload::Command(b) => b.len() + 32,
+                    _ => 64,
+                })
+                .sum(),
+            Body::InstallSnapshot { data, .. } => data.len(),
+            _ => 0,
+        },
+        Outgoing::Lifecycle(_) => 256,
+    }
+}
 
 /// The sending side of one peer's queue.
 pub(crate) struct PeerSender {
@@ -84,14 +106,15 @@ async fn send_loop(
             lifecycle: Vec::new(),
         };
         let mut next = Some(first);
-        let mut count = 0;
+        let (mut count, mut bytes) = (0, 0);
         while let Some(m) = next.take() {
+            bytes += payload_bytes(&m);
             match m {
                 Outgoing::Raft(m) => batch.messages.push(m),
                 Outgoing::Lifecycle(m) => batch.lifecycle.push(m),
             }
             count += 1;
-            if count < MAX_BATCH {
+            if count < MAX_BATCH && bytes < MAX_BATCH_BYTES {
                 next = rx.try_recv().ok();
             }
         }
