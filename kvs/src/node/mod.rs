@@ -120,7 +120,10 @@ impl Node {
     pub fn start(config: NodeConfig) -> Result<Node, rpc::ConfigError> {
         let mut peers = BTreeMap::new();
         for (name, addr) in config.fleet.iter().filter(|(n, _)| **n != config.name) {
-            let timeout = (config.tick * 5).max(Duration::from_millis(200));
+            // Generous: a call in flight only holds up this peer's queue, and
+            // a timed-out batch is lost; a busy machine (a learner restoring
+            // snapshots under load) must not turn into message loss.
+            let timeout = (config.tick * config.election_ticks * 2).max(Duration::from_secs(1));
             peers.insert(
                 name.clone(),
                 PeerSender::start(
@@ -134,6 +137,7 @@ impl Node {
         }
         let mut raft_config = Config::new(0, Vec::new());
         raft_config.election_tick = config.election_ticks;
+        raft_config.retain_entries = config.snapshot_entries.max(5_000);
         let settings = Settings::new(&config.name, config.fleet.clone(), raft_config);
         let lc = Lifecycle::new(settings, seed_from_clock());
         tracing::info!(name = %config.name, incarnation = %format!("{:x}", lc.id()), "starting empty; looking for the cluster");
@@ -537,7 +541,7 @@ impl Loop {
         // state stays a constant share per write, and memory stays ~2× the state.
         let log = raft.log();
         let threshold = self.snapshot_entries.max(self.sm.kv.state().len() as u64);
-        if log.applied >= log.snapshot_index() + threshold {
+        if log.applied >= raft.snapshot_index() + threshold {
             let index = log.applied;
             let bytes = self.sm.snapshot();
             raft.compact(index, bytes.into());
@@ -630,7 +634,7 @@ impl Loop {
             leader: raft.and_then(|r| r.leader()),
             commit_index: raft.map_or(0, |r| r.log().committed),
             applied_index: raft.map_or(0, |r| r.log().applied),
-            snapshot_index: raft.map_or(0, |r| r.log().snapshot_index()),
+            snapshot_index: raft.map_or(0, |r| r.snapshot_index()),
             members,
             last_export: self.last_export,
             last_export_age_ms: self

@@ -91,6 +91,11 @@ pub struct Config {
     pub max_pending_reads: usize,
     /// Bytes per InstallSnapshot chunk.
     pub snapshot_chunk_bytes: usize,
+    /// Entries kept in the log behind a snapshot, so a follower a little
+    /// behind gets entries rather than a whole snapshot (etcd keeps 5,000):
+    /// without them a follower slower than the compaction rate would chase
+    /// snapshots for ever.
+    pub retain_entries: u64,
     /// Test-only defects.
     #[cfg(test)]
     pub bugs: Bugs,
@@ -110,6 +115,7 @@ impl Config {
             check_quorum: true,
             max_pending_reads: 4096,
             snapshot_chunk_bytes: 512 * 1024,
+            retain_entries: 0,
             #[cfg(test)]
             bugs: Bugs::default(),
         }

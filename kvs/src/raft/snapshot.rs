@@ -19,14 +19,19 @@ use super::{ProgressState, RaftNode};
 
 impl RaftNode {
     /// The runtime took a snapshot of the state machine after applying
-    /// `index`: keep it (to send to followers) and drop the log it covers.
+    /// `index`: keep it (to send to followers) and drop the log it covers,
+    /// but for the last `retain_entries`.
     pub fn compact(&mut self, index: Index, data: Bytes) -> bool {
         let Some(term) = self.log.term(index) else {
             return false;
         };
-        let config = self.log.config_at(index).clone();
-        if !self.log.compact(index) {
+        if index <= self.snapshot_index() || index > self.log.applied {
             return false;
+        }
+        let config = self.log.config_at(index).clone();
+        let cut = index.saturating_sub(self.cfg.retain_entries);
+        if cut > self.log.snapshot_index() {
+            self.log.compact(cut);
         }
         self.snapshot = Some((
             SnapshotMeta {
@@ -37,6 +42,14 @@ impl RaftNode {
             data,
         ));
         true
+    }
+
+    /// The index the latest snapshot covers (the log may reach further back).
+    pub fn snapshot_index(&self) -> Index {
+        self.snapshot
+            .as_ref()
+            .map_or(self.log.snapshot_index(), |(m, _)| m.index)
+            .max(self.log.snapshot_index())
     }
 
     /// The latest snapshot this node holds.

@@ -312,6 +312,8 @@ impl Sim {
         rc.max_batch_entries = max_batch_entries;
         rc.max_inflight = max_inflight;
         rc.snapshot_chunk_bytes = snapshot_chunk_bytes;
+        // Sometimes a log tail behind snapshots, sometimes none.
+        rc.retain_entries = [0, 0, 3, 20][rng.below(4) as usize];
         rc.pre_vote = pre_vote;
         rc.check_quorum = check_quorum;
         let fleet = ids.iter().map(|&id| (name_of(id), String::new())).collect();
@@ -600,7 +602,7 @@ impl Sim {
         let bytes = node.kv.snapshot();
         if let Some(raft) = node.lc.raft_mut() {
             let log = raft.log();
-            if log.applied >= log.snapshot_index() + compact_every {
+            if log.applied >= raft.snapshot_index() + compact_every {
                 let applied = log.applied;
                 raft.compact(applied, bytes.into());
             }
