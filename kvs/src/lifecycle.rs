@@ -395,7 +395,7 @@ impl Lifecycle {
             self.promised = None;
         }
         let has_leader = self.is_led();
-        let (is_leader, joined) = match &mut self.member {
+        let (is_leader, joined, voter) = match &mut self.member {
             Some(m) => {
                 if has_leader {
                     m.led_at = now;
@@ -403,9 +403,10 @@ impl Lifecycle {
                 (
                     m.raft.role() == Role::Leader,
                     m.raft.config().contains(self.id),
+                    m.raft.is_voter(),
                 )
             }
-            None => (false, false),
+            None => (false, false, false),
         };
         if is_leader {
             self.reconcile_joins();
@@ -415,18 +416,29 @@ impl Lifecycle {
             .as_ref()
             .is_some_and(|m| now - m.led_at >= self.settings.orphan_ticks);
         // A cluster that never got going (no quorum of its founders came
-        // up): a member holding nothing but the seed, which is still in the
-        // store, gives up on it, losing nothing, so a new one can form.
+        // up): a founding member that applied no command after the seed
+        // (which is still in the store) gives up on it, so a new one can
+        // form. It loses nothing a survivor could have offered: a survivor
+        // offers its applied state, which here is the seed.
+        let no_commands = |m: &Joined| {
+            let applied = m.raft.log().applied;
+            m.raft.snapshot_index() <= 1
+                && m.raft.log().entries().iter().all(|e| {
+                    e.index > applied || !matches!(e.payload, crate::raft::Payload::Command(_))
+                })
+        };
         if let Some(m) = &self.member
             && orphaned
-            && m.raft.log().last_index() <= 1
             && m.formation.is_some()
+            && no_commands(m)
         {
             let epoch = m.epoch;
             self.discard(epoch);
             return;
         }
-        let probing = self.member.is_none() || !joined || orphaned || !has_leader;
+        // Learners keep probing too: the leader they hear may have lost its
+        // quorum (only its own report says), and then they count as empty.
+        let probing = !voter || orphaned || !has_leader;
         let due = self
             .last_probe
             .is_none_or(|t| now - t >= self.settings.probe_ticks);
