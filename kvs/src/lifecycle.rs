@@ -545,14 +545,21 @@ impl Lifecycle {
             .filter(|(name, r)| r.leader.as_ref() == Some(*name))
             .filter_map(|(name, r)| Some((r.epoch?, name.clone())))
             .max();
+        // A newer epoch formed (live or not): ours was superseded when it
+        // did (module doc), so unless we follow a live leader, start over
+        // as a new, empty incarnation.
+        let newest = reports.values().filter_map(|r| r.epoch).max();
+        if let (Some(m), Some(newest)) = (&self.member, newest)
+            && newest > m.epoch
+            && !self.is_led()
+        {
+            let old = m.epoch;
+            self.discard(old);
+            return;
+        }
         match (&self.member, live) {
             (None, Some((epoch, leader))) => return self.join(epoch, &leader),
-            (Some(m), Some((epoch, _))) if epoch > m.epoch && !self.is_led() => {
-                // Our cluster was superseded: start over as a new incarnation.
-                let old = m.epoch;
-                self.discard(old);
-                return;
-            }
+
             (Some(m), Some((epoch, _)))
                 if epoch == m.epoch && !m.raft.config().contains(self.id) =>
             {

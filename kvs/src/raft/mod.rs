@@ -343,9 +343,12 @@ impl RaftNode {
             return;
         }
         let is_vote_request = matches!(m.body, Body::PreVote { .. } | Body::RequestVote { .. });
-        // Only voters ask for and give votes: a restarted node (a learner
-        // until promoted) or a removed one never votes (thesis §4.2.3).
-        if is_vote_request && !(self.config.is_voter(m.from) && self.is_voter()) {
+        // Only voters give votes: a restarted node (a learner until
+        // promoted) or a removed one never votes. A candidate's request is
+        // answered even if it is not a voter in our configuration: it may
+        // hold a newer one (thesis §4.1); disruption by removed members is
+        // what pre-vote and the leader lease are for (thesis §4.2.3).
+        if is_vote_request && !self.is_voter() {
             return;
         }
         self.step_inner(m);

@@ -4,8 +4,8 @@
 //! up-to-date (Raft §5.4.1) as a node holding it, so it cannot collect a
 //! quorum of votes. Here: for the highest committed entry, every node that
 //! lacks it must be at least as up-to-date as fewer than a quorum of the
-//! voters that would answer it (by its configuration, and by theirs: a voter
-//! ignores candidates it does not count as voters). Figure 8's unsafe commit
+//! voters that would answer it (voters by its configuration that are voters
+//! by their own). Figure 8's unsafe commit
 //! fails this the moment it happens; so would a membership change that let
 //! two majorities disagree.
 
@@ -43,7 +43,6 @@ impl CommitDurability {
                 .filter(|v| {
                     c.config().is_voter(v.id())
                         && v.is_voter()
-                        && v.config().is_voter(c.id())
                         && v.log().is_up_to_date(last_index, last_term)
                 })
                 .count();
