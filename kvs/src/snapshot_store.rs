@@ -2,7 +2,7 @@
 //!
 //! The leader exports its latest snapshot on an interval and on demand (an
 //! eviction notice). When a whole fleet comes back empty, the newest export
-//! is the state a new cluster epoch starts from (issue 5), so the writes lost
+//! is the state a new cluster epoch starts from (`crate::lifecycle`), so the writes lost
 //! are at most those after the last export.
 //!
 //! [`SnapshotStore`] is the contract; [`FileSnapshotStore`] keeps exports in

@@ -2,7 +2,8 @@
 //! machines on a virtual network and clock, driven by one `u64` seed.
 //!
 //! ```text
-//!  event queue (virtual ms) ─▶ Tick(n) | Deliver(msg) | ClientRequest | ClientResponse | Fault
+//!  event queue (virtual ms) ─▶ Tick(n) | Deliver(msg) | Lc(msg) | ClientRequest | ClientResponse
+//!                               | Fault | Evict(n) | Restart(n)
 //!        ▲                          │
 //!        │          node n: step / tick / propose / read_index, then take_ready:
 //!        │            messages ─▶ network (drop, duplicate, delay, partitions) ─┐
@@ -14,8 +15,14 @@
 //!
 //! Faults: message loss, duplication, reordering and delay; symmetric,
 //! asymmetric and one-way partitions; pauses (a node frozen, then resumed
-//! with its memory); crash-stop of a minority; clock skew (each node ticks at
-//! its own rate). Restarts that lose memory come with membership (issue 5).
+//! with its memory); clock skew (each node ticks at its own rate); and Spot
+//! evictions, where a node dies with its memory and an empty process takes
+//! its name as a new incarnation: a minority, a majority, the whole fleet
+//! (sometimes after an eviction notice), or churn replacing one node after
+//! another. Nodes run `crate::lifecycle`, so they join, get replaced and
+//! re-form epochs from the exports in a shared in-memory store. The
+//! invariants and the linearizability check apply per epoch; `start_epoch`
+//! checks that a re-formed epoch starts from exactly the newest export.
 //!
 //! Determinism: every choice comes from one [`SplitMix64`] seeded by the run's
 //! seed; events at equal times run in scheduling order. `Report::trace_digest`
