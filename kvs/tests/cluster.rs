@@ -333,16 +333,42 @@ async fn writer(
     (history, acked)
 }
 
+/// Four writers running until `finish`.
+struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    writers: Vec<tokio::task::JoinHandle<(History, u64)>>,
+}
+
+impl Load {
+    fn start(client: &KvsClient, start: Instant) -> Load {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writers = (0..4)
+            .map(|id| tokio::spawn(writer(client.clone(), id, start, Arc::clone(&stop))))
+            .collect();
+        Load { stop, writers }
+    }
+
+    /// Stops the writers: their joint history and acknowledged writes.
+    async fn finish(self) -> (History, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut history = Vec::new();
+        let mut acked = 0;
+        for w in self.writers {
+            let (h, a) = w.await.unwrap();
+            history.extend(h);
+            acked += a;
+        }
+        (history, acked)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leader_loses_no_acknowledged_write() {
     let mut cluster = Cluster::start(10_000);
     let leader = cluster.leader().await;
     let client = cluster.client(&[0, 1, 2]);
     let start = Instant::now();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writers: Vec<_> = (0..4)
-        .map(|id| tokio::spawn(writer(client.clone(), id, start, Arc::clone(&stop))))
-        .collect();
+    let load = Load::start(&client, start);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     cluster.kill(leader);
@@ -363,15 +389,8 @@ async fn killing_the_leader_loses_no_acknowledged_write() {
         output: Some(answer),
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-
-    let mut history = vec![probe_op];
-    let mut acked = 0;
-    for w in writers {
-        let (h, a) = w.await.unwrap();
-        history.extend(h);
-        acked += a;
-    }
+    let (mut history, acked) = load.finish().await;
+    history.push(probe_op);
     let new_leader = cluster.leader().await;
     assert_ne!(new_leader, leader);
     let election_timeout = Duration::from_millis(TICK_MS * ELECTION_TICKS);
@@ -626,10 +645,7 @@ async fn a_member_restarted_empty_rejoins_under_load_and_nothing_is_lost() {
     let before = cluster.statuses().await;
     let client = cluster.client(&[0, 1, 2]);
     let start = Instant::now();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writers: Vec<_> = (0..4)
-        .map(|id| tokio::spawn(writer(client.clone(), id, start, Arc::clone(&stop))))
-        .collect();
+    let load = Load::start(&client, start);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // kill -9 a follower; it comes back empty, as a new incarnation.
@@ -645,15 +661,7 @@ async fn a_member_restarted_empty_rejoins_under_load_and_nothing_is_lost() {
     .await;
     let rejoined = restarted.elapsed();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-
-    let mut history = Vec::new();
-    let mut acked = 0;
-    for w in writers {
-        let (h, a) = w.await.unwrap();
-        history.extend(h);
-        acked += a;
-    }
+    let (history, acked) = load.finish().await;
     let after = cluster.statuses().await;
     let status = after[victim].as_ref().unwrap();
     println!(
