@@ -1,0 +1,451 @@
+//! Validation with field-precise errors: every problem names the field by
+//! its path in the manifest (`spec.containers[1].ports[0].hostPort`) and says
+//! what would be accepted. All problems are reported at once, not the first.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::meta::ObjectMeta;
+use crate::pod::{Container, Pod, PodSpec, Probe, ResourceList};
+use crate::quantity::{parse_cpu_millis, parse_memory_bytes};
+
+/// One invalid field.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FieldError {
+    /// The field's path, e.g. `spec.containers[0].image`.
+    pub field: String,
+    /// What is wrong and what is accepted.
+    pub reason: String,
+}
+
+/// Every invalid field of one object.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[error("{}", render(.errors))]
+pub struct ValidationError {
+    /// At least one.
+    pub errors: Vec<FieldError>,
+}
+
+fn render(errors: &[FieldError]) -> String {
+    let parts: Vec<String> = errors
+        .iter()
+        .map(|e| format!("{}: {}", e.field, e.reason))
+        .collect();
+    parts.join("; ")
+}
+
+/// Collects field errors under a path.
+#[derive(Debug, Default)]
+pub struct Errors(Vec<FieldError>);
+
+impl Errors {
+    /// Records that `field` is invalid because of `reason`.
+    pub fn push(&mut self, field: impl Into<String>, reason: impl Into<String>) {
+        self.0.push(FieldError {
+            field: field.into(),
+            reason: reason.into(),
+        });
+    }
+
+    /// `Ok` when nothing was recorded.
+    pub fn finish(self) -> Result<(), ValidationError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ValidationError { errors: self.0 })
+        }
+    }
+}
+
+/// Whether `s` is a DNS-1123 label: 1–63 of `[a-z0-9-]`, alphanumeric at both ends.
+pub fn is_dns1123_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// Whether `s` is a DNS-1123 subdomain: dot-separated labels, at most 253 bytes.
+pub fn is_dns1123_subdomain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns1123_label)
+}
+
+const DNS_LABEL_HINT: &str =
+    "must be 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit";
+
+/// Checks name, namespace and labels.
+pub fn validate_meta(meta: &ObjectMeta, errors: &mut Errors) {
+    if meta.name.is_empty() {
+        errors.push("metadata.name", "required");
+    } else if !is_dns1123_subdomain(&meta.name) {
+        errors.push(
+            "metadata.name",
+            format!(
+                "{:?} is not a DNS-1123 name: {DNS_LABEL_HINT} (dots separate labels)",
+                meta.name
+            ),
+        );
+    }
+    if !is_dns1123_label(&meta.namespace) {
+        errors.push(
+            "metadata.namespace",
+            format!("{:?}: {DNS_LABEL_HINT}", meta.namespace),
+        );
+    }
+    validate_labels("metadata.labels", &meta.labels, errors);
+}
+
+/// Checks label keys (`[prefix/]name`) and values (≤ 63 of `[A-Za-z0-9._-]`).
+pub fn validate_labels(path: &str, labels: &BTreeMap<String, String>, errors: &mut Errors) {
+    let ok = |s: &str, max: usize| {
+        s.len() <= max
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    };
+    for (key, value) in labels {
+        let (prefix, name) = key.rsplit_once('/').unwrap_or(("", key));
+        if name.is_empty() || !ok(name, 63) || (!prefix.is_empty() && !is_dns1123_subdomain(prefix))
+        {
+            errors.push(
+                format!("{path}[{key:?}]"),
+                "label keys are [prefix/]name with name 1-63 of letters, digits, '.', '_' or '-'",
+            );
+        }
+        if !ok(value, 63) {
+            errors.push(
+                format!("{path}[{key:?}]"),
+                format!("value {value:?} must be at most 63 of letters, digits, '.', '_' or '-'"),
+            );
+        }
+    }
+}
+
+/// Validates a whole pod.
+pub fn validate_pod(pod: &Pod) -> Result<(), ValidationError> {
+    let mut errors = Errors::default();
+    if pod.api_version != "v1" {
+        errors.push(
+            "apiVersion",
+            format!("{:?} is not served; use \"v1\"", pod.api_version),
+        );
+    }
+    if pod.kind != "Pod" {
+        errors.push("kind", format!("{:?} is not a Pod", pod.kind));
+    }
+    validate_meta(&pod.metadata, &mut errors);
+    validate_pod_spec("spec", &pod.spec, &mut errors);
+    errors.finish()
+}
+
+/// Validates a pod spec found at `path` (also used for pod templates).
+pub fn validate_pod_spec(path: &str, spec: &PodSpec, errors: &mut Errors) {
+    if spec.containers.is_empty() {
+        errors.push(
+            format!("{path}.containers"),
+            "at least one container is required",
+        );
+    }
+    let mut names = BTreeSet::new();
+    let mut host_ports = BTreeSet::new();
+    for (i, c) in spec.containers.iter().enumerate() {
+        let at = format!("{path}.containers[{i}]");
+        if !names.insert(c.name.as_str()) {
+            errors.push(
+                format!("{at}.name"),
+                format!(
+                    "{:?} is used by an earlier container; names must be unique in a pod",
+                    c.name
+                ),
+            );
+        }
+        validate_container(&at, c, errors);
+        for (j, p) in c.ports.iter().enumerate() {
+            if let Some(h) = p.host_port
+                && h != 0
+                && !host_ports.insert((h, p.protocol))
+            {
+                errors.push(
+                    format!("{at}.ports[{j}].hostPort"),
+                    format!("{h}/{:?} is already used by this pod", p.protocol),
+                );
+            }
+        }
+    }
+    validate_labels(&format!("{path}.nodeSelector"), &spec.node_selector, errors);
+    if let Some(node) = &spec.node_name
+        && !is_dns1123_subdomain(node)
+    {
+        errors.push(
+            format!("{path}.nodeName"),
+            format!("{node:?} is not a DNS-1123 name"),
+        );
+    }
+}
+
+fn validate_container(at: &str, c: &Container, errors: &mut Errors) {
+    if !is_dns1123_label(&c.name) {
+        errors.push(
+            format!("{at}.name"),
+            format!("{:?}: {DNS_LABEL_HINT}", c.name),
+        );
+    }
+    if c.image.trim().is_empty() {
+        errors.push(format!("{at}.image"), "required");
+    } else if c.image.chars().any(char::is_whitespace) {
+        errors.push(
+            format!("{at}.image"),
+            format!("{:?} contains whitespace", c.image),
+        );
+    }
+    for (j, e) in c.env.iter().enumerate() {
+        let valid = e.name.bytes().next().is_some_and(|b| !b.is_ascii_digit())
+            && e.name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        if !valid {
+            errors.push(
+                format!("{at}.env[{j}].name"),
+                format!(
+                    "{:?} must be letters, digits, '_', '.' or '-', not starting with a digit",
+                    e.name
+                ),
+            );
+        }
+    }
+    for (j, p) in c.ports.iter().enumerate() {
+        if p.container_port == 0 {
+            errors.push(format!("{at}.ports[{j}].containerPort"), "must be 1-65535");
+        }
+        if p.host_port == Some(0) {
+            errors.push(
+                format!("{at}.ports[{j}].hostPort"),
+                "must be 1-65535 (leave it out to not expose the port)",
+            );
+        }
+    }
+    let requests = validate_resources(
+        &format!("{at}.resources.requests"),
+        &c.resources.requests,
+        errors,
+    );
+    let limits = validate_resources(
+        &format!("{at}.resources.limits"),
+        &c.resources.limits,
+        errors,
+    );
+    for (what, req, lim) in [
+        ("cpu", requests.0, limits.0),
+        ("memory", requests.1, limits.1),
+    ] {
+        if let (Some(r), Some(l)) = (req, lim)
+            && r > l
+        {
+            errors.push(
+                format!("{at}.resources.requests.{what}"),
+                format!("must not exceed the {what} limit"),
+            );
+        }
+    }
+    if let Some(p) = &c.liveness_probe {
+        validate_probe(&format!("{at}.livenessProbe"), p, errors);
+    }
+}
+
+fn validate_resources(
+    at: &str,
+    list: &ResourceList,
+    errors: &mut Errors,
+) -> (Option<u64>, Option<u64>) {
+    let cpu = list.cpu.as_deref().and_then(|q| match parse_cpu_millis(q) {
+        Ok(0) => {
+            errors.push(format!("{at}.cpu"), "must be greater than zero");
+            None
+        }
+        Ok(v) => Some(v),
+        Err(e) => {
+            errors.push(format!("{at}.cpu"), e);
+            None
+        }
+    });
+    let memory = list
+        .memory
+        .as_deref()
+        .and_then(|q| match parse_memory_bytes(q) {
+            Ok(v) if v < 4 << 20 => {
+                errors.push(
+                    format!("{at}.memory"),
+                    "must be at least 4Mi (Docker's minimum)",
+                );
+                None
+            }
+            Ok(v) => Some(v),
+            Err(e) => {
+                errors.push(format!("{at}.memory"), e);
+                None
+            }
+        });
+    (cpu, memory)
+}
+
+fn validate_probe(at: &str, p: &Probe, errors: &mut Errors) {
+    let handlers = [
+        p.exec.is_some(),
+        p.http_get.is_some(),
+        p.tcp_socket.is_some(),
+    ];
+    if handlers.iter().filter(|h| **h).count() != 1 {
+        errors.push(
+            at.to_string(),
+            "set exactly one of exec, httpGet, tcpSocket",
+        );
+    }
+    if let Some(e) = &p.exec
+        && e.command.is_empty()
+    {
+        errors.push(format!("{at}.exec.command"), "required");
+    }
+    if let Some(h) = &p.http_get {
+        if !h.path.starts_with('/') {
+            errors.push(
+                format!("{at}.httpGet.path"),
+                format!("{:?} must start with '/'", h.path),
+            );
+        }
+        if h.port == 0 {
+            errors.push(format!("{at}.httpGet.port"), "must be 1-65535");
+        }
+    }
+    if p.tcp_socket.as_ref().is_some_and(|t| t.port == 0) {
+        errors.push(format!("{at}.tcpSocket.port"), "must be 1-65535");
+    }
+    for (field, v) in [
+        ("periodSeconds", p.period_seconds),
+        ("timeoutSeconds", p.timeout_seconds),
+        ("failureThreshold", p.failure_threshold),
+    ] {
+        if v == 0 {
+            errors.push(format!("{at}.{field}"), "must be at least 1");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pod::{ContainerPort, ExecAction, Protocol, ResourceRequirements};
+
+    fn container(name: &str, image: &str) -> Container {
+        Container {
+            name: name.into(),
+            image: image.into(),
+            command: vec![],
+            args: vec![],
+            env: vec![],
+            ports: vec![],
+            resources: ResourceRequirements::default(),
+            liveness_probe: None,
+        }
+    }
+
+    fn pod(containers: Vec<Container>) -> Pod {
+        Pod::new(
+            "web",
+            PodSpec {
+                containers,
+                restart_policy: Default::default(),
+                termination_grace_period_seconds: None,
+                node_selector: BTreeMap::new(),
+                node_name: None,
+            },
+        )
+    }
+
+    fn fields(p: &Pod) -> Vec<String> {
+        match validate_pod(p) {
+            Ok(()) => vec![],
+            Err(e) => e.errors.into_iter().map(|f| f.field).collect(),
+        }
+    }
+
+    #[test]
+    fn a_minimal_pod_is_valid() {
+        assert_eq!(
+            fields(&pod(vec![container("app", "busybox")])),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn every_problem_is_named_by_its_field() {
+        let mut a = container("App", "");
+        a.ports.push(ContainerPort {
+            name: None,
+            container_port: 0,
+            host_port: Some(8080),
+            protocol: Protocol::TCP,
+        });
+        a.resources.limits.cpu = Some("lots".into());
+        a.resources.requests.memory = Some("256Mi".into());
+        a.resources.limits.memory = Some("128Mi".into());
+        let mut b = container("b", "busybox");
+        b.ports.push(ContainerPort {
+            name: None,
+            container_port: 80,
+            host_port: Some(8080),
+            protocol: Protocol::TCP,
+        });
+        b.liveness_probe = Some(Probe {
+            exec: Some(ExecAction { command: vec![] }),
+            http_get: None,
+            tcp_socket: None,
+            initial_delay_seconds: 0,
+            period_seconds: 0,
+            timeout_seconds: 1,
+            failure_threshold: 3,
+        });
+        let mut p = pod(vec![a, b]);
+        p.metadata.name = "Web_1".into();
+        assert_eq!(
+            fields(&p),
+            vec![
+                "metadata.name",
+                "spec.containers[0].name",
+                "spec.containers[0].image",
+                "spec.containers[0].ports[0].containerPort",
+                "spec.containers[0].resources.limits.cpu",
+                "spec.containers[0].resources.requests.memory",
+                "spec.containers[1].livenessProbe.exec.command",
+                "spec.containers[1].livenessProbe.periodSeconds",
+                "spec.containers[1].ports[0].hostPort",
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicate_container_names_and_empty_pods_are_refused() {
+        assert_eq!(fields(&pod(vec![])), vec!["spec.containers"]);
+        assert_eq!(
+            fields(&pod(vec![container("a", "x"), container("a", "y")])),
+            vec!["spec.containers[1].name"]
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_by_name() {
+        let text = r#"{"metadata":{"name":"p"},"spec":{"containers":[{"name":"a","image":"x","imagePullPolicy":"Always"}]}}"#;
+        let err = serde_json::from_str::<Pod>(text)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("unknown field `imagePullPolicy`"), "{err}");
+    }
+
+    #[test]
+    fn the_error_message_lists_every_field() {
+        let err = validate_pod(&pod(vec![container("a", "")]))
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(err.as_deref(), Some("spec.containers[0].image: required"));
+    }
+}
