@@ -12,7 +12,7 @@
 //! - [`pod`]: `Pod`, its spec (containers, ports, resources, probes, restart
 //!   policy) and status (phase, container states).
 //! - [`node`]: what a node reports: capacity, allocatable, usage, conditions.
-//! - [`event`]: `Event`.
+//! - [`event`]: the `Event` type.
 //! - [`quantity`]: cpu and memory quantities (`500m`, `128Mi`) as integers.
 //! - [`validation`]: field-precise validation (`spec.containers[0].image: required`).
 //! - [`worker`]: the `Worker` service (probe, logs, exec) and fencing.

@@ -79,7 +79,7 @@ pub fn parse_memory_bytes(text: &str) -> Result<u64, String> {
 
 /// Formats millicores the way `kubectl` shows them (`"1500m"`, `"2"`).
 pub fn format_cpu_millis(millis: u64) -> String {
-    if millis % 1000 == 0 {
+    if millis.is_multiple_of(1000) {
         (millis / 1000).to_string()
     } else {
         format!("{millis}m")
@@ -94,7 +94,7 @@ pub fn format_memory_bytes(bytes: u64) -> String {
         ("Mi", 1 << 20),
         ("Ki", 1 << 10),
     ] {
-        if bytes >= factor && bytes % factor == 0 {
+        if bytes >= factor && bytes.is_multiple_of(factor) {
             return format!("{}{suffix}", bytes / factor);
         }
     }
