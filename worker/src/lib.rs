@@ -8,3 +8,5 @@
 //!   containers.
 pub mod model;
 pub mod reconcile;
+pub mod docker;
+pub mod status;

@@ -124,15 +124,23 @@ pub fn container_name(node: &str, pod: &Pod, c: &Container) -> String {
 }
 
 /// A hash of everything that shapes container `index` of `pod` once created
-/// (its spec, and whether it holds the pod's network or joins it). Stable
+/// (its spec, whether it holds the pod's network or joins it, and the host
+/// ports it publishes for the pod). Stable
 /// across worker versions (FNV-1a over the spec's JSON), so that an upgraded
 /// worker adopts the containers of the old one.
 pub fn spec_hash(pod: &Pod, index: usize) -> String {
+    // The first container holds the pod's network, so it publishes the host
+    // ports of every container of the pod.
+    let published: Vec<&api::pod::ContainerPort> = if index == 0 {
+        pod.spec.containers.iter().flat_map(|c| &c.ports).filter(|p| p.host_port.is_some()).collect()
+    } else {
+        Vec::new()
+    };
     let json = pod
         .spec
         .containers
         .get(index)
-        .and_then(|c| serde_json::to_vec(&(c, index == 0)).ok())
+        .and_then(|c| serde_json::to_vec(&(c, index == 0, published)).ok())
         .unwrap_or_default();
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in json {

@@ -272,11 +272,7 @@ fn reconcile_slot(
         }
         RunState::Created => restart_when_due(inputs, plan, o, slot, &memory, sandbox, 0),
         RunState::Exited { exit_code, started_at_ms, finished_at_ms, .. } => {
-            if !pod.spec.restart_policy.restarts(*exit_code) && !memory.liveness_failed {
-                plan.keep.push(o.id.clone());
-                return;
-            }
-            if pod.spec.restart_policy == RestartPolicy::Never {
+            if !will_restart(pod.spec.restart_policy, *exit_code, memory.liveness_failed) {
                 plan.keep.push(o.id.clone());
                 return;
             }
@@ -286,6 +282,12 @@ fn reconcile_slot(
         }
         RunState::Other(_) => plan.keep.push(o.id.clone()),
     }
+}
+
+/// Whether a container that exited with `exit_code` is restarted: by its
+/// pod's policy, or because its liveness probe killed it (unless `Never`).
+pub fn will_restart(policy: RestartPolicy, exit_code: i64, liveness_failed: bool) -> bool {
+    policy.restarts(exit_code) || (liveness_failed && policy != RestartPolicy::Never)
 }
 
 fn stop(o: &Observed, slot: Slot, grace_seconds: u64, reason: StopReason, remove: bool) -> Stop {

@@ -1,0 +1,487 @@
+//! The container runtime: everything the worker asks of Docker, through
+//! bollard. The only module that talks to the daemon.
+//!
+//! Obligations kept here:
+//! * Listing is filtered by the `mkube.node` label at the daemon, so foreign
+//!   containers are never even seen; callers filter by their own node.
+//! * Nothing computes container sizes (`size=false` on list and inspect);
+//!   stats are one-shot samples, not the two-sample stream.
+//! * An image is pulled only when `inspect` says it is absent.
+//! * Every daemon error becomes a [`RuntimeError`] that names what was being
+//!   done; nothing here panics on a daemon's answer.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, InspectContainerOptions, ListContainersOptions,
+    LogsOptions, RemoveContainerOptions, StatsOptions, StopContainerOptions,
+};
+use futures_util::StreamExt;
+
+use crate::model::{Observed, RunState};
+
+/// Why a runtime call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuntimeError {
+    /// The daemon does not answer.
+    #[error("cannot reach the Docker daemon at {host}: {message} (is dockerd running, and may this user use its socket?)")]
+    Unreachable {
+        /// Where we looked.
+        host: String,
+        /// What failed.
+        message: String,
+    },
+    /// The image is absent and could not be pulled.
+    #[error("image {image:?} is not on this node and could not be pulled: {message}")]
+    ImagePull {
+        /// The image.
+        image: String,
+        /// The daemon's answer.
+        message: String,
+    },
+    /// No such container.
+    #[error("no such container {0}")]
+    NotFound(String),
+    /// The daemon refused a request.
+    #[error("{action}: {message}")]
+    Docker {
+        /// What was being done.
+        action: String,
+        /// The daemon's answer.
+        message: String,
+    },
+}
+
+impl RuntimeError {
+    fn from_bollard(action: impl Into<String>, host: &str, e: bollard::errors::Error) -> RuntimeError {
+        use bollard::errors::Error as E;
+        match e {
+            E::DockerResponseServerError { status_code: 404, message } => RuntimeError::NotFound(message),
+            E::DockerResponseServerError { message, .. } => RuntimeError::Docker { action: action.into(), message },
+            E::SocketNotFoundError(path) => RuntimeError::Unreachable { host: host.into(), message: format!("no socket at {path}") },
+            E::HyperResponseError { .. } | E::IOError { .. } | E::RequestTimeoutError => {
+                RuntimeError::Unreachable { host: host.into(), message: e.to_string() }
+            }
+            other => RuntimeError::Docker { action: action.into(), message: other.to_string() },
+        }
+    }
+
+    /// Whether the daemon itself is the problem.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, RuntimeError::Unreachable { .. })
+    }
+}
+
+/// What the daemon says about the machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineInfo {
+    /// Logical cpus.
+    pub cpus: u64,
+    /// Memory in bytes.
+    pub memory_bytes: u64,
+    /// `docker <version>`.
+    pub version: String,
+}
+
+/// Details of a container beyond its [`RunState`], for pod status and probes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Details {
+    /// The image it was created from.
+    pub image: String,
+    /// RFC 3339 start time, if started.
+    pub started_at: Option<String>,
+    /// RFC 3339 finish time, if exited.
+    pub finished_at: Option<String>,
+    /// Its address on its Docker network, if it has one of its own.
+    pub ip: Option<String>,
+}
+
+/// One container's resource use, as a cumulative sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sample {
+    /// Cumulative cpu time in nanoseconds.
+    pub cpu_total_ns: u64,
+    /// Memory in use, less the reclaimable page cache.
+    pub memory_bytes: u64,
+}
+
+/// How to create one container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateSpec {
+    /// Docker name.
+    pub name: String,
+    /// Image reference.
+    pub image: String,
+    /// Entrypoint override.
+    pub entrypoint: Vec<String>,
+    /// Cmd override.
+    pub cmd: Vec<String>,
+    /// `NAME=value`.
+    pub env: Vec<String>,
+    /// mkube labels.
+    pub labels: BTreeMap<String, String>,
+    /// `(container port, host port, "tcp"|"udp")`.
+    pub ports: Vec<(u16, u16, &'static str)>,
+    /// `container:<id>`, `host`, or `None` for Docker's default network.
+    pub network_mode: Option<String>,
+    /// Docker `NanoCpus`.
+    pub nano_cpus: Option<i64>,
+    /// Docker `Memory` in bytes.
+    pub memory_bytes: Option<i64>,
+    /// Seconds between SIGTERM and SIGKILL when Docker stops it.
+    pub stop_timeout_seconds: u64,
+}
+
+/// A connection to one Docker daemon.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    docker: Docker,
+    host: String,
+}
+
+/// How long one daemon request may take before it counts as unreachable.
+const REQUEST_TIMEOUT_S: u64 = 120;
+
+impl Runtime {
+    /// Connects to `host` (`unix:///var/run/docker.sock` or `tcp://h:p`),
+    /// agrees on an API version and checks that the daemon answers.
+    pub async fn connect(host: &str) -> Result<Runtime, RuntimeError> {
+        let unreachable = |message: String| RuntimeError::Unreachable { host: host.to_string(), message };
+        let docker = if let Some(path) = host.strip_prefix("unix://") {
+            Docker::connect_with_unix(path, REQUEST_TIMEOUT_S, bollard::API_DEFAULT_VERSION)
+        } else if host.starts_with("tcp://") || host.starts_with("http://") {
+            Docker::connect_with_http(host, REQUEST_TIMEOUT_S, bollard::API_DEFAULT_VERSION)
+        } else {
+            return Err(unreachable("the address must start with unix:// or tcp://".into()));
+        }
+        .map_err(|e| unreachable(e.to_string()))?;
+        let docker = docker.negotiate_version().await.map_err(|e| unreachable(e.to_string()))?;
+        let runtime = Runtime { docker, host: host.to_string() };
+        runtime.ping().await?;
+        Ok(runtime)
+    }
+
+    fn err(&self, action: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> RuntimeError + '_ {
+        let action = action.into();
+        move |e| RuntimeError::from_bollard(action, &self.host, e)
+    }
+
+    /// Checks that the daemon answers.
+    pub async fn ping(&self) -> Result<(), RuntimeError> {
+        self.docker.ping().await.map(|_| ()).map_err(self.err("ping"))
+    }
+
+    /// cpus, memory and version of the machine.
+    pub async fn machine(&self) -> Result<MachineInfo, RuntimeError> {
+        let info = self.docker.info().await.map_err(self.err("reading the daemon's info"))?;
+        Ok(MachineInfo {
+            cpus: info.ncpu.and_then(|n| u64::try_from(n).ok()).unwrap_or(1),
+            memory_bytes: info.mem_total.and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+            version: format!("docker {}", info.server_version.unwrap_or_default()),
+        })
+    }
+
+    /// Every container with an `mkube.node` label, with id, labels and the
+    /// coarse state from the listing (`running`, `exited`, ...).
+    pub async fn list(&self) -> Result<Vec<(String, BTreeMap<String, String>, String)>, RuntimeError> {
+        let filters = HashMap::from([("label".to_string(), vec![crate::model::LABEL_NODE.to_string()])]);
+        let options = ListContainersOptions { all: true, size: false, filters: Some(filters), ..Default::default() };
+        let list = self.docker.list_containers(Some(options)).await.map_err(self.err("listing containers"))?;
+        Ok(list
+            .into_iter()
+            .filter_map(|c| {
+                let id = c.id?;
+                let labels = c.labels.unwrap_or_default().into_iter().collect();
+                let state = c.state.map(|s| s.to_string()).unwrap_or_default();
+                Some((id, labels, state))
+            })
+            .collect())
+    }
+
+    /// The precise state and details of one container.
+    pub async fn inspect(&self, id: &str, labels: &BTreeMap<String, String>) -> Result<(Observed, Details), RuntimeError> {
+        let options = InspectContainerOptions { size: false };
+        let c = self.docker.inspect_container(id, Some(options)).await.map_err(self.err(format!("inspecting {id}")))?;
+        let state = c.state.unwrap_or_default();
+        let started = state.started_at.as_deref().and_then(parse_time_ms);
+        let finished = state.finished_at.as_deref().and_then(parse_time_ms);
+        let status = state.status.map(|s| s.to_string()).unwrap_or_default();
+        let run_state = match status.as_str() {
+            "running" => RunState::Running { started_at_ms: started.unwrap_or(0) },
+            "created" => RunState::Created,
+            "exited" => RunState::Exited {
+                exit_code: state.exit_code.unwrap_or(-1),
+                started_at_ms: started.unwrap_or(0),
+                finished_at_ms: finished.unwrap_or(0),
+                oom_killed: state.oom_killed.unwrap_or(false),
+            },
+            other => RunState::Other(other.to_string()),
+        };
+        let observed = Observed::from_labels(id.to_string(), labels, run_state)
+            .ok_or_else(|| RuntimeError::NotFound(format!("{id} has no mkube labels")))?;
+        let ip = c
+            .network_settings
+            .and_then(|n| n.networks)
+            .and_then(|nets| nets.into_values().find_map(|e| e.ip_address.filter(|ip| !ip.is_empty())));
+        let details = Details {
+            image: c.config.and_then(|cfg| cfg.image).unwrap_or_default(),
+            started_at: started.and(state.started_at),
+            finished_at: finished.and(state.finished_at),
+            ip,
+        };
+        Ok((observed, details))
+    }
+
+    /// Pulls `image` unless it is present. Returns whether it pulled.
+    pub async fn ensure_image(&self, image: &str) -> Result<bool, RuntimeError> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => return Ok(false),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
+            Err(e) => return Err(RuntimeError::from_bollard(format!("inspecting image {image}"), &self.host, e)),
+        }
+        let options = CreateImageOptions { from_image: Some(image.to_string()), ..Default::default() };
+        let mut pull = self.docker.create_image(Some(options), None, None);
+        while let Some(step) = pull.next().await {
+            match step {
+                Ok(info) => {
+                    if let Some(message) = info.error_detail.and_then(|d| d.message) {
+                        return Err(RuntimeError::ImagePull { image: image.into(), message });
+                    }
+                }
+                Err(e) => {
+                    let e = RuntimeError::from_bollard("pulling", &self.host, e);
+                    if e.is_unreachable() {
+                        return Err(e);
+                    }
+                    return Err(RuntimeError::ImagePull { image: image.into(), message: e.to_string() });
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Creates a container (the image must be present) and starts it.
+    pub async fn create_and_start(&self, spec: &CreateSpec) -> Result<String, RuntimeError> {
+        let mut port_bindings = HashMap::new();
+        let mut exposed = Vec::new();
+        for (container_port, host_port, proto) in &spec.ports {
+            let key = format!("{container_port}/{proto}");
+            exposed.push(key.clone());
+            port_bindings.insert(
+                key,
+                Some(vec![PortBinding { host_ip: None, host_port: Some(host_port.to_string()) }]),
+            );
+        }
+        let host_config = HostConfig {
+            network_mode: spec.network_mode.clone(),
+            port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
+            nano_cpus: spec.nano_cpus,
+            memory: spec.memory_bytes,
+            init: Some(false),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            entrypoint: (!spec.entrypoint.is_empty()).then(|| spec.entrypoint.clone()),
+            cmd: (!spec.cmd.is_empty()).then(|| spec.cmd.clone()),
+            env: (!spec.env.is_empty()).then(|| spec.env.clone()),
+            labels: Some(spec.labels.clone().into_iter().collect()),
+            exposed_ports: (!exposed.is_empty()).then_some(exposed),
+            stop_timeout: i64::try_from(spec.stop_timeout_seconds).ok(),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let options = CreateContainerOptions { name: Some(spec.name.clone()), ..Default::default() };
+        let created = self
+            .docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(self.err(format!("creating container {}", spec.name)))?;
+        if let Err(e) = self.start(&created.id).await {
+            // Leave no half-made container behind: the next round creates afresh.
+            let _ = self.remove(&created.id).await;
+            return Err(e);
+        }
+        Ok(created.id)
+    }
+
+    /// Starts a created or exited container.
+    pub async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        self.docker.start_container(id, None).await.map_err(self.err(format!("starting {id}")))
+    }
+
+    /// SIGTERM, then SIGKILL after `grace_seconds`; returns when it has exited.
+    pub async fn stop(&self, id: &str, grace_seconds: u64) -> Result<(), RuntimeError> {
+        let options = StopContainerOptions { t: Some(i32::try_from(grace_seconds).unwrap_or(i32::MAX)), signal: None };
+        match self.docker.stop_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            // 304: already stopped.
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
+            Err(e) => Err(RuntimeError::from_bollard(format!("stopping {id}"), &self.host, e)),
+        }
+    }
+
+    /// Removes a container (forcing, in case it still runs).
+    pub async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        let options = RemoveContainerOptions { force: true, ..Default::default() };
+        match self.docker.remove_container(id, Some(options)).await {
+            Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Err(e) => Err(RuntimeError::from_bollard(format!("removing {id}"), &self.host, e)),
+        }
+    }
+
+    /// One resource sample of a running container.
+    pub async fn sample(&self, id: &str) -> Result<Sample, RuntimeError> {
+        let options = StatsOptions { stream: false, one_shot: true };
+        let mut stream = self.docker.stats(id, Some(options));
+        let stats = match stream.next().await {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => return Err(RuntimeError::from_bollard(format!("reading stats of {id}"), &self.host, e)),
+            None => return Err(RuntimeError::NotFound(id.to_string())),
+        };
+        let cpu_total_ns = stats.cpu_stats.and_then(|c| c.cpu_usage).and_then(|u| u.total_usage).unwrap_or(0);
+        let memory = stats.memory_stats.unwrap_or_default();
+        let cache = memory
+            .stats
+            .as_ref()
+            .and_then(|s| s.get("inactive_file").or_else(|| s.get("total_inactive_file")).copied())
+            .unwrap_or(0);
+        Ok(Sample { cpu_total_ns, memory_bytes: memory.usage.unwrap_or(0).saturating_sub(cache) })
+    }
+
+    /// Log lines of a container with their Docker timestamps
+    /// (`<rfc3339nano> <line>`), at most `max_bytes` in all.
+    pub async fn logs(&self, id: &str, opts: LogQuery) -> Result<(Vec<String>, bool), RuntimeError> {
+        let options = LogsOptions {
+            follow: opts.follow,
+            stdout: true,
+            stderr: true,
+            since: opts.since_unix_s,
+            until: 0,
+            timestamps: true,
+            tail: opts.tail.map(|t| t.to_string()).unwrap_or_else(|| "all".into()),
+        };
+        let mut stream = self.docker.logs(id, Some(options));
+        let mut lines = Vec::new();
+        let mut bytes = 0usize;
+        let deadline = tokio::time::Instant::now() + opts.wait;
+        loop {
+            let next = if opts.follow {
+                match tokio::time::timeout_at(deadline, stream.next()).await {
+                    Ok(n) => n,
+                    Err(_) => break,
+                }
+            } else {
+                stream.next().await
+            };
+            let Some(item) = next else { break };
+            let chunk = match item.map_err(self.err(format!("reading logs of {id}")))? {
+                LogOutput::StdOut { message } | LogOutput::StdErr { message } | LogOutput::Console { message } => message,
+                LogOutput::StdIn { .. } => continue,
+            };
+            for line in String::from_utf8_lossy(&chunk).lines() {
+                bytes += line.len();
+                if bytes > opts.max_bytes {
+                    return Ok((lines, true));
+                }
+                lines.push(line.to_string());
+            }
+            if opts.follow && !lines.is_empty() && opts.return_on_first {
+                // Long-poll: answer soon after the first lines arrive.
+                let settle = tokio::time::Instant::now() + Duration::from_millis(50);
+                let until = settle.min(deadline);
+                while let Ok(Some(Ok(more))) = tokio::time::timeout_at(until, stream.next()).await {
+                    if let LogOutput::StdOut { message } | LogOutput::StdErr { message } = more {
+                        lines.extend(String::from_utf8_lossy(&message).lines().map(str::to_string));
+                    }
+                }
+                break;
+            }
+        }
+        Ok((lines, false))
+    }
+
+    /// Runs a command in a running container; `(exit code, stdout, stderr)`.
+    pub async fn exec(&self, id: &str, command: Vec<String>, timeout: Duration, max_bytes: usize) -> Result<(i64, String, String), RuntimeError> {
+        let options = CreateExecOptions {
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            cmd: Some(command),
+            ..Default::default()
+        };
+        let exec = self.docker.create_exec(id, options).await.map_err(self.err(format!("exec in {id}")))?;
+        let started = self
+            .docker
+            .start_exec(&exec.id, Some(StartExecOptions { detach: false, tty: false, output_capacity: None }))
+            .await
+            .map_err(self.err(format!("exec in {id}")))?;
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        if let StartExecResults::Attached { mut output, .. } = started {
+            let collect = async {
+                while let Some(item) = output.next().await {
+                    match item {
+                        Ok(LogOutput::StdOut { message }) => append_bounded(&mut stdout, &message, max_bytes),
+                        Ok(LogOutput::StdErr { message }) => append_bounded(&mut stderr, &message, max_bytes),
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+            };
+            if tokio::time::timeout(timeout, collect).await.is_err() {
+                return Err(RuntimeError::Docker { action: format!("exec in {id}"), message: format!("timed out after {timeout:?}") });
+            }
+        }
+        let inspect = self.docker.inspect_exec(&exec.id).await.map_err(self.err(format!("exec in {id}")))?;
+        Ok((
+            inspect.exit_code.unwrap_or(-1),
+            String::from_utf8_lossy(&stdout).into_owned(),
+            String::from_utf8_lossy(&stderr).into_owned(),
+        ))
+    }
+}
+
+fn append_bounded(buf: &mut Vec<u8>, bytes: &[u8], max: usize) {
+    let room = max.saturating_sub(buf.len());
+    buf.extend_from_slice(&bytes[..bytes.len().min(room)]);
+}
+
+/// What [`Runtime::logs`] reads.
+#[derive(Debug, Clone, Copy)]
+pub struct LogQuery {
+    /// Only the last N lines.
+    pub tail: Option<u64>,
+    /// Only lines from this Unix second (0: all).
+    pub since_unix_s: i32,
+    /// Keep the stream open for new lines.
+    pub follow: bool,
+    /// With `follow`: stop waiting after this long.
+    pub wait: Duration,
+    /// With `follow`: answer as soon as lines arrive.
+    pub return_on_first: bool,
+    /// Stop after this many bytes.
+    pub max_bytes: usize,
+}
+
+/// Parses Docker's RFC 3339 times; `None` for its zero time (year 1).
+pub fn parse_time_ms(text: &str) -> Option<u64> {
+    let t = humantime::parse_rfc3339_weak(text).or_else(|_| humantime::parse_rfc3339(text)).ok()?;
+    t.duration_since(UNIX_EPOCH).ok().and_then(|d| u64::try_from(d.as_millis()).ok()).filter(|ms| *ms > 0)
+}
+
+/// The current time in ms since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The current time in RFC 3339 with milliseconds.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
