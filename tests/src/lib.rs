@@ -6,10 +6,12 @@
 //!   code and its peer (tarpc, etcd, `docker run`) side by side in one run and
 //!   ends with `NAME: ours=<v> <unit> peer=<v> <unit> ratio=<ours/peer>`.
 //! - [`clusters`]: starting kvs and etcd clusters for the benchmarks.
+//! - [`images`]: test and demo images built locally (`docker import`).
 //! - `tests/`: end-to-end tests that start real clusters on real Docker
 //!   (added with the orchestrator).
 
 pub mod clusters;
+pub mod images;
 
 /// Runs a benchmark on the runtime every harness uses: two worker threads,
 /// as on the 2-core machines the figures come from.

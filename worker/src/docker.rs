@@ -29,7 +29,9 @@ use crate::model::{Observed, RunState};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RuntimeError {
     /// The daemon does not answer.
-    #[error("cannot reach the Docker daemon at {host}: {message} (is dockerd running, and may this user use its socket?)")]
+    #[error(
+        "cannot reach the Docker daemon at {host}: {message} (is dockerd running, and may this user use its socket?)"
+    )]
     Unreachable {
         /// Where we looked.
         host: String,
@@ -58,16 +60,35 @@ pub enum RuntimeError {
 }
 
 impl RuntimeError {
-    fn from_bollard(action: impl Into<String>, host: &str, e: bollard::errors::Error) -> RuntimeError {
+    fn from_bollard(
+        action: impl Into<String>,
+        host: &str,
+        e: bollard::errors::Error,
+    ) -> RuntimeError {
         use bollard::errors::Error as E;
         match e {
-            E::DockerResponseServerError { status_code: 404, message } => RuntimeError::NotFound(message),
-            E::DockerResponseServerError { message, .. } => RuntimeError::Docker { action: action.into(), message },
-            E::SocketNotFoundError(path) => RuntimeError::Unreachable { host: host.into(), message: format!("no socket at {path}") },
+            E::DockerResponseServerError {
+                status_code: 404,
+                message,
+            } => RuntimeError::NotFound(message),
+            E::DockerResponseServerError { message, .. } => RuntimeError::Docker {
+                action: action.into(),
+                message,
+            },
+            E::SocketNotFoundError(path) => RuntimeError::Unreachable {
+                host: host.into(),
+                message: format!("no socket at {path}"),
+            },
             E::HyperResponseError { .. } | E::IOError { .. } | E::RequestTimeoutError => {
-                RuntimeError::Unreachable { host: host.into(), message: e.to_string() }
+                RuntimeError::Unreachable {
+                    host: host.into(),
+                    message: e.to_string(),
+                }
             }
-            other => RuntimeError::Docker { action: action.into(), message: other.to_string() },
+            other => RuntimeError::Docker {
+                action: action.into(),
+                message: other.to_string(),
+            },
         }
     }
 
@@ -151,47 +172,86 @@ impl Runtime {
     /// Connects to `host` (`unix:///var/run/docker.sock` or `tcp://h:p`),
     /// agrees on an API version and checks that the daemon answers.
     pub async fn connect(host: &str) -> Result<Runtime, RuntimeError> {
-        let unreachable = |message: String| RuntimeError::Unreachable { host: host.to_string(), message };
+        let unreachable = |message: String| RuntimeError::Unreachable {
+            host: host.to_string(),
+            message,
+        };
         let docker = if let Some(path) = host.strip_prefix("unix://") {
             Docker::connect_with_unix(path, REQUEST_TIMEOUT_S, bollard::API_DEFAULT_VERSION)
         } else if host.starts_with("tcp://") || host.starts_with("http://") {
             Docker::connect_with_http(host, REQUEST_TIMEOUT_S, bollard::API_DEFAULT_VERSION)
         } else {
-            return Err(unreachable("the address must start with unix:// or tcp://".into()));
+            return Err(unreachable(
+                "the address must start with unix:// or tcp://".into(),
+            ));
         }
         .map_err(|e| unreachable(e.to_string()))?;
-        let docker = docker.negotiate_version().await.map_err(|e| unreachable(e.to_string()))?;
-        let runtime = Runtime { docker, host: host.to_string() };
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let runtime = Runtime {
+            docker,
+            host: host.to_string(),
+        };
         runtime.ping().await?;
         Ok(runtime)
     }
 
-    fn err(&self, action: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> RuntimeError + '_ {
+    fn err(
+        &self,
+        action: impl Into<String>,
+    ) -> impl FnOnce(bollard::errors::Error) -> RuntimeError + '_ {
         let action = action.into();
         move |e| RuntimeError::from_bollard(action, &self.host, e)
     }
 
     /// Checks that the daemon answers.
     pub async fn ping(&self) -> Result<(), RuntimeError> {
-        self.docker.ping().await.map(|_| ()).map_err(self.err("ping"))
+        self.docker
+            .ping()
+            .await
+            .map(|_| ())
+            .map_err(self.err("ping"))
     }
 
     /// cpus, memory and version of the machine.
     pub async fn machine(&self) -> Result<MachineInfo, RuntimeError> {
-        let info = self.docker.info().await.map_err(self.err("reading the daemon's info"))?;
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(self.err("reading the daemon's info"))?;
         Ok(MachineInfo {
             cpus: info.ncpu.and_then(|n| u64::try_from(n).ok()).unwrap_or(1),
-            memory_bytes: info.mem_total.and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+            memory_bytes: info
+                .mem_total
+                .and_then(|n| u64::try_from(n).ok())
+                .unwrap_or(0),
             version: format!("docker {}", info.server_version.unwrap_or_default()),
         })
     }
 
     /// Every container with an `mkube.node` label, with id, labels and the
     /// coarse state from the listing (`running`, `exited`, ...).
-    pub async fn list(&self) -> Result<Vec<(String, BTreeMap<String, String>, String)>, RuntimeError> {
-        let filters = HashMap::from([("label".to_string(), vec![crate::model::LABEL_NODE.to_string()])]);
-        let options = ListContainersOptions { all: true, size: false, filters: Some(filters), ..Default::default() };
-        let list = self.docker.list_containers(Some(options)).await.map_err(self.err("listing containers"))?;
+    pub async fn list(
+        &self,
+    ) -> Result<Vec<(String, BTreeMap<String, String>, String)>, RuntimeError> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![crate::model::LABEL_NODE.to_string()],
+        )]);
+        let options = ListContainersOptions {
+            all: true,
+            size: false,
+            filters: Some(filters),
+            ..Default::default()
+        };
+        let list = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(self.err("listing containers"))?;
         Ok(list
             .into_iter()
             .filter_map(|c| {
@@ -204,15 +264,25 @@ impl Runtime {
     }
 
     /// The precise state and details of one container.
-    pub async fn inspect(&self, id: &str, labels: &BTreeMap<String, String>) -> Result<(Observed, Details), RuntimeError> {
+    pub async fn inspect(
+        &self,
+        id: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(Observed, Details), RuntimeError> {
         let options = InspectContainerOptions { size: false };
-        let c = self.docker.inspect_container(id, Some(options)).await.map_err(self.err(format!("inspecting {id}")))?;
+        let c = self
+            .docker
+            .inspect_container(id, Some(options))
+            .await
+            .map_err(self.err(format!("inspecting {id}")))?;
         let state = c.state.unwrap_or_default();
         let started = state.started_at.as_deref().and_then(parse_time_ms);
         let finished = state.finished_at.as_deref().and_then(parse_time_ms);
         let status = state.status.map(|s| s.to_string()).unwrap_or_default();
         let run_state = match status.as_str() {
-            "running" => RunState::Running { started_at_ms: started.unwrap_or(0) },
+            "running" => RunState::Running {
+                started_at_ms: started.unwrap_or(0),
+            },
             "created" => RunState::Created,
             "exited" => RunState::Exited {
                 exit_code: state.exit_code.unwrap_or(-1),
@@ -227,7 +297,10 @@ impl Runtime {
         let ip = c
             .network_settings
             .and_then(|n| n.networks)
-            .and_then(|nets| nets.into_values().find_map(|e| e.ip_address.filter(|ip| !ip.is_empty())));
+            .and_then(|nets| {
+                nets.into_values()
+                    .find_map(|e| e.ip_address.filter(|ip| !ip.is_empty()))
+            });
         let details = Details {
             image: c.config.and_then(|cfg| cfg.image).unwrap_or_default(),
             started_at: started.and(state.started_at),
@@ -241,16 +314,30 @@ impl Runtime {
     pub async fn ensure_image(&self, image: &str) -> Result<bool, RuntimeError> {
         match self.docker.inspect_image(image).await {
             Ok(_) => return Ok(false),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
-            Err(e) => return Err(RuntimeError::from_bollard(format!("inspecting image {image}"), &self.host, e)),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            Err(e) => {
+                return Err(RuntimeError::from_bollard(
+                    format!("inspecting image {image}"),
+                    &self.host,
+                    e,
+                ));
+            }
         }
-        let options = CreateImageOptions { from_image: Some(image.to_string()), ..Default::default() };
+        let options = CreateImageOptions {
+            from_image: Some(image.to_string()),
+            ..Default::default()
+        };
         let mut pull = self.docker.create_image(Some(options), None, None);
         while let Some(step) = pull.next().await {
             match step {
                 Ok(info) => {
                     if let Some(message) = info.error_detail.and_then(|d| d.message) {
-                        return Err(RuntimeError::ImagePull { image: image.into(), message });
+                        return Err(RuntimeError::ImagePull {
+                            image: image.into(),
+                            message,
+                        });
                     }
                 }
                 Err(e) => {
@@ -258,7 +345,10 @@ impl Runtime {
                     if e.is_unreachable() {
                         return Err(e);
                     }
-                    return Err(RuntimeError::ImagePull { image: image.into(), message: e.to_string() });
+                    return Err(RuntimeError::ImagePull {
+                        image: image.into(),
+                        message: e.to_string(),
+                    });
                 }
             }
         }
@@ -274,7 +364,10 @@ impl Runtime {
             exposed.push(key.clone());
             port_bindings.insert(
                 key,
-                Some(vec![PortBinding { host_ip: None, host_port: Some(host_port.to_string()) }]),
+                Some(vec![PortBinding {
+                    host_ip: None,
+                    host_port: Some(host_port.to_string()),
+                }]),
             );
         }
         let host_config = HostConfig {
@@ -296,7 +389,10 @@ impl Runtime {
             host_config: Some(host_config),
             ..Default::default()
         };
-        let options = CreateContainerOptions { name: Some(spec.name.clone()), ..Default::default() };
+        let options = CreateContainerOptions {
+            name: Some(spec.name.clone()),
+            ..Default::default()
+        };
         let created = self
             .docker
             .create_container(Some(options), body)
@@ -312,51 +408,97 @@ impl Runtime {
 
     /// Starts a created or exited container.
     pub async fn start(&self, id: &str) -> Result<(), RuntimeError> {
-        self.docker.start_container(id, None).await.map_err(self.err(format!("starting {id}")))
+        self.docker
+            .start_container(id, None)
+            .await
+            .map_err(self.err(format!("starting {id}")))
     }
 
     /// SIGTERM, then SIGKILL after `grace_seconds`; returns when it has exited.
     pub async fn stop(&self, id: &str, grace_seconds: u64) -> Result<(), RuntimeError> {
-        let options = StopContainerOptions { t: Some(i32::try_from(grace_seconds).unwrap_or(i32::MAX)), signal: None };
+        let options = StopContainerOptions {
+            t: Some(i32::try_from(grace_seconds).unwrap_or(i32::MAX)),
+            signal: None,
+        };
         match self.docker.stop_container(id, Some(options)).await {
             Ok(()) => Ok(()),
             // 304: already stopped.
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
-            Err(e) => Err(RuntimeError::from_bollard(format!("stopping {id}"), &self.host, e)),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(RuntimeError::from_bollard(
+                format!("stopping {id}"),
+                &self.host,
+                e,
+            )),
         }
     }
 
     /// Removes a container (forcing, in case it still runs).
     pub async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
-        let options = RemoveContainerOptions { force: true, ..Default::default() };
+        let options = RemoveContainerOptions {
+            force: true,
+            ..Default::default()
+        };
         match self.docker.remove_container(id, Some(options)).await {
-            Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
-            Err(e) => Err(RuntimeError::from_bollard(format!("removing {id}"), &self.host, e)),
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(e) => Err(RuntimeError::from_bollard(
+                format!("removing {id}"),
+                &self.host,
+                e,
+            )),
         }
     }
 
     /// One resource sample of a running container.
     pub async fn sample(&self, id: &str) -> Result<Sample, RuntimeError> {
-        let options = StatsOptions { stream: false, one_shot: true };
+        let options = StatsOptions {
+            stream: false,
+            one_shot: true,
+        };
         let mut stream = self.docker.stats(id, Some(options));
         let stats = match stream.next().await {
             Some(Ok(s)) => s,
-            Some(Err(e)) => return Err(RuntimeError::from_bollard(format!("reading stats of {id}"), &self.host, e)),
+            Some(Err(e)) => {
+                return Err(RuntimeError::from_bollard(
+                    format!("reading stats of {id}"),
+                    &self.host,
+                    e,
+                ));
+            }
             None => return Err(RuntimeError::NotFound(id.to_string())),
         };
-        let cpu_total_ns = stats.cpu_stats.and_then(|c| c.cpu_usage).and_then(|u| u.total_usage).unwrap_or(0);
+        let cpu_total_ns = stats
+            .cpu_stats
+            .and_then(|c| c.cpu_usage)
+            .and_then(|u| u.total_usage)
+            .unwrap_or(0);
         let memory = stats.memory_stats.unwrap_or_default();
         let cache = memory
             .stats
             .as_ref()
-            .and_then(|s| s.get("inactive_file").or_else(|| s.get("total_inactive_file")).copied())
+            .and_then(|s| {
+                s.get("inactive_file")
+                    .or_else(|| s.get("total_inactive_file"))
+                    .copied()
+            })
             .unwrap_or(0);
-        Ok(Sample { cpu_total_ns, memory_bytes: memory.usage.unwrap_or(0).saturating_sub(cache) })
+        Ok(Sample {
+            cpu_total_ns,
+            memory_bytes: memory.usage.unwrap_or(0).saturating_sub(cache),
+        })
     }
 
     /// Log lines of a container with their Docker timestamps
     /// (`<rfc3339nano> <line>`), at most `max_bytes` in all.
-    pub async fn logs(&self, id: &str, opts: LogQuery) -> Result<(Vec<String>, bool), RuntimeError> {
+    pub async fn logs(
+        &self,
+        id: &str,
+        opts: LogQuery,
+    ) -> Result<(Vec<String>, bool), RuntimeError> {
         let options = LogsOptions {
             follow: opts.follow,
             stdout: true,
@@ -364,7 +506,10 @@ impl Runtime {
             since: opts.since_unix_s,
             until: 0,
             timestamps: true,
-            tail: opts.tail.map(|t| t.to_string()).unwrap_or_else(|| "all".into()),
+            tail: opts
+                .tail
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| "all".into()),
         };
         let mut stream = self.docker.logs(id, Some(options));
         let mut lines = Vec::new();
@@ -381,7 +526,9 @@ impl Runtime {
             };
             let Some(item) = next else { break };
             let chunk = match item.map_err(self.err(format!("reading logs of {id}")))? {
-                LogOutput::StdOut { message } | LogOutput::StdErr { message } | LogOutput::Console { message } => message,
+                LogOutput::StdOut { message }
+                | LogOutput::StdErr { message }
+                | LogOutput::Console { message } => message,
                 LogOutput::StdIn { .. } => continue,
             };
             for line in String::from_utf8_lossy(&chunk).lines() {
@@ -397,7 +544,11 @@ impl Runtime {
                 let until = settle.min(deadline);
                 while let Ok(Some(Ok(more))) = tokio::time::timeout_at(until, stream.next()).await {
                     if let LogOutput::StdOut { message } | LogOutput::StdErr { message } = more {
-                        lines.extend(String::from_utf8_lossy(&message).lines().map(str::to_string));
+                        lines.extend(
+                            String::from_utf8_lossy(&message)
+                                .lines()
+                                .map(str::to_string),
+                        );
                     }
                 }
                 break;
@@ -407,17 +558,34 @@ impl Runtime {
     }
 
     /// Runs a command in a running container; `(exit code, stdout, stderr)`.
-    pub async fn exec(&self, id: &str, command: Vec<String>, timeout: Duration, max_bytes: usize) -> Result<(i64, String, String), RuntimeError> {
+    pub async fn exec(
+        &self,
+        id: &str,
+        command: Vec<String>,
+        timeout: Duration,
+        max_bytes: usize,
+    ) -> Result<(i64, String, String), RuntimeError> {
         let options = CreateExecOptions {
             attach_stdout: Some(true),
             attach_stderr: Some(true),
             cmd: Some(command),
             ..Default::default()
         };
-        let exec = self.docker.create_exec(id, options).await.map_err(self.err(format!("exec in {id}")))?;
+        let exec = self
+            .docker
+            .create_exec(id, options)
+            .await
+            .map_err(self.err(format!("exec in {id}")))?;
         let started = self
             .docker
-            .start_exec(&exec.id, Some(StartExecOptions { detach: false, tty: false, output_capacity: None }))
+            .start_exec(
+                &exec.id,
+                Some(StartExecOptions {
+                    detach: false,
+                    tty: false,
+                    output_capacity: None,
+                }),
+            )
             .await
             .map_err(self.err(format!("exec in {id}")))?;
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
@@ -425,18 +593,29 @@ impl Runtime {
             let collect = async {
                 while let Some(item) = output.next().await {
                     match item {
-                        Ok(LogOutput::StdOut { message }) => append_bounded(&mut stdout, &message, max_bytes),
-                        Ok(LogOutput::StdErr { message }) => append_bounded(&mut stderr, &message, max_bytes),
+                        Ok(LogOutput::StdOut { message }) => {
+                            append_bounded(&mut stdout, &message, max_bytes)
+                        }
+                        Ok(LogOutput::StdErr { message }) => {
+                            append_bounded(&mut stderr, &message, max_bytes)
+                        }
                         Ok(_) => {}
                         Err(_) => break,
                     }
                 }
             };
             if tokio::time::timeout(timeout, collect).await.is_err() {
-                return Err(RuntimeError::Docker { action: format!("exec in {id}"), message: format!("timed out after {timeout:?}") });
+                return Err(RuntimeError::Docker {
+                    action: format!("exec in {id}"),
+                    message: format!("timed out after {timeout:?}"),
+                });
             }
         }
-        let inspect = self.docker.inspect_exec(&exec.id).await.map_err(self.err(format!("exec in {id}")))?;
+        let inspect = self
+            .docker
+            .inspect_exec(&exec.id)
+            .await
+            .map_err(self.err(format!("exec in {id}")))?;
         Ok((
             inspect.exit_code.unwrap_or(-1),
             String::from_utf8_lossy(&stdout).into_owned(),
@@ -469,8 +648,13 @@ pub struct LogQuery {
 
 /// Parses Docker's RFC 3339 times; `None` for its zero time (year 1).
 pub fn parse_time_ms(text: &str) -> Option<u64> {
-    let t = humantime::parse_rfc3339_weak(text).or_else(|_| humantime::parse_rfc3339(text)).ok()?;
-    t.duration_since(UNIX_EPOCH).ok().and_then(|d| u64::try_from(d.as_millis()).ok()).filter(|ms| *ms > 0)
+    let t = humantime::parse_rfc3339_weak(text)
+        .or_else(|_| humantime::parse_rfc3339(text))
+        .ok()?;
+    t.duration_since(UNIX_EPOCH)
+        .ok()
+        .and_then(|d| u64::try_from(d.as_millis()).ok())
+        .filter(|ms| *ms > 0)
 }
 
 /// The current time in ms since the Unix epoch.

@@ -6,7 +6,10 @@
 //!   puts on containers.
 //! - [`reconcile`]: the pure reconciler of desired pods against observed
 //!   containers.
+pub mod agent;
+pub mod docker;
 pub mod model;
 pub mod reconcile;
-pub mod docker;
+pub mod register;
+pub mod service;
 pub mod status;

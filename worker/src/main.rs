@@ -1,6 +1,204 @@
-//! `mkube-worker`: not built yet (issue 6).
+//! `mkube-worker`: runs the pods a master assigns to this node as Docker
+//! containers and answers the master's probes.
 
-fn main() -> std::process::ExitCode {
-    eprintln!("mkube-worker: not implemented yet; see issue 6");
-    std::process::ExitCode::from(2)
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use api::node::Resources;
+use api::quantity::{parse_cpu_millis, parse_memory_bytes};
+use api::worker::WorkerServer;
+use clap::Parser;
+use worker::agent::{Agent, AgentConfig};
+use worker::docker::Runtime;
+use worker::reconcile::Backoff;
+use worker::register::{self, RegisterConfig};
+use worker::service::WorkerService;
+
+/// The mkube node agent.
+#[derive(Debug, Parser)]
+#[command(name = "mkube-worker", version)]
+struct Args {
+    /// This node's name (a DNS-1123 name, unique in the cluster).
+    #[arg(long, env = "MKUBE_NODE_NAME")]
+    name: String,
+    /// Where the Worker RPC server listens.
+    #[arg(long, default_value = "0.0.0.0:10250")]
+    listen: SocketAddr,
+    /// The address masters use to reach this worker (default: --listen).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// The address at which pods' host ports answer (default: the host of --advertise).
+    #[arg(long)]
+    host_ip: Option<String>,
+    /// Masters to register with, comma-separated `host:port`.
+    #[arg(long, value_delimiter = ',', env = "MKUBE_MASTERS")]
+    masters: Vec<String>,
+    /// The cluster token (callers must present it; registration sends it).
+    #[arg(long, env = "MKUBE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// A file holding the cluster token.
+    #[arg(long, conflicts_with = "token")]
+    token_file: Option<std::path::PathBuf>,
+    /// The Docker daemon.
+    #[arg(
+        long,
+        env = "DOCKER_HOST",
+        default_value = "unix:///var/run/docker.sock"
+    )]
+    docker_host: String,
+    /// Network mode of each pod's first container, e.g. `container:<worker>`
+    /// to share the worker container's network (local clusters). Default:
+    /// Docker's bridge with host ports published.
+    #[arg(long)]
+    pod_network: Option<String>,
+    /// Node labels, `key=value`, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    labels: Vec<String>,
+    /// cpu kept back from pods (e.g. `250m`).
+    #[arg(long, default_value = "0")]
+    reserved_cpu: String,
+    /// memory kept back from pods (e.g. `256Mi`).
+    #[arg(long, default_value = "0")]
+    reserved_memory: String,
+    /// First restart back-off (kubelet: 10 s).
+    #[arg(long, default_value_t = 10_000)]
+    backoff_initial_ms: u64,
+    /// Restart back-off cap (kubelet: 5 min).
+    #[arg(long, default_value_t = 300_000)]
+    backoff_max_ms: u64,
+    /// How often the reconcile loop runs when nothing wakes it.
+    #[arg(long, default_value_t = 1_000)]
+    sync_interval_ms: u64,
+    /// Docker operations in flight at most.
+    #[arg(long, default_value_t = 16)]
+    max_parallel_ops: usize,
+    /// How often container stats are sampled.
+    #[arg(long, default_value_t = 10_000)]
+    stats_interval_ms: u64,
+    /// Re-register when no probe arrived for this long.
+    #[arg(long, default_value_t = 30_000)]
+    rejoin_after_ms: u64,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Args::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mkube-worker: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    if !api::validation::is_dns1123_subdomain(&args.name) {
+        bail!(
+            "--name {:?} must be a DNS-1123 name (lowercase letters, digits, '-' and '.')",
+            args.name
+        );
+    }
+    let token = match &args.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading the token file {}", path.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => args.token.clone(),
+    };
+    let mut labels = BTreeMap::new();
+    for kv in &args.labels {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--labels: {kv:?} is not key=value"))?;
+        labels.insert(k.to_string(), v.to_string());
+    }
+    let reserved = Resources {
+        cpu_millis: parse_cpu_millis(&args.reserved_cpu)
+            .map_err(|e| anyhow::anyhow!("--reserved-cpu: {e}"))?,
+        memory_bytes: parse_memory_bytes(&args.reserved_memory)
+            .map_err(|e| anyhow::anyhow!("--reserved-memory: {e}"))?,
+    };
+    let runtime = Runtime::connect(&args.docker_host).await?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let bound = listener.local_addr().context("reading the bound address")?;
+    let address = args.advertise.clone().unwrap_or_else(|| bound.to_string());
+    let host_ip = args.host_ip.clone().unwrap_or_else(|| {
+        address
+            .rsplit_once(':')
+            .map(|(h, _)| h.to_string())
+            .unwrap_or_else(|| address.clone())
+    });
+    let config = AgentConfig {
+        node: args.name.clone(),
+        address,
+        host_ip,
+        labels,
+        backoff: Backoff {
+            initial_ms: args.backoff_initial_ms.max(1),
+            max_ms: args.backoff_max_ms.max(args.backoff_initial_ms),
+        },
+        sync_interval: Duration::from_millis(args.sync_interval_ms.max(10)),
+        max_parallel_ops: args.max_parallel_ops.max(1),
+        pod_network: args.pod_network.clone(),
+        reserved,
+        stats_interval: Duration::from_millis(args.stats_interval_ms.max(100)),
+    };
+    let agent = Agent::new(config, runtime).await?;
+    let auth = match &token {
+        Some(t) => rpc::Auth::Bearer(vec![t.clone()]),
+        None => rpc::Auth::None,
+    };
+    let server = rpc::Server::builder(auth)
+        .service(WorkerServer::new(WorkerService::new(agent.clone())))
+        .build()
+        .context("configuring the server")?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let loop_task = tokio::spawn({
+        let agent = agent.clone();
+        let done = stopped(stop_rx.clone());
+        async move { agent.run(done).await }
+    });
+    let register_task = tokio::spawn(register::run(
+        agent.clone(),
+        RegisterConfig {
+            masters: args.masters.clone(),
+            token,
+            rejoin_after: Duration::from_millis(args.rejoin_after_ms.max(100)),
+        },
+        stopped(stop_rx.clone()),
+    ));
+    tracing::info!(node = %args.name, listen = %bound, "worker started");
+    // Printed for scripts and tests that bind port 0.
+    println!("listening on {bound}");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    server
+        .serve(listener, async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            // Pods keep running: a worker restart must not restart them.
+            let _ = stop_tx.send(true);
+        })
+        .await
+        .context("serving")?;
+    let _ = loop_task.await;
+    let _ = register_task.await;
+    Ok(())
 }

@@ -66,6 +66,8 @@ pub struct Observed {
     pub id: String,
     /// The `mkube.node` label.
     pub node: String,
+    /// The `mkube.pod` label (`namespace/name`), empty if absent.
+    pub pod: String,
     /// The slot, when the labels name one.
     pub slot: Option<Slot>,
     /// The `mkube.hash` label.
@@ -79,15 +81,23 @@ pub struct Observed {
 impl Observed {
     /// Reads the mkube labels of a container; `None` when it has no node label
     /// (a foreign container, never touched).
-    pub fn from_labels(id: String, labels: &BTreeMap<String, String>, state: RunState) -> Option<Observed> {
+    pub fn from_labels(
+        id: String,
+        labels: &BTreeMap<String, String>,
+        state: RunState,
+    ) -> Option<Observed> {
         let node = labels.get(LABEL_NODE)?.clone();
         let slot = match (labels.get(LABEL_UID), labels.get(LABEL_CONTAINER)) {
-            (Some(uid), Some(container)) => Some(Slot { uid: uid.clone(), container: container.clone() }),
+            (Some(uid), Some(container)) => Some(Slot {
+                uid: uid.clone(),
+                container: container.clone(),
+            }),
             _ => None,
         };
         Some(Observed {
             id,
             node,
+            pod: labels.get(LABEL_POD).cloned().unwrap_or_default(),
             slot,
             spec_hash: labels.get(LABEL_HASH).cloned().unwrap_or_default(),
             grace_seconds: labels.get(LABEL_GRACE).and_then(|g| g.parse().ok()),
@@ -110,16 +120,34 @@ pub fn labels_for(node: &str, pod: &Pod, index: usize, c: &Container) -> BTreeMa
         (LABEL_UID.to_string(), pod.metadata.uid.clone()),
         (LABEL_CONTAINER.to_string(), c.name.clone()),
         (LABEL_HASH.to_string(), spec_hash(pod, index)),
-        (LABEL_GRACE.to_string(), pod.spec.grace_period_seconds().to_string()),
+        (
+            LABEL_GRACE.to_string(),
+            pod.spec.grace_period_seconds().to_string(),
+        ),
     ])
 }
 
 /// Docker's name for a slot's container: readable, unique per node and pod.
 pub fn container_name(node: &str, pod: &Pod, c: &Container) -> String {
-    let uid: String = pod.metadata.uid.chars().filter(char::is_ascii_alphanumeric).take(8).collect();
-    let raw = format!("mkube_{node}_{}_{}_{}_{uid}", pod.metadata.namespace, pod.metadata.name, c.name);
+    let uid: String = pod
+        .metadata
+        .uid
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(8)
+        .collect();
+    let raw = format!(
+        "mkube_{node}_{}_{}_{}_{uid}",
+        pod.metadata.namespace, pod.metadata.name, c.name
+    );
     raw.chars()
-        .map(|ch| if ch.is_ascii_alphanumeric() || "_.-".contains(ch) { ch } else { '-' })
+        .map(|ch| {
+            if ch.is_ascii_alphanumeric() || "_.-".contains(ch) {
+                ch
+            } else {
+                '-'
+            }
+        })
         .collect()
 }
 
@@ -132,7 +160,12 @@ pub fn spec_hash(pod: &Pod, index: usize) -> String {
     // The first container holds the pod's network, so it publishes the host
     // ports of every container of the pod.
     let published: Vec<&api::pod::ContainerPort> = if index == 0 {
-        pod.spec.containers.iter().flat_map(|c| &c.ports).filter(|p| p.host_port.is_some()).collect()
+        pod.spec
+            .containers
+            .iter()
+            .flat_map(|c| &c.ports)
+            .filter(|p| p.host_port.is_some())
+            .collect()
     } else {
         Vec::new()
     };

@@ -46,7 +46,10 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff { initial_ms: 10_000, max_ms: 300_000 }
+        Backoff {
+            initial_ms: 10_000,
+            max_ms: 300_000,
+        }
     }
 }
 
@@ -58,7 +61,9 @@ impl Backoff {
             return 0;
         }
         let doublings = (restart_count - 1).min(32);
-        self.initial_ms.saturating_mul(1u64 << doublings).min(self.max_ms)
+        self.initial_ms
+            .saturating_mul(1u64 << doublings)
+            .min(self.max_ms)
     }
 }
 
@@ -160,14 +165,21 @@ pub struct Plan {
 impl Plan {
     /// Whether the round changes nothing.
     pub fn is_empty(&self) -> bool {
-        self.create.is_empty() && self.start.is_empty() && self.stop.is_empty() && self.remove.is_empty()
+        self.create.is_empty()
+            && self.start.is_empty()
+            && self.stop.is_empty()
+            && self.remove.is_empty()
     }
 }
 
 /// Decides one round. See the module doc for the invariants.
 pub fn reconcile(inputs: &Inputs<'_>) -> Plan {
     let mut plan = Plan::default();
-    let ours: Vec<&Observed> = inputs.observed.iter().filter(|o| o.node == inputs.node).collect();
+    let ours: Vec<&Observed> = inputs
+        .observed
+        .iter()
+        .filter(|o| o.node == inputs.node)
+        .collect();
     let mut by_slot: BTreeMap<&Slot, Vec<&Observed>> = BTreeMap::new();
     let mut unowned: Vec<&Observed> = Vec::new();
     for o in &ours {
@@ -179,7 +191,10 @@ pub fn reconcile(inputs: &Inputs<'_>) -> Plan {
     let mut wanted: BTreeSet<Slot> = BTreeSet::new();
     for (p, pod) in inputs.desired.iter().enumerate() {
         for (i, c) in pod.spec.containers.iter().enumerate() {
-            let slot = Slot { uid: pod.metadata.uid.clone(), container: c.name.clone() };
+            let slot = Slot {
+                uid: pod.metadata.uid.clone(),
+                container: c.name.clone(),
+            };
             wanted.insert(slot.clone());
             let existing = by_slot.remove(&slot).unwrap_or_default();
             reconcile_slot(inputs, &mut plan, (p, pod), i, slot, &existing, &ours);
@@ -188,13 +203,24 @@ pub fn reconcile(inputs: &Inputs<'_>) -> Plan {
     if inputs.synced {
         let leftovers = by_slot.into_values().flatten().chain(unowned);
         for o in leftovers {
-            if !inputs.busy_ids.contains(&o.id) && !o.slot.as_ref().is_some_and(|s| inputs.busy_slots.contains(s)) {
+            if !inputs.busy_ids.contains(&o.id)
+                && !o
+                    .slot
+                    .as_ref()
+                    .is_some_and(|s| inputs.busy_slots.contains(s))
+            {
                 let grace = o.grace_seconds.unwrap_or(UNKNOWN_GRACE_SECONDS);
                 retire(&mut plan, o, grace, StopReason::PodDeleted);
             }
         }
     } else {
-        plan.keep.extend(by_slot.into_values().flatten().chain(unowned).map(|o| o.id.clone()));
+        plan.keep.extend(
+            by_slot
+                .into_values()
+                .flatten()
+                .chain(unowned)
+                .map(|o| o.id.clone()),
+        );
     }
     plan
 }
@@ -223,13 +249,15 @@ fn reconcile_slot(
     existing: &[&Observed],
     ours: &[&Observed],
 ) {
-    if inputs.busy_slots.contains(&slot) || existing.iter().any(|o| inputs.busy_ids.contains(&o.id)) {
+    if inputs.busy_slots.contains(&slot) || existing.iter().any(|o| inputs.busy_ids.contains(&o.id))
+    {
         plan.keep.extend(existing.iter().map(|o| o.id.clone()));
         return;
     }
     let grace = pod.spec.grace_period_seconds();
     let hash = spec_hash(pod, index);
-    let (current, stale): (Vec<&Observed>, Vec<&Observed>) = existing.iter().partition(|o| o.spec_hash == hash);
+    let (current, stale): (Vec<&Observed>, Vec<&Observed>) =
+        existing.iter().partition(|o| o.spec_hash == hash);
     for o in &stale {
         retire(plan, o, grace, StopReason::SpecChanged);
     }
@@ -250,34 +278,56 @@ fn reconcile_slot(
             return;
         }
         match sandbox {
-            Sandbox::Own => plan.create.push(Create { slot, pod: p, container: index, join_network_of: None }),
-            Sandbox::Join { id, .. } => plan.create.push(Create { slot, pod: p, container: index, join_network_of: Some(id) }),
+            Sandbox::Own => plan.create.push(Create {
+                slot,
+                pod: p,
+                container: index,
+                join_network_of: None,
+            }),
+            Sandbox::Join { id, .. } => plan.create.push(Create {
+                slot,
+                pod: p,
+                container: index,
+                join_network_of: Some(id),
+            }),
             Sandbox::NotRunning => {} // wait for the first container
         }
         return;
     };
     match &o.state {
         RunState::Running { started_at_ms } => {
-            if let Sandbox::Join { started_at_ms: sandbox_started, .. } = sandbox
+            if let Sandbox::Join {
+                started_at_ms: sandbox_started,
+                ..
+            } = sandbox
                 && sandbox_started > *started_at_ms
             {
-                plan.stop.push(stop(o, slot, grace, StopReason::SandboxChanged, true));
+                plan.stop
+                    .push(stop(o, slot, grace, StopReason::SandboxChanged, true));
             } else if matches!(sandbox, Sandbox::NotRunning) {
-                plan.stop.push(stop(o, slot, grace, StopReason::SandboxChanged, true));
+                plan.stop
+                    .push(stop(o, slot, grace, StopReason::SandboxChanged, true));
             } else if memory.liveness_failed {
-                plan.stop.push(stop(o, slot, grace, StopReason::LivenessFailed, false));
+                plan.stop
+                    .push(stop(o, slot, grace, StopReason::LivenessFailed, false));
             } else {
                 plan.keep.push(o.id.clone());
             }
         }
         RunState::Created => restart_when_due(inputs, plan, o, slot, &memory, sandbox, 0),
-        RunState::Exited { exit_code, started_at_ms, finished_at_ms, .. } => {
+        RunState::Exited {
+            exit_code,
+            started_at_ms,
+            finished_at_ms,
+            ..
+        } => {
             if !will_restart(pod.spec.restart_policy, *exit_code, memory.liveness_failed) {
                 plan.keep.push(o.id.clone());
                 return;
             }
             let ran_ms = finished_at_ms.saturating_sub(*started_at_ms);
-            let due = finished_at_ms.saturating_add(inputs.backoff.delay_ms(memory.restart_count, ran_ms));
+            let due = finished_at_ms
+                .saturating_add(inputs.backoff.delay_ms(memory.restart_count, ran_ms));
             restart_when_due(inputs, plan, o, slot, &memory, sandbox, due);
         }
         RunState::Other(_) => plan.keep.push(o.id.clone()),
@@ -291,7 +341,13 @@ pub fn will_restart(policy: RestartPolicy, exit_code: i64, liveness_failed: bool
 }
 
 fn stop(o: &Observed, slot: Slot, grace_seconds: u64, reason: StopReason, remove: bool) -> Stop {
-    Stop { id: o.id.clone(), slot: Some(slot), grace_seconds, reason, remove }
+    Stop {
+        id: o.id.clone(),
+        slot: Some(slot),
+        grace_seconds,
+        reason,
+        remove,
+    }
 }
 
 fn restart_when_due(
@@ -347,10 +403,16 @@ fn sandbox_of(pod: &Pod, index: usize, ours: &[&Observed]) -> Sandbox {
     let hash = spec_hash(pod, 0);
     ours.iter()
         .filter(|o| {
-            o.slot.as_ref().is_some_and(|s| s.uid == pod.metadata.uid && s.container == first.name) && o.spec_hash == hash
+            o.slot
+                .as_ref()
+                .is_some_and(|s| s.uid == pod.metadata.uid && s.container == first.name)
+                && o.spec_hash == hash
         })
         .find_map(|o| match o.state {
-            RunState::Running { started_at_ms } => Some(Sandbox::Join { id: o.id.clone(), started_at_ms }),
+            RunState::Running { started_at_ms } => Some(Sandbox::Join {
+                id: o.id.clone(),
+                started_at_ms,
+            }),
             _ => None,
         })
         .unwrap_or(Sandbox::NotRunning)

@@ -57,9 +57,14 @@ pub fn pod_status(
 ) -> PodStatus {
     let mut statuses = Vec::new();
     for c in &pod.spec.containers {
-        let slot = Slot { uid: pod.metadata.uid.clone(), container: c.name.clone() };
+        let slot = Slot {
+            uid: pod.metadata.uid.clone(),
+            container: c.name.clone(),
+        };
         let view = views.get(&slot).copied().unwrap_or_default();
-        statuses.push(container_status(pod, &c.name, &c.image, view, backoff, now_ms));
+        statuses.push(container_status(
+            pod, &c.name, &c.image, view, backoff, now_ms,
+        ));
     }
     let host_ports = pod
         .spec
@@ -67,7 +72,12 @@ pub fn pod_status(
         .iter()
         .flat_map(|c| c.ports.iter().map(move |p| (c, p)))
         .filter_map(|(c, p)| {
-            p.host_port.map(|h| HostPort { container: c.name.clone(), container_port: p.container_port, host_port: h, protocol: p.protocol })
+            p.host_port.map(|h| HostPort {
+                container: c.name.clone(),
+                container_port: p.container_port,
+                host_port: h,
+                protocol: p.protocol,
+            })
         })
         .collect();
     let (phase, reason) = phase(&statuses);
@@ -82,26 +92,52 @@ pub fn pod_status(
     }
 }
 
-fn container_status(pod: &Pod, name: &str, image: &str, view: SlotView<'_>, backoff: Backoff, now_ms: u64) -> ContainerStatus {
+fn container_status(
+    pod: &Pod,
+    name: &str,
+    image: &str,
+    view: SlotView<'_>,
+    backoff: Backoff,
+    now_ms: u64,
+) -> ContainerStatus {
     let record = view.record.cloned().unwrap_or_default();
     let details = view.details.cloned().unwrap_or_default();
-    let waiting = |reason: &str, message: Option<String>| ContainerState::Waiting { reason: reason.into(), message };
+    let waiting = |reason: &str, message: Option<String>| ContainerState::Waiting {
+        reason: reason.into(),
+        message,
+    };
     let mut last_state = record.last_state.clone();
     let state = match view.observed.map(|o| &o.state) {
-        Some(RunState::Running { .. }) => ContainerState::Running { started_at: details.started_at.clone().unwrap_or_default() },
-        Some(RunState::Exited { exit_code, started_at_ms, finished_at_ms, oom_killed }) => {
+        Some(RunState::Running { .. }) => ContainerState::Running {
+            started_at: details.started_at.clone().unwrap_or_default(),
+        },
+        Some(RunState::Exited {
+            exit_code,
+            started_at_ms,
+            finished_at_ms,
+            oom_killed,
+        }) => {
             let terminated = ContainerState::Terminated {
                 exit_code: *exit_code,
                 reason: termination_reason(*exit_code, *oom_killed).into(),
                 started_at: details.started_at.clone(),
                 finished_at: details.finished_at.clone(),
             };
-            if will_restart(pod.spec.restart_policy, *exit_code, record.memory.liveness_failed) {
+            if will_restart(
+                pod.spec.restart_policy,
+                *exit_code,
+                record.memory.liveness_failed,
+            ) {
                 let ran = finished_at_ms.saturating_sub(*started_at_ms);
-                let due = finished_at_ms.saturating_add(backoff.delay_ms(record.memory.restart_count, ran));
+                let due = finished_at_ms
+                    .saturating_add(backoff.delay_ms(record.memory.restart_count, ran));
                 last_state = Some(terminated);
                 let message = (due > now_ms).then(|| {
-                    format!("back-off {}ms restarting failed container {name} of pod {}", due - now_ms, pod.key())
+                    format!(
+                        "back-off {}ms restarting failed container {name} of pod {}",
+                        due - now_ms,
+                        pod.key()
+                    )
                 });
                 match &record.waiting {
                     Some((reason, message)) => waiting(reason, Some(message.clone())),
@@ -115,7 +151,10 @@ fn container_status(pod: &Pod, name: &str, image: &str, view: SlotView<'_>, back
             Some((reason, message)) => waiting(reason, Some(message.clone())),
             None => waiting("ContainerCreating", None),
         },
-        Some(RunState::Other(s)) => waiting("ContainerCreating", Some(format!("the runtime reports it {s}"))),
+        Some(RunState::Other(s)) => waiting(
+            "ContainerCreating",
+            Some(format!("the runtime reports it {s}")),
+        ),
     };
     let ready = matches!(state, ContainerState::Running { .. }) && !record.memory.liveness_failed;
     ContainerStatus {
@@ -155,11 +194,15 @@ fn phase(statuses: &[ContainerStatus]) -> (PodPhase, Option<String>) {
         })
         .collect();
     match codes {
-        Some(codes) if !codes.is_empty() && codes.iter().all(|c| *c == 0) => (PodPhase::Succeeded, None),
+        Some(codes) if !codes.is_empty() && codes.iter().all(|c| *c == 0) => {
+            (PodPhase::Succeeded, None)
+        }
         Some(codes) if !codes.is_empty() => (PodPhase::Failed, Some("Error".into())),
         _ => {
             let reason = statuses.iter().find_map(|s| match &s.state {
-                ContainerState::Waiting { reason, .. } if reason != "ContainerCreating" => Some(reason.clone()),
+                ContainerState::Waiting { reason, .. } if reason != "ContainerCreating" => {
+                    Some(reason.clone())
+                }
                 _ => None,
             });
             (PodPhase::Pending, reason)
@@ -185,34 +228,85 @@ mod tests {
         };
         let mut p = Pod::new(
             "p",
-            PodSpec { containers: vec![c], restart_policy: policy, termination_grace_period_seconds: None, node_selector: BTreeMap::new(), node_name: None },
+            PodSpec {
+                containers: vec![c],
+                restart_policy: policy,
+                termination_grace_period_seconds: None,
+                node_selector: BTreeMap::new(),
+                node_name: None,
+            },
         );
         p.metadata.uid = "u".into();
         p
     }
 
-    fn status_with(policy: RestartPolicy, state: Option<RunState>, record: SlotRecord) -> PodStatus {
+    fn status_with(
+        policy: RestartPolicy,
+        state: Option<RunState>,
+        record: SlotRecord,
+    ) -> PodStatus {
         let p = pod(policy);
-        let observed = state.map(|s| Observed { id: "x".into(), node: "n".into(), slot: None, spec_hash: String::new(), grace_seconds: None, state: s });
-        let slot = Slot { uid: "u".into(), container: "app".into() };
-        let views = BTreeMap::from([(slot, SlotView { observed: observed.as_ref(), details: None, record: Some(&record) })]);
+        let observed = state.map(|s| Observed {
+            id: "x".into(),
+            node: "n".into(),
+            pod: "default/p".into(),
+            slot: None,
+            spec_hash: String::new(),
+            grace_seconds: None,
+            state: s,
+        });
+        let slot = Slot {
+            uid: "u".into(),
+            container: "app".into(),
+        };
+        let views = BTreeMap::from([(
+            slot,
+            SlotView {
+                observed: observed.as_ref(),
+                details: None,
+                record: Some(&record),
+            },
+        )]);
         pod_status(&p, &views, "10.0.0.1", None, Backoff::default(), 1_000)
     }
 
     #[test]
     fn phases_follow_the_containers() {
-        let exited = |code| Some(RunState::Exited { exit_code: code, started_at_ms: 0, finished_at_ms: 900, oom_killed: false });
-        let s = status_with(RestartPolicy::Always, Some(RunState::Running { started_at_ms: 1 }), SlotRecord::default());
+        let exited = |code| {
+            Some(RunState::Exited {
+                exit_code: code,
+                started_at_ms: 0,
+                finished_at_ms: 900,
+                oom_killed: false,
+            })
+        };
+        let s = status_with(
+            RestartPolicy::Always,
+            Some(RunState::Running { started_at_ms: 1 }),
+            SlotRecord::default(),
+        );
         assert_eq!(s.phase, PodPhase::Running);
         assert!(s.container_statuses[0].ready);
         let s = status_with(RestartPolicy::Never, exited(3), SlotRecord::default());
         assert_eq!(s.phase, PodPhase::Failed);
-        assert!(matches!(s.container_statuses[0].state, ContainerState::Terminated { exit_code: 3, .. }));
-        assert_eq!(status_with(RestartPolicy::OnFailure, exited(0), SlotRecord::default()).phase, PodPhase::Succeeded);
+        assert!(matches!(
+            s.container_statuses[0].state,
+            ContainerState::Terminated { exit_code: 3, .. }
+        ));
+        assert_eq!(
+            status_with(RestartPolicy::OnFailure, exited(0), SlotRecord::default()).phase,
+            PodPhase::Succeeded
+        );
         let s = status_with(RestartPolicy::OnFailure, exited(1), SlotRecord::default());
         assert_eq!(s.phase, PodPhase::Running, "backing off counts as running");
-        let record = SlotRecord { waiting: Some(("ErrImagePull".into(), "no registry".into())), ..Default::default() };
+        let record = SlotRecord {
+            waiting: Some(("ErrImagePull".into(), "no registry".into())),
+            ..Default::default()
+        };
         let s = status_with(RestartPolicy::Always, None, record);
-        assert_eq!((s.phase, s.reason.as_deref()), (PodPhase::Pending, Some("ErrImagePull")));
+        assert_eq!(
+            (s.phase, s.reason.as_deref()),
+            (PodPhase::Pending, Some("ErrImagePull"))
+        );
     }
 }

@@ -9,7 +9,10 @@ use super::*;
 use crate::model::{Observed, RunState, Slot, spec_hash};
 
 const NODE: &str = "n1";
-const BACKOFF: Backoff = Backoff { initial_ms: 200, max_ms: 1_000 };
+const BACKOFF: Backoff = Backoff {
+    initial_ms: 200,
+    max_ms: 1_000,
+};
 
 fn pod(uid: &str, containers: usize, policy: RestartPolicy) -> Pod {
     let containers = (0..containers)
@@ -42,7 +45,11 @@ fn observed(id: &str, node: &str, pod: &Pod, index: usize, state: RunState) -> O
     Observed {
         id: id.into(),
         node: node.into(),
-        slot: Some(Slot { uid: pod.metadata.uid.clone(), container: format!("c{index}") }),
+        pod: pod.key(),
+        slot: Some(Slot {
+            uid: pod.metadata.uid.clone(),
+            container: format!("c{index}"),
+        }),
         spec_hash: spec_hash(pod, index),
         grace_seconds: Some(pod.spec.grace_period_seconds()),
         state,
@@ -60,7 +67,13 @@ struct World {
 
 impl World {
     fn new(desired: Vec<Pod>, observed: Vec<Observed>) -> Self {
-        World { desired, observed, memory: BTreeMap::new(), synced: true, now_ms: 10_000 }
+        World {
+            desired,
+            observed,
+            memory: BTreeMap::new(),
+            synced: true,
+            now_ms: 10_000,
+        }
     }
 
     fn plan(&self) -> Plan {
@@ -87,7 +100,12 @@ impl World {
                     RunState::Running { started_at_ms } => started_at_ms,
                     _ => now,
                 };
-                o.state = RunState::Exited { exit_code: 143, started_at_ms: started, finished_at_ms: now, oom_killed: false };
+                o.state = RunState::Exited {
+                    exit_code: 143,
+                    started_at_ms: started,
+                    finished_at_ms: now,
+                    oom_killed: false,
+                };
             }
             if s.remove {
                 self.observed.retain(|o| o.id != s.id);
@@ -110,7 +128,13 @@ impl World {
         for c in &plan.create {
             *next_id += 1;
             let pod = &self.desired[c.pod];
-            self.observed.push(observed(&format!("new{next_id}"), NODE, pod, c.container, RunState::Running { started_at_ms: now }));
+            self.observed.push(observed(
+                &format!("new{next_id}"),
+                NODE,
+                pod,
+                c.container,
+                RunState::Running { started_at_ms: now },
+            ));
         }
     }
 }
@@ -127,8 +151,25 @@ fn a_new_pod_creates_its_first_container_then_the_others_join_its_network() {
     let p = pod("u1", 2, RestartPolicy::Always);
     let mut w = World::new(vec![p.clone()], vec![]);
     let plan = w.plan();
-    assert_eq!(plan.create, vec![Create { slot: Slot { uid: "u1".into(), container: "c0".into() }, pod: 0, container: 0, join_network_of: None }]);
-    w.observed.push(observed("a", NODE, &p, 0, RunState::Running { started_at_ms: 1 }));
+    assert_eq!(
+        plan.create,
+        vec![Create {
+            slot: Slot {
+                uid: "u1".into(),
+                container: "c0".into()
+            },
+            pod: 0,
+            container: 0,
+            join_network_of: None
+        }]
+    );
+    w.observed.push(observed(
+        "a",
+        NODE,
+        &p,
+        0,
+        RunState::Running { started_at_ms: 1 },
+    ));
     let plan = w.plan();
     assert_eq!(plan.create.len(), 1);
     assert_eq!(plan.create[0].join_network_of.as_deref(), Some("a"));
@@ -138,18 +179,42 @@ fn a_new_pod_creates_its_first_container_then_the_others_join_its_network() {
 #[test]
 fn a_failed_container_restarts_at_once_then_with_doubling_back_off() {
     let p = pod("u1", 1, RestartPolicy::OnFailure);
-    let slot = Slot { uid: "u1".into(), container: "c0".into() };
-    let exited = RunState::Exited { exit_code: 1, started_at_ms: 9_000, finished_at_ms: 9_900, oom_killed: false };
+    let slot = Slot {
+        uid: "u1".into(),
+        container: "c0".into(),
+    };
+    let exited = RunState::Exited {
+        exit_code: 1,
+        started_at_ms: 9_000,
+        finished_at_ms: 9_900,
+        oom_killed: false,
+    };
     let mut w = World::new(vec![p.clone()], vec![observed("a", NODE, &p, 0, exited)]);
     assert_eq!(w.plan().start, vec![("a".to_string(), slot.clone())]);
-    w.memory.insert(slot.clone(), SlotMemory { restart_count: 3, ..Default::default() });
+    w.memory.insert(
+        slot.clone(),
+        SlotMemory {
+            restart_count: 3,
+            ..Default::default()
+        },
+    );
     let plan = w.plan();
     assert!(plan.start.is_empty());
     assert_eq!(plan.backoff, vec![(slot.clone(), 9_900 + 800)]);
     w.now_ms = 10_700;
     assert_eq!(w.plan().start.len(), 1);
-    w.memory.insert(slot.clone(), SlotMemory { restart_count: 30, ..Default::default() });
-    assert_eq!(w.plan().backoff, vec![(slot, 9_900 + 1_000)], "capped at max");
+    w.memory.insert(
+        slot.clone(),
+        SlotMemory {
+            restart_count: 30,
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        w.plan().backoff,
+        vec![(slot, 9_900 + 1_000)],
+        "capped at max"
+    );
 }
 
 #[test]
@@ -162,7 +227,12 @@ fn exit_codes_meet_the_restart_policy() {
         (RestartPolicy::Always, 0, true),
     ] {
         let p = pod("u1", 1, policy);
-        let exited = RunState::Exited { exit_code: code, started_at_ms: 1, finished_at_ms: 2, oom_killed: false };
+        let exited = RunState::Exited {
+            exit_code: code,
+            started_at_ms: 1,
+            finished_at_ms: 2,
+            oom_killed: false,
+        };
         let w = World::new(vec![p.clone()], vec![observed("a", NODE, &p, 0, exited)]);
         let plan = w.plan();
         assert_eq!(!plan.start.is_empty(), restarts, "{policy:?} exit {code}");
@@ -174,7 +244,12 @@ fn exit_codes_meet_the_restart_policy() {
 fn a_deleted_pod_is_stopped_with_its_grace_period_and_removed() {
     let p = pod("u1", 1, RestartPolicy::Always);
     let gone = pod("u2", 1, RestartPolicy::Always);
-    let exited = RunState::Exited { exit_code: 0, started_at_ms: 1, finished_at_ms: 2, oom_killed: false };
+    let exited = RunState::Exited {
+        exit_code: 0,
+        started_at_ms: 1,
+        finished_at_ms: 2,
+        oom_killed: false,
+    };
     let w = World::new(
         vec![p.clone()],
         vec![
@@ -186,7 +261,16 @@ fn a_deleted_pod_is_stopped_with_its_grace_period_and_removed() {
     let plan = w.plan();
     assert_eq!(
         plan.stop,
-        vec![Stop { id: "b".into(), slot: Some(Slot { uid: "u2".into(), container: "c0".into() }), grace_seconds: 7, reason: StopReason::PodDeleted, remove: true }]
+        vec![Stop {
+            id: "b".into(),
+            slot: Some(Slot {
+                uid: "u2".into(),
+                container: "c0".into()
+            }),
+            grace_seconds: 7,
+            reason: StopReason::PodDeleted,
+            remove: true
+        }]
     );
     assert_eq!(plan.remove, vec!["c".to_string()]);
 }
@@ -194,7 +278,16 @@ fn a_deleted_pod_is_stopped_with_its_grace_period_and_removed() {
 #[test]
 fn before_the_first_desired_set_nothing_is_removed() {
     let gone = pod("u2", 1, RestartPolicy::Always);
-    let mut w = World::new(vec![], vec![observed("b", NODE, &gone, 0, RunState::Running { started_at_ms: 1 })]);
+    let mut w = World::new(
+        vec![],
+        vec![observed(
+            "b",
+            NODE,
+            &gone,
+            0,
+            RunState::Running { started_at_ms: 1 },
+        )],
+    );
     w.synced = false;
     let plan = w.plan();
     assert!(plan.is_empty());
@@ -204,21 +297,55 @@ fn before_the_first_desired_set_nothing_is_removed() {
 #[test]
 fn another_nodes_containers_are_never_touched() {
     let p = pod("u1", 1, RestartPolicy::Always);
-    let w = World::new(vec![p.clone()], vec![observed("x", "n2", &p, 0, RunState::Running { started_at_ms: 1 })]);
+    let w = World::new(
+        vec![p.clone()],
+        vec![observed(
+            "x",
+            "n2",
+            &p,
+            0,
+            RunState::Running { started_at_ms: 1 },
+        )],
+    );
     let plan = w.plan();
-    assert_eq!(plan.create.len(), 1, "the other node's container is not ours");
+    assert_eq!(
+        plan.create.len(),
+        1,
+        "the other node's container is not ours"
+    );
     assert!(slots_touched(&plan).is_empty() && !plan.keep.contains(&"x".to_string()));
 }
 
 #[test]
 fn a_failed_liveness_probe_stops_the_container_for_a_restart() {
     let p = pod("u1", 1, RestartPolicy::Always);
-    let slot = Slot { uid: "u1".into(), container: "c0".into() };
-    let mut w = World::new(vec![p.clone()], vec![observed("a", NODE, &p, 0, RunState::Running { started_at_ms: 1 })]);
-    w.memory.insert(slot.clone(), SlotMemory { liveness_failed: true, ..Default::default() });
+    let slot = Slot {
+        uid: "u1".into(),
+        container: "c0".into(),
+    };
+    let mut w = World::new(
+        vec![p.clone()],
+        vec![observed(
+            "a",
+            NODE,
+            &p,
+            0,
+            RunState::Running { started_at_ms: 1 },
+        )],
+    );
+    w.memory.insert(
+        slot.clone(),
+        SlotMemory {
+            liveness_failed: true,
+            ..Default::default()
+        },
+    );
     let plan = w.plan();
     assert_eq!(plan.stop.len(), 1);
-    assert_eq!((plan.stop[0].reason, plan.stop[0].remove), (StopReason::LivenessFailed, false));
+    assert_eq!(
+        (plan.stop[0].reason, plan.stop[0].remove),
+        (StopReason::LivenessFailed, false)
+    );
 }
 
 #[test]
@@ -237,7 +364,10 @@ fn a_changed_spec_replaces_the_container_in_two_rounds() {
 fn busy_slots_are_left_alone() {
     let p = pod("u1", 1, RestartPolicy::Always);
     let w = World::new(vec![p], vec![]);
-    let busy_slots = BTreeSet::from([Slot { uid: "u1".into(), container: "c0".into() }]);
+    let busy_slots = BTreeSet::from([Slot {
+        uid: "u1".into(),
+        container: "c0".into(),
+    }]);
     let plan = reconcile(&Inputs {
         node: NODE,
         desired: &w.desired,
@@ -273,7 +403,11 @@ fn arb_state(with_other: bool) -> impl Strategy<Value = RunState> {
 }
 
 fn arb_policy() -> impl Strategy<Value = RestartPolicy> {
-    prop_oneof![Just(RestartPolicy::Always), Just(RestartPolicy::OnFailure), Just(RestartPolicy::Never)]
+    prop_oneof![
+        Just(RestartPolicy::Always),
+        Just(RestartPolicy::OnFailure),
+        Just(RestartPolicy::Never)
+    ]
 }
 
 /// A random world: pods u0..u4 (some desired), containers of them on n1/n2,
@@ -281,10 +415,19 @@ fn arb_policy() -> impl Strategy<Value = RestartPolicy> {
 fn arb_world(with_other: bool) -> impl Strategy<Value = World> {
     let pods = proptest::collection::vec((1usize..4, arb_policy(), any::<bool>()), 1..5);
     let containers = proptest::collection::vec(
-        (0usize..5, 0usize..3, any::<bool>(), 0u8..10, arb_state(with_other)),
+        (
+            0usize..5,
+            0usize..3,
+            any::<bool>(),
+            0u8..10,
+            arb_state(with_other),
+        ),
         0..12,
     );
-    let memory = proptest::collection::vec((0usize..5, 0usize..3, 0u32..6, any::<bool>(), 0u64..20_000), 0..6);
+    let memory = proptest::collection::vec(
+        (0usize..5, 0usize..3, 0u32..6, any::<bool>(), 0u64..20_000),
+        0..6,
+    );
     (pods, containers, memory, any::<bool>()).prop_map(|(pods, containers, memory, synced)| {
         let all: Vec<(Pod, bool)> = pods
             .iter()
@@ -307,12 +450,29 @@ fn arb_world(with_other: bool) -> impl Strategy<Value = World> {
         let mut mem = BTreeMap::new();
         for (p, c, restarts, failed, retry) in memory {
             mem.insert(
-                Slot { uid: format!("u{p}"), container: format!("c{c}") },
-                SlotMemory { restart_count: restarts, liveness_failed: failed, retry_at_ms: retry },
+                Slot {
+                    uid: format!("u{p}"),
+                    container: format!("c{c}"),
+                },
+                SlotMemory {
+                    restart_count: restarts,
+                    liveness_failed: failed,
+                    retry_at_ms: retry,
+                },
             );
         }
-        let desired = all.into_iter().filter(|(_, d)| *d).map(|(p, _)| p).collect();
-        World { desired, observed, memory: mem, synced, now_ms: 10_000 }
+        let desired = all
+            .into_iter()
+            .filter(|(_, d)| *d)
+            .map(|(p, _)| p)
+            .collect();
+        World {
+            desired,
+            observed,
+            memory: mem,
+            synced,
+            now_ms: 10_000,
+        }
     })
 }
 

@@ -1,0 +1,490 @@
+//! The worker against the real Docker daemon, with images built locally.
+//! Each test starts its own `mkube-worker` process with a node name of its
+//! own, so tests on one daemon do not interfere (which is itself a property
+//! under test).
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use api::pod::{ContainerState, ExecAction, PodPhase, Probe, RestartPolicy};
+use api::worker::{ExecRequest, Fence, LogsRequest, ProbeRequest, WorkerError};
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn running_id(r: &api::worker::ProbeResponse, name: &str) -> Option<String> {
+    let pod = report(r, name)?;
+    let c = pod.status.container_statuses.first()?;
+    matches!(c.state, ContainerState::Running { .. })
+        .then(|| c.container_id.clone())
+        .flatten()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_runs_with_its_host_port_env_and_command() -> anyhow::Result<()> {
+    let node = node_name("runs");
+    let mut w = WorkerProc::start(&node, &[]).await?;
+    let port = free_port()?;
+    let web = with_port(
+        pod(&node, "web", &["httpd", "-f", "-p", "8080", "-h", "/www"]),
+        8080,
+        port,
+    );
+    let hello = with_env(
+        pod(
+            &node,
+            "hello",
+            &["sh", "-c", "echo greeting=$GREETING; exec sleep 3600"],
+        ),
+        "GREETING",
+        "hi-mkube",
+    );
+    w.set_pods(&[web, hello]).await?;
+    w.wait_for(WAIT, "both pods Running", |r| {
+        (report(r, "web")?.status.phase == PodPhase::Running
+            && report(r, "hello")?.status.phase == PodPhase::Running)
+            .then_some(())
+    })
+    .await?;
+    let r = w.poll().await?;
+    let web = report(&r, "web").expect("reported");
+    assert_eq!(web.status.host_ports[0].host_port, port);
+    assert!(r.node.is_ready(), "{:?}", r.node.conditions);
+    assert!(r.node.capacity.cpu_millis >= 1000 && r.node.capacity.memory_bytes > 0);
+
+    // The host port answers.
+    let body = http_get(port).await?;
+    assert_eq!(body.trim(), "ok");
+
+    // env and command took effect: the container's output says so.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let req = LogsRequest {
+            namespace: "default".into(),
+            pod: "hello".into(),
+            container: None,
+            tail_lines: Some(10),
+            since_seconds: None,
+            follow: false,
+            cursor: None,
+            wait_ms: None,
+        };
+        let logs = w.client.logs(&req).await?;
+        if logs.lines.iter().any(|l| l == "greeting=hi-mkube") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no greeting in {:?}", logs.lines);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // exec runs in the container.
+    let out = w
+        .client
+        .exec(&ExecRequest {
+            namespace: "default".into(),
+            pod: "hello".into(),
+            container: None,
+            command: vec!["sh".into(), "-c".into(), "echo $GREETING; exit 3".into()],
+            timeout_ms: None,
+        })
+        .await?;
+    assert_eq!((out.exit_code, out.stdout.trim()), (3, "hi-mkube"));
+    Ok(())
+}
+
+async fn http_get(port: u16) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").await?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await?;
+    anyhow::ensure!(
+        buf.starts_with("HTTP/1.0 200") || buf.starts_with("HTTP/1.1 200"),
+        "answer: {buf}"
+    );
+    Ok(buf.split("\r\n\r\n").nth(1).unwrap_or_default().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_container_restarts_with_growing_back_off_under_on_failure() -> anyhow::Result<()>
+{
+    let node = node_name("backoff");
+    let mut w = WorkerProc::start(&node, &[]).await?;
+    let mut p = pod(&node, "crash", &["sh", "-c", "exit 1"]);
+    p.spec.restart_policy = RestartPolicy::OnFailure;
+    w.set_pods(&[p]).await?;
+    let r = w
+        .wait_for(WAIT, "four restarts", |r| {
+            let c = report(r, "crash")?
+                .status
+                .container_statuses
+                .first()?
+                .clone();
+            (c.restart_count >= 4).then_some(r.clone())
+        })
+        .await?;
+    // The starts' events: restarts 2, 3 and 4 wait 200, 400 and 800 ms after the exit.
+    let starts: Vec<u64> = r
+        .events
+        .iter()
+        .filter(|e| e.event.name == "crash" && e.event.reason == "Started")
+        .filter_map(|e| humantime::parse_rfc3339_weak(&e.event.timestamp).ok())
+        .filter_map(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as u64)
+        .collect();
+    assert!(starts.len() >= 5, "{starts:?}");
+    let gaps: Vec<u64> = starts.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps[1] >= 200 && gaps[2] >= 400 && gaps[3] >= 800,
+        "gaps between starts {gaps:?}"
+    );
+    assert!(gaps[3] > gaps[1], "back-off grows: {gaps:?}");
+    let c = &report(&r, "crash")
+        .expect("reported")
+        .status
+        .container_statuses[0];
+    assert!(
+        matches!(
+            &c.last_state,
+            Some(ContainerState::Terminated { exit_code: 1, .. })
+        ),
+        "{:?}",
+        c.last_state
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn never_leaves_a_failed_container_failed_with_its_exit_code() -> anyhow::Result<()> {
+    let node = node_name("never");
+    let mut w = WorkerProc::start(&node, &[]).await?;
+    let mut p = pod(&node, "once", &["sh", "-c", "exit 3"]);
+    p.spec.restart_policy = RestartPolicy::Never;
+    w.set_pods(&[p]).await?;
+    let status = w
+        .wait_for(WAIT, "Failed", |r| {
+            let s = &report(r, "once")?.status;
+            (s.phase == PodPhase::Failed).then(|| s.clone())
+        })
+        .await?;
+    let c = &status.container_statuses[0];
+    assert!(
+        matches!(c.state, ContainerState::Terminated { exit_code: 3, .. }),
+        "{:?}",
+        c.state
+    );
+    assert_eq!(c.restart_count, 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_liveness_probe_restarts_the_container() -> anyhow::Result<()> {
+    let node = node_name("liveness");
+    let mut w = WorkerProc::start(&node, &[]).await?;
+    // Healthy for a second after each start, then not.
+    let mut p = pod(
+        &node,
+        "sick",
+        &[
+            "sh",
+            "-c",
+            "touch /tmp/healthy; sleep 1; rm /tmp/healthy; exec sleep 3600",
+        ],
+    );
+    p.spec.termination_grace_period_seconds = Some(1);
+    p.spec.containers[0].liveness_probe = Some(Probe {
+        exec: Some(ExecAction {
+            command: vec!["test".into(), "-f".into(), "/tmp/healthy".into()],
+        }),
+        http_get: None,
+        tcp_socket: None,
+        initial_delay_seconds: 0,
+        period_seconds: 1,
+        timeout_seconds: 2,
+        failure_threshold: 2,
+    });
+    w.set_pods(&[p]).await?;
+    let r = w
+        .wait_for(WAIT, "a liveness restart", |r| {
+            let c = report(r, "sick")?
+                .status
+                .container_statuses
+                .first()?
+                .clone();
+            (c.restart_count >= 1 && matches!(c.state, ContainerState::Running { .. }))
+                .then(|| r.clone())
+        })
+        .await?;
+    assert!(
+        r.events.iter().any(|e| e.event.reason == "Unhealthy"),
+        "no Unhealthy event"
+    );
+    assert!(
+        r.events
+            .iter()
+            .any(|e| e.event.reason == "Killing" && e.event.message.contains("liveness"))
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_pod_stops_it_with_sigterm_within_its_grace_period() -> anyhow::Result<()> {
+    let node = node_name("delete");
+    let mut w = WorkerProc::start(&node, &[]).await?;
+    let mut p = pod(
+        &node,
+        "graceful",
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 42' TERM; while true; do sleep 1; done",
+        ],
+    );
+    p.spec.termination_grace_period_seconds = Some(10);
+    let uid = p.metadata.uid.clone();
+    w.set_pods(&[p]).await?;
+    w.wait_for(WAIT, "Running", |r| running_id(r, "graceful"))
+        .await?;
+    // Watch the daemon for the container's death before asking for it.
+    let mut events = tokio::process::Command::new("docker")
+        .args([
+            "events",
+            "--filter",
+            &format!("label=mkube.uid={uid}"),
+            "--filter",
+            "event=die",
+            "--format",
+            "{{.Actor.Attributes.exitCode}}",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = events.stdout.take().expect("piped");
+    tokio::time::sleep(Duration::from_millis(300)).await; // let `docker events` subscribe
+    let asked = Instant::now();
+    w.set_pods(&[]).await?;
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let code = tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await??;
+    let took = asked.elapsed();
+    assert_eq!(
+        code.as_deref(),
+        Some("42"),
+        "the process saw SIGTERM and exited by its trap"
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "stopped after {took:?}, beyond the 10 s grace period"
+    );
+    let deadline = Instant::now() + WAIT;
+    while !docker(&["ps", "-aq", "--filter", &format!("label=mkube.uid={uid}")])?.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the stopped container was not removed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(w.poll().await?.pods.is_empty());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_removed_behind_the_workers_back_is_recreated() -> anyhow::Result<()> {
+    let node = node_name("recreate");
+    let mut w = WorkerProc::start(&node, &[]).await?;
+    w.set_pods(&[pod(&node, "phoenix", &["sleep", "3600"])])
+        .await?;
+    let first = w
+        .wait_for(WAIT, "Running", |r| running_id(r, "phoenix"))
+        .await?;
+    docker(&["rm", "-f", first.trim_start_matches("docker://")])?;
+    let second = w
+        .wait_for(WAIT, "Running again", |r| {
+            running_id(r, "phoenix").filter(|id| *id != first)
+        })
+        .await?;
+    assert_ne!(first, second);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_containers_are_untouched_and_unknown_mkube_ones_are_collected()
+-> anyhow::Result<()> {
+    let node = node_name("foreign");
+    let image = tests::images::ensure_busybox()?;
+    let foreign = docker(&[
+        "run",
+        "-d",
+        "--name",
+        &format!("foreign-{}", std::process::id()),
+        image,
+        "sleep",
+        "3600",
+    ])?;
+    let stray = docker(&[
+        "run",
+        "-d",
+        "--label",
+        &format!("mkube.node={node}"),
+        "--label",
+        "mkube.uid=stray",
+        "--label",
+        "mkube.container=x",
+        "--label",
+        "mkube.grace=1",
+        image,
+        "sleep",
+        "3600",
+    ])?;
+    let mut w = WorkerProc::start(&node, &[]).await?;
+    w.set_pods(&[]).await?;
+    let deadline = Instant::now() + WAIT;
+    while !docker(&["ps", "-aq", "--filter", &format!("id={stray}")])?.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the unknown mkube container of this node was not collected"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let state = docker(&["inspect", "-f", "{{.State.Running}}", &foreign]);
+    let _ = docker(&["rm", "-f", &foreign]);
+    assert_eq!(state?, "true", "the foreign container was touched");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_on_one_daemon_do_not_interfere() -> anyhow::Result<()> {
+    let (na, nb) = (node_name("two-a"), node_name("two-b"));
+    let mut a = WorkerProc::start(&na, &[]).await?;
+    let mut b = WorkerProc::start(&nb, &[]).await?;
+    a.set_pods(&[pod(&na, "pa", &["sleep", "3600"])]).await?;
+    b.set_pods(&[pod(&nb, "pb", &["sleep", "3600"])]).await?;
+    a.wait_for(WAIT, "pa Running", |r| running_id(r, "pa"))
+        .await?;
+    let pb = b
+        .wait_for(WAIT, "pb Running", |r| running_id(r, "pb"))
+        .await?;
+    // a's pods go; b's stays exactly as it was.
+    a.set_pods(&[]).await?;
+    let deadline = Instant::now() + WAIT;
+    while !docker(&["ps", "-aq", "--filter", &format!("label=mkube.node={na}")])?.is_empty() {
+        assert!(Instant::now() < deadline, "a's pod was not removed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(running_id(&b.poll().await?, "pb"), Some(pb));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_term_probe_is_refused() -> anyhow::Result<()> {
+    let node = node_name("fence");
+    let mut w = WorkerProc::start(&node, &[]).await?;
+    w.fence = Fence { epoch: 2, term: 7 };
+    w.set_pods(&[]).await?;
+    for stale in [Fence { epoch: 2, term: 6 }, Fence { epoch: 1, term: 99 }] {
+        let req = ProbeRequest {
+            fence: stale,
+            version: 9,
+            base_version: None,
+            upserts: vec![],
+            deletes: vec![],
+            events_after: 0,
+        };
+        let err = w
+            .client
+            .probe(&req)
+            .await
+            .expect_err("a stale probe was accepted");
+        assert_eq!(
+            WorkerError::from_rpc(&err),
+            Some(WorkerError::StaleFence {
+                seen: Fence { epoch: 2, term: 7 },
+                got: stale
+            })
+        );
+    }
+    // A newer term is accepted.
+    w.fence = Fence { epoch: 2, term: 8 };
+    w.set_pods(&[]).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_worker_adopts_its_pods_while_masters_are_unreachable() -> anyhow::Result<()> {
+    let node = node_name("failstatic");
+    let dead_master = format!("127.0.0.1:{}", free_port()?);
+    let args = ["--masters", dead_master.as_str()];
+    let mut w = WorkerProc::start(&node, &args).await?;
+    let p = pod(&node, "steady", &["sleep", "3600"]);
+    w.set_pods(std::slice::from_ref(&p)).await?;
+    let id = w
+        .wait_for(WAIT, "Running", |r| running_id(r, "steady"))
+        .await?;
+    w.kill().await;
+    // A new worker process for the node, still with no master to talk to.
+    let mut w2 = WorkerProc::start(&node, &args).await?;
+    w2.set_pods(std::slice::from_ref(&p)).await?;
+    let again = w2
+        .wait_for(WAIT, "Running", |r| running_id(r, "steady"))
+        .await?;
+    assert_eq!(
+        again, id,
+        "the pod's container was replaced instead of adopted"
+    );
+    drop(w);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_probes_get_errors_that_name_the_problem() -> anyhow::Result<()> {
+    let node = node_name("bad");
+    let mut w = WorkerProc::start(&node, &[]).await?;
+    let mut elsewhere = pod("other-node", "lost", &["true"]);
+    elsewhere.spec.containers[0].image = String::new();
+    let err = w.set_pods(&[elsewhere]).await.expect_err("accepted");
+    let text = err.to_string();
+    assert!(
+        text.contains("spec.nodeName") && text.contains("spec.containers[0].image: required"),
+        "{text}"
+    );
+    // A missing Docker daemon is a clear start-up error.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mkube-worker"))
+        .args([
+            "--name",
+            "x",
+            "--docker-host",
+            "unix:///nonexistent/docker.sock",
+        ])
+        .output()?;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot reach the Docker daemon at unix:///nonexistent/docker.sock"),
+        "{stderr}"
+    );
+    // A wrong token is refused.
+    let client = api::worker::WorkerClient::new(rpc::Client::new(
+        &w.addr,
+        rpc::ClientConfig {
+            token: Some("wrong".into()),
+            ..Default::default()
+        },
+    )?);
+    let err = client
+        .probe(&ProbeRequest {
+            fence: w.fence,
+            version: 1,
+            base_version: None,
+            upserts: vec![],
+            deletes: vec![],
+            events_after: 0,
+        })
+        .await
+        .expect_err("accepted");
+    assert_eq!(
+        err.status().map(|s| s.code),
+        Some(rpc::Code::Unauthenticated)
+    );
+    Ok(())
+}
