@@ -13,3 +13,16 @@ need_apt() {
         exit 1
     fi
 }
+
+# need_pkg PACKAGE WHY: installs the Debian PACKAGE unless it is installed.
+need_pkg() {
+    local pkg=$1 why=$2
+    dpkg -s "$pkg" >/dev/null 2>&1 && return 0
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing $pkg ($why)" >&2
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg") >/dev/null
+    else
+        echo "$pkg is missing ($why): apt-get install $pkg" >&2
+        exit 1
+    fi
+}
