@@ -79,12 +79,13 @@ impl RuntimeError {
                 host: host.into(),
                 message: format!("no socket at {path}"),
             },
-            E::HyperResponseError { .. } | E::IOError { .. } | E::RequestTimeoutError => {
-                RuntimeError::Unreachable {
-                    host: host.into(),
-                    message: e.to_string(),
-                }
-            }
+            E::HyperResponseError { .. }
+            | E::HyperLegacyError { .. }
+            | E::IOError { .. }
+            | E::RequestTimeoutError => RuntimeError::Unreachable {
+                host: host.into(),
+                message: e.to_string(),
+            },
             other => RuntimeError::Docker {
                 action: action.into(),
                 message: other.to_string(),

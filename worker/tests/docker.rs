@@ -488,3 +488,58 @@ async fn bad_probes_get_errors_that_name_the_problem() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A unix-socket proxy to the real daemon that the test can cut.
+async fn docker_proxy(path: std::path::PathBuf) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let _ = std::fs::remove_file(&path);
+    let listener = tokio::net::UnixListener::bind(&path)?;
+    Ok(tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            conns.spawn(async move {
+                if let Ok(mut outbound) =
+                    tokio::net::UnixStream::connect("/var/run/docker.sock").await
+                {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_daemon_makes_the_node_not_ready_and_pods_survive() -> anyhow::Result<()> {
+    let node = node_name("notready");
+    let sock = std::env::temp_dir().join(format!("mkube-docker-proxy-{}.sock", std::process::id()));
+    let proxy = docker_proxy(sock.clone()).await?;
+    let host = format!("unix://{}", sock.display());
+    let mut w = WorkerProc::start(&node, &["--docker-host", &host]).await?;
+    w.set_pods(&[pod(&node, "calm", &["sleep", "3600"])])
+        .await?;
+    let id = w
+        .wait_for(WAIT, "Running", |r| running_id(r, "calm"))
+        .await?;
+    // Cut the daemon off.
+    proxy.abort();
+    let _ = proxy.await;
+    std::fs::remove_file(&sock)?;
+    let condition = w
+        .wait_for(WAIT, "NotReady", |r| {
+            (!r.node.is_ready()).then(|| r.node.conditions[0].clone())
+        })
+        .await?;
+    assert_eq!(condition.reason, "DockerUnreachable");
+    assert!(
+        condition.message.contains("cannot reach the Docker daemon"),
+        "{}",
+        condition.message
+    );
+    // Reconnect: Ready again, and the pod's container is the same one.
+    let proxy = docker_proxy(sock.clone()).await?;
+    w.wait_for(WAIT, "Ready", |r| r.node.is_ready().then_some(()))
+        .await?;
+    assert_eq!(running_id(&w.poll().await?, "calm"), Some(id));
+    proxy.abort();
+    let _ = std::fs::remove_file(&sock);
+    Ok(())
+}
