@@ -543,3 +543,52 @@ async fn an_unreachable_daemon_makes_the_node_not_ready_and_pods_survive() -> an
     let _ = std::fs::remove_file(&sock);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn following_logs_continues_after_the_cursor_without_repeats() -> anyhow::Result<()> {
+    let node = node_name("follow");
+    let mut w = WorkerProc::start(&node, &[]).await?;
+    let p = pod(
+        &node,
+        "ticker",
+        &[
+            "sh",
+            "-c",
+            "i=0; while true; do i=$((i+1)); echo line-$i; sleep 1; done",
+        ],
+    );
+    w.set_pods(&[p]).await?;
+    w.wait_for(WAIT, "Running", |r| running_id(r, "ticker"))
+        .await?;
+    let ask = |cursor: Option<String>| LogsRequest {
+        namespace: "default".into(),
+        pod: "ticker".into(),
+        container: Some("main".into()),
+        tail_lines: None,
+        since_seconds: None,
+        follow: true,
+        cursor,
+        wait_ms: Some(5_000),
+    };
+    let number = |l: &String| l.strip_prefix("line-").and_then(|n| n.parse::<u64>().ok());
+    let mut seen: Vec<u64> = Vec::new();
+    let mut cursor = None;
+    while seen.len() < 3 {
+        let answer = w.client.logs(&ask(cursor.clone())).await?;
+        seen.extend(answer.lines.iter().filter_map(number));
+        cursor = answer.cursor.or(cursor);
+    }
+    let expected: Vec<u64> = (seen[0]..seen[0] + seen.len() as u64).collect();
+    assert_eq!(
+        seen, expected,
+        "lines across long-polls are consecutive, none repeated"
+    );
+    // An unknown container is named in the error.
+    let mut bad = ask(None);
+    bad.container = Some("nope".into());
+    let err = w.client.logs(&bad).await.expect_err("accepted");
+    assert!(
+        matches!(WorkerError::from_rpc(&err), Some(WorkerError::NotFound(m)) if m.contains("no container \"nope\""))
+    );
+    Ok(())
+}
