@@ -1,11 +1,24 @@
 //! The mkube node agent (`mkube-worker`): the kubelet of mkube.
 //!
+//! A master's probe hands the worker the pods bound to its node; the agent
+//! loop turns them into Docker containers and reports what really runs.
+//! Decisions are made by a pure reconciler; only [`docker`] talks to the
+//! daemon.
+//!
 //! # Layout
 //!
-//! - [`model`]: slots, observed containers, the labels and names the worker
-//!   puts on containers.
-//! - [`reconcile`]: the pure reconciler of desired pods against observed
-//!   containers.
+//! - [`model`]: slots (one container of one pod), observed containers, the
+//!   labels and names the worker puts on containers.
+//! - [`reconcile`]: the pure reconciler, `reconcile(inputs) -> Plan`, and the
+//!   restart back-off.
+//! - [`status`]: pod and container status from what is observed (pure).
+//! - [`docker`]: the container runtime on bollard: list, inspect, pull if
+//!   absent, create/start/stop/remove, stats, logs, exec.
+//! - [`agent`]: the loop that applies plans, liveness probes, stats, and the
+//!   state the service reads (fencing, desired-set versions, events).
+//! - [`service`]: the `Worker` RPC service over the agent.
+//! - [`register`]: registration with the masters (`Master.join`).
+
 pub mod agent;
 pub mod docker;
 pub mod model;
