@@ -269,10 +269,13 @@ fn reconcile_slot(
     }
     let memory = inputs.memory.get(&slot).cloned().unwrap_or_default();
     let sandbox = sandbox_of(pod, index, ours);
+    if !stale.is_empty() && !current.first().is_some_and(|o| o.is_running()) {
+        // Start or create only once the stale container is gone.
+        plan.keep
+            .extend(current.iter().take(1).map(|o| o.id.clone()));
+        return;
+    }
     let Some(o) = current.first() else {
-        if !stale.is_empty() {
-            return; // re-create once the stale container is gone
-        }
         if inputs.now_ms < memory.retry_at_ms {
             plan.backoff.push((slot, memory.retry_at_ms));
             return;
