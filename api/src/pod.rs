@@ -138,6 +138,22 @@ pub struct Container {
     pub liveness_probe: Option<Probe>,
 }
 
+impl Container {
+    /// A container with just a name and an image; everything else defaults.
+    pub fn new(name: impl Into<String>, image: impl Into<String>) -> Self {
+        Container {
+            name: name.into(),
+            image: image.into(),
+            command: Vec::new(),
+            args: Vec::new(),
+            env: Vec::new(),
+            ports: Vec::new(),
+            resources: ResourceRequirements::default(),
+            liveness_probe: None,
+        }
+    }
+}
+
 /// `env[]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -333,19 +333,10 @@ fn validate_probe(at: &str, p: &Probe, errors: &mut Errors) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pod::{ContainerPort, ExecAction, Protocol, ResourceRequirements};
+    use crate::pod::{ContainerPort, ExecAction, Protocol};
 
     fn container(name: &str, image: &str) -> Container {
-        Container {
-            name: name.into(),
-            image: image.into(),
-            command: vec![],
-            args: vec![],
-            env: vec![],
-            ports: vec![],
-            resources: ResourceRequirements::default(),
-            liveness_probe: None,
-        }
+        Container::new(name, image)
     }
 
     fn pod(containers: Vec<Container>) -> Pod {

@@ -213,19 +213,10 @@ fn phase(statuses: &[ContainerStatus]) -> (PodPhase, Option<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use api::pod::{Container, PodSpec, ResourceRequirements, RestartPolicy};
+    use api::pod::{Container, PodSpec, RestartPolicy};
 
     fn pod(policy: RestartPolicy) -> Pod {
-        let c = Container {
-            name: "app".into(),
-            image: "img".into(),
-            command: vec![],
-            args: vec![],
-            env: vec![],
-            ports: vec![],
-            resources: ResourceRequirements::default(),
-            liveness_probe: None,
-        };
+        let c = Container::new("app", "img");
         let mut p = Pod::new(
             "p",
             PodSpec {

@@ -12,7 +12,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use api::pod::{Container, ContainerState, Pod, PodSpec, ResourceRequirements, RestartPolicy};
+use api::pod::{Container, ContainerState, Pod, PodSpec, RestartPolicy};
 use api::worker::{Fence, ProbeRequest, WorkerClient};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -181,16 +181,8 @@ async fn our_round(
 }
 
 fn pod(image: &str, name: &str) -> Pod {
-    let c = Container {
-        name: "main".into(),
-        image: image.into(),
-        command: vec!["sleep".into(), "3600".into()],
-        args: vec![],
-        env: vec![],
-        ports: vec![],
-        resources: ResourceRequirements::default(),
-        liveness_probe: None,
-    };
+    let mut c = Container::new("main", image);
+    c.command = vec!["sleep".into(), "3600".into()];
     let mut p = Pod::new(
         name,
         PodSpec {

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use api::pod::{Container, Pod, PodSpec, ResourceRequirements, RestartPolicy};
+use api::pod::{Container, Pod, PodSpec, RestartPolicy};
 use proptest::prelude::*;
 
 use super::*;
@@ -16,16 +16,7 @@ const BACKOFF: Backoff = Backoff {
 
 fn pod(uid: &str, containers: usize, policy: RestartPolicy) -> Pod {
     let containers = (0..containers)
-        .map(|i| Container {
-            name: format!("c{i}"),
-            image: "busybox".into(),
-            command: vec![],
-            args: vec![],
-            env: vec![],
-            ports: vec![],
-            resources: ResourceRequirements::default(),
-            liveness_probe: None,
-        })
+        .map(|i| Container::new(format!("c{i}"), "busybox"))
         .collect();
     let mut p = Pod::new(
         format!("pod-{uid}"),

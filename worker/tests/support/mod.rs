@@ -8,9 +8,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use api::pod::{
-    Container, ContainerPort, EnvVar, Pod, PodSpec, Protocol, ResourceRequirements, RestartPolicy,
-};
+use api::pod::{Container, ContainerPort, EnvVar, Pod, PodSpec, Protocol, RestartPolicy};
 use api::worker::{Fence, PodReport, ProbeRequest, ProbeResponse, WorkerClient};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -172,16 +170,8 @@ pub fn docker(args: &[&str]) -> Result<String> {
 
 /// A one-container pod bound to `node` running `command`.
 pub fn pod(node: &str, name: &str, command: &[&str]) -> Pod {
-    let c = Container {
-        name: "main".into(),
-        image: tests::images::BUSYBOX.into(),
-        command: command.iter().map(|s| s.to_string()).collect(),
-        args: vec![],
-        env: vec![],
-        ports: vec![],
-        resources: ResourceRequirements::default(),
-        liveness_probe: None,
-    };
+    let mut c = Container::new("main", tests::images::BUSYBOX);
+    c.command = command.iter().map(|s| s.to_string()).collect();
     let mut p = Pod::new(
         name,
         PodSpec {
