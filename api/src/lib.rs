@@ -11,28 +11,39 @@
 //! - [`meta`]: `ObjectMeta`, owner references.
 //! - [`pod`]: `Pod`, its spec (containers, ports, resources, probes, restart
 //!   policy) and status (phase, container states).
-//! - [`node`]: what a node reports: capacity, allocatable, usage, conditions.
-//! - [`event`]: the `Event` type.
+//! - [`node`]: what a node reports (capacity, allocatable, usage,
+//!   conditions) and the stored `Node`.
+//! - [`event`]: the `Event` type, and its stored form `EventRecord`.
+//! - [`kind`]: the kinds the API serves and their names (`po`, `deploy`).
+//! - [`selector`]: label selectors, as workloads and `-l` write them.
+//! - [`workloads`]: `ReplicaSet` and `Deployment`.
 //! - [`quantity`]: cpu and memory quantities (`500m`, `128Mi`) as integers.
 //! - [`validation`]: field-precise validation (`spec.containers[0].image: required`).
 //! - [`worker`]: the `Worker` service (probe, logs, exec) and fencing.
-//! - [`master`]: the `Master` service (worker registration).
+//! - [`master`]: the `Master` service: objects, watch, rollback, drain,
+//!   worker registration.
 
 pub mod event;
+pub mod kind;
 pub mod master;
 pub mod meta;
 pub mod node;
 pub mod pod;
 pub mod quantity;
+pub mod selector;
 pub mod validation;
 pub mod worker;
+pub mod workloads;
 
-pub use event::{Event, EventType};
+pub use event::{Event, EventRecord, EventType};
+pub use kind::Kind;
 pub use meta::{ObjectMeta, OwnerReference};
-pub use node::{NodeCondition, NodeConditionType, NodeInfo, Resources};
+pub use node::{Node, NodeCondition, NodeConditionType, NodeInfo, NodeSpec, NodeStatus, Resources};
 pub use pod::{
     Container, ContainerPort, ContainerState, ContainerStatus, EnvVar, Pod, PodPhase, PodSpec,
     PodStatus, Probe, Protocol, RestartPolicy,
 };
+pub use selector::LabelSelector;
 pub use validation::{FieldError, ValidationError, validate_pod};
+pub use workloads::{Deployment, ReplicaSet};
 pub use worker::{Fence, WorkerError};

@@ -1,9 +1,20 @@
-//! The `Master` service: what workers (and, with the API issue, mkctl) ask of
-//! a master. For now it holds what a worker needs: registration.
+//! The `Master` service: what mkctl and workers ask of any master.
+//!
+//! Objects travel as JSON values carrying their `kind`, so that one set of
+//! methods serves every kind and the server, not serde on the client,
+//! decides what a manifest means: the server parses each object into its
+//! typed form (refusing unknown fields, naming the path of a bad one),
+//! validates it, and answers with the stored object, `resourceVersion` set
+//! to the store's `mod_revision` of its key.
+//!
+//! Writes carrying `metadata.resourceVersion` are compare-and-set on it
+//! (optimistic concurrency); without it, `apply` overwrites the spec.
+//! Status is not written through this API: controllers and the prober own it.
 
 use serde::{Deserialize, Serialize};
 
 use crate::node::NodeInfo;
+use crate::validation::ValidationError;
 
 /// `Master.join`: a worker announces itself (the cluster token authenticates it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,24 +32,272 @@ pub struct JoinResponse {
     pub masters: Vec<String>,
 }
 
-/// Why a master call failed.
+/// `Master.create` and `Master.apply`: one object, as a manifest writes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WriteRequest {
+    /// The object, with `kind`, `metadata` and `spec`.
+    pub object: serde_json::Value,
+}
+
+/// What a write did, in kubectl's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Outcome {
+    /// The object is new.
+    Created,
+    /// The object changed.
+    Configured,
+    /// The object was already so.
+    Unchanged,
+}
+
+impl Outcome {
+    /// `created`, `configured`, `unchanged`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Created => "created",
+            Outcome::Configured => "configured",
+            Outcome::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// The answer to a write.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WriteResponse {
+    /// The object as stored.
+    pub object: serde_json::Value,
+    /// What happened.
+    pub outcome: Outcome,
+}
+
+/// Names one object: `Master.get` and `Master.delete`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ObjectRequest {
+    /// Any name of the kind (`pods`, `po`, `Pod`).
+    pub kind: String,
+    /// The namespace (default `default`; ignored for nodes).
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// The object's name.
+    pub name: String,
+    /// For a delete: only if the object is still at this version.
+    #[serde(default)]
+    pub resource_version: Option<String>,
+}
+
+/// The answer to a get or a delete: the object (as it was, for a delete).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ObjectResponse {
+    /// The object.
+    pub object: serde_json::Value,
+}
+
+/// `Master.list`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListRequest {
+    /// Any name of the kind.
+    pub kind: String,
+    /// One namespace; `None` for every namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// kubectl's `-l` syntax (`app=web,tier!=db`).
+    #[serde(default)]
+    pub label_selector: Option<String>,
+    /// Only pods bound to this node.
+    #[serde(default)]
+    pub node_name: Option<String>,
+}
+
+/// `Master.list`'s answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListResponse {
+    /// The objects, by namespace and name.
+    pub items: Vec<serde_json::Value>,
+    /// Watch from here to see every change after this list.
+    pub resource_version: String,
+}
+
+/// `Master.watch`: a long-poll for changes after a list.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WatchRequest {
+    /// Any name of the kind.
+    pub kind: String,
+    /// One namespace; `None` for every namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// kubectl's `-l` syntax.
+    #[serde(default)]
+    pub label_selector: Option<String>,
+    /// Changes after this version (a list's or the previous watch's).
+    pub resource_version: String,
+    /// Longest wait for a change, in milliseconds (default 10 000, at most 60 000).
+    #[serde(default)]
+    pub wait_ms: Option<u64>,
+}
+
+/// What happened to an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum WatchEventType {
+    /// It was created.
+    Added,
+    /// It changed.
+    Modified,
+    /// It was deleted (the object is its last state).
+    Deleted,
+}
+
+/// One change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WatchEvent {
+    /// What happened.
+    #[serde(rename = "type")]
+    pub type_: WatchEventType,
+    /// The object after the change.
+    pub object: serde_json::Value,
+}
+
+/// `Master.watch`'s answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WatchResponse {
+    /// Changes in order; empty when the wait ran out.
+    pub events: Vec<WatchEvent>,
+    /// Watch again from here.
+    pub resource_version: String,
+}
+
+/// `Master.rollback`: `rollout undo`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// The Deployment's namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// The Deployment's name.
+    pub name: String,
+    /// The revision to go back to; the previous one when absent.
+    #[serde(default)]
+    pub to_revision: Option<u64>,
+}
+
+/// `Master.drain`: cordon a node and evict its pods.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DrainRequest {
+    /// The node.
+    pub node: String,
+}
+
+/// `Master.drain`'s answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DrainResponse {
+    /// The evicted pods, as `namespace/name`; each stops within its grace period.
+    pub evicted: Vec<String>,
+}
+
+/// Why a master call failed: one enum for the API layer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum MasterError {
-    /// The request is invalid as written.
+    /// The request is malformed (unknown kind, unparsable object).
     #[error("{0}")]
     InvalidArgument(String),
+    /// The object parsed but is invalid; every bad field is named.
+    #[error("{kind} {name:?} is invalid: {errors}")]
+    Invalid {
+        /// The object's kind.
+        kind: String,
+        /// The object's name.
+        name: String,
+        /// The invalid fields.
+        errors: ValidationError,
+    },
+    /// No such object.
+    #[error("{kind} {name:?} not found{}", in_namespace(.namespace))]
+    NotFound {
+        /// Its kind (plural resource name, as kubectl prints it).
+        kind: String,
+        /// Its namespace (empty for nodes).
+        namespace: String,
+        /// Its name.
+        name: String,
+    },
+    /// `create` of an object that exists.
+    #[error("{kind} {name:?} already exists{}", in_namespace(.namespace))]
+    AlreadyExists {
+        /// Its kind.
+        kind: String,
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+    },
+    /// A write's `resourceVersion` is not the stored one: read again and retry.
+    #[error(
+        "Operation cannot be fulfilled on {kind} {name:?}: the object has been modified (resourceVersion {given}, now {current}); read it again and retry"
+    )]
+    Conflict {
+        /// Its kind.
+        kind: String,
+        /// Its name.
+        name: String,
+        /// The version the request carried.
+        given: String,
+        /// The stored version.
+        current: String,
+    },
+    /// A watch asked for changes older than the history kept: list again.
+    #[error("resourceVersion {0} is too old; list again and watch from the list's resourceVersion")]
+    Expired(String),
     /// This master cannot serve now (no leader, store unavailable).
     #[error("{0}")]
     Unavailable(String),
 }
 
+fn in_namespace(ns: &str) -> String {
+    if ns.is_empty() {
+        String::new()
+    } else {
+        format!(" in namespace {ns:?}")
+    }
+}
+
 impl From<MasterError> for rpc::Status {
     fn from(e: MasterError) -> Self {
         let code = match &e {
-            MasterError::InvalidArgument(_) => rpc::Code::InvalidArgument,
+            MasterError::InvalidArgument(_) | MasterError::Invalid { .. } => {
+                rpc::Code::InvalidArgument
+            }
+            MasterError::NotFound { .. } => rpc::Code::NotFound,
+            MasterError::AlreadyExists { .. } => rpc::Code::AlreadyExists,
+            MasterError::Conflict { .. } => rpc::Code::Aborted,
+            MasterError::Expired(_) => rpc::Code::FailedPrecondition,
             MasterError::Unavailable(_) => rpc::Code::Unavailable,
         };
-        rpc::Status::new(code, e.to_string())
+        let status = rpc::Status::new(code, e.to_string());
+        match serde_json::to_value(&e) {
+            Ok(details) => status.with_details(details),
+            Err(_) => status,
+        }
+    }
+}
+
+impl MasterError {
+    /// The master error an RPC error carries, if it carries one.
+    pub fn from_rpc(e: &rpc::Error) -> Option<MasterError> {
+        e.status()
+            .and_then(|s| s.details.clone())
+            .and_then(|d| serde_json::from_value(d).ok())
     }
 }
 
@@ -47,4 +306,20 @@ impl From<MasterError> for rpc::Status {
 pub trait Master {
     /// Registers (or re-registers) a node.
     async fn join(&self, req: JoinRequest) -> Result<JoinResponse, MasterError>;
+    /// Creates an object; fails if it exists.
+    async fn create(&self, req: WriteRequest) -> Result<WriteResponse, MasterError>;
+    /// Creates or updates an object.
+    async fn apply(&self, req: WriteRequest) -> Result<WriteResponse, MasterError>;
+    /// Reads one object (linearizable).
+    async fn get(&self, req: ObjectRequest) -> Result<ObjectResponse, MasterError>;
+    /// Reads objects of a kind (linearizable).
+    async fn list(&self, req: ListRequest) -> Result<ListResponse, MasterError>;
+    /// Deletes one object; a pod stops within its grace period.
+    async fn delete(&self, req: ObjectRequest) -> Result<ObjectResponse, MasterError>;
+    /// Waits for changes after a version.
+    async fn watch(&self, req: WatchRequest) -> Result<WatchResponse, MasterError>;
+    /// Rolls a Deployment back to an earlier revision.
+    async fn rollback(&self, req: RollbackRequest) -> Result<WriteResponse, MasterError>;
+    /// Cordons a node and evicts its pods.
+    async fn drain(&self, req: DrainRequest) -> Result<DrainResponse, MasterError>;
 }

@@ -11,6 +11,10 @@ fn default_namespace() -> String {
     DEFAULT_NAMESPACE.to_string()
 }
 
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
 /// `metadata`: identity, labels and the store's bookkeeping.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -29,6 +33,10 @@ pub struct ObjectMeta {
     /// Free-form annotations.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// Rises by one with each change of the spec (set by the API server);
+    /// controllers report the generation they acted on as `observedGeneration`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: i64,
     /// The store revision the object was read at (set by the API server).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_version: Option<String>,
@@ -45,6 +53,11 @@ pub struct ObjectMeta {
 }
 
 impl ObjectMeta {
+    /// The managing controller's reference, if any.
+    pub fn controller(&self) -> Option<&OwnerReference> {
+        self.owner_references.iter().find(|o| o.controller)
+    }
+
     /// Metadata with just a name, in the default namespace.
     pub fn named(name: impl Into<String>) -> Self {
         ObjectMeta {
@@ -53,6 +66,7 @@ impl ObjectMeta {
             uid: String::new(),
             labels: BTreeMap::new(),
             annotations: BTreeMap::new(),
+            generation: 0,
             resource_version: None,
             creation_timestamp: None,
             deletion_timestamp: None,

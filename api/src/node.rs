@@ -69,3 +69,98 @@ impl NodeInfo {
             .any(|c| c.type_ == NodeConditionType::Ready && c.status)
     }
 }
+
+fn api_version_v1() -> String {
+    "v1".to_string()
+}
+
+fn kind_node() -> String {
+    "Node".to_string()
+}
+
+/// A node as the masters store it: the worker's report plus what operators
+/// set (labels, `unschedulable`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Node {
+    /// `v1`.
+    #[serde(default = "api_version_v1")]
+    pub api_version: String,
+    /// `Node`.
+    #[serde(default = "kind_node")]
+    pub kind: String,
+    /// Name (the node's), labels; nodes have no namespace.
+    pub metadata: crate::meta::ObjectMeta,
+    /// What operators set.
+    #[serde(default)]
+    pub spec: NodeSpec,
+    /// What the worker and the prober report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<NodeStatus>,
+}
+
+/// `spec` of a node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeSpec {
+    /// Cordoned: the scheduler places no new pods here.
+    #[serde(default)]
+    pub unschedulable: bool,
+}
+
+/// `status` of a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeStatus {
+    /// Where masters probe the worker.
+    pub address: String,
+    /// Where its pods' host ports answer.
+    pub host_ip: String,
+    /// All of the machine.
+    pub capacity: Resources,
+    /// What pods may request.
+    pub allocatable: Resources,
+    /// What the pods use.
+    pub usage: Resources,
+    /// `Ready` and why; the prober sets it false when probes go unanswered.
+    pub conditions: Vec<NodeCondition>,
+    /// The container runtime.
+    pub runtime_version: String,
+    /// When a probe was last answered (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat_time: Option<String>,
+}
+
+impl Node {
+    /// The stored node for a worker's own description.
+    pub fn from_info(info: NodeInfo) -> Node {
+        let mut metadata = crate::meta::ObjectMeta::named(info.name.clone());
+        metadata.namespace = String::new();
+        metadata.labels = info.labels;
+        Node {
+            api_version: api_version_v1(),
+            kind: kind_node(),
+            metadata,
+            spec: NodeSpec::default(),
+            status: Some(NodeStatus {
+                address: info.address,
+                host_ip: info.host_ip,
+                capacity: info.capacity,
+                allocatable: info.allocatable,
+                usage: info.usage,
+                conditions: info.conditions,
+                runtime_version: info.runtime_version,
+                last_heartbeat_time: None,
+            }),
+        }
+    }
+
+    /// Whether the `Ready` condition holds.
+    pub fn is_ready(&self) -> bool {
+        self.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == NodeConditionType::Ready && c.status)
+        })
+    }
+}
