@@ -1,9 +1,26 @@
 //! The mkube control plane, run by every master (`mkube-master`).
 //!
-//! This crate will own (see `DESIGN.md`, "Data flow" and "Orchestrator"):
+//! Every master embeds a kvs member and serves, on one port, the Raft peer
+//! service, the `Kv` service and the `Master` API. The member that leads
+//! Raft also runs the leader-only loops; they start when it becomes leader,
+//! stop when it loses leadership, and fence their effects with its term.
 //!
-//! - the `Master` API over the embedded kvs node (reads anywhere, writes
-//!   forwarded to the Raft leader);
-//! - the leader-only loops: scheduler, heartbeat prober, node lifecycle,
-//!   ReplicaSet and Deployment controllers, metrics collector, peer reviver;
-//!   they start and stop with leadership.
+//! # Layout
+//!
+//! - [`store`]: keys of each kind and typed, compare-and-set access to the kvs.
+//! - [`objects`]: manifests parsed by kind, validated, and merged on update.
+//! - [`service`]: the `Master` API (create/apply/get/list/delete/watch,
+//!   rollback, drain, node registration).
+//! - [`scheduler`]: the pure `schedule(pod, nodes)` and its node views.
+//! - [`controllers`]: pure decisions of the ReplicaSet and Deployment
+//!   controllers, node lifecycle and garbage collection.
+//! - [`leader`]: the leader-only loops that read snapshots, call those
+//!   functions and write the plans (control loop, prober).
+//! - `src/main.rs`: the `mkube-master` binary.
+
+pub mod controllers;
+pub mod leader;
+pub mod objects;
+pub mod scheduler;
+pub mod service;
+pub mod store;

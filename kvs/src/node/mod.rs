@@ -103,12 +103,24 @@ enum Input {
     Status(oneshot::Sender<NodeStatus>),
 }
 
+/// This member leads: the epoch and term it leads in. Work done on behalf
+/// of the leader carries them, so that its effects can be fenced once a
+/// newer leader exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leadership {
+    /// The cluster epoch's number.
+    pub epoch: u64,
+    /// The Raft term.
+    pub term: Term,
+}
+
 /// The handle to a running member; cheap to clone.
 #[derive(Clone)]
 pub struct Node {
     inputs: mpsc::Sender<Input>,
     revision: watch::Receiver<i64>,
     leader: watch::Receiver<Option<(NodeId, String)>>,
+    leadership: watch::Receiver<Option<Leadership>>,
     config: Arc<NodeConfig>,
 }
 
@@ -144,6 +156,7 @@ impl Node {
         let (inputs, rx) = mpsc::channel(INPUT_QUEUE);
         let (revision_tx, revision) = watch::channel(0);
         let (leader_tx, leader) = watch::channel(None);
+        let (leadership_tx, leadership) = watch::channel(None);
         let state = Loop {
             lc,
             sm: StateMachine::new(config.history_limit),
@@ -159,6 +172,7 @@ impl Node {
             next_ctx: 0,
             revision: revision_tx,
             leader: leader_tx,
+            leadership: leadership_tx,
             seen: (0, None),
             name: config.name.clone(),
             snapshot_entries: config.snapshot_entries.max(1),
@@ -168,6 +182,7 @@ impl Node {
             inputs,
             revision,
             leader,
+            leadership,
             config: Arc::new(config),
         })
     }
@@ -180,6 +195,16 @@ impl Node {
     /// The leader this member knows of, and its address.
     pub fn leader(&self) -> Option<(NodeId, String)> {
         self.leader.borrow().clone()
+    }
+
+    /// Whether (and in which epoch and term) this member leads, as it changes.
+    pub fn leadership(&self) -> watch::Receiver<Option<Leadership>> {
+        self.leadership.clone()
+    }
+
+    /// The store's latest applied revision here, as it changes.
+    pub fn revision(&self) -> watch::Receiver<i64> {
+        self.revision.clone()
     }
 
     /// An eviction notice: exports the applied state now (leader or not,
@@ -286,6 +311,7 @@ struct Loop {
     next_ctx: u64,
     revision: watch::Sender<i64>,
     leader: watch::Sender<Option<(NodeId, String)>>,
+    leadership: watch::Sender<Option<Leadership>>,
     seen: (Term, Option<NodeId>),
     name: String,
     snapshot_entries: u64,
@@ -664,6 +690,17 @@ impl Loop {
             if changed {
                 current.clone_from(&addr);
             }
+            changed
+        });
+        let leading = raft
+            .filter(|r| r.role() == Role::Leader)
+            .map(|r| Leadership {
+                epoch: self.lc.epoch().map_or(0, |e| e.number),
+                term: r.term(),
+            });
+        self.leadership.send_if_modified(|current| {
+            let changed = *current != leading;
+            *current = leading;
             changed
         });
     }

@@ -1,0 +1,66 @@
+//! Node lifecycle, decided from the time of the last answered probe: a
+//! node silent for the grace period is NotReady (its pods Unknown); silent
+//! for the eviction timeout, its controller-owned pods are deleted so that
+//! their controllers replace them elsewhere. When it answers again, the
+//! prober sends it its whole desired set, which no longer holds the evicted
+//! pods, and the worker removes them: no duplicates survive the heal.
+
+use api::Pod;
+
+/// What a node's silence means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Answered within the grace period.
+    Healthy,
+    /// Silent longer than the grace period.
+    NotReady,
+    /// Silent longer than the eviction timeout: evict its controlled pods.
+    Evict,
+}
+
+/// Timing of the node lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Silence before NotReady, in milliseconds.
+    pub grace_ms: u64,
+    /// Silence before eviction, in milliseconds.
+    pub eviction_ms: u64,
+}
+
+/// The health of a node last heard from at `last_contact_ms`.
+pub fn health(last_contact_ms: u64, now_ms: u64, t: Timeouts) -> Health {
+    let silent = now_ms.saturating_sub(last_contact_ms);
+    if silent >= t.eviction_ms.max(t.grace_ms) {
+        Health::Evict
+    } else if silent >= t.grace_ms {
+        Health::NotReady
+    } else {
+        Health::Healthy
+    }
+}
+
+/// The pods an evicted node loses: those a controller will replace.
+/// Standalone pods stay (Unknown) until the node returns or a user deletes them.
+pub fn evictable<'a>(node: &str, pods: impl IntoIterator<Item = &'a Pod>) -> Vec<&'a Pod> {
+    pods.into_iter()
+        .filter(|p| p.spec.node_name.as_deref() == Some(node) && p.metadata.controller().is_some())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn silence_turns_into_not_ready_then_eviction() {
+        let t = Timeouts {
+            grace_ms: 5_000,
+            eviction_ms: 10_000,
+        };
+        assert_eq!(health(1_000, 5_999, t), Health::Healthy);
+        assert_eq!(health(1_000, 6_000, t), Health::NotReady);
+        assert_eq!(health(1_000, 11_000, t), Health::Evict);
+        // A clock that went backwards is not silence.
+        assert_eq!(health(9_000, 1_000, t), Health::Healthy);
+    }
+}

@@ -1,0 +1,475 @@
+//! The `Master` API over the store: create, apply, get, list, delete and
+//! watch of every kind, rollback, drain, and worker registration.
+//!
+//! Every write is a transaction guarded by the key's `mod_revision` as read
+//! just before, so that concurrent writers never lose each other's changes:
+//! a write carrying `resourceVersion` fails with `Conflict` when it is
+//! stale, one without it re-reads and tries again. A request that fails
+//! validation writes nothing.
+
+use std::time::Duration;
+
+use api::master::*;
+use api::{Deployment, Kind, LabelSelector, Node, NodeInfo, Pod, ReplicaSet};
+use kvs::kv::{Event as KvEvent, Op, Txn};
+
+use crate::controllers::deployment::rollback_template;
+use crate::objects::Object;
+use crate::store::{self, Store, StoreError, Stored, key, unchanged};
+
+/// Compare-and-set attempts before a write without `resourceVersion` gives up.
+const WRITE_ATTEMPTS: usize = 8;
+/// Longest watch wait.
+const MAX_WATCH_WAIT: Duration = Duration::from_secs(60);
+
+/// `Master` over a store.
+#[derive(Clone)]
+pub struct MasterService {
+    store: Store,
+    masters: Vec<String>,
+}
+
+impl From<StoreError> for MasterError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Compacted(rev) => MasterError::Expired(rev.to_string()),
+            StoreError::Unavailable(e) => MasterError::Unavailable(e.to_string()),
+            StoreError::Corrupt { .. } => {
+                tracing::error!(error = %e, "a stored object does not parse");
+                MasterError::Unavailable(format!("internal error: {e}"))
+            }
+        }
+    }
+}
+
+/// A new uid.
+pub fn new_uid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Now, RFC 3339.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+fn kind_of(name: &str) -> Result<Kind, MasterError> {
+    Kind::parse(name).map_err(|e| MasterError::InvalidArgument(e.to_string()))
+}
+
+fn namespace_of(kind: Kind, ns: Option<&str>) -> String {
+    match ns.filter(|n| !n.is_empty()) {
+        _ if !kind.namespaced() => String::new(),
+        Some(n) => n.to_string(),
+        None => api::meta::DEFAULT_NAMESPACE.to_string(),
+    }
+}
+
+fn not_found(kind: Kind, namespace: &str, name: &str) -> MasterError {
+    MasterError::NotFound {
+        kind: kind.plural().to_string(),
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+    }
+}
+
+fn parse_revision(text: &str) -> Result<i64, MasterError> {
+    text.parse().map_err(|_| {
+        MasterError::InvalidArgument(format!(
+            "resourceVersion {text:?} is not a version this server gave out"
+        ))
+    })
+}
+
+/// The object of a stored value, `resourceVersion` set.
+fn stored_object(kind: Kind, kv: &kvs::kv::KeyValue) -> Result<Stored<Object>, MasterError> {
+    let stored: Stored<serde_json::Value> = store::decode(kv)?;
+    let mut object = Object::parse(stored.object).map_err(|e| {
+        tracing::error!(key = %kv.key, error = %e, "a stored object does not parse");
+        MasterError::Unavailable(format!("internal error: {} does not parse", kv.key))
+    })?;
+    if kind == Kind::Node {
+        object.meta_mut().namespace = String::new();
+    }
+    Ok(Stored {
+        object,
+        mod_revision: stored.mod_revision,
+    })
+}
+
+fn with_version(object: &Object, revision: i64) -> serde_json::Value {
+    let mut value = object.to_value();
+    if let Some(meta) = value.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+        meta.insert(
+            "resourceVersion".into(),
+            serde_json::Value::String(revision.to_string()),
+        );
+    }
+    value
+}
+
+impl MasterService {
+    /// Serves `store`; `masters` are the addresses handed to joining workers.
+    pub fn new(store: Store, masters: Vec<String>) -> Self {
+        MasterService { store, masters }
+    }
+
+    async fn read(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Stored<Object>>, MasterError> {
+        let (kv, _) = self.store.get_raw(&key(kind, namespace, name)).await?;
+        kv.map(|kv| stored_object(kind, &kv)).transpose()
+    }
+
+    /// Writes `object` if its key is still at `expected` (0: absent);
+    /// `Ok(None)` when it is not.
+    async fn put_if(&self, object: &Object, expected: i64) -> Result<Option<i64>, MasterError> {
+        let meta = object.meta();
+        let k = key(object.kind(), &meta.namespace, &meta.name);
+        let r = self
+            .store
+            .txn(Txn {
+                compares: vec![unchanged(k.clone(), expected)],
+                success: vec![Op::Put {
+                    key: k,
+                    value: object.encode(),
+                }],
+                failure: Vec::new(),
+            })
+            .await?;
+        Ok(r.succeeded.then_some(r.revision))
+    }
+
+    fn prepare(&self, value: serde_json::Value) -> Result<Object, MasterError> {
+        let mut object = Object::parse(value)?;
+        let kind = object.kind();
+        let ns = namespace_of(kind, Some(&object.meta().namespace));
+        object.meta_mut().namespace = ns;
+        object.validate()?;
+        Ok(object)
+    }
+
+    async fn create_object(&self, object: Object) -> Result<WriteResponse, MasterError> {
+        let kind = object.kind();
+        let meta = object.meta().clone();
+        let object = object.for_create(new_uid(), now_rfc3339());
+        match self.put_if(&object, 0).await? {
+            Some(revision) => Ok(WriteResponse {
+                object: with_version(&object, revision),
+                outcome: Outcome::Created,
+            }),
+            None => Err(MasterError::AlreadyExists {
+                kind: kind.plural().into(),
+                namespace: meta.namespace,
+                name: meta.name,
+            }),
+        }
+    }
+
+    async fn apply_object(&self, object: Object) -> Result<WriteResponse, MasterError> {
+        let kind = object.kind();
+        let meta = object.meta().clone();
+        let given = meta
+            .resource_version
+            .as_deref()
+            .map(parse_revision)
+            .transpose()?;
+        for _ in 0..WRITE_ATTEMPTS {
+            let Some(existing) = self.read(kind, &meta.namespace, &meta.name).await? else {
+                if given.is_some() {
+                    return Err(not_found(kind, &meta.namespace, &meta.name));
+                }
+                match self.create_object(object.clone()).await {
+                    Err(MasterError::AlreadyExists { .. }) => continue,
+                    other => return other,
+                }
+            };
+            if let Some(given) = given.filter(|g| *g != existing.mod_revision) {
+                return Err(MasterError::Conflict {
+                    kind: kind.plural().into(),
+                    name: meta.name,
+                    given: given.to_string(),
+                    current: existing.mod_revision.to_string(),
+                });
+            }
+            let updated = object.clone().for_update(&existing.object)?;
+            if updated.encode() == existing.object.encode() {
+                return Ok(WriteResponse {
+                    object: with_version(&existing.object, existing.mod_revision),
+                    outcome: Outcome::Unchanged,
+                });
+            }
+            if let Some(revision) = self.put_if(&updated, existing.mod_revision).await? {
+                return Ok(WriteResponse {
+                    object: with_version(&updated, revision),
+                    outcome: Outcome::Configured,
+                });
+            }
+        }
+        Err(MasterError::Unavailable(format!(
+            "{kind} {:?} kept changing under this write; try again",
+            meta.name
+        )))
+    }
+
+    /// Deletes one object if still at `expected`; the object as it was.
+    async fn delete_if(&self, object: &Stored<Object>) -> Result<bool, MasterError> {
+        let meta = object.object.meta();
+        let k = key(object.object.kind(), &meta.namespace, &meta.name);
+        let r = self
+            .store
+            .txn(Txn {
+                compares: vec![unchanged(k.clone(), object.mod_revision)],
+                success: vec![Op::Delete { key: k }],
+                failure: Vec::new(),
+            })
+            .await?;
+        Ok(r.succeeded)
+    }
+
+    async fn register(&self, info: NodeInfo) -> Result<(), MasterError> {
+        let name = info.name.clone();
+        for _ in 0..WRITE_ATTEMPTS {
+            let existing = self.read(Kind::Node, "", &name).await?;
+            let fresh = Node::from_info(info.clone());
+            let (object, expected) = match &existing {
+                None => (
+                    Object::Node(fresh).for_create(new_uid(), now_rfc3339()),
+                    0,
+                ),
+                Some(stored) => {
+                    let Object::Node(old) = &stored.object else {
+                        return Err(MasterError::Unavailable("internal error: not a node".into()));
+                    };
+                    let mut node = old.clone();
+                    node.metadata.resource_version = None;
+                    node.metadata.labels.extend(fresh.metadata.labels);
+                    let heartbeat = old.status.as_ref().and_then(|s| s.last_heartbeat_time.clone());
+                    node.status = fresh.status.map(|mut s| {
+                        s.last_heartbeat_time = heartbeat;
+                        s
+                    });
+                    (Object::Node(node), stored.mod_revision)
+                }
+            };
+            if let Some(stored) = &existing
+                && stored.object.encode() == object.encode()
+            {
+                return Ok(());
+            }
+            object.validate()?;
+            if self.put_if(&object, expected).await?.is_some() {
+                return Ok(());
+            }
+        }
+        Err(MasterError::Unavailable(format!(
+            "node {name:?} kept changing; try again"
+        )))
+    }
+}
+
+fn selector_of(text: Option<&str>) -> Result<Option<LabelSelector>, MasterError> {
+    text.filter(|t| !t.trim().is_empty())
+        .map(|t| {
+            LabelSelector::parse(t)
+                .map_err(|e| MasterError::InvalidArgument(format!("label selector: {e}")))
+        })
+        .transpose()
+}
+
+fn selected(object: &Object, selector: Option<&LabelSelector>, node: Option<&str>) -> bool {
+    let labels_ok = selector.is_none_or(|s| s.matches(&object.meta().labels));
+    let node_ok = match (node, object) {
+        (None, _) => true,
+        (Some(n), Object::Pod(p)) => p.spec.node_name.as_deref() == Some(n),
+        (Some(_), _) => false,
+    };
+    labels_ok && node_ok
+}
+
+impl Master for MasterService {
+    async fn join(&self, req: JoinRequest) -> Result<JoinResponse, MasterError> {
+        if !api::validation::is_dns1123_subdomain(&req.node.name) {
+            return Err(MasterError::InvalidArgument(format!(
+                "node.name {:?} is not a DNS-1123 name",
+                req.node.name
+            )));
+        }
+        self.register(req.node).await?;
+        Ok(JoinResponse {
+            masters: self.masters.clone(),
+        })
+    }
+
+    async fn create(&self, req: WriteRequest) -> Result<WriteResponse, MasterError> {
+        let object = self.prepare(req.object)?;
+        self.create_object(object).await
+    }
+
+    async fn apply(&self, req: WriteRequest) -> Result<WriteResponse, MasterError> {
+        let object = self.prepare(req.object)?;
+        self.apply_object(object).await
+    }
+
+    async fn get(&self, req: ObjectRequest) -> Result<ObjectResponse, MasterError> {
+        let kind = kind_of(&req.kind)?;
+        let ns = namespace_of(kind, req.namespace.as_deref());
+        let stored = self
+            .read(kind, &ns, &req.name)
+            .await?
+            .ok_or_else(|| not_found(kind, &ns, &req.name))?;
+        Ok(ObjectResponse {
+            object: with_version(&stored.object, stored.mod_revision),
+        })
+    }
+
+    async fn list(&self, req: ListRequest) -> Result<ListResponse, MasterError> {
+        let kind = kind_of(&req.kind)?;
+        let selector = selector_of(req.label_selector.as_deref())?;
+        let ns = req.namespace.as_deref().filter(|n| !n.is_empty());
+        let (mut lists, revision) = self
+            .store
+            .range_many(&[store::prefix(kind, ns)])
+            .await?;
+        let mut items = Vec::new();
+        for kv in lists.pop().unwrap_or_default() {
+            let stored = stored_object(kind, &kv)?;
+            if selected(&stored.object, selector.as_ref(), req.node_name.as_deref()) {
+                items.push(with_version(&stored.object, stored.mod_revision));
+            }
+        }
+        Ok(ListResponse {
+            items,
+            resource_version: revision.to_string(),
+        })
+    }
+
+    async fn delete(&self, req: ObjectRequest) -> Result<ObjectResponse, MasterError> {
+        let kind = kind_of(&req.kind)?;
+        let ns = namespace_of(kind, req.namespace.as_deref());
+        let given = req
+            .resource_version
+            .as_deref()
+            .map(parse_revision)
+            .transpose()?;
+        for _ in 0..WRITE_ATTEMPTS {
+            let stored = self
+                .read(kind, &ns, &req.name)
+                .await?
+                .ok_or_else(|| not_found(kind, &ns, &req.name))?;
+            if let Some(given) = given.filter(|g| *g != stored.mod_revision) {
+                return Err(MasterError::Conflict {
+                    kind: kind.plural().into(),
+                    name: req.name,
+                    given: given.to_string(),
+                    current: stored.mod_revision.to_string(),
+                });
+            }
+            if self.delete_if(&stored).await? {
+                return Ok(ObjectResponse {
+                    object: with_version(&stored.object, stored.mod_revision),
+                });
+            }
+        }
+        Err(MasterError::Unavailable(format!(
+            "{kind} {:?} kept changing under this delete; try again",
+            req.name
+        )))
+    }
+
+    async fn watch(&self, req: WatchRequest) -> Result<WatchResponse, MasterError> {
+        let kind = kind_of(&req.kind)?;
+        let selector = selector_of(req.label_selector.as_deref())?;
+        let ns = req.namespace.as_deref().filter(|n| !n.is_empty());
+        let after = parse_revision(&req.resource_version)?;
+        let wait = Duration::from_millis(req.wait_ms.unwrap_or(10_000)).min(MAX_WATCH_WAIT);
+        let (events, next) = self
+            .store
+            .watch(store::prefix(kind, ns), after + 1, wait)
+            .await?;
+        let mut out = Vec::new();
+        for event in events {
+            let (type_, object) = match &event {
+                KvEvent::Put { kv } => {
+                    let stored = stored_object(kind, kv)?;
+                    if !selected(&stored.object, selector.as_ref(), None) {
+                        continue;
+                    }
+                    let type_ = if kv.version == 1 {
+                        WatchEventType::Added
+                    } else {
+                        WatchEventType::Modified
+                    };
+                    (type_, with_version(&stored.object, kv.mod_revision))
+                }
+                // The store keeps no value for a deleted key: the event names the object.
+                KvEvent::Delete { key, revision } => {
+                    let (namespace, name) = store::split_key(kind, key);
+                    let object = serde_json::json!({
+                        "apiVersion": kind.api_version(),
+                        "kind": kind.as_str(),
+                        "metadata": {"name": name, "namespace": namespace, "resourceVersion": revision.to_string()},
+                    });
+                    (WatchEventType::Deleted, object)
+                }
+            };
+            out.push(api::master::WatchEvent { type_, object });
+        }
+        Ok(WatchResponse {
+            events: out,
+            resource_version: (next - 1).max(after).to_string(),
+        })
+    }
+
+    async fn rollback(&self, req: RollbackRequest) -> Result<WriteResponse, MasterError> {
+        let ns = namespace_of(Kind::Deployment, req.namespace.as_deref());
+        let Some(stored) = self
+            .store
+            .get::<Deployment>(Kind::Deployment, &ns, &req.name)
+            .await?
+        else {
+            return Err(not_found(Kind::Deployment, &ns, &req.name));
+        };
+        let (rss, _) = self
+            .store
+            .list::<ReplicaSet>(Kind::ReplicaSet, Some(&ns))
+            .await?;
+        let rss: Vec<ReplicaSet> = rss.into_iter().map(|s| s.object).collect();
+        let template = rollback_template(&stored.object, &rss, req.to_revision)
+            .map_err(MasterError::InvalidArgument)?;
+        let mut d = stored.object;
+        d.spec.template = template;
+        self.apply_object(Object::Deployment(d)).await
+    }
+
+    async fn drain(&self, req: DrainRequest) -> Result<DrainResponse, MasterError> {
+        let Some(stored) = self.read(Kind::Node, "", &req.node).await? else {
+            return Err(not_found(Kind::Node, "", &req.node));
+        };
+        if let Object::Node(mut node) = stored.object.clone() {
+            if !node.spec.unschedulable {
+                node.spec.unschedulable = true;
+                node.metadata.resource_version = None;
+                self.apply_object(Object::Node(node)).await?;
+            }
+        }
+        let (pods, _) = self.store.list::<Pod>(Kind::Pod, None).await?;
+        let mut evicted = Vec::new();
+        for pod in pods {
+            if pod.object.spec.node_name.as_deref() != Some(req.node.as_str()) {
+                continue;
+            }
+            let key = pod.object.key();
+            let stored = Stored {
+                object: Object::Pod(pod.object),
+                mod_revision: pod.mod_revision,
+            };
+            if self.delete_if(&stored).await? {
+                evicted.push(key);
+            }
+        }
+        Ok(DrainResponse { evicted })
+    }
+}
