@@ -45,5 +45,5 @@ pub use pod::{
 };
 pub use selector::LabelSelector;
 pub use validation::{FieldError, ValidationError, validate_pod};
-pub use workloads::{Deployment, ReplicaSet};
 pub use worker::{Fence, WorkerError};
+pub use workloads::{Deployment, ReplicaSet};

@@ -117,7 +117,9 @@ fn parse_term(term: &str) -> Result<Requirement, String> {
     let req = |key: &str, operator, values: Vec<String>| -> Result<Requirement, String> {
         let key = key.trim();
         if key.is_empty() || key.contains(char::is_whitespace) {
-            return Err(format!("selector term {term:?}: {key:?} is not a label key"));
+            return Err(format!(
+                "selector term {term:?}: {key:?} is not a label key"
+            ));
         }
         Ok(Requirement {
             key: key.to_string(),

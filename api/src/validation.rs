@@ -330,6 +330,124 @@ fn validate_probe(at: &str, p: &Probe, errors: &mut Errors) {
     }
 }
 
+fn validate_header(api_version: &str, kind: &str, want: crate::kind::Kind, errors: &mut Errors) {
+    if api_version != want.api_version() {
+        errors.push(
+            "apiVersion",
+            format!(
+                "{api_version:?} is not served for {want}; use {:?}",
+                want.api_version()
+            ),
+        );
+    }
+    if kind != want.as_str() {
+        errors.push("kind", format!("{kind:?} is not a {want}"));
+    }
+}
+
+fn validate_workload(
+    selector: &crate::selector::LabelSelector,
+    template: &crate::workloads::PodTemplateSpec,
+    errors: &mut Errors,
+) {
+    if selector.is_empty() {
+        errors.push(
+            "spec.selector",
+            "required: an empty selector would adopt every pod of the namespace",
+        );
+    } else if !selector.matches(&template.metadata.labels) {
+        errors.push(
+            "spec.template.metadata.labels",
+            "must match spec.selector, or the controller would never see its own pods",
+        );
+    }
+    validate_labels(
+        "spec.template.metadata.labels",
+        &template.metadata.labels,
+        errors,
+    );
+    if template.spec.node_name.is_some() {
+        errors.push(
+            "spec.template.spec.nodeName",
+            "must be empty: the scheduler places each pod",
+        );
+    }
+    validate_pod_spec("spec.template.spec", &template.spec, errors);
+}
+
+/// Validates a ReplicaSet.
+pub fn validate_replica_set(rs: &crate::workloads::ReplicaSet) -> Result<(), ValidationError> {
+    let mut errors = Errors::default();
+    validate_header(
+        &rs.api_version,
+        &rs.kind,
+        crate::kind::Kind::ReplicaSet,
+        &mut errors,
+    );
+    validate_meta(&rs.metadata, &mut errors);
+    validate_workload(&rs.spec.selector, &rs.spec.template, &mut errors);
+    errors.finish()
+}
+
+/// Validates a Deployment, its rollout bounds included.
+pub fn validate_deployment(d: &crate::workloads::Deployment) -> Result<(), ValidationError> {
+    use crate::workloads::StrategyType;
+    let mut errors = Errors::default();
+    validate_header(
+        &d.api_version,
+        &d.kind,
+        crate::kind::Kind::Deployment,
+        &mut errors,
+    );
+    validate_meta(&d.metadata, &mut errors);
+    validate_workload(&d.spec.selector, &d.spec.template, &mut errors);
+    let strategy = &d.spec.strategy;
+    match (strategy.type_, &strategy.rolling_update) {
+        (StrategyType::Recreate, Some(_)) => errors.push(
+            "spec.strategy.rollingUpdate",
+            "may not be set when spec.strategy.type is Recreate",
+        ),
+        (StrategyType::RollingUpdate, Some(ru)) => {
+            let surge = ru.max_surge.resolve(d.spec.replicas, true);
+            let unavailable = ru.max_unavailable.resolve(d.spec.replicas, false);
+            if let Err(e) = &surge {
+                errors.push("spec.strategy.rollingUpdate.maxSurge", e.clone());
+            }
+            if let Err(e) = &unavailable {
+                errors.push("spec.strategy.rollingUpdate.maxUnavailable", e.clone());
+            }
+            let zero = |v: &crate::workloads::IntOrPercent| v.resolve(100, true) == Ok(0);
+            if zero(&ru.max_surge) && zero(&ru.max_unavailable) {
+                errors.push(
+                    "spec.strategy.rollingUpdate",
+                    "maxSurge and maxUnavailable may not both be 0: the rollout could never progress",
+                );
+            }
+        }
+        _ => {}
+    }
+    errors.finish()
+}
+
+/// Validates a node (nodes have no namespace).
+pub fn validate_node(node: &crate::node::Node) -> Result<(), ValidationError> {
+    let mut errors = Errors::default();
+    validate_header(
+        &node.api_version,
+        &node.kind,
+        crate::kind::Kind::Node,
+        &mut errors,
+    );
+    if !is_dns1123_subdomain(&node.metadata.name) {
+        errors.push(
+            "metadata.name",
+            format!("{:?} is not a DNS-1123 name", node.metadata.name),
+        );
+    }
+    validate_labels("metadata.labels", &node.metadata.labels, &mut errors);
+    errors.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -439,100 +557,4 @@ mod tests {
             .map(|e| e.to_string());
         assert_eq!(err.as_deref(), Some("spec.containers[0].image: required"));
     }
-}
-
-fn validate_header(api_version: &str, kind: &str, want: crate::kind::Kind, errors: &mut Errors) {
-    if api_version != want.api_version() {
-        errors.push(
-            "apiVersion",
-            format!("{api_version:?} is not served for {want}; use {:?}", want.api_version()),
-        );
-    }
-    if kind != want.as_str() {
-        errors.push("kind", format!("{kind:?} is not a {want}"));
-    }
-}
-
-fn validate_workload(
-    selector: &crate::selector::LabelSelector,
-    template: &crate::workloads::PodTemplateSpec,
-    errors: &mut Errors,
-) {
-    if selector.is_empty() {
-        errors.push(
-            "spec.selector",
-            "required: an empty selector would adopt every pod of the namespace",
-        );
-    } else if !selector.matches(&template.metadata.labels) {
-        errors.push(
-            "spec.template.metadata.labels",
-            "must match spec.selector, or the controller would never see its own pods",
-        );
-    }
-    validate_labels("spec.template.metadata.labels", &template.metadata.labels, errors);
-    if template.spec.node_name.is_some() {
-        errors.push(
-            "spec.template.spec.nodeName",
-            "must be empty: the scheduler places each pod",
-        );
-    }
-    validate_pod_spec("spec.template.spec", &template.spec, errors);
-}
-
-/// Validates a ReplicaSet.
-pub fn validate_replica_set(rs: &crate::workloads::ReplicaSet) -> Result<(), ValidationError> {
-    let mut errors = Errors::default();
-    validate_header(&rs.api_version, &rs.kind, crate::kind::Kind::ReplicaSet, &mut errors);
-    validate_meta(&rs.metadata, &mut errors);
-    validate_workload(&rs.spec.selector, &rs.spec.template, &mut errors);
-    errors.finish()
-}
-
-/// Validates a Deployment, its rollout bounds included.
-pub fn validate_deployment(d: &crate::workloads::Deployment) -> Result<(), ValidationError> {
-    use crate::workloads::StrategyType;
-    let mut errors = Errors::default();
-    validate_header(&d.api_version, &d.kind, crate::kind::Kind::Deployment, &mut errors);
-    validate_meta(&d.metadata, &mut errors);
-    validate_workload(&d.spec.selector, &d.spec.template, &mut errors);
-    let strategy = &d.spec.strategy;
-    match (strategy.type_, &strategy.rolling_update) {
-        (StrategyType::Recreate, Some(_)) => errors.push(
-            "spec.strategy.rollingUpdate",
-            "may not be set when spec.strategy.type is Recreate",
-        ),
-        (StrategyType::RollingUpdate, Some(ru)) => {
-            let surge = ru.max_surge.resolve(d.spec.replicas, true);
-            let unavailable = ru.max_unavailable.resolve(d.spec.replicas, false);
-            if let Err(e) = &surge {
-                errors.push("spec.strategy.rollingUpdate.maxSurge", e.clone());
-            }
-            if let Err(e) = &unavailable {
-                errors.push("spec.strategy.rollingUpdate.maxUnavailable", e.clone());
-            }
-            let zero = |v: &crate::workloads::IntOrPercent| v.resolve(100, true) == Ok(0);
-            if zero(&ru.max_surge) && zero(&ru.max_unavailable) {
-                errors.push(
-                    "spec.strategy.rollingUpdate",
-                    "maxSurge and maxUnavailable may not both be 0: the rollout could never progress",
-                );
-            }
-        }
-        _ => {}
-    }
-    errors.finish()
-}
-
-/// Validates a node (nodes have no namespace).
-pub fn validate_node(node: &crate::node::Node) -> Result<(), ValidationError> {
-    let mut errors = Errors::default();
-    validate_header(&node.api_version, &node.kind, crate::kind::Kind::Node, &mut errors);
-    if !is_dns1123_subdomain(&node.metadata.name) {
-        errors.push(
-            "metadata.name",
-            format!("{:?} is not a DNS-1123 name", node.metadata.name),
-        );
-    }
-    validate_labels("metadata.labels", &node.metadata.labels, &mut errors);
-    errors.finish()
 }

@@ -215,7 +215,9 @@ impl IntOrPercent {
                     .strip_suffix('%')
                     .and_then(|n| n.parse().ok())
                     .filter(|n| *n <= 100)
-                    .ok_or_else(|| format!("{text:?} is neither a count nor a percentage like \"25%\""))?;
+                    .ok_or_else(|| {
+                        format!("{text:?} is neither a count nor a percentage like \"25%\"")
+                    })?;
                 let scaled = u64::from(replicas) * pct;
                 let n = if round_up {
                     scaled.div_ceil(100)
@@ -285,6 +287,10 @@ mod tests {
         assert_eq!(p.resolve(6, false), Ok(1));
         assert_eq!(IntOrPercent::Int(3).resolve(6, false), Ok(3));
         assert!(IntOrPercent::Percent("x%".into()).resolve(6, true).is_err());
-        assert!(IntOrPercent::Percent("200%".into()).resolve(6, true).is_err());
+        assert!(
+            IntOrPercent::Percent("200%".into())
+                .resolve(6, true)
+                .is_err()
+        );
     }
 }

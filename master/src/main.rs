@@ -1,6 +1,232 @@
-//! `mkube-master`: not built yet (issue 7).
+//! `mkube-master`: one master of an mkube cluster.
+//!
+//! ```text
+//! mkube-master --name m1 --listen 0.0.0.0:7000 --advertise 10.0.0.1:7000 \
+//!     --peers m1=10.0.0.1:7000,m2=10.0.0.2:7000,m3=10.0.0.3:7000 --token-file token
+//! ```
+//!
+//! One port serves the Raft peer service, the `Kv` service and the
+//! `Master` API. Every master gets the same `--peers` (an odd number of
+//! names; a list without this master's own name gets it added with
+//! `--advertise`). The member that leads Raft runs the scheduler, the
+//! controllers and the prober. SIGTERM or SIGINT exports the store's state
+//! (see `--export-dir`) before exiting. Logs go to stderr (`RUST_LOG`).
 
-fn main() -> std::process::ExitCode {
-    eprintln!("mkube-master: not implemented yet; see issue 7");
-    std::process::ExitCode::from(2)
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use api::master::MasterServer;
+use clap::Parser;
+use kvs::api::{KvServer, RaftPeerServer};
+use kvs::kv::Limits;
+use kvs::node::{KvService, Node, NodeConfig, PeerService};
+use kvs::snapshot_store::{FileSnapshotStore, MemorySnapshotStore, SnapshotStore};
+use master::controllers::nodes::Timeouts;
+use master::leader::{self, LeaderConfig};
+use master::scheduler::ScorePolicy;
+use master::service::MasterService;
+use master::store::Store;
+
+/// One master of an mkube cluster.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// This master's name; one of --peers.
+    #[arg(long)]
+    name: String,
+    /// Address to listen on.
+    #[arg(long)]
+    listen: String,
+    /// Address the other masters and the workers reach this one at (default: --listen).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// The masters as NAME=HOST:PORT, comma separated (this one may be left out).
+    #[arg(long, value_delimiter = ',')]
+    peers: Vec<String>,
+    /// The cluster token (prefer --token-file or MKUBE_TOKEN).
+    #[arg(long, env = "MKUBE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// A file holding the cluster token.
+    #[arg(long, conflicts_with = "token")]
+    token_file: Option<std::path::PathBuf>,
+    /// Serve without authentication (local experiments only).
+    #[arg(long)]
+    insecure_no_auth: bool,
+    /// Length of a Raft tick, in milliseconds.
+    #[arg(long, default_value_t = 50)]
+    tick_ms: u64,
+    /// Ticks without a leader before campaigning.
+    #[arg(long, default_value_t = 10)]
+    election_ticks: u32,
+    /// Directory the leader exports the store to, shared by every master
+    /// (what survives the loss of every master at once).
+    #[arg(long)]
+    export_dir: Option<std::path::PathBuf>,
+    /// Seconds between exports.
+    #[arg(long, default_value_t = 30)]
+    export_interval_s: u64,
+    /// Snapshot the store and compact the Raft log after this many entries.
+    #[arg(long, default_value_t = 10_000)]
+    snapshot_entries: u64,
+    /// Time between heartbeat probes of each worker, in milliseconds.
+    #[arg(long, default_value_t = 1_000)]
+    probe_interval_ms: u64,
+    /// Longest wait for a probe's answer, in milliseconds.
+    #[arg(long, default_value_t = 2_000)]
+    probe_timeout_ms: u64,
+    /// Probes in flight at once.
+    #[arg(long, default_value_t = 32)]
+    probe_concurrency: usize,
+    /// Silence after which a node is NotReady and its pods Unknown, in milliseconds.
+    #[arg(long, default_value_t = 5_000)]
+    node_grace_ms: u64,
+    /// Silence after which a node's controller-owned pods are replaced elsewhere, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    eviction_timeout_ms: u64,
+    /// Control passes run at least this often, in milliseconds.
+    #[arg(long, default_value_t = 5_000)]
+    resync_ms: u64,
+    /// How the scheduler ranks nodes: spread or least-allocated.
+    #[arg(long, default_value = "spread")]
+    score: ScorePolicy,
+}
+
+fn fleet(args: &Args, advertise: &str) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for p in &args.peers {
+        let Some((name, addr)) = p
+            .split_once('=')
+            .filter(|(n, a)| !n.is_empty() && !a.is_empty())
+        else {
+            bail!("--peers entry {p:?} is not NAME=HOST:PORT");
+        };
+        if out.insert(name.to_string(), addr.to_string()).is_some() {
+            bail!("--peers names {name} twice");
+        }
+    }
+    out.entry(args.name.clone())
+        .or_insert_with(|| advertise.to_string());
+    if out.len() % 2 == 0 {
+        bail!(
+            "there are {} masters; use an odd number (1, 3, 5): with an even one, two clusters could form after a partition",
+            out.len()
+        );
+    }
+    Ok(out)
+}
+
+fn token(args: &Args) -> Result<Option<String>> {
+    match (&args.token, &args.token_file) {
+        (Some(t), _) => Ok(Some(t.clone())),
+        (None, Some(path)) => Ok(Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading the token file {}", path.display()))?
+                .trim()
+                .to_string(),
+        )),
+        (None, None) if args.insecure_no_auth => Ok(None),
+        (None, None) => bail!(
+            "a cluster token is required: --token-file, --token or MKUBE_TOKEN (or --insecure-no-auth)"
+        ),
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let local = listener.local_addr()?.to_string();
+    let advertise = args.advertise.clone().unwrap_or(local.clone());
+    let fleet = fleet(&args, &advertise)?;
+    let token = token(&args)?;
+    let store: Arc<dyn SnapshotStore> = match &args.export_dir {
+        Some(dir) => {
+            Arc::new(FileSnapshotStore::new(dir, 3).context("opening the export directory")?)
+        }
+        None => {
+            tracing::warn!(
+                "no --export-dir: exports stay in memory, and losing every master loses the cluster's state"
+            );
+            Arc::new(MemorySnapshotStore::default())
+        }
+    };
+    let config = NodeConfig {
+        name: args.name.clone(),
+        fleet: fleet.clone(),
+        token: token.clone(),
+        tick: Duration::from_millis(args.tick_ms.max(1)),
+        election_ticks: args.election_ticks.max(2),
+        history_limit: 10_000,
+        limits: Limits::default(),
+        snapshot_entries: args.snapshot_entries,
+        store,
+        export_interval: Duration::from_secs(args.export_interval_s.max(1)),
+    };
+    let node = Node::start(config).context("starting the store member")?;
+    let kv = Arc::new(KvService::new(node.clone()));
+    let registry = Store::new(kv);
+    let masters: Vec<String> = fleet.values().cloned().collect();
+    let auth = match &token {
+        Some(t) => rpc::Auth::Bearer(vec![t.clone()]),
+        None => rpc::Auth::None,
+    };
+    let server = rpc::Server::builder(auth)
+        .service(KvServer::new(KvService::new(node.clone())))
+        .service(RaftPeerServer::new(PeerService::new(node.clone())))
+        .service(MasterServer::new(MasterService::new(
+            registry.clone(),
+            masters,
+        )))
+        .build()
+        .context("configuring the server")?;
+    let leader_config = LeaderConfig {
+        probe_interval: Duration::from_millis(args.probe_interval_ms.max(10)),
+        probe_timeout: Duration::from_millis(args.probe_timeout_ms.max(10)),
+        probe_concurrency: args.probe_concurrency.max(1),
+        timeouts: Timeouts {
+            grace_ms: args.node_grace_ms,
+            eviction_ms: args.eviction_timeout_ms,
+        },
+        resync_interval: Duration::from_millis(args.resync_ms.max(10)),
+        score_policy: args.score,
+        token,
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let loops = tokio::spawn(leader::run(node.clone(), registry, leader_config, {
+        let mut stop = stop_rx.clone();
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }
+    }));
+    println!("listening on {local}");
+    tracing::info!(name = %args.name, listen = %local, advertise = %advertise, "master started");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    server
+        .serve(listener, async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            let _ = stop_tx.send(true);
+            match node.export_now().await {
+                Ok(Some(meta)) => tracing::info!(epoch = %meta.epoch, index = meta.index, "exported before exiting"),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "export before exiting failed"),
+            }
+        })
+        .await
+        .context("serving")?;
+    let _ = loops.await;
+    Ok(())
 }

@@ -236,7 +236,10 @@ mod tests {
         bad["spec"]["replica"] = json!(3);
         let e = Object::parse(bad).expect_err("unknown field");
         let text = e.to_string();
-        assert!(text.contains("spec") && text.contains("`replica`"), "{text}");
+        assert!(
+            text.contains("spec") && text.contains("`replica`"),
+            "{text}"
+        );
         let e = Object::parse(json!({"metadata": {"name": "a"}})).expect_err("no kind");
         assert!(e.to_string().contains("kind"), "{e}");
     }
@@ -266,7 +269,10 @@ mod tests {
             .expect("parses")
             .validate()
             .expect_err("mismatch");
-        assert!(e.to_string().contains("spec.template.metadata.labels"), "{e}");
+        assert!(
+            e.to_string().contains("spec.template.metadata.labels"),
+            "{e}"
+        );
     }
 
     #[test]

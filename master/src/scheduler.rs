@@ -105,9 +105,7 @@ pub fn requests(pod: &Pod) -> Resources {
         let cpu = r.requests.cpu.as_ref().or(r.limits.cpu.as_ref());
         let memory = r.requests.memory.as_ref().or(r.limits.memory.as_ref());
         total.cpu_millis += cpu.and_then(|q| parse_cpu_millis(q).ok()).unwrap_or(0);
-        total.memory_bytes += memory
-            .and_then(|q| parse_memory_bytes(q).ok())
-            .unwrap_or(0);
+        total.memory_bytes += memory.and_then(|q| parse_memory_bytes(q).ok()).unwrap_or(0);
     }
     total
 }
@@ -193,11 +191,9 @@ impl NodeView {
     /// Free share of cpu and memory after placing `r`, in parts per 10 000.
     fn free_score(&self, r: Resources) -> u64 {
         let free = |alloc: u64, used: u64| {
-            if alloc == 0 {
-                0
-            } else {
-                alloc.saturating_sub(used) * 10_000 / alloc
-            }
+            (alloc.saturating_sub(used) * 10_000)
+                .checked_div(alloc)
+                .unwrap_or(0)
         };
         free(
             self.allocatable.cpu_millis,

@@ -235,18 +235,20 @@ impl MasterService {
             let existing = self.read(Kind::Node, "", &name).await?;
             let fresh = Node::from_info(info.clone());
             let (object, expected) = match &existing {
-                None => (
-                    Object::Node(fresh).for_create(new_uid(), now_rfc3339()),
-                    0,
-                ),
+                None => (Object::Node(fresh).for_create(new_uid(), now_rfc3339()), 0),
                 Some(stored) => {
                     let Object::Node(old) = &stored.object else {
-                        return Err(MasterError::Unavailable("internal error: not a node".into()));
+                        return Err(MasterError::Unavailable(
+                            "internal error: not a node".into(),
+                        ));
                     };
                     let mut node = old.clone();
                     node.metadata.resource_version = None;
                     node.metadata.labels.extend(fresh.metadata.labels);
-                    let heartbeat = old.status.as_ref().and_then(|s| s.last_heartbeat_time.clone());
+                    let heartbeat = old
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.last_heartbeat_time.clone());
                     node.status = fresh.status.map(|mut s| {
                         s.last_heartbeat_time = heartbeat;
                         s
@@ -329,10 +331,7 @@ impl Master for MasterService {
         let kind = kind_of(&req.kind)?;
         let selector = selector_of(req.label_selector.as_deref())?;
         let ns = req.namespace.as_deref().filter(|n| !n.is_empty());
-        let (mut lists, revision) = self
-            .store
-            .range_many(&[store::prefix(kind, ns)])
-            .await?;
+        let (mut lists, revision) = self.store.range_many(&[store::prefix(kind, ns)]).await?;
         let mut items = Vec::new();
         for kv in lists.pop().unwrap_or_default() {
             let stored = stored_object(kind, &kv)?;
@@ -448,12 +447,12 @@ impl Master for MasterService {
         let Some(stored) = self.read(Kind::Node, "", &req.node).await? else {
             return Err(not_found(Kind::Node, "", &req.node));
         };
-        if let Object::Node(mut node) = stored.object.clone() {
-            if !node.spec.unschedulable {
-                node.spec.unschedulable = true;
-                node.metadata.resource_version = None;
-                self.apply_object(Object::Node(node)).await?;
-            }
+        if let Object::Node(mut node) = stored.object.clone()
+            && !node.spec.unschedulable
+        {
+            node.spec.unschedulable = true;
+            node.metadata.resource_version = None;
+            self.apply_object(Object::Node(node)).await?;
         }
         let (pods, _) = self.store.list::<Pod>(Kind::Pod, None).await?;
         let mut evicted = Vec::new();

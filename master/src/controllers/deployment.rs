@@ -20,8 +20,8 @@
 use std::time::{Duration, SystemTime};
 
 use api::workloads::{
-    Deployment, DeploymentCondition, DeploymentStatus, POD_TEMPLATE_HASH_LABEL,
-    PodTemplateSpec, REVISION_ANNOTATION, ReplicaSet, ReplicaSetSpec, StrategyType,
+    Deployment, DeploymentCondition, DeploymentStatus, POD_TEMPLATE_HASH_LABEL, PodTemplateSpec,
+    REVISION_ANNOTATION, ReplicaSet, ReplicaSetSpec, StrategyType,
 };
 use api::{ObjectMeta, OwnerReference};
 
@@ -213,7 +213,11 @@ fn initial_replicas(d: &Deployment, olds: &[RsView<'_>]) -> u32 {
 /// New specs (name, replicas) for a Recreate rollout step, if any change.
 fn recreate(d: &Deployment, new: RsView<'_>, olds: &[RsView<'_>]) -> Option<Vec<(String, u32)>> {
     if olds.iter().any(|v| v.spec() > 0) {
-        return Some(olds.iter().map(|v| (v.rs.metadata.name.clone(), 0)).collect());
+        return Some(
+            olds.iter()
+                .map(|v| (v.rs.metadata.name.clone(), 0))
+                .collect(),
+        );
     }
     if olds.iter().any(|v| v.pods > 0) || new.spec() == d.spec.replicas {
         return None;
@@ -332,8 +336,11 @@ fn status(
         &now_text,
     ));
     let complete = new.is_some_and(|v| v.pods == replicas && v.ready >= replicas) && old_pods == 0;
-    let progressed = (previous.updated_replicas, previous.available_replicas, previous.replicas)
-        != (updated, ready, pods)
+    let progressed = (
+        previous.updated_replicas,
+        previous.available_replicas,
+        previous.replicas,
+    ) != (updated, ready, pods)
         || previous.observed_generation != d.metadata.generation;
     let name = new.map_or(String::new(), |v| v.rs.metadata.name.clone());
     let progressing = if complete {

@@ -148,10 +148,13 @@ mod tests {
             reconcile(&rs(1), &all).delete,
             vec!["unscheduled", "pending", "unknown"]
         );
-        assert_eq!(reconcile(&rs(4), &all), Plan {
-            status: reconcile(&rs(4), &all).status,
-            ..Plan::default()
-        });
+        assert_eq!(
+            reconcile(&rs(4), &all),
+            Plan {
+                status: reconcile(&rs(4), &all).status,
+                ..Plan::default()
+            }
+        );
     }
 
     #[test]

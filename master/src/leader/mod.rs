@@ -1,1 +1,153 @@
-//! placeholder
+//! The leader-only loops, started when the embedded member becomes Raft
+//! leader and stopped when it stops being leader.
+//!
+//! ```text
+//!  leadership watch ──▶ Some(epoch, term) ──▶ spawn control loop + prober
+//!                   ◀── None / new term ◀──── abort both, wait for the next
+//!  control loop: snapshot ─▶ gc · deployments · replicasets · scheduler ─▶ txns ─▶ wait for a change
+//!  prober:       snapshot ─▶ probe(fence, desired pods) ─▶ statuses, node health, evictions ─▶ txns
+//! ```
+//!
+//! Invariants: a loop acts only while the leadership it was started for is
+//! current, and every write is a compare-and-set transaction on the
+//! revisions it read, so a deposed leader's late write fails instead of
+//! undoing a newer one; probes carry the (epoch, term) fence, so a worker
+//! refuses a deposed leader's orders. Every snapshot is a linearizable read
+//! taken after the loop's previous writes were applied: no decision is made
+//! on state older than the loop's own actions.
+//!
+//! # Layout
+//!
+//! - `snapshot`: one consistent read of pods, ReplicaSets, Deployments and nodes.
+//! - `control`: the control loop (gc, Deployment, ReplicaSet, scheduler).
+//! - `prober`: heartbeat probes, pod statuses, node lifecycle.
+//! - `events`: writing Events.
+
+mod control;
+mod events;
+mod prober;
+mod snapshot;
+
+use std::time::Duration;
+
+use kvs::node::{Leadership, Node};
+use tokio::sync::watch;
+
+use crate::controllers::nodes::Timeouts;
+use crate::scheduler::ScorePolicy;
+use crate::store::Store;
+pub use snapshot::Snapshot;
+
+/// Settings of the leader-only loops.
+#[derive(Debug, Clone)]
+pub struct LeaderConfig {
+    /// Time between heartbeat probes of a worker (jittered by ±10%).
+    pub probe_interval: Duration,
+    /// Longest wait for a probe's answer.
+    pub probe_timeout: Duration,
+    /// Probes in flight at once.
+    pub probe_concurrency: usize,
+    /// When a silent node becomes NotReady and when its pods are evicted.
+    pub timeouts: Timeouts,
+    /// Control passes run at least this often, changes or not.
+    pub resync_interval: Duration,
+    /// How the scheduler ranks nodes.
+    pub score_policy: ScorePolicy,
+    /// The token workers accept.
+    pub token: Option<String>,
+}
+
+impl Default for LeaderConfig {
+    fn default() -> Self {
+        LeaderConfig {
+            probe_interval: Duration::from_secs(1),
+            probe_timeout: Duration::from_secs(2),
+            probe_concurrency: 32,
+            timeouts: Timeouts {
+                grace_ms: 5_000,
+                eviction_ms: 10_000,
+            },
+            resync_interval: Duration::from_secs(5),
+            score_policy: ScorePolicy::Spread,
+            token: None,
+        }
+    }
+}
+
+/// What a loop needs to act for one leadership.
+#[derive(Clone)]
+pub(crate) struct Context {
+    pub store: Store,
+    pub config: LeaderConfig,
+    pub leadership: Leadership,
+    /// Whether the leadership is still this one.
+    pub current: watch::Receiver<Option<Leadership>>,
+    /// The store's revision, to wait for changes.
+    pub revision: watch::Receiver<i64>,
+}
+
+impl Context {
+    /// Whether this leadership is still current.
+    pub fn still_leading(&self) -> bool {
+        *self.current.borrow() == Some(self.leadership)
+    }
+
+    /// Waits until the store moves past `revision`, `timeout` passes, or
+    /// the leadership ends.
+    pub async fn wait_for_change(&self, revision: i64, timeout: Duration) {
+        let mut rev = self.revision.clone();
+        let mut current = self.current.clone();
+        let leadership = self.leadership;
+        tokio::select! {
+            _ = rev.wait_for(|r| *r > revision) => {}
+            _ = current.wait_for(|c| *c != Some(leadership)) => {}
+            _ = tokio::time::sleep(timeout) => {}
+        }
+    }
+}
+
+/// Runs the leader-only loops whenever `node` leads, until `shutdown`.
+pub async fn run(
+    node: Node,
+    store: Store,
+    config: LeaderConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut leadership = node.leadership();
+    loop {
+        let current = *leadership.borrow_and_update();
+        let Some(lead) = current else {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                changed = leadership.changed() => if changed.is_err() { return },
+            }
+            continue;
+        };
+        tracing::info!(
+            epoch = lead.epoch,
+            term = lead.term,
+            "leading: starting the control loop and the prober"
+        );
+        let ctx = Context {
+            store: store.clone(),
+            config: config.clone(),
+            leadership: lead,
+            current: node.leadership(),
+            revision: node.revision(),
+        };
+        let control = tokio::spawn(control::run(ctx.clone()));
+        let prober = tokio::spawn(prober::run(ctx));
+        let mut stopped = false;
+        tokio::select! {
+            _ = &mut shutdown => stopped = true,
+            _ = leadership.wait_for(|l| *l != Some(lead)) => {}
+        }
+        control.abort();
+        prober.abort();
+        tracing::info!(term = lead.term, "no longer leading: the loops stopped");
+        if stopped {
+            return;
+        }
+    }
+}

@@ -75,9 +75,15 @@ fn run(pods: &[Pod], views: &mut [NodeView], policy: ScorePolicy) -> Vec<Option<
 
 #[test]
 fn spreads_an_owners_pods_across_nodes() {
-    let nodes = [node("a", 4000, 1 << 30), node("b", 4000, 1 << 30), node("c", 4000, 1 << 30)];
+    let nodes = [
+        node("a", 4000, 1 << 30),
+        node("b", 4000, 1 << 30),
+        node("c", 4000, 1 << 30),
+    ];
     let mut views = node_views(&nodes, []);
-    let pods: Vec<Pod> = (0..6).map(|i| pod(&format!("p{i}"), 100, 1 << 20, Some("rs"))).collect();
+    let pods: Vec<Pod> = (0..6)
+        .map(|i| pod(&format!("p{i}"), 100, 1 << 20, Some("rs")))
+        .collect();
     let placed = run(&pods, &mut views, ScorePolicy::Spread);
     for n in ["a", "b", "c"] {
         let count = placed.iter().filter(|p| p.as_deref() == Some(n)).count();
@@ -129,7 +135,11 @@ fn host_ports_and_selectors_filter() {
         &mut views,
         ScorePolicy::Spread,
     );
-    assert_eq!(placed.iter().filter(|p| p.is_some()).count(), 2, "{placed:?}");
+    assert_eq!(
+        placed.iter().filter(|p| p.is_some()).count(),
+        2,
+        "{placed:?}"
+    );
     assert_eq!(placed[2], None);
 }
 

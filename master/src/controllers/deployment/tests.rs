@@ -1,6 +1,8 @@
 use super::*;
 use crate::controllers::replicaset;
-use api::workloads::{DeploymentSpec, DeploymentStrategy, IntOrPercent, RollingUpdate, TemplateMeta};
+use api::workloads::{
+    DeploymentSpec, DeploymentStrategy, IntOrPercent, RollingUpdate, TemplateMeta,
+};
 use api::{Container, ContainerState, ContainerStatus, LabelSelector, Pod, PodPhase, PodSpec};
 use proptest::prelude::*;
 
@@ -94,7 +96,10 @@ impl Sim {
 
     fn counts(&self, rs: &str) -> (u32, u32) {
         let of: Vec<&SimPod> = self.pods.iter().filter(|p| p.rs == rs).collect();
-        (of.len() as u32, of.iter().filter(|p| p.ready).count() as u32)
+        (
+            of.len() as u32,
+            of.iter().filter(|p| p.ready).count() as u32,
+        )
     }
 
     fn deployment_step(&mut self) {
@@ -313,5 +318,8 @@ fn a_stalled_rollout_reports_the_deadline() {
     let later = t0 + Duration::from_secs(601);
     let status = reconcile(&d1, &[view], later).status.expect("changes");
     let p = status.condition("Progressing").expect("condition");
-    assert_eq!((p.status.as_str(), p.reason.as_str()), ("False", "ProgressDeadlineExceeded"));
+    assert_eq!(
+        (p.status.as_str(), p.reason.as_str()),
+        ("False", "ProgressDeadlineExceeded")
+    );
 }

@@ -1,0 +1,516 @@
+//! The control loop: one pass reads a snapshot, asks the pure controllers
+//! and the scheduler what to do, and writes their plans as compare-and-set
+//! transactions; then it waits for the next change (or the resync period).
+//!
+//! A pass writes each key at most once, so that its transactions never
+//! conflict with each other; a transaction that fails (the key moved since
+//! the snapshot) is simply dropped: the next pass sees the new state and
+//! decides again.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant, SystemTime};
+
+use api::workloads::{POD_TEMPLATE_HASH_LABEL, REVISION_ANNOTATION};
+use api::{EventType, Kind, OwnerReference, Pod, PodPhase, PodStatus};
+use kvs::kv::{Op, Txn};
+use serde::Serialize;
+
+use super::events::{self, event};
+use super::{Context, Snapshot};
+use crate::controllers::deployment::{self, RsView};
+use crate::controllers::{
+    controlled_by, fnv1a, gc, is_active, is_ready, pod_from_template, replicaset,
+};
+use crate::scheduler::{NodeView, ScorePolicy, node_views, schedule};
+use crate::service::{new_uid, now_rfc3339};
+use crate::store::{Stored, encode, key, unchanged};
+
+/// Transactions in flight at once when a pass writes its plan.
+const WRITES_IN_FLIGHT: usize = 32;
+/// Pods bound in one transaction (three operations each: compare, put, event).
+const BINDINGS_PER_TXN: usize = 40;
+/// How often old events are trimmed.
+const TRIM_INTERVAL: Duration = Duration::from_secs(30);
+const SOURCE: &str = "controller-manager";
+
+/// What the scheduler remembers between passes: pods that fitted nowhere,
+/// and the state of the nodes when they did not (retried when it changes).
+#[derive(Debug, Default)]
+pub struct SchedulerMemory {
+    unschedulable: HashMap<String, u64>,
+}
+
+/// The writes of one pass, each key written once.
+#[derive(Debug, Default)]
+pub struct Writes {
+    /// The transactions.
+    pub txns: Vec<Txn>,
+    touched: HashSet<String>,
+}
+
+impl Writes {
+    fn claim(&mut self, key: &str) -> bool {
+        self.touched.insert(key.to_string())
+    }
+
+    /// Writes `value` at `key` if it is still at `mod_revision`, with `extra` ops.
+    fn put_if(&mut self, key: String, mod_revision: i64, value: String, extra: Vec<Op>) {
+        if !self.claim(&key) {
+            return;
+        }
+        let mut success = vec![Op::Put {
+            key: key.clone(),
+            value,
+        }];
+        success.extend(extra);
+        self.txns.push(Txn {
+            compares: vec![unchanged(key, mod_revision)],
+            success,
+            failure: Vec::new(),
+        });
+    }
+
+    fn delete_if(&mut self, key: String, mod_revision: i64, extra: Vec<Op>) {
+        if !self.claim(&key) {
+            return;
+        }
+        let mut success = vec![Op::Delete { key: key.clone() }];
+        success.extend(extra);
+        self.txns.push(Txn {
+            compares: vec![unchanged(key, mod_revision)],
+            success,
+            failure: Vec::new(),
+        });
+    }
+}
+
+fn key_of<T>(kind: Kind, s: &Stored<T>, meta: &api::ObjectMeta) -> (String, i64) {
+    (key(kind, &meta.namespace, &meta.name), s.mod_revision)
+}
+
+/// Runs passes until the leadership ends.
+pub(super) async fn run(ctx: Context) {
+    let mut memory = SchedulerMemory::default();
+    let mut trimmed = Instant::now();
+    while ctx.still_leading() {
+        let snap = match Snapshot::read(&ctx.store).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "control loop: reading the snapshot failed; retrying");
+                ctx.wait_for_change(i64::MAX, Duration::from_millis(200))
+                    .await;
+                continue;
+            }
+        };
+        let writes = plan(
+            &snap,
+            ctx.config.score_policy,
+            &mut memory,
+            SystemTime::now(),
+        );
+        if !ctx.still_leading() {
+            return;
+        }
+        apply(&ctx.store, writes).await;
+        if trimmed.elapsed() > TRIM_INTERVAL {
+            events::trim(&ctx.store).await;
+            trimmed = Instant::now();
+        }
+        ctx.wait_for_change(snap.revision, ctx.config.resync_interval)
+            .await;
+    }
+}
+
+/// Writes a pass's transactions, a bounded number at a time; failures are
+/// left to the next pass.
+pub async fn apply(store: &crate::store::Store, writes: Writes) -> usize {
+    let mut set = tokio::task::JoinSet::new();
+    let mut applied = 0;
+    for txn in writes.txns {
+        while set.len() >= WRITES_IN_FLIGHT {
+            if let Some(Ok(true)) = set.join_next().await {
+                applied += 1;
+            }
+        }
+        let store = store.clone();
+        set.spawn(async move {
+            match store.txn(txn).await {
+                Ok(r) => r.succeeded,
+                Err(e) => {
+                    tracing::debug!(error = %e, "a control write failed; the next pass retries");
+                    false
+                }
+            }
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        if let Ok(true) = r {
+            applied += 1;
+        }
+    }
+    applied
+}
+
+/// Everything one pass decides, from one snapshot.
+pub fn plan(
+    snap: &Snapshot,
+    policy: ScorePolicy,
+    memory: &mut SchedulerMemory,
+    now: SystemTime,
+) -> Writes {
+    let mut w = Writes::default();
+    collect_garbage(snap, &mut w);
+    deployments(snap, now, &mut w);
+    replica_sets(snap, &mut w);
+    schedule_pending(snap, policy, memory, &mut w);
+    w
+}
+
+fn collect_garbage(snap: &Snapshot, w: &mut Writes) {
+    let live: HashSet<&str> = snap
+        .deployments
+        .iter()
+        .map(|d| d.object.metadata.uid.as_str())
+        .chain(
+            snap.replica_sets
+                .iter()
+                .map(|r| r.object.metadata.uid.as_str()),
+        )
+        .collect();
+    for rs in &snap.replica_sets {
+        if gc::is_orphan(&rs.object.metadata, &live) {
+            let (k, rev) = key_of(Kind::ReplicaSet, rs, &rs.object.metadata);
+            w.delete_if(k, rev, Vec::new());
+        }
+    }
+    for pod in &snap.pods {
+        if gc::is_orphan(&pod.object.metadata, &live) {
+            let (k, rev) = key_of(Kind::Pod, pod, &pod.object.metadata);
+            w.delete_if(k, rev, Vec::new());
+        }
+    }
+}
+
+/// Pods by the uid of their controller.
+fn pods_by_owner(snap: &Snapshot) -> HashMap<&str, Vec<&Pod>> {
+    let mut by: HashMap<&str, Vec<&Pod>> = HashMap::new();
+    for p in &snap.pods {
+        if let Some(o) = p.object.metadata.controller() {
+            by.entry(o.uid.as_str()).or_default().push(&p.object);
+        }
+    }
+    by
+}
+
+fn deployments(snap: &Snapshot, now: SystemTime, w: &mut Writes) {
+    let pods = pods_by_owner(snap);
+    for d in &snap.deployments {
+        let dm = &d.object.metadata;
+        let owned: Vec<&Stored<api::ReplicaSet>> = snap
+            .replica_sets
+            .iter()
+            .filter(|r| controlled_by(&r.object.metadata, &dm.uid))
+            .collect();
+        let views: Vec<RsView<'_>> = owned
+            .iter()
+            .map(|r| {
+                let of = pods.get(r.object.metadata.uid.as_str());
+                let active = of.map_or(0, |ps| ps.iter().filter(|p| is_active(p)).count());
+                let ready = of.map_or(0, |ps| ps.iter().filter(|p| is_ready(p)).count());
+                RsView {
+                    rs: &r.object,
+                    pods: active as u32,
+                    ready: ready as u32,
+                }
+            })
+            .collect();
+        let plan = deployment::reconcile(&d.object, &views, now);
+        if let Some(mut rs) = plan.create {
+            rs.metadata.uid = new_uid();
+            rs.metadata.creation_timestamp = Some(now_rfc3339());
+            rs.metadata.generation = 1;
+            let msg = format!(
+                "Scaled up replica set {} to {}",
+                rs.metadata.name, rs.spec.replicas
+            );
+            let k = key(Kind::ReplicaSet, &rs.metadata.namespace, &rs.metadata.name);
+            let ev = event(
+                Kind::Deployment,
+                dm,
+                EventType::Normal,
+                "ScalingReplicaSet",
+                msg,
+                SOURCE,
+            );
+            w.put_if(k, 0, encode(&rs), vec![ev]);
+        }
+        for u in plan.update {
+            let Some(stored) = owned.iter().find(|r| r.object.metadata.name == u.name) else {
+                continue;
+            };
+            let mut rs = stored.object.clone();
+            let from = rs.spec.replicas;
+            if from != u.replicas {
+                rs.metadata.generation += 1;
+            }
+            rs.spec.replicas = u.replicas;
+            rs.metadata
+                .annotations
+                .insert(REVISION_ANNOTATION.into(), u.revision.to_string());
+            let mut extra = Vec::new();
+            if from != u.replicas {
+                let dir = if u.replicas > from { "up" } else { "down" };
+                let msg = format!(
+                    "Scaled {dir} replica set {} from {from} to {}",
+                    u.name, u.replicas
+                );
+                extra.push(event(
+                    Kind::Deployment,
+                    dm,
+                    EventType::Normal,
+                    "ScalingReplicaSet",
+                    msg,
+                    SOURCE,
+                ));
+            }
+            let (k, rev) = key_of(Kind::ReplicaSet, stored, &rs.metadata);
+            w.put_if(k, rev, encode(&rs), extra);
+        }
+        for name in plan.delete {
+            if let Some(stored) = owned.iter().find(|r| r.object.metadata.name == name) {
+                let (k, rev) = key_of(Kind::ReplicaSet, stored, &stored.object.metadata);
+                w.delete_if(k, rev, Vec::new());
+            }
+        }
+        if let Some(status) = plan.status {
+            let mut updated = d.object.clone();
+            updated.status = Some(status);
+            if let Some(revision) = views
+                .iter()
+                .find(|v| {
+                    v.rs.metadata.labels.get(POD_TEMPLATE_HASH_LABEL)
+                        == Some(&deployment::template_hash(&d.object.spec.template))
+                })
+                .map(|v| deployment::revision(v.rs))
+            {
+                updated
+                    .metadata
+                    .annotations
+                    .insert(REVISION_ANNOTATION.into(), revision.to_string());
+            }
+            let (k, rev) = key_of(Kind::Deployment, d, dm);
+            w.put_if(k, rev, encode(&updated), Vec::new());
+        }
+    }
+}
+
+/// `web-7d9f8`-style suffixes: five of Kubernetes' unambiguous characters.
+fn suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    uuid::Uuid::new_v4()
+        .as_bytes()
+        .iter()
+        .take(5)
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect()
+}
+
+fn replica_sets(snap: &Snapshot, w: &mut Writes) {
+    let pods = pods_by_owner(snap);
+    let stored_pods: HashMap<(&str, &str), &Stored<Pod>> = snap
+        .pods
+        .iter()
+        .map(|p| {
+            (
+                (
+                    p.object.metadata.namespace.as_str(),
+                    p.object.metadata.name.as_str(),
+                ),
+                p,
+            )
+        })
+        .collect();
+    for rs in &snap.replica_sets {
+        let m = &rs.object.metadata;
+        let owned = pods.get(m.uid.as_str()).cloned().unwrap_or_default();
+        let plan = replicaset::reconcile(&rs.object, &owned);
+        for _ in 0..plan.create {
+            let owner = OwnerReference {
+                kind: "ReplicaSet".into(),
+                name: m.name.clone(),
+                uid: m.uid.clone(),
+                controller: true,
+            };
+            let mut pod = pod_from_template(
+                &rs.object.spec.template,
+                &m.namespace,
+                format!("{}-{}", m.name, suffix()),
+                owner,
+            );
+            pod.metadata.uid = new_uid();
+            pod.metadata.creation_timestamp = Some(now_rfc3339());
+            pod.metadata.generation = 1;
+            let msg = format!("Created pod: {}", pod.metadata.name);
+            let ev = event(
+                Kind::ReplicaSet,
+                m,
+                EventType::Normal,
+                "SuccessfulCreate",
+                msg,
+                SOURCE,
+            );
+            let k = key(Kind::Pod, &m.namespace, &pod.metadata.name);
+            w.put_if(k, 0, encode(&pod), vec![ev]);
+        }
+        for name in &plan.delete {
+            if let Some(p) = stored_pods.get(&(m.namespace.as_str(), name.as_str())) {
+                let msg = format!("Deleted pod: {name}");
+                let ev = event(
+                    Kind::ReplicaSet,
+                    m,
+                    EventType::Normal,
+                    "SuccessfulDelete",
+                    msg,
+                    SOURCE,
+                );
+                let (k, rev) = key_of(Kind::Pod, p, &p.object.metadata);
+                w.delete_if(k, rev, vec![ev]);
+            }
+        }
+        if let Some(status) = plan.status {
+            let mut updated = rs.object.clone();
+            updated.status = Some(status);
+            let (k, rev) = key_of(Kind::ReplicaSet, rs, m);
+            w.put_if(k, rev, encode(&updated), Vec::new());
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Fingerprint<'a> {
+    name: &'a str,
+    ready: bool,
+    unschedulable: bool,
+    allocatable: (u64, u64),
+    requested: (u64, u64),
+    ports: usize,
+    labels: &'a std::collections::BTreeMap<String, String>,
+}
+
+/// A hash of what decides whether a pod fits somewhere.
+fn nodes_fingerprint(views: &[NodeView]) -> u64 {
+    let fp: Vec<Fingerprint<'_>> = views
+        .iter()
+        .map(|v| Fingerprint {
+            name: &v.name,
+            ready: v.ready,
+            unschedulable: v.unschedulable,
+            allocatable: (v.allocatable.cpu_millis, v.allocatable.memory_bytes),
+            requested: (v.requested.cpu_millis, v.requested.memory_bytes),
+            ports: v.host_ports.len(),
+            labels: &v.labels,
+        })
+        .collect();
+    fnv1a(&serde_json::to_vec(&fp).unwrap_or_default())
+}
+
+fn schedule_pending(
+    snap: &Snapshot,
+    policy: ScorePolicy,
+    memory: &mut SchedulerMemory,
+    w: &mut Writes,
+) {
+    let nodes: Vec<api::Node> = snap.nodes.iter().map(|n| n.object.clone()).collect();
+    let mut views = node_views(
+        &nodes,
+        snap.pods.iter().map(|p| &p.object).filter(|p| is_active(p)),
+    );
+    let index: HashMap<String, usize> = views
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v.name.clone(), i))
+        .collect();
+    let fingerprint = nodes_fingerprint(&views);
+    let mut pending: Vec<&Stored<Pod>> = snap
+        .pods
+        .iter()
+        .filter(|p| p.object.spec.node_name.is_none() && is_active(&p.object))
+        .collect();
+    pending.sort_by(|a, b| {
+        let key = |p: &Stored<Pod>| (p.object.metadata.creation_timestamp.clone(), p.mod_revision);
+        key(a).cmp(&key(b))
+    });
+    let live: HashSet<&str> = pending
+        .iter()
+        .map(|p| p.object.metadata.uid.as_str())
+        .collect();
+    memory
+        .unschedulable
+        .retain(|uid, _| live.contains(uid.as_str()));
+    let mut batch = Txn::default();
+    for stored in pending {
+        let pod = &stored.object;
+        if memory.unschedulable.get(&pod.metadata.uid) == Some(&fingerprint) {
+            continue;
+        }
+        let (k, rev) = key_of(Kind::Pod, stored, &pod.metadata);
+        match schedule(pod, &views, policy) {
+            Ok(binding) => {
+                memory.unschedulable.remove(&pod.metadata.uid);
+                let mut bound = pod.clone();
+                bound.spec.node_name = Some(binding.node.clone());
+                bound.status = Some(PodStatus {
+                    phase: PodPhase::Scheduled,
+                    ..PodStatus::default()
+                });
+                if let Some(i) = index.get(&binding.node) {
+                    views[*i].assume(&bound);
+                }
+                if !w.claim(&k) {
+                    continue;
+                }
+                let msg = format!("Successfully assigned {} to {}", pod.key(), binding.node);
+                batch.compares.push(unchanged(k.clone(), rev));
+                batch.success.push(Op::Put {
+                    key: k,
+                    value: encode(&bound),
+                });
+                batch.success.push(event(
+                    Kind::Pod,
+                    &pod.metadata,
+                    EventType::Normal,
+                    "Scheduled",
+                    msg,
+                    "scheduler",
+                ));
+                if batch.compares.len() >= BINDINGS_PER_TXN {
+                    w.txns.push(std::mem::take(&mut batch));
+                }
+            }
+            Err(why) => {
+                memory
+                    .unschedulable
+                    .insert(pod.metadata.uid.clone(), fingerprint);
+                let mut updated = pod.clone();
+                updated.status = Some(PodStatus {
+                    phase: PodPhase::Pending,
+                    reason: Some("Unschedulable".into()),
+                    message: Some(why.to_string()),
+                    ..PodStatus::default()
+                });
+                let ev = event(
+                    Kind::Pod,
+                    &pod.metadata,
+                    EventType::Warning,
+                    "FailedScheduling",
+                    why.to_string(),
+                    "scheduler",
+                );
+                w.put_if(k, rev, encode(&updated), vec![ev]);
+            }
+        }
+    }
+    if !batch.compares.is_empty() {
+        w.txns.push(batch);
+    }
+}

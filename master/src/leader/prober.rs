@@ -1,0 +1,516 @@
+//! The heartbeat prober (Borg style: the master asks, the worker answers).
+//!
+//! ```text
+//!  every probe_interval (±10%), and at once when a node's desired pods change:
+//!    snapshot ─▶ per node: desired pods ─▶ delta vs what it acked ─▶ probe(fence, delta, events_after)
+//!            ◀─ node info, acked version, pod statuses, events ─┘
+//!    ─▶ CAS writes: pod statuses, node status, events
+//!    silent nodes: NotReady (pods Unknown) after the grace, eviction after the timeout
+//! ```
+//!
+//! What the prober knows of each node (last contact, acked version, what it
+//! sent) lives only in the leader's memory: a new leader starts every node
+//! with a fresh grace period and a full sync (`base_version: None`), so no
+//! state has to survive a leader change. After any failed probe the next
+//! one is a full sync too.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use api::worker::{ProbeRequest, ProbeResponse, WorkerClient};
+use api::{
+    EventType, Fence, Kind, Node, NodeCondition, NodeConditionType, Pod, PodPhase, WorkerError,
+};
+use kvs::kv::{Op, Txn};
+use tokio::sync::Semaphore;
+
+use super::events::{event, record};
+use super::{Context, Snapshot};
+use crate::controllers::fnv1a;
+use crate::controllers::nodes::{Health, evictable, health};
+use crate::store::{Stored, encode, key, unchanged};
+
+/// What the leader remembers of one worker.
+struct Peer {
+    address: String,
+    client: Option<WorkerClient>,
+    last_contact_ms: u64,
+    /// The version the worker holds, when known to match `sent`.
+    acked: Option<u64>,
+    /// Fingerprints of the pods it holds, by uid.
+    sent: HashMap<String, u64>,
+    events_after: u64,
+    /// Last time its status was written (heartbeat), in ms.
+    written_ms: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Heartbeats are written at least this often even when nothing changed.
+const HEARTBEAT_WRITE_MS: u64 = 10_000;
+
+fn fingerprint(pod: &Pod) -> u64 {
+    fnv1a(
+        &serde_json::to_vec(&(&pod.metadata.uid, &pod.spec, &pod.metadata.labels))
+            .unwrap_or_default(),
+    )
+}
+
+/// The pods a probe carries: without status, as the worker wants them.
+fn desired(pod: &Pod) -> Pod {
+    let mut p = pod.clone();
+    p.status = None;
+    p.metadata.resource_version = None;
+    p
+}
+
+pub(super) async fn run(ctx: Context) {
+    let fence = Fence {
+        epoch: ctx.leadership.epoch,
+        term: ctx.leadership.term,
+    };
+    let mut peers: HashMap<String, Peer> = HashMap::new();
+    let mut next_full = tokio::time::Instant::now();
+    let mut seen_revision = 0;
+    while ctx.still_leading() {
+        let full = tokio::time::Instant::now() >= next_full;
+        if full {
+            next_full = tokio::time::Instant::now() + jittered(ctx.config.probe_interval);
+        }
+        match Snapshot::read(&ctx.store).await {
+            Ok(snap) => {
+                seen_revision = snap.revision;
+                round(&ctx, fence, &snap, &mut peers, full).await;
+            }
+            Err(e) => tracing::warn!(error = %e, "prober: reading the snapshot failed"),
+        }
+        let until_full = next_full.saturating_duration_since(tokio::time::Instant::now());
+        ctx.wait_for_change(seen_revision, until_full).await;
+        // Let a burst of writes (a scale-up) settle into one round.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn jittered(interval: Duration) -> Duration {
+    let spread = interval.as_millis() as u64 / 5;
+    let j = if spread == 0 { 0 } else { now_ms() % spread };
+    interval - Duration::from_millis(spread / 2) + Duration::from_millis(j)
+}
+
+/// One round: probes every node (`full`) or those whose pods changed.
+async fn round(
+    ctx: &Context,
+    fence: Fence,
+    snap: &Snapshot,
+    peers: &mut HashMap<String, Peer>,
+    full: bool,
+) {
+    let now = now_ms();
+    let mut by_node: HashMap<&str, Vec<&Stored<Pod>>> = HashMap::new();
+    for p in &snap.pods {
+        if let Some(n) = p.object.spec.node_name.as_deref() {
+            by_node.entry(n).or_default().push(p);
+        }
+    }
+    let names: HashSet<&str> = snap
+        .nodes
+        .iter()
+        .map(|n| n.object.metadata.name.as_str())
+        .collect();
+    peers.retain(|name, _| names.contains(name.as_str()));
+    let limit = Arc::new(Semaphore::new(ctx.config.probe_concurrency.max(1)));
+    let mut set = tokio::task::JoinSet::new();
+    for node in &snap.nodes {
+        let name = node.object.metadata.name.clone();
+        let Some(address) = node.object.status.as_ref().map(|s| s.address.clone()) else {
+            continue;
+        };
+        let peer = peers.entry(name.clone()).or_insert_with(|| Peer {
+            address: address.clone(),
+            client: None,
+            last_contact_ms: now,
+            acked: None,
+            sent: HashMap::new(),
+            events_after: 0,
+            written_ms: 0,
+        });
+        if peer.address != address || peer.client.is_none() {
+            peer.address = address.clone();
+            peer.client = worker_client(&address, ctx);
+            peer.acked = None;
+        }
+        let pods = by_node.get(name.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+        let req = request(fence, snap.revision, pods, peer);
+        let changed =
+            req.base_version.is_none() || !req.upserts.is_empty() || !req.deletes.is_empty();
+        if !(full || changed) {
+            continue;
+        }
+        let Some(client) = peer.client.clone() else {
+            continue;
+        };
+        let limit = limit.clone();
+        let timeout = ctx.config.probe_timeout;
+        set.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let answer = tokio::time::timeout(timeout, client.probe(&req)).await;
+            (name, req, answer)
+        });
+    }
+    let mut writes: Vec<Txn> = Vec::new();
+    while let Some(joined) = set.join_next().await {
+        let Ok((name, req, answer)) = joined else {
+            continue;
+        };
+        let Some(peer) = peers.get_mut(&name) else {
+            continue;
+        };
+        match answer {
+            Ok(Ok(resp)) => {
+                let node = snap.nodes.iter().find(|n| n.object.metadata.name == name);
+                answered(peer, &req, &resp, now);
+                writes.extend(record_answer(
+                    node,
+                    by_node.get(name.as_str()),
+                    resp,
+                    peer,
+                    now,
+                ));
+            }
+            Ok(Err(e)) => {
+                peer.acked = None;
+                match WorkerError::from_rpc(&e) {
+                    Some(WorkerError::StaleFence { seen, .. }) => {
+                        tracing::warn!(node = %name, %seen, "the worker follows a newer leader; this one is deposed")
+                    }
+                    _ => tracing::debug!(node = %name, error = %e, "probe failed"),
+                }
+            }
+            Err(_) => {
+                peer.acked = None;
+                tracing::debug!(node = %name, "probe timed out");
+            }
+        }
+    }
+    if full {
+        writes.extend(lifecycle(ctx, snap, &by_node, peers, now));
+    }
+    if !ctx.still_leading() {
+        return;
+    }
+    for txn in writes {
+        if let Err(e) = ctx.store.txn(txn).await {
+            tracing::debug!(error = %e, "prober write failed; the next round retries");
+        }
+    }
+}
+
+fn worker_client(address: &str, ctx: &Context) -> Option<WorkerClient> {
+    let config = rpc::ClientConfig {
+        token: ctx.config.token.clone(),
+        default_timeout: ctx.config.probe_timeout,
+        max_connections: 2,
+        ..Default::default()
+    };
+    match rpc::Client::new(address, config) {
+        Ok(c) => Some(WorkerClient::new(c)),
+        Err(e) => {
+            tracing::warn!(%address, error = %e, "a node's address is unusable");
+            None
+        }
+    }
+}
+
+/// The probe for a node holding `pods`: a delta from what it acked, or the whole set.
+fn request(fence: Fence, revision: i64, pods: &[&Stored<Pod>], peer: &Peer) -> ProbeRequest {
+    let revision = revision.max(0) as u64;
+    let current: HashMap<&str, (u64, &Pod)> = pods
+        .iter()
+        .map(|p| {
+            (
+                p.object.metadata.uid.as_str(),
+                (fingerprint(&p.object), &p.object),
+            )
+        })
+        .collect();
+    match peer.acked {
+        Some(acked) => {
+            let upserts: Vec<Pod> = current
+                .values()
+                .filter(|(fp, p)| peer.sent.get(&p.metadata.uid) != Some(fp))
+                .map(|(_, p)| desired(p))
+                .collect();
+            let deletes: Vec<String> = peer
+                .sent
+                .keys()
+                .filter(|uid| !current.contains_key(uid.as_str()))
+                .cloned()
+                .collect();
+            let version = if upserts.is_empty() && deletes.is_empty() {
+                acked
+            } else {
+                revision.max(acked + 1)
+            };
+            ProbeRequest {
+                fence,
+                version,
+                base_version: Some(acked),
+                upserts,
+                deletes,
+                events_after: peer.events_after,
+            }
+        }
+        None => ProbeRequest {
+            fence,
+            version: revision,
+            base_version: None,
+            upserts: current.values().map(|(_, p)| desired(p)).collect(),
+            deletes: Vec::new(),
+            events_after: peer.events_after,
+        },
+    }
+}
+
+/// Updates what the leader knows of a peer from its answer.
+fn answered(peer: &mut Peer, req: &ProbeRequest, resp: &ProbeResponse, now: u64) {
+    peer.last_contact_ms = now;
+    if resp.acked_version == req.version {
+        match req.base_version {
+            None => peer.sent.clear(),
+            Some(_) => {
+                for uid in &req.deletes {
+                    peer.sent.remove(uid);
+                }
+            }
+        }
+        for p in &req.upserts {
+            peer.sent.insert(p.metadata.uid.clone(), fingerprint(p));
+        }
+        peer.acked = Some(req.version);
+    } else {
+        // Restarted or out of step: the next probe sends everything.
+        peer.acked = None;
+    }
+    let newest = resp.events.iter().map(|e| e.seq).max();
+    match newest {
+        Some(seq) => peer.events_after = seq,
+        // A restarted worker numbers its events from 1 again.
+        None if resp.acked_version == 0 => peer.events_after = 0,
+        None => {}
+    }
+}
+
+/// The writes an answer calls for: pod statuses, the node's status, events.
+fn record_answer(
+    node: Option<&Stored<Node>>,
+    pods: Option<&Vec<&Stored<Pod>>>,
+    resp: ProbeResponse,
+    peer: &mut Peer,
+    now: u64,
+) -> Vec<Txn> {
+    let mut txns = Vec::new();
+    for report in resp.pods {
+        let Some(stored) =
+            pods.and_then(|ps| ps.iter().find(|p| p.object.metadata.uid == report.uid))
+        else {
+            continue;
+        };
+        if stored.object.status.as_ref() == Some(&report.status) {
+            continue;
+        }
+        let mut pod = stored.object.clone();
+        pod.status = Some(report.status);
+        txns.push(cas(
+            Kind::Pod,
+            &pod.metadata,
+            stored.mod_revision,
+            encode(&pod),
+            Vec::new(),
+        ));
+    }
+    if let Some(stored) = node {
+        let mut updated = Node::from_info(resp.node);
+        updated.metadata = stored.object.metadata.clone();
+        updated.metadata.resource_version = None;
+        updated.spec = stored.object.spec.clone();
+        let old = stored.object.status.clone();
+        let heartbeat_due = now.saturating_sub(peer.written_ms) >= HEARTBEAT_WRITE_MS;
+        let mut status_without_time = updated.status.clone();
+        if let (Some(s), Some(o)) = (status_without_time.as_mut(), old.as_ref()) {
+            s.last_heartbeat_time.clone_from(&o.last_heartbeat_time);
+            s.usage = o.usage;
+        }
+        if status_without_time != old || heartbeat_due {
+            if let Some(s) = updated.status.as_mut() {
+                s.last_heartbeat_time = Some(crate::service::now_rfc3339());
+            }
+            peer.written_ms = now;
+            let became_ready = !stored.object.is_ready() && updated.is_ready();
+            let extra = if became_ready {
+                vec![event(
+                    Kind::Node,
+                    &updated.metadata,
+                    EventType::Normal,
+                    "NodeReady",
+                    format!("Node {} is Ready", updated.metadata.name),
+                    "prober",
+                )]
+            } else {
+                Vec::new()
+            };
+            txns.push(cas(
+                Kind::Node,
+                &updated.metadata,
+                stored.mod_revision,
+                encode(&updated),
+                extra,
+            ));
+        }
+    }
+    let events: Vec<Op> = resp.events.into_iter().map(|e| record(e.event)).collect();
+    for chunk in events.chunks(100) {
+        txns.push(Txn {
+            compares: Vec::new(),
+            success: chunk.to_vec(),
+            failure: Vec::new(),
+        });
+    }
+    txns
+}
+
+fn cas(
+    kind: Kind,
+    meta: &api::ObjectMeta,
+    mod_revision: i64,
+    value: String,
+    extra: Vec<Op>,
+) -> Txn {
+    let k = key(kind, &meta.namespace, &meta.name);
+    let mut success = vec![Op::Put {
+        key: k.clone(),
+        value,
+    }];
+    success.extend(extra);
+    Txn {
+        compares: vec![unchanged(k, mod_revision)],
+        success,
+        failure: Vec::new(),
+    }
+}
+
+/// NotReady and eviction for silent nodes.
+fn lifecycle(
+    ctx: &Context,
+    snap: &Snapshot,
+    by_node: &HashMap<&str, Vec<&Stored<Pod>>>,
+    peers: &HashMap<String, Peer>,
+    now: u64,
+) -> Vec<Txn> {
+    let mut txns = Vec::new();
+    for node in &snap.nodes {
+        let name = node.object.metadata.name.as_str();
+        let Some(peer) = peers.get(name) else {
+            continue;
+        };
+        let pods = by_node.get(name).map(Vec::as_slice).unwrap_or(&[]);
+        match health(peer.last_contact_ms, now, ctx.config.timeouts) {
+            Health::Healthy => {}
+            Health::NotReady => txns.extend(not_ready(node, pods, now - peer.last_contact_ms)),
+            Health::Evict => {
+                txns.extend(not_ready(node, pods, now - peer.last_contact_ms));
+                for pod in evictable(name, pods.iter().map(|p| &p.object)) {
+                    let Some(stored) = pods
+                        .iter()
+                        .find(|p| p.object.metadata.uid == pod.metadata.uid)
+                    else {
+                        continue;
+                    };
+                    let k = key(Kind::Pod, &pod.metadata.namespace, &pod.metadata.name);
+                    let msg = format!("Evicting pod {} from unreachable node {name}", pod.key());
+                    tracing::info!(pod = %pod.key(), node = %name, "evicting a pod from an unreachable node");
+                    txns.push(Txn {
+                        compares: vec![unchanged(k.clone(), stored.mod_revision)],
+                        success: vec![
+                            Op::Delete { key: k },
+                            event(
+                                Kind::Pod,
+                                &pod.metadata,
+                                EventType::Warning,
+                                "NodeUnreachable",
+                                msg,
+                                "node-lifecycle",
+                            ),
+                        ],
+                        failure: Vec::new(),
+                    });
+                }
+            }
+        }
+    }
+    txns
+}
+
+/// The node NotReady and its pods Unknown, where they are not already.
+fn not_ready(node: &Stored<Node>, pods: &[&Stored<Pod>], silent_ms: u64) -> Vec<Txn> {
+    let mut txns = Vec::new();
+    let name = &node.object.metadata.name;
+    if node.object.is_ready() {
+        let mut n = node.object.clone();
+        n.metadata.resource_version = None;
+        if let Some(s) = n.status.as_mut() {
+            s.conditions = vec![NodeCondition {
+                type_: NodeConditionType::Ready,
+                status: false,
+                reason: "NodeUnreachable".into(),
+                message: format!("no probe answered for {} s", silent_ms / 1000),
+            }];
+        }
+        tracing::warn!(node = %name, silent_ms, "node is NotReady");
+        let ev = event(
+            Kind::Node,
+            &n.metadata,
+            EventType::Warning,
+            "NodeNotReady",
+            format!("Node {name} stopped answering probes"),
+            "node-lifecycle",
+        );
+        txns.push(cas(
+            Kind::Node,
+            &n.metadata,
+            node.mod_revision,
+            encode(&n),
+            vec![ev],
+        ));
+    }
+    for p in pods {
+        let phase = p.object.status.as_ref().map(|s| s.phase);
+        if matches!(
+            phase,
+            Some(PodPhase::Unknown | PodPhase::Succeeded | PodPhase::Failed)
+        ) {
+            continue;
+        }
+        let mut pod = p.object.clone();
+        let mut status = pod.status.clone().unwrap_or_default();
+        status.phase = PodPhase::Unknown;
+        status.reason = Some("NodeLost".into());
+        status.message = Some(format!("node {name} is not answering probes"));
+        for c in &mut status.container_statuses {
+            c.ready = false;
+        }
+        pod.status = Some(status);
+        txns.push(cas(
+            Kind::Pod,
+            &pod.metadata,
+            p.mod_revision,
+            encode(&pod),
+            Vec::new(),
+        ));
+    }
+    txns
+}
