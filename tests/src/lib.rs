@@ -5,11 +5,12 @@
 //! - `src/bin/bench_*.rs`: one binary per `scripts/bench NAME`; each runs our
 //!   code and its peer (tarpc, etcd, `docker run`) side by side in one run and
 //!   ends with `NAME: ours=<v> <unit> peer=<v> <unit> ratio=<ours/peer>`.
+//! - [`cluster`]: a whole mkube cluster (masters and workers) as processes.
 //! - [`clusters`]: starting kvs and etcd clusters for the benchmarks.
 //! - [`images`]: test and demo images built locally (`docker import`).
-//! - `tests/`: end-to-end tests that start real clusters on real Docker
-//!   (added with the orchestrator).
+//! - `tests/`: end-to-end tests that start real clusters on real Docker.
 
+pub mod cluster;
 pub mod clusters;
 pub mod images;
 

@@ -1,0 +1,404 @@
+//! A whole mkube cluster as processes on loopback: masters (`mkube-master`)
+//! and workers (`mkube-worker`, each its own node on the real Docker
+//! daemon), for end-to-end tests and benchmarks.
+//!
+//! Every process logs to a file in the cluster's directory; [`Cluster::logs`]
+//! gathers them so that a failing test can print what the cluster did.
+//! Dropping the cluster kills the processes and removes the containers of
+//! its nodes (and nothing else: every name carries the cluster's id).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use api::master::{MasterClient, MasterError};
+use kvs::api::{Empty, KvClient};
+
+use crate::clusters::free_port;
+
+/// The cluster token of test clusters.
+pub const TOKEN: &str = "e2e-token";
+
+/// Where the workspace's binaries are (`target/<profile>`).
+pub fn bin_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().context("the test binary has no directory")?;
+    // Integration tests run from target/<profile>/deps; benchmarks from target/<profile>.
+    let dir = if dir.ends_with("deps") {
+        dir.parent().context("no target directory")?
+    } else {
+        dir
+    };
+    Ok(dir.to_path_buf())
+}
+
+fn binary(name: &str) -> Result<PathBuf> {
+    let path = bin_dir()?.join(name);
+    if !path.exists() {
+        bail!(
+            "{} is not built; build the workspace first (cargo build --workspace, or run the tests with --workspace)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Timing of a test cluster (fast, so that tests finish quickly).
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// Probe interval, in ms.
+    pub probe_interval_ms: u64,
+    /// Grace before NotReady, in ms.
+    pub node_grace_ms: u64,
+    /// Silence before eviction, in ms.
+    pub eviction_timeout_ms: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            probe_interval_ms: 500,
+            node_grace_ms: 3_000,
+            eviction_timeout_ms: 6_000,
+        }
+    }
+}
+
+struct Proc {
+    name: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Masters and workers of one cluster.
+pub struct Cluster {
+    id: String,
+    dir: PathBuf,
+    masters: Vec<Proc>,
+    /// The masters' addresses, by index.
+    pub master_addrs: Vec<String>,
+    workers: Vec<Proc>,
+    timing: Timing,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for p in self.masters.iter_mut().chain(self.workers.iter_mut()) {
+            p.kill();
+        }
+        for w in &self.workers {
+            remove_node_containers(&w.name);
+        }
+    }
+}
+
+/// Removes every container of node `name`.
+pub fn remove_node_containers(name: &str) {
+    let out = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label=mkube.node={name}")])
+        .output();
+    if let Ok(out) = out {
+        let ids = String::from_utf8_lossy(&out.stdout).to_string();
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&ids)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+fn spawn(bin: &Path, args: &[String], log: &Path) -> Result<Child> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening {}", log.display()))?;
+    Command::new(bin)
+        .args(args)
+        .env("MKUBE_TOKEN", TOKEN)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(file)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))
+}
+
+impl Cluster {
+    /// Starts `masters` masters and `workers` workers; returns once a
+    /// leader is elected and every worker is a Ready node.
+    pub async fn start(masters: usize, workers: usize, timing: Timing) -> Result<Cluster> {
+        crate::images::ensure_busybox()?;
+        let id = format!("{}-{}", std::process::id(), free_port()?);
+        let dir = std::env::temp_dir().join(format!("mkube-e2e-{id}"));
+        std::fs::create_dir_all(&dir)?;
+        let master_addrs: Vec<String> = (0..masters)
+            .map(|_| free_port().map(|p| format!("127.0.0.1:{p}")))
+            .collect::<Result<_>>()?;
+        let mut cluster = Cluster {
+            id,
+            dir,
+            masters: Vec::new(),
+            master_addrs,
+            workers: Vec::new(),
+            timing,
+        };
+        for i in 0..masters {
+            let log = cluster.dir.join(format!("master-{i}.log"));
+            cluster.masters.push(Proc {
+                name: format!("m{i}"),
+                child: None,
+                log,
+            });
+            cluster.start_master(i)?;
+        }
+        cluster
+            .wait_for(Duration::from_secs(30), "a leader", |c| async move {
+                Ok(c.leader().await.map(|_| ()))
+            })
+            .await?;
+        for i in 0..workers {
+            cluster.add_worker(i)?;
+        }
+        cluster
+            .wait_for(
+                Duration::from_secs(30),
+                "every worker Ready",
+                |c| async move {
+                    let nodes = c.ready_nodes().await.unwrap_or_default();
+                    Ok((nodes.len() == workers).then_some(()))
+                },
+            )
+            .await?;
+        Ok(cluster)
+    }
+
+    /// A unique name for worker `i` of this cluster.
+    pub fn worker_name(&self, i: usize) -> String {
+        format!("w{i}-{}", self.id)
+    }
+
+    /// The directory holding the logs.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// (Re)starts master `i` (empty, as a new incarnation).
+    pub fn start_master(&mut self, i: usize) -> Result<()> {
+        let peers: Vec<String> = self
+            .master_addrs
+            .iter()
+            .enumerate()
+            .map(|(j, a)| format!("m{j}={a}"))
+            .collect();
+        let t = &self.timing;
+        let args: Vec<String> = [
+            "--name",
+            &format!("m{i}"),
+            "--listen",
+            &self.master_addrs[i],
+            "--peers",
+            &peers.join(","),
+            "--export-dir",
+            &self.dir.join("exports").display().to_string(),
+            "--export-interval-s",
+            "2",
+            "--probe-interval-ms",
+            &t.probe_interval_ms.to_string(),
+            "--node-grace-ms",
+            &t.node_grace_ms.to_string(),
+            "--eviction-timeout-ms",
+            &t.eviction_timeout_ms.to_string(),
+            "--resync-ms",
+            "1000",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let child = spawn(&binary("mkube-master")?, &args, &self.masters[i].log)?;
+        self.masters[i].child = Some(child);
+        Ok(())
+    }
+
+    /// Kills master `i` with SIGKILL.
+    pub fn kill_master(&mut self, i: usize) {
+        self.masters[i].kill();
+    }
+
+    /// Starts worker `i` (a new node) registered with every master.
+    pub fn add_worker(&mut self, i: usize) -> Result<()> {
+        let name = self.worker_name(i);
+        let log = self.dir.join(format!("worker-{i}.log"));
+        let args: Vec<String> = [
+            "--name",
+            &name,
+            "--listen",
+            "127.0.0.1:0",
+            "--host-ip",
+            "127.0.0.1",
+            "--masters",
+            &self.master_addrs.join(","),
+            "--sync-interval-ms",
+            "200",
+            "--backoff-initial-ms",
+            "200",
+            "--stats-interval-ms",
+            "1000",
+            "--rejoin-after-ms",
+            "2000",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let child = spawn(&binary("mkube-worker")?, &args, &log)?;
+        let proc = Proc {
+            name,
+            child: Some(child),
+            log,
+        };
+        if i < self.workers.len() {
+            self.workers[i] = proc;
+        } else {
+            self.workers.push(proc);
+        }
+        Ok(())
+    }
+
+    /// Kills worker `i`'s process and removes its containers: the node is gone.
+    pub fn kill_worker(&mut self, i: usize) {
+        self.workers[i].kill();
+        remove_node_containers(&self.workers[i].name);
+    }
+
+    /// A client of master `i`.
+    pub fn client(&self, i: usize) -> Result<MasterClient> {
+        let config = rpc::ClientConfig {
+            token: Some(TOKEN.into()),
+            default_timeout: Duration::from_secs(10),
+            ..Default::default()
+        };
+        Ok(MasterClient::new(rpc::Client::new(
+            &self.master_addrs[i],
+            config,
+        )?))
+    }
+
+    /// A client of the first master that answers.
+    pub async fn any_client(&self) -> Result<MasterClient> {
+        for i in 0..self.masters.len() {
+            if self.masters[i].child.is_some() && self.kv_status(i).await.is_ok() {
+                return self.client(i);
+            }
+        }
+        bail!("no master answers")
+    }
+
+    async fn kv_status(&self, i: usize) -> Result<kvs::api::NodeStatus> {
+        let config = rpc::ClientConfig {
+            token: Some(TOKEN.into()),
+            default_timeout: Duration::from_secs(2),
+            ..Default::default()
+        };
+        let kv = KvClient::new(rpc::Client::new(&self.master_addrs[i], config)?);
+        Ok(kv.status(&Empty {}).await?)
+    }
+
+    /// The index of the master that leads, if one does.
+    pub async fn leader(&self) -> Option<usize> {
+        for i in 0..self.masters.len() {
+            if self.masters[i].child.is_none() {
+                continue;
+            }
+            if let Ok(s) = self.kv_status(i).await
+                && s.role == kvs::raft::Role::Leader
+            {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// Names of Ready nodes.
+    pub async fn ready_nodes(&self) -> Result<Vec<String>> {
+        let client = self.any_client().await?;
+        let list = client
+            .list(&api::master::ListRequest {
+                kind: "nodes".into(),
+                ..Default::default()
+            })
+            .await?;
+        let mut names = Vec::new();
+        for item in list.items {
+            let node: api::Node = serde_json::from_value(item)?;
+            if node.is_ready() {
+                names.push(node.metadata.name);
+            }
+        }
+        Ok(names)
+    }
+
+    /// Every process's log, for a failing test to print.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for p in self.masters.iter().chain(&self.workers) {
+            let text = std::fs::read_to_string(&p.log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(80)..];
+            out.push_str(&format!(
+                "----- {} ({})\n{}\n",
+                p.name,
+                p.log.display(),
+                tail.join("\n")
+            ));
+        }
+        out
+    }
+
+    /// Polls `check` until it returns `Some`, failing with the cluster's
+    /// logs after `within`.
+    pub async fn wait_for<'a, T, F, Fut>(
+        &'a self,
+        within: Duration,
+        what: &str,
+        check: F,
+    ) -> Result<T>
+    where
+        F: Fn(&'a Cluster) -> Fut,
+        Fut: std::future::Future<Output = Result<Option<T>>>,
+    {
+        let deadline = Instant::now() + within;
+        let mut last_error = None;
+        loop {
+            match check(self).await {
+                Ok(Some(v)) => return Ok(v),
+                Ok(None) => {}
+                Err(e) => last_error = Some(e),
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{what}: not reached within {within:?} (last error: {last_error:?})\n{}",
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// The master error inside an RPC error, for assertions.
+pub fn master_error(e: &rpc::Error) -> Option<MasterError> {
+    MasterError::from_rpc(e)
+}
