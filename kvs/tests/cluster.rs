@@ -481,6 +481,57 @@ async fn a_client_of_one_follower_reads_and_writes() {
     assert_eq!(woke.events.len(), 1, "{woke:?}");
 }
 
+/// Large writes replicate, also to a follower that fell behind them:
+/// AppendEntries are bounded in bytes and commands travel as base64, so no
+/// catch-up message exceeds the peers' body limit (which would stall that
+/// follower for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_writes_reach_a_follower_that_fell_behind() {
+    let cluster = Cluster::start(10_000);
+    let leader = cluster.leader().await;
+    let follower = (leader + 1) % 3;
+    cluster.signal(follower, "-STOP");
+    let client = cluster.client(&[leader]);
+    let value = "x".repeat(300 * 1024);
+    let writes: Vec<_> = (0..48)
+        .map(|i| {
+            let (client, value) = (client.clone(), value.clone());
+            tokio::spawn(async move { client.put(&format!("/big/{i}"), &value).await })
+        })
+        .collect();
+    for w in writes {
+        tokio::time::timeout(DEADLINE, w)
+            .await
+            .expect("a large write hung")
+            .unwrap()
+            .unwrap();
+    }
+    let huge = "y".repeat(1400 * 1024);
+    tokio::time::timeout(DEADLINE, client.put("/big/huge", &huge))
+        .await
+        .expect("a 1.4 MiB write hung")
+        .unwrap();
+    let leader_status = client.status_of(0).await.unwrap();
+    cluster.signal(follower, "-CONT");
+    let only_follower = cluster.client(&[follower]);
+    let start = Instant::now();
+    loop {
+        if let Ok(s) = only_follower.status_of(0).await
+            && s.applied_index >= leader_status.commit_index
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the follower did not catch up with the large writes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let got = only_follower.get("/big/huge").await.unwrap().unwrap();
+    assert_eq!(got.value.len(), huge.len());
+    assert_eq!(only_follower.range("/big/", 0).await.unwrap().kvs.len(), 49);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_follower_catches_up_when_resumed() {
     // 200 writes with a snapshot every 50 entries: the leader compacts past

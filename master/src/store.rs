@@ -128,6 +128,24 @@ pub fn unchanged(key: String, mod_revision: i64) -> Compare {
     }
 }
 
+/// Longest wait for the store to answer a read or a write: a loop or an
+/// API call facing a store that cannot answer (no quorum) fails instead of
+/// hanging.
+pub const STORE_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn bounded<T>(
+    wait: Duration,
+    call: impl std::future::Future<Output = Result<T, KvsError>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(wait, call).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(StoreError::Unavailable(KvsError::Unavailable(format!(
+            "the store did not answer within {} s (no quorum?)",
+            wait.as_secs()
+        )))),
+    }
+}
+
 /// Typed access to the embedded member.
 #[derive(Clone)]
 pub struct Store {
@@ -142,14 +160,12 @@ impl Store {
 
     /// Runs a transaction.
     pub async fn txn(&self, txn: Txn) -> Result<TxnResponse, StoreError> {
-        Ok(self
-            .kv
-            .txn(TxnRequest {
-                txn,
-                request_id: None,
-                forwarded: false,
-            })
-            .await?)
+        let req = TxnRequest {
+            txn,
+            request_id: None,
+            forwarded: false,
+        };
+        bounded(STORE_TIMEOUT, self.kv.txn(req)).await
     }
 
     /// Reads one key.
@@ -224,14 +240,12 @@ impl Store {
         from_revision: i64,
         wait: Duration,
     ) -> Result<(Vec<Event>, i64), StoreError> {
-        let r = self
-            .kv
-            .watch(WatchRequest {
-                prefix,
-                from_revision,
-                wait_ms: wait.as_millis() as u64,
-            })
-            .await?;
+        let req = WatchRequest {
+            prefix,
+            from_revision,
+            wait_ms: wait.as_millis() as u64,
+        };
+        let r = bounded(wait + STORE_TIMEOUT, self.kv.watch(req)).await?;
         Ok((r.events, r.next_revision))
     }
 }

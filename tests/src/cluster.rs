@@ -283,6 +283,25 @@ impl Cluster {
         remove_node_containers(&self.workers[i].name);
     }
 
+    /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) worker `i`'s process: the
+    /// node goes silent while its containers keep running, as behind a
+    /// network partition.
+    pub fn freeze_worker(&mut self, i: usize, frozen: bool) -> Result<()> {
+        let pid = self.workers[i]
+            .child
+            .as_ref()
+            .context("the worker is not running")?
+            .id();
+        let signal = if frozen { "STOP" } else { "CONT" };
+        let status = Command::new("sh")
+            .args(["-c", &format!("kill -{signal} {pid}")])
+            .status()?;
+        if !status.success() {
+            bail!("kill -{signal} {pid} failed");
+        }
+        Ok(())
+    }
+
     /// A client of master `i`.
     pub fn client(&self, i: usize) -> Result<MasterClient> {
         let config = rpc::ClientConfig {

@@ -8,7 +8,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use api::master::{ListRequest, MasterClient, MasterError, ObjectRequest, WriteRequest};
+use api::master::{
+    DrainRequest, ListRequest, MasterClient, MasterError, ObjectRequest, RollbackRequest,
+    WatchEventType, WatchRequest, WriteRequest,
+};
 use api::{Pod, PodPhase};
 use serde_json::{Value, json};
 use tests::cluster::{Cluster, Timing, master_error};
@@ -213,6 +216,40 @@ async fn deployments_spread_roll_out_survive_the_leader_and_go_away() -> Result<
     .await?;
     c.start_master(leader)?;
 
+    // Rollback: the previous template (v1) rolls out again.
+    client
+        .rollback(&RollbackRequest {
+            namespace: None,
+            name: "web".into(),
+            to_revision: None,
+        })
+        .await?;
+    wait_running(&c, "web", 8, BUSYBOX, Duration::from_secs(90)).await?;
+
+    // Drain: the node is cordoned and its pods move to the other one.
+    let drained = c.worker_name(0);
+    let evicted = client
+        .drain(&DrainRequest {
+            node: drained.clone(),
+        })
+        .await?
+        .evicted;
+    assert!(!evicted.is_empty(), "the drained node had pods");
+    let moved = wait_running_off(&c, "web", 8, &drained, Duration::from_secs(60)).await?;
+    let node: api::Node = serde_json::from_value(
+        client
+            .get(&ObjectRequest {
+                kind: "no".into(),
+                namespace: None,
+                name: drained.clone(),
+                resource_version: None,
+            })
+            .await?
+            .object,
+    )?;
+    assert!(node.spec.unschedulable, "a drained node is cordoned");
+    let uids: HashSet<String> = moved.iter().map(|p| p.metadata.uid.clone()).collect();
+
     // Deleting the Deployment removes its ReplicaSets, pods and containers.
     client
         .delete(&ObjectRequest {
@@ -246,8 +283,42 @@ async fn deployments_spread_roll_out_survive_the_leader_and_go_away() -> Result<
     Ok(())
 }
 
+/// Waits until `app` has `n` running pods, none on `avoid`.
+async fn wait_running_off(
+    c: &Cluster,
+    app: &str,
+    n: usize,
+    avoid: &str,
+    within: Duration,
+) -> Result<Vec<Pod>> {
+    c.wait_for(
+        within,
+        &format!("{n} running pods of {app}, none on {avoid}"),
+        |c| async move {
+            let client = c.any_client().await?;
+            let ps = pods(&client, app).await?;
+            let ok = ps.len() == n
+                && running(&ps).len() == n
+                && ps
+                    .iter()
+                    .all(|p| p.spec.node_name.as_deref() != Some(avoid));
+            Ok(ok.then_some(ps))
+        },
+    )
+    .await
+}
+
+/// Running containers of node `node`.
+fn node_containers(node: &str) -> Result<usize> {
+    let out = std::process::Command::new("docker")
+        .args(["ps", "-q", "--filter", &format!("label=mkube.node={node}")])
+        .output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).lines().count())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_worker_has_its_pods_replaced_on_the_others() -> Result<()> {
+async fn a_lost_worker_has_its_pods_replaced_and_a_returning_one_loses_its_duplicates() -> Result<()>
+{
     let timing = Timing::default();
     let budget = Duration::from_millis(timing.node_grace_ms + timing.eviction_timeout_ms)
         + Duration::from_secs(20);
@@ -259,34 +330,79 @@ async fn a_lost_worker_has_its_pods_replaced_on_the_others() -> Result<()> {
         })
         .await?;
     let up = wait_running(&c, "lost", 6, BUSYBOX, Duration::from_secs(60)).await?;
-    let victim = c.worker_name(0);
-    assert_eq!(per_node(&up).get(&victim), Some(&2), "{:?}", per_node(&up));
+    let all: HashSet<String> = up.iter().map(|p| p.metadata.uid.clone()).collect();
 
-    let killed_at = Instant::now();
-    c.kill_worker(0);
-    let replaced = c
-        .wait_for(budget, "six running pods, none on the lost node", |c| {
-            let victim = victim.clone();
-            async move {
-                let client = c.any_client().await?;
-                let ps = pods(&client, "lost").await?;
-                let ok = ps.len() == 6
-                    && running(&ps).len() == 6
-                    && ps
-                        .iter()
-                        .all(|p| p.spec.node_name.as_deref() != Some(victim.as_str()));
-                Ok(ok.then_some(ps))
-            }
-        })
-        .await?;
-    let took = killed_at.elapsed();
-    let spread = per_node(&replaced);
-    assert!(
-        !spread.contains_key(&victim),
-        "nothing left on the lost node: {spread:?}"
+    // A silent node (its worker frozen, its containers running on): its
+    // pods are replaced elsewhere; when it answers again, the worker is
+    // told to drop them, and exactly six containers run.
+    let silent = c.worker_name(0);
+    assert_eq!(per_node(&up).get(&silent), Some(&2), "{:?}", per_node(&up));
+    c.freeze_worker(0, true)?;
+    let frozen_at = Instant::now();
+    wait_running_off(&c, "lost", 6, &silent, budget).await?;
+    eprintln!(
+        "replaced a silent node's pods in {:?} (budget {budget:?})",
+        frozen_at.elapsed()
     );
-    assert_eq!(spread.values().sum::<usize>(), 6);
-    eprintln!("replaced the lost node's pods in {took:?} (budget {budget:?})");
+    assert_eq!(
+        node_containers(&silent)?,
+        2,
+        "the silent node's containers still run"
+    );
+    c.freeze_worker(0, false)?;
+    c.wait_for(
+        Duration::from_secs(30),
+        "the returning node's duplicates removed",
+        |_| {
+            let silent = silent.clone();
+            async move { Ok((node_containers(&silent)? == 0).then_some(())) }
+        },
+    )
+    .await?;
+    let now: HashSet<String> = pods(&client, "lost")
+        .await?
+        .into_iter()
+        .map(|p| p.metadata.uid)
+        .collect();
+    c.wait_for(
+        Duration::from_secs(30),
+        "six containers for six pods",
+        |_| {
+            let now = now.clone();
+            async move { Ok((containers_of(&now)? == 6).then_some(())) }
+        },
+    )
+    .await?;
+    let evicted: HashSet<String> = all.difference(&now).cloned().collect();
+    assert_eq!(evicted.len(), 2, "the silent node's two pods were replaced");
+    assert_eq!(
+        containers_of(&evicted)?,
+        0,
+        "no container of an evicted pod runs"
+    );
+
+    // A worker killed with its containers: its pods come back on the others
+    // within grace + eviction timeout + start time.
+    c.wait_for(Duration::from_secs(30), "the returned node Ready", |c| {
+        let silent = silent.clone();
+        async move { Ok(c.ready_nodes().await?.contains(&silent).then_some(())) }
+    })
+    .await?;
+    let placed = pods(&client, "lost").await?;
+    let victim = per_node(&placed)
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .map(|(node, _)| node)
+        .context("a node with pods")?;
+    let index = (0..3)
+        .find(|i| c.worker_name(*i) == victim)
+        .context("the victim's index")?;
+    let killed_at = Instant::now();
+    c.kill_worker(index);
+    let replaced = wait_running_off(&c, "lost", 6, &victim, budget).await?;
+    let took = killed_at.elapsed();
+    eprintln!("replaced a killed node's pods in {took:?} (budget {budget:?})");
+    assert_eq!(per_node(&replaced).values().sum::<usize>(), 6);
     let node = client
         .get(&ObjectRequest {
             kind: "node".into(),
@@ -301,7 +417,8 @@ async fn a_lost_worker_has_its_pods_replaced_on_the_others() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_requests_name_the_object_and_field_and_write_nothing() -> Result<()> {
+async fn bad_requests_name_the_object_and_field_and_write_nothing_and_watch_sees_changes()
+-> Result<()> {
     let c = Cluster::start(1, 1, Timing::default()).await?;
     let client = c.any_client().await?;
     let invalid = |e: &rpc::Error| {
@@ -438,5 +555,40 @@ async fn bad_requests_name_the_object_and_field_and_write_nothing() -> Result<()
         "a FailedScheduling event: {:?}",
         events.items
     );
+
+    // A watch from a list's version sees what happens after it.
+    let listed = client
+        .list(&ListRequest {
+            kind: "pods".into(),
+            ..Default::default()
+        })
+        .await?;
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "watched"},
+        "spec": {"containers": [{"name": "c", "image": BUSYBOX, "command": ["sleep", "60"]}]}});
+    client.create(&WriteRequest { object: pod }).await?;
+    let seen = client
+        .watch(&WatchRequest {
+            kind: "po".into(),
+            resource_version: listed.resource_version,
+            wait_ms: Some(5_000),
+            ..Default::default()
+        })
+        .await?;
+    assert!(
+        seen.events
+            .iter()
+            .any(|e| e.type_ == WatchEventType::Added && e.object["metadata"]["name"] == "watched"),
+        "{:?}",
+        seen.events
+    );
+    let e = client
+        .watch(&WatchRequest {
+            kind: "po".into(),
+            resource_version: "yesterday".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("not a version");
+    assert!(invalid(&e).contains("\"yesterday\""), "{}", invalid(&e));
     Ok(())
 }

@@ -29,8 +29,9 @@ pub(crate) enum Outgoing {
 const QUEUE_LEN: usize = 4096;
 /// Most messages in one call.
 const MAX_BATCH: usize = 1024;
-/// Roughly the most payload bytes in one call: far below the peers' body
-/// limit even in JSON (where a byte of a command may take four).
+/// The most payload bytes in one call (a single larger message goes
+/// alone): with commands in base64 (4/3) and AppendEntries bounded by the
+/// core's `max_batch_bytes`, a call stays far below the peers' body limit.
 const MAX_BATCH_BYTES: usize = 512 * 1024;
 
 /// The payload bytes a message carries (entries and snapshot chunks).
@@ -99,7 +100,15 @@ async fn send_loop(
     mut rx: mpsc::Receiver<Outgoing>,
 ) {
     let mut failing = false;
-    while let Some(first) = rx.recv().await {
+    let mut carry: Option<Outgoing> = None;
+    loop {
+        let first = match carry.take() {
+            Some(m) => m,
+            None => match rx.recv().await {
+                Some(m) => m,
+                None => return,
+            },
+        };
         let mut batch = MessageBatch {
             from: me.clone(),
             messages: Vec::new(),
@@ -108,7 +117,13 @@ async fn send_loop(
         let mut next = Some(first);
         let (mut count, mut bytes) = (0, 0);
         while let Some(m) = next.take() {
-            bytes += payload_bytes(&m);
+            let size = payload_bytes(&m);
+            if count > 0 && bytes + size > MAX_BATCH_BYTES {
+                // It opens the next call instead.
+                carry = Some(m);
+                break;
+            }
+            bytes += size;
             match m {
                 Outgoing::Raft(m) => batch.messages.push(m),
                 Outgoing::Lifecycle(m) => batch.lifecycle.push(m),

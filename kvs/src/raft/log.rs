@@ -161,16 +161,32 @@ impl RaftLog {
 
     /// Entries `from..=to`, at most `max` of them.
     pub fn slice(&self, from: Index, to: Index, max: usize) -> Vec<Entry> {
+        self.slice_bytes(from, to, max, usize::MAX)
+    }
+
+    /// Entries `from..=to`, at most `max` of them and, past the first, at
+    /// most `max_bytes` of command payload in all (one message stays within
+    /// the peers' body limit however large the commands are).
+    pub fn slice_bytes(&self, from: Index, to: Index, max: usize, max_bytes: usize) -> Vec<Entry> {
         if from > to || from <= self.offset {
             return Vec::new();
         }
         let start = (from - self.offset - 1) as usize;
         let end =
             ((to.min(self.last_index()) - self.offset) as usize).min(start.saturating_add(max));
-        self.entries
-            .get(start..end)
-            .map(<[Entry]>::to_vec)
-            .unwrap_or_default()
+        let Some(entries) = self.entries.get(start..end) else {
+            return Vec::new();
+        };
+        let mut bytes = 0usize;
+        let mut out = Vec::new();
+        for e in entries {
+            bytes = bytes.saturating_add(e.payload_bytes());
+            if !out.is_empty() && bytes > max_bytes {
+                break;
+            }
+            out.push(e.clone());
+        }
+        out
     }
 
     /// Every entry, for checkers and tests.

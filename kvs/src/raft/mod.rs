@@ -81,6 +81,8 @@ pub struct Config {
     pub heartbeat_tick: u32,
     /// Most entries in one AppendEntries.
     pub max_batch_entries: usize,
+    /// Most command bytes in one AppendEntries (a larger single entry goes alone).
+    pub max_batch_bytes: usize,
     /// Most unacknowledged AppendEntries per follower.
     pub max_inflight: usize,
     /// Ask before campaigning, so a rejoining node does not disrupt the cluster.
@@ -110,6 +112,7 @@ impl Config {
             election_tick: 10,
             heartbeat_tick: 1,
             max_batch_entries: 256,
+            max_batch_bytes: 256 * 1024,
             max_inflight: 16,
             pre_vote: true,
             check_quorum: true,

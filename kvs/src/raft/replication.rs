@@ -61,10 +61,11 @@ impl RaftNode {
             // Compacted away: the follower needs the snapshot.
             return self.send_snapshot_chunk(to);
         };
-        let entries = self.log.slice(
+        let entries = self.log.slice_bytes(
             pr.next_index,
             self.log.last_index(),
             self.cfg.max_batch_entries,
+            self.cfg.max_batch_bytes,
         );
         let last = prev_log_index + entries.len() as Index;
         let leader_commit = self.log.committed;

@@ -23,7 +23,7 @@
 //! - `prober`: heartbeat probes, pod statuses, node lifecycle.
 //! - `events`: writing Events.
 
-mod control;
+pub mod control;
 mod events;
 mod prober;
 mod snapshot;
