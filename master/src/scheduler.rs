@@ -161,6 +161,16 @@ impl NodeView {
 
     /// The first filter `pod` fails here, if any.
     pub fn filter(&self, pod: &Pod) -> Option<&'static str> {
+        self.filter_demand(pod, requests(pod), &host_ports(pod))
+    }
+
+    /// [`NodeView::filter`] with the pod's requests and host ports worked out once.
+    fn filter_demand(
+        &self,
+        pod: &Pod,
+        r: Resources,
+        ports: &[(Protocol, u16)],
+    ) -> Option<&'static str> {
         if !self.ready {
             return Some("node(s) were not ready");
         }
@@ -175,14 +185,13 @@ impl NodeView {
         {
             return Some("node(s) didn't match the pod's node selector");
         }
-        let r = requests(pod);
         if self.requested.cpu_millis + r.cpu_millis > self.allocatable.cpu_millis {
             return Some("Insufficient cpu");
         }
         if self.requested.memory_bytes + r.memory_bytes > self.allocatable.memory_bytes {
             return Some("Insufficient memory");
         }
-        if host_ports(pod).iter().any(|p| self.host_ports.contains(p)) {
+        if ports.iter().any(|p| self.host_ports.contains(p)) {
             return Some("node(s) didn't have free ports for the requested pod ports");
         }
         None
@@ -214,9 +223,10 @@ pub fn schedule(
     let mut reasons = BTreeMap::new();
     let owner = spread_key(pod);
     let r = requests(pod);
+    let ports = host_ports(pod);
     let mut best: Option<((u64, u64), &NodeView)> = None;
     for node in nodes {
-        if let Some(reason) = node.filter(pod) {
+        if let Some(reason) = node.filter_demand(pod, r, &ports) {
             *reasons.entry(reason).or_insert(0) += 1;
             continue;
         }
