@@ -322,4 +322,14 @@ pub trait Master {
     async fn rollback(&self, req: RollbackRequest) -> Result<WriteResponse, MasterError>;
     /// Cordons a node and evicts its pods.
     async fn drain(&self, req: DrainRequest) -> Result<DrainResponse, MasterError>;
+    /// A container's output, from the node the pod runs on.
+    async fn logs(
+        &self,
+        req: crate::worker::LogsRequest,
+    ) -> Result<crate::worker::LogsResponse, MasterError>;
+    /// Runs a command in a container, on the node the pod runs on.
+    async fn exec(
+        &self,
+        req: crate::worker::ExecRequest,
+    ) -> Result<crate::worker::ExecResponse, MasterError>;
 }

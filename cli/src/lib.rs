@@ -1,6 +1,20 @@
-//! mkctl, the mini-kubectl.
+//! mkctl, the mini-kubectl: kubectl's everyday commands against an mkube
+//! cluster, with kubectl's conventions (`KIND NAME` or `KIND/NAME`, short
+//! kind names, tables with NAME first and AGE last, `deployment.apps/web
+//! configured`, errors in kubectl's two styles, exit code 1 on failure).
 //!
-//! This crate will own (see `DESIGN.md`, "Interfaces people touch") kubectl's
-//! everyday commands against an mkube cluster: `apply`, `get`, `describe`,
-//! `delete`, `logs`, `exec`, `scale`, `rollout`, `cordon` / `drain`,
-//! `cluster status`, and contexts in a config file.
+//! # Layout
+//!
+//! - [`commands`]: the command line (clap) and what each command does.
+//! - [`conn`]: reaching any master of the cluster (the first that answers).
+//! - [`config`]: contexts in `~/.mkube/config` / `$MKUBECONFIG`.
+//! - [`manifest`]: reading `-f` files, directories and stdin (YAML, JSON).
+//! - [`output`]: tables, ages, `-o json|yaml|name|wide`.
+//! - [`errors`]: `Error from server (Reason): ...` and `error: ...`.
+
+pub mod commands;
+pub mod config;
+pub mod conn;
+pub mod errors;
+pub mod manifest;
+pub mod output;

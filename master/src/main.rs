@@ -186,6 +186,7 @@ async fn main() -> Result<()> {
         .service(MasterServer::new(MasterService::new(
             registry.clone(),
             masters,
+            token.clone(),
         )))
         .build()
         .context("configuring the server")?;

@@ -10,7 +10,8 @@
 use std::time::Duration;
 
 use api::master::*;
-use api::{Deployment, Kind, LabelSelector, Node, NodeInfo, Pod, ReplicaSet};
+use api::worker::{ExecRequest, ExecResponse, LogsRequest, LogsResponse, WorkerClient};
+use api::{Deployment, Kind, LabelSelector, Node, NodeInfo, Pod, ReplicaSet, WorkerError};
 use kvs::kv::{Event as KvEvent, Op, Txn};
 
 use crate::controllers::deployment::rollback_template;
@@ -27,6 +28,7 @@ const MAX_WATCH_WAIT: Duration = Duration::from_secs(60);
 pub struct MasterService {
     store: Store,
     masters: Vec<String>,
+    worker_token: Option<String>,
 }
 
 impl From<StoreError> for MasterError {
@@ -108,11 +110,64 @@ fn with_version(object: &Object, revision: i64) -> serde_json::Value {
 }
 
 impl MasterService {
-    /// Serves `store`; `masters` are the addresses handed to joining workers.
-    pub fn new(store: Store, masters: Vec<String>) -> Self {
-        MasterService { store, masters }
+    /// Serves `store`; `masters` are the addresses handed to joining
+    /// workers; `worker_token` is what workers accept (for logs and exec).
+    pub fn new(store: Store, masters: Vec<String>, worker_token: Option<String>) -> Self {
+        MasterService {
+            store,
+            masters,
+            worker_token,
+        }
     }
 
+    /// A client of the worker running pod `namespace/name`.
+    async fn worker_of(
+        &self,
+        namespace: &str,
+        name: &str,
+        wait: Duration,
+    ) -> Result<WorkerClient, MasterError> {
+        let ns = namespace_of(Kind::Pod, Some(namespace));
+        let Some(pod) = self.store.get::<Pod>(Kind::Pod, &ns, name).await? else {
+            return Err(not_found(Kind::Pod, &ns, name));
+        };
+        let Some(node) = pod.object.spec.node_name.clone() else {
+            return Err(MasterError::InvalidArgument(format!(
+                "pod {name:?} is not scheduled to a node yet"
+            )));
+        };
+        let address = self
+            .store
+            .get::<Node>(Kind::Node, "", &node)
+            .await?
+            .and_then(|n| n.object.status.map(|s| s.address))
+            .ok_or_else(|| MasterError::Unavailable(format!("node {node:?} has no address")))?;
+        let config = rpc::ClientConfig {
+            token: self.worker_token.clone(),
+            default_timeout: wait + Duration::from_secs(10),
+            max_connections: 1,
+            ..Default::default()
+        };
+        let client = rpc::Client::new(&address, config)
+            .map_err(|e| MasterError::Unavailable(format!("node {node:?} at {address}: {e}")))?;
+        Ok(WorkerClient::new(client))
+    }
+}
+
+fn from_worker(e: rpc::Error) -> MasterError {
+    match WorkerError::from_rpc(&e) {
+        Some(WorkerError::NotFound(m)) => MasterError::NotFound {
+            kind: "containers".into(),
+            namespace: String::new(),
+            name: m,
+        },
+        Some(WorkerError::InvalidArgument(m)) => MasterError::InvalidArgument(m),
+        Some(other) => MasterError::Unavailable(other.to_string()),
+        None => MasterError::Unavailable(format!("the pod's node does not answer: {e}")),
+    }
+}
+
+impl MasterService {
     async fn read(
         &self,
         kind: Kind,
@@ -470,5 +525,17 @@ impl Master for MasterService {
             }
         }
         Ok(DrainResponse { evicted })
+    }
+
+    async fn logs(&self, req: LogsRequest) -> Result<LogsResponse, MasterError> {
+        let wait = Duration::from_millis(req.wait_ms.unwrap_or(10_000).min(60_000));
+        let worker = self.worker_of(&req.namespace, &req.pod, wait).await?;
+        worker.logs(&req).await.map_err(from_worker)
+    }
+
+    async fn exec(&self, req: ExecRequest) -> Result<ExecResponse, MasterError> {
+        let wait = Duration::from_millis(req.timeout_ms.unwrap_or(30_000).min(600_000));
+        let worker = self.worker_of(&req.namespace, &req.pod, wait).await?;
+        worker.exec(&req).await.map_err(from_worker)
     }
 }

@@ -1,0 +1,370 @@
+//! What `get` prints: kubectl's tables (NAME first, AGE last; `-o wide`
+//! adds columns), `-o json|yaml` (one object, or a `List`), `-o name`.
+
+use std::time::SystemTime;
+
+use api::workloads::{Deployment, ReplicaSet};
+use api::{ContainerState, EventRecord, Kind, Node, Pod};
+use serde_json::Value;
+
+use crate::errors::CliError;
+
+/// `-o`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// The table.
+    Table,
+    /// The table with more columns.
+    Wide,
+    /// JSON.
+    Json,
+    /// YAML.
+    Yaml,
+    /// `kind/name`.
+    Name,
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "wide" => Ok(Format::Wide),
+            "json" => Ok(Format::Json),
+            "yaml" => Ok(Format::Yaml),
+            "name" => Ok(Format::Name),
+            _ => Err(format!(
+                "unable to match a printer suitable for the output format {s:?}, allowed formats are: json,name,wide,yaml"
+            )),
+        }
+    }
+}
+
+/// kubectl's resource name for `-o name` and messages (`deployment.apps`).
+pub fn resource(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Pod => "pod",
+        Kind::ReplicaSet => "replicaset.apps",
+        Kind::Deployment => "deployment.apps",
+        Kind::Node => "node",
+        Kind::Event => "event",
+    }
+}
+
+/// `deployment.apps/web`.
+pub fn name_of(kind: Kind, object: &Value) -> String {
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    format!("{}/{name}", resource(kind))
+}
+
+/// kubectl's short ages: `42s`, `5m3s`, `3h`, `12d`.
+pub fn age(timestamp: Option<&str>, now: SystemTime) -> String {
+    let Some(t) = timestamp.and_then(|t| humantime::parse_rfc3339_weak(t).ok()) else {
+        return "<unknown>".into();
+    };
+    let s = now.duration_since(t).map_or(0, |d| d.as_secs());
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=599 => format!("{}m{}s", s / 60, s % 60),
+        600..=10_799 => format!("{}m", s / 60),
+        10_800..=172_799 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
+}
+
+fn typed<T: serde::de::DeserializeOwned>(v: &Value) -> Option<T> {
+    serde_json::from_value(v.clone()).ok()
+}
+
+/// The table's header.
+pub fn header(kind: Kind, wide: bool) -> Vec<&'static str> {
+    let (mut h, extra): (Vec<&str>, Vec<&str>) = match kind {
+        Kind::Pod => (
+            vec!["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
+            vec!["IP", "NODE"],
+        ),
+        Kind::Deployment => (
+            vec!["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
+            vec!["CONTAINERS", "IMAGES", "SELECTOR"],
+        ),
+        Kind::ReplicaSet => (
+            vec!["NAME", "DESIRED", "CURRENT", "READY", "AGE"],
+            vec!["CONTAINERS", "IMAGES"],
+        ),
+        Kind::Node => (
+            vec!["NAME", "STATUS", "AGE", "VERSION"],
+            vec!["ADDRESS", "CPU", "MEMORY"],
+        ),
+        Kind::Event => (
+            vec!["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"],
+            vec![],
+        ),
+    };
+    if wide {
+        h.extend(extra);
+    }
+    h
+}
+
+/// The pod's STATUS column: a waiting or terminated container's reason, else the phase.
+pub fn pod_status(p: &Pod) -> String {
+    let Some(s) = &p.status else {
+        return "Pending".into();
+    };
+    for c in &s.container_statuses {
+        match &c.state {
+            ContainerState::Waiting { reason, .. } if !reason.is_empty() => return reason.clone(),
+            ContainerState::Terminated { reason, .. }
+                if !reason.is_empty() && s.phase != api::PodPhase::Running =>
+            {
+                return reason.clone();
+            }
+            _ => {}
+        }
+    }
+    match (&s.reason, s.phase) {
+        (Some(r), api::PodPhase::Pending) => r.clone(),
+        _ => format!("{:?}", s.phase),
+    }
+}
+
+fn images(spec: &api::PodSpec) -> (String, String) {
+    let names: Vec<&str> = spec.containers.iter().map(|c| c.name.as_str()).collect();
+    let images: Vec<&str> = spec.containers.iter().map(|c| c.image.as_str()).collect();
+    (names.join(","), images.join(","))
+}
+
+/// One row of the table.
+pub fn row(kind: Kind, v: &Value, wide: bool, now: SystemTime) -> Vec<String> {
+    let name = v
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let created = v
+        .pointer("/metadata/creationTimestamp")
+        .and_then(Value::as_str);
+    let mut r = match kind {
+        Kind::Pod => {
+            let Some(p) = typed::<Pod>(v) else {
+                return vec![name];
+            };
+            let statuses = p
+                .status
+                .as_ref()
+                .map(|s| s.container_statuses.as_slice())
+                .unwrap_or(&[]);
+            let ready = statuses.iter().filter(|c| c.ready).count();
+            let restarts: u32 = statuses.iter().map(|c| c.restart_count).sum();
+            let mut r = vec![
+                name,
+                format!("{ready}/{}", p.spec.containers.len()),
+                pod_status(&p),
+                restarts.to_string(),
+                age(created, now),
+            ];
+            if wide {
+                r.push(
+                    p.status
+                        .as_ref()
+                        .and_then(|s| s.host_ip.clone())
+                        .unwrap_or("<none>".into()),
+                );
+                r.push(p.spec.node_name.clone().unwrap_or("<none>".into()));
+            }
+            r
+        }
+        Kind::Deployment => {
+            let Some(d) = typed::<Deployment>(v) else {
+                return vec![name];
+            };
+            let s = d.status.clone().unwrap_or_default();
+            let mut r = vec![
+                name,
+                format!("{}/{}", s.ready_replicas, d.spec.replicas),
+                s.updated_replicas.to_string(),
+                s.available_replicas.to_string(),
+                age(created, now),
+            ];
+            if wide {
+                let (c, i) = images(&d.spec.template.spec);
+                let sel: Vec<String> = d
+                    .spec
+                    .selector
+                    .match_labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                r.extend([c, i, sel.join(",")]);
+            }
+            r
+        }
+        Kind::ReplicaSet => {
+            let Some(rs) = typed::<ReplicaSet>(v) else {
+                return vec![name];
+            };
+            let s = rs.status.clone().unwrap_or_default();
+            let mut r = vec![
+                name,
+                rs.spec.replicas.to_string(),
+                s.replicas.to_string(),
+                s.ready_replicas.to_string(),
+                age(created, now),
+            ];
+            if wide {
+                let (c, i) = images(&rs.spec.template.spec);
+                r.extend([c, i]);
+            }
+            r
+        }
+        Kind::Node => {
+            let Some(n) = typed::<Node>(v) else {
+                return vec![name];
+            };
+            let mut status = if n.is_ready() { "Ready" } else { "NotReady" }.to_string();
+            if n.spec.unschedulable {
+                status.push_str(",SchedulingDisabled");
+            }
+            let st = n.status.clone();
+            let mut r = vec![
+                name,
+                status,
+                age(created, now),
+                st.as_ref()
+                    .map(|s| s.runtime_version.clone())
+                    .unwrap_or_default(),
+            ];
+            if wide {
+                r.push(st.as_ref().map(|s| s.address.clone()).unwrap_or_default());
+                r.push(
+                    st.as_ref()
+                        .map(|s| api::quantity::format_cpu_millis(s.allocatable.cpu_millis))
+                        .unwrap_or_default(),
+                );
+                r.push(
+                    st.as_ref()
+                        .map(|s| api::quantity::format_memory_bytes(s.allocatable.memory_bytes))
+                        .unwrap_or_default(),
+                );
+            }
+            r
+        }
+        Kind::Event => {
+            let Some(e) = typed::<EventRecord>(v) else {
+                return vec![name];
+            };
+            vec![
+                age(Some(&e.timestamp), now),
+                format!("{:?}", e.type_),
+                e.reason,
+                format!(
+                    "{}/{}",
+                    e.involved_object.kind.to_lowercase(),
+                    e.involved_object.name
+                ),
+                e.message,
+            ]
+        }
+    };
+    r.iter_mut().for_each(|c| {
+        if c.is_empty() {
+            *c = "<none>".into();
+        }
+    });
+    r
+}
+
+/// Pads columns like kubectl (three spaces between them).
+pub fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|i| {
+            rows.iter()
+                .filter_map(|r| r.get(i))
+                .map(|c| c.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let mut line = String::new();
+        for (i, c) in r.iter().enumerate() {
+            if i + 1 == r.len() {
+                line.push_str(c);
+            } else {
+                line.push_str(&format!("{c:<w$}   ", w = widths[i]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `-o json|yaml` of one object or several (a `List`).
+pub fn encode(items: &[Value], single: bool, yaml: bool) -> Result<String, CliError> {
+    let value = if single && items.len() == 1 {
+        items[0].clone()
+    } else {
+        serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items})
+    };
+    if yaml {
+        serde_yaml_ng::to_string(&value)
+            .map_err(|e| CliError::client(format!("cannot print YAML: {e}")))
+    } else {
+        serde_json::to_string_pretty(&value)
+            .map(|s| s + "\n")
+            .map_err(|e| CliError::client(format!("cannot print JSON: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_read_like_kubectl() {
+        let t0 = humantime::parse_rfc3339("2026-01-01T00:00:00Z").expect("time");
+        let at = |s: u64| {
+            age(
+                Some("2026-01-01T00:00:00Z"),
+                t0 + std::time::Duration::from_secs(s),
+            )
+        };
+        assert_eq!(at(42), "42s");
+        assert_eq!(at(303), "5m3s");
+        assert_eq!(at(1800), "30m");
+        assert_eq!(at(4 * 3600), "4h");
+        assert_eq!(at(3 * 86_400), "3d");
+        assert_eq!(age(None, t0), "<unknown>");
+    }
+
+    #[test]
+    fn tables_pad_columns_and_start_with_name() {
+        let rows = vec![
+            header(Kind::Pod, false)
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            vec![
+                "web-1".into(),
+                "1/1".into(),
+                "Running".into(),
+                "0".into(),
+                "5s".into(),
+            ],
+        ];
+        let t = table(&rows);
+        assert_eq!(
+            t.lines().next(),
+            Some("NAME    READY   STATUS    RESTARTS   AGE")
+        );
+        assert_eq!(
+            t.lines().nth(1),
+            Some("web-1   1/1     Running   0          5s")
+        );
+    }
+}

@@ -1,0 +1,420 @@
+//! The real `mkctl` binary against a real cluster: three `mkube-master`
+//! processes and two `mkube-worker` processes on the real Docker daemon.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+use tests::cluster::{Cluster, TOKEN, Timing};
+use tests::images::BUSYBOX;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+struct Mkctl {
+    config: PathBuf,
+    dir: PathBuf,
+}
+
+impl Mkctl {
+    /// A config file with a context for `cluster`.
+    fn new(cluster: &Cluster) -> Result<Mkctl> {
+        let dir = cluster.dir().join("mkctl");
+        std::fs::create_dir_all(&dir)?;
+        let token = dir.join("token");
+        std::fs::write(&token, TOKEN)?;
+        let m = Mkctl {
+            config: dir.join("config"),
+            dir,
+        };
+        let servers = cluster.master_addrs.join(",");
+        let out = m.run(&[
+            "config",
+            "set-context",
+            "e2e",
+            "--servers",
+            &servers,
+            "--token-file",
+            &token.display().to_string(),
+        ])?;
+        ok(&out)?;
+        Ok(m)
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mkctl"));
+        c.args(args)
+            .env("MKUBECONFIG", &self.config)
+            .env_remove("MKUBE_SERVER")
+            .env_remove("MKUBE_TOKEN")
+            .env("RUST_BACKTRACE", "1");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Result<Output> {
+        Ok(self.command(args).output()?)
+    }
+
+    /// Runs and expects success; returns stdout.
+    fn ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.run(args)?;
+        ok(&out).with_context(|| format!("mkctl {}", args.join(" ")))
+    }
+
+    /// Runs and expects exit code 1 with one line on stderr; returns it.
+    fn fails(&self, args: &[&str]) -> Result<String> {
+        let out = self.run(args)?;
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        if out.status.code() != Some(1) {
+            bail!(
+                "mkctl {}: exit {:?}, stderr {stderr}",
+                args.join(" "),
+                out.status.code()
+            );
+        }
+        let lines: Vec<&str> = stderr.lines().collect();
+        if lines.len() != 1 || stderr.contains("panicked") || stderr.contains("backtrace") {
+            bail!("mkctl {}: not one clear line: {stderr:?}", args.join(" "));
+        }
+        Ok(lines[0].to_string())
+    }
+
+    fn file(&self, name: &str, text: &str) -> Result<String> {
+        let path = self.dir.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&path, text)?;
+        Ok(path.display().to_string())
+    }
+}
+
+fn ok(out: &Output) -> Result<String> {
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    if !out.status.success() {
+        bail!(
+            "exit {:?}\nstdout: {stdout}\nstderr: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(stdout)
+}
+
+fn deployment_yaml(replicas: u32, image: &str) -> String {
+    format!(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels: {{app: web}}
+  strategy:
+    rollingUpdate: {{maxSurge: 1, maxUnavailable: 1}}
+  template:
+    metadata:
+      labels: {{app: web}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: main
+        image: {image}
+        command: [sh, -c, 'echo hello-from-web; exec sleep 3600']
+"
+    )
+}
+
+/// Polls `mkctl get pods -l app=web -o json` until `check` holds.
+async fn wait_pods(
+    m: &Mkctl,
+    c: &Cluster,
+    what: &str,
+    check: impl Fn(&[Value]) -> bool,
+) -> Result<Vec<Value>> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let out = m.ok(&["get", "pods", "-l", "app=web", "-o", "json"]);
+        if let Ok(text) = &out {
+            let list: Value = serde_json::from_str(text)?;
+            let items = list["items"].as_array().cloned().unwrap_or_default();
+            if check(&items) {
+                return Ok(items);
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("{what}: not reached (last: {out:?})\n{}", c.logs());
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn running(items: &[Value], n: usize, image: &str) -> bool {
+    items.len() == n
+        && items.iter().all(|p| {
+            p["status"]["phase"] == "Running" && p["spec"]["containers"][0]["image"] == image
+        })
+}
+
+fn names(items: &[Value]) -> Vec<String> {
+    items
+        .iter()
+        .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mkctl_drives_a_real_cluster() -> Result<()> {
+    let c = Cluster::start(3, 2, Timing::default()).await?;
+    let m = Mkctl::new(&c)?;
+
+    // apply -f DIR: every file, every document.
+    m.file("manifests/web.yaml", &deployment_yaml(2, BUSYBOX))?;
+    m.file(
+        "manifests/more/solo.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: solo}}\nspec:\n  containers:\n  - {{name: c, image: {BUSYBOX}, command: [sleep, '3600']}}\n---\n"
+        ),
+    )?;
+    let dir = m.dir.join("manifests").display().to_string();
+    let out = m.ok(&["apply", "-f", &dir, "-R"])?;
+    assert!(out.contains("pod/solo created"), "{out}");
+    assert!(out.contains("deployment.apps/web created"), "{out}");
+    let pods = wait_pods(&m, &c, "two web pods running", |p| running(p, 2, BUSYBOX)).await?;
+    let pod = names(&pods)[0].clone();
+
+    // get in every format.
+    let table = m.ok(&["get", "pods"])?;
+    assert!(
+        table.starts_with("NAME ") && table.lines().next().is_some_and(|h| h.ends_with("AGE")),
+        "{table}"
+    );
+    assert!(table.contains(&pod) && table.contains("solo"), "{table}");
+    let wide = m.ok(&["get", "po", "-o", "wide"])?;
+    assert!(
+        wide.lines().next().is_some_and(|h| h.contains("NODE")),
+        "{wide}"
+    );
+    assert!(
+        wide.contains(&c.worker_name(0)) || wide.contains(&c.worker_name(1)),
+        "{wide}"
+    );
+    let name = m.ok(&["get", "deploy", "-o", "name"])?;
+    assert_eq!(name.trim(), "deployment.apps/web");
+    let json: Value = serde_json::from_str(&m.ok(&["get", "deployment/web", "-o", "json"])?)?;
+    assert_eq!(json["spec"]["replicas"], 2);
+    let yaml = m.ok(&["get", "deploy", "web", "-o", "yaml"])?;
+    assert!(yaml.contains("kind: Deployment"), "{yaml}");
+    let nodes = m.ok(&["get", "nodes"])?;
+    assert_eq!(
+        nodes.lines().filter(|l| l.contains(" Ready")).count(),
+        2,
+        "{nodes}"
+    );
+
+    // What get printed re-applies cleanly.
+    let again = m.file("again.yaml", &yaml)?;
+    let out = m.ok(&["apply", "-f", &again])?;
+    assert!(out.contains("deployment.apps/web"), "{out}");
+    let list = m.file("list.json", &m.ok(&["get", "pods", "-o", "json"])?)?;
+    m.ok(&["apply", "-f", &list])?;
+
+    // describe shows the events; logs and exec reach the container.
+    let described = m.ok(&["describe", "deploy", "web"])?;
+    assert!(
+        described.contains("Events:") && described.contains("ScalingReplicaSet"),
+        "{described}"
+    );
+    let described = m.ok(&["describe", "pod", &pod])?;
+    assert!(described.contains("Scheduled"), "{described}");
+    let logs = m.ok(&["logs", &pod])?;
+    assert!(logs.contains("hello-from-web"), "{logs}");
+    let said = m.ok(&["exec", &pod, "--", "echo", "hi-from-exec"])?;
+    assert_eq!(said.trim(), "hi-from-exec");
+
+    // watch sees a change: a scale to 3 adds a pod it prints.
+    let mut watcher = tokio::process::Command::new(env!("CARGO_BIN_EXE_mkctl"))
+        .args(["get", "pods", "-l", "app=web", "-w"])
+        .env("MKUBECONFIG", &m.config)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut lines = BufReader::new(watcher.stdout.take().context("stdout")?).lines();
+    // The list comes first: its header and the two pods.
+    for _ in 0..3 {
+        tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await??;
+    }
+    let out = m.ok(&["scale", "deploy/web", "--replicas", "3"])?;
+    assert_eq!(out.trim(), "deployment.apps/web scaled");
+    let known = names(&pods);
+    let seen_new = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await? {
+            let first = line.split_whitespace().next().unwrap_or("").to_string();
+            if first.starts_with("web-") && !known.contains(&first) {
+                return anyhow::Ok(first);
+            }
+        }
+        bail!("the watch ended")
+    })
+    .await??;
+    assert!(seen_new.starts_with("web-"));
+    drop(watcher);
+    wait_pods(&m, &c, "three web pods", |p| running(p, 3, BUSYBOX)).await?;
+
+    // A new image rolls out; rollout status waits for it; undo goes back.
+    let v2 = "mkube-test/busybox:2";
+    let tagged = Command::new("docker").args(["tag", BUSYBOX, v2]).status()?;
+    assert!(tagged.success());
+    m.file("web-v2.yaml", &deployment_yaml(3, v2))?;
+    let out = m.ok(&[
+        "apply",
+        "-f",
+        &m.dir.join("web-v2.yaml").display().to_string(),
+    ])?;
+    assert_eq!(out.trim(), "deployment.apps/web configured");
+    let status = m.ok(&["rollout", "status", "deploy/web", "--timeout", "90s"])?;
+    assert!(status.contains("successfully rolled out"), "{status}");
+    let history = m.ok(&["rollout", "history", "deploy/web"])?;
+    assert!(
+        history.contains(BUSYBOX) && history.contains(v2),
+        "{history}"
+    );
+    let out = m.ok(&["rollout", "undo", "deploy/web"])?;
+    assert_eq!(out.trim(), "deployment.apps/web rolled back");
+    m.ok(&["rollout", "status", "deploy/web", "--timeout", "90s"])?;
+    let back = wait_pods(&m, &c, "back on the first image", |p| {
+        running(p, 3, BUSYBOX)
+    })
+    .await?;
+
+    // drain moves the pods off a node.
+    let node = back[0]["spec"]["nodeName"]
+        .as_str()
+        .context("a node")?
+        .to_string();
+    let out = m.ok(&["drain", &node])?;
+    assert!(out.contains(&format!("node/{node} drained")), "{out}");
+    let nodes = m.ok(&["get", "nodes"])?;
+    assert!(nodes.contains("SchedulingDisabled"), "{nodes}");
+    wait_pods(&m, &c, "no pod on the drained node", |p| {
+        running(p, 3, BUSYBOX) && p.iter().all(|x| x["spec"]["nodeName"] != node.as_str())
+    })
+    .await?;
+    m.ok(&["uncordon", &node])?;
+
+    // cluster status: three members, one leader, their indexes.
+    let status = m.ok(&["cluster", "status"])?;
+    assert_eq!(status.lines().count(), 4, "{status}");
+    assert_eq!(status.matches("Leader").count(), 1, "{status}");
+
+    // delete by name and by file.
+    let out = m.ok(&["delete", "pod", "solo"])?;
+    assert_eq!(out.trim(), "pod \"solo\" deleted");
+    let out = m.ok(&[
+        "delete",
+        "-f",
+        &m.dir.join("web-v2.yaml").display().to_string(),
+    ])?;
+    assert_eq!(out.trim(), "deployment.apps \"web\" deleted");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_one_clear_line_and_exit_code_1() -> Result<()> {
+    let c = Cluster::start(1, 0, Timing::default()).await?;
+    let m = Mkctl::new(&c)?;
+
+    let bad = m.file("bad.yaml", "kind: Pod\nmetadata:\n  name: [oops\n")?;
+    let e = m.fails(&["apply", "-f", &bad])?;
+    assert!(
+        e.contains("bad.yaml") && e.contains("line 3") && e.contains("column"),
+        "{e}"
+    );
+
+    let typo = m.file(
+        "typo.yaml",
+        &deployment_yaml(1, BUSYBOX).replace("replicas: 1", "replica: 1"),
+    )?;
+    let e = m.fails(&["apply", "-f", &typo])?;
+    assert!(e.starts_with("Error from server (BadRequest)"), "{e}");
+    assert!(
+        e.contains("unknown field `replica`") && e.contains("`replicas`"),
+        "{e}"
+    );
+
+    let widget = m.file(
+        "widget.yaml",
+        "apiVersion: v1\nkind: Widget\nmetadata: {name: w}\n",
+    )?;
+    let e = m.fails(&["apply", "-f", &widget])?;
+    assert!(e.contains("\"Widget\""), "{e}");
+    let e = m.fails(&["get", "widgets"])?;
+    assert!(e.starts_with("error: ") && e.contains("\"widgets\""), "{e}");
+
+    let e = m.fails(&["get", "deploy", "nothing-here"])?;
+    assert!(
+        e.starts_with("Error from server (NotFound)") && e.contains("\"nothing-here\""),
+        "{e}"
+    );
+
+    let e = m.fails(&["--server", "127.0.0.1:1", "get", "pods"])?;
+    assert!(e.starts_with("error: ") && e.contains("127.0.0.1:1"), "{e}");
+
+    let e = m.fails(&["--token", "wrong", "get", "pods"])?;
+    assert!(e.contains("Unauthorized"), "{e}");
+
+    let e = m.fails(&["--context", "nope", "get", "pods"])?;
+    assert!(e.contains("\"nope\""), "{e}");
+
+    // Nothing of the refused manifests was written.
+    for kind in ["deploy", "pods", "rs"] {
+        let none = m.run(&["get", kind])?;
+        assert!(none.status.success(), "{kind}");
+        assert!(
+            none.stdout.is_empty(),
+            "{kind}: {}",
+            String::from_utf8_lossy(&none.stdout)
+        );
+        assert!(
+            String::from_utf8_lossy(&none.stderr).contains("No resources found"),
+            "{kind}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn help_has_examples_and_completion_is_generated() -> Result<()> {
+    let help = |args: &[&str]| -> Result<String> {
+        let out = Command::new(env!("CARGO_BIN_EXE_mkctl"))
+            .args(args)
+            .output()?;
+        ok(&out)
+    };
+    for cmd in [
+        "apply", "create", "get", "describe", "delete", "logs", "exec", "scale", "cordon",
+        "uncordon", "drain",
+    ] {
+        let text = help(&[cmd, "--help"])?;
+        assert!(
+            text.contains("Examples:") && text.contains("mkctl "),
+            "{cmd}: {text}"
+        );
+    }
+    for sub in [
+        ["rollout", "status"],
+        ["rollout", "undo"],
+        ["rollout", "history"],
+        ["cluster", "status"],
+    ] {
+        let text = help(&[sub[0], sub[1], "--help"])?;
+        assert!(text.contains("Examples:"), "{sub:?}: {text}");
+    }
+    let bash = help(&["completion", "bash"])?;
+    assert!(
+        bash.contains("mkctl") && bash.contains("complete"),
+        "bash completion"
+    );
+    Ok(())
+}
