@@ -249,6 +249,9 @@ enum ClusterCmd {
 #[derive(Subcommand, Debug)]
 enum KvCmd {
     /// Read a key.
+    #[command(
+        after_help = "Examples:\n  mkctl kv get /registry/deployments/default/web\n  mkctl kv get /registry/pods/ --prefix"
+    )]
     Get {
         /// The key.
         key: String,
@@ -257,6 +260,7 @@ enum KvCmd {
         prefix: bool,
     },
     /// Write a key.
+    #[command(after_help = "Examples:\n  mkctl kv put /debug/note hello")]
     Put {
         /// The key.
         key: String,
@@ -264,6 +268,7 @@ enum KvCmd {
         value: String,
     },
     /// Delete a key (or a prefix).
+    #[command(after_help = "Examples:\n  mkctl kv del /debug/ --prefix")]
     Del {
         /// The key.
         key: String,
@@ -272,6 +277,7 @@ enum KvCmd {
         prefix: bool,
     },
     /// Print changes under a prefix as they happen.
+    #[command(after_help = "Examples:\n  mkctl kv watch /registry/pods/")]
     Watch {
         /// The prefix.
         prefix: String,
@@ -300,12 +306,20 @@ enum ConfigCmd {
         #[arg(long = "default-namespace")]
         default_namespace: Option<String>,
     },
+    /// Remove a context.
+    #[command(after_help = "Examples:\n  mkctl config delete-context old")]
+    DeleteContext {
+        /// Its name.
+        name: String,
+    },
     /// Switch the current context.
+    #[command(after_help = "Examples:\n  mkctl config use-context local")]
     UseContext {
         /// Its name.
         name: String,
     },
     /// Print the contexts (tokens hidden).
+    #[command(after_help = "Examples:\n  mkctl config view")]
     View,
 }
 
@@ -443,6 +457,20 @@ fn config_command(action: ConfigCmd, path: Option<&std::path::Path>) -> Result<(
             });
             config::save(path, &cfg)?;
             println!("Context \"{name}\" set and in use.");
+        }
+        ConfigCmd::DeleteContext { name } => {
+            let before = cfg.contexts.len();
+            cfg.contexts.retain(|c| c.name != name);
+            if cfg.contexts.len() == before {
+                return Err(CliError::client(format!(
+                    "no context exists with the name: {name:?}"
+                )));
+            }
+            if cfg.current_context.as_deref() == Some(name.as_str()) {
+                cfg.current_context = None;
+            }
+            config::save(path, &cfg)?;
+            println!("deleted context {name} from {}", path.display());
         }
         ConfigCmd::UseContext { name } => {
             if !cfg.contexts.iter().any(|c| c.name == name) {

@@ -37,7 +37,8 @@ pub fn ensure_busybox() -> Result<&'static str> {
     result.map(|()| BUSYBOX)
 }
 
-fn image_exists(image: &str) -> Result<bool> {
+/// Whether the daemon has `image`.
+pub fn image_exists(image: &str) -> Result<bool> {
     let status = Command::new("docker")
         .args(["image", "inspect", image])
         .stdout(Stdio::null())

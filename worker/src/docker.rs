@@ -151,6 +151,8 @@ pub struct CreateSpec {
     pub ports: Vec<(u16, u16, &'static str)>,
     /// `container:<id>`, `host`, or `None` for Docker's default network.
     pub network_mode: Option<String>,
+    /// The host address host ports are published on (all when `None`).
+    pub publish_ip: Option<String>,
     /// Docker `NanoCpus`.
     pub nano_cpus: Option<i64>,
     /// Docker `Memory` in bytes.
@@ -366,7 +368,7 @@ impl Runtime {
             port_bindings.insert(
                 key,
                 Some(vec![PortBinding {
-                    host_ip: None,
+                    host_ip: spec.publish_ip.clone(),
                     host_port: Some(host_port.to_string()),
                 }]),
             );

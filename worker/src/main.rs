@@ -53,6 +53,10 @@ struct Args {
     /// Docker's bridge with host ports published.
     #[arg(long)]
     pod_network: Option<String>,
+    /// Publish pods' host ports on this address only (e.g. the --host-ip of
+    /// one of several workers sharing a machine); default: every address.
+    #[arg(long)]
+    publish_ip: Option<String>,
     /// Node labels, `key=value`, comma-separated.
     #[arg(long, value_delimiter = ',')]
     labels: Vec<String>,
@@ -152,6 +156,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         sync_interval: Duration::from_millis(args.sync_interval_ms.max(10)),
         max_parallel_ops: args.max_parallel_ops.max(1),
         pod_network: args.pod_network.clone(),
+        publish_ip: args.publish_ip.clone(),
         reserved,
         stats_interval: Duration::from_millis(args.stats_interval_ms.max(100)),
     };

@@ -151,6 +151,7 @@ impl Agent {
             labels: labels_for(&config.node, pod, c.container, spec),
             ports,
             network_mode,
+            publish_ip: config.publish_ip.clone(),
             nano_cpus: limits
                 .cpu
                 .as_deref()

@@ -61,6 +61,9 @@ pub struct AgentConfig {
     /// default bridge with host ports published, or `container:<worker>` to
     /// put pods in the worker's own network namespace (local clusters).
     pub pod_network: Option<String>,
+    /// Publish host ports on this address only (several workers on one
+    /// machine, each with its own address); all addresses when `None`.
+    pub publish_ip: Option<String>,
     /// cpu and memory kept back from pods.
     pub reserved: Resources,
     /// How often container stats are sampled.

@@ -1,0 +1,360 @@
+//! `mkube-local up|down`: a local mkube cluster on this machine, for
+//! people (`scripts/demo` runs `up`; `scripts/demo down` tears it down).
+//!
+//! `up` starts three masters (127.0.0.1:7000-7002) and two workers as
+//! background processes, each worker its own node with its own loopback
+//! address (127.0.0.11, 127.0.0.12) on which it publishes its pods' host
+//! ports; builds the demo image locally (nothing is pulled); writes an
+//! mkctl context `mkube-local`; deploys `hello`, two busybox httpd replicas
+//! on host port 8080; waits until both answer HTTP; and prints how to use
+//! and remove it all. Running it again finds the running cluster and only
+//! re-applies the demo. `down` stops the processes and removes the
+//! containers of its nodes, the image if `up` built it, the context and
+//! its state directory (`$MKUBE_LOCAL_DIR`, default `~/.mkube/local`):
+//! nothing it did not create.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use api::master::{ListRequest, MasterClient};
+use serde::{Deserialize, Serialize};
+use tests::images::{BUSYBOX, ensure_busybox, image_exists};
+
+const MASTERS: [&str; 3] = ["127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002"];
+const WORKERS: [(&str, &str, &str); 2] = [
+    ("local-w1", "127.0.0.1:10251", "127.0.0.11"),
+    ("local-w2", "127.0.0.1:10252", "127.0.0.12"),
+];
+const CONTEXT: &str = "mkube-local";
+
+/// What `up` created, for `down`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct State {
+    pids: Vec<u32>,
+    built_image: bool,
+}
+
+fn state_dir() -> Result<PathBuf> {
+    if let Some(d) = std::env::var_os("MKUBE_LOCAL_DIR") {
+        return Ok(PathBuf::from(d));
+    }
+    let home = std::env::var_os("HOME").context("HOME is not set (or set MKUBE_LOCAL_DIR)")?;
+    Ok(PathBuf::from(home).join(".mkube").join("local"))
+}
+
+fn read_state(dir: &Path) -> Result<Option<State>> {
+    match std::fs::read_to_string(dir.join("state.json")) {
+        Ok(t) => Ok(Some(serde_json::from_str(&t).context("state.json")?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn bin(name: &str) -> Result<PathBuf> {
+    let path = std::env::current_exe()?.with_file_name(name);
+    if !path.exists() {
+        bail!(
+            "{} is missing: build it (scripts/demo does)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+fn token(dir: &Path) -> Result<String> {
+    let path = dir.join("token");
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        return Ok(t.trim().to_string());
+    }
+    let t = uuid_like();
+    std::fs::write(&path, &t)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(t)
+}
+
+/// 32 hex digits from the kernel's random source.
+fn uuid_like() -> String {
+    let bytes = std::fs::read("/proc/sys/kernel/random/uuid").unwrap_or_default();
+    String::from_utf8_lossy(&bytes).trim().replace('-', "")
+}
+
+/// Starts `bin` detached from this process (its own process group), logging to `log`.
+fn spawn(bin: &Path, args: &[&str], token: &str, log: &Path) -> Result<u32> {
+    use std::os::unix::process::CommandExt;
+    let file = std::fs::File::create(log)?;
+    let child = Command::new(bin)
+        .args(args)
+        .env("MKUBE_TOKEN", token)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(file)
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    Ok(child.id())
+}
+
+fn client(addr: &str, token: &str) -> Result<MasterClient> {
+    let config = rpc::ClientConfig {
+        token: Some(token.into()),
+        default_timeout: Duration::from_secs(5),
+        ..Default::default()
+    };
+    Ok(MasterClient::new(rpc::Client::new(addr, config)?))
+}
+
+async fn ready_nodes(token: &str) -> usize {
+    for addr in MASTERS {
+        let Ok(c) = client(addr, token) else { continue };
+        if let Ok(list) = c
+            .list(&ListRequest {
+                kind: "nodes".into(),
+                ..Default::default()
+            })
+            .await
+        {
+            return list
+                .items
+                .into_iter()
+                .filter_map(|v| serde_json::from_value::<api::Node>(v).ok())
+                .filter(|n| n.is_ready())
+                .count();
+        }
+    }
+    0
+}
+
+async fn wait<F: std::future::Future<Output = bool>>(
+    what: &str,
+    within: Duration,
+    check: impl Fn() -> F,
+) -> Result<()> {
+    let deadline = Instant::now() + within;
+    while !check().await {
+        if Instant::now() > deadline {
+            bail!(
+                "{what} did not happen within {within:?}; see the logs in {}",
+                state_dir()?.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Ok(())
+}
+
+fn http_ok(host: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = TcpStream::connect_timeout(
+        &format!("{host}:8080").parse().expect("an address"),
+        Duration::from_secs(1),
+    ) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut body = String::new();
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").is_ok()
+        && s.read_to_string(&mut body).is_ok()
+        && body.ends_with("ok\n")
+}
+
+fn mkctl(args: &[&str]) -> Result<()> {
+    let status = Command::new(bin("mkctl")?).args(args).status()?;
+    if !status.success() {
+        bail!("mkctl {} failed", args.join(" "));
+    }
+    Ok(())
+}
+
+const DEMO: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: hello
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: hello}
+  template:
+    metadata:
+      labels: {app: hello}
+    spec:
+      containers:
+      - name: httpd
+        image: mkube-test/busybox:1
+        command: [httpd, -f, -p, '8080', -h, /www]
+        ports:
+        - {containerPort: 8080, hostPort: 8080}
+";
+
+async fn up() -> Result<()> {
+    let dir = state_dir()?;
+    std::fs::create_dir_all(&dir)?;
+    let token = token(&dir)?;
+    let mut state = read_state(&dir)?.unwrap_or_default();
+    if !state.pids.is_empty() && state.pids.iter().all(|p| alive(*p)) {
+        println!("the local cluster is already running");
+    } else {
+        for p in state.pids.drain(..) {
+            let _ = Command::new("kill").arg(p.to_string()).status();
+        }
+        for addr in MASTERS.iter().chain(WORKERS.iter().map(|(_, a, _)| a)) {
+            if TcpStream::connect(addr).is_ok() {
+                bail!(
+                    "{addr} is already in use; is another cluster running? (scripts/demo down stops ours)"
+                );
+            }
+        }
+        state.built_image = !image_exists(BUSYBOX)?;
+        ensure_busybox()?;
+        let peers: Vec<String> = MASTERS
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("m{i}={a}"))
+            .collect();
+        let exports = dir.join("exports").display().to_string();
+        for (i, addr) in MASTERS.iter().enumerate() {
+            let name = format!("m{i}");
+            let args = [
+                "--name",
+                &name,
+                "--listen",
+                addr,
+                "--peers",
+                &peers.join(","),
+                "--export-dir",
+                &exports,
+            ];
+            state.pids.push(spawn(
+                &bin("mkube-master")?,
+                &args,
+                &token,
+                &dir.join(format!("{name}.log")),
+            )?);
+        }
+        let masters = MASTERS.join(",");
+        for (name, listen, ip) in WORKERS {
+            let args = [
+                "--name",
+                name,
+                "--listen",
+                listen,
+                "--host-ip",
+                ip,
+                "--publish-ip",
+                ip,
+                "--masters",
+                &masters,
+            ];
+            state.pids.push(spawn(
+                &bin("mkube-worker")?,
+                &args,
+                &token,
+                &dir.join(format!("{name}.log")),
+            )?);
+        }
+        std::fs::write(dir.join("state.json"), serde_json::to_string(&state)?)?;
+        let t = token.clone();
+        wait(
+            "both workers becoming Ready nodes",
+            Duration::from_secs(60),
+            || {
+                let t = t.clone();
+                async move { ready_nodes(&t).await == WORKERS.len() }
+            },
+        )
+        .await?;
+    }
+    mkctl(&[
+        "config",
+        "set-context",
+        CONTEXT,
+        "--servers",
+        &MASTERS.join(","),
+        "--token-file",
+        &dir.join("token").display().to_string(),
+    ])?;
+    let demo = dir.join("hello.yaml");
+    std::fs::write(&demo, DEMO)?;
+    mkctl(&["apply", "-f", &demo.display().to_string()])?;
+    wait(
+        "the demo answering HTTP on both workers",
+        Duration::from_secs(90),
+        || async { WORKERS.iter().all(|(_, _, ip)| http_ok(ip)) },
+    )
+    .await?;
+    println!(
+        "
+mkube is up: 3 masters ({}), 2 workers ({}), mkctl context {CONTEXT:?}.
+The demo Deployment \"hello\" answers on every worker:
+    curl http://127.0.0.11:8080/   curl http://127.0.0.12:8080/
+Try:
+    target/release/mkctl get pods -o wide
+    target/release/mkctl scale deploy/hello --replicas 4
+    target/release/mkctl cluster status
+Logs are in {}. Remove everything with: scripts/demo down",
+        MASTERS.join(", "),
+        WORKERS
+            .iter()
+            .map(|(n, _, ip)| format!("{n} at {ip}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        dir.display()
+    );
+    Ok(())
+}
+
+fn down() -> Result<()> {
+    let dir = state_dir()?;
+    let Some(state) = read_state(&dir)? else {
+        println!("no local cluster (nothing in {})", dir.display());
+        return Ok(());
+    };
+    for p in &state.pids {
+        if alive(*p) {
+            let _ = Command::new("kill").arg(p.to_string()).status();
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while state.pids.iter().any(|p| alive(*p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for p in &state.pids {
+        if alive(*p) {
+            let _ = Command::new("kill").args(["-9", &p.to_string()]).status();
+        }
+    }
+    for (name, _, _) in WORKERS {
+        tests::cluster::remove_node_containers(name);
+    }
+    if state.built_image {
+        let _ = Command::new("docker")
+            .args(["rmi", BUSYBOX])
+            .stdout(Stdio::null())
+            .status();
+    }
+    let _ = Command::new(bin("mkctl")?)
+        .args(["config", "delete-context", CONTEXT])
+        .stdout(Stdio::null())
+        .status();
+    std::fs::remove_dir_all(&dir)?;
+    println!("the local cluster is gone");
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let action = std::env::args().nth(1).unwrap_or_default();
+    tests::block_on(async move {
+        match action.as_str() {
+            "up" => up().await,
+            "down" => down(),
+            _ => bail!("usage: mkube-local up|down"),
+        }
+    })
+}
