@@ -196,6 +196,10 @@ pub struct RollbackRequest {
 pub struct DrainRequest {
     /// The node.
     pub node: String,
+    /// Also evict pods no controller manages (they are gone for good);
+    /// without it such pods make the drain fail and nothing changes.
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// `Master.drain`'s answer.

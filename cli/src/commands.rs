@@ -165,10 +165,15 @@ enum Command {
         node: String,
     },
     /// Cordon a node and evict its pods (each stops within its grace period).
-    #[command(after_help = "Examples:\n  mkctl drain node-1")]
+    #[command(
+        after_help = "Examples:\n  mkctl drain node-1\n  mkctl drain node-1 --force   # also pods no controller will replace"
+    )]
     Drain {
         /// The node.
         node: String,
+        /// Also delete pods that no controller manages.
+        #[arg(long)]
+        force: bool,
     },
     /// The masters: members, leader, term, indexes, lag.
     Cluster {
@@ -423,7 +428,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
         Command::Rollout { action } => rollout(&ctx, action).await,
         Command::Cordon { node } => cordon(&ctx, &node, true).await,
         Command::Uncordon { node } => cordon(&ctx, &node, false).await,
-        Command::Drain { node } => drain(&ctx, &node).await,
+        Command::Drain { node, force } => drain(&ctx, &node, force).await,
         Command::Cluster {
             action: ClusterCmd::Status,
         } => cluster_status(&ctx).await,
@@ -1052,12 +1057,13 @@ async fn cordon(ctx: &Ctx, node: &str, unschedulable: bool) -> Result<(), CliErr
     Ok(())
 }
 
-async fn drain(ctx: &Ctx, node: &str) -> Result<(), CliError> {
+async fn drain(ctx: &Ctx, node: &str, force: bool) -> Result<(), CliError> {
     let node = node.strip_prefix("node/").unwrap_or(node).to_string();
-    let r = ctx
-        .conn
-        .master(call!(drain, DrainRequest { node: node.clone() }))
-        .await?;
+    let req = DrainRequest {
+        node: node.clone(),
+        force,
+    };
+    let r = ctx.conn.master(call!(drain, req)).await?;
     println!("node/{node} cordoned");
     for p in &r.evicted {
         println!("evicting pod {p}");

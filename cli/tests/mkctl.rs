@@ -288,20 +288,30 @@ async fn mkctl_drives_a_real_cluster() -> Result<()> {
     })
     .await?;
 
-    // drain moves the pods off a node.
-    let node = back[0]["spec"]["nodeName"]
+    // drain refuses to lose a pod no controller manages; --force evicts it
+    // too, and the Deployment's pods move to the other node.
+    let solo: Value = serde_json::from_str(&m.ok(&["get", "pod", "solo", "-o", "json"])?)?;
+    let node = solo["spec"]["nodeName"]
         .as_str()
-        .context("a node")?
+        .context("solo's node")?
         .to_string();
-    let out = m.ok(&["drain", &node])?;
-    assert!(out.contains(&format!("node/{node} drained")), "{out}");
+    let e = m.fails(&["drain", &node])?;
+    assert!(e.contains("default/solo") && e.contains("--force"), "{e}");
+    let out = m.ok(&["drain", &node, "--force"])?;
+    assert!(
+        out.contains(&format!("node/{node} drained")) && out.contains("default/solo"),
+        "{out}"
+    );
     let nodes = m.ok(&["get", "nodes"])?;
     assert!(nodes.contains("SchedulingDisabled"), "{nodes}");
     wait_pods(&m, &c, "no pod on the drained node", |p| {
         running(p, 3, BUSYBOX) && p.iter().all(|x| x["spec"]["nodeName"] != node.as_str())
     })
     .await?;
-    m.ok(&["uncordon", &node])?;
+    let e = m.fails(&["get", "pod", "solo"])?;
+    assert!(e.contains("NotFound"), "{e}");
+    let out = m.ok(&["uncordon", &node])?;
+    assert_eq!(out.trim(), format!("node/{node} uncordoned"));
 
     // cluster status: three members, one leader, their indexes.
     let status = m.ok(&["cluster", "status"])?;
@@ -309,8 +319,12 @@ async fn mkctl_drives_a_real_cluster() -> Result<()> {
     assert_eq!(status.matches("Leader").count(), 1, "{status}");
 
     // delete by name and by file.
-    let out = m.ok(&["delete", "pod", "solo"])?;
-    assert_eq!(out.trim(), "pod \"solo\" deleted");
+    let victim = back[0]["metadata"]["name"]
+        .as_str()
+        .context("a pod")?
+        .to_string();
+    let out = m.ok(&["delete", "pod", &victim])?;
+    assert_eq!(out.trim(), format!("pod \"{victim}\" deleted"));
     let out = m.ok(&[
         "delete",
         "-f",

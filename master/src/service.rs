@@ -502,6 +502,23 @@ impl Master for MasterService {
         let Some(stored) = self.read(Kind::Node, "", &req.node).await? else {
             return Err(not_found(Kind::Node, "", &req.node));
         };
+        let (pods, _) = self.store.list::<Pod>(Kind::Pod, None).await?;
+        let pods: Vec<Stored<Pod>> = pods
+            .into_iter()
+            .filter(|p| p.object.spec.node_name.as_deref() == Some(req.node.as_str()))
+            .collect();
+        let unmanaged: Vec<String> = pods
+            .iter()
+            .filter(|p| p.object.metadata.controller().is_none())
+            .map(|p| p.object.key())
+            .collect();
+        if !unmanaged.is_empty() && !req.force {
+            return Err(MasterError::InvalidArgument(format!(
+                "cannot drain node {:?}: pods not managed by a controller would be lost (use --force to delete them): {}",
+                req.node,
+                unmanaged.join(", ")
+            )));
+        }
         if let Object::Node(mut node) = stored.object.clone()
             && !node.spec.unschedulable
         {
@@ -509,12 +526,8 @@ impl Master for MasterService {
             node.metadata.resource_version = None;
             self.apply_object(Object::Node(node)).await?;
         }
-        let (pods, _) = self.store.list::<Pod>(Kind::Pod, None).await?;
         let mut evicted = Vec::new();
         for pod in pods {
-            if pod.object.spec.node_name.as_deref() != Some(req.node.as_str()) {
-                continue;
-            }
             let key = pod.object.key();
             let stored = Stored {
                 object: Object::Pod(pod.object),

@@ -231,6 +231,7 @@ async fn deployments_spread_roll_out_survive_the_leader_and_go_away() -> Result<
     let evicted = client
         .drain(&DrainRequest {
             node: drained.clone(),
+            force: false,
         })
         .await?
         .evicted;
