@@ -656,7 +656,8 @@ async fn get(
             (l.items, l.resource_version)
         }
     };
-    if items.is_empty() && !watch {
+    // Like kubectl: an empty list is still a List in json and yaml.
+    if items.is_empty() && !watch && !matches!(format, Format::Json | Format::Yaml) {
         match namespace_for(ctx, kind, all) {
             Some(ns) => eprintln!("No resources found in {ns} namespace."),
             None => eprintln!("No resources found"),

@@ -283,7 +283,7 @@ async fn mkctl_drives_a_real_cluster() -> Result<()> {
     let out = m.ok(&["rollout", "undo", "deploy/web"])?;
     assert_eq!(out.trim(), "deployment.apps/web rolled back");
     m.ok(&["rollout", "status", "deploy/web", "--timeout", "90s"])?;
-    let back = wait_pods(&m, &c, "back on the first image", |p| {
+    wait_pods(&m, &c, "back on the first image", |p| {
         running(p, 3, BUSYBOX)
     })
     .await?;
@@ -304,7 +304,7 @@ async fn mkctl_drives_a_real_cluster() -> Result<()> {
     );
     let nodes = m.ok(&["get", "nodes"])?;
     assert!(nodes.contains("SchedulingDisabled"), "{nodes}");
-    wait_pods(&m, &c, "no pod on the drained node", |p| {
+    let moved = wait_pods(&m, &c, "no pod on the drained node", |p| {
         running(p, 3, BUSYBOX) && p.iter().all(|x| x["spec"]["nodeName"] != node.as_str())
     })
     .await?;
@@ -319,7 +319,7 @@ async fn mkctl_drives_a_real_cluster() -> Result<()> {
     assert_eq!(status.matches("Leader").count(), 1, "{status}");
 
     // delete by name and by file.
-    let victim = back[0]["metadata"]["name"]
+    let victim = moved[0]["metadata"]["name"]
         .as_str()
         .context("a pod")?
         .to_string();
