@@ -1099,6 +1099,19 @@ async fn cluster_status(ctx: &Ctx) -> Result<(), CliError> {
         };
         answers.push((addr.clone(), client.status(&kvs::api::Empty {}).await));
     }
+    let configuration: Option<Vec<String>> = answers
+        .iter()
+        .filter_map(|(_, s)| s.as_ref().ok())
+        .find(|s| s.role == kvs::raft::Role::Leader)
+        .map(|s| {
+            s.members
+                .iter()
+                .map(|m| {
+                    let role = if m.voter { "voter" } else { "learner" };
+                    format!("{} ({:x}, {role})", m.name, m.id)
+                })
+                .collect()
+        });
     let leader_commit = answers
         .iter()
         .filter_map(|(_, s)| s.as_ref().ok())
@@ -1140,6 +1153,13 @@ async fn cluster_status(ctx: &Ctx) -> Result<(), CliError> {
         }
     }
     print!("{}", output::table(&rows));
+    match configuration {
+        Some(members) => println!("Members (as the leader has them): {}", members.join(", ")),
+        None if reachable > 0 => println!(
+            "No leader: the masters that answer are electing one or looking for their cluster."
+        ),
+        None => {}
+    }
     if reachable == 0 {
         return Err(CliError::client(format!(
             "cannot reach the cluster: tried {}",

@@ -315,8 +315,20 @@ async fn mkctl_drives_a_real_cluster() -> Result<()> {
 
     // cluster status: three members, one leader, their indexes.
     let status = m.ok(&["cluster", "status"])?;
-    assert_eq!(status.lines().count(), 4, "{status}");
+    assert_eq!(status.lines().count(), 5, "{status}");
     assert_eq!(status.matches("Leader").count(), 1, "{status}");
+    assert_eq!(status.matches("voter)").count(), 3, "{status}");
+
+    // kv: the store underneath, for debugging.
+    m.ok(&["kv", "put", "/debug/note", "hello"])?;
+    assert_eq!(m.ok(&["kv", "get", "/debug/note"])?.trim(), "hello");
+    assert!(
+        m.ok(&["kv", "get", "/registry/deployments/", "--prefix"])?
+            .contains("/registry/deployments/default/web")
+    );
+    assert_eq!(m.ok(&["kv", "del", "/debug/note"])?.trim(), "1");
+    let e = m.fails(&["kv", "get", "/debug/note"])?;
+    assert!(e.contains("/debug/note"), "{e}");
 
     // delete by name and by file.
     let victim = moved[0]["metadata"]["name"]
