@@ -325,7 +325,8 @@ impl Cluster {
         bail!("no master answers")
     }
 
-    async fn kv_status(&self, i: usize) -> Result<kvs::api::NodeStatus> {
+    /// Master `i`'s own view of the store.
+    pub async fn kv_status(&self, i: usize) -> Result<kvs::api::NodeStatus> {
         let config = rpc::ClientConfig {
             token: Some(TOKEN.into()),
             default_timeout: Duration::from_secs(2),
