@@ -43,6 +43,8 @@ struct Peer {
     events_after: u64,
     /// Last time its status was written (heartbeat), in ms.
     written_ms: u64,
+    /// Until when pods it was just given are followed closely, in ms.
+    follow_until_ms: u64,
 }
 
 fn now_ms() -> u64 {
@@ -53,6 +55,12 @@ fn now_ms() -> u64 {
 
 /// Heartbeats are written at least this often even when nothing changed.
 const HEARTBEAT_WRITE_MS: u64 = 10_000;
+/// After a node is given new pods, it is probed this often while they
+/// start, so that Running is seen within this long rather than a probe
+/// interval later...
+const FOLLOW_INTERVAL: Duration = Duration::from_millis(100);
+/// ...for at most this long (a pod in back-off is left to the interval).
+const FOLLOW_FOR_MS: u64 = 5_000;
 
 fn fingerprint(pod: &Pod) -> u64 {
     fnv1a(
@@ -77,6 +85,7 @@ pub(super) async fn run(ctx: Context) {
     let mut peers: HashMap<String, Peer> = HashMap::new();
     let mut next_full = tokio::time::Instant::now();
     let mut seen_revision = 0;
+    let mut follow: HashSet<String> = HashSet::new();
     while ctx.still_leading() {
         let full = tokio::time::Instant::now() >= next_full;
         if full {
@@ -85,12 +94,15 @@ pub(super) async fn run(ctx: Context) {
         match Snapshot::read(&ctx.store).await {
             Ok(snap) => {
                 seen_revision = snap.revision;
-                round(&ctx, fence, &snap, &mut peers, full).await;
+                follow = round(&ctx, fence, &snap, &mut peers, full, &follow).await;
             }
             Err(e) => tracing::warn!(error = %e, "prober: reading the snapshot failed"),
         }
-        let until_full = next_full.saturating_duration_since(tokio::time::Instant::now());
-        ctx.wait_for_change(seen_revision, until_full).await;
+        let mut wait = next_full.saturating_duration_since(tokio::time::Instant::now());
+        if !follow.is_empty() {
+            wait = wait.min(FOLLOW_INTERVAL);
+        }
+        ctx.wait_for_change(seen_revision, wait).await;
         // Let a burst of writes (a scale-up) settle into one round.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -102,14 +114,17 @@ fn jittered(interval: Duration) -> Duration {
     interval - Duration::from_millis(spread / 2) + Duration::from_millis(j)
 }
 
-/// One round: probes every node (`full`) or those whose pods changed.
+/// One round: probes every node (`full`), else those whose pods changed
+/// and those in `follow`; returns the nodes whose new pods are still
+/// starting (to be followed closely).
 async fn round(
     ctx: &Context,
     fence: Fence,
     snap: &Snapshot,
     peers: &mut HashMap<String, Peer>,
     full: bool,
-) {
+    follow: &HashSet<String>,
+) -> HashSet<String> {
     let now = now_ms();
     let mut by_node: HashMap<&str, Vec<&Stored<Pod>>> = HashMap::new();
     for p in &snap.pods {
@@ -138,6 +153,7 @@ async fn round(
             sent: HashMap::new(),
             events_after: 0,
             written_ms: 0,
+            follow_until_ms: 0,
         });
         if peer.address != address || peer.client.is_none() {
             peer.address = address.clone();
@@ -148,7 +164,7 @@ async fn round(
         let req = request(fence, snap.revision, pods, peer);
         let changed =
             req.base_version.is_none() || !req.upserts.is_empty() || !req.deletes.is_empty();
-        if !(full || changed) {
+        if !(full || changed || follow.contains(&name)) {
             continue;
         }
         let Some(client) = peer.client.clone() else {
@@ -163,6 +179,7 @@ async fn round(
         });
     }
     let mut writes: Vec<Txn> = Vec::new();
+    let mut starting = HashSet::new();
     while let Some(joined) = set.join_next().await {
         let Ok((name, req, answer)) = joined else {
             continue;
@@ -174,6 +191,16 @@ async fn round(
             Ok(Ok(resp)) => {
                 let node = snap.nodes.iter().find(|n| n.object.metadata.name == name);
                 answered(peer, &req, &resp, now);
+                if !req.upserts.is_empty() {
+                    peer.follow_until_ms = now + FOLLOW_FOR_MS;
+                }
+                let pending = resp
+                    .pods
+                    .iter()
+                    .any(|p| matches!(p.status.phase, PodPhase::Pending | PodPhase::Scheduled));
+                if pending && now < peer.follow_until_ms {
+                    starting.insert(name.clone());
+                }
                 writes.extend(record_answer(
                     node,
                     by_node.get(name.as_str()),
@@ -201,13 +228,14 @@ async fn round(
         writes.extend(lifecycle(ctx, snap, &by_node, peers, now));
     }
     if !ctx.still_leading() {
-        return;
+        return HashSet::new();
     }
     for txn in writes {
         if let Err(e) = ctx.store.txn(txn).await {
             tracing::debug!(error = %e, "prober write failed; the next round retries");
         }
     }
+    starting
 }
 
 fn worker_client(address: &str, ctx: &Context) -> Option<WorkerClient> {
