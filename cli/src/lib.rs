@@ -11,6 +11,9 @@
 //! - [`manifest`]: reading `-f` files, directories and stdin (YAML, JSON).
 //! - [`output`]: tables, ages, `-o json|yaml|name|wide`.
 //! - [`errors`]: `Error from server (Reason): ...` and `error: ...`.
+//!
+//! Beyond `api` and `rpc` it uses `kvs` for the `Kv` service's client and
+//! types: `cluster status` and `kv` talk to the store each master embeds.
 
 pub mod commands;
 pub mod config;
