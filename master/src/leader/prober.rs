@@ -58,7 +58,7 @@ const HEARTBEAT_WRITE_MS: u64 = 10_000;
 /// After a node is given new pods, it is probed this often while they
 /// start, so that Running is seen within this long rather than a probe
 /// interval later...
-const FOLLOW_INTERVAL: Duration = Duration::from_millis(100);
+const FOLLOW_INTERVAL: Duration = Duration::from_millis(50);
 /// ...for at most this long (a pod in back-off is left to the interval).
 const FOLLOW_FOR_MS: u64 = 5_000;
 
