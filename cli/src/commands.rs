@@ -640,6 +640,9 @@ async fn get(
     watch: bool,
     all: bool,
 ) -> Result<(), CliError> {
+    if kind.contains(',') && !kind.contains('/') {
+        return get_several(ctx, kind, name, format, selector, watch, all).await;
+    }
     let (kind, name) = kind_and_name(kind, name)?;
     let (items, version) = match &name {
         Some(n) => {
@@ -693,6 +696,62 @@ async fn get(
             print_objects(kind, &[e.object], format, true, false, all)?;
         }
     }
+}
+
+/// `get deploy,rs,pods`: one table per kind, names as `KIND/NAME`; one
+/// `List` in json and yaml.
+async fn get_several(
+    ctx: &Ctx,
+    kinds: &str,
+    name: Option<&str>,
+    format: Format,
+    selector: Option<String>,
+    watch: bool,
+    all: bool,
+) -> Result<(), CliError> {
+    if name.is_some() || watch {
+        return Err(CliError::client(
+            "several kinds take neither a name nor --watch: get them one kind at a time",
+        ));
+    }
+    let kinds: Vec<Kind> = kinds
+        .split(',')
+        .map(|k| kind_and_name(k, None).map(|(k, _)| k))
+        .collect::<Result<_, _>>()?;
+    let mut every = Vec::new();
+    let mut printed = false;
+    for kind in kinds {
+        let items = list(ctx, kind, all, selector.clone()).await?.items;
+        match format {
+            Format::Json | Format::Yaml => every.extend(items),
+            _ if items.is_empty() => {}
+            _ => {
+                if printed && format != Format::Name {
+                    println!();
+                }
+                let named: Vec<Value> = items
+                    .into_iter()
+                    .map(|mut o| {
+                        let full = output::name_of(kind, &o);
+                        if format != Format::Name {
+                            o["metadata"]["name"] = Value::String(full);
+                        }
+                        o
+                    })
+                    .collect();
+                print_objects(kind, &named, format, false, true, all)?;
+                printed = true;
+            }
+        }
+    }
+    match format {
+        Format::Json | Format::Yaml => {
+            print!("{}", output::encode(&every, false, format == Format::Yaml)?)
+        }
+        _ if !printed => eprintln!("No resources found"),
+        _ => {}
+    }
+    Ok(())
 }
 
 async fn events_of(ctx: &Ctx, kind: Kind, name: &str) -> Result<Vec<EventRecord>, CliError> {
