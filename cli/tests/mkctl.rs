@@ -444,3 +444,64 @@ fn help_has_examples_and_completion_is_generated() -> Result<()> {
     );
     Ok(())
 }
+
+/// The seed experiment: 100 pods of the demo image created through mkctl
+/// (one multi-document file), all Running, spread over the workers; the
+/// time from the apply to all Running is printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_pods_applied_through_mkctl_all_run_spread_over_the_workers() -> Result<()> {
+    let c = Cluster::start(3, 2, Timing::default()).await?;
+    let m = Mkctl::new(&c)?;
+    let docs: Vec<String> = (0..100)
+        .map(|i| {
+            format!(
+                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: seed-{i:03}\n  labels: {{app: seed}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: c, image: {BUSYBOX}, command: [sleep, '3600']}}\n"
+            )
+        })
+        .collect();
+    let file = m.file("seed.yaml", &docs.join("---\n"))?;
+    let start = Instant::now();
+    let out = m.ok(&["apply", "-f", &file])?;
+    assert_eq!(
+        out.lines().filter(|l| l.ends_with(" created")).count(),
+        100,
+        "{out}"
+    );
+    let deadline = start + Duration::from_secs(180);
+    let spread = loop {
+        let list: Value =
+            serde_json::from_str(&m.ok(&["get", "pods", "-l", "app=seed", "-o", "json"])?)?;
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        let running: Vec<&Value> = items
+            .iter()
+            .filter(|p| p["status"]["phase"] == "Running")
+            .collect();
+        if running.len() == 100 {
+            let mut spread = std::collections::BTreeMap::new();
+            for p in running {
+                *spread
+                    .entry(p["spec"]["nodeName"].as_str().unwrap_or("").to_string())
+                    .or_insert(0) += 1;
+            }
+            break spread;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} of 100 pods Running after 180 s\n{}",
+                running.len(),
+                c.logs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let took = start.elapsed();
+    eprintln!("100 pods applied through mkctl: all Running in {took:?}, spread {spread:?}");
+    assert_eq!(spread.len(), 2, "{spread:?}");
+    assert!(
+        spread.values().all(|n| *n == 50),
+        "spread evenly: {spread:?}"
+    );
+    let out = m.ok(&["delete", "-f", &file])?;
+    assert_eq!(out.lines().count(), 100);
+    Ok(())
+}
