@@ -6,6 +6,8 @@
 //!   code and its peer (tarpc, etcd, `docker run`) side by side in one run and
 //!   ends with `NAME: ours=<v> <unit> peer=<v> <unit> ratio=<ours/peer>`.
 //! - [`cluster`]: a whole mkube cluster (masters and workers) as processes.
+//! - [`netcluster`]: a whole cluster as containers on a private network,
+//!   for partitions (`docker network disconnect`).
 //! - [`clusters`]: starting kvs and etcd clusters for the benchmarks.
 //! - [`images`]: test and demo images built locally (`docker import`).
 //! - `tests/`: end-to-end tests that start real clusters on real Docker.
@@ -13,6 +15,7 @@
 pub mod cluster;
 pub mod clusters;
 pub mod images;
+pub mod netcluster;
 
 /// Runs a benchmark on the runtime every harness uses: two worker threads,
 /// as on the 2-core machines the figures come from.

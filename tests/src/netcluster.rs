@@ -1,0 +1,410 @@
+//! A whole mkube cluster as containers on a private Docker network: each
+//! master and each worker is its own host with its own address, so that
+//! `docker network disconnect` cuts one off as a real partition would
+//! (a worker's pods share its network namespace and are cut off with it).
+//!
+//! The containers run an image of the workspace's own binaries
+//! ([`crate::images::ensure_mkube_image`]); workers drive the host's Docker
+//! daemon through its socket. Every name carries the cluster's id, and
+//! dropping the cluster removes its containers, its pods' containers and
+//! its networks, nothing else.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use api::master::{ListRequest, MasterClient};
+use kvs::api::{Empty, KvClient};
+
+use crate::cluster::{TOKEN, Timing, bin_dir, remove_node_containers};
+
+const MASTER_PORT: u16 = 7000;
+const WORKER_PORT: u16 = 10250;
+
+/// Runs the docker CLI; its stdout, trimmed.
+pub fn docker(args: &[&str]) -> Result<String> {
+    let out = Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .context("running the docker CLI")?;
+    if !out.status.success() {
+        bail!(
+            "docker {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Masters and workers as containers.
+pub struct NetCluster {
+    id: String,
+    /// The private network.
+    pub network: String,
+    prefix: String,
+    image: String,
+    dir: std::path::PathBuf,
+    masters: usize,
+    workers: usize,
+    timing: Timing,
+}
+
+impl Drop for NetCluster {
+    fn drop(&mut self) {
+        for i in 0..self.workers {
+            let _ = docker(&["rm", "-f", &self.worker_container(i)]);
+            remove_node_containers(&self.worker_name(i));
+        }
+        for i in 0..self.masters {
+            let _ = docker(&["rm", "-f", &self.master_container(i)]);
+        }
+        let _ = docker(&["network", "rm", &self.network]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn pseudo_random() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as u64);
+    (nanos ^ u64::from(std::process::id()).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .wrapping_mul(0x2545_F491_4F6C_DD1D)
+}
+
+impl NetCluster {
+    /// Starts `masters` masters and `workers` workers on a new network;
+    /// returns once a leader leads and every worker is a Ready node.
+    pub async fn start(masters: usize, workers: usize, timing: Timing) -> Result<NetCluster> {
+        crate::images::ensure_busybox()?;
+        let image =
+            crate::images::ensure_mkube_image(&bin_dir()?, &["mkube-master", "mkube-worker"])?;
+        let id = format!("{:06x}", pseudo_random() & 0xff_ffff);
+        let network = format!("mkube-e2e-{id}");
+        // A /24 of our own (a fixed address per container needs a subnet).
+        let mut prefix = None;
+        for attempt in 0..20u64 {
+            let r = pseudo_random().wrapping_add(attempt.wrapping_mul(7919));
+            let p = format!("10.{}.{}", 200 + r % 50, (r >> 8) % 250);
+            if docker(&[
+                "network",
+                "create",
+                "--subnet",
+                &format!("{p}.0/24"),
+                &network,
+            ])
+            .is_ok()
+            {
+                prefix = Some(p);
+                break;
+            }
+        }
+        let prefix = prefix.context("no free private subnet for the cluster's network")?;
+        let dir = std::env::temp_dir().join(format!("mkube-netcluster-{id}"));
+        std::fs::create_dir_all(dir.join("exports"))?;
+        let c = NetCluster {
+            id,
+            network,
+            prefix,
+            image,
+            dir,
+            masters,
+            workers,
+            timing,
+        };
+        for i in 0..masters {
+            c.start_master(i)?;
+        }
+        c.wait_for(Duration::from_secs(30), "a leader", |c| async move {
+            Ok(c.leader().await.map(|_| ()))
+        })
+        .await?;
+        for i in 0..workers {
+            c.start_worker(i)?;
+        }
+        c.wait_for(
+            Duration::from_secs(40),
+            "every worker Ready",
+            |c| async move { Ok((c.ready_nodes().await?.len() == workers).then_some(())) },
+        )
+        .await?;
+        Ok(c)
+    }
+
+    /// Master `i`'s container.
+    pub fn master_container(&self, i: usize) -> String {
+        format!("mkube-e2e-{}-m{i}", self.id)
+    }
+
+    /// Worker `i`'s container.
+    pub fn worker_container(&self, i: usize) -> String {
+        format!("mkube-e2e-{}-w{i}", self.id)
+    }
+
+    /// Worker `i`'s node name.
+    pub fn worker_name(&self, i: usize) -> String {
+        format!("w{i}-{}", self.id)
+    }
+
+    /// Master `i`'s address on the network.
+    pub fn master_ip(&self, i: usize) -> String {
+        format!("{}.{}", self.prefix, 10 + i)
+    }
+
+    /// Worker `i`'s address on the network (its pods' host ports answer there).
+    pub fn worker_ip(&self, i: usize) -> String {
+        format!("{}.{}", self.prefix, 50 + i)
+    }
+
+    fn master_addr(&self, i: usize) -> String {
+        format!("{}:{MASTER_PORT}", self.master_ip(i))
+    }
+
+    fn run_container(
+        &self,
+        name: &str,
+        ip: &str,
+        extra: &[&str],
+        command: &[String],
+    ) -> Result<()> {
+        let _ = docker(&["rm", "-f", name]);
+        let mut args: Vec<String> = [
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--hostname",
+            name,
+            "--network",
+            &self.network,
+            "--ip",
+            ip,
+            "--label",
+            "mkube-e2e=1",
+            "-e",
+            &format!("MKUBE_TOKEN={TOKEN}"),
+            "-e",
+            "RUST_LOG=info",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.push(self.image.clone());
+        args.extend(command.iter().cloned());
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        docker(&refs)?;
+        Ok(())
+    }
+
+    /// (Re)starts master `i` as a new, empty incarnation.
+    pub fn start_master(&self, i: usize) -> Result<()> {
+        let peers: Vec<String> = (0..self.masters)
+            .map(|j| format!("m{j}={}", self.master_addr(j)))
+            .collect();
+        let t = &self.timing;
+        let exports = format!("{}:/exports", self.dir.join("exports").display());
+        let command: Vec<String> = [
+            "/bin/mkube-master",
+            "--name",
+            &format!("m{i}"),
+            "--listen",
+            &format!("0.0.0.0:{MASTER_PORT}"),
+            "--advertise",
+            &self.master_addr(i),
+            "--peers",
+            &peers.join(","),
+            "--export-dir",
+            "/exports",
+            "--export-interval-s",
+            "2",
+            "--probe-interval-ms",
+            &t.probe_interval_ms.to_string(),
+            "--node-grace-ms",
+            &t.node_grace_ms.to_string(),
+            "--eviction-timeout-ms",
+            &t.eviction_timeout_ms.to_string(),
+            "--resync-ms",
+            "1000",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        self.run_container(
+            &self.master_container(i),
+            &self.master_ip(i),
+            &["-v", &exports],
+            &command,
+        )
+    }
+
+    /// Starts worker `i`; its pods join its network namespace.
+    pub fn start_worker(&self, i: usize) -> Result<()> {
+        let masters: Vec<String> = (0..self.masters).map(|j| self.master_addr(j)).collect();
+        let ip = self.worker_ip(i);
+        let command: Vec<String> = [
+            "/bin/mkube-worker",
+            "--name",
+            &self.worker_name(i),
+            "--listen",
+            &format!("0.0.0.0:{WORKER_PORT}"),
+            "--advertise",
+            &format!("{ip}:{WORKER_PORT}"),
+            "--host-ip",
+            &ip,
+            "--pod-network",
+            &format!("container:{}", self.worker_container(i)),
+            "--masters",
+            &masters.join(","),
+            "--sync-interval-ms",
+            "200",
+            "--backoff-initial-ms",
+            "200",
+            "--stats-interval-ms",
+            "1000",
+            "--rejoin-after-ms",
+            "2000",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        self.run_container(
+            &self.worker_container(i),
+            &ip,
+            &["-v", "/var/run/docker.sock:/var/run/docker.sock"],
+            &command,
+        )
+    }
+
+    /// Cuts `container` off the cluster's network.
+    pub fn disconnect(&self, container: &str) -> Result<()> {
+        docker(&["network", "disconnect", &self.network, container]).map(|_| ())
+    }
+
+    /// Puts `container` back on the network at `ip`.
+    pub fn connect(&self, container: &str, ip: &str) -> Result<()> {
+        docker(&["network", "connect", "--ip", ip, &self.network, container]).map(|_| ())
+    }
+
+    /// A Master client of the address `addr`.
+    pub fn client_at(&self, addr: &str) -> Result<MasterClient> {
+        let config = rpc::ClientConfig {
+            token: Some(TOKEN.into()),
+            default_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(2),
+            ..Default::default()
+        };
+        Ok(MasterClient::new(rpc::Client::new(addr, config)?))
+    }
+
+    /// A Master client of master `i`.
+    pub fn client(&self, i: usize) -> Result<MasterClient> {
+        self.client_at(&self.master_addr(i))
+    }
+
+    /// The store's view of the member at `addr`.
+    pub async fn kv_status_at(&self, addr: &str) -> Result<kvs::api::NodeStatus> {
+        let config = rpc::ClientConfig {
+            token: Some(TOKEN.into()),
+            default_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(1),
+            ..Default::default()
+        };
+        let kv = KvClient::new(rpc::Client::new(addr, config)?);
+        Ok(kv.status(&Empty {}).await?)
+    }
+
+    /// Master `i`'s view of the store.
+    pub async fn kv_status(&self, i: usize) -> Result<kvs::api::NodeStatus> {
+        self.kv_status_at(&self.master_addr(i)).await
+    }
+
+    /// The master that leads, if one does (among those reachable).
+    pub async fn leader(&self) -> Option<usize> {
+        for i in 0..self.masters {
+            if let Ok(s) = self.kv_status(i).await
+                && s.role == kvs::raft::Role::Leader
+            {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// A client of the first master that answers.
+    pub async fn any_client(&self) -> Result<MasterClient> {
+        for i in 0..self.masters {
+            if self.kv_status(i).await.is_ok() {
+                return self.client(i);
+            }
+        }
+        bail!("no master answers")
+    }
+
+    /// Names of Ready nodes.
+    pub async fn ready_nodes(&self) -> Result<Vec<String>> {
+        let list = self
+            .any_client()
+            .await?
+            .list(&ListRequest {
+                kind: "nodes".into(),
+                ..Default::default()
+            })
+            .await?;
+        let mut names = Vec::new();
+        for item in list.items {
+            let node: api::Node = serde_json::from_value(item)?;
+            if node.is_ready() {
+                names.push(node.metadata.name);
+            }
+        }
+        Ok(names)
+    }
+
+    /// The last lines of every container's log.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        let names = (0..self.masters)
+            .map(|i| self.master_container(i))
+            .chain((0..self.workers).map(|i| self.worker_container(i)));
+        for name in names {
+            let text = Command::new("docker")
+                .args(["logs", "--tail", "60", &name])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stderr).to_string())
+                .unwrap_or_default();
+            out.push_str(&format!("----- {name}\n{text}\n"));
+        }
+        out
+    }
+
+    /// Polls `check` until it returns `Some`; fails with the logs after `within`.
+    pub async fn wait_for<'a, T, F, Fut>(
+        &'a self,
+        within: Duration,
+        what: &str,
+        check: F,
+    ) -> Result<T>
+    where
+        F: Fn(&'a NetCluster) -> Fut,
+        Fut: std::future::Future<Output = Result<Option<T>>>,
+    {
+        let deadline = Instant::now() + within;
+        let mut last_error = None;
+        loop {
+            match check(self).await {
+                Ok(Some(v)) => return Ok(v),
+                Ok(None) => {}
+                Err(e) => last_error = Some(e),
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{what}: not reached within {within:?} (last error: {last_error:?})\n{}",
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
