@@ -61,8 +61,9 @@ pub struct NodeView {
     pub host_ports: BTreeSet<(Protocol, u16)>,
     /// Bound pods.
     pub pods: u32,
-    /// Bound pods per spread key (the owner).
-    pub by_owner: HashMap<String, u32>,
+    /// Bound pods per spread key (a hash of the owner: looked up once per
+    /// node for every pod scheduled, so a small ordered map of integers).
+    pub by_owner: std::collections::BTreeMap<u64, u32>,
 }
 
 /// Where a pod goes.
@@ -120,6 +121,11 @@ pub fn host_ports(pod: &Pod) -> Vec<(Protocol, u16)> {
         .collect()
 }
 
+/// [`spread_key`] as a number.
+pub fn spread_hash(pod: &Pod) -> u64 {
+    crate::controllers::fnv1a(spread_key(pod).as_bytes())
+}
+
 /// What spreading counts a pod under: its controller, else itself.
 pub fn spread_key(pod: &Pod) -> String {
     match pod.metadata.controller() {
@@ -145,7 +151,7 @@ impl NodeView {
             requested: Resources::default(),
             host_ports: BTreeSet::new(),
             pods: 0,
-            by_owner: HashMap::new(),
+            by_owner: std::collections::BTreeMap::new(),
         }
     }
 
@@ -156,7 +162,7 @@ impl NodeView {
         self.requested.memory_bytes += r.memory_bytes;
         self.host_ports.extend(host_ports(pod));
         self.pods += 1;
-        *self.by_owner.entry(spread_key(pod)).or_default() += 1;
+        *self.by_owner.entry(spread_hash(pod)).or_default() += 1;
     }
 
     /// The first filter `pod` fails here, if any.
@@ -221,7 +227,7 @@ pub fn schedule(
     policy: ScorePolicy,
 ) -> Result<Binding, Unschedulable> {
     let mut reasons = BTreeMap::new();
-    let owner = spread_key(pod);
+    let owner = spread_hash(pod);
     let r = requests(pod);
     let ports = host_ports(pod);
     let mut best: Option<((u64, u64), &NodeView)> = None;
