@@ -166,9 +166,11 @@ impl Cluster {
             cluster.start_master(i)?;
         }
         cluster
-            .wait_for(Duration::from_secs(30), "a leader", |c| async move {
-                Ok(c.leader().await.map(|_| ()))
-            })
+            .wait_for(
+                Duration::from_secs(30),
+                "every master a voter under one leader",
+                |c| async move { Ok(c.settled().await.then_some(())) },
+            )
             .await?;
         for i in 0..workers {
             cluster.add_worker(i)?;
@@ -334,6 +336,29 @@ impl Cluster {
         };
         let kv = KvClient::new(rpc::Client::new(&self.master_addrs[i], config)?);
         Ok(kv.status(&Empty {}).await?)
+    }
+
+    /// Whether a leader leads a configuration of exactly the running
+    /// masters' incarnations, all voters (a master that started late joins
+    /// as a learner first; killing the leader before its promotion leaves
+    /// no quorum).
+    pub async fn settled(&self) -> bool {
+        let Some(l) = self.leader().await else {
+            return false;
+        };
+        let Ok(leader) = self.kv_status(l).await else {
+            return false;
+        };
+        if leader.members.len() != self.masters.len() || leader.members.iter().any(|m| !m.voter) {
+            return false;
+        }
+        for i in 0..self.masters.len() {
+            match self.kv_status(i).await {
+                Ok(s) if leader.members.iter().any(|m| m.id == s.id) => {}
+                _ => return false,
+            }
+        }
+        true
     }
 
     /// The index of the master that leads, if one does.

@@ -116,9 +116,11 @@ impl NetCluster {
         for i in 0..masters {
             c.start_master(i)?;
         }
-        c.wait_for(Duration::from_secs(30), "a leader", |c| async move {
-            Ok(c.leader().await.map(|_| ()))
-        })
+        c.wait_for(
+            Duration::from_secs(30),
+            "every master a voter under one leader",
+            |c| async move { Ok(c.settled().await.then_some(())) },
+        )
         .await?;
         for i in 0..workers {
             c.start_worker(i)?;
@@ -330,6 +332,28 @@ impl NetCluster {
             }
         }
         None
+    }
+
+    /// Whether a leader leads a configuration of exactly the running
+    /// masters' incarnations, all voters (a master that started late joins
+    /// as a learner first; a partition before its promotion leaves no quorum).
+    pub async fn settled(&self) -> bool {
+        let Some(l) = self.leader().await else {
+            return false;
+        };
+        let Ok(leader) = self.kv_status(l).await else {
+            return false;
+        };
+        if leader.members.len() != self.masters || leader.members.iter().any(|m| !m.voter) {
+            return false;
+        }
+        for i in 0..self.masters {
+            match self.kv_status(i).await {
+                Ok(s) if leader.members.iter().any(|m| m.id == s.id) => {}
+                _ => return false,
+            }
+        }
+        true
     }
 
     /// A client of the first master that answers.
