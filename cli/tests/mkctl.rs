@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 use tests::cluster::{Cluster, TOKEN, Timing};
 use tests::images::BUSYBOX;
+use tests::masters::Masters;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 struct Mkctl {

@@ -9,13 +9,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use api::master::{MasterClient, MasterError};
-use kvs::api::{Empty, KvClient};
+use api::master::MasterError;
 
 use crate::clusters::free_port;
+use crate::masters::Masters;
 
 /// The cluster token of test clusters.
 pub const TOKEN: &str = "e2e-token";
@@ -303,100 +303,23 @@ impl Cluster {
         }
         Ok(())
     }
+}
 
-    /// A client of master `i`.
-    pub fn client(&self, i: usize) -> Result<MasterClient> {
-        let config = rpc::ClientConfig {
-            token: Some(TOKEN.into()),
-            default_timeout: Duration::from_secs(10),
-            ..Default::default()
-        };
-        Ok(MasterClient::new(rpc::Client::new(
-            &self.master_addrs[i],
-            config,
-        )?))
+impl Masters for Cluster {
+    fn master_count(&self) -> usize {
+        self.masters.len()
     }
 
-    /// A client of the first master that answers.
-    pub async fn any_client(&self) -> Result<MasterClient> {
-        for i in 0..self.masters.len() {
-            if self.masters[i].child.is_some() && self.kv_status(i).await.is_ok() {
-                return self.client(i);
-            }
-        }
-        bail!("no master answers")
+    fn master_addr(&self, i: usize) -> String {
+        self.master_addrs[i].clone()
     }
 
-    /// Master `i`'s own view of the store.
-    pub async fn kv_status(&self, i: usize) -> Result<kvs::api::NodeStatus> {
-        let config = rpc::ClientConfig {
-            token: Some(TOKEN.into()),
-            default_timeout: Duration::from_secs(2),
-            ..Default::default()
-        };
-        let kv = KvClient::new(rpc::Client::new(&self.master_addrs[i], config)?);
-        Ok(kv.status(&Empty {}).await?)
-    }
-
-    /// Whether a leader leads a configuration of exactly the running
-    /// masters' incarnations, all voters (a master that started late joins
-    /// as a learner first; killing the leader before its promotion leaves
-    /// no quorum).
-    pub async fn settled(&self) -> bool {
-        let Some(l) = self.leader().await else {
-            return false;
-        };
-        let Ok(leader) = self.kv_status(l).await else {
-            return false;
-        };
-        if leader.members.len() != self.masters.len() || leader.members.iter().any(|m| !m.voter) {
-            return false;
-        }
-        for i in 0..self.masters.len() {
-            match self.kv_status(i).await {
-                Ok(s) if leader.members.iter().any(|m| m.id == s.id) => {}
-                _ => return false,
-            }
-        }
-        true
-    }
-
-    /// The index of the master that leads, if one does.
-    pub async fn leader(&self) -> Option<usize> {
-        for i in 0..self.masters.len() {
-            if self.masters[i].child.is_none() {
-                continue;
-            }
-            if let Ok(s) = self.kv_status(i).await
-                && s.role == kvs::raft::Role::Leader
-            {
-                return Some(i);
-            }
-        }
-        None
-    }
-
-    /// Names of Ready nodes.
-    pub async fn ready_nodes(&self) -> Result<Vec<String>> {
-        let client = self.any_client().await?;
-        let list = client
-            .list(&api::master::ListRequest {
-                kind: "nodes".into(),
-                ..Default::default()
-            })
-            .await?;
-        let mut names = Vec::new();
-        for item in list.items {
-            let node: api::Node = serde_json::from_value(item)?;
-            if node.is_ready() {
-                names.push(node.metadata.name);
-            }
-        }
-        Ok(names)
+    fn running(&self, i: usize) -> bool {
+        self.masters[i].child.is_some()
     }
 
     /// Every process's log, for a failing test to print.
-    pub fn logs(&self) -> String {
+    fn logs(&self) -> String {
         let mut out = String::new();
         for p in self.masters.iter().chain(&self.workers) {
             let text = std::fs::read_to_string(&p.log).unwrap_or_default();
@@ -410,36 +333,6 @@ impl Cluster {
             ));
         }
         out
-    }
-
-    /// Polls `check` until it returns `Some`, failing with the cluster's
-    /// logs after `within`.
-    pub async fn wait_for<'a, T, F, Fut>(
-        &'a self,
-        within: Duration,
-        what: &str,
-        check: F,
-    ) -> Result<T>
-    where
-        F: Fn(&'a Cluster) -> Fut,
-        Fut: std::future::Future<Output = Result<Option<T>>>,
-    {
-        let deadline = Instant::now() + within;
-        let mut last_error = None;
-        loop {
-            match check(self).await {
-                Ok(Some(v)) => return Ok(v),
-                Ok(None) => {}
-                Err(e) => last_error = Some(e),
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "{what}: not reached within {within:?} (last error: {last_error:?})\n{}",
-                    self.logs()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
     }
 }
 

@@ -6,6 +6,8 @@
 //!   code and its peer (tarpc, etcd, `docker run`) side by side in one run and
 //!   ends with `NAME: ours=<v> <unit> peer=<v> <unit> ratio=<ours/peer>`.
 //! - [`cluster`]: a whole mkube cluster (masters and workers) as processes.
+//! - [`masters`]: what both kinds of cluster offer the tests (clients,
+//!   leader, settled membership, waiting with a deadline).
 //! - [`netcluster`]: a whole cluster as containers on a private network,
 //!   for partitions (`docker network disconnect`).
 //! - [`clusters`]: starting kvs and etcd clusters for the benchmarks.
@@ -15,6 +17,7 @@
 pub mod cluster;
 pub mod clusters;
 pub mod images;
+pub mod masters;
 pub mod netcluster;
 
 /// Runs a benchmark on the runtime every harness uses: two worker threads,

@@ -10,13 +10,13 @@
 //! its networks, nothing else.
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use api::master::{ListRequest, MasterClient};
-use kvs::api::{Empty, KvClient};
+use api::master::MasterClient;
 
 use crate::cluster::{TOKEN, Timing, bin_dir, remove_node_containers};
+use crate::masters::{Masters, client_at, kv_status_at};
 
 const MASTER_PORT: u16 = 7000;
 const WORKER_PORT: u16 = 10250;
@@ -159,10 +159,6 @@ impl NetCluster {
         format!("{}.{}", self.prefix, 50 + i)
     }
 
-    fn master_addr(&self, i: usize) -> String {
-        format!("{}:{MASTER_PORT}", self.master_ip(i))
-    }
-
     fn run_container(
         &self,
         name: &str,
@@ -289,105 +285,28 @@ impl NetCluster {
         docker(&["network", "connect", "--ip", ip, &self.network, container]).map(|_| ())
     }
 
-    /// A Master client of the address `addr`.
+    /// A `Master` client of the address `addr`.
     pub fn client_at(&self, addr: &str) -> Result<MasterClient> {
-        let config = rpc::ClientConfig {
-            token: Some(TOKEN.into()),
-            default_timeout: Duration::from_secs(5),
-            connect_timeout: Duration::from_secs(2),
-            ..Default::default()
-        };
-        Ok(MasterClient::new(rpc::Client::new(addr, config)?))
-    }
-
-    /// A Master client of master `i`.
-    pub fn client(&self, i: usize) -> Result<MasterClient> {
-        self.client_at(&self.master_addr(i))
+        client_at(addr)
     }
 
     /// The store's view of the member at `addr`.
     pub async fn kv_status_at(&self, addr: &str) -> Result<kvs::api::NodeStatus> {
-        let config = rpc::ClientConfig {
-            token: Some(TOKEN.into()),
-            default_timeout: Duration::from_secs(2),
-            connect_timeout: Duration::from_secs(1),
-            ..Default::default()
-        };
-        let kv = KvClient::new(rpc::Client::new(addr, config)?);
-        Ok(kv.status(&Empty {}).await?)
+        kv_status_at(addr).await
+    }
+}
+
+impl Masters for NetCluster {
+    fn master_count(&self) -> usize {
+        self.masters
     }
 
-    /// Master `i`'s view of the store.
-    pub async fn kv_status(&self, i: usize) -> Result<kvs::api::NodeStatus> {
-        self.kv_status_at(&self.master_addr(i)).await
-    }
-
-    /// The master that leads, if one does (among those reachable).
-    pub async fn leader(&self) -> Option<usize> {
-        for i in 0..self.masters {
-            if let Ok(s) = self.kv_status(i).await
-                && s.role == kvs::raft::Role::Leader
-            {
-                return Some(i);
-            }
-        }
-        None
-    }
-
-    /// Whether a leader leads a configuration of exactly the running
-    /// masters' incarnations, all voters (a master that started late joins
-    /// as a learner first; a partition before its promotion leaves no quorum).
-    pub async fn settled(&self) -> bool {
-        let Some(l) = self.leader().await else {
-            return false;
-        };
-        let Ok(leader) = self.kv_status(l).await else {
-            return false;
-        };
-        if leader.members.len() != self.masters || leader.members.iter().any(|m| !m.voter) {
-            return false;
-        }
-        for i in 0..self.masters {
-            match self.kv_status(i).await {
-                Ok(s) if leader.members.iter().any(|m| m.id == s.id) => {}
-                _ => return false,
-            }
-        }
-        true
-    }
-
-    /// A client of the first master that answers.
-    pub async fn any_client(&self) -> Result<MasterClient> {
-        for i in 0..self.masters {
-            if self.kv_status(i).await.is_ok() {
-                return self.client(i);
-            }
-        }
-        bail!("no master answers")
-    }
-
-    /// Names of Ready nodes.
-    pub async fn ready_nodes(&self) -> Result<Vec<String>> {
-        let list = self
-            .any_client()
-            .await?
-            .list(&ListRequest {
-                kind: "nodes".into(),
-                ..Default::default()
-            })
-            .await?;
-        let mut names = Vec::new();
-        for item in list.items {
-            let node: api::Node = serde_json::from_value(item)?;
-            if node.is_ready() {
-                names.push(node.metadata.name);
-            }
-        }
-        Ok(names)
+    fn master_addr(&self, i: usize) -> String {
+        format!("{}:{MASTER_PORT}", self.master_ip(i))
     }
 
     /// The last lines of every container's log.
-    pub fn logs(&self) -> String {
+    fn logs(&self) -> String {
         let mut out = String::new();
         let names = (0..self.masters)
             .map(|i| self.master_container(i))
@@ -401,34 +320,5 @@ impl NetCluster {
             out.push_str(&format!("----- {name}\n{text}\n"));
         }
         out
-    }
-
-    /// Polls `check` until it returns `Some`; fails with the logs after `within`.
-    pub async fn wait_for<'a, T, F, Fut>(
-        &'a self,
-        within: Duration,
-        what: &str,
-        check: F,
-    ) -> Result<T>
-    where
-        F: Fn(&'a NetCluster) -> Fut,
-        Fut: std::future::Future<Output = Result<Option<T>>>,
-    {
-        let deadline = Instant::now() + within;
-        let mut last_error = None;
-        loop {
-            match check(self).await {
-                Ok(Some(v)) => return Ok(v),
-                Ok(None) => {}
-                Err(e) => last_error = Some(e),
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "{what}: not reached within {within:?} (last error: {last_error:?})\n{}",
-                    self.logs()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
     }
 }

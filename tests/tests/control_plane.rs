@@ -16,6 +16,7 @@ use api::{Pod, PodPhase};
 use serde_json::{Value, json};
 use tests::cluster::{Cluster, Timing, master_error};
 use tests::images::BUSYBOX;
+use tests::masters::Masters;
 
 fn deployment(name: &str, replicas: u32, image: &str, surge: u32, unavailable: u32) -> Value {
     json!({

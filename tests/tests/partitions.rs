@@ -11,6 +11,7 @@ use api::{Pod, PodPhase};
 use serde_json::{Value, json};
 use tests::cluster::Timing;
 use tests::images::BUSYBOX;
+use tests::masters::Masters;
 use tests::netcluster::{NetCluster, docker};
 
 fn deployment(name: &str, replicas: u32) -> Value {

@@ -25,6 +25,7 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 use tests::cluster::{Cluster, Timing};
 use tests::images::BUSYBOX;
+use tests::masters::Masters;
 
 const BURST: usize = 100;
 const PEER_PARALLEL: usize = 16;
