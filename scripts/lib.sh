@@ -22,3 +22,32 @@ need_apt() {
 need_pkg() {
     dpkg -s "$1" >/dev/null 2>&1 || apt_install "$1" "$2" "$1"
 }
+
+# need_docker WHY: makes sure a Docker daemon answers, starting one (and
+# installing Debian's docker.io first if there is no daemon at all) when we
+# may; waits for it with a deadline. A machine can have the engine installed
+# but not running (a CI box that boots without services).
+need_docker() {
+    local why=$1
+    need_apt docker docker.io "$why"
+    docker info >/dev/null 2>&1 && return 0
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "no Docker daemon answers at ${DOCKER_HOST:-unix:///var/run/docker.sock} ($why): start it (sudo service docker start)" >&2
+        exit 1
+    fi
+    command -v dockerd >/dev/null 2>&1 || apt_install docker.io "$why" dockerd
+    echo "starting the Docker daemon ($why); its log: /var/log/dockerd.log" >&2
+    # Started directly, not through /etc/init.d/docker: that script remounts
+    # cgroups and has been seen to report success for a daemon that never
+    # answered.
+    nohup dockerd >>/var/log/dockerd.log 2>&1 </dev/null &
+    local deadline=$((SECONDS + 60))
+    until docker info >/dev/null 2>&1; do
+        if [ $SECONDS -ge $deadline ]; then
+            echo "the Docker daemon did not answer within 60 s; the end of its log:" >&2
+            tail -n 20 /var/log/dockerd.log /var/log/docker.log 2>/dev/null >&2
+            exit 1
+        fi
+        sleep 0.5
+    done
+}
