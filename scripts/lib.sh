@@ -51,3 +51,14 @@ need_docker() {
         sleep 0.5
     done
 }
+
+# need_pip COMMAND PACKAGE WHY: installs the PyPI PACKAGE when COMMAND is missing.
+need_pip() {
+    command -v "$1" >/dev/null 2>&1 && return 0
+    command -v pip3 >/dev/null 2>&1 || need_apt pip3 python3-pip "pip installs $2"
+    echo "installing $2 from PyPI ($3)" >&2
+    pip3 install --quiet --disable-pip-version-check "$2" >/dev/null 2>&1 \
+        || pip3 install --quiet --disable-pip-version-check --break-system-packages "$2" >/dev/null \
+        || { echo "cannot install $2 with pip ($3)" >&2; exit 1; }
+    command -v "$1" >/dev/null 2>&1 || { echo "$2 is installed but \`$1\` is not on PATH ($3)" >&2; exit 1; }
+}

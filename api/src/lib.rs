@@ -11,6 +11,8 @@
 //! - [`meta`]: `ObjectMeta`, owner references.
 //! - [`pod`]: `Pod`, its spec (containers, ports, resources, probes, restart
 //!   policy) and status (phase, container states).
+//! - [`metrics`]: the figures mkube reports (`Point`, the metric catalogue)
+//!   and their Prometheus text.
 //! - [`node`]: what a node reports (capacity, allocatable, usage,
 //!   conditions) and the stored `Node`.
 //! - [`event`]: the `Event` type, and its stored form `EventRecord`.
@@ -27,6 +29,7 @@ pub mod event;
 pub mod kind;
 pub mod master;
 pub mod meta;
+pub mod metrics;
 pub mod node;
 pub mod pod;
 pub mod quantity;

@@ -1,9 +1,39 @@
 //! Metrics storage and the Grafana JSON datasource API.
 //!
-//! This crate will own (see `DESIGN.md`, "Interfaces people touch"):
+//! ```text
+//! collector (master leader) ──Point batches──▶ MetricsStore ◀── http::router ◀── Grafana
+//!                                              ├ SqliteStore (embedded file, default)
+//!                                              └ Cosmos DB
+//! ```
 //!
-//! - the `MetricsStore` trait (batched writes, range queries with tag filters
-//!   and a step, metric and tag listings) with two implementations: an
-//!   embedded database file (the default) and Azure Cosmos DB;
-//! - the HTTP API that Grafana's JSON datasource calls (`specs/`), and a
-//!   standalone binary serving it.
+//! - [`store`]: the `MetricsStore` contract and its conformance checks.
+//! - [`sqlite`]: the embedded store, one SQLite file with a retention limit.
+//! - [`http`]: the routes Grafana's JSON datasource calls
+//!   (`specs/simpod-json-datasource-openapi.patched.yaml`), and [`serve`].
+//!
+//! The points themselves ([`api::metrics::Point`]) and the metric names are
+//! defined in the `api` crate, shared with the Prometheus pages.
+
+pub mod http;
+pub mod sqlite;
+pub mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+
+pub use sqlite::SqliteStore;
+pub use store::{Aggregation, MetricsStore, Series, SeriesQuery, StoreError, TagFilter};
+
+/// Serves the datasource API for `store` on `listener` until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    store: Arc<dyn MetricsStore>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "grafana datasource listening");
+    }
+    axum::serve(listener, http::router(store))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -46,6 +46,6 @@ pub mod __private;
 pub use client::{Client, ClientConfig};
 pub use error::{ConfigError, Error, TransportError};
 pub use rpc_macros::service;
-pub use server::{Auth, InProcess, Router, Server, ServerBuilder};
+pub use server::{Auth, InProcess, Page, Router, Server, ServerBuilder};
 pub use service::{CallOptions, Method, Service, Transport};
 pub use status::{Code, Status};

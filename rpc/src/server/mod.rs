@@ -31,7 +31,7 @@ use tokio::sync::Semaphore;
 
 use batched_io::BatchedIo;
 
-pub use router::{Auth, InProcess, Router};
+pub use router::{Auth, InProcess, Page, Router};
 
 use crate::error::{ConfigError, check_token};
 use crate::service::Service;
@@ -47,6 +47,7 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct ServerBuilder {
     auth: Auth,
     services: Vec<Arc<dyn Service>>,
+    pages: HashMap<&'static str, Page>,
     max_body_bytes: usize,
     max_connections: usize,
     drain_timeout: Duration,
@@ -56,6 +57,13 @@ impl ServerBuilder {
     /// Mounts a service (a generated `FooServer`).
     pub fn service<S: Service>(mut self, service: S) -> Self {
         self.services.push(Arc::new(service));
+        self
+    }
+
+    /// Serves `handler`'s answer to `GET path` (same authentication as the
+    /// RPC methods): for pages such as Prometheus' `/metrics`.
+    pub fn page(mut self, path: &'static str, handler: Page) -> Self {
+        self.pages.insert(path, handler);
         self
     }
 
@@ -98,7 +106,12 @@ impl ServerBuilder {
             }
         }
         Ok(Server {
-            router: Arc::new(Router::new(services, self.auth, self.max_body_bytes)),
+            router: Arc::new(Router::new(
+                services,
+                self.pages,
+                self.auth,
+                self.max_body_bytes,
+            )),
             max_connections: self.max_connections,
             drain_timeout: self.drain_timeout,
         })
@@ -118,6 +131,7 @@ impl Server {
         ServerBuilder {
             auth,
             services: Vec::new(),
+            pages: HashMap::new(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,

@@ -4,6 +4,7 @@
 //! request ─▶ POST? ─▶ /Service/method? ─▶ token ─▶ known method? ─▶ timeout header
 //!         ─▶ content-length ≤ limit ─▶ read body (limited) ─▶ handler under deadline
 //!         ─▶ 200 JSON | error envelope
+//!         ╰▶ GET of a mounted page (e.g. `/metrics`) ─▶ token ─▶ page handler
 //! ```
 //!
 //! Invariants: a handler never runs for a request that fails any earlier
@@ -54,9 +55,15 @@ impl std::fmt::Debug for Auth {
     }
 }
 
+/// A plain `GET` page served beside the RPC methods (Prometheus' `/metrics`):
+/// returns its content type and body.
+pub type Page =
+    Arc<dyn Fn() -> BoxFuture<'static, Result<(&'static str, Bytes), Status>> + Send + Sync>;
+
 /// Routes calls to mounted services and enforces auth, limits and deadlines.
 pub struct Router {
     services: HashMap<&'static str, Arc<dyn Service>>,
+    pages: HashMap<&'static str, Page>,
     auth: Auth,
     max_body_bytes: usize,
 }
@@ -71,11 +78,13 @@ struct Admitted {
 impl Router {
     pub(crate) fn new(
         services: HashMap<&'static str, Arc<dyn Service>>,
+        pages: HashMap<&'static str, Page>,
         auth: Auth,
         max_body_bytes: usize,
     ) -> Self {
         Router {
             services,
+            pages,
             auth,
             max_body_bytes,
         }
@@ -100,6 +109,23 @@ impl Router {
         B::Error: Into<BoxError>,
     {
         let (parts, body) = request.into_parts();
+        if parts.method == http::Method::GET {
+            if let Some(page) = self.pages.get(parts.uri.path()) {
+                return match self.authenticate(&parts) {
+                    Ok(()) => match page().await {
+                        Ok((content_type, body)) => {
+                            let mut response = Response::new(Full::new(body));
+                            response
+                                .headers_mut()
+                                .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+                            response
+                        }
+                        Err(status) => status_response(&status),
+                    },
+                    Err(status) => status_response(&status),
+                };
+            }
+        }
         let admitted = match self.admit(&parts) {
             Ok(a) => a,
             Err(status) => {
