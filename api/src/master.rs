@@ -210,6 +210,39 @@ pub struct DrainResponse {
     pub evicted: Vec<String>,
 }
 
+/// `Master.figures`: asks a master for its own figures (see [`crate::metrics`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FiguresRequest {}
+
+/// `Master.figures`' answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FiguresResponse {
+    /// The master's CPU, memory and Raft figures, now.
+    pub points: Vec<crate::metrics::Point>,
+}
+
+/// `Master.record_metrics`: points and annotations the leader collected,
+/// for the receiving master's metrics store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordMetricsRequest {
+    /// The points.
+    pub points: Vec<crate::metrics::Point>,
+    /// The annotations.
+    #[serde(default)]
+    pub annotations: Vec<crate::metrics::Annotation>,
+}
+
+/// `Master.record_metrics`' answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordMetricsResponse {
+    /// Points stored.
+    pub points: usize,
+}
+
 /// Why a master call failed: one enum for the API layer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum MasterError {
@@ -336,4 +369,11 @@ pub trait Master {
         &self,
         req: crate::worker::ExecRequest,
     ) -> Result<crate::worker::ExecResponse, MasterError>;
+    /// This master's own figures (the leader's collector asks every master).
+    async fn figures(&self, req: FiguresRequest) -> Result<FiguresResponse, MasterError>;
+    /// Stores points and annotations in this master's metrics store.
+    async fn record_metrics(
+        &self,
+        req: RecordMetricsRequest,
+    ) -> Result<RecordMetricsResponse, MasterError>;
 }

@@ -150,6 +150,9 @@ pub fn info(name: &str) -> Option<&'static MetricInfo> {
     CATALOGUE.iter().find(|m| m.name == name)
 }
 
+/// One gauge per label set.
+type GaugeFamily = Family<Vec<(String, String)>, Gauge<f64, AtomicU64>>;
+
 /// The Prometheus content type of [`exposition`]'s text.
 pub const EXPOSITION_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -160,8 +163,7 @@ pub const EXPOSITION_CONTENT_TYPE: &str =
 /// later one in `points` wins.
 pub fn exposition(points: &[Point]) -> String {
     let mut registry = Registry::default();
-    let mut families: BTreeMap<&str, Family<Vec<(String, String)>, Gauge<f64, AtomicU64>>> =
-        BTreeMap::new();
+    let mut families: BTreeMap<&str, GaugeFamily> = BTreeMap::new();
     for point in points {
         let Some(info) = info(&point.metric) else {
             continue;

@@ -61,6 +61,9 @@ impl SqliteStore {
         }
         let conn = Connection::open(path)
             .map_err(|e| StoreError::Database(format!("cannot open {}: {e}", path.display())))?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(|e| {
+            StoreError::Database(format!("cannot configure {}: {e}", path.display()))
+        })?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = NORMAL;
@@ -451,7 +454,7 @@ mod tests {
             let store = SqliteStore::open(&path, Duration::from_secs(3600)).expect("open");
             store
                 .write(&[
-                    Point::new("mkube_pods", &[("phase", "Running")], now - 7200_000, 1.0),
+                    Point::new("mkube_pods", &[("phase", "Running")], now - 7_200_000, 1.0),
                     Point::new("mkube_pods", &[("phase", "Running")], now, 2.0),
                 ])
                 .await

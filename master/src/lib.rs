@@ -15,11 +15,14 @@
 //! - [`controllers`]: pure decisions of the ReplicaSet and Deployment
 //!   controllers, node lifecycle and garbage collection.
 //! - [`leader`]: the leader-only loops that read snapshots, call those
-//!   functions and write the plans (control loop, prober).
+//!   functions and write the plans (control loop, prober, metrics collector).
+//! - [`metrics`]: this master's figures, the cluster's figures and their
+//!   annotations, for the metrics store and the Prometheus page.
 //! - `src/main.rs`: the `mkube-master` binary.
 
 pub mod controllers;
 pub mod leader;
+pub mod metrics;
 pub mod objects;
 pub mod scheduler;
 pub mod service;

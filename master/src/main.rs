@@ -11,6 +11,11 @@
 //! `--advertise`). The member that leads Raft runs the scheduler, the
 //! controllers and the prober. SIGTERM or SIGINT exports the store's state
 //! (see `--export-dir`) before exiting. Logs go to stderr (`RUST_LOG`).
+//!
+//! Metrics: `GET /metrics` on the same port is Prometheus text (same token);
+//! the leader collects every `--metrics-interval-ms` into every master's
+//! embedded database (`--metrics-db`), which `--grafana-listen` serves to
+//! Grafana's JSON datasource.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,12 +24,14 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use api::master::MasterServer;
 use clap::Parser;
+use grafana_datasource::{MetricsStore, SqliteStore};
 use kvs::api::{KvServer, RaftPeerServer};
 use kvs::kv::Limits;
 use kvs::node::{KvService, Node, NodeConfig, PeerService};
 use kvs::snapshot_store::{FileSnapshotStore, MemorySnapshotStore, SnapshotStore};
 use master::controllers::nodes::Timeouts;
 use master::leader::{self, LeaderConfig};
+use master::metrics::MasterMetrics;
 use master::scheduler::ScorePolicy;
 use master::service::MasterService;
 use master::store::Store;
@@ -91,6 +98,20 @@ struct Args {
     /// How the scheduler ranks nodes: spread or least-allocated.
     #[arg(long, default_value = "spread")]
     score: ScorePolicy,
+    /// The embedded metrics database file (default: mkube-metrics-NAME.db
+    /// in the temporary directory).
+    #[arg(long)]
+    metrics_db: Option<std::path::PathBuf>,
+    /// How long metric points are kept (e.g. 14d, 6h).
+    #[arg(long, default_value = "14d", value_parser = humantime::parse_duration)]
+    metrics_retention: Duration,
+    /// Time between metric collections on the leader, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    metrics_interval_ms: u64,
+    /// Serve the Grafana JSON datasource API over this master's metrics on
+    /// this address (unauthenticated: bind it to a private address).
+    #[arg(long)]
+    grafana_listen: Option<String>,
 }
 
 fn fleet(args: &Args, advertise: &str) -> Result<BTreeMap<String, String>> {
@@ -176,6 +197,21 @@ async fn main() -> Result<()> {
     let kv = Arc::new(KvService::new(node.clone()));
     let registry = Store::new(kv);
     let masters: Vec<String> = fleet.values().cloned().collect();
+    let metrics_db = args
+        .metrics_db
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("mkube-metrics-{}.db", args.name)));
+    let metrics_store: Arc<dyn MetricsStore> = Arc::new(
+        SqliteStore::open(&metrics_db, args.metrics_retention)
+            .with_context(|| format!("opening the metrics database {}", metrics_db.display()))?,
+    );
+    tracing::info!(path = %metrics_db.display(), "metrics database");
+    let metrics = MasterMetrics::new(
+        args.name.clone(),
+        node.clone(),
+        Arc::clone(&metrics_store),
+        fleet.clone(),
+    );
     let auth = match &token {
         Some(t) => rpc::Auth::Bearer(vec![t.clone()]),
         None => rpc::Auth::None,
@@ -183,11 +219,22 @@ async fn main() -> Result<()> {
     let server = rpc::Server::builder(auth)
         .service(KvServer::new(KvService::new(node.clone())))
         .service(RaftPeerServer::new(PeerService::new(node.clone())))
-        .service(MasterServer::new(MasterService::new(
-            registry.clone(),
-            masters,
-            token.clone(),
-        )))
+        .service(MasterServer::new(
+            MasterService::new(registry.clone(), masters, token.clone())
+                .with_metrics(Arc::clone(&metrics)),
+        ))
+        .page("/metrics", {
+            let metrics = Arc::clone(&metrics);
+            Arc::new(move || {
+                let metrics = Arc::clone(&metrics);
+                Box::pin(async move {
+                    Ok((
+                        api::metrics::EXPOSITION_CONTENT_TYPE,
+                        metrics.exposition().await.into(),
+                    ))
+                })
+            })
+        })
         .build()
         .context("configuring the server")?;
     let leader_config = LeaderConfig {
@@ -201,14 +248,36 @@ async fn main() -> Result<()> {
         resync_interval: Duration::from_millis(args.resync_ms.max(10)),
         score_policy: args.score,
         token,
+        metrics_interval: Duration::from_millis(args.metrics_interval_ms.max(100)),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let loops = tokio::spawn(leader::run(node.clone(), registry, leader_config, {
+    let loops = tokio::spawn(leader::run(
+        node.clone(),
+        registry,
+        leader_config,
+        Some(metrics),
+        {
+            let mut stop = stop_rx.clone();
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            }
+        },
+    ));
+    if let Some(address) = &args.grafana_listen {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("listening on {address} (--grafana-listen)"))?;
+        println!("grafana datasource on {}", listener.local_addr()?);
         let mut stop = stop_rx.clone();
-        async move {
-            let _ = stop.wait_for(|s| *s).await;
-        }
-    }));
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = grafana_datasource::serve(listener, metrics_store, shutdown).await {
+                tracing::error!(error = %e, "the grafana datasource stopped");
+            }
+        });
+    }
     println!("listening on {local}");
     tracing::info!(name = %args.name, listen = %local, advertise = %advertise, "master started");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

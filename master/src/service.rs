@@ -1,5 +1,6 @@
 //! The `Master` API over the store: create, apply, get, list, delete and
-//! watch of every kind, rollback, drain, and worker registration.
+//! watch of every kind, rollback, drain, worker registration, and the
+//! metrics calls between masters (`figures`, `record_metrics`).
 //!
 //! Every write is a transaction guarded by the key's `mod_revision` as read
 //! just before, so that concurrent writers never lose each other's changes:
@@ -7,6 +8,7 @@
 //! stale, one without it re-reads and tries again. A request that fails
 //! validation writes nothing.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use api::master::*;
@@ -15,6 +17,7 @@ use api::{Deployment, Kind, LabelSelector, Node, NodeInfo, Pod, ReplicaSet, Work
 use kvs::kv::{Event as KvEvent, Op, Txn};
 
 use crate::controllers::deployment::rollback_template;
+use crate::metrics::MasterMetrics;
 use crate::objects::Object;
 use crate::store::{self, Store, StoreError, Stored, key, unchanged};
 
@@ -29,6 +32,7 @@ pub struct MasterService {
     store: Store,
     masters: Vec<String>,
     worker_token: Option<String>,
+    metrics: Option<Arc<MasterMetrics>>,
 }
 
 impl From<StoreError> for MasterError {
@@ -117,7 +121,20 @@ impl MasterService {
             store,
             masters,
             worker_token,
+            metrics: None,
         }
+    }
+
+    /// Answers `figures` and `record_metrics` from `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<MasterMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn metrics(&self) -> Result<&Arc<MasterMetrics>, MasterError> {
+        self.metrics
+            .as_ref()
+            .ok_or_else(|| MasterError::Unavailable("this master keeps no metrics".into()))
     }
 
     /// A client of the worker running pod `namespace/name`.
@@ -550,5 +567,36 @@ impl Master for MasterService {
         let wait = Duration::from_millis(req.timeout_ms.unwrap_or(30_000).min(600_000));
         let worker = self.worker_of(&req.namespace, &req.pod, wait).await?;
         worker.exec(&req).await.map_err(from_worker)
+    }
+
+    async fn figures(&self, _req: FiguresRequest) -> Result<FiguresResponse, MasterError> {
+        Ok(FiguresResponse {
+            points: self.metrics()?.own_points().await,
+        })
+    }
+
+    async fn record_metrics(
+        &self,
+        req: RecordMetricsRequest,
+    ) -> Result<RecordMetricsResponse, MasterError> {
+        let metrics = self.metrics()?;
+        let store = metrics.store();
+        store.write(&req.points).await.map_err(metrics_error)?;
+        if !req.annotations.is_empty() {
+            store
+                .write_annotations(&req.annotations)
+                .await
+                .map_err(metrics_error)?;
+        }
+        Ok(RecordMetricsResponse {
+            points: req.points.len(),
+        })
+    }
+}
+
+fn metrics_error(e: grafana_datasource::StoreError) -> MasterError {
+    match e {
+        grafana_datasource::StoreError::Invalid(m) => MasterError::InvalidArgument(m),
+        other => MasterError::Unavailable(other.to_string()),
     }
 }

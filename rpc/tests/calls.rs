@@ -379,3 +379,31 @@ async fn shutdown_past_drain_timeout_aborts_stuck_calls() {
         })
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mounted_page_answers_get_with_its_content_type_behind_the_token() {
+    let server = start(|b| {
+        b.page(
+            "/metrics",
+            std::sync::Arc::new(|| {
+                Box::pin(async { Ok(("text/plain; version=0.0.4", "up 1\n".into())) })
+            }),
+        )
+    })
+    .await;
+    let get = |token: Option<&str>| {
+        let auth = token.map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n"));
+        format!("GET /metrics HTTP/1.1\r\nhost: x\r\n{auth}connection: close\r\n\r\n").into_bytes()
+    };
+    let (status, body) = raw(server.addr, &get(Some(TOKEN))).await;
+    assert_eq!((status, body.as_str()), (200, "up 1\n"));
+    let (status, body) = raw(server.addr, &get(None)).await;
+    assert_eq!(status, 401, "the page needs the token too: {body}");
+    // Other GETs are still refused as RPC calls.
+    let other = format!(
+        "GET /Demo/echo HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\nconnection: close\r\n\r\n"
+    );
+    let (status, body) = raw(server.addr, other.as_bytes()).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("POST"), "{body}");
+}

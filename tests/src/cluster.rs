@@ -53,6 +53,8 @@ pub struct Timing {
     pub node_grace_ms: u64,
     /// Silence before eviction, in ms.
     pub eviction_timeout_ms: u64,
+    /// Time between metric collections, in ms.
+    pub metrics_interval_ms: u64,
 }
 
 impl Default for Timing {
@@ -61,6 +63,7 @@ impl Default for Timing {
             probe_interval_ms: 500,
             node_grace_ms: 3_000,
             eviction_timeout_ms: 6_000,
+            metrics_interval_ms: 1_000,
         }
     }
 }
@@ -87,6 +90,8 @@ pub struct Cluster {
     masters: Vec<Proc>,
     /// The masters' addresses, by index.
     pub master_addrs: Vec<String>,
+    /// Where each master serves the Grafana JSON datasource API, by index.
+    pub grafana_addrs: Vec<String>,
     workers: Vec<Proc>,
     timing: Timing,
 }
@@ -148,11 +153,15 @@ impl Cluster {
         let master_addrs: Vec<String> = (0..masters)
             .map(|_| free_port().map(|p| format!("127.0.0.1:{p}")))
             .collect::<Result<_>>()?;
+        let grafana_addrs: Vec<String> = (0..masters)
+            .map(|_| free_port().map(|p| format!("127.0.0.1:{p}")))
+            .collect::<Result<_>>()?;
         let mut cluster = Cluster {
             id,
             dir,
             masters: Vec::new(),
             master_addrs,
+            grafana_addrs,
             workers: Vec::new(),
             timing,
         };
@@ -226,6 +235,16 @@ impl Cluster {
             &t.eviction_timeout_ms.to_string(),
             "--resync-ms",
             "1000",
+            "--metrics-db",
+            &self
+                .dir
+                .join(format!("metrics-m{i}.db"))
+                .display()
+                .to_string(),
+            "--metrics-interval-ms",
+            &t.metrics_interval_ms.to_string(),
+            "--grafana-listen",
+            &self.grafana_addrs[i],
         ]
         .iter()
         .map(|s| s.to_string())

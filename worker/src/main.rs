@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -167,6 +168,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let server = rpc::Server::builder(auth)
         .service(WorkerServer::new(WorkerService::new(agent.clone())))
+        .page("/metrics", {
+            let agent = agent.clone();
+            Arc::new(move || {
+                let text = api::metrics::exposition(&agent.figures());
+                Box::pin(async move { Ok((api::metrics::EXPOSITION_CONTENT_TYPE, text.into())) })
+            })
+        })
         .build()
         .context("configuring the server")?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

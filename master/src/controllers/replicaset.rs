@@ -73,7 +73,7 @@ pub fn reconcile(rs: &ReplicaSet, pods: &[&Pod]) -> Plan {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use api::workloads::{PodTemplateSpec, ReplicaSetSpec, TemplateMeta};
     use api::{Container, ContainerState, ContainerStatus, LabelSelector, ObjectMeta, PodSpec};

@@ -38,6 +38,23 @@ const SOURCE: &str = "controller-manager";
 #[derive(Debug, Default)]
 pub struct SchedulerMemory {
     unschedulable: HashMap<String, u64>,
+    /// When each unbound pod was first seen (for the scheduling latency).
+    first_seen: HashMap<String, SystemTime>,
+    /// When the pods bound since the last [`SchedulerMemory::take_latencies`]
+    /// were first seen.
+    bound_first_seen: Vec<SystemTime>,
+}
+
+impl SchedulerMemory {
+    /// How long the pods bound since the last call waited, from the first
+    /// pass that saw them unbound until `now` (call it once the bindings
+    /// are written).
+    pub fn take_latencies(&mut self, now: SystemTime) -> Vec<Duration> {
+        self.bound_first_seen
+            .drain(..)
+            .map(|seen| now.duration_since(seen).unwrap_or_default())
+            .collect()
+    }
 }
 
 /// The writes of one pass, each key written once.
@@ -112,6 +129,12 @@ pub(super) async fn run(ctx: Context) {
             return;
         }
         apply(&ctx.store, writes).await;
+        let latencies = memory.take_latencies(SystemTime::now());
+        if let Some(metrics) = &ctx.metrics {
+            for l in latencies {
+                metrics.observe_scheduling(l);
+            }
+        }
         if trimmed.elapsed() > TRIM_INTERVAL {
             events::trim(&ctx.store).await;
             trimmed = Instant::now();
@@ -162,7 +185,7 @@ pub fn plan(
     collect_garbage(snap, &mut w);
     deployments(snap, now, &mut w);
     replica_sets(snap, &mut w);
-    schedule_pending(snap, policy, memory, &mut w);
+    schedule_pending(snap, policy, memory, now, &mut w);
     w
 }
 
@@ -418,6 +441,7 @@ fn schedule_pending(
     snap: &Snapshot,
     policy: ScorePolicy,
     memory: &mut SchedulerMemory,
+    now: SystemTime,
     w: &mut Writes,
 ) {
     let nodes: Vec<api::Node> = snap.nodes.iter().map(|n| n.object.clone()).collect();
@@ -447,6 +471,12 @@ fn schedule_pending(
     memory
         .unschedulable
         .retain(|uid, _| live.contains(uid.as_str()));
+    memory
+        .first_seen
+        .retain(|uid, _| live.contains(uid.as_str()));
+    for uid in &live {
+        memory.first_seen.entry((*uid).to_owned()).or_insert(now);
+    }
     let mut batch = Txn::default();
     for stored in pending {
         let pod = &stored.object;
@@ -457,6 +487,9 @@ fn schedule_pending(
         match schedule(pod, &views, policy) {
             Ok(binding) => {
                 memory.unschedulable.remove(&pod.metadata.uid);
+                if let Some(seen) = memory.first_seen.remove(&pod.metadata.uid) {
+                    memory.bound_first_seen.push(seen);
+                }
                 let mut bound = pod.clone();
                 bound.spec.node_name = Some(binding.node.clone());
                 bound.status = Some(PodStatus {

@@ -6,6 +6,7 @@
 //!                   ◀── None / new term ◀──── abort both, wait for the next
 //!  control loop: snapshot ─▶ gc · deployments · replicasets · scheduler ─▶ txns ─▶ wait for a change
 //!  prober:       snapshot ─▶ probe(fence, desired pods) ─▶ statuses, node health, evictions ─▶ txns
+//!  collector:    every master's figures + cluster figures + annotations ─▶ every master's MetricsStore
 //! ```
 //!
 //! Invariants: a loop acts only while the leadership it was started for is
@@ -22,18 +23,22 @@
 //! - `control`: the control loop (gc, Deployment, ReplicaSet, scheduler).
 //! - `prober`: heartbeat probes, pod statuses, node lifecycle.
 //! - `events`: writing Events.
+//! - `collector`: the metrics collector (see [`crate::metrics`]).
 
+mod collector;
 pub mod control;
 mod events;
 mod prober;
 mod snapshot;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use kvs::node::{Leadership, Node};
 use tokio::sync::watch;
 
 use crate::controllers::nodes::Timeouts;
+use crate::metrics::MasterMetrics;
 use crate::scheduler::ScorePolicy;
 use crate::store::Store;
 pub use snapshot::Snapshot;
@@ -55,6 +60,8 @@ pub struct LeaderConfig {
     pub score_policy: ScorePolicy,
     /// The token workers accept.
     pub token: Option<String>,
+    /// Time between metric collections.
+    pub metrics_interval: Duration,
 }
 
 impl Default for LeaderConfig {
@@ -70,6 +77,7 @@ impl Default for LeaderConfig {
             resync_interval: Duration::from_secs(5),
             score_policy: ScorePolicy::Spread,
             token: None,
+            metrics_interval: Duration::from_secs(10),
         }
     }
 }
@@ -84,6 +92,8 @@ pub(crate) struct Context {
     pub current: watch::Receiver<Option<Leadership>>,
     /// The store's revision, to wait for changes.
     pub revision: watch::Receiver<i64>,
+    /// Where latencies are observed and figures kept, if anywhere.
+    pub metrics: Option<Arc<MasterMetrics>>,
 }
 
 impl Context {
@@ -106,11 +116,13 @@ impl Context {
     }
 }
 
-/// Runs the leader-only loops whenever `node` leads, until `shutdown`.
+/// Runs the leader-only loops whenever `node` leads, until `shutdown`;
+/// with `metrics`, the collector too.
 pub async fn run(
     node: Node,
     store: Store,
     config: LeaderConfig,
+    metrics: Option<Arc<MasterMetrics>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
@@ -135,8 +147,10 @@ pub async fn run(
             leadership: lead,
             current: node.leadership(),
             revision: node.revision(),
+            metrics: metrics.clone(),
         };
         let control = tokio::spawn(control::run(ctx.clone()));
+        let collector = tokio::spawn(collector::run(ctx.clone()));
         let prober = tokio::spawn(prober::run(ctx));
         let mut stopped = false;
         tokio::select! {
@@ -145,6 +159,10 @@ pub async fn run(
         }
         control.abort();
         prober.abort();
+        collector.abort();
+        if let Some(m) = &metrics {
+            m.set_cluster_points(Vec::new());
+        }
         tracing::info!(term = lead.term, "no longer leading: the loops stopped");
         if stopped {
             return;

@@ -172,9 +172,14 @@ async fn round(
         };
         let limit = limit.clone();
         let timeout = ctx.config.probe_timeout;
+        let metrics = ctx.metrics.clone();
         set.spawn(async move {
             let _permit = limit.acquire_owned().await;
+            let sent = std::time::Instant::now();
             let answer = tokio::time::timeout(timeout, client.probe(&req)).await;
+            if let (Some(metrics), Ok(Ok(_))) = (&metrics, &answer) {
+                metrics.observe_probe(sent.elapsed());
+            }
             (name, req, answer)
         });
     }

@@ -109,22 +109,22 @@ impl Router {
         B::Error: Into<BoxError>,
     {
         let (parts, body) = request.into_parts();
-        if parts.method == http::Method::GET {
-            if let Some(page) = self.pages.get(parts.uri.path()) {
-                return match self.authenticate(&parts) {
-                    Ok(()) => match page().await {
-                        Ok((content_type, body)) => {
-                            let mut response = Response::new(Full::new(body));
-                            response
-                                .headers_mut()
-                                .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-                            response
-                        }
-                        Err(status) => status_response(&status),
-                    },
+        if parts.method == http::Method::GET
+            && let Some(page) = self.pages.get(parts.uri.path())
+        {
+            return match self.authenticate(&parts) {
+                Ok(()) => match page().await {
+                    Ok((content_type, body)) => {
+                        let mut response = Response::new(Full::new(body));
+                        response
+                            .headers_mut()
+                            .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+                        response
+                    }
                     Err(status) => status_response(&status),
-                };
-            }
+                },
+                Err(status) => status_response(&status),
+            };
         }
         let admitted = match self.admit(&parts) {
             Ok(a) => a,

@@ -116,6 +116,7 @@ async fn ours(samples: usize) -> Result<(Histogram<u64>, Duration, BTreeMap<Stri
         probe_interval_ms: 1_000,
         node_grace_ms: 5_000,
         eviction_timeout_ms: 10_000,
+        metrics_interval_ms: 10_000,
     };
     let c = Cluster::start(3, 2, timing).await?;
     let client = c.any_client().await?;

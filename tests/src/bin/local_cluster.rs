@@ -29,6 +29,8 @@ const WORKERS: [(&str, &str, &str); 2] = [
     ("local-w2", "127.0.0.1:10252", "127.0.0.12"),
 ];
 const CONTEXT: &str = "mkube-local";
+/// Master `i` serves the Grafana JSON datasource on this port + `i`.
+const GRAFANA_PORT: usize = 3100;
 
 /// What `up` created, for `down`.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -221,6 +223,8 @@ async fn up() -> Result<()> {
         let exports = dir.join("exports").display().to_string();
         for (i, addr) in MASTERS.iter().enumerate() {
             let name = format!("m{i}");
+            let metrics_db = dir.join(format!("metrics-{name}.db")).display().to_string();
+            let grafana = format!("127.0.0.1:{}", GRAFANA_PORT + i);
             let args = [
                 "--name",
                 &name,
@@ -230,6 +234,10 @@ async fn up() -> Result<()> {
                 &peers.join(","),
                 "--export-dir",
                 &exports,
+                "--metrics-db",
+                &metrics_db,
+                "--grafana-listen",
+                &grafana,
             ];
             state.pids.push(spawn(
                 &bin("mkube-master")?,
@@ -294,6 +302,8 @@ async fn up() -> Result<()> {
 mkube is up: 3 masters ({}), 2 workers ({}), mkctl context {CONTEXT:?}.
 The demo Deployment \"hello\" answers on every worker:
     curl http://127.0.0.11:8080/   curl http://127.0.0.12:8080/
+Metrics: Grafana's JSON datasource at http://127.0.0.1:{GRAFANA_PORT} (deploy/grafana/),
+Prometheus text at http://127.0.0.1:7000/metrics (bearer token: {}).
 Try:
     target/release/mkctl get pods -o wide
     target/release/mkctl scale deploy/hello --replicas 4
@@ -305,6 +315,7 @@ Logs are in {}. Remove everything with: scripts/demo down",
             .map(|(n, _, ip)| format!("{n} at {ip}"))
             .collect::<Vec<_>>()
             .join(", "),
+        dir.join("token").display(),
         dir.display()
     );
     Ok(())

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
 
+use api::metrics::Point;
 use api::node::{NodeCondition, NodeConditionType, NodeInfo, Resources};
 use api::validation::validate_pod;
 use api::worker::{
@@ -183,6 +184,65 @@ impl Agent {
     pub fn describe_node(&self) -> NodeInfo {
         let state = self.state();
         self.node_info(&state)
+    }
+
+    /// This node's figures now (its Prometheus page): pods by phase, what
+    /// they use, and whether the runtime answers.
+    pub fn figures(&self) -> Vec<Point> {
+        use api::metrics as m;
+        let state = self.state();
+        let report = self.report(&state, u64::MAX);
+        let node = self.inner.config.node.as_str();
+        let now = now_ms() as i64;
+        let mut phases: BTreeMap<String, u64> = [
+            "Pending",
+            "Scheduled",
+            "Running",
+            "Succeeded",
+            "Failed",
+            "Unknown",
+        ]
+        .into_iter()
+        .map(|p| (p.to_owned(), 0))
+        .collect();
+        for pod in &report.pods {
+            let phase = serde_json::to_value(pod.status.phase)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_else(|| "Unknown".into());
+            *phases.entry(phase).or_default() += 1;
+        }
+        let mut points: Vec<Point> = phases
+            .iter()
+            .map(|(phase, n)| {
+                Point::new(
+                    m::WORKER_PODS,
+                    &[("node", node), ("phase", phase)],
+                    now,
+                    *n as f64,
+                )
+            })
+            .collect();
+        let tags = [("node", node)];
+        points.push(Point::new(
+            m::WORKER_PODS_CPU,
+            &tags,
+            now,
+            state.usage.cpu_millis as f64 / 1000.0,
+        ));
+        points.push(Point::new(
+            m::WORKER_PODS_MEMORY,
+            &tags,
+            now,
+            state.usage.memory_bytes as f64,
+        ));
+        points.push(Point::new(
+            m::WORKER_RUNTIME_UP,
+            &tags,
+            now,
+            f64::from(u8::from(state.runtime_error.is_none())),
+        ));
+        points
     }
 
     /// How many probes have been accepted.
