@@ -33,7 +33,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Value, json};
 
 use crate::store::{Aggregation, MetricsStore, SeriesQuery, StoreError, TagFilter};
@@ -446,7 +446,9 @@ async fn query(State(store): Store, body: Bytes) -> ApiResult {
         }
         let index = i.to_string();
         if target.target == ANNOTATIONS_TARGET {
-            answers.push(annotations_table(&*store, from_ms, to_ms).await?);
+            answers.push(Answer::Table(
+                annotations_table(&*store, from_ms, to_ms).await?,
+            ));
             continue;
         }
         let payload = target.payload.as_ref();
@@ -509,18 +511,36 @@ async fn query(State(store): Store, body: Bytes) -> ApiResult {
                     rows.push(Value::Array(row));
                 }
             }
-            answers.push(json!({ "type": "table", "columns": columns, "rows": rows }));
+            answers.push(Answer::Table(
+                json!({ "type": "table", "columns": columns, "rows": rows }),
+            ));
         } else {
             for s in series {
-                let datapoints: Vec<Value> = s.points.iter().map(|(t, v)| json!([v, t])).collect();
-                answers.push(json!({
-                    "target": series_name(&s.metric, &s.tags),
-                    "datapoints": datapoints,
+                answers.push(Answer::Series(TimeSeries {
+                    target: series_name(&s.metric, &s.tags),
+                    datapoints: s.points.iter().map(|&(t, v)| (v, t)).collect(),
                 }));
             }
         }
     }
-    ok(Value::Array(answers))
+    Ok(axum::Json(answers).into_response())
+}
+
+/// One element of a `/query` answer.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Answer {
+    /// `{target, datapoints: [[value, ms], ...]}`, serialized straight from
+    /// the points (the bulk of a dashboard's bytes).
+    Series(TimeSeries),
+    /// A table, as built.
+    Table(Value),
+}
+
+#[derive(Serialize)]
+struct TimeSeries {
+    target: String,
+    datapoints: Vec<(f64, i64)>,
 }
 
 /// Annotations as the table Grafana reads (`time`, `title`, `text`, `tags`).

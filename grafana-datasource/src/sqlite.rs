@@ -21,9 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use api::metrics::{Annotation, Point, Tags};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::store::{
-    Aggregation, MetricsStore, Series, SeriesQuery, StoreError, StoreFuture, bucket,
-};
+use crate::store::{MetricsStore, Series, SeriesQuery, StoreError, StoreFuture, bucket};
 
 /// How long points are kept by default.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(14 * 24 * 3600);
@@ -250,47 +248,24 @@ impl Inner {
         matching.sort_by(|a, b| a.1.cmp(&b.1));
         let mut out = Vec::with_capacity(matching.len());
         for (id, tags) in matching {
-            let points = match (q.step_ms, q.aggregation) {
-                (Some(step), aggregation) if aggregation != Aggregation::Last => {
-                    let step = step.max(1);
-                    let fold = match aggregation {
-                        Aggregation::Avg => "AVG",
-                        Aggregation::Min => "MIN",
-                        Aggregation::Max => "MAX",
-                        Aggregation::Sum | Aggregation::Last => "SUM",
-                    };
-                    let sql = format!(
-                        "SELECT time_ms - (((time_ms % ?4) + ?4) % ?4) AS bucket, {fold}(value)
-                         FROM points WHERE series = ?1 AND time_ms BETWEEN ?2 AND ?3
-                         GROUP BY bucket ORDER BY bucket"
-                    );
-                    let mut stmt = self.conn.prepare_cached(&sql).map_err(db)?;
-                    let rows = stmt
-                        .query_map(params![id, q.from_ms, q.to_ms, step], |r| {
-                            Ok((r.get(0)?, r.get(1)?))
-                        })
-                        .map_err(db)?;
-                    rows.collect::<Result<Vec<(i64, f64)>, _>>().map_err(db)?
-                }
-                (step, aggregation) => {
-                    let mut stmt = self
-                        .conn
-                        .prepare_cached(
-                            "SELECT time_ms, value FROM points
-                             WHERE series = ?1 AND time_ms BETWEEN ?2 AND ?3 ORDER BY time_ms",
-                        )
-                        .map_err(db)?;
-                    let rows = stmt
-                        .query_map(params![id, q.from_ms, q.to_ms], |r| {
-                            Ok((r.get(0)?, r.get(1)?))
-                        })
-                        .map_err(db)?;
-                    let raw = rows.collect::<Result<Vec<(i64, f64)>, _>>().map_err(db)?;
-                    match step {
-                        Some(step) => bucket(&raw, step, aggregation),
-                        None => raw,
-                    }
-                }
+            // Rows come in key order, (series, time): bucketing them here is
+            // one pass, where GROUP BY on a computed bucket sorts them first.
+            let mut stmt = self
+                .conn
+                .prepare_cached(
+                    "SELECT time_ms, value FROM points
+                     WHERE series = ?1 AND time_ms BETWEEN ?2 AND ?3 ORDER BY time_ms",
+                )
+                .map_err(db)?;
+            let rows = stmt
+                .query_map(params![id, q.from_ms, q.to_ms], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .map_err(db)?;
+            let raw = rows.collect::<Result<Vec<(i64, f64)>, _>>().map_err(db)?;
+            let points = match q.step_ms {
+                Some(step) => bucket(&raw, step, q.aggregation),
+                None => raw,
             };
             if !points.is_empty() || q.step_ms.is_none() {
                 out.push(Series {
