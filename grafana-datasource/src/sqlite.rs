@@ -444,7 +444,7 @@ mod tests {
                 to_ms: now,
                 filters: vec![],
                 step_ms: None,
-                aggregation: Aggregation::Avg,
+                aggregation: crate::Aggregation::Avg,
             })
             .await
             .expect("query");
