@@ -8,12 +8,17 @@
 //!
 //! - [`store`]: the `MetricsStore` contract and its conformance checks.
 //! - [`sqlite`]: the embedded store, one SQLite file with a retention limit.
+//! - [`config`]: the flags that choose a store, shared by the binaries.
+//! - [`cosmos`]: the Azure Cosmos DB store (one container, partitioned so
+//!   that dashboard queries stay in one partition).
 //! - [`http`]: the routes Grafana's JSON datasource calls
 //!   (`specs/simpod-json-datasource-openapi.patched.yaml`), and [`serve`].
 //!
 //! The points themselves ([`api::metrics::Point`]) and the metric names are
 //! defined in the `api` crate, shared with the Prometheus pages.
 
+pub mod config;
+pub mod cosmos;
 pub mod http;
 pub mod sqlite;
 pub mod store;
@@ -21,6 +26,7 @@ pub mod store;
 use std::future::Future;
 use std::sync::Arc;
 
+pub use cosmos::{CosmosAuth, CosmosConfig, CosmosStore};
 pub use sqlite::SqliteStore;
 pub use store::{Aggregation, MetricsStore, Series, SeriesQuery, StoreError, TagFilter};
 

@@ -118,7 +118,7 @@ pub enum StoreError {
     #[error("metrics database error: {0}")]
     Database(String),
     /// The request cannot be answered as asked.
-    #[error("invalid metrics query: {0}")]
+    #[error("invalid metrics request: {0}")]
     Invalid(String),
     /// The database did not answer in time or is throttling us.
     #[error("metrics database unavailable: {0}")]

@@ -24,7 +24,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use api::master::MasterServer;
 use clap::Parser;
-use grafana_datasource::{MetricsStore, SqliteStore};
+use grafana_datasource::config::StoreArgs;
 use kvs::api::{KvServer, RaftPeerServer};
 use kvs::kv::Limits;
 use kvs::node::{KvService, Node, NodeConfig, PeerService};
@@ -98,13 +98,10 @@ struct Args {
     /// How the scheduler ranks nodes: spread or least-allocated.
     #[arg(long, default_value = "spread")]
     score: ScorePolicy,
-    /// The embedded metrics database file (default: mkube-metrics-NAME.db
-    /// in the temporary directory).
-    #[arg(long)]
-    metrics_db: Option<std::path::PathBuf>,
-    /// How long metric points are kept (e.g. 14d, 6h).
-    #[arg(long, default_value = "14d", value_parser = humantime::parse_duration)]
-    metrics_retention: Duration,
+    /// Where metrics go: the embedded file (default mkube-metrics-NAME.db
+    /// in the temporary directory) or Cosmos DB.
+    #[command(flatten)]
+    metrics: StoreArgs,
     /// Time between metric collections on the leader, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     metrics_interval_ms: u64,
@@ -197,15 +194,11 @@ async fn main() -> Result<()> {
     let kv = Arc::new(KvService::new(node.clone()));
     let registry = Store::new(kv);
     let masters: Vec<String> = fleet.values().cloned().collect();
-    let metrics_db = args
-        .metrics_db
-        .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("mkube-metrics-{}.db", args.name)));
-    let metrics_store: Arc<dyn MetricsStore> = Arc::new(
-        SqliteStore::open(&metrics_db, args.metrics_retention)
-            .with_context(|| format!("opening the metrics database {}", metrics_db.display()))?,
-    );
-    tracing::info!(path = %metrics_db.display(), "metrics database");
+    let metrics_store = args
+        .metrics
+        .open(std::env::temp_dir().join(format!("mkube-metrics-{}.db", args.name)))
+        .await
+        .context("opening the metrics store")?;
     let metrics = MasterMetrics::new(
         args.name.clone(),
         node.clone(),

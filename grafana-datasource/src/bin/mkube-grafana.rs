@@ -2,7 +2,8 @@
 //! over a metrics store that masters write to.
 //!
 //! ```text
-//! mkube-grafana --listen 127.0.0.1:3100 --store /var/lib/mkube/metrics.db
+//! mkube-grafana --listen 127.0.0.1:3100 --metrics-db /var/lib/mkube/metrics.db
+//! mkube-grafana --listen 10.0.0.4:3100 --cosmos-endpoint https://ACCOUNT.documents.azure.com/
 //! ```
 //!
 //! Masters serve the same API themselves (`mkube-master --grafana-listen`);
@@ -10,12 +11,10 @@
 //! Logs go to stderr (`RUST_LOG`).
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use grafana_datasource::{MetricsStore, SqliteStore};
+use grafana_datasource::config::StoreArgs;
 
 /// Serves the Grafana JSON datasource API over an mkube metrics store.
 #[derive(Parser, Debug)]
@@ -24,12 +23,9 @@ struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:3100")]
     listen: String,
-    /// The embedded store's database file.
-    #[arg(long, default_value = "mkube-metrics.db")]
-    store: PathBuf,
-    /// How long points are kept (e.g. `14d`, `6h`).
-    #[arg(long, default_value = "14d", value_parser = humantime::parse_duration)]
-    retention: Duration,
+    /// Which store, and where.
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 #[tokio::main]
@@ -41,10 +37,11 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let store: Arc<dyn MetricsStore> = Arc::new(
-        SqliteStore::open(&args.store, args.retention)
-            .with_context(|| format!("opening the metrics store {}", args.store.display()))?,
-    );
+    let store = args
+        .store
+        .open(PathBuf::from("mkube-metrics.db"))
+        .await
+        .context("opening the metrics store")?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
