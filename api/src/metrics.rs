@@ -118,6 +118,9 @@ catalogue! {
     RAFT_LEADER = "mkube_raft_is_leader", Master, "1 if the master is the Raft leader, else 0";
     /// The number of the cluster epoch a master is in.
     CLUSTER_EPOCH = "mkube_cluster_epoch", Master, "The number of the cluster epoch the master is in";
+    /// One point (value 1) per member of the configuration as a master sees
+    /// it (tags `member`, `incarnation`, `voter`).
+    RAFT_MEMBER = "mkube_raft_member", Master, "1 for each member of the Raft configuration as the master sees it, with its incarnation and whether it votes";
     /// Keys in a master's store.
     KV_KEYS = "mkube_kv_keys", Master, "Keys in the master's store";
     /// Age of the newest snapshot export a master knows of.

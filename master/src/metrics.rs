@@ -53,6 +53,20 @@ pub fn master_points(
         ),
         p(m::KV_KEYS, status.keys as f64),
     ];
+    for member in &status.members {
+        let incarnation = member.id.to_string();
+        points.push(Point::new(
+            m::RAFT_MEMBER,
+            &[
+                ("master", status.name.as_str()),
+                ("member", member.name.as_str()),
+                ("incarnation", incarnation.as_str()),
+                ("voter", if member.voter { "true" } else { "false" }),
+            ],
+            now_ms,
+            1.0,
+        ));
+    }
     if let Some(epoch) = &status.epoch {
         points.push(p(m::CLUSTER_EPOCH, epoch.number as f64));
     }
@@ -487,6 +501,78 @@ mod tests {
             points
                 .iter()
                 .all(|p| p.time_ms == 42 && m::info(&p.metric).is_some())
+        );
+    }
+
+    #[test]
+    fn master_points_report_raft_figures_members_and_process() {
+        use kvs::api::MemberStatus;
+        use kvs::lifecycle::EpochId;
+        let status = NodeStatus {
+            id: 7,
+            name: "m1".into(),
+            epoch: Some(EpochId {
+                number: 2,
+                founder: 7,
+            }),
+            voter: true,
+            role: Role::Leader,
+            term: 5,
+            leader: Some(7),
+            commit_index: 40,
+            applied_index: 39,
+            snapshot_index: 30,
+            members: vec![
+                MemberStatus {
+                    id: 7,
+                    name: "m1".into(),
+                    voter: true,
+                },
+                MemberStatus {
+                    id: 9,
+                    name: "m2".into(),
+                    voter: false,
+                },
+            ],
+            last_export: None,
+            last_export_age_ms: Some(1500),
+            revision: 12,
+            keys: 3,
+        };
+        let process = ProcessSample {
+            cpu_cores: Some(0.25),
+            rss_bytes: 1 << 20,
+        };
+        let points = master_points(&status, Some(process), 9);
+        let tag = Some(("master", "m1"));
+        assert_eq!(value(&points, m::RAFT_TERM, tag), Some(5.0));
+        assert_eq!(value(&points, m::RAFT_COMMIT_INDEX, tag), Some(40.0));
+        assert_eq!(value(&points, m::RAFT_APPLIED_INDEX, tag), Some(39.0));
+        assert_eq!(value(&points, m::RAFT_SNAPSHOT_INDEX, tag), Some(30.0));
+        assert_eq!(value(&points, m::RAFT_LEADER, tag), Some(1.0));
+        assert_eq!(value(&points, m::CLUSTER_EPOCH, tag), Some(2.0));
+        assert_eq!(value(&points, m::SNAPSHOT_EXPORT_AGE, tag), Some(1.5));
+        assert_eq!(value(&points, m::KV_KEYS, tag), Some(3.0));
+        assert_eq!(value(&points, m::MASTER_CPU, tag), Some(0.25));
+        assert_eq!(
+            value(&points, m::MASTER_MEMORY, tag),
+            Some((1 << 20) as f64)
+        );
+        let learner = points
+            .iter()
+            .find(|p| {
+                p.metric == m::RAFT_MEMBER && p.tags.get("member").map(String::as_str) == Some("m2")
+            })
+            .expect("m2 listed");
+        assert_eq!(
+            learner.tags.get("incarnation").map(String::as_str),
+            Some("9")
+        );
+        assert_eq!(learner.tags.get("voter").map(String::as_str), Some("false"));
+        assert!(
+            points
+                .iter()
+                .all(|p| m::info(&p.metric).is_some() && p.time_ms == 9)
         );
     }
 
