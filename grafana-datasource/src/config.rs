@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cosmos::{CosmosAuth, CosmosConfig, CosmosStore};
+use crate::cosmos::{CosmosAuth, CosmosConfig, CosmosStore, open_container};
+use crate::cosmos_exports::CosmosSnapshotStore;
 use crate::sqlite::SqliteStore;
 use crate::store::{MetricsStore, StoreError};
 
@@ -39,16 +40,17 @@ pub struct StoreArgs {
     /// The client id of a user-assigned managed identity.
     #[arg(long)]
     pub cosmos_client_id: Option<String>,
+    /// Keep the Raft store's exports (whole-fleet recovery) in this Cosmos DB
+    /// container (partition key path /pk) of --cosmos-endpoint's database.
+    #[arg(long, requires = "cosmos_endpoint")]
+    pub cosmos_exports_container: Option<String>,
 }
 
 impl StoreArgs {
-    /// Opens the store the flags name; `default_db` when neither
-    /// `--metrics-db` nor `--cosmos-endpoint` is given.
-    pub async fn open(&self, default_db: PathBuf) -> Result<Arc<dyn MetricsStore>, StoreError> {
+    /// The Cosmos DB settings, if an endpoint is given.
+    fn cosmos(&self) -> Result<Option<CosmosConfig>, StoreError> {
         let Some(endpoint) = &self.cosmos_endpoint else {
-            let path = self.metrics_db.clone().unwrap_or(default_db);
-            tracing::info!(path = %path.display(), "metrics in the embedded database");
-            return Ok(Arc::new(SqliteStore::open(&path, self.metrics_retention)?));
+            return Ok(None);
         };
         let auth = match &self.cosmos_key_file {
             Some(path) => CosmosAuth::Key(
@@ -66,13 +68,35 @@ impl StoreArgs {
                 client_id: self.cosmos_client_id.clone(),
             },
         };
-        let config = CosmosConfig {
+        Ok(Some(CosmosConfig {
             endpoint: endpoint.clone(),
             region: self.cosmos_region.clone(),
             database: self.cosmos_database.clone(),
             container: self.cosmos_container.clone(),
             auth,
             retention: self.metrics_retention,
+        }))
+    }
+
+    /// The Cosmos DB export store, if `--cosmos-exports-container` names one.
+    pub async fn open_exports(&self) -> Result<Option<CosmosSnapshotStore>, StoreError> {
+        let (Some(config), Some(name)) = (self.cosmos()?, &self.cosmos_exports_container) else {
+            return Ok(None);
+        };
+        let container = open_container(&config, name).await?;
+        tracing::info!(endpoint = %config.endpoint, database = %config.database, container = %name, "exports in Cosmos DB");
+        CosmosSnapshotStore::new(container)
+            .map(Some)
+            .map_err(|e| StoreError::Database(e.to_string()))
+    }
+
+    /// Opens the store the flags name; `default_db` when neither
+    /// `--metrics-db` nor `--cosmos-endpoint` is given.
+    pub async fn open(&self, default_db: PathBuf) -> Result<Arc<dyn MetricsStore>, StoreError> {
+        let Some(config) = self.cosmos()? else {
+            let path = self.metrics_db.clone().unwrap_or(default_db);
+            tracing::info!(path = %path.display(), "metrics in the embedded database");
+            return Ok(Arc::new(SqliteStore::open(&path, self.metrics_retention)?));
         };
         tracing::info!(endpoint = %config.endpoint, database = %config.database, container = %config.container, auth = ?config.auth, "metrics in Cosmos DB");
         Ok(Arc::new(CosmosStore::connect(&config).await?))

@@ -111,6 +111,29 @@ fn sdk(what: &str, e: CosmosError) -> StoreError {
 impl CosmosStore {
     /// Connects to the account and container of `config`.
     pub async fn connect(config: &CosmosConfig) -> Result<CosmosStore, StoreError> {
+        Ok(CosmosStore::from_container(
+            open_container(config, &config.container).await?,
+            config.retention,
+        ))
+    }
+
+    /// A store over an already opened container (tests build one over the
+    /// SDK's emulator).
+    pub fn from_container(container: ContainerClient, retention: Duration) -> CosmosStore {
+        CosmosStore {
+            container,
+            ttl_s: retention.as_secs().clamp(1, i32::MAX as u64) as i64,
+            catalogued: Arc::new(Mutex::new(HashSet::new())),
+        }
+    }
+}
+
+/// Opens container `name` of the account and database `config` names.
+pub async fn open_container(
+    config: &CosmosConfig,
+    name: &str,
+) -> Result<ContainerClient, StoreError> {
+    {
         let endpoint: AccountEndpoint = config.endpoint.parse().map_err(|e| {
             StoreError::Invalid(format!(
                 "the Cosmos DB endpoint {:?} is not a URL: {e}",
@@ -141,29 +164,15 @@ impl CosmosStore {
             )
             .await
             .map_err(|e| sdk("connecting to Cosmos DB", e))?;
-        let container = client
+        client
             .database_client(&config.database)
-            .container_client(&config.container, None)
+            .container_client(name, None)
             .await
-            .map_err(|e| {
-                sdk(
-                    &format!("opening container {}/{}", config.database, config.container),
-                    e,
-                )
-            })?;
-        Ok(CosmosStore::from_container(container, config.retention))
+            .map_err(|e| sdk(&format!("opening container {}/{name}", config.database), e))
     }
+}
 
-    /// A store over an already opened container (tests build one over the
-    /// SDK's emulator).
-    pub fn from_container(container: ContainerClient, retention: Duration) -> CosmosStore {
-        CosmosStore {
-            container,
-            ttl_s: retention.as_secs().clamp(1, i32::MAX as u64) as i64,
-            catalogued: Arc::new(Mutex::new(HashSet::new())),
-        }
-    }
-
+impl CosmosStore {
     /// Upserts `items` of partition `pk` in batches, retrying throttled ones.
     async fn upsert_all<T: Serialize>(&self, pk: &str, items: &[T]) -> Result<(), StoreError> {
         for chunk in items.chunks(BATCH_OPERATIONS) {

@@ -6,7 +6,8 @@
 //! are at most those after the last export.
 //!
 //! [`SnapshotStore`] is the contract; [`FileSnapshotStore`] keeps exports in
-//! a local directory (an Azure Cosmos DB store comes with the metrics work);
+//! a local directory (the Azure Cosmos DB store is
+//! `grafana_datasource::cosmos_exports`, beside the metrics store);
 //! [`MemorySnapshotStore`] keeps them in memory, for tests and for members
 //! run without durable storage (which then cannot survive whole-fleet loss).
 //!
@@ -46,6 +47,14 @@ pub enum StoreError {
         /// Why.
         #[source]
         source: std::io::Error,
+    },
+    /// A remote store (Azure Cosmos DB) failed or refused.
+    #[error("snapshot store {store}: {reason}")]
+    Remote {
+        /// Which store and item.
+        store: String,
+        /// Why.
+        reason: String,
     },
     /// A stored export is damaged.
     #[error("snapshot export {path} is damaged: {reason}")]

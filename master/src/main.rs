@@ -167,13 +167,20 @@ async fn main() -> Result<()> {
     let advertise = args.advertise.clone().unwrap_or(local.clone());
     let fleet = fleet(&args, &advertise)?;
     let token = token(&args)?;
-    let store: Arc<dyn SnapshotStore> = match &args.export_dir {
-        Some(dir) => {
+    let cosmos_exports = args
+        .metrics
+        .open_exports()
+        .await
+        .context("opening the Cosmos DB export store")?;
+    let store: Arc<dyn SnapshotStore> = match (cosmos_exports, &args.export_dir) {
+        (Some(_), Some(_)) => bail!("give --export-dir or --cosmos-exports-container, not both"),
+        (Some(cosmos), None) => Arc::new(cosmos),
+        (None, Some(dir)) => {
             Arc::new(FileSnapshotStore::new(dir, 3).context("opening the export directory")?)
         }
-        None => {
+        (None, None) => {
             tracing::warn!(
-                "no --export-dir: exports stay in memory, and losing every master loses the cluster's state"
+                "no --export-dir or --cosmos-exports-container: exports stay in memory, and losing every master loses the cluster's state"
             );
             Arc::new(MemorySnapshotStore::default())
         }
