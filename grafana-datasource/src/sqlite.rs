@@ -267,7 +267,8 @@ impl Inner {
                 Some(step) => bucket(&raw, step, q.aggregation),
                 None => raw,
             };
-            if !points.is_empty() || q.step_ms.is_none() {
+            // A series with no point in range is no answer.
+            if !points.is_empty() {
                 out.push(Series {
                     metric: q.metric.clone(),
                     tags,
@@ -275,8 +276,6 @@ impl Inner {
                 });
             }
         }
-        // A series with no point in range is no answer.
-        out.retain(|s| !s.points.is_empty());
         Ok(out)
     }
 

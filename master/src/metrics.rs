@@ -195,14 +195,14 @@ pub fn cluster_points(
     points
 }
 
-/// The Event reasons shown as annotations on the dashboard.
+/// The Event reasons shown as annotations on the dashboard: node readiness,
+/// evictions from unreachable nodes, and rollouts (a Deployment scaling its
+/// ReplicaSets). Leader elections are annotated by the collector itself.
 pub const ANNOTATED_REASONS: &[&str] = &[
     "NodeNotReady",
     "NodeReady",
     "NodeUnreachable",
     "ScalingReplicaSet",
-    "DeploymentRollback",
-    "Drained",
 ];
 
 /// Annotations for the events not in `seen` whose reason is annotated;
