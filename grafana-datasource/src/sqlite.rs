@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use api::metrics::{Annotation, Point, Tags};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
 use crate::store::{MetricsStore, Series, SeriesQuery, StoreError, StoreFuture, bucket};
 
@@ -395,19 +395,6 @@ impl MetricsStore for SqliteStore {
     }
 }
 
-/// Whether a database file at `path` already holds a series (for start-up logs).
-pub fn holds_data(path: &Path) -> bool {
-    Connection::open(path)
-        .ok()
-        .and_then(|c| {
-            c.query_row("SELECT id FROM series LIMIT 1", [], |r| r.get::<_, i64>(0))
-                .optional()
-                .ok()
-                .flatten()
-        })
-        .is_some()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -434,7 +421,6 @@ mod tests {
                 .await
                 .expect("write");
         }
-        assert!(holds_data(&path));
         let store = SqliteStore::open(&path, Duration::from_secs(3600)).expect("reopen");
         let series = store
             .query(&SeriesQuery {
