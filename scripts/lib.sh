@@ -62,3 +62,13 @@ need_pip() {
         || { echo "cannot install $2 with pip ($3)" >&2; exit 1; }
     command -v "$1" >/dev/null 2>&1 || { echo "$2 is installed but \`$1\` is not on PATH ($3)" >&2; exit 1; }
 }
+
+# need_pymod MODULE PACKAGE WHY: installs the PyPI PACKAGE when python3
+# cannot import MODULE.
+need_pymod() {
+    python3 -c "import $1" >/dev/null 2>&1 && return 0
+    echo "installing $2 from PyPI ($3)" >&2
+    pip3 install --quiet --disable-pip-version-check "$2" >/dev/null 2>&1 \
+        || pip3 install --quiet --disable-pip-version-check --break-system-packages "$2" >/dev/null \
+        || { echo "cannot install $2 with pip ($3)" >&2; exit 1; }
+}

@@ -1,0 +1,156 @@
+//! The Azure templates (`deploy/azure/`): syntax, schemas and agreement of
+//! the Bicep and ARM JSON forms (`check_templates.py`, which also proves it
+//! refuses known-bad variants), and the properties mkube depends on.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+
+fn azure() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/azure")
+}
+
+fn template() -> Value {
+    let text = std::fs::read_to_string(azure().join("azuredeploy.json")).expect("azuredeploy.json");
+    serde_json::from_str(&text).expect("azuredeploy.json is JSON")
+}
+
+fn resources<'a>(t: &'a Value, kind: &str) -> Vec<&'a Value> {
+    t["resources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["type"] == kind)
+        .collect()
+}
+
+fn one<'a>(t: &'a Value, kind: &str) -> &'a Value {
+    let found = resources(t, kind);
+    assert_eq!(found.len(), 1, "one {kind}");
+    found[0]
+}
+
+#[test]
+fn the_templates_parse_validate_and_agree() {
+    let out = Command::new("python3")
+        .arg(azure().join("check_templates.py"))
+        .output()
+        .expect("running python3 (scripts/test installs the modules it needs)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "check_templates.py found problems:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("ok:"), "{stdout}");
+}
+
+#[test]
+fn the_properties_mkube_depends_on_are_set() {
+    let t = template();
+    // Spot VMs that come back: deallocated (not deleted) on eviction, never
+    // evicted for price, with an identity for Key Vault.
+    let vm = one(&t, "Microsoft.Compute/virtualMachines");
+    assert_eq!(vm["properties"]["priority"], "Spot");
+    assert_eq!(vm["properties"]["evictionPolicy"], "Deallocate");
+    assert_eq!(vm["properties"]["billingProfile"]["maxPrice"], -1);
+    assert_eq!(vm["identity"]["type"], "SystemAssigned");
+    assert_eq!(
+        t["parameters"]["vmSize"]["defaultValue"],
+        "Standard_E2as_v5"
+    );
+    assert!(
+        vm["tags"]["mkube-cluster"].is_string(),
+        "the runbook finds VMs by tag"
+    );
+    // No paid public IPv4: every public address is IPv6.
+    for ip in resources(&t, "Microsoft.Network/publicIPAddresses") {
+        assert_eq!(ip["properties"]["publicIPAddressVersion"], "IPv6");
+    }
+    // The proximity placement group is optional.
+    let ppg = one(&t, "Microsoft.Compute/proximityPlacementGroups");
+    assert_eq!(
+        ppg["condition"],
+        "[parameters('useProximityPlacementGroup')]"
+    );
+    assert_eq!(
+        t["parameters"]["useProximityPlacementGroup"]["defaultValue"],
+        false
+    );
+    // Key Vault: RBAC, reachable only from the cluster's subnet.
+    let vault = one(&t, "Microsoft.KeyVault/vaults");
+    assert_eq!(vault["properties"]["enableRbacAuthorization"], true);
+    let acls = &vault["properties"]["networkAcls"];
+    assert_eq!(acls["defaultAction"], "Deny");
+    assert_eq!(acls["bypass"], "AzureServices");
+    assert_eq!(
+        acls["virtualNetworkRules"][0]["id"],
+        "[variables('subnetId')]"
+    );
+    let vnet = one(&t, "Microsoft.Network/virtualNetworks");
+    let endpoints: Vec<&str> = vnet["properties"]["subnets"][0]["properties"]["serviceEndpoints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["service"].as_str())
+        .collect();
+    assert!(
+        endpoints.contains(&"Microsoft.KeyVault") && endpoints.contains(&"Microsoft.AzureCosmosDB"),
+        "{endpoints:?}"
+    );
+    // Cosmos DB on the free tier, with the containers the masters use.
+    let cosmos = one(&t, "Microsoft.DocumentDB/databaseAccounts");
+    assert_eq!(
+        cosmos["properties"]["enableFreeTier"],
+        "[parameters('cosmosFreeTier')]"
+    );
+    assert_eq!(t["parameters"]["cosmosFreeTier"]["defaultValue"], true);
+    assert_eq!(
+        cosmos["properties"]["capacity"]["totalThroughputLimit"], 1000,
+        "stays within the free 1000 RU/s"
+    );
+    let containers = resources(
+        &t,
+        "Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers",
+    );
+    assert_eq!(containers.len(), 2);
+    for c in &containers {
+        assert_eq!(
+            c["properties"]["resource"]["partitionKey"]["paths"][0],
+            "/pk"
+        );
+    }
+    // Automation: four hourly schedules 15 minutes apart, each bound to the
+    // runbook by a GUID-named job schedule; its identity may start VMs.
+    let schedules = one(&t, "Microsoft.Automation/automationAccounts/schedules");
+    assert_eq!(schedules["copy"]["count"], 4);
+    assert_eq!(schedules["properties"]["frequency"], "Hour");
+    assert_eq!(schedules["properties"]["interval"], 1);
+    assert!(
+        schedules["properties"]["startTime"]
+            .as_str()
+            .is_some_and(|s| s.contains("mul(15, copyIndex())")),
+        "{}",
+        schedules["properties"]["startTime"]
+    );
+    let jobs = one(&t, "Microsoft.Automation/automationAccounts/jobSchedules");
+    assert_eq!(jobs["copy"]["count"], 4);
+    assert!(jobs["name"].as_str().is_some_and(|n| n.contains("guid(")));
+    let runbook = one(&t, "Microsoft.Automation/automationAccounts/runbooks");
+    assert_eq!(runbook["properties"]["runbookType"], "PowerShell72");
+    let roles: Vec<String> = resources(&t, "Microsoft.Authorization/roleAssignments")
+        .iter()
+        .map(|r| r["properties"]["roleDefinitionId"].to_string())
+        .collect();
+    assert!(
+        roles
+            .iter()
+            .any(|r| r.contains("virtualMachineContributor")),
+        "{roles:?}"
+    );
+    assert!(
+        roles.iter().any(|r| r.contains("keyVaultSecretsUser")),
+        "{roles:?}"
+    );
+}
