@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# deploy/azure/deploy.sh — deploys an mkube cluster into one resource group.
+#
+#   deploy/azure/deploy.sh -g RG -l LOCATION --operator-prefix IPV6/64 [options]
+#
+# Builds the binaries (release), uploads them and the revival runbook to a
+# storage account of the resource group, shows what the deployment would
+# change (what-if) and asks before deploying main.bicep; then writes the
+# mkctl context "azure-RG". Needs the az CLI, logged in (az login).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+usage() {
+    cat >&2 <<USAGE
+usage: deploy/azure/deploy.sh -g RESOURCE_GROUP -l LOCATION --operator-prefix IPV6_PREFIX [options]
+  -n, --name NAME           cluster name (default mkube)
+  -m, --masters N           VMs running a master and a worker: 1, 3 or 5 (default 3)
+  -w, --workers N           VMs running only a worker (default 0)
+      --vm-size SIZE        default Standard_E2as_v5
+      --ppg                 put the VMs in a proximity placement group
+      --ssh-key FILE        default ~/.ssh/id_ed25519.pub
+      --token-file FILE     cluster token (default: a new random one, kept in ~/.mkube/azure-RG/token)
+      --no-free-tier        the subscription already has its free-tier Cosmos DB account
+      --yes                 deploy without asking after what-if
+USAGE
+    exit 2
+}
+
+rg="" location="" name=mkube masters=3 workers=0 vm_size=Standard_E2as_v5 ppg=false
+ssh_key="$HOME/.ssh/id_ed25519.pub" token_file="" free_tier=true yes=false operator=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        -g) rg=$2; shift 2 ;;
+        -l) location=$2; shift 2 ;;
+        -n|--name) name=$2; shift 2 ;;
+        -m|--masters) masters=$2; shift 2 ;;
+        -w|--workers) workers=$2; shift 2 ;;
+        --vm-size) vm_size=$2; shift 2 ;;
+        --ppg) ppg=true; shift ;;
+        --ssh-key) ssh_key=$2; shift 2 ;;
+        --token-file) token_file=$2; shift 2 ;;
+        --operator-prefix) operator=$2; shift 2 ;;
+        --no-free-tier) free_tier=false; shift ;;
+        --yes) yes=true; shift ;;
+        *) usage ;;
+    esac
+done
+[ -n "$rg" ] && [ -n "$location" ] && [ -n "$operator" ] || usage
+command -v az >/dev/null || { echo "the az CLI is required: https://learn.microsoft.com/cli/azure/install-azure-cli" >&2; exit 1; }
+az account show >/dev/null || { echo "not logged in: run az login" >&2; exit 1; }
+[ -r "$ssh_key" ] || { echo "no SSH public key at $ssh_key (--ssh-key)" >&2; exit 1; }
+
+state="$HOME/.mkube/azure-$rg"
+mkdir -p "$state"
+if [ -z "$token_file" ]; then
+    token_file="$state/token"
+    [ -s "$token_file" ] || (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$token_file")
+fi
+
+echo "==> building the binaries (release)"
+cargo build --release --quiet -p master -p worker -p cli --bin mkube-master --bin mkube-worker --bin mkctl
+tar -czf "$state/mkube.tar.gz" -C target/release mkube-master mkube-worker mkctl
+
+echo "==> resource group $rg in $location, and a storage account for the binaries and the runbook"
+az group create --name "$rg" --location "$location" --output none
+storage="mk$(echo -n "$rg" | sha256sum | head -c 16)"
+az storage account create --resource-group "$rg" --name "$storage" --location "$location" \
+    --sku Standard_LRS --kind StorageV2 --allow-blob-public-access false --min-tls-version TLS1_2 --output none
+key=$(az storage account keys list --resource-group "$rg" --account-name "$storage" --query '[0].value' -o tsv)
+az storage container create --account-name "$storage" --account-key "$key" --name mkube --output none
+az storage blob upload --account-name "$storage" --account-key "$key" --container-name mkube \
+    --name mkube.tar.gz --file "$state/mkube.tar.gz" --overwrite --output none
+az storage blob upload --account-name "$storage" --account-key "$key" --container-name mkube \
+    --name Start-MkubeVms.ps1 --file deploy/azure/runbook/Start-MkubeVms.ps1 --overwrite --output none
+expiry=$(date -u -d '+30 days' '+%Y-%m-%dT%H:%MZ')
+sas() {
+    az storage blob generate-sas --account-name "$storage" --account-key "$key" --container-name mkube \
+        --name "$1" --permissions r --expiry "$expiry" --https-only --full-uri -o tsv
+}
+binaries_url=$(sas mkube.tar.gz)
+runbook_url=$(sas Start-MkubeVms.ps1)
+
+params=(
+    clusterName="$name" masterCount="$masters" workerCount="$workers" vmSize="$vm_size"
+    useProximityPlacementGroup="$ppg" sshPublicKey="$(cat "$ssh_key")" operatorIpv6Prefix="$operator"
+    binariesUrl="$binaries_url" runbookUrl="$runbook_url" clusterToken="$(cat "$token_file")"
+    cosmosFreeTier="$free_tier"
+)
+echo "==> what-if"
+az deployment group what-if --resource-group "$rg" --template-file deploy/azure/main.bicep --parameters "${params[@]}"
+if [ "$yes" != true ]; then
+    read -r -p "deploy? [y/N] " answer
+    [ "$answer" = y ] || { echo "nothing deployed"; exit 1; }
+fi
+echo "==> deploying"
+az deployment group create --resource-group "$rg" --name mkube --template-file deploy/azure/main.bicep \
+    --parameters "${params[@]}" --output none
+ips=$(az deployment group show --resource-group "$rg" --name mkube --query 'properties.outputs.masterIpv6.value' -o tsv)
+servers=$(for ip in $ips; do printf '[%s]:7000,' "$ip"; done | sed 's/,$//')
+target/release/mkctl config set-context "azure-$rg" --servers "$servers" --token-file "$token_file"
+cat <<DONE
+mkube is deploying on $masters master VM(s) and $workers worker VM(s) in $rg.
+The VMs install Docker and start mkube through cloud-init (a few minutes); then:
+    target/release/mkctl --context azure-$rg cluster status
+    target/release/mkctl --context azure-$rg get nodes
+Remove everything with: deploy/azure/teardown.sh -g $rg
+DONE
