@@ -243,6 +243,23 @@ pub struct RecordMetricsResponse {
     pub points: usize,
 }
 
+/// `Master.prepare_eviction`: the VM of this master is about to be evicted
+/// (an Azure Scheduled Events Preempt): hand leadership over if it leads,
+/// and export the store's state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrepareEvictionRequest {}
+
+/// `Master.prepare_eviction`'s answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrepareEvictionResponse {
+    /// Whether this master led and another member leads now.
+    pub leadership_moved: bool,
+    /// The log index the export covers, if one was written.
+    pub exported_index: Option<u64>,
+}
+
 /// Why a master call failed: one enum for the API layer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum MasterError {
@@ -371,6 +388,11 @@ pub trait Master {
     ) -> Result<crate::worker::ExecResponse, MasterError>;
     /// This master's own figures (the leader's collector asks every master).
     async fn figures(&self, req: FiguresRequest) -> Result<FiguresResponse, MasterError>;
+    /// Hands leadership over and exports before this master's VM is evicted.
+    async fn prepare_eviction(
+        &self,
+        req: PrepareEvictionRequest,
+    ) -> Result<PrepareEvictionResponse, MasterError>;
     /// Stores points and annotations in this master's metrics store.
     async fn record_metrics(
         &self,

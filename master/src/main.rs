@@ -221,7 +221,8 @@ async fn main() -> Result<()> {
         .service(RaftPeerServer::new(PeerService::new(node.clone())))
         .service(MasterServer::new(
             MasterService::new(registry.clone(), masters, token.clone())
-                .with_metrics(Arc::clone(&metrics)),
+                .with_metrics(Arc::clone(&metrics))
+                .with_member(node.clone()),
         ))
         .page("/metrics", {
             let metrics = Arc::clone(&metrics);

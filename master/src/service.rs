@@ -23,6 +23,8 @@ use crate::store::{self, Store, StoreError, Stored, key, unchanged};
 
 /// Compare-and-set attempts before a write without `resourceVersion` gives up.
 const WRITE_ATTEMPTS: usize = 8;
+/// Longest wait for a leadership transfer on an eviction notice.
+const EVICTION_TRANSFER_WAIT: Duration = Duration::from_secs(5);
 /// Longest watch wait.
 const MAX_WATCH_WAIT: Duration = Duration::from_secs(60);
 
@@ -33,6 +35,7 @@ pub struct MasterService {
     masters: Vec<String>,
     worker_token: Option<String>,
     metrics: Option<Arc<MasterMetrics>>,
+    member: Option<kvs::node::Node>,
 }
 
 impl From<StoreError> for MasterError {
@@ -122,7 +125,14 @@ impl MasterService {
             masters,
             worker_token,
             metrics: None,
+            member: None,
         }
+    }
+
+    /// Answers `prepare_eviction` for the store member `node`.
+    pub fn with_member(mut self, node: kvs::node::Node) -> Self {
+        self.member = Some(node);
+        self
     }
 
     /// Answers `figures` and `record_metrics` from `metrics`.
@@ -572,6 +582,46 @@ impl Master for MasterService {
     async fn figures(&self, _req: FiguresRequest) -> Result<FiguresResponse, MasterError> {
         Ok(FiguresResponse {
             points: self.metrics()?.own_points().await,
+        })
+    }
+
+    async fn prepare_eviction(
+        &self,
+        _req: PrepareEvictionRequest,
+    ) -> Result<PrepareEvictionResponse, MasterError> {
+        let node = self
+            .member
+            .as_ref()
+            .ok_or_else(|| MasterError::Unavailable("this master has no store member".into()))?;
+        let unavailable = |e: kvs::api::KvsError| MasterError::Unavailable(e.to_string());
+        let mut leadership = node.leadership();
+        let leading = *leadership.borrow_and_update();
+        let mut leadership_moved = false;
+        if let Some(lead) = leading
+            && let Some(heir) = node.transfer_leadership_away().await.map_err(unavailable)?
+        {
+            tracing::info!(
+                heir,
+                term = lead.term,
+                "eviction notice: leadership handed over"
+            );
+            // A transfer takes an election timeout or so; the export waits for it.
+            let moved = tokio::time::timeout(
+                EVICTION_TRANSFER_WAIT,
+                leadership.wait_for(|l| *l != Some(lead)),
+            )
+            .await;
+            leadership_moved = matches!(moved, Ok(Ok(_)));
+        }
+        let exported_index = node
+            .export_now()
+            .await
+            .map_err(unavailable)?
+            .map(|m| m.index);
+        tracing::info!(leadership_moved, ?exported_index, "eviction notice: ready");
+        Ok(PrepareEvictionResponse {
+            leadership_moved,
+            exported_index,
         })
     }
 

@@ -261,9 +261,14 @@ impl Cluster {
 
     /// Starts worker `i` (a new node) registered with every master.
     pub fn add_worker(&mut self, i: usize) -> Result<()> {
+        self.add_worker_with(i, &[])
+    }
+
+    /// Starts worker `i` with `extra` flags after the usual ones.
+    pub fn add_worker_with(&mut self, i: usize, extra: &[String]) -> Result<()> {
         let name = self.worker_name(i);
         let log = self.dir.join(format!("worker-{i}.log"));
-        let args: Vec<String> = [
+        let mut args: Vec<String> = [
             "--name",
             &name,
             "--listen",
@@ -284,6 +289,7 @@ impl Cluster {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        args.extend(extra.iter().cloned());
         let child = spawn(&binary("mkube-worker")?, &args, &log)?;
         let proc = Proc {
             name,

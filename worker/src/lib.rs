@@ -18,9 +18,12 @@
 //!   state the service reads (fencing, desired-set versions, events).
 //! - [`service`]: the `Worker` RPC service over the agent.
 //! - [`register`]: registration with the masters (`Master.join`).
+//! - [`eviction`]: Spot eviction notices (Azure Scheduled Events): drain,
+//!   prepare the local master, stop, acknowledge.
 
 pub mod agent;
 pub mod docker;
+pub mod eviction;
 pub mod model;
 pub mod reconcile;
 pub mod register;

@@ -85,6 +85,21 @@ struct Args {
     /// Re-register when no probe arrived for this long.
     #[arg(long, default_value_t = 30_000)]
     rejoin_after_ms: u64,
+    /// Watch Azure Scheduled Events at this metadata service
+    /// (http://169.254.169.254 on an Azure VM) and drain before an eviction.
+    #[arg(long)]
+    scheduled_events_url: Option<String>,
+    /// This VM's name in Scheduled Events (default: --name).
+    #[arg(long)]
+    vm_name: Option<String>,
+    /// The master running on this VM, if any: on an eviction notice it hands
+    /// leadership over and exports the store.
+    #[arg(long)]
+    local_master: Option<String>,
+    /// How long this node's containers may take to stop after an eviction
+    /// notice before it is acknowledged, in milliseconds.
+    #[arg(long, default_value_t = 20_000)]
+    eviction_stop_budget_ms: u64,
 }
 
 #[tokio::main]
@@ -186,6 +201,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let done = stopped(stop_rx.clone());
         async move { agent.run(done).await }
     });
+    let eviction_task = args.scheduled_events_url.clone().map(|imds| {
+        tokio::spawn(worker::eviction::run(
+            agent.clone(),
+            worker::eviction::EvictionConfig {
+                imds,
+                vm: args.vm_name.clone().unwrap_or_else(|| args.name.clone()),
+                node: args.name.clone(),
+                masters: args.masters.clone(),
+                local_master: args.local_master.clone(),
+                token: token.clone(),
+                poll_interval: Duration::from_secs(1),
+                stop_budget: Duration::from_millis(args.eviction_stop_budget_ms),
+            },
+            stopped(stop_rx.clone()),
+        ))
+    });
     let register_task = tokio::spawn(register::run(
         agent.clone(),
         RegisterConfig {
@@ -213,5 +244,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .context("serving")?;
     let _ = loop_task.await;
     let _ = register_task.await;
+    if let Some(task) = eviction_task {
+        let _ = task.await;
+    }
     Ok(())
 }

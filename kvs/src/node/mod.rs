@@ -93,6 +93,7 @@ impl NodeConfig {
 enum Input {
     Peer(String, Vec<Message>, Vec<LifecycleMessage>),
     ExportNow(oneshot::Sender<Option<(ExportMeta, Vec<u8>)>>),
+    TransferAway(oneshot::Sender<Option<NodeId>>),
     Propose(LogCommand, oneshot::Sender<Result<TxnResponse, KvsError>>),
     Read(Txn, oneshot::Sender<Result<TxnResponse, KvsError>>),
     Events(
@@ -219,6 +220,13 @@ impl Node {
             .map_err(|e| KvsError::Unavailable(format!("export task failed: {e}")))?
             .map_err(|e| KvsError::Unavailable(e.to_string()))?;
         Ok(Some(meta))
+    }
+
+    /// An eviction notice on the leader: hands leadership to the most
+    /// caught-up other voter (thesis §3.10). Returns the voter asked to take
+    /// over, or `None` when this member does not lead (or leads alone).
+    pub async fn transfer_leadership_away(&self) -> Result<Option<NodeId>, KvsError> {
+        self.ask(Input::TransferAway).await
     }
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Input) -> Result<T, KvsError> {
@@ -371,6 +379,22 @@ impl Loop {
             }
             Input::ExportNow(reply) => {
                 let _ = reply.send(self.export_data(true));
+            }
+            Input::TransferAway(reply) => {
+                let heir = self.lc.raft_mut().and_then(|raft| {
+                    if raft.role() != Role::Leader {
+                        return None;
+                    }
+                    let me = raft.id();
+                    let heir = raft
+                        .progress()
+                        .iter()
+                        .filter(|(id, _)| **id != me && raft.config().is_voter(**id))
+                        .max_by_key(|(_, p)| p.match_index)
+                        .map(|(id, _)| *id)?;
+                    raft.transfer_leadership(heir).then_some(heir)
+                });
+                let _ = reply.send(heir);
             }
             Input::Propose(cmd, reply) => match serde_json::to_vec(&cmd) {
                 Ok(bytes) => match self

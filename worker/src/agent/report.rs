@@ -245,6 +245,26 @@ impl Agent {
         points
     }
 
+    /// Containers of this node's pods that run now.
+    pub fn running_containers(&self) -> usize {
+        let state = self.state();
+        state
+            .observed
+            .iter()
+            .filter(|o| o.node == self.inner.config.node && o.slot.is_some() && o.is_running())
+            .count()
+    }
+
+    /// Empties the desired set (an eviction with no master to drain through):
+    /// the next round stops every pod within its grace period.
+    pub fn forget_desired(&self) {
+        let mut state = self.state();
+        state.desired.clear();
+        state.synced = false;
+        drop(state);
+        self.wake();
+    }
+
     /// How many probes have been accepted.
     pub fn probes_received(&self) -> u64 {
         self.state().probes_received
