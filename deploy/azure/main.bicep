@@ -210,7 +210,7 @@ resource vms 'Microsoft.Compute/virtualMachines@2024-07-01' = [for i in range(0,
     osProfile: {
       computerName: '${clusterName}-${i}'
       adminUsername: adminUsername
-      customData: base64(replace(replace(replace(replace(replace(replace(replace(replace(replace(cloudInit,
+      customData: base64(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(cloudInit,
         '__ROLE__', i < masterCount ? 'master' : 'worker'),
         '__NAME__', '${clusterName}-${i}'),
         '__IP__', '10.42.0.${10 + i}'),
@@ -219,7 +219,8 @@ resource vms 'Microsoft.Compute/virtualMachines@2024-07-01' = [for i in range(0,
         '__BINARIES_URL__', binariesUrl),
         '__VAULT__', vaultName),
         '__COSMOS__', cosmos.properties.documentEndpoint),
-        '__REGION__', location))
+        '__REGION__', location),
+        '__WORKER_EXTRA__', i < masterCount ? '--local-master 127.0.0.1:7000' : ''))
       linuxConfiguration: {
         disablePasswordAuthentication: true
         ssh: {
