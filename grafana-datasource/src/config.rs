@@ -40,6 +40,9 @@ pub struct StoreArgs {
     /// The client id of a user-assigned managed identity.
     #[arg(long)]
     pub cosmos_client_id: Option<String>,
+    /// The account key, when the binary read it from elsewhere (Key Vault).
+    #[arg(skip)]
+    pub cosmos_key: Option<String>,
     /// Keep the Raft store's exports (whole-fleet recovery) in this Cosmos DB
     /// container (partition key path /pk) of --cosmos-endpoint's database.
     #[arg(long, requires = "cosmos_endpoint")]
@@ -52,8 +55,9 @@ impl StoreArgs {
         let Some(endpoint) = &self.cosmos_endpoint else {
             return Ok(None);
         };
-        let auth = match &self.cosmos_key_file {
-            Some(path) => CosmosAuth::Key(
+        let auth = match (&self.cosmos_key, &self.cosmos_key_file) {
+            (Some(key), _) => CosmosAuth::Key(key.clone()),
+            (None, Some(path)) => CosmosAuth::Key(
                 std::fs::read_to_string(path)
                     .map_err(|e| {
                         StoreError::Invalid(format!(
@@ -64,7 +68,7 @@ impl StoreArgs {
                     .trim()
                     .to_owned(),
             ),
-            None => CosmosAuth::ManagedIdentity {
+            (None, None) => CosmosAuth::ManagedIdentity {
                 client_id: self.cosmos_client_id.clone(),
             },
         };

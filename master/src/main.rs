@@ -58,6 +58,14 @@ struct Args {
     /// A file holding the cluster token.
     #[arg(long, conflicts_with = "token")]
     token_file: Option<std::path::PathBuf>,
+    /// Read the cluster token (secret `mkube-token`) and the Cosmos DB key
+    /// (secret `cosmos-key`) from this Key Vault, `keyvault://NAME`, with the
+    /// VM's managed identity.
+    #[arg(long, conflicts_with_all = ["token", "token_file"])]
+    secrets: Option<String>,
+    /// The client id of a user-assigned managed identity for --secrets.
+    #[arg(long, requires = "secrets")]
+    identity_client_id: Option<String>,
     /// Serve without authentication (local experiments only).
     #[arg(long)]
     insecure_no_auth: bool,
@@ -166,7 +174,18 @@ async fn main() -> Result<()> {
     let local = listener.local_addr()?.to_string();
     let advertise = args.advertise.clone().unwrap_or(local.clone());
     let fleet = fleet(&args, &advertise)?;
-    let token = token(&args)?;
+    let mut args = args;
+    let token = match &args.secrets {
+        Some(spec) => {
+            let credential = cloud::managed_identity(args.identity_client_id.clone())?;
+            let secrets = cloud::secrets::Secrets::new(spec, credential, None)?;
+            if args.metrics.cosmos_endpoint.is_some() && args.metrics.cosmos_key_file.is_none() {
+                args.metrics.cosmos_key = Some(secrets.get("cosmos-key").await?);
+            }
+            Some(secrets.get("mkube-token").await?)
+        }
+        None => token(&args)?,
+    };
     let cosmos_exports = args
         .metrics
         .open_exports()

@@ -42,6 +42,13 @@ struct Args {
     /// A file holding the cluster token.
     #[arg(long, conflicts_with = "token")]
     token_file: Option<std::path::PathBuf>,
+    /// Read the cluster token (secret `mkube-token`) from this Key Vault,
+    /// `keyvault://NAME`, with the VM's managed identity.
+    #[arg(long, conflicts_with_all = ["token", "token_file"])]
+    secrets: Option<String>,
+    /// The client id of a user-assigned managed identity for --secrets.
+    #[arg(long, requires = "secrets")]
+    identity_client_id: Option<String>,
     /// The Docker daemon.
     #[arg(
         long,
@@ -126,14 +133,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
             args.name
         );
     }
-    let token = match &args.token_file {
-        Some(path) => Some(
+    let token = match (&args.secrets, &args.token_file) {
+        (Some(spec), _) => {
+            let credential = cloud::managed_identity(args.identity_client_id.clone())?;
+            Some(
+                cloud::secrets::Secrets::new(spec, credential, None)?
+                    .get("mkube-token")
+                    .await?,
+            )
+        }
+        (None, Some(path)) => Some(
             std::fs::read_to_string(path)
                 .with_context(|| format!("reading the token file {}", path.display()))?
                 .trim()
                 .to_string(),
         ),
-        None => args.token.clone(),
+        (None, None) => args.token.clone(),
     };
     let mut labels = BTreeMap::new();
     for kv in &args.labels {
