@@ -210,7 +210,7 @@ resource vms 'Microsoft.Compute/virtualMachines@2024-07-01' = [for i in range(0,
     osProfile: {
       computerName: '${clusterName}-${i}'
       adminUsername: adminUsername
-      customData: base64(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(cloudInit,
+      customData: base64(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(cloudInit,
         '__ROLE__', i < masterCount ? 'master' : 'worker'),
         '__NAME__', '${clusterName}-${i}'),
         '__IP__', '10.42.0.${10 + i}'),
@@ -220,6 +220,8 @@ resource vms 'Microsoft.Compute/virtualMachines@2024-07-01' = [for i in range(0,
         '__VAULT__', vaultName),
         '__COSMOS__', cosmos.properties.documentEndpoint),
         '__REGION__', location),
+        '__SUBSCRIPTION__', subscription().subscriptionId),
+        '__RESOURCE_GROUP__', resourceGroup().name),
         '__WORKER_EXTRA__', i < masterCount ? '--local-master 127.0.0.1:7000' : ''))
       linuxConfiguration: {
         disablePasswordAuthentication: true
@@ -298,6 +300,16 @@ resource secretsReaders 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
   scope: vault
   properties: {
     roleDefinitionId: keyVaultSecretsUser
+    principalId: vms[i].identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}]
+
+// The masters start the deallocated VMs of silent nodes (peer revival).
+resource vmStarters 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for i in range(0, masterCount): {
+  name: guid(resourceGroup().id, '${clusterName}-${i}', virtualMachineContributor)
+  properties: {
+    roleDefinitionId: virtualMachineContributor
     principalId: vms[i].identity.principalId
     principalType: 'ServicePrincipal'
   }

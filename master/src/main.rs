@@ -63,9 +63,17 @@ struct Args {
     /// VM's managed identity.
     #[arg(long, conflicts_with_all = ["token", "token_file"])]
     secrets: Option<String>,
-    /// The client id of a user-assigned managed identity for --secrets.
-    #[arg(long, requires = "secrets")]
+    /// The client id of a user-assigned managed identity for --secrets and
+    /// peer revival.
+    #[arg(long)]
     identity_client_id: Option<String>,
+    /// Start the deallocated VMs of silent nodes (the VM name is the node
+    /// name) in this subscription ...
+    #[arg(long, requires = "azure_resource_group")]
+    azure_subscription: Option<String>,
+    /// ... and resource group, with the VM's managed identity.
+    #[arg(long, requires = "azure_subscription")]
+    azure_resource_group: Option<String>,
     /// Serve without authentication (local experiments only).
     #[arg(long)]
     insecure_no_auth: bool,
@@ -270,12 +278,23 @@ async fn main() -> Result<()> {
         token,
         metrics_interval: Duration::from_millis(args.metrics_interval_ms.max(100)),
     };
+    let vms = match (&args.azure_subscription, &args.azure_resource_group) {
+        (Some(subscription), Some(group)) => Some(Arc::new(cloud::vms::Vms::new(
+            "https://management.azure.com/",
+            subscription,
+            group,
+            cloud::managed_identity(args.identity_client_id.clone())?,
+            None,
+        )?)),
+        _ => None,
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let loops = tokio::spawn(leader::run(
         node.clone(),
         registry,
         leader_config,
         Some(metrics),
+        vms,
         {
             let mut stop = stop_rx.clone();
             async move {

@@ -8,6 +8,7 @@
 //! - [`deployment`]: rolling updates, revision history, rollback, progress.
 //! - [`nodes`]: when a silent node becomes NotReady and when its pods go.
 //! - [`gc`]: objects whose controlling owner is gone.
+//! - [`revival`]: which silent nodes' VMs to start, with back-off.
 //!
 //! Shared here: pod readiness and activity, and pods from templates.
 
@@ -15,6 +16,7 @@ pub mod deployment;
 pub mod gc;
 pub mod nodes;
 pub mod replicaset;
+pub mod revival;
 
 use api::workloads::PodTemplateSpec;
 use api::{ObjectMeta, OwnerReference, Pod, PodPhase};

@@ -24,11 +24,13 @@
 //! - `prober`: heartbeat probes, pod statuses, node lifecycle.
 //! - `events`: writing Events.
 //! - `collector`: the metrics collector (see [`crate::metrics`]).
+//! - `revival`: starts the deallocated VMs of silent nodes (Azure).
 
 mod collector;
 pub mod control;
 mod events;
 mod prober;
+mod revival;
 mod snapshot;
 
 use std::sync::Arc;
@@ -94,6 +96,8 @@ pub(crate) struct Context {
     pub revision: watch::Receiver<i64>,
     /// Where latencies are observed and figures kept, if anywhere.
     pub metrics: Option<Arc<MasterMetrics>>,
+    /// The VMs of the nodes, when running on Azure (peer revival).
+    pub vms: Option<Arc<cloud::vms::Vms>>,
 }
 
 impl Context {
@@ -117,12 +121,13 @@ impl Context {
 }
 
 /// Runs the leader-only loops whenever `node` leads, until `shutdown`;
-/// with `metrics`, the collector too.
+/// with `metrics`, the collector too; with `vms`, peer revival.
 pub async fn run(
     node: Node,
     store: Store,
     config: LeaderConfig,
     metrics: Option<Arc<MasterMetrics>>,
+    vms: Option<Arc<cloud::vms::Vms>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
@@ -148,9 +153,11 @@ pub async fn run(
             current: node.leadership(),
             revision: node.revision(),
             metrics: metrics.clone(),
+            vms: vms.clone(),
         };
         let control = tokio::spawn(control::run(ctx.clone()));
         let collector = tokio::spawn(collector::run(ctx.clone()));
+        let reviver = tokio::spawn(revival::run(ctx.clone()));
         let prober = tokio::spawn(prober::run(ctx));
         let mut stopped = false;
         tokio::select! {
@@ -160,6 +167,7 @@ pub async fn run(
         control.abort();
         prober.abort();
         collector.abort();
+        reviver.abort();
         if let Some(m) = &metrics {
             m.set_cluster_points(Vec::new());
         }
