@@ -257,7 +257,7 @@ impl CosmosStore {
 }
 
 /// FNV-1a, 64 bits: stable across processes and versions (ids depend on it).
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
     })

@@ -34,6 +34,8 @@ use kvs::lifecycle::EpochId;
 use kvs::snapshot_store::{ExportMeta, SnapshotStore, StoreError};
 use serde::{Deserialize, Serialize};
 
+use crate::cosmos::fnv1a;
+
 /// Exports kept.
 pub const KEEP: usize = 3;
 /// Bytes of an export per chunk item (Cosmos items hold at most 2 MB).
@@ -76,12 +78,6 @@ fn remote(what: &str, e: impl std::fmt::Display) -> StoreError {
 
 fn key(epoch: EpochId, index: u64) -> String {
     format!("{:020}-{:020}-{:020}", epoch.number, epoch.founder, index)
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }
 
 impl CosmosSnapshotStore {

@@ -126,6 +126,14 @@ pub fn remove_node_containers(name: &str) {
     }
 }
 
+/// How many containers of node `name` are running.
+pub fn running_containers(name: &str) -> Result<usize> {
+    let out = Command::new("docker")
+        .args(["ps", "-q", "--filter", &format!("label=mkube.node={name}")])
+        .output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).lines().count())
+}
+
 fn spawn(bin: &Path, args: &[String], log: &Path) -> Result<Child> {
     let file = std::fs::OpenOptions::new()
         .create(true)

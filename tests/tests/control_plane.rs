@@ -14,7 +14,7 @@ use api::master::{
 };
 use api::{Pod, PodPhase};
 use serde_json::{Value, json};
-use tests::cluster::{Cluster, Timing, master_error};
+use tests::cluster::{Cluster, Timing, master_error, running_containers};
 use tests::images::BUSYBOX;
 use tests::masters::Masters;
 
@@ -310,14 +310,6 @@ async fn wait_running_off(
     .await
 }
 
-/// Running containers of node `node`.
-fn node_containers(node: &str) -> Result<usize> {
-    let out = std::process::Command::new("docker")
-        .args(["ps", "-q", "--filter", &format!("label=mkube.node={node}")])
-        .output()?;
-    Ok(String::from_utf8_lossy(&out.stdout).lines().count())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_worker_has_its_pods_replaced_and_a_returning_one_loses_its_duplicates() -> Result<()>
 {
@@ -347,7 +339,7 @@ async fn a_lost_worker_has_its_pods_replaced_and_a_returning_one_loses_its_dupli
         frozen_at.elapsed()
     );
     assert_eq!(
-        node_containers(&silent)?,
+        running_containers(&silent)?,
         2,
         "the silent node's containers still run"
     );
@@ -357,7 +349,7 @@ async fn a_lost_worker_has_its_pods_replaced_and_a_returning_one_loses_its_dupli
         "the returning node's duplicates removed",
         |_| {
             let silent = silent.clone();
-            async move { Ok((node_containers(&silent)? == 0).then_some(())) }
+            async move { Ok((running_containers(&silent)? == 0).then_some(())) }
         },
     )
     .await?;

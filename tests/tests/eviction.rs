@@ -15,7 +15,7 @@ use api::{Node, Pod, PodPhase};
 use axum::extract::State;
 use axum::routing::get;
 use serde_json::{Value, json};
-use tests::cluster::{Cluster, Timing};
+use tests::cluster::{Cluster, Timing, running_containers};
 use tests::images::BUSYBOX;
 use tests::masters::{Masters, kv_status_at};
 
@@ -109,13 +109,6 @@ async fn node(c: &Cluster, name: &str) -> Result<Node> {
         })
         .await?;
     Ok(serde_json::from_value(answer.object)?)
-}
-
-fn running_containers(node: &str) -> Result<usize> {
-    let out = std::process::Command::new("docker")
-        .args(["ps", "-q", "--filter", &format!("label=mkube.node={node}")])
-        .output()?;
-    Ok(String::from_utf8_lossy(&out.stdout).lines().count())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

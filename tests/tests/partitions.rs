@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use api::master::{ListRequest, MasterClient, ObjectRequest, WriteRequest};
 use api::{Pod, PodPhase};
 use serde_json::{Value, json};
-use tests::cluster::Timing;
+use tests::cluster::{Timing, running_containers};
 use tests::images::BUSYBOX;
 use tests::masters::Masters;
 use tests::netcluster::{NetCluster, docker};
@@ -56,16 +56,6 @@ fn running_off(ps: &[Pod], n: usize, avoid: Option<&str>) -> bool {
         })
 }
 
-/// Running containers of `node`'s pods.
-fn node_containers(node: &str) -> Result<usize> {
-    Ok(
-        docker(&["ps", "-q", "--filter", &format!("label=mkube.node={node}")])?
-            .lines()
-            .filter(|l| !l.is_empty())
-            .count(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_cut_off_the_network_is_replaced_and_loses_its_duplicates_on_return() -> Result<()>
 {
@@ -89,7 +79,7 @@ async fn a_worker_cut_off_the_network_is_replaced_and_loses_its_duplicates_on_re
     )
     .await?;
     let node = c.worker_name(0);
-    let before = node_containers(&node)?;
+    let before = running_containers(&node)?;
     assert_eq!(before, 2, "two pods on each worker");
 
     c.disconnect(&c.worker_container(0))?;
@@ -103,7 +93,7 @@ async fn a_worker_cut_off_the_network_is_replaced_and_loses_its_duplicates_on_re
     })
     .await?;
     assert_eq!(
-        node_containers(&node)?,
+        running_containers(&node)?,
         2,
         "the cut-off node's containers still run"
     );
@@ -114,14 +104,14 @@ async fn a_worker_cut_off_the_network_is_replaced_and_loses_its_duplicates_on_re
         "the duplicates on the returning node removed",
         |_| {
             let node = node.clone();
-            async move { Ok((node_containers(&node)? == 0).then_some(())) }
+            async move { Ok((running_containers(&node)? == 0).then_some(())) }
         },
     )
     .await?;
     let final_pods = pods(&client, "cut").await?;
     let uids: HashSet<String> = final_pods.iter().map(|p| p.metadata.uid.clone()).collect();
     assert_eq!(uids.len(), 4);
-    let other = node_containers(&c.worker_name(1))?;
+    let other = running_containers(&c.worker_name(1))?;
     assert_eq!(other, 4, "exactly the desired four containers run");
     c.wait_for(
         Duration::from_secs(30),
