@@ -38,6 +38,7 @@ pub mod error;
 pub mod server;
 pub mod service;
 pub mod status;
+pub mod tls;
 mod wire;
 
 #[doc(hidden)]
@@ -46,6 +47,7 @@ pub mod __private;
 pub use client::{Client, ClientConfig};
 pub use error::{ConfigError, Error, TransportError};
 pub use rpc_macros::service;
-pub use server::{Auth, InProcess, Page, Router, Server, ServerBuilder};
+pub use server::{Access, Auth, InProcess, Page, Router, Server, ServerBuilder, Tokens};
 pub use service::{CallOptions, Method, Service, Transport};
 pub use status::{Code, Status};
+pub use tls::{ClientTls, Identity, Peer, Roots, ServerTls, TlsError};

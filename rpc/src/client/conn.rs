@@ -20,10 +20,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
+use tokio_rustls::rustls::pki_types::ServerName;
 
 use crate::wire::{self, Response};
 
@@ -67,6 +67,8 @@ pub(crate) struct ConnParams {
     pub(crate) addr: String,
     pub(crate) connect_timeout: Duration,
     pub(crate) max_response_bytes: usize,
+    /// TLS, and the name the server's certificate must carry.
+    pub(crate) tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
 }
 
 impl Conn {
@@ -143,15 +145,52 @@ async fn run(
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(addr = %params.addr, error = %e, "set_nodelay failed");
     }
-    let (read, write) = stream.into_split();
+    match &params.tls {
+        None => {
+            let (read, write) = stream.into_split();
+            serve(read, write, &params, &mut queue).await;
+        }
+        Some((connector, name)) => {
+            let handshake = connector.connect(name.clone(), stream);
+            let stream = match tokio::time::timeout(params.connect_timeout, handshake).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    let e = std::io::Error::new(e.kind(), format!("TLS handshake failed: {e}"));
+                    return fail_queue(&mut queue, &closed, Failure::Connect(Arc::new(e)));
+                }
+                Err(_) => {
+                    let e = std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("TLS handshake timed out after {:?}", params.connect_timeout),
+                    );
+                    return fail_queue(&mut queue, &closed, Failure::Connect(Arc::new(e)));
+                }
+            };
+            let (read, write) = tokio::io::split(stream);
+            serve(read, write, &params, &mut queue).await;
+        }
+    }
+    fail_queue(&mut queue, &closed, Failure::NotSent);
+}
+
+/// Runs the writer here and the reader on its own task until either ends.
+async fn serve<R, W>(
+    read: R,
+    write: W,
+    params: &ConnParams,
+    queue: &mut mpsc::UnboundedReceiver<Queued>,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin,
+{
     let (pending_tx, pending_rx) = mpsc::unbounded_channel();
     let (reader_done_tx, reader_done) = oneshot::channel::<()>();
+    let max_response_bytes = params.max_response_bytes;
     tokio::spawn(async move {
-        read_responses(read, pending_rx, params.max_response_bytes).await;
+        read_responses(read, pending_rx, max_response_bytes).await;
         drop(reader_done_tx);
     });
-    write_requests(write, &mut queue, pending_tx, reader_done).await;
-    fail_queue(&mut queue, &closed, Failure::NotSent);
+    write_requests(write, queue, pending_tx, reader_done).await;
 }
 
 /// Marks the connection closed and answers everything still queued.
@@ -166,7 +205,7 @@ fn fail_queue(queue: &mut mpsc::UnboundedReceiver<Queued>, closed: &AtomicBool, 
 /// Writes queued requests in batches until the queue closes, a write fails,
 /// or the reader ends.
 async fn write_requests(
-    mut write: OwnedWriteHalf,
+    mut write: impl AsyncWrite + Unpin,
     queue: &mut mpsc::UnboundedReceiver<Queued>,
     pending: mpsc::UnboundedSender<Reply>,
     mut reader_done: oneshot::Receiver<()>,
@@ -197,7 +236,7 @@ async fn write_requests(
         if batch.is_empty() {
             continue;
         }
-        if let Err(e) = write.write_all(&batch).await {
+        if let Err(e) = write_out(&mut write, &batch).await {
             tracing::debug!(error = %e, "write failed; closing the connection");
             return;
         }
@@ -205,9 +244,22 @@ async fn write_requests(
     }
 }
 
+/// Whether a read failed because the peer sent a fatal TLS alert.
+fn is_tls_alert(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<tokio_rustls::rustls::Error>())
+        .is_some_and(|e| matches!(e, tokio_rustls::rustls::Error::AlertReceived(_)))
+}
+
+/// Writes a batch and flushes it (a TLS stream holds records until flushed).
+async fn write_out(write: &mut (impl AsyncWrite + Unpin), batch: &[u8]) -> std::io::Result<()> {
+    write.write_all(batch).await?;
+    write.flush().await
+}
+
 /// Reads responses and answers callers in order until the stream ends.
 async fn read_responses(
-    mut read: OwnedReadHalf,
+    mut read: impl AsyncRead + Unpin,
     mut pending: mpsc::UnboundedReceiver<Reply>,
     max_response_bytes: usize,
 ) {
@@ -232,6 +284,16 @@ async fn read_responses(
         match read.read_buf(&mut buf).await {
             Ok(0) => break Failure::Lost("the server closed the connection".into()),
             Ok(_) => {}
+            Err(e) if is_tls_alert(&e) => {
+                // The server refused the TLS session (TLS 1.3 checks the
+                // client certificate after the client's handshake ended):
+                // it served nothing on it.
+                let e = std::io::Error::new(
+                    e.kind(),
+                    format!("the server refused the TLS session: {e}"),
+                );
+                break Failure::Connect(Arc::new(e));
+            }
             Err(e) => break Failure::Lost(e.to_string()),
         }
     };

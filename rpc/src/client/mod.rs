@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio_rustls::rustls::pki_types::ServerName;
 
 use crate::error::{ConfigError, Error, TransportError, check_token};
 use crate::service::{BoxFuture, CallOptions, Method, Transport};
@@ -50,6 +51,9 @@ pub struct ClientConfig {
     pub pipeline_depth: usize,
     /// Largest response body accepted.
     pub max_response_bytes: usize,
+    /// TLS: verify the server against this CA (and present this client
+    /// certificate). `None` speaks plain HTTP.
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 impl Default for ClientConfig {
@@ -61,6 +65,7 @@ impl Default for ClientConfig {
             max_connections: 4,
             pipeline_depth: 32,
             max_response_bytes: 64 * 1024 * 1024,
+            tls: None,
         }
     }
 }
@@ -79,10 +84,28 @@ struct Inner {
 }
 
 impl Client {
-    /// A client of the server at `addr` (`host:port`, optionally `http://host:port`).
-    /// Connections open lazily, on the first call.
+    /// A client of the server at `addr`: `host:port`, or `https://host:port`
+    /// with [`ClientConfig::tls`], `http://host:port` without. With TLS the
+    /// server's certificate must name `host`. Connections open lazily, on
+    /// the first call.
     pub fn new(addr: &str, config: ClientConfig) -> Result<Client, ConfigError> {
-        let host = parse_addr(addr)?;
+        let host = parse_addr(addr, config.tls.is_some())?;
+        let tls = match &config.tls {
+            None => None,
+            Some(tls) => {
+                let name = host_name(host);
+                let name = ServerName::try_from(name.to_owned()).map_err(|_| {
+                    ConfigError::InvalidAddress {
+                        addr: addr.to_owned(),
+                        reason: "the host is neither a DNS name nor an IP address a certificate can name",
+                    }
+                })?;
+                Some((
+                    tokio_rustls::TlsConnector::from(std::sync::Arc::clone(&tls.config)),
+                    name,
+                ))
+            }
+        };
         if let Some(token) = &config.token {
             check_token(0, token)?;
         }
@@ -93,6 +116,7 @@ impl Client {
                     addr: host.to_owned(),
                     connect_timeout: config.connect_timeout,
                     max_response_bytes: config.max_response_bytes,
+                    tls,
                 },
                 config,
                 conns: Mutex::new(Vec::new()),
@@ -227,21 +251,31 @@ impl Drop for Lease {
     }
 }
 
-/// `host:port` or `http://host:port[/]` → `host:port`.
-fn parse_addr(addr: &str) -> Result<&str, ConfigError> {
+/// `host:port`, `http://host:port[/]` or `https://host:port[/]` → `host:port`;
+/// the scheme, when given, must agree with whether TLS is configured.
+fn parse_addr(addr: &str, tls: bool) -> Result<&str, ConfigError> {
     let invalid = |reason| ConfigError::InvalidAddress {
         addr: addr.to_owned(),
         reason,
     };
-    if addr.starts_with("https://") {
-        return Err(invalid(
-            "https is not supported yet; use http://host:port or host:port",
-        ));
+    let host = if let Some(rest) = addr.strip_prefix("https://") {
+        if !tls {
+            return Err(invalid(
+                "an https:// address needs TLS settings (the cluster CA); give the CA or use http://",
+            ));
+        }
+        rest
+    } else if let Some(rest) = addr.strip_prefix("http://") {
+        if tls {
+            return Err(invalid(
+                "an http:// address is plain text but TLS is configured; use https://",
+            ));
+        }
+        rest
+    } else {
+        addr
     }
-    let host = addr
-        .strip_prefix("http://")
-        .unwrap_or(addr)
-        .trim_end_matches('/');
+    .trim_end_matches('/');
     if host.contains('/') {
         return Err(invalid("a server address has no path"));
     }
@@ -257,24 +291,39 @@ fn parse_addr(addr: &str) -> Result<&str, ConfigError> {
     Ok(host)
 }
 
+/// `host:port` → `host`, without the brackets of an IPv6 address.
+fn host_name(host: &str) -> &str {
+    let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
+    name.strip_prefix('[')
+        .and_then(|n| n.strip_suffix(']'))
+        .unwrap_or(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn addresses_parse() {
-        assert_eq!(parse_addr("127.0.0.1:7000").unwrap(), "127.0.0.1:7000");
-        assert_eq!(parse_addr("http://m1:7000/").unwrap(), "m1:7000");
-        assert_eq!(parse_addr("[::1]:7000").unwrap(), "[::1]:7000");
-        for bad in [
-            "m1",
-            "m1:port",
-            ":80",
-            "http://m1:80/x",
-            "https://m1:443",
-            "m 1:80",
+        assert_eq!(
+            parse_addr("127.0.0.1:7000", false).unwrap(),
+            "127.0.0.1:7000"
+        );
+        assert_eq!(parse_addr("http://m1:7000/", false).unwrap(), "m1:7000");
+        assert_eq!(parse_addr("https://m1:7000/", true).unwrap(), "m1:7000");
+        assert_eq!(parse_addr("[::1]:7000", true).unwrap(), "[::1]:7000");
+        assert_eq!(host_name("[::1]:7000"), "::1");
+        assert_eq!(host_name("m1:7000"), "m1");
+        for (bad, tls) in [
+            ("m1", false),
+            ("m1:port", false),
+            (":80", false),
+            ("http://m1:80/x", false),
+            ("https://m1:443", false),
+            ("http://m1:443", true),
+            ("m 1:80", false),
         ] {
-            assert!(parse_addr(bad).is_err(), "{bad} accepted");
+            assert!(parse_addr(bad, tls).is_err(), "{bad} accepted");
         }
     }
 

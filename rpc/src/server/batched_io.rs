@@ -24,7 +24,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 /// Bytes read from the socket at once.
 const READ_AHEAD_BYTES: usize = 64 * 1024;
@@ -35,8 +34,8 @@ const SLICE_BYTES: usize = 4096;
 const MAX_WRITE_BUFFER_BYTES: usize = 256 * 1024;
 
 /// See the module doc.
-pub(crate) struct BatchedIo {
-    stream: TcpStream,
+pub(crate) struct BatchedIo<S> {
+    stream: S,
     read_ahead: Box<[u8]>,
     read_start: usize,
     read_end: usize,
@@ -44,8 +43,8 @@ pub(crate) struct BatchedIo {
     written: usize,
 }
 
-impl BatchedIo {
-    pub(crate) fn new(stream: TcpStream) -> Self {
+impl<S: AsyncRead + AsyncWrite + Unpin> BatchedIo<S> {
+    pub(crate) fn new(stream: S) -> Self {
         BatchedIo {
             stream,
             read_ahead: vec![0; READ_AHEAD_BYTES].into_boxed_slice(),
@@ -86,7 +85,7 @@ impl BatchedIo {
     }
 }
 
-impl AsyncRead for BatchedIo {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for BatchedIo<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -116,7 +115,7 @@ impl AsyncRead for BatchedIo {
     }
 }
 
-impl AsyncWrite for BatchedIo {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for BatchedIo<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -173,8 +172,9 @@ impl AsyncWrite for BatchedIo {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
 
-    async fn pair() -> (BatchedIo, TcpStream) {
+    async fn pair() -> (BatchedIo<TcpStream>, TcpStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap())
             .await

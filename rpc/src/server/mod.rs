@@ -31,10 +31,11 @@ use tokio::sync::Semaphore;
 
 use batched_io::BatchedIo;
 
-pub use router::{Auth, InProcess, Page, Router};
+pub use router::{Access, Auth, InProcess, Page, Router, Tokens};
 
 use crate::error::{ConfigError, check_token};
 use crate::service::Service;
+use crate::tls::{Peer, ServerTls};
 
 /// Default limit on a request body.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -42,18 +43,37 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// Default time given to in-flight calls at shutdown.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a client has to complete the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Configures a [`Server`].
 pub struct ServerBuilder {
     auth: Auth,
     services: Vec<Arc<dyn Service>>,
     pages: HashMap<&'static str, Page>,
+    rules: Vec<(&'static str, Access)>,
+    tls: Option<ServerTls>,
     max_body_bytes: usize,
     max_connections: usize,
     drain_timeout: Duration,
 }
 
 impl ServerBuilder {
+    /// Serves TLS (see [`crate::tls`]); without it the server speaks plain
+    /// HTTP and warns at start-up.
+    pub fn tls(mut self, tls: ServerTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Requires `access` of calls whose path starts with `prefix`
+    /// (`"/RaftPeer/"`, `"/Master/join"`); the longest matching prefix
+    /// applies, and paths no rule matches take any valid token.
+    pub fn restrict(mut self, prefix: &'static str, access: Access) -> Self {
+        self.rules.push((prefix, access));
+        self
+    }
+
     /// Mounts a service (a generated `FooServer`).
     pub fn service<S: Service>(mut self, service: S) -> Self {
         self.services.push(Arc::new(service));
@@ -110,8 +130,10 @@ impl ServerBuilder {
                 services,
                 self.pages,
                 self.auth,
+                self.rules,
                 self.max_body_bytes,
             )),
+            tls: self.tls.map(|t| tokio_rustls::TlsAcceptor::from(t.config)),
             max_connections: self.max_connections,
             drain_timeout: self.drain_timeout,
         })
@@ -121,6 +143,7 @@ impl ServerBuilder {
 /// An RPC server: a [`Router`] plus the connection handling around it.
 pub struct Server {
     router: Arc<Router>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     max_connections: usize,
     drain_timeout: Duration,
 }
@@ -132,6 +155,8 @@ impl Server {
             auth,
             services: Vec::new(),
             pages: HashMap::new(),
+            rules: Vec::new(),
+            tls: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
@@ -150,6 +175,9 @@ impl Server {
         shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
         let addr = listener.local_addr()?;
+        if self.tls.is_none() {
+            tracing::warn!(%addr, "rpc server listening WITHOUT TLS: tokens and data cross the network in clear text");
+        }
         if self.router.requires_auth() {
             tracing::info!(%addr, services = ?self.router.service_names(), "rpc server listening");
         } else {
@@ -159,7 +187,7 @@ impl Server {
         let graceful = GracefulShutdown::new();
         // Responses are batched by `BatchedIo`, not by hyper's `pipeline_flush`
         // (see batched_io.rs for why).
-        let http = http1::Builder::new();
+        let http = Arc::new(http1::Builder::new());
         let mut connections = tokio::task::JoinSet::new();
         tokio::pin!(shutdown);
         loop {
@@ -187,15 +215,35 @@ impl Server {
                 tracing::debug!(%peer, error = %e, "set_nodelay failed");
             }
             let router = Arc::clone(&self.router);
-            let service = service_fn(move |request| {
-                let router = Arc::clone(&router);
-                async move { Ok::<_, Infallible>(router.handle(request).await) }
-            });
-            let connection = graceful
-                .watch(http.serve_connection(TokioIo::new(BatchedIo::new(stream)), service));
+            let http = Arc::clone(&http);
+            let watcher = graceful.watcher();
+            let tls = self.tls.clone();
             connections.spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                match tls {
+                    None => serve_connection(&http, stream, None, router, watcher, peer).await,
+                    Some(acceptor) => {
+                        let stream =
+                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                                .await
+                            {
+                                Ok(Ok(stream)) => stream,
+                                Ok(Err(e)) => {
+                                    tracing::info!(%peer, error = %e, "TLS handshake refused");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::info!(%peer, "TLS handshake timed out");
+                                    return;
+                                }
+                            };
+                        let client = stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|chain| chain.first())
+                            .and_then(|leaf| Peer::from_certificate(leaf));
+                        serve_connection(&http, stream, client, router, watcher, peer).await;
+                    }
                 }
                 drop(slot);
             });
@@ -210,5 +258,31 @@ impl Server {
         }
         connections.shutdown().await;
         Ok(())
+    }
+}
+
+/// Serves one connection's requests, each carrying the client's verified
+/// certificate subject (if any) in its extensions.
+async fn serve_connection<S>(
+    http: &http1::Builder,
+    stream: S,
+    client: Option<Peer>,
+    router: Arc<Router>,
+    watcher: hyper_util::server::graceful::Watcher,
+    peer: std::net::SocketAddr,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        let router = Arc::clone(&router);
+        if let Some(client) = &client {
+            request.extensions_mut().insert(client.clone());
+        }
+        async move { Ok::<_, Infallible>(router.handle(request).await) }
+    });
+    let connection =
+        watcher.watch(http.serve_connection(TokioIo::new(BatchedIo::new(stream)), service));
+    if let Err(e) = connection.await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }

@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -40,8 +40,12 @@ use crate::wire;
 #[derive(Clone)]
 pub enum Auth {
     /// Every call must carry `authorization: Bearer <t>` for one of these
-    /// tokens (several, so a token can be rotated without downtime).
+    /// tokens (several, so a token can be rotated without downtime); any of
+    /// them may call any method.
     Bearer(Vec<String>),
+    /// Every call must carry one of these tokens, and the token's role must be
+    /// one its method accepts (see [`ServerBuilder::restrict`](crate::ServerBuilder::restrict)).
+    Tokens(Tokens),
     /// No authentication: for local demos only; the server warns at start-up.
     None,
 }
@@ -50,9 +54,82 @@ impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Auth::Bearer(tokens) => write!(f, "Bearer({} tokens)", tokens.len()),
+            Auth::Tokens(tokens) => write!(f, "Tokens({} tokens)", tokens.len()),
             Auth::None => f.write_str("None"),
         }
     }
+}
+
+/// The tokens a server accepts right now, each with its role (`member`,
+/// `join`, `user`, ...). Clones share one set, so whoever holds a clone can
+/// [`replace`](Tokens::replace) it while the server runs: rotation is
+/// "accept old and new", move every client to the new one, "accept new".
+#[derive(Clone, Default)]
+pub struct Tokens {
+    set: Arc<RwLock<Vec<(String, String)>>>,
+}
+
+impl Tokens {
+    /// A set of `(role, token)` pairs.
+    pub fn new(tokens: Vec<(String, String)>) -> Result<Tokens, crate::ConfigError> {
+        let t = Tokens::default();
+        t.replace(tokens)?;
+        Ok(t)
+    }
+
+    /// Replaces the whole set; refused (and the old set kept) if a token
+    /// cannot travel in a header or the set is empty.
+    pub fn replace(&self, tokens: Vec<(String, String)>) -> Result<(), crate::ConfigError> {
+        for (i, (_, t)) in tokens.iter().enumerate() {
+            crate::error::check_token(i, t)?;
+        }
+        if tokens.is_empty() {
+            return Err(crate::ConfigError::InvalidToken {
+                index: 0,
+                reason: "a server needs at least one token",
+            });
+        }
+        *self.set.write().unwrap_or_else(PoisonError::into_inner) = tokens;
+        Ok(())
+    }
+
+    /// How many tokens are accepted.
+    pub fn len(&self) -> usize {
+        self.set
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Whether no token is accepted.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The role of the presented token. Compares against every token so the
+    /// time taken does not reveal which one matched.
+    fn role_of(&self, presented: &[u8]) -> Option<String> {
+        let set = self.set.read().unwrap_or_else(PoisonError::into_inner);
+        let mut found = None;
+        for (role, token) in set.iter() {
+            if bool::from(token.as_bytes().ct_eq(presented)) {
+                found = Some(role.clone());
+            }
+        }
+        found
+    }
+}
+
+/// What the methods under one path prefix require of a caller.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// Roles whose tokens may call (empty: a token of any role). Only
+    /// [`Auth::Tokens`] has roles; with [`Auth::Bearer`] any token passes.
+    pub roles: Vec<String>,
+    /// The caller must have presented a client certificate, verified against
+    /// the cluster CA, whose subject is in this group (for example
+    /// `mkube:masters` for Raft).
+    pub group: Option<String>,
 }
 
 /// A plain `GET` page served beside the RPC methods (Prometheus' `/metrics`):
@@ -65,6 +142,7 @@ pub struct Router {
     services: HashMap<&'static str, Arc<dyn Service>>,
     pages: HashMap<&'static str, Page>,
     auth: Auth,
+    rules: Vec<(&'static str, Access)>,
     max_body_bytes: usize,
 }
 
@@ -80,19 +158,23 @@ impl Router {
         services: HashMap<&'static str, Arc<dyn Service>>,
         pages: HashMap<&'static str, Page>,
         auth: Auth,
+        mut rules: Vec<(&'static str, Access)>,
         max_body_bytes: usize,
     ) -> Self {
+        // Longest prefix first: the most specific rule wins.
+        rules.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
         Router {
             services,
             pages,
             auth,
+            rules,
             max_body_bytes,
         }
     }
 
     /// Whether calls need a token.
     pub fn requires_auth(&self) -> bool {
-        matches!(self.auth, Auth::Bearer(_))
+        !matches!(self.auth, Auth::None)
     }
 
     /// The mounted services' names, sorted.
@@ -194,24 +276,74 @@ impl Router {
         })
     }
 
+    /// Checks the token and, where the path's [`Access`] asks for them, the
+    /// token's role and the client certificate's group.
     fn authenticate(&self, parts: &Parts) -> Result<(), Status> {
-        let Auth::Bearer(tokens) = &self.auth else {
+        let path = parts.uri.path();
+        let access = self
+            .rules
+            .iter()
+            .find(|(prefix, _)| path.starts_with(prefix))
+            .map(|(_, access)| access);
+        if let Some(group) = access.and_then(|a| a.group.as_deref()) {
+            match parts.extensions.get::<crate::tls::Peer>() {
+                Some(peer) if peer.in_group(group) => {}
+                Some(peer) => {
+                    return Err(Status::new(
+                        Code::PermissionDenied,
+                        format!(
+                            "{path} is for members of {group}; the client certificate of `{}` is in {:?}",
+                            peer.name, peer.groups
+                        ),
+                    ));
+                }
+                None => {
+                    return Err(Status::new(
+                        Code::PermissionDenied,
+                        format!(
+                            "{path} requires a client certificate of {group} signed by the cluster CA; none was presented"
+                        ),
+                    ));
+                }
+            }
+        }
+        if matches!(self.auth, Auth::None) {
             return Ok(());
-        };
+        }
         let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
             Status::unauthenticated("missing `authorization: Bearer <token>` header")
         })?;
         let presented = header.as_bytes().strip_prefix(b"Bearer ").ok_or_else(|| {
             Status::unauthenticated("the authorization header must use the Bearer scheme")
         })?;
-        // Compare against every token so the time taken does not reveal which matched.
-        let matched = tokens.iter().fold(subtle::Choice::from(0), |acc, t| {
-            acc | t.as_bytes().ct_eq(presented)
-        });
-        if bool::from(matched) {
-            Ok(())
-        } else {
-            Err(Status::unauthenticated("invalid bearer token"))
+        match &self.auth {
+            Auth::None => Ok(()),
+            Auth::Bearer(tokens) => {
+                // Compare against every token so the time taken does not reveal which matched.
+                let matched = tokens.iter().fold(subtle::Choice::from(0), |acc, t| {
+                    acc | t.as_bytes().ct_eq(presented)
+                });
+                if bool::from(matched) {
+                    Ok(())
+                } else {
+                    Err(Status::unauthenticated("invalid bearer token"))
+                }
+            }
+            Auth::Tokens(tokens) => {
+                let role = tokens
+                    .role_of(presented)
+                    .ok_or_else(|| Status::unauthenticated("invalid bearer token"))?;
+                match access {
+                    Some(a) if !a.roles.is_empty() && !a.roles.contains(&role) => Err(Status::new(
+                        Code::PermissionDenied,
+                        format!(
+                            "a {role} token may not call {path}; it needs a token of role {}",
+                            a.roles.join(" or ")
+                        ),
+                    )),
+                    _ => Ok(()),
+                }
+            }
         }
     }
 
