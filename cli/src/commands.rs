@@ -28,7 +28,7 @@ use crate::output::{self, Format};
   mkctl get pods -o wide               # pods with their nodes
   mkctl logs web-7d9f8-abcde -f        # follow a container's output
   mkctl rollout undo deployment/web    # back to the previous template
-  mkctl --server 10.0.0.1:7000 --token $TOKEN cluster status"
+  mkctl --server 10.0.0.1:7000 --certificate-authority ca.crt --token $TOKEN cluster status"
 )]
 pub struct Args {
     /// Masters to talk to (HOST:PORT, comma separated); overrides the context.
@@ -37,6 +37,12 @@ pub struct Args {
     /// Bearer token; overrides the context's.
     #[arg(long, global = true, env = "MKUBE_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// The cluster CA's certificate (PEM); overrides the context's.
+    #[arg(long, global = true, env = "MKUBE_CA")]
+    certificate_authority: Option<std::path::PathBuf>,
+    /// Talk plain HTTP, to a cluster started with --insecure.
+    #[arg(long, global = true)]
+    insecure: bool,
     /// The context of the config file to use.
     #[arg(long, global = true)]
     context: Option<String>,
@@ -296,7 +302,7 @@ enum KvCmd {
 enum ConfigCmd {
     /// Add or replace a context and make it current.
     #[command(
-        after_help = "Examples:\n  mkctl config set-context local --servers 127.0.0.1:7000,127.0.0.1:7001 --token-file token"
+        after_help = "Examples:\n  mkctl config set-context local --servers 127.0.0.1:7000,127.0.0.1:7001 --token-file token --certificate-authority pki/ca.crt"
     )]
     SetContext {
         /// Its name.
@@ -307,6 +313,12 @@ enum ConfigCmd {
         /// A file holding the token.
         #[arg(long)]
         token_file: Option<std::path::PathBuf>,
+        /// The cluster CA's certificate (kept as an absolute path).
+        #[arg(long = "certificate-authority", conflicts_with = "plain_http")]
+        ca_file: Option<std::path::PathBuf>,
+        /// The cluster speaks plain HTTP (started with --insecure).
+        #[arg(long = "plain-http")]
+        plain_http: bool,
         /// The default namespace.
         #[arg(long = "default-namespace")]
         default_namespace: Option<String>,
@@ -369,11 +381,13 @@ pub async fn run(args: Args) -> Result<(), CliError> {
         Some(p) => config::load(p)?,
         None => config::Config::default(),
     };
-    let target = cfg.target(
-        args.context.as_deref(),
-        args.server.as_deref(),
-        args.token.as_deref(),
-    )?;
+    let target = cfg.target(&config::Flags {
+        context: args.context.as_deref(),
+        server: args.server.as_deref(),
+        token: args.token.as_deref(),
+        certificate_authority: args.certificate_authority.as_deref(),
+        insecure: args.insecure,
+    })?;
     let namespace = args.namespace.clone().unwrap_or(target.namespace.clone());
     let ctx = Ctx {
         conn: Conn::new(target, Duration::from_secs(30))?,
@@ -445,12 +459,30 @@ fn config_command(action: ConfigCmd, path: Option<&std::path::Path>) -> Result<(
             name,
             servers,
             token_file,
+            ca_file,
+            plain_http,
             default_namespace,
         } => {
+            let ca_file = ca_file
+                .map(|f| {
+                    let f = std::path::absolute(&f).unwrap_or(f);
+                    rpc::Roots::from_file(&f)
+                        .map(|_| f)
+                        .map_err(|e| CliError::client(format!("the certificate authority {e}")))
+                })
+                .transpose()?;
             let token = token_file
                 .map(|f| {
+                    // The first token of the file: a token file being
+                    // rotated lists the new token first (see mkube-pki).
                     std::fs::read_to_string(&f)
-                        .map(|t| t.trim().to_string())
+                        .map(|t| {
+                            t.lines()
+                                .map(str::trim)
+                                .find(|l| !l.is_empty() && !l.starts_with('#'))
+                                .unwrap_or_default()
+                                .to_string()
+                        })
                         .map_err(|e| CliError::client(format!("cannot read {}: {e}", f.display())))
                 })
                 .transpose()?;
@@ -458,6 +490,8 @@ fn config_command(action: ConfigCmd, path: Option<&std::path::Path>) -> Result<(
                 name: name.clone(),
                 servers,
                 token,
+                certificate_authority: ca_file,
+                insecure: plain_http,
                 namespace: default_namespace,
             });
             config::save(path, &cfg)?;

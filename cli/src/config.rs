@@ -7,10 +7,15 @@
 //! - name: local
 //!   servers: ["127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002"]
 //!   token: "..."
+//!   certificate-authority: /home/me/.mkube/local/ca.crt
 //!   namespace: default
 //! ```
 //!
-//! `--server` and `--token` override the context, as with kubectl.
+//! `--server`, `--token`, `--certificate-authority` and `--insecure`
+//! override the context, as with kubectl. Servers are verified against the
+//! certificate authority (TLS); a context without one must say `insecure:
+//! true` (a cluster started with `--insecure`), else mkctl refuses to send
+//! the token.
 
 use std::path::{Path, PathBuf};
 
@@ -41,6 +46,17 @@ pub struct Context {
     /// The bearer token.
     #[serde(default)]
     pub token: Option<String>,
+    /// The cluster CA's certificate (PEM file): servers must present a
+    /// certificate it signed for the address dialled.
+    #[serde(
+        default,
+        rename = "certificate-authority",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub certificate_authority: Option<PathBuf>,
+    /// Plain HTTP, for clusters started with `--insecure`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
     /// The namespace when `-n` is not given.
     #[serde(default)]
     pub namespace: Option<String>,
@@ -53,8 +69,27 @@ pub struct Target {
     pub servers: Vec<String>,
     /// The token.
     pub token: Option<String>,
+    /// The CA servers are verified against.
+    pub certificate_authority: Option<PathBuf>,
+    /// Plain HTTP.
+    pub insecure: bool,
     /// The default namespace.
     pub namespace: String,
+}
+
+/// The flags that choose the target.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Flags<'a> {
+    /// `--context`.
+    pub context: Option<&'a str>,
+    /// `--server`.
+    pub server: Option<&'a str>,
+    /// `--token`.
+    pub token: Option<&'a str>,
+    /// `--certificate-authority`.
+    pub certificate_authority: Option<&'a Path>,
+    /// `--insecure`.
+    pub insecure: bool,
 }
 
 /// The config file's path: `$MKUBECONFIG`, else `~/.mkube/config`.
@@ -102,12 +137,14 @@ pub fn save(path: &Path, config: &Config) -> Result<(), CliError> {
 
 impl Config {
     /// The target for these flags.
-    pub fn target(
-        &self,
-        context: Option<&str>,
-        server: Option<&str>,
-        token: Option<&str>,
-    ) -> Result<Target, CliError> {
+    pub fn target(&self, flags: &Flags<'_>) -> Result<Target, CliError> {
+        let Flags {
+            context,
+            server,
+            token,
+            certificate_authority,
+            insecure,
+        } = *flags;
         let name = context.or(self.current_context.as_deref());
         let ctx = match name {
             Some(n) => match self.contexts.iter().find(|c| c.name == n) {
@@ -125,7 +162,12 @@ impl Config {
         let servers = match (server, ctx) {
             (Some(s), _) => s
                 .split(',')
-                .map(|a| a.trim().trim_start_matches("http://").to_string())
+                .map(|a| {
+                    a.trim()
+                        .trim_start_matches("http://")
+                        .trim_start_matches("https://")
+                        .to_string()
+                })
                 .filter(|a| !a.is_empty())
                 .collect(),
             (None, Some(c)) => c.servers.clone(),
@@ -140,6 +182,10 @@ impl Config {
             token: token
                 .map(str::to_string)
                 .or_else(|| ctx.and_then(|c| c.token.clone())),
+            certificate_authority: certificate_authority
+                .map(Path::to_path_buf)
+                .or_else(|| ctx.and_then(|c| c.certificate_authority.clone())),
+            insecure: insecure || ctx.is_some_and(|c| c.insecure),
             namespace: ctx
                 .and_then(|c| c.namespace.clone())
                 .unwrap_or_else(|| "default".into()),
@@ -176,9 +222,12 @@ mod tests {
             name: "a".into(),
             servers: vec!["1:1".into()],
             token: Some("t".into()),
+            certificate_authority: Some("ca.crt".into()),
+            insecure: false,
             namespace: Some("ns".into()),
         });
-        let t = config.target(None, None, None).expect("target");
+        let t = config.target(&Flags::default()).expect("target");
+        assert_eq!(t.certificate_authority, Some(PathBuf::from("ca.crt")));
         assert_eq!(
             (
                 t.servers[0].as_str(),
@@ -188,14 +237,23 @@ mod tests {
             ("1:1", Some("t"), "ns")
         );
         let t = config
-            .target(None, Some("2:2,3:3"), Some("u"))
+            .target(&Flags {
+                server: Some("2:2,https://3:3"),
+                token: Some("u"),
+                certificate_authority: Some(Path::new("other.crt")),
+                ..Flags::default()
+            })
             .expect("target");
         assert_eq!(t.servers, vec!["2:2", "3:3"]);
+        assert_eq!(t.certificate_authority, Some(PathBuf::from("other.crt")));
         assert_eq!(t.token.as_deref(), Some("u"));
         let e = config
-            .target(Some("b"), None, None)
+            .target(&Flags {
+                context: Some("b"),
+                ..Flags::default()
+            })
             .expect_err("unknown context");
         assert!(e.to_string().contains("\"b\""), "{e}");
-        assert!(Config::default().target(None, None, None).is_err());
+        assert!(Config::default().target(&Flags::default()).is_err());
     }
 }

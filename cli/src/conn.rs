@@ -24,10 +24,26 @@ pub struct Conn {
 impl Conn {
     /// Clients of `target`'s servers (no connection is made yet).
     pub fn new(target: Target, timeout: Duration) -> Result<Conn, CliError> {
+        let tls = match (&target.certificate_authority, target.insecure) {
+            (_, true) => None,
+            (Some(ca), false) => {
+                let roots = rpc::Roots::from_file(ca)
+                    .map_err(|e| CliError::client(format!("the certificate authority {e}")))?;
+                Some(rpc::ClientTls::new(&roots, None).map_err(|e| {
+                    CliError::client(format!("the certificate authority cannot be used: {e}"))
+                })?)
+            }
+            (None, false) => {
+                return Err(CliError::client(
+                    "no certificate authority for the cluster: pass --certificate-authority FILE (the cluster's ca.crt) or set it in the context (mkctl config set-context --certificate-authority); --insecure talks plain HTTP to a cluster started with --insecure",
+                ));
+            }
+        };
         let mut masters = Vec::new();
         for s in &target.servers {
             let config = rpc::ClientConfig {
                 token: target.token.clone(),
+                tls: tls.clone(),
                 default_timeout: timeout,
                 connect_timeout: Duration::from_secs(3),
                 max_connections: 2,

@@ -56,6 +56,13 @@ impl CliError {
                 reason: code_reason(s.code),
                 message: s.message.clone(),
             },
+            rpc::Error::Transport(t) if t.to_string().contains("TLS") => {
+                // A certificate problem is not an outage: no other master is
+                // tried with the token, and the mismatch is named.
+                CliError::client(format!(
+                    "TLS verification of {server} failed: {t}; check the context's certificate-authority and the server address"
+                ))
+            }
             rpc::Error::Transport(t) => {
                 CliError::client(format!("cannot reach the cluster at {server}: {t}"))
             }

@@ -1,5 +1,6 @@
 //! The real `mkctl` binary against a real cluster: three `mkube-master`
-//! processes and two `mkube-worker` processes on the real Docker daemon.
+//! processes and two `mkube-worker` processes on the real Docker daemon,
+//! over TLS with the cluster's CA in the context.
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -7,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
-use tests::cluster::{Cluster, TOKEN, Timing};
+use tests::cluster::{Cluster, Timing, bin_dir};
 use tests::images::BUSYBOX;
 use tests::masters::Masters;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -23,7 +24,7 @@ impl Mkctl {
         let dir = cluster.dir().join("mkctl");
         std::fs::create_dir_all(&dir)?;
         let token = dir.join("token");
-        std::fs::write(&token, TOKEN)?;
+        std::fs::write(&token, cluster.pki().token("user")?)?;
         let m = Mkctl {
             config: dir.join("config"),
             dir,
@@ -37,6 +38,8 @@ impl Mkctl {
             &servers,
             "--token-file",
             &token.display().to_string(),
+            "--certificate-authority",
+            &cluster.pki().ca_file().display().to_string(),
         ])?;
         ok(&out)?;
         Ok(m)
@@ -391,6 +394,52 @@ async fn bad_input_gets_one_clear_line_and_exit_code_1() -> Result<()> {
     let e = m.fails(&["--token", "wrong", "get", "pods"])?;
     assert!(e.contains("Unauthorized"), "{e}");
 
+    // The master's certificate names 127.0.0.1 and m0, not localhost.
+    let port = c.master_addrs[0].rsplit_once(':').context("port")?.1;
+    let e = m.fails(&["--server", &format!("localhost:{port}"), "get", "pods"])?;
+    assert!(
+        e.starts_with("error: TLS verification of localhost:")
+            && e.contains("not valid for name \"localhost\"")
+            && e.contains("127.0.0.1"),
+        "{e}"
+    );
+    // A CA that did not sign the server's certificate.
+    let other = c.dir().join("other-ca");
+    pki::Ca::generate("other")?.write(&other)?;
+    let e = m.fails(&[
+        "--certificate-authority",
+        &other.join("ca.crt").display().to_string(),
+        "get",
+        "pods",
+    ])?;
+    assert!(e.contains("invalid peer certificate"), "{e}");
+    // No CA at all (no context): refused before the token is sent anywhere.
+    let out = m
+        .command(&[
+            "--server",
+            &c.master_addrs[0],
+            "--token",
+            "t",
+            "get",
+            "pods",
+        ])
+        .env("MKUBECONFIG", c.dir().join("no-such-config"))
+        .output()?;
+    let e = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains("no certificate authority for the cluster"),
+        "{e}"
+    );
+    // A CA file that is not there.
+    let e = m.fails(&[
+        "--certificate-authority",
+        "/nonexistent/ca.crt",
+        "get",
+        "pods",
+    ])?;
+    assert!(e.contains("certificate authority"), "{e}");
+
     let e = m.fails(&["--context", "nope", "get", "pods"])?;
     assert!(e.contains("\"nope\""), "{e}");
 
@@ -504,5 +553,68 @@ async fn a_hundred_pods_applied_through_mkctl_all_run_spread_over_the_workers() 
     );
     let out = m.ok(&["delete", "-f", &file])?;
     assert_eq!(out.lines().count(), 100);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_the_user_token_keeps_mkctl_working_across_the_overlap() -> Result<()> {
+    let c = Cluster::start(1, 0, Timing::default()).await?;
+    let m = Mkctl::new(&c)?;
+    let old = c.pki().token("user")?;
+    let pki_tool = |args: &[&str]| -> Result<String> {
+        let out = Command::new(bin_dir()?.join("mkube-pki"))
+            .args(args)
+            .output()?;
+        ok(&out)
+    };
+    let dir = c.pki().dir().display().to_string();
+    let works = |token: &str| -> Result<bool> {
+        let out = m.run(&["--token", token, "get", "pods"])?;
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        if !out.status.success() && !stderr.contains("Unauthorized") {
+            bail!("mkctl failed for another reason: {stderr}");
+        }
+        Ok(out.status.success())
+    };
+    assert!(works(&old)?, "the original token works");
+
+    // Step 1: a new token joins; both are accepted from the next reload.
+    let new = pki_tool(&["token", "add", &dir, "user"])?
+        .trim()
+        .to_string();
+    assert_ne!(new, old);
+    wait_until("the new token accepted", || works(&new)).await?;
+    assert!(works(&old)?, "the old token still works during the overlap");
+    m.ok(&[
+        "config",
+        "set-context",
+        "e2e",
+        "--servers",
+        &c.master_addrs[0],
+        "--token-file",
+        &m.file("new-token", &new)?,
+        "--certificate-authority",
+        &c.pki().ca_file().display().to_string(),
+    ])?;
+    m.ok(&["get", "pods"])?;
+
+    // Step 2: the old token retires and is refused; the context's new one works.
+    pki_tool(&["token", "retire", &dir, "user"])?;
+    wait_until("the old token refused", || Ok(!works(&old)?)).await?;
+    let e = m.fails(&["--token", &old, "get", "pods"])?;
+    assert!(e.contains("Unauthorized"), "{e}");
+    m.ok(&["get", "pods"])?;
+    Ok(())
+}
+
+/// Polls `check` every 100 ms until it holds or 10 s pass.
+async fn wait_until(what: &str, check: impl Fn() -> Result<bool>) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check()? {
+        if Instant::now() > deadline {
+            bail!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     Ok(())
 }

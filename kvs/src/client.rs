@@ -22,6 +22,8 @@ use crate::kv::{KeyValue, Op, Txn, TxnResponse};
 pub struct KvsClientConfig {
     /// The bearer token.
     pub token: Option<String>,
+    /// TLS (the cluster CA); `None` speaks plain HTTP.
+    pub tls: Option<rpc::ClientTls>,
     /// Deadline of one operation, retries included.
     pub timeout: Duration,
     /// First back-off between attempts (doubles up to `max_backoff`).
@@ -40,6 +42,7 @@ impl Default for KvsClientConfig {
     fn default() -> Self {
         KvsClientConfig {
             token: None,
+            tls: None,
             timeout: Duration::from_secs(10),
             backoff: Duration::from_millis(10),
             max_backoff: Duration::from_millis(500),
@@ -98,6 +101,7 @@ impl KvsClient {
             .map(|addr| {
                 let rpc_config = rpc::ClientConfig {
                     token: config.token.clone(),
+                    tls: config.tls.clone(),
                     default_timeout: config.timeout,
                     max_connections: config.connections.max(1),
                     pipeline_depth: config.pipeline_depth.max(1),

@@ -153,6 +153,7 @@ impl Cluster {
             .arg("--export-dir")
             .arg(self.logs.join("exports"))
             .args(["--export-interval-s", "1"])
+            .arg("--insecure")
             .env("KVS_TOKEN", TOKEN)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())

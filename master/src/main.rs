@@ -35,6 +35,7 @@ use master::metrics::MasterMetrics;
 use master::scheduler::ScorePolicy;
 use master::service::MasterService;
 use master::store::Store;
+use pki::member::{Kind, Security};
 
 /// One master of an mkube cluster.
 #[derive(Parser, Debug)]
@@ -74,9 +75,17 @@ struct Args {
     /// ... and resource group, with the VM's managed identity.
     #[arg(long, requires = "azure_subscription")]
     azure_resource_group: Option<String>,
-    /// Serve without authentication (local experiments only).
-    #[arg(long)]
+    /// Serve without authentication (local experiments only; needs --insecure).
+    #[arg(long, requires = "insecure")]
     insecure_no_auth: bool,
+    /// TLS and tokens from this PKI directory (see mkube-pki): ca.crt,
+    /// NAME.crt, NAME.key and tokens/{member,join,user}. Token files are
+    /// read again every second, so tokens rotate without a restart.
+    #[arg(long, conflicts_with_all = ["token", "token_file", "insecure"])]
+    pki_dir: Option<std::path::PathBuf>,
+    /// Speak plain HTTP (tokens and data in clear text): local experiments only.
+    #[arg(long)]
+    insecure: bool,
     /// Length of a Raft tick, in milliseconds.
     #[arg(long, default_value_t = 50)]
     tick_ms: u64,
@@ -167,6 +176,37 @@ fn token(args: &Args) -> Result<Option<String>> {
     }
 }
 
+/// TLS from the Key Vault: the CA (`mkube-ca-crt`, `mkube-ca-key`) and the
+/// tokens (`mkube-member-token`, `mkube-join-token`, `mkube-user-token`, one
+/// or more lines each); the master issues its own certificate for its name
+/// and advertised host.
+async fn security_from_vault(
+    secrets: &cloud::secrets::Secrets,
+    name: &str,
+    advertise: &str,
+) -> Result<Security> {
+    let ca = pki::Ca::from_pem(
+        &secrets.get("mkube-ca-crt").await?,
+        &secrets.get("mkube-ca-key").await?,
+    )?;
+    let mut tokens = BTreeMap::new();
+    for role in pki::ROLES {
+        let text = secrets.get(&format!("mkube-{role}-token")).await?;
+        tokens.insert(role.to_string(), pki::parse_tokens(&text));
+    }
+    let host = advertise
+        .rsplit_once(':')
+        .map_or(advertise, |(h, _)| h)
+        .trim_matches(['[', ']']);
+    Ok(Security::issue(
+        &ca,
+        name,
+        vec![name.to_string(), host.to_string()],
+        Kind::Master,
+        &tokens,
+    )?)
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
@@ -183,17 +223,43 @@ async fn main() -> Result<()> {
     let advertise = args.advertise.clone().unwrap_or(local.clone());
     let fleet = fleet(&args, &advertise)?;
     let mut args = args;
-    let token = match &args.secrets {
-        Some(spec) => {
+    let security = match (&args.pki_dir, &args.secrets) {
+        (Some(dir), _) => Some(
+            Security::load(dir, &args.name, Kind::Master)
+                .context("loading TLS and tokens from --pki-dir")?,
+        ),
+        (None, Some(spec)) => {
             let credential = cloud::managed_identity(args.identity_client_id.clone())?;
             let secrets = cloud::secrets::Secrets::new(spec, credential, None)?;
             if args.metrics.cosmos_endpoint.is_some() && args.metrics.cosmos_key_file.is_none() {
                 args.metrics.cosmos_key = Some(secrets.get("cosmos-key").await?);
             }
+            if args.insecure {
+                None
+            } else {
+                Some(security_from_vault(&secrets, &args.name, &advertise).await?)
+            }
+        }
+        (None, None) if args.insecure => None,
+        (None, None) => bail!(
+            "TLS is required: give --pki-dir DIR (create one with mkube-pki init) or --secrets keyvault://NAME; --insecure serves plain HTTP"
+        ),
+    };
+    let token = match (&security, &args.secrets) {
+        (Some(s), _) => Some(s.send.clone()),
+        (None, Some(spec)) => {
+            let credential = cloud::managed_identity(args.identity_client_id.clone())?;
+            let secrets = cloud::secrets::Secrets::new(spec, credential, None)?;
             Some(secrets.get("mkube-token").await?)
         }
-        None => token(&args)?,
+        (None, None) => token(&args)?,
     };
+    if security.is_none() {
+        tracing::warn!(
+            "--insecure: serving plain HTTP; tokens and data cross the network in clear text"
+        );
+    }
+    let client_tls = security.as_ref().map(|s| s.client.clone());
     let cosmos_exports = args
         .metrics
         .open_exports()
@@ -216,6 +282,7 @@ async fn main() -> Result<()> {
         name: args.name.clone(),
         fleet: fleet.clone(),
         token: token.clone(),
+        tls: client_tls.clone(),
         tick: Duration::from_millis(args.tick_ms.max(1)),
         election_ticks: args.election_ticks.max(2),
         history_limit: 10_000,
@@ -239,15 +306,25 @@ async fn main() -> Result<()> {
         Arc::clone(&metrics_store),
         fleet.clone(),
     );
-    let auth = match &token {
-        Some(t) => rpc::Auth::Bearer(vec![t.clone()]),
-        None => rpc::Auth::None,
+    let auth = match (&security, &token) {
+        (Some(s), _) => rpc::Auth::Tokens(s.accepted.clone()),
+        (None, Some(t)) => rpc::Auth::Bearer(vec![t.clone()]),
+        (None, None) => rpc::Auth::None,
     };
-    let server = rpc::Server::builder(auth)
+    let mut server = rpc::Server::builder(auth);
+    for (prefix, access) in pki::member::master_rules(security.is_some()) {
+        server = server.restrict(prefix, access);
+    }
+    if let Some(s) = &security {
+        server = server.tls(s.server.clone());
+        s.spawn_reload();
+    }
+    let server = server
         .service(KvServer::new(KvService::new(node.clone())))
         .service(RaftPeerServer::new(PeerService::new(node.clone())))
         .service(MasterServer::new(
             MasterService::new(registry.clone(), masters, token.clone())
+                .with_worker_tls(client_tls.clone())
                 .with_metrics(Arc::clone(&metrics))
                 .with_member(node.clone()),
         ))
@@ -276,6 +353,7 @@ async fn main() -> Result<()> {
         resync_interval: Duration::from_millis(args.resync_ms.max(10)),
         score_policy: args.score,
         token,
+        tls: client_tls,
         metrics_interval: Duration::from_millis(args.metrics_interval_ms.max(100)),
     };
     let vms = match (&args.azure_subscription, &args.azure_resource_group) {

@@ -34,6 +34,7 @@ pub struct MasterService {
     store: Store,
     masters: Vec<String>,
     worker_token: Option<String>,
+    worker_tls: Option<rpc::ClientTls>,
     metrics: Option<Arc<MasterMetrics>>,
     member: Option<kvs::node::Node>,
 }
@@ -124,9 +125,16 @@ impl MasterService {
             store,
             masters,
             worker_token,
+            worker_tls: None,
             metrics: None,
             member: None,
         }
+    }
+
+    /// Calls workers (logs, exec) over TLS with this configuration.
+    pub fn with_worker_tls(mut self, tls: Option<rpc::ClientTls>) -> Self {
+        self.worker_tls = tls;
+        self
     }
 
     /// Answers `prepare_eviction` for the store member `node`.
@@ -171,6 +179,7 @@ impl MasterService {
             .ok_or_else(|| MasterError::Unavailable(format!("node {node:?} has no address")))?;
         let config = rpc::ClientConfig {
             token: self.worker_token.clone(),
+            tls: self.worker_tls.clone(),
             default_timeout: wait + Duration::from_secs(10),
             max_connections: 1,
             ..Default::default()

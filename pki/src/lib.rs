@@ -27,6 +27,8 @@
 //! Invariants: secret files are created with mode 0600 before any byte is
 //! written to them; [`Ca::generate`] never overwrites an existing CA.
 
+pub mod member;
+
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};

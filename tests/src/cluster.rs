@@ -2,6 +2,10 @@
 //! and workers (`mkube-worker`, each its own node on the real Docker
 //! daemon), for end-to-end tests and benchmarks.
 //!
+//! Every cluster speaks TLS with a CA of its own and role tokens (see
+//! [`crate::testpki`]); the tests call it as a user would (the CA and the
+//! user token).
+//!
 //! Every process logs to a file in the cluster's directory; [`Cluster::logs`]
 //! gathers them so that a failing test can print what the cluster did.
 //! Dropping the cluster kills the processes and removes the containers of
@@ -16,9 +20,7 @@ use api::master::MasterError;
 
 use crate::clusters::free_port;
 use crate::masters::Masters;
-
-/// The cluster token of test clusters.
-pub const TOKEN: &str = "e2e-token";
+use crate::testpki::{Credentials, TestPki};
 
 /// Where the workspace's binaries are (`target/<profile>`).
 pub fn bin_dir() -> Result<PathBuf> {
@@ -94,6 +96,8 @@ pub struct Cluster {
     pub grafana_addrs: Vec<String>,
     workers: Vec<Proc>,
     timing: Timing,
+    pki: TestPki,
+    creds: Credentials,
 }
 
 impl Drop for Cluster {
@@ -142,7 +146,7 @@ fn spawn(bin: &Path, args: &[String], log: &Path) -> Result<Child> {
         .with_context(|| format!("opening {}", log.display()))?;
     Command::new(bin)
         .args(args)
-        .env("MKUBE_TOKEN", TOKEN)
+        .env_remove("MKUBE_TOKEN")
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(file)
@@ -164,9 +168,20 @@ impl Cluster {
         let grafana_addrs: Vec<String> = (0..masters)
             .map(|_| free_port().map(|p| format!("127.0.0.1:{p}")))
             .collect::<Result<_>>()?;
+        let pki = TestPki::create(&dir.join("pki"))?;
+        for i in 0..masters {
+            pki.issue(
+                &format!("m{i}"),
+                pki::MASTERS,
+                &["127.0.0.1", &format!("m{i}")],
+            )?;
+        }
+        let creds = pki.user()?;
         let mut cluster = Cluster {
             id,
             dir,
+            pki,
+            creds,
             masters: Vec::new(),
             master_addrs,
             grafana_addrs,
@@ -208,6 +223,11 @@ impl Cluster {
     /// A unique name for worker `i` of this cluster.
     pub fn worker_name(&self, i: usize) -> String {
         format!("w{i}-{}", self.id)
+    }
+
+    /// The cluster's CA, certificates and tokens.
+    pub fn pki(&self) -> &TestPki {
+        &self.pki
     }
 
     /// The directory holding the logs.
@@ -253,6 +273,8 @@ impl Cluster {
             &t.metrics_interval_ms.to_string(),
             "--grafana-listen",
             &self.grafana_addrs[i],
+            "--pki-dir",
+            &self.pki.dir().display().to_string(),
         ]
         .iter()
         .map(|s| s.to_string())
@@ -275,6 +297,7 @@ impl Cluster {
     /// Starts worker `i` with `extra` flags after the usual ones.
     pub fn add_worker_with(&mut self, i: usize, extra: &[String]) -> Result<()> {
         let name = self.worker_name(i);
+        self.pki.issue(&name, pki::WORKERS, &["127.0.0.1"])?;
         let log = self.dir.join(format!("worker-{i}.log"));
         let mut args: Vec<String> = [
             "--name",
@@ -293,6 +316,8 @@ impl Cluster {
             "1000",
             "--rejoin-after-ms",
             "2000",
+            "--pki-dir",
+            &self.pki.dir().display().to_string(),
         ]
         .iter()
         .map(|s| s.to_string())
@@ -349,6 +374,10 @@ impl Masters for Cluster {
 
     fn running(&self, i: usize) -> bool {
         self.masters[i].child.is_some()
+    }
+
+    fn credentials(&self) -> &Credentials {
+        &self.creds
     }
 
     /// Every process's log, for a failing test to print.

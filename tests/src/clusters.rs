@@ -6,7 +6,9 @@ use std::process::{Child, Command, Stdio};
 
 use anyhow::{Context, Result};
 
-/// The token the benchmark clusters use.
+use crate::testpki::{Credentials, TestPki};
+
+/// The token of kvs clusters started with `KVS_INSECURE=1`.
 pub const TOKEN: &str = "bench-token";
 
 /// Child processes killed on drop.
@@ -49,8 +51,33 @@ pub fn free_port() -> Result<u16> {
         .port())
 }
 
-/// Three kvs members (`KVS_NODE` or kvs-node next to this binary), extra `args` for each.
-pub fn start_kvs(args: &[&str]) -> Result<(Procs, Vec<String>)> {
+/// Three kvs members (`KVS_NODE` or kvs-node next to this binary), extra
+/// `args` for each, speaking TLS with a CA of their own in `dir/pki`
+/// (`KVS_INSECURE=1`: plain HTTP, to measure what TLS costs). Returns the
+/// processes, their addresses and a user's credentials.
+pub fn start_kvs(dir: &Path, args: &[&str]) -> Result<(Procs, Vec<String>, Credentials)> {
+    let insecure = std::env::var("KVS_INSECURE").is_ok_and(|v| v == "1");
+    let pki_dir = dir.join("pki");
+    let _ = std::fs::remove_dir_all(&pki_dir);
+    let pki = TestPki::create(&pki_dir)?;
+    for i in 0..3 {
+        pki.issue(&format!("n{i}"), pki::MASTERS, &["127.0.0.1"])?;
+    }
+    let (security, creds): (Vec<String>, Credentials) = if insecure {
+        let creds = Credentials {
+            token: TOKEN.into(),
+            tls: None,
+        };
+        (
+            vec!["--insecure".into(), "--token".into(), TOKEN.into()],
+            creds,
+        )
+    } else {
+        (
+            vec!["--pki-dir".into(), pki_dir.display().to_string()],
+            pki.user()?,
+        )
+    };
     let bin = match std::env::var_os("KVS_NODE") {
         Some(p) => PathBuf::from(p),
         None => std::env::current_exe()?.with_file_name("kvs-node"),
@@ -75,14 +102,15 @@ pub fn start_kvs(args: &[&str]) -> Result<(Procs, Vec<String>)> {
                 &peers.join(","),
             ])
             .args(args)
-            .env("KVS_TOKEN", TOKEN)
+            .args(&security)
+            .env_remove("KVS_TOKEN")
             .env("RUST_LOG", "error")
             .stdout(Stdio::null())
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
         procs.0.push(child);
     }
-    Ok((procs, addrs))
+    Ok((procs, addrs, creds))
 }
 
 /// Three etcd members (`ETCD` or etcd on PATH) with data under `dir`, extra `args` for each.

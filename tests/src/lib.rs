@@ -12,6 +12,7 @@
 //!   for partitions (`docker network disconnect`).
 //! - [`clusters`]: starting kvs and etcd clusters for the benchmarks.
 //! - [`images`]: test and demo images built locally (`docker import`).
+//! - [`testpki`]: each test cluster's CA, certificates and tokens.
 //! - `tests/`: end-to-end tests that start real clusters on real Docker.
 
 pub mod cluster;
@@ -19,6 +20,7 @@ pub mod clusters;
 pub mod images;
 pub mod masters;
 pub mod netcluster;
+pub mod testpki;
 
 /// Runs a benchmark on the runtime every harness uses: two worker threads,
 /// as on the 2-core machines the figures come from.

@@ -10,12 +10,13 @@ use anyhow::{Result, bail};
 use api::master::{ListRequest, MasterClient};
 use kvs::api::{Empty, KvClient, NodeStatus};
 
-use crate::cluster::TOKEN;
+use crate::testpki::Credentials;
 
 /// The store's view of the member at `addr`.
-pub async fn kv_status_at(addr: &str) -> Result<NodeStatus> {
+pub async fn kv_status_at(addr: &str, creds: &Credentials) -> Result<NodeStatus> {
     let config = rpc::ClientConfig {
-        token: Some(TOKEN.into()),
+        token: Some(creds.token.clone()),
+        tls: creds.tls.clone(),
         default_timeout: Duration::from_secs(2),
         connect_timeout: Duration::from_secs(1),
         ..Default::default()
@@ -25,9 +26,10 @@ pub async fn kv_status_at(addr: &str) -> Result<NodeStatus> {
 }
 
 /// A `Master` client of the address `addr`.
-pub fn client_at(addr: &str) -> Result<MasterClient> {
+pub fn client_at(addr: &str, creds: &Credentials) -> Result<MasterClient> {
     let config = rpc::ClientConfig {
-        token: Some(TOKEN.into()),
+        token: Some(creds.token.clone()),
+        tls: creds.tls.clone(),
         default_timeout: Duration::from_secs(10),
         connect_timeout: Duration::from_secs(2),
         ..Default::default()
@@ -44,6 +46,8 @@ pub trait Masters: Sync + Sized {
     fn master_addr(&self, i: usize) -> String;
     /// The last lines of every process's log.
     fn logs(&self) -> String;
+    /// What the tests call the masters with (a user's token and the CA).
+    fn credentials(&self) -> &Credentials;
     /// Whether master `i` is meant to be running (not killed by the test).
     fn running(&self, _i: usize) -> bool {
         true
@@ -51,12 +55,12 @@ pub trait Masters: Sync + Sized {
 
     /// A client of master `i`.
     fn client(&self, i: usize) -> Result<MasterClient> {
-        client_at(&self.master_addr(i))
+        client_at(&self.master_addr(i), self.credentials())
     }
 
     /// Master `i`'s own view of the store.
     async fn kv_status(&self, i: usize) -> Result<NodeStatus> {
-        kv_status_at(&self.master_addr(i)).await
+        kv_status_at(&self.master_addr(i), self.credentials()).await
     }
 
     /// The master that leads, if one does (among those reachable).

@@ -15,8 +15,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use api::master::MasterClient;
 
-use crate::cluster::{TOKEN, Timing, bin_dir, remove_node_containers};
+use crate::cluster::{Timing, bin_dir, remove_node_containers};
 use crate::masters::{Masters, client_at, kv_status_at};
+use crate::testpki::{Credentials, TestPki};
 
 const MASTER_PORT: u16 = 7000;
 const WORKER_PORT: u16 = 10250;
@@ -49,6 +50,8 @@ pub struct NetCluster {
     masters: usize,
     workers: usize,
     timing: Timing,
+    pki: TestPki,
+    creds: Credentials,
 }
 
 impl Drop for NetCluster {
@@ -103,7 +106,11 @@ impl NetCluster {
         let prefix = prefix.context("no free private subnet for the cluster's network")?;
         let dir = std::env::temp_dir().join(format!("mkube-netcluster-{id}"));
         std::fs::create_dir_all(dir.join("exports"))?;
+        let pki = TestPki::create(&dir.join("pki"))?;
+        let creds = pki.user()?;
         let c = NetCluster {
+            pki,
+            creds,
             id,
             network,
             prefix,
@@ -180,8 +187,8 @@ impl NetCluster {
             ip,
             "--label",
             "mkube-e2e=1",
-            "-e",
-            &format!("MKUBE_TOKEN={TOKEN}"),
+            "-v",
+            &format!("{}:/pki:ro", self.pki.dir().display()),
             "-e",
             "RUST_LOG=info",
         ]
@@ -203,6 +210,9 @@ impl NetCluster {
             .collect();
         let t = &self.timing;
         let exports = format!("{}:/exports", self.dir.join("exports").display());
+        let name = format!("m{i}");
+        self.pki
+            .issue(&name, pki::MASTERS, &[&self.master_ip(i), &name])?;
         let command: Vec<String> = [
             "/bin/mkube-master",
             "--name",
@@ -225,6 +235,8 @@ impl NetCluster {
             &t.eviction_timeout_ms.to_string(),
             "--resync-ms",
             "1000",
+            "--pki-dir",
+            "/pki",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -241,6 +253,7 @@ impl NetCluster {
     pub fn start_worker(&self, i: usize) -> Result<()> {
         let masters: Vec<String> = (0..self.masters).map(|j| self.master_addr(j)).collect();
         let ip = self.worker_ip(i);
+        self.pki.issue(&self.worker_name(i), pki::WORKERS, &[&ip])?;
         let command: Vec<String> = [
             "/bin/mkube-worker",
             "--name",
@@ -263,6 +276,8 @@ impl NetCluster {
             "1000",
             "--rejoin-after-ms",
             "2000",
+            "--pki-dir",
+            "/pki",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -287,12 +302,12 @@ impl NetCluster {
 
     /// A `Master` client of the address `addr`.
     pub fn client_at(&self, addr: &str) -> Result<MasterClient> {
-        client_at(addr)
+        client_at(addr, &self.creds)
     }
 
     /// The store's view of the member at `addr`.
     pub async fn kv_status_at(&self, addr: &str) -> Result<kvs::api::NodeStatus> {
-        kv_status_at(addr).await
+        kv_status_at(addr, &self.creds).await
     }
 }
 
@@ -303,6 +318,10 @@ impl Masters for NetCluster {
 
     fn master_addr(&self, i: usize) -> String {
         format!("{}:{MASTER_PORT}", self.master_ip(i))
+    }
+
+    fn credentials(&self) -> &Credentials {
+        &self.creds
     }
 
     /// The last lines of every container's log.

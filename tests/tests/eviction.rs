@@ -254,7 +254,7 @@ async fn a_preempt_notice_drains_the_node_moves_leadership_exports_and_acknowled
     // Leadership moved away from the evicted VM's master, which exported first.
     let now_leader = c.leader().await.context("a leader after the eviction")?;
     assert_ne!(now_leader, leader, "leadership moved off the evicted VM");
-    let status = kv_status_at(&leader_addr).await?;
+    let status = kv_status_at(&leader_addr, c.credentials()).await?;
     let export = status.last_export.context("an export")?;
     if export.taken_at_ms < published_ms {
         bail!(

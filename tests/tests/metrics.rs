@@ -11,10 +11,11 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use api::master::{ListRequest, WriteRequest};
 use serde_json::{Value, json};
-use tests::cluster::{Cluster, TOKEN, Timing};
+use tests::cluster::{Cluster, Timing};
 use tests::clusters::free_port;
 use tests::images::BUSYBOX;
 use tests::masters::Masters;
+use tests::testpki::TestPki;
 
 fn dashboard() -> Result<Value> {
     let path =
@@ -79,7 +80,17 @@ impl Drop for Prometheus {
 }
 
 impl Prometheus {
-    fn start(dir: &std::path::Path, masters: &[String], workers: &[String]) -> Result<Prometheus> {
+    /// Scrapes over TLS, trusting the cluster CA: the masters with the user
+    /// token, the workers with the member token (the only one they accept).
+    fn start(
+        dir: &std::path::Path,
+        pki: &TestPki,
+        masters: &[String],
+        workers: &[String],
+    ) -> Result<Prometheus> {
+        let ca = pki.ca_file().display().to_string();
+        let user = pki.token("user")?;
+        let member = pki.token("member")?;
         let list = |a: &[String]| {
             a.iter()
                 .map(|s| format!("'{s}'"))
@@ -90,10 +101,14 @@ impl Prometheus {
             "global: {{scrape_interval: 1s, evaluation_interval: 1s}}
 scrape_configs:
   - job_name: mkube-masters
-    authorization: {{credentials: '{TOKEN}'}}
+    scheme: https
+    tls_config: {{ca_file: '{ca}'}}
+    authorization: {{credentials: '{user}'}}
     static_configs: [{{targets: [{}]}}]
   - job_name: mkube-workers
-    authorization: {{credentials: '{TOKEN}'}}
+    scheme: https
+    tls_config: {{ca_file: '{ca}'}}
+    authorization: {{credentials: '{member}'}}
     static_configs: [{{targets: [{}]}}]
 ",
             list(masters),
@@ -184,7 +199,12 @@ async fn prometheus_scrapes_masters_and_a_worker_and_the_dashboard_matches_what_
         .unwrap_or_default()
         .to_owned();
 
-    let prometheus = Prometheus::start(c.dir(), &c.master_addrs, std::slice::from_ref(&worker))?;
+    let prometheus = Prometheus::start(
+        c.dir(),
+        c.pki(),
+        &c.master_addrs,
+        std::slice::from_ref(&worker),
+    )?;
     let leader_of = |series: &[Value]| -> Vec<String> {
         series
             .iter()

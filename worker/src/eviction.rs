@@ -99,6 +99,8 @@ pub struct EvictionConfig {
     pub local_master: Option<String>,
     /// The cluster token.
     pub token: Option<String>,
+    /// TLS towards the masters; `None` speaks plain HTTP.
+    pub tls: Option<rpc::ClientTls>,
     /// Time between polls (Azure allows at most 5 a second).
     pub poll_interval: Duration,
     /// How long the node's containers may take to stop before the ack.
@@ -171,9 +173,10 @@ async fn fetch(http: &reqwest::Client, url: &str) -> Result<ScheduledEvents, Str
     serde_json::from_slice(&body).map_err(|e| format!("unexpected document: {e}"))
 }
 
-fn client(address: &str, token: &Option<String>, timeout: Duration) -> Option<MasterClient> {
+fn client(address: &str, config: &EvictionConfig, timeout: Duration) -> Option<MasterClient> {
     let config = rpc::ClientConfig {
-        token: token.clone(),
+        token: config.token.clone(),
+        tls: config.tls.clone(),
         default_timeout: timeout,
         ..Default::default()
     };
@@ -194,7 +197,7 @@ async fn handle(
     // 1. Cordon and reschedule: any master will do (followers forward writes).
     let mut drained = false;
     for address in &config.masters {
-        let Some(master) = client(address, &config.token, Duration::from_secs(5)) else {
+        let Some(master) = client(address, config, Duration::from_secs(5)) else {
             continue;
         };
         match master
@@ -216,7 +219,7 @@ async fn handle(
     }
     // 2. The master on this VM hands leadership over and exports.
     if let Some(address) = &config.local_master
-        && let Some(master) = client(address, &config.token, Duration::from_secs(12))
+        && let Some(master) = client(address, config, Duration::from_secs(12))
     {
         match master.prepare_eviction(&PrepareEvictionRequest {}).await {
             Ok(a) => {

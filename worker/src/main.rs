@@ -11,6 +11,7 @@ use api::node::Resources;
 use api::quantity::{parse_cpu_millis, parse_memory_bytes};
 use api::worker::WorkerServer;
 use clap::Parser;
+use pki::member::{Kind, Security};
 use worker::agent::{Agent, AgentConfig};
 use worker::docker::Runtime;
 use worker::reconcile::Backoff;
@@ -49,6 +50,14 @@ struct Args {
     /// The client id of a user-assigned managed identity for --secrets.
     #[arg(long, requires = "secrets")]
     identity_client_id: Option<String>,
+    /// TLS and tokens from this PKI directory (see mkube-pki): ca.crt,
+    /// NAME.crt, NAME.key, tokens/member (accepted from the masters' probes,
+    /// re-read every second) and tokens/join (sent to register).
+    #[arg(long, conflicts_with_all = ["token", "token_file", "insecure"])]
+    pki_dir: Option<std::path::PathBuf>,
+    /// Speak plain HTTP (tokens and data in clear text): local experiments only.
+    #[arg(long)]
+    insecure: bool,
     /// The Docker daemon.
     #[arg(
         long,
@@ -133,8 +142,55 @@ async fn run(args: Args) -> anyhow::Result<()> {
             args.name
         );
     }
-    let token = match (&args.secrets, &args.token_file) {
-        (Some(spec), _) => {
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let bound = listener.local_addr().context("reading the bound address")?;
+    let address = args.advertise.clone().unwrap_or_else(|| bound.to_string());
+    let host_ip = args.host_ip.clone().unwrap_or_else(|| {
+        address
+            .rsplit_once(':')
+            .map(|(h, _)| h.to_string())
+            .unwrap_or_else(|| address.clone())
+    });
+    let security = match (&args.pki_dir, &args.secrets) {
+        (Some(dir), _) => Some(
+            Security::load(dir, &args.name, Kind::Worker)
+                .context("loading TLS and tokens from --pki-dir")?,
+        ),
+        (None, Some(spec)) if !args.insecure => {
+            let credential = cloud::managed_identity(args.identity_client_id.clone())?;
+            let secrets = cloud::secrets::Secrets::new(spec, credential, None)?;
+            let ca = pki::Ca::from_pem(
+                &secrets.get("mkube-ca-crt").await?,
+                &secrets.get("mkube-ca-key").await?,
+            )?;
+            let mut tokens = BTreeMap::new();
+            for role in ["member", "join"] {
+                let text = secrets.get(&format!("mkube-{role}-token")).await?;
+                tokens.insert(role.to_string(), pki::parse_tokens(&text));
+            }
+            let hosts = vec![args.name.clone(), host_ip.clone()];
+            Some(Security::issue(
+                &ca,
+                &args.name,
+                hosts,
+                Kind::Worker,
+                &tokens,
+            )?)
+        }
+        _ if args.insecure => None,
+        _ => bail!(
+            "TLS is required: give --pki-dir DIR (a worker certificate from mkube-pki issue) or --secrets keyvault://NAME; --insecure speaks plain HTTP"
+        ),
+    };
+    if security.is_none() {
+        tracing::warn!("--insecure: plain HTTP; tokens and data cross the network in clear text");
+    }
+    let client_tls = security.as_ref().map(|s| s.client.clone());
+    let token = match (&security, &args.secrets, &args.token_file) {
+        (Some(s), _, _) => Some(s.send.clone()),
+        (None, Some(spec), _) => {
             let credential = cloud::managed_identity(args.identity_client_id.clone())?;
             Some(
                 cloud::secrets::Secrets::new(spec, credential, None)?
@@ -142,13 +198,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     .await?,
             )
         }
-        (None, Some(path)) => Some(
+        (None, None, Some(path)) => Some(
             std::fs::read_to_string(path)
                 .with_context(|| format!("reading the token file {}", path.display()))?
                 .trim()
                 .to_string(),
         ),
-        (None, None) => args.token.clone(),
+        (None, None, None) => args.token.clone(),
     };
     let mut labels = BTreeMap::new();
     for kv in &args.labels {
@@ -164,17 +220,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("--reserved-memory: {e}"))?,
     };
     let runtime = Runtime::connect(&args.docker_host).await?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
-    let bound = listener.local_addr().context("reading the bound address")?;
-    let address = args.advertise.clone().unwrap_or_else(|| bound.to_string());
-    let host_ip = args.host_ip.clone().unwrap_or_else(|| {
-        address
-            .rsplit_once(':')
-            .map(|(h, _)| h.to_string())
-            .unwrap_or_else(|| address.clone())
-    });
     let config = AgentConfig {
         node: args.name.clone(),
         address,
@@ -192,11 +237,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
         stats_interval: Duration::from_millis(args.stats_interval_ms.max(100)),
     };
     let agent = Agent::new(config, runtime).await?;
-    let auth = match &token {
-        Some(t) => rpc::Auth::Bearer(vec![t.clone()]),
-        None => rpc::Auth::None,
+    let auth = match (&security, &token) {
+        (Some(s), _) => rpc::Auth::Tokens(s.accepted.clone()),
+        (None, Some(t)) => rpc::Auth::Bearer(vec![t.clone()]),
+        (None, None) => rpc::Auth::None,
     };
-    let server = rpc::Server::builder(auth)
+    let mut server = rpc::Server::builder(auth);
+    for (prefix, access) in pki::member::worker_rules(security.is_some()) {
+        server = server.restrict(prefix, access);
+    }
+    if let Some(s) = &security {
+        server = server.tls(s.server.clone());
+        s.spawn_reload();
+    }
+    let server = server
         .service(WorkerServer::new(WorkerService::new(agent.clone())))
         .page("/metrics", {
             let agent = agent.clone();
@@ -226,6 +280,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 masters: args.masters.clone(),
                 local_master: args.local_master.clone(),
                 token: token.clone(),
+                tls: client_tls.clone(),
                 poll_interval: Duration::from_secs(1),
                 stop_budget: Duration::from_millis(args.eviction_stop_budget_ms),
             },
@@ -237,6 +292,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         RegisterConfig {
             masters: args.masters.clone(),
             token,
+            tls: client_tls,
             rejoin_after: Duration::from_millis(args.rejoin_after_ms.max(100)),
         },
         stopped(stop_rx.clone()),

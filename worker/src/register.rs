@@ -19,6 +19,8 @@ pub struct RegisterConfig {
     pub masters: Vec<String>,
     /// The cluster token.
     pub token: Option<String>,
+    /// TLS towards the masters; `None` speaks plain HTTP.
+    pub tls: Option<rpc::ClientTls>,
     /// Re-announce when no probe arrived for this long.
     pub rejoin_after: Duration,
 }
@@ -39,6 +41,7 @@ pub async fn run(
         .filter_map(|addr| {
             let rpc_config = rpc::ClientConfig {
                 token: config.token.clone(),
+                tls: config.tls.clone(),
                 default_timeout: Duration::from_secs(5),
                 ..Default::default()
             };

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! kvs-node --name n1 --listen 127.0.0.1:7001 \
-//!          --peers n1=127.0.0.1:7001,n2=127.0.0.1:7002,n3=127.0.0.1:7003 --token-file token
+//!          --peers n1=127.0.0.1:7001,n2=127.0.0.1:7002,n3=127.0.0.1:7003 --pki-dir pki
 //! ```
 //!
 //! Every member gets the same `--peers` list (an odd number of names: the
@@ -13,6 +13,11 @@
 //! members: without it, a whole-fleet loss loses everything). SIGTERM or
 //! SIGINT (an eviction notice) exports the applied state before exiting.
 //! Logs go to stderr (`RUST_LOG` filters them).
+//!
+//! Security is a master's (see `pki::member`): with `--pki-dir`, TLS with the
+//! cluster CA, Raft only between certificates of `mkube:masters` with member
+//! tokens, the `Kv` API for member and user tokens. `--insecure` speaks plain
+//! HTTP with one `--token`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -23,6 +28,7 @@ use kvs::api::{KvServer, RaftPeerServer};
 use kvs::kv::Limits;
 use kvs::node::{KvService, Node, NodeConfig, PeerService};
 use kvs::snapshot_store::{FileSnapshotStore, MemorySnapshotStore, SnapshotStore};
+use pki::member::{Kind, Security};
 
 /// One member of a kvs cluster.
 #[derive(Parser, Debug)]
@@ -43,9 +49,16 @@ struct Args {
     /// A file holding the cluster token.
     #[arg(long, conflicts_with = "token")]
     token_file: Option<std::path::PathBuf>,
-    /// Serve without authentication (local experiments only).
-    #[arg(long)]
+    /// Serve without authentication (local experiments only; needs --insecure).
+    #[arg(long, requires = "insecure")]
     insecure_no_auth: bool,
+    /// TLS and tokens from this PKI directory (see mkube-pki): ca.crt,
+    /// NAME.crt, NAME.key, tokens/{member,join,user}.
+    #[arg(long, conflicts_with_all = ["token", "token_file", "insecure"])]
+    pki_dir: Option<std::path::PathBuf>,
+    /// Speak plain HTTP (tokens and data in clear text): local experiments only.
+    #[arg(long)]
+    insecure: bool,
     /// Length of a Raft tick, in milliseconds.
     #[arg(long, default_value_t = 50)]
     tick_ms: u64,
@@ -102,7 +115,23 @@ async fn main() -> Result<()> {
     if !fleet.contains_key(&args.name) {
         bail!("--name {} is not among --peers", args.name);
     }
+    let security = match &args.pki_dir {
+        Some(dir) => Some(
+            Security::load(dir, &args.name, Kind::Master)
+                .context("loading TLS and tokens from --pki-dir")?,
+        ),
+        None if args.insecure => {
+            tracing::warn!(
+                "--insecure: plain HTTP; tokens and data cross the network in clear text"
+            );
+            None
+        }
+        None => bail!(
+            "TLS is required: give --pki-dir DIR (create one with mkube-pki init); --insecure speaks plain HTTP"
+        ),
+    };
     let token = match (&args.token, &args.token_file) {
+        _ if security.is_some() => security.as_ref().map(|s| s.send.clone()),
         (Some(t), _) => Some(t.clone()),
         (None, Some(path)) => Some(
             std::fs::read_to_string(path)
@@ -130,6 +159,7 @@ async fn main() -> Result<()> {
         name: args.name.clone(),
         fleet,
         token: token.clone(),
+        tls: security.as_ref().map(|s| s.client.clone()),
         tick: Duration::from_millis(args.tick_ms.max(1)),
         election_ticks: args.election_ticks.max(2),
         history_limit: args.history,
@@ -139,11 +169,20 @@ async fn main() -> Result<()> {
         export_interval: Duration::from_secs(args.export_interval_s.max(1)),
     };
     let node = Node::start(config).context("starting the member")?;
-    let auth = match token {
-        Some(t) => rpc::Auth::Bearer(vec![t]),
-        None => rpc::Auth::None,
+    let auth = match (&security, token) {
+        (Some(s), _) => rpc::Auth::Tokens(s.accepted.clone()),
+        (None, Some(t)) => rpc::Auth::Bearer(vec![t]),
+        (None, None) => rpc::Auth::None,
     };
-    let server = rpc::Server::builder(auth)
+    let mut server = rpc::Server::builder(auth);
+    for (prefix, access) in pki::member::master_rules(security.is_some()) {
+        server = server.restrict(prefix, access);
+    }
+    if let Some(s) = &security {
+        server = server.tls(s.server.clone());
+        s.spawn_reload();
+    }
+    let server = server
         .service(KvServer::new(KvService::new(node.clone())))
         .service(RaftPeerServer::new(PeerService::new(node.clone())))
         .build()

@@ -53,6 +53,9 @@ pub struct NodeConfig {
     pub fleet: BTreeMap<String, String>,
     /// The bearer token members and clients present.
     pub token: Option<String>,
+    /// TLS towards the other members (the cluster CA and this member's
+    /// certificate); `None` speaks plain HTTP.
+    pub tls: Option<rpc::ClientTls>,
     /// Length of a tick.
     pub tick: Duration,
     /// Ticks before an election (randomized up to twice this).
@@ -144,6 +147,7 @@ impl Node {
                     name.clone(),
                     addr.clone(),
                     config.token.clone(),
+                    config.tls.clone(),
                     timeout,
                 )?,
             );

@@ -46,6 +46,7 @@ impl KvService {
             addr,
             rpc::ClientConfig {
                 token: config.token.clone(),
+                tls: config.tls.clone(),
                 max_connections: 64,
                 pipeline_depth: 1,
                 ..Default::default()

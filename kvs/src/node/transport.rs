@@ -66,12 +66,14 @@ impl PeerSender {
         peer: String,
         addr: String,
         token: Option<String>,
+        tls: Option<rpc::ClientTls>,
         timeout: Duration,
     ) -> Result<Self, rpc::ConfigError> {
         let client = rpc::Client::new(
             &addr,
             rpc::ClientConfig {
                 token,
+                tls,
                 default_timeout: timeout,
                 connect_timeout: timeout,
                 max_connections: 1,

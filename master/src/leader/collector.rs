@@ -38,6 +38,7 @@ pub(super) async fn run(ctx: Context) {
         .filter_map(|(name, address)| {
             let config = rpc::ClientConfig {
                 token: ctx.config.token.clone(),
+                tls: ctx.config.tls.clone(),
                 default_timeout: CALL_TIMEOUT,
                 max_connections: 1,
                 ..Default::default()

@@ -62,6 +62,8 @@ pub struct LeaderConfig {
     pub score_policy: ScorePolicy,
     /// The token workers accept.
     pub token: Option<String>,
+    /// TLS towards workers and the other masters; `None` speaks plain HTTP.
+    pub tls: Option<rpc::ClientTls>,
     /// Time between metric collections.
     pub metrics_interval: Duration,
 }
@@ -79,6 +81,7 @@ impl Default for LeaderConfig {
             resync_interval: Duration::from_secs(5),
             score_policy: ScorePolicy::Spread,
             token: None,
+            tls: None,
             metrics_interval: Duration::from_secs(10),
         }
     }

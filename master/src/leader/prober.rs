@@ -246,6 +246,7 @@ async fn round(
 fn worker_client(address: &str, ctx: &Context) -> Option<WorkerClient> {
     let config = rpc::ClientConfig {
         token: ctx.config.token.clone(),
+        tls: ctx.config.tls.clone(),
         default_timeout: ctx.config.probe_timeout,
         max_connections: 2,
         ..Default::default()

@@ -69,6 +69,12 @@ pub struct Tokens {
     set: Arc<RwLock<Vec<(String, String)>>>,
 }
 
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tokens({} tokens, hidden)", self.len())
+    }
+}
+
 impl Tokens {
     /// A set of `(role, token)` pairs.
     pub fn new(tokens: Vec<(String, String)>) -> Result<Tokens, crate::ConfigError> {
@@ -91,6 +97,14 @@ impl Tokens {
         }
         *self.set.write().unwrap_or_else(PoisonError::into_inner) = tokens;
         Ok(())
+    }
+
+    /// The current `(role, token)` pairs.
+    pub fn snapshot(&self) -> Vec<(String, String)> {
+        self.set
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// How many tokens are accepted.

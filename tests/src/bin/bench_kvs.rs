@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use hdrhistogram::Histogram;
 use kvs::client::{KvsClient, KvsClientConfig};
-use tests::clusters::{TOKEN, start_etcd, start_kvs};
+use tests::clusters::{start_etcd, start_kvs};
 
 const VALUE_BYTES: usize = 256;
 const MEMORY_KEYS: usize = 100_000;
@@ -159,11 +159,12 @@ async fn run() -> Result<()> {
     let dir = dir_root.join(format!("mkube-bench-etcd-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
 
-    let (kvs_procs, kvs_addrs) = start_kvs(&[])?;
+    let (kvs_procs, kvs_addrs, kvs_creds) = start_kvs(&dir, &[])?;
     let (etcd_procs, etcd_addrs) = start_etcd(&dir, &[])?;
     let ours = KvsClient::new(&kvs_addrs, {
         let mut c = KvsClientConfig {
-            token: Some(TOKEN.into()),
+            token: Some(kvs_creds.token.clone()),
+            tls: kvs_creds.tls.clone(),
             ..Default::default()
         };
         if let Some(n) = std::env::var("KVS_CONNECTIONS")

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use kvs::client::{KvsClient, KvsClientConfig};
-use tests::clusters::{Procs, TOKEN, start_etcd, start_kvs};
+use tests::clusters::{Procs, start_etcd, start_kvs};
 
 const KEYS: u64 = 10_000;
 const VALUE_BYTES: usize = 256;
@@ -82,11 +82,12 @@ async fn run() -> Result<()> {
         "{total} writes over {KEYS} keys of {VALUE_BYTES} bytes, {WRITERS} writers; live data {live_kib} KiB per member"
     );
 
-    let (kvs_procs, kvs_addrs) = start_kvs(&[])?;
+    let (kvs_procs, kvs_addrs, kvs_creds) = start_kvs(&dir, &[])?;
     let client = KvsClient::new(
         &kvs_addrs,
         KvsClientConfig {
-            token: Some(TOKEN.into()),
+            token: Some(kvs_creds.token.clone()),
+            tls: kvs_creds.tls.clone(),
             ..Default::default()
         },
     )?;

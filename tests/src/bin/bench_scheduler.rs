@@ -131,6 +131,7 @@ async fn kvs_cluster() -> Result<(Vec<Member>, Store)> {
             name: format!("n{i}"),
             fleet: fleet.clone(),
             token: None,
+            tls: None,
             tick: Duration::from_millis(50),
             election_ticks: 10,
             history_limit: 10_000,

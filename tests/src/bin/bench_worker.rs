@@ -34,6 +34,7 @@ async fn run() -> Result<()> {
             NODE,
             "--listen",
             "127.0.0.1:0",
+            "--insecure",
             "--token",
             "bench",
             "--sync-interval-ms",

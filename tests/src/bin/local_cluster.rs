@@ -4,8 +4,11 @@
 //! `up` starts three masters (127.0.0.1:7000-7002) and two workers as
 //! background processes, each worker its own node with its own loopback
 //! address (127.0.0.11, 127.0.0.12) on which it publishes its pods' host
-//! ports; builds the demo image locally (nothing is pulled); writes an
-//! mkctl context `mkube-local`; deploys `hello`, two busybox httpd replicas
+//! ports; everything speaks TLS with a cluster CA created in the state
+//! directory's `pki/` on the first `up` (mkube-pki's layout: the CA, a
+//! certificate per member, role tokens, keys 0600); builds the demo image
+//! locally (nothing is pulled); writes an mkctl context `mkube-local` (the
+//! CA and the user token); deploys `hello`, two busybox httpd replicas
 //! on host port 8080; waits until both answer HTTP; and prints how to use
 //! and remove it all. Running it again finds the running cluster and only
 //! re-applies the demo. `down` stops the processes and removes the
@@ -70,31 +73,61 @@ fn bin(name: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-fn token(dir: &Path) -> Result<String> {
-    let path = dir.join("token");
-    if let Ok(t) = std::fs::read_to_string(&path) {
-        return Ok(t.trim().to_string());
+/// The cluster's PKI directory: created on the first `up` (CA, tokens, a
+/// certificate for every master and worker), reused afterwards.
+fn security(dir: &Path) -> Result<PathBuf> {
+    let pki_dir = dir.join("pki");
+    let ca = if pki_dir.join("ca.crt").exists() {
+        pki::Ca::load(&pki_dir)?
+    } else {
+        let ca = pki::Ca::generate("mkube-local")?;
+        ca.write(&pki_dir)?;
+        ca
+    };
+    pki::init_tokens(&pki_dir)?;
+    for (i, _) in MASTERS.iter().enumerate() {
+        let name = format!("m{i}");
+        if !pki_dir.join(format!("{name}.crt")).exists() {
+            let hosts = vec!["127.0.0.1".into(), "localhost".into(), name.clone()];
+            ca.issue(&pki::Request::new(&name, pki::MASTERS, hosts))?
+                .write(&pki_dir, &name)?;
+        }
     }
-    let t = uuid_like();
-    std::fs::write(&path, &t)?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(t)
+    for (name, _, ip) in WORKERS {
+        if !pki_dir.join(format!("{name}.crt")).exists() {
+            let hosts = vec!["127.0.0.1".into(), ip.to_string(), name.to_string()];
+            ca.issue(&pki::Request::new(name, pki::WORKERS, hosts))?
+                .write(&pki_dir, name)?;
+        }
+    }
+    Ok(pki_dir)
 }
 
-/// 32 hex digits from the kernel's random source.
-fn uuid_like() -> String {
-    let bytes = std::fs::read("/proc/sys/kernel/random/uuid").unwrap_or_default();
-    String::from_utf8_lossy(&bytes).trim().replace('-', "")
+/// What this program calls the masters with: the CA and the user token.
+struct Creds {
+    token: String,
+    tls: rpc::ClientTls,
+}
+
+fn creds(pki_dir: &Path) -> Result<Creds> {
+    let token = pki::read_tokens(&pki::token_path(pki_dir, "user")?)?
+        .into_iter()
+        .next()
+        .context("the user token file is empty")?;
+    let roots = rpc::Roots::from_file(&pki_dir.join("ca.crt"))?;
+    Ok(Creds {
+        token,
+        tls: rpc::ClientTls::new(&roots, None)?,
+    })
 }
 
 /// Starts `bin` detached from this process (its own process group), logging to `log`.
-fn spawn(bin: &Path, args: &[&str], token: &str, log: &Path) -> Result<u32> {
+fn spawn(bin: &Path, args: &[&str], log: &Path) -> Result<u32> {
     use std::os::unix::process::CommandExt;
     let file = std::fs::File::create(log)?;
     let child = Command::new(bin)
         .args(args)
-        .env("MKUBE_TOKEN", token)
+        .env_remove("MKUBE_TOKEN")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(file)
@@ -104,18 +137,19 @@ fn spawn(bin: &Path, args: &[&str], token: &str, log: &Path) -> Result<u32> {
     Ok(child.id())
 }
 
-fn client(addr: &str, token: &str) -> Result<MasterClient> {
+fn client(addr: &str, creds: &Creds) -> Result<MasterClient> {
     let config = rpc::ClientConfig {
-        token: Some(token.into()),
+        token: Some(creds.token.clone()),
+        tls: Some(creds.tls.clone()),
         default_timeout: Duration::from_secs(5),
         ..Default::default()
     };
     Ok(MasterClient::new(rpc::Client::new(addr, config)?))
 }
 
-async fn ready_nodes(token: &str) -> usize {
+async fn ready_nodes(creds: &Creds) -> usize {
     for addr in MASTERS {
-        let Ok(c) = client(addr, token) else { continue };
+        let Ok(c) = client(addr, creds) else { continue };
         if let Ok(list) = c
             .list(&ListRequest {
                 kind: "nodes".into(),
@@ -198,7 +232,9 @@ spec:
 async fn up() -> Result<()> {
     let dir = state_dir()?;
     std::fs::create_dir_all(&dir)?;
-    let token = token(&dir)?;
+    let pki_dir = security(&dir)?;
+    let pki_arg = pki_dir.display().to_string();
+    let creds = std::sync::Arc::new(creds(&pki_dir)?);
     let mut state = read_state(&dir)?.unwrap_or_default();
     if !state.pids.is_empty() && state.pids.iter().all(|p| alive(*p)) {
         println!("the local cluster is already running");
@@ -238,11 +274,12 @@ async fn up() -> Result<()> {
                 &metrics_db,
                 "--grafana-listen",
                 &grafana,
+                "--pki-dir",
+                &pki_arg,
             ];
             state.pids.push(spawn(
                 &bin("mkube-master")?,
                 &args,
-                &token,
                 &dir.join(format!("{name}.log")),
             )?);
         }
@@ -259,22 +296,22 @@ async fn up() -> Result<()> {
                 ip,
                 "--masters",
                 &masters,
+                "--pki-dir",
+                &pki_arg,
             ];
             state.pids.push(spawn(
                 &bin("mkube-worker")?,
                 &args,
-                &token,
                 &dir.join(format!("{name}.log")),
             )?);
         }
         std::fs::write(dir.join("state.json"), serde_json::to_string(&state)?)?;
-        let t = token.clone();
         wait(
             "both workers becoming Ready nodes",
             Duration::from_secs(60),
             || {
-                let t = t.clone();
-                async move { ready_nodes(&t).await == WORKERS.len() }
+                let creds = std::sync::Arc::clone(&creds);
+                async move { ready_nodes(&creds).await == WORKERS.len() }
             },
         )
         .await?;
@@ -286,7 +323,9 @@ async fn up() -> Result<()> {
         "--servers",
         &MASTERS.join(","),
         "--token-file",
-        &dir.join("token").display().to_string(),
+        &pki::token_path(&pki_dir, "user")?.display().to_string(),
+        "--certificate-authority",
+        &pki_dir.join("ca.crt").display().to_string(),
     ])?;
     let demo = dir.join("hello.yaml");
     std::fs::write(&demo, DEMO)?;

@@ -35,6 +35,7 @@ impl WorkerProc {
                 name,
                 "--listen",
                 "127.0.0.1:0",
+                "--insecure",
                 "--token",
                 TOKEN,
                 "--host-ip",

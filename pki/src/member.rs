@@ -1,0 +1,261 @@
+//! A member's TLS settings and tokens, from a PKI directory or from
+//! secrets, kept current while it runs.
+//!
+//! A master accepts tokens of every role (what each role may call is the
+//! server's [`rpc::Access`] rules) and sends the member token; a worker
+//! accepts only member tokens (the masters' probes) and sends the join
+//! token. Token files are read again every [`RELOAD_INTERVAL`]: a rotation
+//! needs no restart of the servers.
+//!
+//! Invariants: the accepted set is only replaced by a complete, valid read
+//! of the files (a file being rewritten is skipped until whole: writers
+//! rename, see [`crate::write_secret`]); a failed read keeps the previous set.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::{Ca, PkiError, Request};
+
+/// How often token files are read again.
+pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Which side of the cluster a member is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A master: Raft, the API, probes.
+    Master,
+    /// A worker: runs pods, answers probes.
+    Worker,
+}
+
+impl Kind {
+    /// The roles whose tokens this kind's server accepts.
+    pub fn accepts(self) -> &'static [&'static str] {
+        match self {
+            Kind::Master => &["member", "join", "user"],
+            Kind::Worker => &["member"],
+        }
+    }
+
+    /// The role of the token this kind sends.
+    pub fn sends(self) -> &'static str {
+        match self {
+            Kind::Master => "member",
+            Kind::Worker => "join",
+        }
+    }
+
+    /// The certificate group of this kind.
+    pub fn group(self) -> &'static str {
+        match self {
+            Kind::Master => crate::MASTERS,
+            Kind::Worker => crate::WORKERS,
+        }
+    }
+}
+
+/// What a member needs to speak TLS and authenticate.
+#[derive(Clone, Debug)]
+pub struct Security {
+    /// For its listener.
+    pub server: rpc::ServerTls,
+    /// For its calls to other members (presents its certificate).
+    pub client: rpc::ClientTls,
+    /// The tokens its listener accepts, live.
+    pub accepted: rpc::Tokens,
+    /// The token it sends.
+    pub send: String,
+    kind: Kind,
+    dir: Option<PathBuf>,
+}
+
+impl Security {
+    /// Loads `ca.crt`, `<name>.crt`, `<name>.key` and the token files from
+    /// a PKI directory.
+    pub fn load(dir: &Path, name: &str, kind: Kind) -> Result<Security, PkiError> {
+        let tls = |e: rpc::TlsError| PkiError::Certificate {
+            what: format!("loading the TLS files of {name} from {}", dir.display()),
+            reason: e.to_string(),
+        };
+        let roots = rpc::Roots::from_file(&dir.join("ca.crt")).map_err(tls)?;
+        let identity = rpc::Identity::from_files(
+            &dir.join(format!("{name}.crt")),
+            &dir.join(format!("{name}.key")),
+        )
+        .map_err(tls)?;
+        let tokens = read_role_tokens(dir, kind)?;
+        let mut security = Security::assemble(&roots, identity, kind, &tokens)?;
+        security.dir = Some(dir.to_path_buf());
+        Ok(security)
+    }
+
+    /// Builds a member's security from the CA itself (as fetched from Key
+    /// Vault): issues its own certificate for `hosts` in memory.
+    pub fn issue(
+        ca: &Ca,
+        name: &str,
+        hosts: Vec<String>,
+        kind: Kind,
+        tokens: &BTreeMap<String, Vec<String>>,
+    ) -> Result<Security, PkiError> {
+        let issued = ca.issue(&Request::new(name, kind.group(), hosts))?;
+        let tls = |e: rpc::TlsError| PkiError::Certificate {
+            what: format!("using the certificate issued for {name}"),
+            reason: e.to_string(),
+        };
+        let roots = rpc::Roots::from_pem(ca.cert_pem().as_bytes()).map_err(tls)?;
+        let identity =
+            rpc::Identity::from_pem(issued.cert_pem.as_bytes(), issued.key_pem.as_bytes())
+                .map_err(tls)?;
+        Security::assemble(&roots, identity, kind, tokens)
+    }
+
+    fn assemble(
+        roots: &rpc::Roots,
+        identity: rpc::Identity,
+        kind: Kind,
+        tokens: &BTreeMap<String, Vec<String>>,
+    ) -> Result<Security, PkiError> {
+        let tls = |e: rpc::TlsError| PkiError::Certificate {
+            what: "configuring TLS".into(),
+            reason: e.to_string(),
+        };
+        let server = rpc::ServerTls::new(roots, identity.clone()).map_err(tls)?;
+        let client = rpc::ClientTls::new(roots, Some(identity)).map_err(tls)?;
+        let send = tokens
+            .get(kind.sends())
+            .and_then(|t| t.first())
+            .cloned()
+            .ok_or_else(|| PkiError::Certificate {
+                what: "choosing the token to send".into(),
+                reason: format!("no {} token", kind.sends()),
+            })?;
+        let accepted =
+            rpc::Tokens::new(accepted(kind, tokens)).map_err(|e| PkiError::Certificate {
+                what: "reading the tokens".into(),
+                reason: e.to_string(),
+            })?;
+        Ok(Security {
+            server,
+            client,
+            accepted,
+            send,
+            kind,
+            dir: None,
+        })
+    }
+
+    /// Reads the token files again and replaces the accepted set if they
+    /// changed; returns whether they did.
+    pub fn reload(&self) -> Result<bool, PkiError> {
+        let Some(dir) = &self.dir else {
+            return Ok(false);
+        };
+        let tokens = read_role_tokens(dir, self.kind)?;
+        let new = accepted(self.kind, &tokens);
+        if new == self.accepted.snapshot() {
+            return Ok(false);
+        }
+        self.accepted
+            .replace(new)
+            .map_err(|e| PkiError::Certificate {
+                what: "reloading the tokens".into(),
+                reason: e.to_string(),
+            })?;
+        Ok(true)
+    }
+
+    /// Reloads the token files every [`RELOAD_INTERVAL`] for as long as the
+    /// runtime runs (nothing to do without a PKI directory).
+    pub fn spawn_reload(&self) {
+        if self.dir.is_none() {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(RELOAD_INTERVAL);
+            loop {
+                tick.tick().await;
+                match this.reload() {
+                    Ok(true) => tracing::info!(
+                        tokens = this.accepted.len(),
+                        "token files changed: accepted tokens replaced"
+                    ),
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot reload the token files; keeping the current tokens")
+                    }
+                }
+            }
+        });
+    }
+}
+
+fn accepted(kind: Kind, tokens: &BTreeMap<String, Vec<String>>) -> Vec<(String, String)> {
+    kind.accepts()
+        .iter()
+        .flat_map(|role| {
+            tokens
+                .get(*role)
+                .into_iter()
+                .flatten()
+                .map(move |t| (role.to_string(), t.clone()))
+        })
+        .collect()
+}
+
+/// The token files a kind needs: the roles it accepts and the one it sends.
+fn read_role_tokens(dir: &Path, kind: Kind) -> Result<BTreeMap<String, Vec<String>>, PkiError> {
+    let mut roles: Vec<&str> = kind.accepts().to_vec();
+    if !roles.contains(&kind.sends()) {
+        roles.push(kind.sends());
+    }
+    let mut out = BTreeMap::new();
+    for role in roles {
+        let path = crate::token_path(dir, role)?;
+        out.insert(role.to_string(), crate::read_tokens(&path)?);
+    }
+    Ok(out)
+}
+
+/// Who may call what on a master's listener, for `rpc::ServerBuilder::restrict`.
+/// Certificate groups are required only with TLS (`tls`), where a client
+/// certificate can be presented at all.
+pub fn master_rules(tls: bool) -> Vec<(&'static str, rpc::Access)> {
+    let access = |roles: &[&str], group: Option<&str>| rpc::Access {
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+        group: group.filter(|_| tls).map(str::to_owned),
+    };
+    vec![
+        // Raft: only masters, by certificate and token.
+        ("/RaftPeer/", access(&["member"], Some(crate::MASTERS))),
+        // The leader's metric fan-out between masters.
+        ("/Master/figures", access(&["member"], Some(crate::MASTERS))),
+        (
+            "/Master/record_metrics",
+            access(&["member"], Some(crate::MASTERS)),
+        ),
+        // Workers register, and drain themselves before an eviction.
+        ("/Master/join", access(&["join", "member"], None)),
+        ("/Master/drain", access(&["user", "member", "join"], None)),
+        (
+            "/Master/prepare_eviction",
+            access(&["user", "member", "join"], None),
+        ),
+        // Everything else of the API: users and masters (followers forward).
+        ("/Master/", access(&["user", "member"], None)),
+        ("/Kv/", access(&["user", "member"], None)),
+    ]
+}
+
+/// Who may call a worker: the masters' probes, logs and exec.
+pub fn worker_rules(tls: bool) -> Vec<(&'static str, rpc::Access)> {
+    vec![(
+        "/Worker/",
+        rpc::Access {
+            roles: vec!["member".into()],
+            group: tls.then(|| crate::MASTERS.to_owned()),
+        },
+    )]
+}

@@ -1,0 +1,87 @@
+//! The PKI directory of a test cluster: a fresh cluster CA and tokens per
+//! cluster, member certificates issued as members start, and the
+//! credentials the tests call with (the CA and the user token, no client
+//! certificate, as mkctl).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+/// What a test client presents: a token, and TLS settings when the cluster
+/// speaks TLS.
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    /// The bearer token.
+    pub token: String,
+    /// The cluster CA (and possibly a client certificate).
+    pub tls: Option<rpc::ClientTls>,
+}
+
+/// A cluster's CA and token files, in `dir`.
+pub struct TestPki {
+    dir: PathBuf,
+    ca: pki::Ca,
+}
+
+impl TestPki {
+    /// Creates the CA and one token per role in `dir`.
+    pub fn create(dir: &Path) -> Result<TestPki> {
+        let ca = pki::Ca::generate("test")?;
+        ca.write(dir)?;
+        pki::init_tokens(dir)?;
+        Ok(TestPki {
+            dir: dir.to_path_buf(),
+            ca,
+        })
+    }
+
+    /// The directory (`--pki-dir`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The CA certificate's path.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+
+    /// Issues `<name>.crt`/`.key` for `hosts` into the directory.
+    pub fn issue(&self, name: &str, group: &str, hosts: &[&str]) -> Result<()> {
+        let hosts = hosts.iter().map(|h| h.to_string()).collect();
+        self.ca
+            .issue(&pki::Request::new(name, group, hosts))?
+            .write(&self.dir, name)
+            .with_context(|| format!("writing the certificate of {name}"))
+    }
+
+    /// The identity issued to `name` (after [`TestPki::issue`]).
+    pub fn identity(&self, name: &str) -> Result<rpc::Identity> {
+        Ok(rpc::Identity::from_files(
+            &self.dir.join(format!("{name}.crt")),
+            &self.dir.join(format!("{name}.key")),
+        )?)
+    }
+
+    /// The token `role` sends now (the first line of its file).
+    pub fn token(&self, role: &str) -> Result<String> {
+        let path = pki::token_path(&self.dir, role)?;
+        pki::read_tokens(&path)?
+            .into_iter()
+            .next()
+            .with_context(|| format!("{} is empty", path.display()))
+    }
+
+    /// TLS settings trusting the CA, presenting `identity` if given.
+    pub fn client_tls(&self, identity: Option<rpc::Identity>) -> Result<rpc::ClientTls> {
+        let roots = rpc::Roots::from_file(&self.ca_file())?;
+        Ok(rpc::ClientTls::new(&roots, identity)?)
+    }
+
+    /// A user's credentials: the user token and the CA, no certificate.
+    pub fn user(&self) -> Result<Credentials> {
+        Ok(Credentials {
+            token: self.token("user")?,
+            tls: Some(self.client_tls(None)?),
+        })
+    }
+}
