@@ -302,7 +302,7 @@ enum KvCmd {
 enum ConfigCmd {
     /// Add or replace a context and make it current.
     #[command(
-        after_help = "Examples:\n  mkctl config set-context local --servers 127.0.0.1:7000,127.0.0.1:7001 --token-file token --certificate-authority pki/ca.crt"
+        after_help = "Examples:\n  mkctl config set-context local --servers 127.0.0.1:7000,127.0.0.1:7001 --token-file token --certificate-authority pki/ca.crt\n  mkctl config set-context plain --servers 127.0.0.1:7000 --token-file token --insecure"
     )]
     SetContext {
         /// Its name.
@@ -313,12 +313,6 @@ enum ConfigCmd {
         /// A file holding the token.
         #[arg(long)]
         token_file: Option<std::path::PathBuf>,
-        /// The cluster CA's certificate (kept as an absolute path).
-        #[arg(long = "certificate-authority", conflicts_with = "plain_http")]
-        ca_file: Option<std::path::PathBuf>,
-        /// The cluster speaks plain HTTP (started with --insecure).
-        #[arg(long = "plain-http")]
-        plain_http: bool,
         /// The default namespace.
         #[arg(long = "default-namespace")]
         default_namespace: Option<String>,
@@ -374,7 +368,13 @@ pub async fn run(args: Args) -> Result<(), CliError> {
             clap_complete::generate(shell, &mut Args::command(), "mkctl", &mut std::io::stdout());
             return Ok(());
         }
-        Command::Config { action } => return config_command(action, path.as_deref()),
+        Command::Config { action } => {
+            let tls = ContextTls {
+                certificate_authority: args.certificate_authority.clone(),
+                insecure: args.insecure,
+            };
+            return config_command(action, path.as_deref(), &tls);
+        }
         _ => {}
     }
     let cfg = match &path {
@@ -451,7 +451,17 @@ pub async fn run(args: Args) -> Result<(), CliError> {
     }
 }
 
-fn config_command(action: ConfigCmd, path: Option<&std::path::Path>) -> Result<(), CliError> {
+/// What the global flags say about a cluster's TLS, for `config set-context`.
+struct ContextTls {
+    certificate_authority: Option<std::path::PathBuf>,
+    insecure: bool,
+}
+
+fn config_command(
+    action: ConfigCmd,
+    path: Option<&std::path::Path>,
+    tls: &ContextTls,
+) -> Result<(), CliError> {
     let path = path.ok_or_else(|| CliError::client("no config file: set HOME or MKUBECONFIG"))?;
     let mut cfg = config::load(path)?;
     match action {
@@ -459,11 +469,13 @@ fn config_command(action: ConfigCmd, path: Option<&std::path::Path>) -> Result<(
             name,
             servers,
             token_file,
-            ca_file,
-            plain_http,
             default_namespace,
         } => {
-            let ca_file = ca_file
+            // The global --certificate-authority (kept as an absolute path)
+            // and --insecure describe the cluster.
+            let ca_file = tls
+                .certificate_authority
+                .clone()
                 .map(|f| {
                     let f = std::path::absolute(&f).unwrap_or(f);
                     rpc::Roots::from_file(&f)
@@ -491,7 +503,7 @@ fn config_command(action: ConfigCmd, path: Option<&std::path::Path>) -> Result<(
                 servers,
                 token,
                 certificate_authority: ca_file,
-                insecure: plain_http,
+                insecure: tls.insecure,
                 namespace: default_namespace,
             });
             config::save(path, &cfg)?;
