@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_rustls::rustls;
+pub use tokio_rustls::rustls;
 
 /// A TLS file or setting that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +151,12 @@ impl std::fmt::Debug for ServerTls {
 }
 
 impl ServerTls {
+    /// The rustls configuration, for serving something else with the same
+    /// settings (the Grafana datasource, a benchmark's peer).
+    pub fn rustls_config(&self) -> Arc<rustls::ServerConfig> {
+        Arc::clone(&self.config)
+    }
+
     /// Presents `identity`; verifies client certificates against `roots`
     /// when a client presents one (see the module doc).
     pub fn new(roots: &Roots, identity: Identity) -> Result<ServerTls, TlsError> {
@@ -192,6 +198,12 @@ impl std::fmt::Debug for ClientTls {
 }
 
 impl ClientTls {
+    /// The rustls configuration, for dialling something else with the same
+    /// settings (a benchmark's peer).
+    pub fn rustls_config(&self) -> Arc<rustls::ClientConfig> {
+        Arc::clone(&self.config)
+    }
+
     /// Verifies servers against `roots`; presents `identity` when asked.
     pub fn new(roots: &Roots, identity: Option<Identity>) -> Result<ClientTls, TlsError> {
         let builder = rustls::ClientConfig::builder_with_provider(provider())

@@ -16,7 +16,7 @@ use anyhow::{Context, Result, bail};
 use api::master::MasterClient;
 
 use crate::cluster::{Timing, bin_dir, remove_node_containers};
-use crate::masters::{Masters, client_at, kv_status_at};
+use crate::masters::{Masters, client_at};
 use crate::testpki::{Credentials, TestPki};
 
 const MASTER_PORT: u16 = 7000;
@@ -305,9 +305,19 @@ impl NetCluster {
         client_at(addr, &self.creds)
     }
 
-    /// The store's view of the member at `addr`.
-    pub async fn kv_status_at(&self, addr: &str) -> Result<kvs::api::NodeStatus> {
-        kv_status_at(addr, &self.creds).await
+    /// The store's view of master `i` reached at `addr`, an address of
+    /// another network than the one its certificate names.
+    pub async fn kv_status_via(&self, i: usize, addr: &str) -> Result<kvs::api::NodeStatus> {
+        let config = rpc::ClientConfig {
+            token: Some(self.creds.token.clone()),
+            tls: self.creds.tls.clone(),
+            server_name: Some(format!("m{i}")),
+            default_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(1),
+            ..Default::default()
+        };
+        let kv = kvs::api::KvClient::new(rpc::Client::new(addr, config)?);
+        Ok(kv.status(&kvs::api::Empty {}).await?)
     }
 }
 

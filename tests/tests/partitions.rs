@@ -166,7 +166,7 @@ async fn a_partitioned_leader_steps_down_and_writes_made_meanwhile_survive_the_h
         |c| {
             let addr = old_admin.clone();
             async move {
-                let s = c.kv_status_at(&addr).await?;
+                let s = c.kv_status_via(old, &addr).await?;
                 Ok((s.role != kvs::raft::Role::Leader).then_some(s.role))
             }
         },

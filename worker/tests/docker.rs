@@ -453,6 +453,7 @@ async fn bad_probes_get_errors_that_name_the_problem() -> anyhow::Result<()> {
         .args([
             "--name",
             "x",
+            "--insecure",
             "--docker-host",
             "unix:///nonexistent/docker.sock",
         ])

@@ -54,6 +54,10 @@ pub struct ClientConfig {
     /// TLS: verify the server against this CA (and present this client
     /// certificate). `None` speaks plain HTTP.
     pub tls: Option<crate::tls::ClientTls>,
+    /// The name the server's certificate must carry when it is not the host
+    /// dialled (a member reached at an address of another network; kubectl's
+    /// `tls-server-name`).
+    pub server_name: Option<String>,
 }
 
 impl Default for ClientConfig {
@@ -66,6 +70,7 @@ impl Default for ClientConfig {
             pipeline_depth: 32,
             max_response_bytes: 64 * 1024 * 1024,
             tls: None,
+            server_name: None,
         }
     }
 }
@@ -93,7 +98,7 @@ impl Client {
         let tls = match &config.tls {
             None => None,
             Some(tls) => {
-                let name = host_name(host);
+                let name = config.server_name.as_deref().unwrap_or(host_name(host));
                 let name = ServerName::try_from(name.to_owned()).map_err(|_| {
                     ConfigError::InvalidAddress {
                         addr: addr.to_owned(),
