@@ -40,6 +40,10 @@ pub struct Args {
     /// The cluster CA's certificate (PEM); overrides the context's.
     #[arg(long, global = true, env = "MKUBE_CA")]
     certificate_authority: Option<std::path::PathBuf>,
+    /// The name the servers' certificates must carry when it is not the
+    /// host dialled (masters.mkube for masters at public addresses).
+    #[arg(long, global = true)]
+    tls_server_name: Option<String>,
     /// Talk plain HTTP, to a cluster started with --insecure.
     #[arg(long, global = true)]
     insecure: bool,
@@ -371,6 +375,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
         Command::Config { action } => {
             let tls = ContextTls {
                 certificate_authority: args.certificate_authority.clone(),
+                tls_server_name: args.tls_server_name.clone(),
                 insecure: args.insecure,
             };
             return config_command(action, path.as_deref(), &tls);
@@ -386,6 +391,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
         server: args.server.as_deref(),
         token: args.token.as_deref(),
         certificate_authority: args.certificate_authority.as_deref(),
+        tls_server_name: args.tls_server_name.as_deref(),
         insecure: args.insecure,
     })?;
     let namespace = args.namespace.clone().unwrap_or(target.namespace.clone());
@@ -454,6 +460,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
 /// What the global flags say about a cluster's TLS, for `config set-context`.
 struct ContextTls {
     certificate_authority: Option<std::path::PathBuf>,
+    tls_server_name: Option<String>,
     insecure: bool,
 }
 
@@ -503,6 +510,7 @@ fn config_command(
                 servers,
                 token,
                 certificate_authority: ca_file,
+                tls_server_name: tls.tls_server_name.clone(),
                 insecure: tls.insecure,
                 namespace: default_namespace,
             });

@@ -54,6 +54,14 @@ pub struct Context {
         skip_serializing_if = "Option::is_none"
     )]
     pub certificate_authority: Option<PathBuf>,
+    /// The name the masters' certificates must carry when it is not the
+    /// address dialled (`masters.mkube` for masters reached at public IPs).
+    #[serde(
+        default,
+        rename = "tls-server-name",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub tls_server_name: Option<String>,
     /// Plain HTTP, for clusters started with `--insecure`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub insecure: bool,
@@ -71,6 +79,8 @@ pub struct Target {
     pub token: Option<String>,
     /// The CA servers are verified against.
     pub certificate_authority: Option<PathBuf>,
+    /// The name servers' certificates must carry, if not the host dialled.
+    pub tls_server_name: Option<String>,
     /// Plain HTTP.
     pub insecure: bool,
     /// The default namespace.
@@ -88,6 +98,8 @@ pub struct Flags<'a> {
     pub token: Option<&'a str>,
     /// `--certificate-authority`.
     pub certificate_authority: Option<&'a Path>,
+    /// `--tls-server-name`.
+    pub tls_server_name: Option<&'a str>,
     /// `--insecure`.
     pub insecure: bool,
 }
@@ -143,6 +155,7 @@ impl Config {
             server,
             token,
             certificate_authority,
+            tls_server_name,
             insecure,
         } = *flags;
         let name = context.or(self.current_context.as_deref());
@@ -185,6 +198,9 @@ impl Config {
             certificate_authority: certificate_authority
                 .map(Path::to_path_buf)
                 .or_else(|| ctx.and_then(|c| c.certificate_authority.clone())),
+            tls_server_name: tls_server_name
+                .map(str::to_owned)
+                .or_else(|| ctx.and_then(|c| c.tls_server_name.clone())),
             insecure: insecure || ctx.is_some_and(|c| c.insecure),
             namespace: ctx
                 .and_then(|c| c.namespace.clone())
@@ -223,6 +239,7 @@ mod tests {
             servers: vec!["1:1".into()],
             token: Some("t".into()),
             certificate_authority: Some("ca.crt".into()),
+            tls_server_name: None,
             insecure: false,
             namespace: Some("ns".into()),
         });

@@ -44,6 +44,7 @@ impl Conn {
             let config = rpc::ClientConfig {
                 token: target.token.clone(),
                 tls: tls.clone(),
+                server_name: target.tls_server_name.clone(),
                 default_timeout: timeout,
                 connect_timeout: Duration::from_secs(3),
                 max_connections: 2,

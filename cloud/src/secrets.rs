@@ -84,4 +84,18 @@ impl Secrets {
             reason: "the secret has no value".into(),
         })
     }
+
+    /// The tokens of `roles`, from the secrets `mkube-<role>-token` (one
+    /// token per line, the first one sent; see `pki`).
+    pub async fn tokens(
+        &self,
+        roles: &[&str],
+    ) -> Result<std::collections::BTreeMap<String, Vec<String>>, CloudError> {
+        let mut tokens = std::collections::BTreeMap::new();
+        for role in roles {
+            let text = self.get(&format!("mkube-{role}-token")).await?;
+            tokens.insert(role.to_string(), pki::parse_tokens(&text));
+        }
+        Ok(tokens)
+    }
 }

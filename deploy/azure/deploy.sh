@@ -19,7 +19,7 @@ usage: deploy/azure/deploy.sh -g RESOURCE_GROUP -l LOCATION --operator-prefix IP
       --vm-size SIZE        default Standard_E2as_v5
       --ppg                 put the VMs in a proximity placement group
       --ssh-key FILE        default ~/.ssh/id_ed25519.pub
-      --token-file FILE     cluster token (default: a new random one, kept in ~/.mkube/azure-RG/token)
+      --pki-dir DIR         the cluster CA and tokens (default: a new CA, kept in ~/.mkube/azure-RG/pki)
       --no-free-tier        the subscription already has its free-tier Cosmos DB account
       --yes                 deploy without asking after what-if
 USAGE
@@ -27,7 +27,7 @@ USAGE
 }
 
 rg="" location="" name=mkube masters=3 workers=0 vm_size=Standard_E2as_v5 ppg=false
-ssh_key="$HOME/.ssh/id_ed25519.pub" token_file="" free_tier=true yes=false operator=""
+ssh_key="$HOME/.ssh/id_ed25519.pub" pki_dir="" free_tier=true yes=false operator=""
 while [ $# -gt 0 ]; do
     case "$1" in
         -g) rg=$2; shift 2 ;;
@@ -38,7 +38,7 @@ while [ $# -gt 0 ]; do
         --vm-size) vm_size=$2; shift 2 ;;
         --ppg) ppg=true; shift ;;
         --ssh-key) ssh_key=$2; shift 2 ;;
-        --token-file) token_file=$2; shift 2 ;;
+        --pki-dir) pki_dir=$2; shift 2 ;;
         --operator-prefix) operator=$2; shift 2 ;;
         --no-free-tier) free_tier=false; shift ;;
         --yes) yes=true; shift ;;
@@ -52,13 +52,13 @@ az account show >/dev/null || { echo "not logged in: run az login" >&2; exit 1; 
 
 state="$HOME/.mkube/azure-$rg"
 mkdir -p "$state"
-if [ -z "$token_file" ]; then
-    token_file="$state/token"
-    [ -s "$token_file" ] || (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$token_file")
-fi
-
 echo "==> building the binaries (release)"
-cargo build --release --quiet -p master -p worker -p cli --bin mkube-master --bin mkube-worker --bin mkctl
+cargo build --release --quiet -p master -p worker -p cli -p pki \
+    --bin mkube-master --bin mkube-worker --bin mkctl --bin mkube-pki
+# The cluster CA and the member, join and user tokens go to Key Vault; every
+# VM issues its own certificate with the CA at start (see the README).
+pki_dir=${pki_dir:-$state/pki}
+[ -s "$pki_dir/ca.crt" ] || target/release/mkube-pki init "$pki_dir" --cluster "$name"
 tar -czf "$state/mkube.tar.gz" -C target/release mkube-master mkube-worker mkctl
 
 echo "==> resource group $rg in $location, and a storage account for the binaries and the runbook"
@@ -83,7 +83,10 @@ runbook_url=$(sas Start-MkubeVms.ps1)
 params=(
     clusterName="$name" masterCount="$masters" workerCount="$workers" vmSize="$vm_size"
     useProximityPlacementGroup="$ppg" sshPublicKey="$(cat "$ssh_key")" operatorIpv6Prefix="$operator"
-    binariesUrl="$binaries_url" runbookUrl="$runbook_url" clusterToken="$(cat "$token_file")"
+    binariesUrl="$binaries_url" runbookUrl="$runbook_url"
+    caCert="$(cat "$pki_dir/ca.crt")" caKey="$(cat "$pki_dir/ca.key")"
+    memberToken="$(cat "$pki_dir/tokens/member")" joinToken="$(cat "$pki_dir/tokens/join")"
+    userToken="$(cat "$pki_dir/tokens/user")"
     cosmosFreeTier="$free_tier"
 )
 echo "==> what-if"
@@ -97,7 +100,11 @@ az deployment group create --resource-group "$rg" --name mkube --template-file d
     --parameters "${params[@]}" --output none
 ips=$(az deployment group show --resource-group "$rg" --name mkube --query 'properties.outputs.masterIpv6.value' -o tsv)
 servers=$(for ip in $ips; do printf '[%s]:7000,' "$ip"; done | sed 's/,$//')
-target/release/mkctl config set-context "azure-$rg" --servers "$servers" --token-file "$token_file"
+# The masters are dialled at their public IPv6 addresses; their certificates
+# all carry the shared name masters.mkube, which mkctl checks instead.
+target/release/mkctl config set-context "azure-$rg" --servers "$servers" \
+    --token-file "$pki_dir/tokens/user" --certificate-authority "$pki_dir/ca.crt" \
+    --tls-server-name masters.mkube
 cat <<DONE
 mkube is deploying on $masters master VM(s) and $workers worker VM(s) in $rg.
 The VMs install Docker and start mkube through cloud-init (a few minutes); then:

@@ -50,9 +50,24 @@ param binariesUrl string
 @description('URL of runbook/Start-MkubeVms.ps1 (deploy.sh uploads it).')
 param runbookUrl string
 
-@description('The cluster token.')
+@description('The cluster CA certificate, PEM (mkube-pki init; deploy.sh makes one).')
+param caCert string
+
+@description('The cluster CA key, PEM: masters and workers issue their own certificates with it at start.')
 @secure()
-param clusterToken string
+param caKey string
+
+@description('Tokens of cluster members (masters, probes), one per line, the first one sent.')
+@secure()
+param memberToken string
+
+@description('Tokens workers present to register, one per line.')
+@secure()
+param joinToken string
+
+@description('Tokens of mkctl users, one per line.')
+@secure()
+param userToken string
 
 @description('Create the Cosmos DB account on the free tier (one per subscription).')
 param cosmosFreeTier bool = true
@@ -279,11 +294,43 @@ resource vault 'Microsoft.KeyVault/vaults@2024-11-01' = {
   dependsOn: [vnet]
 }
 
-resource tokenSecret 'Microsoft.KeyVault/vaults/secrets@2024-11-01' = {
+resource caCertSecret 'Microsoft.KeyVault/vaults/secrets@2024-11-01' = {
   parent: vault
-  name: 'mkube-token'
+  name: 'mkube-ca-crt'
   properties: {
-    value: clusterToken
+    value: caCert
+  }
+}
+
+resource caKeySecret 'Microsoft.KeyVault/vaults/secrets@2024-11-01' = {
+  parent: vault
+  name: 'mkube-ca-key'
+  properties: {
+    value: caKey
+  }
+}
+
+resource memberTokenSecret 'Microsoft.KeyVault/vaults/secrets@2024-11-01' = {
+  parent: vault
+  name: 'mkube-member-token'
+  properties: {
+    value: memberToken
+  }
+}
+
+resource joinTokenSecret 'Microsoft.KeyVault/vaults/secrets@2024-11-01' = {
+  parent: vault
+  name: 'mkube-join-token'
+  properties: {
+    value: joinToken
+  }
+}
+
+resource userTokenSecret 'Microsoft.KeyVault/vaults/secrets@2024-11-01' = {
+  parent: vault
+  name: 'mkube-user-token'
+  properties: {
+    value: userToken
   }
 }
 

@@ -15,6 +15,7 @@
 //!   exports, for whole-fleet recovery).
 //! - [`http`]: the routes Grafana's JSON datasource calls
 //!   (`specs/simpod-json-datasource-openapi.patched.yaml`), and [`serve`].
+//! - [`secure`]: the same over TLS with bearer tokens ([`serve_secure`]).
 //!
 //! The points themselves ([`api::metrics::Point`]) and the metric names are
 //! defined in the `api` crate, shared with the Prometheus pages.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod cosmos;
 pub mod cosmos_exports;
 pub mod http;
+pub mod secure;
 pub mod sqlite;
 pub mod store;
 
@@ -30,10 +32,12 @@ use std::future::Future;
 use std::sync::Arc;
 
 pub use cosmos::{CosmosAuth, CosmosConfig, CosmosStore};
+pub use secure::{Security, serve_secure};
 pub use sqlite::SqliteStore;
 pub use store::{Aggregation, MetricsStore, Series, SeriesQuery, StoreError, TagFilter};
 
-/// Serves the datasource API for `store` on `listener` until `shutdown`.
+/// Serves the datasource API for `store` on `listener` until `shutdown`,
+/// in plain HTTP without authentication (tests, `--insecure`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     store: Arc<dyn MetricsStore>,

@@ -131,7 +131,8 @@ struct Args {
     #[arg(long, default_value_t = 10_000)]
     metrics_interval_ms: u64,
     /// Serve the Grafana JSON datasource API over this master's metrics on
-    /// this address (unauthenticated: bind it to a private address).
+    /// this address: over TLS with user or member tokens, like the API
+    /// (plain and unauthenticated with --insecure).
     #[arg(long)]
     grafana_listen: Option<String>,
 }
@@ -176,6 +177,10 @@ fn token(args: &Args) -> Result<Option<String>> {
     }
 }
 
+/// How often tokens kept in Key Vault are read again (rotation there needs
+/// no restart either).
+const VAULT_REFRESH: Duration = Duration::from_secs(60);
+
 /// TLS from the Key Vault: the CA (`mkube-ca-crt`, `mkube-ca-key`) and the
 /// tokens (`mkube-member-token`, `mkube-join-token`, `mkube-user-token`, one
 /// or more lines each); the master issues its own certificate for its name
@@ -189,11 +194,7 @@ async fn security_from_vault(
         &secrets.get("mkube-ca-crt").await?,
         &secrets.get("mkube-ca-key").await?,
     )?;
-    let mut tokens = BTreeMap::new();
-    for role in pki::ROLES {
-        let text = secrets.get(&format!("mkube-{role}-token")).await?;
-        tokens.insert(role.to_string(), pki::parse_tokens(&text));
-    }
+    let tokens = secrets.tokens(&pki::ROLES).await?;
     let host = advertise
         .rsplit_once(':')
         .map_or(advertise, |(h, _)| h)
@@ -201,7 +202,11 @@ async fn security_from_vault(
     Ok(Security::issue(
         &ca,
         name,
-        vec![name.to_string(), host.to_string()],
+        vec![
+            name.to_string(),
+            host.to_string(),
+            pki::MASTERS_SERVER_NAME.to_string(),
+        ],
         Kind::Master,
         &tokens,
     )?)
@@ -237,7 +242,13 @@ async fn main() -> Result<()> {
             if args.insecure {
                 None
             } else {
-                Some(security_from_vault(&secrets, &args.name, &advertise).await?)
+                let security = security_from_vault(&secrets, &args.name, &advertise).await?;
+                let secrets = Arc::new(secrets);
+                security.spawn_refresh(VAULT_REFRESH, move || {
+                    let secrets = Arc::clone(&secrets);
+                    async move { secrets.tokens(&pki::ROLES).await }
+                });
+                Some(security)
             }
         }
         (None, None) if args.insecure => None,
@@ -386,11 +397,22 @@ async fn main() -> Result<()> {
             .with_context(|| format!("listening on {address} (--grafana-listen)"))?;
         println!("grafana datasource on {}", listener.local_addr()?);
         let mut stop = stop_rx.clone();
+        let security = security.as_ref().map(|s| grafana_datasource::Security {
+            tls: s.server.clone(),
+            tokens: s.accepted.clone(),
+        });
         tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stop.wait_for(|s| *s).await;
             };
-            if let Err(e) = grafana_datasource::serve(listener, metrics_store, shutdown).await {
+            let served = match security {
+                Some(security) => {
+                    grafana_datasource::serve_secure(listener, metrics_store, security, shutdown)
+                        .await
+                }
+                None => grafana_datasource::serve(listener, metrics_store, shutdown).await,
+            };
+            if let Err(e) = served {
                 tracing::error!(error = %e, "the grafana datasource stopped");
             }
         });

@@ -44,6 +44,11 @@ pub const MASTERS: &str = "mkube:masters";
 /// The group (subject organization) of workers' certificates.
 pub const WORKERS: &str = "mkube:workers";
 
+/// A DNS name every master's certificate carries besides its own names, so
+/// that a client dialling masters at addresses they do not know (public IPs
+/// on Azure) can check for it instead (mkctl's `--tls-server-name`).
+pub const MASTERS_SERVER_NAME: &str = "masters.mkube";
+
 /// The token roles, and their file names under `tokens/`.
 pub const ROLES: [&str; 3] = ["member", "join", "user"];
 
@@ -397,6 +402,8 @@ mod tests {
         let path = token_path(&dir, "user").unwrap();
         let first = read_tokens(&path).unwrap();
         assert_eq!(first.len(), 1);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "token files are secrets");
         let new = add_token(&dir, "user").unwrap();
         assert_eq!(
             read_tokens(&path).unwrap(),

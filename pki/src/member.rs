@@ -153,7 +153,13 @@ impl Security {
             return Ok(false);
         };
         let tokens = read_role_tokens(dir, self.kind)?;
-        let new = accepted(self.kind, &tokens);
+        self.set_tokens(&tokens)
+    }
+
+    /// Replaces the accepted set with `tokens` (by role) if it differs;
+    /// returns whether it did. For tokens kept elsewhere (Key Vault).
+    pub fn set_tokens(&self, tokens: &BTreeMap<String, Vec<String>>) -> Result<bool, PkiError> {
+        let new = accepted(self.kind, tokens);
         if new == self.accepted.snapshot() {
             return Ok(false);
         }
@@ -164,6 +170,37 @@ impl Security {
                 reason: e.to_string(),
             })?;
         Ok(true)
+    }
+
+    /// Replaces the accepted tokens with what `fetch` returns every `every`
+    /// (tokens kept in Key Vault); a failed fetch keeps the current ones.
+    pub fn spawn_refresh<F, Fut, E>(&self, every: Duration, fetch: F)
+    where
+        F: Fn() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<BTreeMap<String, Vec<String>>, E>> + Send,
+        E: std::fmt::Display,
+    {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let changed = match fetch().await {
+                    Ok(tokens) => this.set_tokens(&tokens).map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                match changed {
+                    Ok(true) => {
+                        tracing::info!("tokens changed at their source: accepted tokens replaced")
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot refresh the tokens; keeping the current ones")
+                    }
+                }
+            }
+        });
     }
 
     /// Reloads the token files every [`RELOAD_INTERVAL`] for as long as the

@@ -155,13 +155,44 @@ fn value(series: &Value) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-fn post(address: &str, path: &str, body: &Value) -> Result<Value> {
-    let mut response = ureq::post(&format!("http://{address}{path}"))
-        .header("content-type", "application/json")
-        .send(body.to_string())?;
-    Ok(serde_json::from_str(
-        &response.body_mut().read_to_string()?,
-    )?)
+/// A client of the datasource API as Grafana is provisioned: trusting the
+/// cluster CA only, sending a user token.
+struct Datasource {
+    http: reqwest::Client,
+    address: String,
+    token: String,
+}
+
+impl Datasource {
+    fn new(pki: &TestPki, address: &str) -> Result<Datasource> {
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(pki.ca_file())?)?;
+        Ok(Datasource {
+            http: reqwest::Client::builder().tls_certs_only([ca]).build()?,
+            address: address.to_owned(),
+            token: pki.token("user")?,
+        })
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> Result<Value> {
+        let response = self
+            .http
+            .post(format!("https://{}{path}", self.address))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(response.json().await?)
+    }
+
+    /// The status of a request with `token` (or none).
+    async fn status_with(&self, token: Option<&str>) -> Result<u16> {
+        let mut request = self.http.post(format!("https://{}/metrics", self.address));
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        Ok(request.json(&json!({})).send().await?.status().as_u16())
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,14 +292,32 @@ async fn prometheus_scrapes_masters_and_a_worker_and_the_dashboard_matches_what_
     // Every metric the dashboard queries is in the masters' store, served by
     // the datasource API of a master that is not necessarily the leader.
     let wanted = dashboard_targets(&dashboard()?);
-    let grafana = c.grafana_addrs[0].clone();
+    let grafana = std::sync::Arc::new(Datasource::new(c.pki(), &c.grafana_addrs[0])?);
+    // The datasource speaks TLS and wants a user or member token, like the API.
+    assert_eq!(grafana.status_with(None).await?, 401, "no token");
+    assert_eq!(
+        grafana.status_with(Some("wrong")).await?,
+        401,
+        "a wrong token"
+    );
+    assert_eq!(
+        grafana.status_with(Some(&c.pki().token("join")?)).await?,
+        403,
+        "a worker's join token may not read metrics"
+    );
+    assert!(
+        ureq::post(&format!("http://{}/metrics", c.grafana_addrs[0]))
+            .send("{}")
+            .is_err(),
+        "no plain HTTP"
+    );
     c.wait_for(
         Duration::from_secs(60),
         "every dashboard metric in m0's metrics store",
         |_| {
-            let (grafana, wanted) = (grafana.clone(), wanted.clone());
+            let (grafana, wanted) = (std::sync::Arc::clone(&grafana), wanted.clone());
             async move {
-                let listed = post(&grafana, "/metrics", &json!({}))?;
+                let listed = grafana.post("/metrics", &json!({})).await?;
                 let names: BTreeSet<String> = listed
                     .as_array()
                     .into_iter()
@@ -284,11 +333,12 @@ async fn prometheus_scrapes_masters_and_a_worker_and_the_dashboard_matches_what_
         },
     )
     .await?;
-    let series = post(
-        &grafana,
-        "/query",
-        &json!({"targets": [{"refId": "A", "target": "mkube_raft_term"}, {"refId": "B", "target": "annotations"}]}),
-    )?;
+    let series = grafana
+        .post(
+            "/query",
+            &json!({"targets": [{"refId": "A", "target": "mkube_raft_term"}, {"refId": "B", "target": "annotations"}]}),
+        )
+        .await?;
     let answers = series.as_array().cloned().unwrap_or_default();
     let terms: Vec<&Value> = answers
         .iter()

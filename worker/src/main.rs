@@ -165,19 +165,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 &secrets.get("mkube-ca-crt").await?,
                 &secrets.get("mkube-ca-key").await?,
             )?;
-            let mut tokens = BTreeMap::new();
-            for role in ["member", "join"] {
-                let text = secrets.get(&format!("mkube-{role}-token")).await?;
-                tokens.insert(role.to_string(), pki::parse_tokens(&text));
-            }
+            const ROLES: [&str; 2] = ["member", "join"];
+            let tokens = secrets.tokens(&ROLES).await?;
             let hosts = vec![args.name.clone(), host_ip.clone()];
-            Some(Security::issue(
-                &ca,
-                &args.name,
-                hosts,
-                Kind::Worker,
-                &tokens,
-            )?)
+            let security = Security::issue(&ca, &args.name, hosts, Kind::Worker, &tokens)?;
+            // Key Vault is read again every minute: rotation needs no restart.
+            let secrets = Arc::new(secrets);
+            security.spawn_refresh(Duration::from_secs(60), move || {
+                let secrets = Arc::clone(&secrets);
+                async move { secrets.tokens(&ROLES).await }
+            });
+            Some(security)
         }
         _ if args.insecure => None,
         _ => bail!(

@@ -122,7 +122,7 @@ impl Tokens {
 
     /// The role of the presented token. Compares against every token so the
     /// time taken does not reveal which one matched.
-    fn role_of(&self, presented: &[u8]) -> Option<String> {
+    pub fn role_of(&self, presented: &[u8]) -> Option<String> {
         let set = self.set.read().unwrap_or_else(PoisonError::into_inner);
         let mut found = None;
         for (role, token) in set.iter() {
