@@ -341,8 +341,10 @@ async fn up() -> Result<()> {
 mkube is up: 3 masters ({}), 2 workers ({}), mkctl context {CONTEXT:?}.
 The demo Deployment \"hello\" answers on every worker:
     curl http://127.0.0.11:8080/   curl http://127.0.0.12:8080/
-Metrics: Grafana's JSON datasource at http://127.0.0.1:{GRAFANA_PORT} (deploy/grafana/),
-Prometheus text at http://127.0.0.1:7000/metrics (bearer token: {}).
+Everything speaks TLS with the cluster CA {ca} and role tokens in {tokens}/.
+Metrics: Grafana's JSON datasource at https://127.0.0.1:{GRAFANA_PORT} (deploy/grafana/),
+Prometheus text at https://127.0.0.1:7000/metrics, e.g.
+    curl --cacert {ca} -H \"Authorization: Bearer $(head -1 {tokens}/user)\" https://127.0.0.1:7000/metrics
 Try:
     target/release/mkctl get pods -o wide
     target/release/mkctl scale deploy/hello --replicas 4
@@ -354,8 +356,9 @@ Logs are in {}. Remove everything with: scripts/demo down",
             .map(|(n, _, ip)| format!("{n} at {ip}"))
             .collect::<Vec<_>>()
             .join(", "),
-        dir.join("token").display(),
-        dir.display()
+        dir.display(),
+        ca = pki_dir.join("ca.crt").display(),
+        tokens = pki_dir.join("tokens").display(),
     );
     Ok(())
 }
