@@ -19,6 +19,7 @@
 //! - [`kind`]: the kinds the API serves and their names (`po`, `deploy`).
 //! - [`selector`]: label selectors, as workloads and `-l` write them.
 //! - [`workloads`]: `ReplicaSet` and `Deployment`.
+//! - [`service`]: `Service` and `Endpoints` (service discovery).
 //! - [`quantity`]: cpu and memory quantities (`500m`, `128Mi`) as integers.
 //! - [`validation`]: field-precise validation (`spec.containers[0].image: required`).
 //! - [`worker`]: the `Worker` service (probe, logs, exec) and fencing.
@@ -34,6 +35,7 @@ pub mod node;
 pub mod pod;
 pub mod quantity;
 pub mod selector;
+pub mod service;
 pub mod validation;
 pub mod worker;
 pub mod workloads;

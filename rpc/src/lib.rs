@@ -15,7 +15,8 @@
 //!
 //! # Wire format
 //!
-//! `POST /<Service>/<method>` with a JSON body; `authorization: Bearer
+//! `POST /<Service>/<method>` with a JSON body, over TLS 1.3 ([`tls`]) or,
+//! where a deployment says `--insecure`, plain TCP; `authorization: Bearer
 //! <token>`; `rpc-timeout-ms: <remaining milliseconds>` when the caller has a
 //! deadline. Success is `200` with the JSON response. Failure is one envelope,
 //! `{"code": "NotFound", "message": "..."}`, with the HTTP status that
@@ -31,6 +32,9 @@
 //! - [`server`]: [`Server`] (listener, connections, graceful shutdown) and
 //!   [`Router`] (everything that happens to one request).
 //! - [`client`]: [`Client`], a pool of pipelining HTTP/1.1 connections.
+//! - [`tls`]: rustls settings of both sides ([`ServerTls`], [`ClientTls`])
+//!   and the verified client certificate's subject ([`Peer`]), which
+//!   [`Access`] rules check beside the token's role ([`Tokens`]).
 //! - `wire`: request and response framing shared by both sides.
 
 pub mod client;

@@ -6,6 +6,7 @@
 //!
 //! - [`replicaset`]: how many pods to create and which to delete.
 //! - [`deployment`]: rolling updates, revision history, rollback, progress.
+//! - [`endpoints`]: where a Service's ready pods answer (host and port).
 //! - [`nodes`]: when a silent node becomes NotReady and when its pods go.
 //! - [`gc`]: objects whose controlling owner is gone.
 //! - [`revival`]: which silent nodes' VMs to start, with back-off.
@@ -13,6 +14,7 @@
 //! Shared here: pod readiness and activity, and pods from templates.
 
 pub mod deployment;
+pub mod endpoints;
 pub mod gc;
 pub mod nodes;
 pub mod replicaset;
