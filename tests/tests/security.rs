@@ -194,24 +194,6 @@ async fn no_token_or_manifest_crosses_loopback_in_clear_text() -> Result<()> {
     let pcap = c.dir().join("loopback.pcapng");
     let mut capture = Capture::start(&pcap)?;
 
-    // The control: a request in clear text, which the capture must show.
-    let canary = format!("canary-{}", std::process::id());
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let addr = listener.local_addr()?;
-    let server = std::thread::spawn(move || -> std::io::Result<()> {
-        let (mut s, _) = listener.accept()?;
-        let mut buf = [0u8; 512];
-        let _ = s.read(&mut buf)?;
-        s.write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
-    });
-    let mut plain = std::net::TcpStream::connect(addr)?;
-    plain.write_all(
-        format!("GET / HTTP/1.1\r\nauthorization: Bearer {canary}\r\n\r\n").as_bytes(),
-    )?;
-    let mut answer = [0u8; 64];
-    let _ = plain.read(&mut answer)?;
-    let _ = server.join();
-
     // The real traffic: a manifest with a marker, through a follower (which
     // forwards it to the leader), scheduled, and run by the worker; Raft,
     // probes and metrics flow meanwhile.
@@ -250,18 +232,47 @@ async fn no_token_or_manifest_crosses_loopback_in_clear_text() -> Result<()> {
         },
     )
     .await?;
+    // The control, last (the capture has surely started by now): a request
+    // in clear text, which the capture must show.
+    let canary = format!("canary-{}", std::process::id());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let server = std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut s, _) = listener.accept()?;
+        let mut buf = [0u8; 512];
+        let _ = s.read(&mut buf)?;
+        s.write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+    });
+    let mut plain = std::net::TcpStream::connect(addr)?;
+    plain.write_all(
+        format!("GET / HTTP/1.1\r\nauthorization: Bearer {canary}\r\n\r\n").as_bytes(),
+    )?;
+    let mut answer = [0u8; 64];
+    let _ = plain.read(&mut answer)?;
+    let _ = server.join();
+    // dumpcap writes packets out as it goes; give it until the control
+    // request is in the file (or 10 s) before stopping it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !contains(&std::fs::read(&pcap)?, &canary) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     capture.stop()?;
 
     let bytes = std::fs::read(&pcap)?;
-    assert!(
-        contains(&bytes, &canary),
-        "the capture sees clear text on loopback (control)"
-    );
     let hellos = count(&pcap, "tls.handshake.type == 1")?;
     let records = count(&pcap, "tls.app_data")?;
+    let seen = format!(
+        "{} bytes, {hellos} ClientHellos, {records} application data records ({})",
+        bytes.len(),
+        pcap.display()
+    );
+    assert!(
+        contains(&bytes, &canary),
+        "the capture sees clear text on loopback (control): {seen}"
+    );
     assert!(
         hellos >= 3 && records >= 20,
-        "TLS traffic was captured: {hellos} ClientHellos, {records} application data records"
+        "TLS traffic was captured: {seen}"
     );
     let pki = c.pki();
     for (what, secret) in [
