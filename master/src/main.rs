@@ -317,20 +317,7 @@ async fn main() -> Result<()> {
         Arc::clone(&metrics_store),
         fleet.clone(),
     );
-    let auth = match (&security, &token) {
-        (Some(s), _) => rpc::Auth::Tokens(s.accepted.clone()),
-        (None, Some(t)) => rpc::Auth::Bearer(vec![t.clone()]),
-        (None, None) => rpc::Auth::None,
-    };
-    let mut server = rpc::Server::builder(auth);
-    for (prefix, access) in pki::member::master_rules(security.is_some()) {
-        server = server.restrict(prefix, access);
-    }
-    if let Some(s) = &security {
-        server = server.tls(s.server.clone());
-        s.spawn_reload();
-    }
-    let server = server
+    let server = pki::member::server_builder(security.as_ref(), token.as_deref())
         .service(KvServer::new(KvService::new(node.clone())))
         .service(RaftPeerServer::new(PeerService::new(node.clone())))
         .service(MasterServer::new(

@@ -229,6 +229,29 @@ impl Security {
     }
 }
 
+/// A server builder for a member's listener: with `security`, TLS, its
+/// live tokens, the access rules of its kind and token reloading; without
+/// (`--insecure`), plain HTTP taking `token` (or anyone, with none).
+pub fn server_builder(security: Option<&Security>, token: Option<&str>) -> rpc::ServerBuilder {
+    let Some(security) = security else {
+        return rpc::Server::builder(match token {
+            Some(t) => rpc::Auth::Bearer(vec![t.to_owned()]),
+            None => rpc::Auth::None,
+        });
+    };
+    let mut server = rpc::Server::builder(rpc::Auth::Tokens(security.accepted.clone()))
+        .tls(security.server.clone());
+    let rules = match security.kind {
+        Kind::Master => master_rules(),
+        Kind::Worker => worker_rules(),
+    };
+    for (prefix, access) in rules {
+        server = server.restrict(prefix, access);
+    }
+    security.spawn_reload();
+    server
+}
+
 fn accepted(kind: Kind, tokens: &BTreeMap<String, Vec<String>>) -> Vec<(String, String)> {
     kind.accepts()
         .iter()
@@ -256,13 +279,12 @@ fn read_role_tokens(dir: &Path, kind: Kind) -> Result<BTreeMap<String, Vec<Strin
     Ok(out)
 }
 
-/// Who may call what on a master's listener, for `rpc::ServerBuilder::restrict`.
-/// Certificate groups are required only with TLS (`tls`), where a client
-/// certificate can be presented at all.
-pub fn master_rules(tls: bool) -> Vec<(&'static str, rpc::Access)> {
+/// Who may call what on a master's TLS listener, for
+/// `rpc::ServerBuilder::restrict` (see [`server_builder`]).
+pub fn master_rules() -> Vec<(&'static str, rpc::Access)> {
     let access = |roles: &[&str], group: Option<&str>| rpc::Access {
         roles: roles.iter().map(|r| r.to_string()).collect(),
-        group: group.filter(|_| tls).map(str::to_owned),
+        group: group.map(str::to_owned),
     };
     vec![
         // Raft: only masters, by certificate and token.
@@ -287,12 +309,12 @@ pub fn master_rules(tls: bool) -> Vec<(&'static str, rpc::Access)> {
 }
 
 /// Who may call a worker: the masters' probes, logs and exec.
-pub fn worker_rules(tls: bool) -> Vec<(&'static str, rpc::Access)> {
+pub fn worker_rules() -> Vec<(&'static str, rpc::Access)> {
     vec![(
         "/Worker/",
         rpc::Access {
             roles: vec!["member".into()],
-            group: tls.then(|| crate::MASTERS.to_owned()),
+            group: Some(crate::MASTERS.to_owned()),
         },
     )]
 }

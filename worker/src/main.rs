@@ -235,20 +235,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         stats_interval: Duration::from_millis(args.stats_interval_ms.max(100)),
     };
     let agent = Agent::new(config, runtime).await?;
-    let auth = match (&security, &token) {
-        (Some(s), _) => rpc::Auth::Tokens(s.accepted.clone()),
-        (None, Some(t)) => rpc::Auth::Bearer(vec![t.clone()]),
-        (None, None) => rpc::Auth::None,
-    };
-    let mut server = rpc::Server::builder(auth);
-    for (prefix, access) in pki::member::worker_rules(security.is_some()) {
-        server = server.restrict(prefix, access);
-    }
-    if let Some(s) = &security {
-        server = server.tls(s.server.clone());
-        s.spawn_reload();
-    }
-    let server = server
+    let server = pki::member::server_builder(security.as_ref(), token.as_deref())
         .service(WorkerServer::new(WorkerService::new(agent.clone())))
         .page("/metrics", {
             let agent = agent.clone();
