@@ -16,16 +16,22 @@ pub enum Kind {
     Node,
     /// `Event` (`events`, `ev`).
     Event,
+    /// `Service` (`services`, `svc`).
+    Service,
+    /// `Endpoints` (`endpoints`, `ep`), written by the endpoints controller.
+    Endpoints,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Pod,
         Kind::ReplicaSet,
         Kind::Deployment,
         Kind::Node,
         Kind::Event,
+        Kind::Service,
+        Kind::Endpoints,
     ];
 
     /// The kind's name as manifests write it (`ReplicaSet`).
@@ -36,6 +42,8 @@ impl Kind {
             Kind::Deployment => "Deployment",
             Kind::Node => "Node",
             Kind::Event => "Event",
+            Kind::Service => "Service",
+            Kind::Endpoints => "Endpoints",
         }
     }
 
@@ -47,6 +55,8 @@ impl Kind {
             Kind::Deployment => "deployments",
             Kind::Node => "nodes",
             Kind::Event => "events",
+            Kind::Service => "services",
+            Kind::Endpoints => "endpoints",
         }
     }
 
@@ -58,6 +68,8 @@ impl Kind {
             Kind::Deployment => "deploy",
             Kind::Node => "no",
             Kind::Event => "ev",
+            Kind::Service => "svc",
+            Kind::Endpoints => "ep",
         }
     }
 
@@ -65,7 +77,7 @@ impl Kind {
     pub fn api_version(self) -> &'static str {
         match self {
             Kind::ReplicaSet | Kind::Deployment => "apps/v1",
-            Kind::Pod | Kind::Node | Kind::Event => "v1",
+            Kind::Pod | Kind::Node | Kind::Event | Kind::Service | Kind::Endpoints => "v1",
         }
     }
 
@@ -85,6 +97,7 @@ impl Kind {
                     || lower == k.plural()
                     || lower == k.short()
                     || (*k == Kind::Deployment && lower == "deployment")
+                    || (*k == Kind::Service && lower == "service")
             })
             .ok_or_else(|| UnknownKind(name.to_string()))
     }
@@ -99,7 +112,7 @@ impl std::fmt::Display for Kind {
 /// A kind name that names no kind.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "the server doesn't have a resource type {0:?}; known kinds: Pod (po), ReplicaSet (rs), Deployment (deploy), Node (no), Event (ev)"
+    "the server doesn't have a resource type {0:?}; known kinds: Pod (po), ReplicaSet (rs), Deployment (deploy), Node (no), Event (ev), Service (svc), Endpoints (ep)"
 )]
 pub struct UnknownKind(pub String);
 

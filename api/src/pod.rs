@@ -136,6 +136,10 @@ pub struct Container {
     /// Restarts the container when it fails.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub liveness_probe: Option<Probe>,
+    /// Decides whether the container is ready (and its pod an endpoint of
+    /// the Services that select it); not ready until it first succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness_probe: Option<Probe>,
 }
 
 impl Container {
@@ -150,6 +154,7 @@ impl Container {
             ports: Vec::new(),
             resources: ResourceRequirements::default(),
             liveness_probe: None,
+            readiness_probe: None,
         }
     }
 }
@@ -235,7 +240,8 @@ impl ResourceList {
     }
 }
 
-/// `livenessProbe`: exactly one of `exec`, `httpGet`, `tcpSocket`.
+/// `livenessProbe` and `readinessProbe`: exactly one of `exec`, `httpGet`,
+/// `tcpSocket`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Probe {
@@ -257,9 +263,14 @@ pub struct Probe {
     /// Seconds before a probe counts as failed (default 1).
     #[serde(default = "default_timeout_seconds")]
     pub timeout_seconds: u32,
-    /// Consecutive failures that restart the container (default 3).
+    /// Consecutive failures that restart the container (liveness) or make
+    /// it not ready (readiness) (default 3).
     #[serde(default = "default_failure_threshold")]
     pub failure_threshold: u32,
+    /// Consecutive successes that make a not-ready container ready again
+    /// (default 1; must be 1 for liveness).
+    #[serde(default = "default_success_threshold")]
+    pub success_threshold: u32,
 }
 
 fn default_period_seconds() -> u32 {
@@ -270,6 +281,9 @@ fn default_timeout_seconds() -> u32 {
 }
 fn default_failure_threshold() -> u32 {
     3
+}
+fn default_success_threshold() -> u32 {
+    1
 }
 
 /// `exec` probe.
@@ -373,7 +387,8 @@ pub struct ContainerStatus {
     /// How its previous run ended, once it has restarted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_state: Option<ContainerState>,
-    /// Running and not failing its liveness probe.
+    /// Running, not failing its liveness probe, and passing its readiness
+    /// probe if it has one.
     pub ready: bool,
     /// How many times the node restarted it.
     pub restart_count: u32,

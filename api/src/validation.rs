@@ -249,6 +249,15 @@ fn validate_container(at: &str, c: &Container, errors: &mut Errors) {
     }
     if let Some(p) = &c.liveness_probe {
         validate_probe(&format!("{at}.livenessProbe"), p, errors);
+        if p.success_threshold != 1 {
+            errors.push(
+                format!("{at}.livenessProbe.successThreshold"),
+                "must be 1 for a liveness probe",
+            );
+        }
+    }
+    if let Some(p) = &c.readiness_probe {
+        validate_probe(&format!("{at}.readinessProbe"), p, errors);
     }
 }
 
@@ -323,6 +332,7 @@ fn validate_probe(at: &str, p: &Probe, errors: &mut Errors) {
         ("periodSeconds", p.period_seconds),
         ("timeoutSeconds", p.timeout_seconds),
         ("failureThreshold", p.failure_threshold),
+        ("successThreshold", p.success_threshold),
     ] {
         if v == 0 {
             errors.push(format!("{at}.{field}"), "must be at least 1");
@@ -448,6 +458,82 @@ pub fn validate_node(node: &crate::node::Node) -> Result<(), ValidationError> {
     errors.finish()
 }
 
+/// Validates a Service: its name is a DNS label (it is one in
+/// `NAME.NAMESPACE.svc.<domain>`), it selects pods, and its ports are
+/// named so that SRV records can name them.
+pub fn validate_service(svc: &crate::service::Service) -> Result<(), ValidationError> {
+    use crate::service::TargetPort;
+    let mut errors = Errors::default();
+    validate_header(
+        &svc.api_version,
+        &svc.kind,
+        crate::kind::Kind::Service,
+        &mut errors,
+    );
+    validate_meta(&svc.metadata, &mut errors);
+    let name = &svc.metadata.name;
+    if !name.is_empty()
+        && !(is_dns1123_label(name) && name.bytes().next().is_some_and(|b| b.is_ascii_lowercase()))
+    {
+        errors.push(
+            "metadata.name",
+            format!(
+                "{name:?} must be a DNS label starting with a letter (it is the first label of NAME.NAMESPACE.svc.<domain>): {DNS_LABEL_HINT}"
+            ),
+        );
+    }
+    if svc.spec.selector.is_empty() {
+        errors.push(
+            "spec.selector",
+            "required: mkube keeps Endpoints only for Services that select pods",
+        );
+    }
+    validate_labels("spec.selector", &svc.spec.selector, &mut errors);
+    if svc.spec.ports.is_empty() {
+        errors.push("spec.ports", "at least one port is required");
+    }
+    let several = svc.spec.ports.len() > 1;
+    let mut names = BTreeSet::new();
+    let mut numbers = BTreeSet::new();
+    for (i, p) in svc.spec.ports.iter().enumerate() {
+        let at = format!("spec.ports[{i}]");
+        match &p.name {
+            None if several => errors.push(
+                format!("{at}.name"),
+                "required when a Service has several ports (SRV records are named by it)",
+            ),
+            None => {}
+            Some(n) if !is_dns1123_label(n) || n.len() > 15 => errors.push(
+                format!("{at}.name"),
+                format!("{n:?} must be a DNS label of at most 15 characters (an SRV service name)"),
+            ),
+            Some(n) if !names.insert(n.clone()) => {
+                errors.push(format!("{at}.name"), format!("{n:?} is used by another port"))
+            }
+            Some(_) => {}
+        }
+        if p.port == 0 {
+            errors.push(format!("{at}.port"), "must be 1-65535");
+        } else if !numbers.insert((p.port, p.protocol)) {
+            errors.push(
+                format!("{at}.port"),
+                format!("{} {:?} is used by another port", p.port, p.protocol),
+            );
+        }
+        match &p.target_port {
+            Some(TargetPort::Number(0)) => {
+                errors.push(format!("{at}.targetPort"), "must be 1-65535 or a port name")
+            }
+            Some(TargetPort::Name(n)) if !is_dns1123_label(n) => errors.push(
+                format!("{at}.targetPort"),
+                format!("{n:?} is not a container port name: {DNS_LABEL_HINT}"),
+            ),
+            _ => {}
+        }
+    }
+    errors.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -512,6 +598,7 @@ mod tests {
             period_seconds: 0,
             timeout_seconds: 1,
             failure_threshold: 3,
+            success_threshold: 1,
         });
         let mut p = pod(vec![a, b]);
         p.metadata.name = "Web_1".into();

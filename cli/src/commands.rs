@@ -866,6 +866,9 @@ async fn describe(ctx: &Ctx, kind: &str, name: Option<&str>) -> Result<(), CliEr
             owner["name"].as_str().unwrap_or("")
         );
     }
+    if kind == Kind::Service {
+        describe_service(ctx, &o, &name).await?;
+    }
     println!("Spec:\n{}", indent(&meta("/spec"), 2).trim_end());
     if let Some(status) = o.get("status") {
         println!("Status:\n{}", indent(status, 2).trim_end());
@@ -893,6 +896,64 @@ async fn describe(ctx: &Ctx, kind: &str, name: Option<&str>) -> Result<(), CliEr
             ]);
         }
         print!("{}", output::table(&rows));
+    }
+    Ok(())
+}
+
+/// kubectl's Service lines: the selector, each port, and where its ready
+/// (and not ready) pods answer, from the Service's Endpoints.
+async fn describe_service(ctx: &Ctx, o: &Value, name: &str) -> Result<(), CliError> {
+    let Ok(svc) = serde_json::from_value::<api::service::Service>(o.clone()) else {
+        return Ok(());
+    };
+    let selector: Vec<String> = svc
+        .spec
+        .selector
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    println!("Selector:     {}", selector.join(","));
+    let endpoints = match get_one(ctx, Kind::Endpoints, name).await {
+        Ok(e) => serde_json::from_value::<api::service::Endpoints>(e).ok(),
+        Err(_) => None,
+    };
+    for p in &svc.spec.ports {
+        println!(
+            "Port:         {}  {}/{:?}",
+            p.name.as_deref().unwrap_or("<unset>"),
+            p.port,
+            p.protocol
+        );
+        let target = match &p.target_port {
+            Some(api::service::TargetPort::Number(n)) => n.to_string(),
+            Some(api::service::TargetPort::Name(n)) => n.clone(),
+            None => p.port.to_string(),
+        };
+        println!("TargetPort:   {target}/{:?}", p.protocol);
+        let (mut ready, mut not_ready) = (Vec::new(), Vec::new());
+        for subset in endpoints.iter().flat_map(|e| &e.subsets) {
+            if !subset.ports.iter().any(|sp| sp.name == p.name) {
+                continue;
+            }
+            for sp in &subset.ports {
+                ready.extend(subset.addresses.iter().map(|a| format!("{}:{}", a.ip, sp.port)));
+                not_ready.extend(
+                    subset
+                        .not_ready_addresses
+                        .iter()
+                        .map(|a| format!("{}:{}", a.ip, sp.port)),
+                );
+            }
+        }
+        let none = |v: Vec<String>| {
+            if v.is_empty() {
+                "<none>".to_string()
+            } else {
+                v.join(",")
+            }
+        };
+        println!("Endpoints:    {}", none(ready));
+        println!("NotReady:     {}", none(not_ready));
     }
     Ok(())
 }

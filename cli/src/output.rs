@@ -3,6 +3,7 @@
 
 use std::time::SystemTime;
 
+use api::service::{Endpoints, Service, TargetPort};
 use api::workloads::{Deployment, ReplicaSet};
 use api::{ContainerState, EventRecord, Kind, Node, Pod};
 use serde_json::Value;
@@ -47,6 +48,8 @@ pub fn resource(kind: Kind) -> &'static str {
         Kind::Deployment => "deployment.apps",
         Kind::Node => "node",
         Kind::Event => "event",
+        Kind::Service => "service",
+        Kind::Endpoints => "endpoints",
     }
 }
 
@@ -101,6 +104,8 @@ pub fn header(kind: Kind, wide: bool) -> Vec<&'static str> {
             vec!["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"],
             vec![],
         ),
+        Kind::Service => (vec!["NAME", "PORT(S)", "AGE"], vec!["SELECTOR"]),
+        Kind::Endpoints => (vec!["NAME", "ENDPOINTS", "AGE"], vec!["NOT READY"]),
     };
     if wide {
         h.extend(extra);
@@ -267,6 +272,36 @@ pub fn row(kind: Kind, v: &Value, wide: bool, now: SystemTime) -> Vec<String> {
                 e.message,
             ]
         }
+        Kind::Service => {
+            let Some(s) = typed::<Service>(v) else {
+                return vec![name];
+            };
+            let mut r = vec![name, service_ports(&s), age(created, now)];
+            if wide {
+                let selector: Vec<String> = s
+                    .spec
+                    .selector
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                r.push(selector.join(","));
+            }
+            r
+        }
+        Kind::Endpoints => {
+            let Some(e) = typed::<Endpoints>(v) else {
+                return vec![name];
+            };
+            let mut r = vec![
+                name,
+                endpoint_list(&e, true, 3),
+                age(created, now),
+            ];
+            if wide {
+                r.push(endpoint_list(&e, false, usize::MAX));
+            }
+            r
+        }
     };
     r.iter_mut().for_each(|c| {
         if c.is_empty() {
@@ -274,6 +309,50 @@ pub fn row(kind: Kind, v: &Value, wide: bool, now: SystemTime) -> Vec<String> {
         }
     });
     r
+}
+
+/// A Service's ports as `NAME:PORT→TARGET/PROTOCOL`, comma separated.
+pub fn service_ports(s: &Service) -> String {
+    let ports: Vec<String> = s
+        .spec
+        .ports
+        .iter()
+        .map(|p| {
+            let name = p.name.as_deref().map(|n| format!("{n}:")).unwrap_or_default();
+            let target = match &p.target_port {
+                Some(TargetPort::Number(n)) if *n != p.port => format!("→{n}"),
+                Some(TargetPort::Name(n)) => format!("→{n}"),
+                _ => String::new(),
+            };
+            format!("{name}{}{target}/{:?}", p.port, p.protocol)
+        })
+        .collect();
+    ports.join(",")
+}
+
+/// The `HOST:PORT` pairs of the ready (or not ready) addresses, at most
+/// `max` of them and then `+ N more...`, as kubectl prints them.
+pub fn endpoint_list(e: &Endpoints, ready: bool, max: usize) -> String {
+    let mut all = Vec::new();
+    for subset in &e.subsets {
+        let addresses = if ready {
+            &subset.addresses
+        } else {
+            &subset.not_ready_addresses
+        };
+        for a in addresses {
+            for p in &subset.ports {
+                all.push(format!("{}:{}", a.ip, p.port));
+            }
+        }
+    }
+    let total = all.len();
+    all.truncate(max);
+    let mut out = all.join(",");
+    if total > max {
+        out.push_str(&format!(" + {} more...", total - max));
+    }
+    out
 }
 
 /// Pads columns like kubectl (three spaces between them).

@@ -450,6 +450,7 @@ mod tests {
                 node("w1", true, 1500, 1 << 20),
                 node("w2", false, 500, 1 << 20),
             ],
+            ..Snapshot::default()
         };
         let mut sched = Summary::default();
         sched.observe(Duration::from_millis(10));

@@ -5,7 +5,10 @@
 //! Pure functions of their inputs; the API service does the I/O.
 
 use api::master::MasterError;
-use api::validation::{validate_deployment, validate_node, validate_replica_set};
+use api::service::{Endpoints, Service};
+use api::validation::{
+    validate_deployment, validate_node, validate_replica_set, validate_service,
+};
 use api::{Deployment, EventRecord, Kind, Node, ObjectMeta, Pod, ReplicaSet, validate_pod};
 use serde::de::DeserializeOwned;
 
@@ -22,6 +25,10 @@ pub enum Object {
     Node(Node),
     /// An event.
     Event(EventRecord),
+    /// A Service.
+    Service(Service),
+    /// A Service's Endpoints.
+    Endpoints(Endpoints),
 }
 
 fn typed<T: DeserializeOwned>(kind: Kind, value: serde_json::Value) -> Result<T, MasterError> {
@@ -46,7 +53,7 @@ impl Object {
     pub fn parse(value: serde_json::Value) -> Result<Object, MasterError> {
         let Some(kind) = value.get("kind").and_then(|k| k.as_str()) else {
             return Err(MasterError::InvalidArgument(
-                "the object has no \"kind\"; every manifest names one (Pod, ReplicaSet, Deployment, Node)"
+                "the object has no \"kind\"; every manifest names one (Pod, ReplicaSet, Deployment, Node, Service)"
                     .into(),
             ));
         };
@@ -61,6 +68,8 @@ impl Object {
                 Object::Node(node)
             }
             Kind::Event => Object::Event(typed(kind, value)?),
+            Kind::Service => Object::Service(typed(kind, value)?),
+            Kind::Endpoints => Object::Endpoints(typed(kind, value)?),
         })
     }
 
@@ -72,6 +81,8 @@ impl Object {
             Object::Deployment(_) => Kind::Deployment,
             Object::Node(_) => Kind::Node,
             Object::Event(_) => Kind::Event,
+            Object::Service(_) => Kind::Service,
+            Object::Endpoints(_) => Kind::Endpoints,
         }
     }
 
@@ -83,6 +94,8 @@ impl Object {
             Object::Deployment(o) => &o.metadata,
             Object::Node(o) => &o.metadata,
             Object::Event(o) => &o.metadata,
+            Object::Service(o) => &o.metadata,
+            Object::Endpoints(o) => &o.metadata,
         }
     }
 
@@ -94,6 +107,8 @@ impl Object {
             Object::Deployment(o) => &mut o.metadata,
             Object::Node(o) => &mut o.metadata,
             Object::Event(o) => &mut o.metadata,
+            Object::Service(o) => &mut o.metadata,
+            Object::Endpoints(o) => &mut o.metadata,
         }
     }
 
@@ -105,6 +120,8 @@ impl Object {
             Object::Deployment(o) => serde_json::to_value(o),
             Object::Node(o) => serde_json::to_value(o),
             Object::Event(o) => serde_json::to_value(o),
+            Object::Service(o) => serde_json::to_value(o),
+            Object::Endpoints(o) => serde_json::to_value(o),
         };
         v.unwrap_or(serde_json::Value::Null)
     }
@@ -121,10 +138,16 @@ impl Object {
             Object::ReplicaSet(o) => validate_replica_set(o),
             Object::Deployment(o) => validate_deployment(o),
             Object::Node(o) => validate_node(o),
+            Object::Service(o) => validate_service(o),
             Object::Event(o) => {
                 let mut errors = api::validation::Errors::default();
                 api::validation::validate_meta(&o.metadata, &mut errors);
                 errors.finish()
+            }
+            Object::Endpoints(_) => {
+                return Err(MasterError::InvalidArgument(
+                    "Endpoints are written by the endpoints controller from their Service's selector; create or change the Service instead".into(),
+                ));
             }
         };
         r.map_err(|errors| MasterError::Invalid {
@@ -147,7 +170,7 @@ impl Object {
             Object::Pod(p) => p.status = None,
             Object::ReplicaSet(r) => r.status = None,
             Object::Deployment(d) => d.status = None,
-            Object::Node(_) | Object::Event(_) => {}
+            Object::Node(_) | Object::Event(_) | Object::Service(_) | Object::Endpoints(_) => {}
         }
         self
     }
@@ -203,6 +226,8 @@ fn spec_json(o: &Object) -> serde_json::Value {
         Object::Deployment(d) => serde_json::to_value(&d.spec),
         Object::Node(n) => serde_json::to_value(&n.spec),
         Object::Event(e) => serde_json::to_value((&e.reason, &e.message)),
+        Object::Service(s) => serde_json::to_value(&s.spec),
+        Object::Endpoints(e) => serde_json::to_value(&e.subsets),
     };
     spec.unwrap_or(serde_json::Value::Null)
 }

@@ -25,14 +25,28 @@ pub struct SlotRecord {
     pub last_state: Option<ContainerState>,
     /// The slot has had a container started (later starts are restarts).
     pub started_once: bool,
-    /// Consecutive failed liveness probes.
-    pub liveness_failures: u32,
-    /// When the next liveness probe is due (ms since the epoch).
-    pub next_probe_at_ms: u64,
-    /// A liveness probe is in flight.
-    pub probing: bool,
+    /// The liveness probe's progress.
+    pub liveness: ProbeTrack,
+    /// The readiness probe's progress.
+    pub readiness: ProbeTrack,
+    /// The readiness probe's verdict for the running container: false from
+    /// its start until the probe first succeeds.
+    pub probed_ready: bool,
     /// Consecutive failed operations (pull, create, start), for their back-off.
     pub failures: u32,
+}
+
+/// Where one of a container's probes stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProbeTrack {
+    /// Consecutive failures.
+    pub failures: u32,
+    /// Consecutive successes.
+    pub successes: u32,
+    /// When the next probe is due (ms since the epoch).
+    pub next_at_ms: u64,
+    /// A probe is in flight.
+    pub in_flight: bool,
 }
 
 /// One slot as the status sees it.
@@ -156,7 +170,14 @@ fn container_status(
             Some(format!("the runtime reports it {s}")),
         ),
     };
-    let ready = matches!(state, ContainerState::Running { .. }) && !record.memory.liveness_failed;
+    let has_readiness_probe = pod
+        .spec
+        .containers
+        .iter()
+        .any(|c| c.name == name && c.readiness_probe.is_some());
+    let ready = matches!(state, ContainerState::Running { .. })
+        && !record.memory.liveness_failed
+        && (!has_readiness_probe || record.probed_ready);
     ContainerStatus {
         name: name.into(),
         state,

@@ -203,6 +203,7 @@ async fn a_failing_liveness_probe_restarts_the_container() -> anyhow::Result<()>
         period_seconds: 1,
         timeout_seconds: 2,
         failure_threshold: 2,
+        success_threshold: 1,
     });
     w.set_pods(&[p]).await?;
     let r = w

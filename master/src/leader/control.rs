@@ -18,6 +18,7 @@ use serde::Serialize;
 use super::events::{self, event};
 use super::{Context, Snapshot};
 use crate::controllers::deployment::{self, RsView};
+use crate::controllers::endpoints as endpoints_controller;
 use crate::controllers::{
     controlled_by, fnv1a, gc, is_active, is_ready, pod_from_template, replicaset,
 };
@@ -186,7 +187,60 @@ pub fn plan(
     deployments(snap, now, &mut w);
     replica_sets(snap, &mut w);
     schedule_pending(snap, policy, memory, now, &mut w);
+    endpoints(snap, &mut w);
     w
+}
+
+/// The endpoints controller: every Service's Endpoints (same namespace and
+/// name) written when they differ from what the pods say, and Endpoints
+/// whose Service is gone deleted.
+fn endpoints(snap: &Snapshot, w: &mut Writes) {
+    let pods: Vec<Pod> = snap.pods.iter().map(|p| p.object.clone()).collect();
+    let existing: HashMap<(&str, &str), &Stored<api::service::Endpoints>> = snap
+        .endpoints
+        .iter()
+        .map(|e| {
+            let m = &e.object.metadata;
+            ((m.namespace.as_str(), m.name.as_str()), e)
+        })
+        .collect();
+    let mut services = HashSet::new();
+    for svc in &snap.services {
+        let m = &svc.object.metadata;
+        services.insert((m.namespace.as_str(), m.name.as_str()));
+        let subsets = endpoints_controller::subsets(&svc.object, &pods);
+        let k = key(Kind::Endpoints, &m.namespace, &m.name);
+        match existing.get(&(m.namespace.as_str(), m.name.as_str())) {
+            Some(stored) if stored.object.subsets == subsets => {}
+            Some(stored) => {
+                let mut e = stored.object.clone();
+                e.subsets = subsets;
+                e.metadata.resource_version = None;
+                w.put_if(k, stored.mod_revision, encode(&e), Vec::new());
+            }
+            None => {
+                let mut meta = api::ObjectMeta::named(&m.name);
+                meta.namespace.clone_from(&m.namespace);
+                meta.labels.clone_from(&m.labels);
+                meta.uid = new_uid();
+                meta.creation_timestamp = Some(now_rfc3339());
+                let e = api::service::Endpoints {
+                    api_version: "v1".into(),
+                    kind: "Endpoints".into(),
+                    metadata: meta,
+                    subsets,
+                };
+                w.put_if(k, 0, encode(&e), Vec::new());
+            }
+        }
+    }
+    for e in &snap.endpoints {
+        let m = &e.object.metadata;
+        if !services.contains(&(m.namespace.as_str(), m.name.as_str())) {
+            let (k, rev) = key_of(Kind::Endpoints, e, m);
+            w.delete_if(k, rev, Vec::new());
+        }
+    }
 }
 
 fn collect_garbage(snap: &Snapshot, w: &mut Writes) {

@@ -9,6 +9,7 @@ use api::quantity::{parse_cpu_millis, parse_memory_bytes};
 use super::{Agent, State};
 use crate::docker::{CreateSpec, RuntimeError, now_ms};
 use crate::model::{RunState, Slot, container_name, labels_for};
+use crate::status::ProbeTrack;
 use crate::reconcile::{Create, Plan, Stop, StopReason};
 
 /// Spawns the plan's operations.
@@ -240,14 +241,12 @@ impl Agent {
 
     /// Records a successful start of a slot's container.
     fn started(&self, state: &mut State, pod: &Pod, slot: &Slot, now: u64) {
-        let delay_ms = pod
-            .spec
-            .containers
-            .iter()
-            .find(|c| c.name == slot.container)
-            .and_then(|c| c.liveness_probe.as_ref())
-            .map(|p| u64::from(p.initial_delay_seconds) * 1_000)
-            .unwrap_or(0);
+        let container = pod.spec.containers.iter().find(|c| c.name == slot.container);
+        let delay_ms = |probe: Option<&api::pod::Probe>| {
+            probe.map_or(0, |p| u64::from(p.initial_delay_seconds) * 1_000)
+        };
+        let liveness_delay = delay_ms(container.and_then(|c| c.liveness_probe.as_ref()));
+        let readiness_delay = delay_ms(container.and_then(|c| c.readiness_probe.as_ref()));
         let record = state.records.entry(slot.clone()).or_default();
         if record.started_once {
             record.memory.restart_count += 1;
@@ -257,8 +256,15 @@ impl Agent {
         record.failures = 0;
         record.memory.retry_at_ms = 0;
         record.memory.liveness_failed = false;
-        record.liveness_failures = 0;
-        record.next_probe_at_ms = now + delay_ms;
+        record.liveness = ProbeTrack {
+            next_at_ms: now + liveness_delay,
+            ..ProbeTrack::default()
+        };
+        record.readiness = ProbeTrack {
+            next_at_ms: now + readiness_delay,
+            ..ProbeTrack::default()
+        };
+        record.probed_ready = false;
     }
 
     /// Records a failed operation: the reason shows in the container's

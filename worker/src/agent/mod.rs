@@ -19,7 +19,7 @@
 //!   when every master is unreachable, pods keep running as they are.
 
 mod actions;
-mod liveness;
+mod probes;
 mod report;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -303,7 +303,7 @@ impl Agent {
     }
 
     fn start_liveness_probes(&self) {
-        liveness::start_due(self);
+        probes::start_due(self);
     }
 
     /// Samples every running container of this node and updates the usage.

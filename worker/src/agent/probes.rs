@@ -1,7 +1,13 @@
-//! Liveness probes: exec, HTTP GET and TCP, run from the worker against
-//! running containers on each probe's period. `failureThreshold` failures in
-//! a row mark the slot `liveness_failed`; the reconciler then stops the
-//! container and the restart policy brings it back.
+//! Liveness and readiness probes: exec, HTTP GET and TCP, run from the
+//! worker against running containers on each probe's period.
+//!
+//! Liveness: `failureThreshold` failures in a row mark the slot
+//! `liveness_failed`; the reconciler then stops the container and the
+//! restart policy brings it back. Readiness: a container with a readiness
+//! probe is not ready from its start until the probe succeeds
+//! (`successThreshold` times in a row), and stops being ready after
+//! `failureThreshold` failures in a row; it is never restarted for it. The
+//! status reports `ready`, which the masters' endpoints controller reads.
 
 use std::time::Duration;
 
@@ -14,9 +20,34 @@ use hyper_util::rt::TokioIo;
 use super::Agent;
 use crate::docker::now_ms;
 use crate::model::Slot;
+use crate::status::{ProbeTrack, SlotRecord};
+
+/// Which probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProbeKind {
+    Liveness,
+    Readiness,
+}
+
+impl ProbeKind {
+    fn name(self) -> &'static str {
+        match self {
+            ProbeKind::Liveness => "liveness",
+            ProbeKind::Readiness => "readiness",
+        }
+    }
+
+    fn track(self, record: &mut SlotRecord) -> &mut ProbeTrack {
+        match self {
+            ProbeKind::Liveness => &mut record.liveness,
+            ProbeKind::Readiness => &mut record.readiness,
+        }
+    }
+}
 
 /// Where and what to probe.
 struct Target {
+    kind: ProbeKind,
     slot: Slot,
     container_id: String,
     ip: String,
@@ -40,9 +71,13 @@ pub(super) fn start_due(agent: &Agent) {
                 .map(|c| c.name.clone())
                 .unwrap_or_default();
             for c in &pod.spec.containers {
-                let Some(probe) = &c.liveness_probe else {
+                let probes = [
+                    (ProbeKind::Liveness, &c.liveness_probe),
+                    (ProbeKind::Readiness, &c.readiness_probe),
+                ];
+                if probes.iter().all(|(_, p)| p.is_none()) {
                     continue;
-                };
+                }
                 let slot = Slot {
                     uid: pod.metadata.uid.clone(),
                     container: c.name.clone(),
@@ -63,26 +98,35 @@ pub(super) fn start_due(agent: &Agent) {
                     .and_then(|o| state.details.get(&o.id))
                     .and_then(|d| d.ip.clone())
                     .unwrap_or_else(|| "127.0.0.1".to_string());
-                let pod_ref = (
-                    pod.metadata.namespace.clone(),
-                    pod.metadata.name.clone(),
-                    pod.metadata.uid.clone(),
-                );
-                due.push(Target {
-                    slot,
-                    container_id: container.id.clone(),
-                    ip,
-                    probe: probe.clone(),
-                    pod: pod_ref,
-                });
+                for (kind, probe) in probes {
+                    let Some(probe) = probe else {
+                        continue;
+                    };
+                    due.push(Target {
+                        kind,
+                        slot: slot.clone(),
+                        container_id: container.id.clone(),
+                        ip: ip.clone(),
+                        probe: probe.clone(),
+                        pod: (
+                            pod.metadata.namespace.clone(),
+                            pod.metadata.name.clone(),
+                            pod.metadata.uid.clone(),
+                        ),
+                    });
+                }
             }
         }
         for t in due {
             let record = state.records.entry(t.slot.clone()).or_default();
-            if record.probing || now < record.next_probe_at_ms || record.memory.liveness_failed {
+            if record.memory.liveness_failed {
                 continue;
             }
-            record.probing = true;
+            let track = t.kind.track(record);
+            if track.in_flight || now < track.next_at_ms {
+                continue;
+            }
+            track.in_flight = true;
             targets.push(t);
         }
     }
@@ -163,37 +207,67 @@ impl Agent {
             .iter()
             .any(|o| o.id == t.container_id && o.is_running());
         let record = state.records.entry(t.slot.clone()).or_default();
-        record.probing = false;
-        record.next_probe_at_ms = now + u64::from(t.probe.period_seconds.max(1)) * 1_000;
+        let was_ready = record.probed_ready;
+        let track = t.kind.track(record);
+        track.in_flight = false;
+        track.next_at_ms = now + u64::from(t.probe.period_seconds.max(1)) * 1_000;
         if !still_running {
             return;
         }
-        match outcome {
-            Ok(()) => record.liveness_failures = 0,
-            Err(why) => {
-                record.liveness_failures += 1;
-                let failures = record.liveness_failures;
-                let failed = failures >= t.probe.failure_threshold.max(1);
-                if failed {
-                    record.memory.liveness_failed = true;
-                }
-                let (ns, name, uid) = &t.pod;
-                let message = format!(
-                    "liveness probe of container {} failed ({failures} in a row): {why}",
-                    t.slot.container
-                );
-                self.event(
-                    &mut state,
-                    (ns, name, uid),
-                    EventType::Warning,
-                    "Unhealthy",
-                    message,
-                );
-                if failed {
+        let why = match outcome {
+            Ok(()) => {
+                track.failures = 0;
+                track.successes = track.successes.saturating_add(1);
+                if t.kind == ProbeKind::Readiness
+                    && !was_ready
+                    && track.successes >= t.probe.success_threshold.max(1)
+                {
+                    record.probed_ready = true;
                     drop(state);
+                    // The status changed: report it without waiting for the next sync.
                     self.wake();
                 }
+                return;
             }
+            Err(why) => why,
+        };
+        track.successes = 0;
+        track.failures = track.failures.saturating_add(1);
+        let failures = track.failures;
+        let failed = failures >= t.probe.failure_threshold.max(1);
+        let mut changed = false;
+        match t.kind {
+            ProbeKind::Liveness if failed => {
+                record.memory.liveness_failed = true;
+                changed = true;
+            }
+            ProbeKind::Readiness if failed && was_ready => {
+                record.probed_ready = false;
+                changed = true;
+            }
+            _ => {}
+        }
+        // A readiness probe that keeps failing before the container was
+        // ever ready is reported once per threshold, not every period.
+        let report = t.kind == ProbeKind::Liveness || failures == t.probe.failure_threshold.max(1);
+        if report {
+            let (ns, name, uid) = &t.pod;
+            let message = format!(
+                "{} probe of container {} failed ({failures} in a row): {why}",
+                t.kind.name(),
+                t.slot.container
+            );
+            self.event(
+                &mut state,
+                (ns, name, uid),
+                EventType::Warning,
+                "Unhealthy",
+                message,
+            );
+        }
+        if changed {
+            drop(state);
+            self.wake();
         }
     }
 }
