@@ -16,11 +16,13 @@
 //!   controllers, node lifecycle and garbage collection.
 //! - [`leader`]: the leader-only loops that read snapshots, call those
 //!   functions and write the plans (control loop, prober, metrics collector).
+//! - [`discovery`]: the DNS server's zone, following the Endpoints.
 //! - [`metrics`]: this master's figures, the cluster's figures and their
 //!   annotations, for the metrics store and the Prometheus page.
 //! - `src/main.rs`: the `mkube-master` binary.
 
 pub mod controllers;
+pub mod discovery;
 pub mod leader;
 pub mod metrics;
 pub mod objects;

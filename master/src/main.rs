@@ -12,6 +12,9 @@
 //! controllers and the prober. SIGTERM or SIGINT exports the store's state
 //! (see `--export-dir`) before exiting. Logs go to stderr (`RUST_LOG`).
 //!
+//! DNS: with `--dns-listen`, Services resolve by name under
+//! `--cluster-domain` (see the `dns` crate).
+//!
 //! Metrics: `GET /metrics` on the same port is Prometheus text (same token);
 //! the leader collects every `--metrics-interval-ms` into every master's
 //! embedded database (`--metrics-db`), which `--grafana-listen` serves to
@@ -135,6 +138,17 @@ struct Args {
     /// (plain and unauthenticated with --insecure).
     #[arg(long)]
     grafana_listen: Option<String>,
+    /// Answer DNS for the cluster domain on this address, UDP and TCP
+    /// (`0.0.0.0:53` where pods resolve through the masters): Services as
+    /// NAME.NAMESPACE.svc.DOMAIN (A/AAAA) and _PORT._PROTO.NAME... (SRV).
+    #[arg(long)]
+    dns_listen: Option<std::net::SocketAddr>,
+    /// The cluster domain DNS answers for.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// TTL of DNS answers (and of negative answers), in seconds.
+    #[arg(long, default_value_t = 5)]
+    dns_ttl: u32,
 }
 
 fn fleet(args: &Args, advertise: &str) -> Result<BTreeMap<String, String>> {
@@ -216,7 +230,7 @@ async fn security_from_vault(
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,hickory_server=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -364,6 +378,7 @@ async fn main() -> Result<()> {
         )?)),
         _ => None,
     };
+    let registry_for_dns = registry.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let loops = tokio::spawn(leader::run(
         node.clone(),
@@ -378,6 +393,33 @@ async fn main() -> Result<()> {
             }
         },
     ));
+    if let Some(address) = args.dns_listen {
+        let zone_config = dns::ZoneConfig {
+            domain: args.cluster_domain.clone(),
+            ttl: args.dns_ttl,
+        };
+        let zone = dns::ZoneHandle::new(
+            dns::Zone::empty(&zone_config).context("--cluster-domain")?,
+        );
+        let server = dns::DnsServer::bind(address, zone.clone())
+            .await
+            .context("--dns-listen")?;
+        println!("dns on {}", server.local_addr());
+        let stop = stop_rx.clone();
+        let until_stopped = move || {
+            let mut stop = stop.clone();
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            }
+        };
+        tokio::spawn(master::discovery::follow(
+            registry_for_dns.clone(),
+            zone_config,
+            zone,
+            until_stopped(),
+        ));
+        tokio::spawn(server.serve(until_stopped()));
+    }
     if let Some(address) = &args.grafana_listen {
         let listener = tokio::net::TcpListener::bind(address)
             .await

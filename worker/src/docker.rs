@@ -159,6 +159,37 @@ pub struct CreateSpec {
     pub memory_bytes: Option<i64>,
     /// Seconds between SIGTERM and SIGKILL when Docker stops it.
     pub stop_timeout_seconds: u64,
+    /// The container's resolver, when it has a network of its own.
+    pub dns: Option<PodDns>,
+}
+
+/// A pod's resolver: Docker's `Dns`, `DnsSearch` and `DnsOptions`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodDns {
+    /// Name server addresses.
+    pub servers: Vec<String>,
+    /// Search domains.
+    pub search: Vec<String>,
+    /// resolv.conf options (`ndots:5`).
+    pub options: Vec<String>,
+}
+
+impl PodDns {
+    /// What Kubernetes gives a pod of `namespace` (the `ClusterFirst`
+    /// policy): the cluster's name servers, a search path from the
+    /// namespace's Services out to the cluster domain, and `ndots:5`.
+    pub fn cluster_first(servers: &[String], domain: &str, namespace: &str) -> PodDns {
+        let domain = domain.trim_end_matches('.');
+        PodDns {
+            servers: servers.to_vec(),
+            search: vec![
+                format!("{namespace}.svc.{domain}"),
+                format!("svc.{domain}"),
+                domain.to_string(),
+            ],
+            options: vec!["ndots:5".into()],
+        }
+    }
 }
 
 /// A connection to one Docker daemon.
@@ -379,6 +410,9 @@ impl Runtime {
             nano_cpus: spec.nano_cpus,
             memory: spec.memory_bytes,
             init: Some(false),
+            dns: spec.dns.as_ref().map(|d| d.servers.clone()),
+            dns_search: spec.dns.as_ref().map(|d| d.search.clone()),
+            dns_options: spec.dns.as_ref().map(|d| d.options.clone()),
             ..Default::default()
         };
         let body = ContainerCreateBody {

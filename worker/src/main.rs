@@ -74,6 +74,15 @@ struct Args {
     /// one of several workers sharing a machine); default: every address.
     #[arg(long)]
     publish_ip: Option<String>,
+    /// The DNS servers pods resolve with (the masters' `--dns-listen`
+    /// addresses, port 53), comma-separated; pods then find Services by
+    /// name. Not applied to pods in another container's network namespace
+    /// (`--pod-network container:...`), which use that container's resolver.
+    #[arg(long, value_delimiter = ',')]
+    cluster_dns: Vec<std::net::IpAddr>,
+    /// The cluster domain, for pods' DNS search path.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
     /// Node labels, `key=value`, comma-separated.
     #[arg(long, value_delimiter = ',')]
     labels: Vec<String>,
@@ -233,6 +242,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         publish_ip: args.publish_ip.clone(),
         reserved,
         stats_interval: Duration::from_millis(args.stats_interval_ms.max(100)),
+        cluster_dns: args.cluster_dns.iter().map(ToString::to_string).collect(),
+        cluster_domain: args.cluster_domain.clone(),
     };
     let agent = Agent::new(config, runtime).await?;
     let server = pki::member::server_builder(security.as_ref(), token.as_deref())

@@ -230,6 +230,85 @@ async fn a_failing_liveness_probe_restarts_the_container() -> anyhow::Result<()>
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_readiness_probe_gates_ready_and_pods_get_the_cluster_resolver() -> anyhow::Result<()> {
+    let node = node_name("readiness");
+    let mut w = WorkerProc::start(
+        &node,
+        &[
+            "--cluster-dns",
+            "10.96.0.10,10.96.0.11",
+            "--cluster-domain",
+            "example.internal",
+        ],
+    )
+    .await?;
+    let mut p = pod(&node, "gated", &["sleep", "3600"]);
+    p.spec.termination_grace_period_seconds = Some(1);
+    p.spec.containers[0].readiness_probe = Some(Probe {
+        exec: Some(ExecAction {
+            command: vec!["test".into(), "-f".into(), "/tmp/ready".into()],
+        }),
+        http_get: None,
+        tcp_socket: None,
+        initial_delay_seconds: 0,
+        period_seconds: 1,
+        timeout_seconds: 2,
+        failure_threshold: 1,
+        success_threshold: 1,
+    });
+    w.set_pods(&[p]).await?;
+    let ready = |r: &api::worker::ProbeResponse| {
+        report(r, "gated")
+            .and_then(|p| p.status.container_statuses.first().cloned())
+            .map(|c| (c.ready, c.restart_count, c.state))
+    };
+    // Running, probed, failing: not ready.
+    let r = w
+        .wait_for(WAIT, "a failed readiness probe", |r| {
+            r.events
+                .iter()
+                .any(|e| e.event.message.contains("readiness probe of container"))
+                .then(|| r.clone())
+        })
+        .await?;
+    let (is_ready, _, state) = ready(&r).expect("reported");
+    assert!(matches!(state, ContainerState::Running { .. }), "{state:?}");
+    assert!(!is_ready, "ready before the probe ever succeeded");
+    let exec = |command: &str| ExecRequest {
+        namespace: "default".into(),
+        pod: "gated".into(),
+        container: None,
+        command: vec!["sh".into(), "-c".into(), command.into()],
+        timeout_ms: None,
+    };
+    w.client.exec(&exec("touch /tmp/ready")).await?;
+    w.wait_for(WAIT, "ready once the probe succeeds", |r| {
+        ready(r).filter(|(ready, _, _)| *ready).map(|_| ())
+    })
+    .await?;
+    w.client.exec(&exec("rm /tmp/ready")).await?;
+    let r = w
+        .wait_for(WAIT, "not ready once it fails again", |r| {
+            ready(r).filter(|(ready, _, _)| !*ready).map(|c| c.1)
+        })
+        .await?;
+    assert_eq!(r, 0, "a readiness failure never restarts the container");
+
+    // The resolver is the cluster's, with Kubernetes' search path.
+    let out = w.client.exec(&exec("cat /etc/resolv.conf")).await?;
+    let conf = out.stdout;
+    for line in [
+        "nameserver 10.96.0.10",
+        "nameserver 10.96.0.11",
+        "search default.svc.example.internal svc.example.internal example.internal",
+        "options ndots:5",
+    ] {
+        assert!(conf.lines().any(|l| l.trim() == line), "{line:?} not in {conf}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_pod_stops_it_with_sigterm_within_its_grace_period() -> anyhow::Result<()> {
     let node = node_name("delete");
     let mut w = WorkerProc::start(&node, &[]).await?;

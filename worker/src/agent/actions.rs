@@ -7,7 +7,7 @@ use api::pod::{ContainerState, Pod};
 use api::quantity::{parse_cpu_millis, parse_memory_bytes};
 
 use super::{Agent, State};
-use crate::docker::{CreateSpec, RuntimeError, now_ms};
+use crate::docker::{CreateSpec, PodDns, RuntimeError, now_ms};
 use crate::model::{RunState, Slot, container_name, labels_for};
 use crate::status::ProbeTrack;
 use crate::reconcile::{Create, Plan, Stop, StopReason};
@@ -121,6 +121,13 @@ impl Agent {
         })?;
         let pulled = self.inner.runtime.ensure_image(&spec.image).await?;
         let config = &self.inner.config;
+        // Docker refuses a resolver for a container that joins another's
+        // network namespace: such pods use the namespace owner's.
+        let own_network =
+            c.join_network_of.is_none() && config.pod_network.as_ref().is_none_or(|m| !m.starts_with("container:") && m != "host");
+        let dns = (own_network && !config.cluster_dns.is_empty()).then(|| {
+            PodDns::cluster_first(&config.cluster_dns, &config.cluster_domain, &pod.metadata.namespace)
+        });
         let (network_mode, ports) = match &c.join_network_of {
             Some(first) => (Some(format!("container:{first}")), Vec::new()),
             None if config.pod_network.is_some() => (config.pod_network.clone(), Vec::new()),
@@ -164,6 +171,7 @@ impl Agent {
                 .and_then(|q| parse_memory_bytes(q).ok())
                 .and_then(|b| i64::try_from(b).ok()),
             stop_timeout_seconds: pod.spec.grace_period_seconds(),
+            dns,
         };
         let id = self.inner.runtime.create_and_start(&create).await?;
         Ok((id, pulled))

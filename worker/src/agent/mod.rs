@@ -68,6 +68,11 @@ pub struct AgentConfig {
     pub reserved: Resources,
     /// How often container stats are sampled.
     pub stats_interval: Duration,
+    /// The resolver pods get (kubelet's `--cluster-dns`): the masters' DNS
+    /// servers. Empty: pods use Docker's default (the host's resolver).
+    pub cluster_dns: Vec<String>,
+    /// The cluster domain, for pods' search path.
+    pub cluster_domain: String,
 }
 
 /// Everything the loop and the service share.
