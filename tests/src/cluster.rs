@@ -94,6 +94,8 @@ pub struct Cluster {
     pub master_addrs: Vec<String>,
     /// Where each master serves the Grafana JSON datasource API, by index.
     pub grafana_addrs: Vec<String>,
+    /// Each master's DNS address (UDP and TCP).
+    pub dns_addrs: Vec<String>,
     workers: Vec<Proc>,
     timing: Timing,
     pki: TestPki,
@@ -147,7 +149,7 @@ fn spawn(bin: &Path, args: &[String], log: &Path) -> Result<Child> {
     Command::new(bin)
         .args(args)
         .env_remove("MKUBE_TOKEN")
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", "info,hickory_server=warn")
         .stdout(Stdio::null())
         .stderr(file)
         .spawn()
@@ -168,6 +170,9 @@ impl Cluster {
         let grafana_addrs: Vec<String> = (0..masters)
             .map(|_| free_port().map(|p| format!("127.0.0.1:{p}")))
             .collect::<Result<_>>()?;
+        let dns_addrs: Vec<String> = (0..masters)
+            .map(|_| free_port().map(|p| format!("127.0.0.1:{p}")))
+            .collect::<Result<_>>()?;
         let pki = TestPki::create(&dir.join("pki"))?;
         for i in 0..masters {
             pki.issue(
@@ -185,6 +190,7 @@ impl Cluster {
             masters: Vec::new(),
             master_addrs,
             grafana_addrs,
+            dns_addrs,
             workers: Vec::new(),
             timing,
         };
@@ -273,6 +279,8 @@ impl Cluster {
             &t.metrics_interval_ms.to_string(),
             "--grafana-listen",
             &self.grafana_addrs[i],
+            "--dns-listen",
+            &self.dns_addrs[i],
             "--pki-dir",
             &self.pki.dir().display().to_string(),
         ]

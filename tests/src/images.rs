@@ -1,6 +1,6 @@
 //! Test and demo images, built locally (nothing can be pulled here).
 //!
-//! `mkube-test/busybox:1` is a `docker import` of a tiny rootfs: Debian's
+//! `mkube-test/busybox:2` is a `docker import` of a tiny rootfs: Debian's
 //! static busybox plus symlinks for the applets tests use (`sh`, `httpd`,
 //! `sleep`, `wget`, `nc`, ...) and `/www/index.html` for `httpd -h /www`.
 //! Building is idempotent; parallel test processes may race to import and
@@ -12,12 +12,12 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result, bail};
 
 /// The busybox test image.
-pub const BUSYBOX: &str = "mkube-test/busybox:1";
+pub const BUSYBOX: &str = "mkube-test/busybox:2";
 
 const APPLETS: &[&str] = &[
     "sh", "httpd", "sleep", "wget", "nc", "echo", "cat", "ls", "true", "false", "env", "ps",
     "kill", "date", "printf", "tail", "head", "sed", "grep", "mkdir", "rm", "touch", "test", "id",
-    "hostname", "uptime",
+    "hostname", "uptime", "nslookup",
 ];
 
 /// Builds [`BUSYBOX`] unless the daemon has it; returns its name.

@@ -190,7 +190,7 @@ impl NetCluster {
             "-v",
             &format!("{}:/pki:ro", self.pki.dir().display()),
             "-e",
-            "RUST_LOG=info",
+            "RUST_LOG=info,hickory_server=warn",
         ]
         .iter()
         .map(|s| s.to_string())

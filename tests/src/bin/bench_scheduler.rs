@@ -77,7 +77,7 @@ fn nodes(n: usize) -> Vec<Node> {
 fn pods(n: usize) -> Vec<Pod> {
     (0..n)
         .map(|i| {
-            let mut c = Container::new("main", "mkube-test/busybox:1");
+            let mut c = Container::new("main", "mkube-test/busybox:2");
             c.resources = ResourceRequirements {
                 requests: ResourceList {
                     cpu: Some("100m".into()),

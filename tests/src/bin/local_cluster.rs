@@ -223,7 +223,7 @@ spec:
     spec:
       containers:
       - name: httpd
-        image: mkube-test/busybox:1
+        image: mkube-test/busybox:2
         command: [httpd, -f, -p, '8080', -h, /www]
         ports:
         - {containerPort: 8080, hostPort: 8080}

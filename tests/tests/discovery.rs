@@ -1,0 +1,418 @@
+//! Service discovery end to end: Services, the endpoints controller,
+//! readiness probes and the masters' DNS server, on real processes and the
+//! real Docker daemon; DNS is asked with Debian's `dig` and with raw
+//! packets, as a client on the network would.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use api::master::{MasterClient, ObjectRequest, WriteRequest};
+use api::worker::ExecRequest;
+use serde_json::{Value, json};
+use tests::cluster::{Cluster, Timing};
+use tests::clusters::free_port;
+use tests::images::BUSYBOX;
+use tests::masters::Masters;
+
+const DOMAIN: &str = "cluster.local";
+
+/// A busybox web server pod labelled `app`, its port 8080 on `host_port`,
+/// ready only while `/tmp/ready` exists when `gated`.
+fn web_pod(name: &str, app: &str, host_port: u16, gated: bool) -> Value {
+    let mut container = json!({
+        "name": "main", "image": BUSYBOX,
+        "command": ["sh", "-c", "exec httpd -f -p 8080 -h /www"],
+        "ports": [{"name": "http", "containerPort": 8080, "hostPort": host_port}]
+    });
+    if gated {
+        container["readinessProbe"] = json!({
+            "exec": {"command": ["test", "-f", "/tmp/ready"]},
+            "periodSeconds": 1, "failureThreshold": 1
+        });
+    }
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": app}},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [container]}
+    })
+}
+
+fn service(name: &str, app: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {
+            "selector": {"app": app},
+            "ports": [{"name": "http", "port": 80, "targetPort": "http"}]
+        }
+    })
+}
+
+/// `dig` against `server` (HOST:PORT) with `args`; its whole output.
+fn dig(server: &str, args: &[&str]) -> Result<String> {
+    let (host, port) = server.rsplit_once(':').context("HOST:PORT")?;
+    let out = Command::new("dig")
+        .arg(format!("@{host}"))
+        .args(["-p", port, "+tries=1", "+time=2"])
+        .args(args)
+        .output()
+        .context("running dig (apt-get install bind9-dnsutils)")?;
+    if !out.status.success() {
+        bail!(
+            "dig {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// dig's `status:` and whether the `aa` flag is set.
+fn status(output: &str) -> (String, bool) {
+    let status = output
+        .split("status: ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap_or("")
+        .to_string();
+    let aa = output
+        .lines()
+        .find(|l| l.contains(";; flags:"))
+        .is_some_and(|l| l.split(';').nth(2).is_some_and(|f| f.contains(" aa")));
+    (status, aa)
+}
+
+/// The answer section's records as (type, data), from `+noall +answer`.
+fn answers(output: &str) -> Vec<(String, String)> {
+    output
+        .lines()
+        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 5).then(|| (f[3].to_string(), f[4..].join(" ")))
+        })
+        .collect()
+}
+
+/// SRV answers as (port, target).
+fn srv(server: &str, name: &str, tcp: bool) -> Result<BTreeSet<(u16, String)>> {
+    let mut args = vec!["+noall", "+answer", name, "SRV"];
+    if tcp {
+        args.push("+tcp");
+    }
+    let out = dig(server, &args)?;
+    let mut set = BTreeSet::new();
+    for (t, data) in answers(&out) {
+        if t != "SRV" {
+            bail!("a {t} record in an SRV answer: {out}");
+        }
+        let f: Vec<&str> = data.split_whitespace().collect();
+        let (Some(port), Some(target)) = (f.get(2), f.get(3)) else {
+            bail!("SRV data {data:?}");
+        };
+        set.insert((port.parse()?, target.to_string()));
+    }
+    Ok(set)
+}
+
+async fn exec(client: &MasterClient, pod: &str, command: &str) -> Result<String> {
+    let out = client
+        .exec(&ExecRequest {
+            namespace: "default".into(),
+            pod: pod.into(),
+            container: None,
+            command: vec!["sh".into(), "-c".into(), command.into()],
+            timeout_ms: None,
+        })
+        .await?;
+    if out.exit_code != 0 {
+        bail!("{command:?} exited {}: {}", out.exit_code, out.stderr);
+    }
+    Ok(out.stdout)
+}
+
+/// A DNS query as bytes: `id`, opcode, one question (`qdcount` claimed).
+fn packet(id: u16, opcode: u8, qdcount: u16, name: &str, qtype: u16, qclass: u16) -> Vec<u8> {
+    let mut p = Vec::new();
+    p.extend(id.to_be_bytes());
+    p.push((opcode & 0xf) << 3 | 1); // RD
+    p.push(0);
+    p.extend(qdcount.to_be_bytes());
+    p.extend([0, 0, 0, 0, 0, 0]);
+    for label in name.trim_end_matches('.').split('.') {
+        p.push(label.len() as u8);
+        p.extend(label.as_bytes());
+    }
+    p.push(0);
+    p.extend(qtype.to_be_bytes());
+    p.extend(qclass.to_be_bytes());
+    p
+}
+
+/// Sends `bytes` over UDP; the answer's (id, rcode), or `None` when none
+/// comes within a second.
+async fn ask_raw(server: &str, bytes: &[u8]) -> Result<Option<(u16, u8)>> {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    socket.send_to(bytes, server).await?;
+    let mut buf = [0u8; 4096];
+    match tokio::time::timeout(Duration::from_secs(1), socket.recv(&mut buf)).await {
+        Err(_) => Ok(None),
+        Ok(n) => {
+            let n = n?;
+            if n < 12 {
+                bail!("a {n}-byte answer");
+            }
+            Ok(Some((u16::from_be_bytes([buf[0], buf[1]]), buf[3] & 0xf)))
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dig_finds_ready_endpoints_and_the_server_survives_malformed_packets() -> Result<()> {
+    let c = Cluster::start(1, 1, Timing::default()).await?;
+    let client = c.client(0)?;
+    let dns = c.dns_addrs[0].clone();
+    let (p1, p2, p3) = (free_port()?, free_port()?, free_port()?);
+    client
+        .create(&WriteRequest {
+            object: service("web", "web"),
+        })
+        .await?;
+    for (name, port, gated) in [("web-a", p1, false), ("web-b", p2, false), ("web-c", p3, true)] {
+        client
+            .create(&WriteRequest {
+                object: web_pod(name, "web", port, gated),
+            })
+            .await?;
+    }
+    let fqdn = format!("web.default.svc.{DOMAIN}");
+    let srv_name = format!("_http._tcp.{fqdn}");
+    let target = format!("127-0-0-1.{fqdn}.");
+    // The two ungated pods become endpoints; the gated one never passed its
+    // readiness probe and is not one.
+    let want: BTreeSet<(u16, String)> = [(p1, target.clone()), (p2, target.clone())].into();
+    c.wait_for(Duration::from_secs(60), "two SRV records", |_| {
+        let (dns, srv_name, want) = (dns.clone(), srv_name.clone(), want.clone());
+        async move { Ok((srv(&dns, &srv_name, false)? == want).then_some(())) }
+    })
+    .await?;
+    assert_eq!(srv(&dns, &srv_name, true)?, want, "the same over TCP");
+    let endpoints = client
+        .get(&ObjectRequest {
+            kind: "endpoints".into(),
+            namespace: Some("default".into()),
+            name: "web".into(),
+            resource_version: None,
+        })
+        .await?
+        .object;
+    let not_ready: Vec<&str> = endpoints["subsets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["notReadyAddresses"].as_array().into_iter().flatten())
+        .filter_map(|a| a["targetRef"]["name"].as_str())
+        .collect();
+    assert_eq!(not_ready, ["web-c"], "{endpoints}");
+
+    // A, with the aa flag and the short TTL; the SRV target resolves.
+    let out = dig(&dns, &[&fqdn, "A"])?;
+    assert_eq!(status(&out), ("NOERROR".into(), true), "{out}");
+    let a = answers(&dig(&dns, &["+noall", "+answer", &fqdn, "A"])?);
+    assert_eq!(a, [("A".to_string(), "127.0.0.1".to_string())]);
+    let ttl = dig(&dns, &["+noall", "+answer", &target, "A"])?;
+    let fields: Vec<&str> = ttl.split_whitespace().collect();
+    assert_eq!(fields[1..], ["5", "IN", "A", "127.0.0.1"], "{ttl}");
+
+    // Ready: the gated pod's probe passes and it is answered.
+    let ready_at = Instant::now();
+    exec(&client, "web-c", "touch /tmp/ready").await?;
+    let with_c: BTreeSet<(u16, String)> = want
+        .iter()
+        .cloned()
+        .chain([(p3, target.clone())])
+        .collect();
+    c.wait_for(Duration::from_secs(30), "the third SRV record", |_| {
+        let (dns, srv_name, with_c) = (dns.clone(), srv_name.clone(), with_c.clone());
+        async move { Ok((srv(&dns, &srv_name, false)? == with_c).then_some(())) }
+    })
+    .await?;
+    println!(
+        "readiness file touched -> in DNS: {:?} (probe period 1 s, master probes every 500 ms)",
+        ready_at.elapsed()
+    );
+    // Gone: a deleted pod leaves the answer.
+    let gone_at = Instant::now();
+    client
+        .delete(&ObjectRequest {
+            kind: "pods".into(),
+            namespace: Some("default".into()),
+            name: "web-a".into(),
+            resource_version: None,
+        })
+        .await?;
+    let without_a: BTreeSet<(u16, String)> = [(p2, target.clone()), (p3, target.clone())].into();
+    c.wait_for(Duration::from_secs(30), "web-a out of the SRV records", |_| {
+        let (dns, srv_name, without_a) = (dns.clone(), srv_name.clone(), without_a.clone());
+        async move { Ok((srv(&dns, &srv_name, false)? == without_a).then_some(())) }
+    })
+    .await?;
+    println!("pod deleted -> out of DNS: {:?}", gone_at.elapsed());
+
+    // Names that do not exist: NXDOMAIN with the SOA; names that exist
+    // without records: NOERROR and nothing; other zones: REFUSED.
+    for (name, qtype, want) in [
+        (format!("nope.default.svc.{DOMAIN}"), "A", "NXDOMAIN"),
+        (format!("_https._tcp.{fqdn}"), "SRV", "NXDOMAIN"),
+        (fqdn.clone(), "AAAA", "NOERROR"),
+        (format!("svc.{DOMAIN}"), "A", "NOERROR"),
+        ("example.com".to_string(), "A", "REFUSED"),
+    ] {
+        let out = dig(&dns, &[&name, qtype])?;
+        assert_eq!(status(&out).0, want, "{name} {qtype}: {out}");
+        if want != "REFUSED" {
+            assert!(
+                out.contains("ANSWER: 0") && out.contains("AUTHORITY: 1") && out.contains("SOA"),
+                "{name} {qtype}: {out}"
+            );
+        }
+    }
+    let version = dig(&dns, &["version.bind", "TXT", "CH"])?;
+    assert_eq!(status(&version).0, "REFUSED", "{version}");
+
+    // Malformed and unusual packets, by hand.
+    let good = packet(7, 0, 1, &fqdn, 1, 1);
+    assert_eq!(ask_raw(&dns, &good).await?, Some((7, 0)));
+    let mut truncated = good.clone();
+    truncated.truncate(20);
+    assert_eq!(ask_raw(&dns, &truncated).await?, Some((7, 1)), "FORMERR");
+    let mut two = packet(8, 0, 2, &fqdn, 1, 1);
+    two.extend_from_slice(&good[12..]);
+    assert_eq!(ask_raw(&dns, &two).await?, Some((8, 1)), "two questions: FORMERR");
+    let none = packet(9, 0, 0, &fqdn, 1, 1);
+    assert_eq!(ask_raw(&dns, &none[..12]).await?, Some((9, 1)), "no question: FORMERR");
+    let update = packet(10, 5, 1, &fqdn, 1, 1);
+    assert_eq!(ask_raw(&dns, &update).await?, Some((10, 4)), "UPDATE: NOTIMP");
+    let mut response = good.clone();
+    response[2] |= 0x80;
+    assert_eq!(ask_raw(&dns, &response).await?, None, "responses are not answered");
+    assert_eq!(ask_raw(&dns, &[1, 2, 3]).await?, None, "shorter than a header");
+    let mut lying = good.clone();
+    lying[4..12].copy_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+    let r = ask_raw(&dns, &lying).await?;
+    assert_eq!(r, Some((7, 1)), "counts beyond the packet: FORMERR");
+    // A compression pointer to itself.
+    let mut looped = good[..12].to_vec();
+    looped.extend([0xc0, 12, 0, 1, 0, 1]);
+    assert_eq!(ask_raw(&dns, &looped).await?, Some((7, 1)), "a pointer loop: FORMERR");
+    // Noise: a thousand pseudo-random packets, then the server still answers.
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for i in 0..1000usize {
+        let len = 1 + i % 300;
+        let mut bytes = Vec::with_capacity(len);
+        for _ in 0..len {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            bytes.push(x as u8);
+        }
+        socket.send_to(&bytes, &dns).await?;
+    }
+    // A TCP stream that ends mid-message.
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut tcp = tokio::net::TcpStream::connect(&dns).await?;
+        tcp.write_all(&[0, 200, 1, 2, 3]).await?;
+    }
+    // The flood may have overflowed the socket's buffer (UDP drops, by
+    // design): the server answers again within a few tries.
+    let mut answered = None;
+    for _ in 0..5 {
+        answered = ask_raw(&dns, &good).await?;
+        if answered.is_some() {
+            break;
+        }
+    }
+    assert_eq!(answered, Some((7, 0)), "still answering");
+    assert_eq!(srv(&dns, &srv_name, true)?, without_a);
+
+    // Deleting the Service deletes its Endpoints and its names.
+    client
+        .delete(&ObjectRequest {
+            kind: "services".into(),
+            namespace: Some("default".into()),
+            name: "web".into(),
+            resource_version: None,
+        })
+        .await?;
+    c.wait_for(Duration::from_secs(30), "the name gone", |_| {
+        let (dns, fqdn) = (dns.clone(), fqdn.clone());
+        async move { Ok((status(&dig(&dns, &[&fqdn, "A"])?).0 == "NXDOMAIN").then_some(())) }
+    })
+    .await?;
+    let gone = client
+        .get(&ObjectRequest {
+            kind: "endpoints".into(),
+            namespace: Some("default".into()),
+            name: "web".into(),
+            resource_version: None,
+        })
+        .await;
+    assert!(gone.is_err(), "the Endpoints outlived their Service");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_and_endpoints_refuse_bad_input_by_field() -> Result<()> {
+    let c = Cluster::start(1, 0, Timing::default()).await?;
+    let client = c.client(0)?;
+    let bad = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "9web"},
+        "spec": {"ports": [{"port": 80}, {"port": 80}]}
+    });
+    let e = client
+        .create(&WriteRequest { object: bad })
+        .await
+        .expect_err("invalid");
+    let text = e.to_string();
+    for field in [
+        "metadata.name",
+        "spec.selector",
+        "spec.ports[0].name",
+        "spec.ports[1].port",
+    ] {
+        assert!(text.contains(field), "{field} not named in {text}");
+    }
+    let mut unknown = service("web", "web");
+    unknown["spec"]["clusterIP"] = json!("10.0.0.1");
+    let e = client
+        .create(&WriteRequest { object: unknown })
+        .await
+        .expect_err("unknown field");
+    assert!(e.to_string().contains("clusterIP"), "{e}");
+    let hand_written = json!({
+        "apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": "web"},
+        "subsets": []
+    });
+    let e = client
+        .create(&WriteRequest {
+            object: hand_written,
+        })
+        .await
+        .expect_err("endpoints are the controller's");
+    assert!(e.to_string().contains("endpoints controller"), "{e}");
+    let listed = client
+        .list(&api::master::ListRequest {
+            kind: "services".into(),
+            namespace: Some("default".into()),
+            ..Default::default()
+        })
+        .await?;
+    assert!(listed.items.is_empty(), "a refused Service was stored");
+    Ok(())
+}
