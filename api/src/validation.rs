@@ -507,9 +507,10 @@ pub fn validate_service(svc: &crate::service::Service) -> Result<(), ValidationE
                 format!("{at}.name"),
                 format!("{n:?} must be a DNS label of at most 15 characters (an SRV service name)"),
             ),
-            Some(n) if !names.insert(n.clone()) => {
-                errors.push(format!("{at}.name"), format!("{n:?} is used by another port"))
-            }
+            Some(n) if !names.insert(n.clone()) => errors.push(
+                format!("{at}.name"),
+                format!("{n:?} is used by another port"),
+            ),
             Some(_) => {}
         }
         if p.port == 0 {

@@ -936,7 +936,12 @@ async fn describe_service(ctx: &Ctx, o: &Value, name: &str) -> Result<(), CliErr
                 continue;
             }
             for sp in &subset.ports {
-                ready.extend(subset.addresses.iter().map(|a| format!("{}:{}", a.ip, sp.port)));
+                ready.extend(
+                    subset
+                        .addresses
+                        .iter()
+                        .map(|a| format!("{}:{}", a.ip, sp.port)),
+                );
                 not_ready.extend(
                     subset
                         .not_ready_addresses

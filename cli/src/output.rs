@@ -292,11 +292,7 @@ pub fn row(kind: Kind, v: &Value, wide: bool, now: SystemTime) -> Vec<String> {
             let Some(e) = typed::<Endpoints>(v) else {
                 return vec![name];
             };
-            let mut r = vec![
-                name,
-                endpoint_list(&e, true, 3),
-                age(created, now),
-            ];
+            let mut r = vec![name, endpoint_list(&e, true, 3), age(created, now)];
             if wide {
                 r.push(endpoint_list(&e, false, usize::MAX));
             }
@@ -318,7 +314,11 @@ pub fn service_ports(s: &Service) -> String {
         .ports
         .iter()
         .map(|p| {
-            let name = p.name.as_deref().map(|n| format!("{n}:")).unwrap_or_default();
+            let name = p
+                .name
+                .as_deref()
+                .map(|n| format!("{n}:"))
+                .unwrap_or_default();
             let target = match &p.target_port {
                 Some(TargetPort::Number(n)) if *n != p.port => format!("→{n}"),
                 Some(TargetPort::Name(n)) => format!("→{n}"),

@@ -113,9 +113,7 @@ impl RequestHandler for Handler {
         } else {
             match request.request_info() {
                 Err(_) => Err(refuse(ResponseCode::FormErr)),
-                Ok(info)
-                    if !matches!(info.query.query_class(), DNSClass::IN | DNSClass::ANY) =>
-                {
+                Ok(info) if !matches!(info.query.query_class(), DNSClass::IN | DNSClass::ANY) => {
                     Err(refuse(ResponseCode::Refused))
                 }
                 Ok(info) => Ok(info),
@@ -159,11 +157,13 @@ impl DnsServer {
     /// Listens on `addr` over UDP and TCP (the same port; with port 0, the
     /// port UDP got), answering from `zone`.
     pub async fn bind(addr: SocketAddr, zone: ZoneHandle) -> Result<DnsServer, DnsError> {
-        let udp = UdpSocket::bind(addr).await.map_err(|source| DnsError::Bind {
-            addr,
-            transport: "udp",
-            source,
-        })?;
+        let udp = UdpSocket::bind(addr)
+            .await
+            .map_err(|source| DnsError::Bind {
+                addr,
+                transport: "udp",
+                source,
+            })?;
         let bound = udp.local_addr().map_err(|source| DnsError::Bind {
             addr,
             transport: "udp",

@@ -129,7 +129,11 @@ impl Zone {
         let ttl = config.ttl;
         let soa_data = SOA::new(
             name(&format!("ns.dns.{}", config.domain.trim_end_matches('.'))).map_err(bad)?,
-            name(&format!("hostmaster.{}", config.domain.trim_end_matches('.'))).map_err(bad)?,
+            name(&format!(
+                "hostmaster.{}",
+                config.domain.trim_end_matches('.')
+            ))
+            .map_err(bad)?,
             1,
             // refresh, retry, expire: for secondaries, which there are none of.
             7200,
@@ -163,11 +167,10 @@ impl Zone {
                     let Some(port_name) = &port.name else {
                         continue;
                     };
-                    let Ok(srv_owner) = name(&format!(
-                        "_{port_name}.{}",
-                        protocol_label(port.protocol)
-                    ))
-                    .and_then(|n| n.append_domain(&service).map_err(|e| e.to_string())) else {
+                    let Ok(srv_owner) =
+                        name(&format!("_{port_name}.{}", protocol_label(port.protocol)))
+                            .and_then(|n| n.append_domain(&service).map_err(|e| e.to_string()))
+                    else {
                         continue;
                     };
                     existing.insert(srv_owner.clone());
@@ -355,7 +358,10 @@ mod tests {
         assert_eq!(a.code, ResponseCode::NoError);
         assert!(a.authoritative);
         assert_eq!(a.answers.len(), 2, "{a:?}");
-        assert_eq!(ips(&a), BTreeSet::from(["10.0.0.1".into(), "10.0.0.2".into()]));
+        assert_eq!(
+            ips(&a),
+            BTreeSet::from(["10.0.0.1".into(), "10.0.0.2".into()])
+        );
         assert!(a.answers.iter().all(|r| r.ttl == 5));
         // Case does not matter; rotation changes the order, not the set.
         let b = z.answer(&q("WEB.Default.SVC.cluster.LOCAL."), RecordType::A, 1);
@@ -399,7 +405,11 @@ mod tests {
         );
         assert_eq!(ips(&t), BTreeSet::from(["10.0.0.2".to_string()]));
         // Unnamed ports have no SRV records.
-        let unnamed = z.answer(&q("_._udp.v6.default.svc.cluster.local."), RecordType::SRV, 0);
+        let unnamed = z.answer(
+            &q("_._udp.v6.default.svc.cluster.local."),
+            RecordType::SRV,
+            0,
+        );
         assert_eq!(unnamed.code, ResponseCode::NXDomain);
     }
 

@@ -230,7 +230,8 @@ async fn security_from_vault(
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,hickory_server=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,hickory_server=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -398,9 +399,8 @@ async fn main() -> Result<()> {
             domain: args.cluster_domain.clone(),
             ttl: args.dns_ttl,
         };
-        let zone = dns::ZoneHandle::new(
-            dns::Zone::empty(&zone_config).context("--cluster-domain")?,
-        );
+        let zone =
+            dns::ZoneHandle::new(dns::Zone::empty(&zone_config).context("--cluster-domain")?);
         let server = dns::DnsServer::bind(address, zone.clone())
             .await
             .context("--dns-listen")?;

@@ -6,9 +6,7 @@
 
 use api::master::MasterError;
 use api::service::{Endpoints, Service};
-use api::validation::{
-    validate_deployment, validate_node, validate_replica_set, validate_service,
-};
+use api::validation::{validate_deployment, validate_node, validate_replica_set, validate_service};
 use api::{Deployment, EventRecord, Kind, Node, ObjectMeta, Pod, ReplicaSet, validate_pod};
 use serde::de::DeserializeOwned;
 

@@ -21,6 +21,7 @@ use crate::testpki::{Credentials, TestPki};
 
 const MASTER_PORT: u16 = 7000;
 const WORKER_PORT: u16 = 10250;
+const DNS_PORT: u16 = 53;
 
 /// Runs the docker CLI; its stdout, trimmed.
 pub fn docker(args: &[&str]) -> Result<String> {
@@ -52,6 +53,7 @@ pub struct NetCluster {
     timing: Timing,
     pki: TestPki,
     creds: Credentials,
+    worker_labels: Vec<Option<String>>,
 }
 
 impl Drop for NetCluster {
@@ -80,6 +82,17 @@ impl NetCluster {
     /// Starts `masters` masters and `workers` workers on a new network;
     /// returns once a leader leads and every worker is a Ready node.
     pub async fn start(masters: usize, workers: usize, timing: Timing) -> Result<NetCluster> {
+        NetCluster::start_with(masters, workers, timing, |_| None).await
+    }
+
+    /// [`NetCluster::start`], worker `i` with the node labels `labels(i)`
+    /// (`k=v,k2=v2`).
+    pub async fn start_with(
+        masters: usize,
+        workers: usize,
+        timing: Timing,
+        labels: impl Fn(usize) -> Option<String>,
+    ) -> Result<NetCluster> {
         crate::images::ensure_busybox()?;
         let image =
             crate::images::ensure_mkube_image(&bin_dir()?, &["mkube-master", "mkube-worker"])?;
@@ -119,6 +132,7 @@ impl NetCluster {
             masters,
             workers,
             timing,
+            worker_labels: (0..workers).map(labels).collect(),
         };
         for i in 0..masters {
             c.start_master(i)?;
@@ -235,6 +249,8 @@ impl NetCluster {
             &t.eviction_timeout_ms.to_string(),
             "--resync-ms",
             "1000",
+            "--dns-listen",
+            &format!("0.0.0.0:{DNS_PORT}"),
             "--pki-dir",
             "/pki",
         ]
@@ -282,12 +298,30 @@ impl NetCluster {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        self.run_container(
-            &self.worker_container(i),
-            &ip,
-            &["-v", "/var/run/docker.sock:/var/run/docker.sock"],
-            &command,
-        )
+        let mut command = command;
+        if let Some(labels) = self.worker_labels.get(i).cloned().flatten() {
+            command.extend(["--labels".to_string(), labels]);
+        }
+        // The worker's pods share its network namespace, and with it its
+        // resolver (Docker refuses a resolver of their own there): the
+        // masters, as a VM's resolver would be, with Kubernetes' search path.
+        let mut extra: Vec<String> = vec![
+            "-v".into(),
+            "/var/run/docker.sock:/var/run/docker.sock".into(),
+        ];
+        for j in 0..self.masters {
+            extra.extend(["--dns".into(), self.master_ip(j)]);
+        }
+        for search in [
+            "default.svc.cluster.local",
+            "svc.cluster.local",
+            "cluster.local",
+        ] {
+            extra.extend(["--dns-search".into(), search.into()]);
+        }
+        extra.extend(["--dns-option".into(), "ndots:5".into()]);
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        self.run_container(&self.worker_container(i), &ip, &extra, &command)
     }
 
     /// Cuts `container` off the cluster's network.

@@ -15,6 +15,7 @@ use tests::cluster::{Cluster, Timing};
 use tests::clusters::free_port;
 use tests::images::BUSYBOX;
 use tests::masters::Masters;
+use tests::netcluster::NetCluster;
 
 const DOMAIN: &str = "cluster.local";
 
@@ -180,7 +181,11 @@ async fn dig_finds_ready_endpoints_and_the_server_survives_malformed_packets() -
             object: service("web", "web"),
         })
         .await?;
-    for (name, port, gated) in [("web-a", p1, false), ("web-b", p2, false), ("web-c", p3, true)] {
+    for (name, port, gated) in [
+        ("web-a", p1, false),
+        ("web-b", p2, false),
+        ("web-c", p3, true),
+    ] {
         client
             .create(&WriteRequest {
                 object: web_pod(name, "web", port, gated),
@@ -229,11 +234,8 @@ async fn dig_finds_ready_endpoints_and_the_server_survives_malformed_packets() -
     // Ready: the gated pod's probe passes and it is answered.
     let ready_at = Instant::now();
     exec(&client, "web-c", "touch /tmp/ready").await?;
-    let with_c: BTreeSet<(u16, String)> = want
-        .iter()
-        .cloned()
-        .chain([(p3, target.clone())])
-        .collect();
+    let with_c: BTreeSet<(u16, String)> =
+        want.iter().cloned().chain([(p3, target.clone())]).collect();
     c.wait_for(Duration::from_secs(30), "the third SRV record", |_| {
         let (dns, srv_name, with_c) = (dns.clone(), srv_name.clone(), with_c.clone());
         async move { Ok((srv(&dns, &srv_name, false)? == with_c).then_some(())) }
@@ -254,10 +256,14 @@ async fn dig_finds_ready_endpoints_and_the_server_survives_malformed_packets() -
         })
         .await?;
     let without_a: BTreeSet<(u16, String)> = [(p2, target.clone()), (p3, target.clone())].into();
-    c.wait_for(Duration::from_secs(30), "web-a out of the SRV records", |_| {
-        let (dns, srv_name, without_a) = (dns.clone(), srv_name.clone(), without_a.clone());
-        async move { Ok((srv(&dns, &srv_name, false)? == without_a).then_some(())) }
-    })
+    c.wait_for(
+        Duration::from_secs(30),
+        "web-a out of the SRV records",
+        |_| {
+            let (dns, srv_name, without_a) = (dns.clone(), srv_name.clone(), without_a.clone());
+            async move { Ok((srv(&dns, &srv_name, false)? == without_a).then_some(())) }
+        },
+    )
     .await?;
     println!("pod deleted -> out of DNS: {:?}", gone_at.elapsed());
 
@@ -290,15 +296,35 @@ async fn dig_finds_ready_endpoints_and_the_server_survives_malformed_packets() -
     assert_eq!(ask_raw(&dns, &truncated).await?, Some((7, 1)), "FORMERR");
     let mut two = packet(8, 0, 2, &fqdn, 1, 1);
     two.extend_from_slice(&good[12..]);
-    assert_eq!(ask_raw(&dns, &two).await?, Some((8, 1)), "two questions: FORMERR");
+    assert_eq!(
+        ask_raw(&dns, &two).await?,
+        Some((8, 1)),
+        "two questions: FORMERR"
+    );
     let none = packet(9, 0, 0, &fqdn, 1, 1);
-    assert_eq!(ask_raw(&dns, &none[..12]).await?, Some((9, 1)), "no question: FORMERR");
+    assert_eq!(
+        ask_raw(&dns, &none[..12]).await?,
+        Some((9, 1)),
+        "no question: FORMERR"
+    );
     let update = packet(10, 5, 1, &fqdn, 1, 1);
-    assert_eq!(ask_raw(&dns, &update).await?, Some((10, 4)), "UPDATE: NOTIMP");
+    assert_eq!(
+        ask_raw(&dns, &update).await?,
+        Some((10, 4)),
+        "UPDATE: NOTIMP"
+    );
     let mut response = good.clone();
     response[2] |= 0x80;
-    assert_eq!(ask_raw(&dns, &response).await?, None, "responses are not answered");
-    assert_eq!(ask_raw(&dns, &[1, 2, 3]).await?, None, "shorter than a header");
+    assert_eq!(
+        ask_raw(&dns, &response).await?,
+        None,
+        "responses are not answered"
+    );
+    assert_eq!(
+        ask_raw(&dns, &[1, 2, 3]).await?,
+        None,
+        "shorter than a header"
+    );
     let mut lying = good.clone();
     lying[4..12].copy_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
     let r = ask_raw(&dns, &lying).await?;
@@ -306,7 +332,11 @@ async fn dig_finds_ready_endpoints_and_the_server_survives_malformed_packets() -
     // A compression pointer to itself.
     let mut looped = good[..12].to_vec();
     looped.extend([0xc0, 12, 0, 1, 0, 1]);
-    assert_eq!(ask_raw(&dns, &looped).await?, Some((7, 1)), "a pointer loop: FORMERR");
+    assert_eq!(
+        ask_raw(&dns, &looped).await?,
+        Some((7, 1)),
+        "a pointer loop: FORMERR"
+    );
     // Noise: a thousand pseudo-random packets, then the server still answers.
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -414,5 +444,173 @@ async fn services_and_endpoints_refuse_bad_input_by_field() -> Result<()> {
         })
         .await?;
     assert!(listed.items.is_empty(), "a refused Service was stored");
+    Ok(())
+}
+
+/// The addresses busybox `nslookup NAME` printed for the name (not the server's).
+fn nslookup_addresses(output: &str) -> BTreeSet<String> {
+    output
+        .split("Name:")
+        .skip(1)
+        .flat_map(|block| {
+            block
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("Address:"))
+                .map(|a| a.trim().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_finds_a_service_by_name_and_fails_over_when_a_node_is_cut_off() -> Result<()> {
+    let timing = Timing::default();
+    let (grace_ms, probe_ms) = (timing.node_grace_ms, timing.probe_interval_ms);
+    let c = NetCluster::start_with(3, 3, timing, |i| {
+        Some(if i == 0 { "role=client" } else { "role=server" }.to_string())
+    })
+    .await?;
+    let client = c.any_client().await?;
+    client
+        .create(&WriteRequest {
+            object: service("web", "web"),
+        })
+        .await?;
+    // Two replicas on the two server nodes, each serving an id of its own,
+    // ready once httpd answers.
+    let web = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {
+                    "nodeSelector": {"role": "server"},
+                    "terminationGracePeriodSeconds": 1,
+                    "containers": [{
+                        "name": "main", "image": BUSYBOX,
+                        "command": ["sh", "-c", "mkdir -p /tmp/www && hostname > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www"],
+                        "ports": [{"name": "http", "containerPort": 8080, "hostPort": 8080}],
+                        "readinessProbe": {"httpGet": {"path": "/", "port": 8080}, "periodSeconds": 1}
+                    }]
+                }
+            }
+        }
+    });
+    client.create(&WriteRequest { object: web }).await?;
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "client"},
+        "spec": {
+            "nodeSelector": {"role": "client"},
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "main", "image": BUSYBOX, "command": ["sleep", "3600"]}]
+        }
+    });
+    client.create(&WriteRequest { object: pod }).await?;
+    let servers: BTreeSet<String> = [c.worker_ip(1), c.worker_ip(2)].into();
+    // The client resolves both replicas' nodes by a real DNS query.
+    let lookup = |name: &'static str| {
+        let client = client.clone();
+        async move {
+            let out = exec(&client, "client", &format!("nslookup {name} || true")).await?;
+            Ok::<_, anyhow::Error>(nslookup_addresses(&out))
+        }
+    };
+    c.wait_for(Duration::from_secs(90), "both replicas in DNS", |_| {
+        let (lookup, servers) = (lookup, servers.clone());
+        async move {
+            Ok((lookup("web.default.svc.cluster.local").await.ok() == Some(servers)).then_some(()))
+        }
+    })
+    .await?;
+    // The replicas' ids, by node address.
+    let pods = client
+        .list(&api::master::ListRequest {
+            kind: "pods".into(),
+            namespace: Some("default".into()),
+            label_selector: Some("app=web".into()),
+            node_name: None,
+        })
+        .await?;
+    let mut ids = std::collections::BTreeMap::new();
+    for item in pods.items {
+        let p: api::Pod = serde_json::from_value(item)?;
+        let ip = p.status.and_then(|s| s.host_ip).context("a host IP")?;
+        let id = exec(&client, &p.metadata.name, "cat /tmp/www/index.html").await?;
+        ids.insert(id.trim().to_string(), ip);
+    }
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    // The client reaches a replica by name (busybox wget, glibc's resolver
+    // with the pod's search path; without -T, which crashes this busybox).
+    let fetch = |name: &'static str| {
+        let client = client.clone();
+        async move {
+            let out = exec(
+                &client,
+                "client",
+                &format!("wget -q -O - http://{name}:8080/"),
+            )
+            .await?;
+            Ok::<_, anyhow::Error>(out.trim().to_string())
+        }
+    };
+    let first = fetch("web.default.svc.cluster.local").await?;
+    let first_ip = ids.get(&first).cloned().context("an id of a replica")?;
+    let short = fetch("web").await?;
+    assert!(ids.contains_key(&short), "{short:?} via the search path");
+    // nslookup exits 1 when any of its queries fails (here: the AAAA-less
+    // side queries); the answer is what counts.
+    let srv = exec(
+        &client,
+        "client",
+        "nslookup -type=SRV _http._tcp.web.default.svc.cluster.local || true",
+    )
+    .await?;
+    assert!(
+        srv.lines().filter(|l| l.contains(" 8080 ")).count() == 2,
+        "two SRV records with the host port: {srv}"
+    );
+
+    // Cut off the node of the replica that answered.
+    let node = (1..3)
+        .find(|i| c.worker_ip(*i) == first_ip)
+        .context("the node of the replica")?;
+    let cut = Instant::now();
+    c.disconnect(&c.worker_container(node))?;
+    let remaining: BTreeSet<String> = servers
+        .iter()
+        .filter(|ip| **ip != first_ip)
+        .cloned()
+        .collect();
+    c.wait_for(
+        Duration::from_secs(30),
+        "the cut-off node out of DNS",
+        |_| {
+            let (lookup, remaining) = (lookup, remaining.clone());
+            async move {
+                Ok(
+                    (lookup("web.default.svc.cluster.local").await.ok() == Some(remaining))
+                        .then_some(()),
+                )
+            }
+        },
+    )
+    .await?;
+    let gone_after = cut.elapsed();
+    println!(
+        "node cut off -> out of DNS after {gone_after:?} (grace {grace_ms} ms, probes every {probe_ms} ms)"
+    );
+    // The grace period, a probe round, the pass that writes the Endpoints
+    // and the watch that rebuilds the zone; generous for a loaded machine.
+    assert!(
+        gone_after < Duration::from_millis(grace_ms + 2 * probe_ms + 10_000),
+        "{gone_after:?}"
+    );
+    let second = fetch("web.default.svc.cluster.local").await?;
+    assert_ne!(second, first, "the client reached the cut-off replica");
+    assert!(ids.contains_key(&second), "{second:?}");
     Ok(())
 }

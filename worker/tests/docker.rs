@@ -303,7 +303,10 @@ async fn a_readiness_probe_gates_ready_and_pods_get_the_cluster_resolver() -> an
         "search default.svc.example.internal svc.example.internal example.internal",
         "options ndots:5",
     ] {
-        assert!(conf.lines().any(|l| l.trim() == line), "{line:?} not in {conf}");
+        assert!(
+            conf.lines().any(|l| l.trim() == line),
+            "{line:?} not in {conf}"
+        );
     }
     Ok(())
 }

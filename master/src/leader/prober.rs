@@ -185,7 +185,35 @@ async fn round(
     }
     let mut writes: Vec<Txn> = Vec::new();
     let mut starting = HashSet::new();
-    while let Some(joined) = set.join_next().await {
+    // Node lifecycle is judged on time, not after the slowest probe: a
+    // node cut off makes its probe wait out the whole timeout, which must
+    // not delay declaring it NotReady (and its pods no longer endpoints).
+    let judge_at =
+        tokio::time::Instant::now() + ctx.config.probe_interval.min(ctx.config.probe_timeout);
+    let mut judged = !full;
+    loop {
+        let joined = if judged {
+            set.join_next().await
+        } else {
+            tokio::select! {
+                joined = set.join_next() => joined,
+                _ = tokio::time::sleep_until(judge_at) => {
+                    judged = true;
+                    let txns = lifecycle(ctx, snap, &by_node, peers, now_ms());
+                    if ctx.still_leading() {
+                        for txn in txns {
+                            if let Err(e) = ctx.store.txn(txn).await {
+                                tracing::debug!(error = %e, "lifecycle write failed; the next round retries");
+                            }
+                        }
+                    }
+                    continue;
+                }
+            }
+        };
+        let Some(joined) = joined else {
+            break;
+        };
         let Ok((name, req, answer)) = joined else {
             continue;
         };
@@ -229,8 +257,8 @@ async fn round(
             }
         }
     }
-    if full {
-        writes.extend(lifecycle(ctx, snap, &by_node, peers, now));
+    if !judged {
+        writes.extend(lifecycle(ctx, snap, &by_node, peers, now_ms()));
     }
     if !ctx.still_leading() {
         return HashSet::new();

@@ -9,8 +9,8 @@ use api::quantity::{parse_cpu_millis, parse_memory_bytes};
 use super::{Agent, State};
 use crate::docker::{CreateSpec, PodDns, RuntimeError, now_ms};
 use crate::model::{RunState, Slot, container_name, labels_for};
-use crate::status::ProbeTrack;
 use crate::reconcile::{Create, Plan, Stop, StopReason};
+use crate::status::ProbeTrack;
 
 /// Spawns the plan's operations.
 pub(super) fn dispatch(agent: &Agent, plan: Plan, desired: Vec<Pod>) {
@@ -123,10 +123,17 @@ impl Agent {
         let config = &self.inner.config;
         // Docker refuses a resolver for a container that joins another's
         // network namespace: such pods use the namespace owner's.
-        let own_network =
-            c.join_network_of.is_none() && config.pod_network.as_ref().is_none_or(|m| !m.starts_with("container:") && m != "host");
+        let own_network = c.join_network_of.is_none()
+            && config
+                .pod_network
+                .as_ref()
+                .is_none_or(|m| !m.starts_with("container:") && m != "host");
         let dns = (own_network && !config.cluster_dns.is_empty()).then(|| {
-            PodDns::cluster_first(&config.cluster_dns, &config.cluster_domain, &pod.metadata.namespace)
+            PodDns::cluster_first(
+                &config.cluster_dns,
+                &config.cluster_domain,
+                &pod.metadata.namespace,
+            )
         });
         let (network_mode, ports) = match &c.join_network_of {
             Some(first) => (Some(format!("container:{first}")), Vec::new()),
@@ -249,7 +256,11 @@ impl Agent {
 
     /// Records a successful start of a slot's container.
     fn started(&self, state: &mut State, pod: &Pod, slot: &Slot, now: u64) {
-        let container = pod.spec.containers.iter().find(|c| c.name == slot.container);
+        let container = pod
+            .spec
+            .containers
+            .iter()
+            .find(|c| c.name == slot.container);
         let delay_ms = |probe: Option<&api::pod::Probe>| {
             probe.map_or(0, |p| u64::from(p.initial_delay_seconds) * 1_000)
         };
