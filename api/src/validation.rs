@@ -645,4 +645,54 @@ mod tests {
             .map(|e| e.to_string());
         assert_eq!(err.as_deref(), Some("spec.containers[0].image: required"));
     }
+
+    fn service(v: serde_json::Value) -> crate::service::Service {
+        serde_json::from_value(v).expect("a service")
+    }
+
+    fn service_fields(s: &crate::service::Service) -> Vec<String> {
+        validate_service(s)
+            .err()
+            .map(|e| e.errors.into_iter().map(|f| f.field).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn services_need_a_selector_named_ports_and_a_dns_label_name() {
+        let good = service(serde_json::json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web"},
+            "spec": {"selector": {"app": "web"}, "ports": [
+                {"name": "http", "port": 80, "targetPort": "http"},
+                {"name": "metrics", "port": 9090, "targetPort": 9090}
+            ]}
+        }));
+        assert!(validate_service(&good).is_ok());
+        let bad = service(serde_json::json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web.v2"},
+            "spec": {"ports": [
+                {"port": 80, "targetPort": 0},
+                {"name": "a-very-long-port-name", "port": 80},
+                {"name": "UPPER", "port": 81, "targetPort": "Not_A_Name"}
+            ]}
+        }));
+        assert_eq!(
+            service_fields(&bad),
+            [
+                "metadata.name",
+                "spec.selector",
+                "spec.ports[0].name",
+                "spec.ports[0].targetPort",
+                "spec.ports[1].name",
+                "spec.ports[1].port",
+                "spec.ports[2].name",
+                "spec.ports[2].targetPort",
+            ]
+        );
+        let no_ports = service(serde_json::json!({
+            "metadata": {"name": "web"}, "spec": {"selector": {"app": "web"}, "ports": []}
+        }));
+        assert_eq!(service_fields(&no_ports), ["spec.ports"]);
+    }
 }

@@ -405,6 +405,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn services_and_endpoints_print_their_ports_and_addresses() {
+        let now = SystemTime::now();
+        let svc = serde_json::json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web"},
+            "spec": {"selector": {"app": "web"}, "ports": [
+                {"name": "http", "port": 80, "targetPort": "http"},
+                {"name": "dns", "port": 53, "protocol": "UDP"}
+            ]}
+        });
+        let row = row(Kind::Service, &svc, true, now);
+        assert_eq!(row[..2], ["web", "http:80→http/TCP,dns:53/UDP"]);
+        assert_eq!(row[3], "app=web");
+        let address = |ip: &str, pod: &str| serde_json::json!({"ip": ip, "nodeName": "n", "targetRef": {"kind": "Pod", "namespace": "default", "name": pod, "uid": pod}});
+        let ep = serde_json::json!({
+            "apiVersion": "v1", "kind": "Endpoints",
+            "metadata": {"name": "web"},
+            "subsets": [
+                {"addresses": [address("10.0.0.1", "a"), address("10.0.0.2", "b"), address("10.0.0.3", "c"), address("10.0.0.4", "d")],
+                 "notReadyAddresses": [address("10.0.0.5", "e")],
+                 "ports": [{"name": "http", "port": 8080}]}
+            ]
+        });
+        let row = super::row(Kind::Endpoints, &ep, true, now);
+        assert_eq!(
+            row[1],
+            "10.0.0.1:8080,10.0.0.2:8080,10.0.0.3:8080 + 1 more..."
+        );
+        assert_eq!(row[3], "10.0.0.5:8080");
+        let empty = serde_json::json!({"metadata": {"name": "idle"}, "subsets": []});
+        assert_eq!(super::row(Kind::Endpoints, &empty, false, now)[1], "<none>");
+    }
+
+    #[test]
     fn ages_read_like_kubectl() {
         let t0 = humantime::parse_rfc3339("2026-01-01T00:00:00Z").expect("time");
         let at = |s: u64| {

@@ -237,6 +237,33 @@ async fn mkctl_drives_a_real_cluster() -> Result<()> {
     let said = m.ok(&["exec", &pod, "--", "echo", "hi-from-exec"])?;
     assert_eq!(said.trim(), "hi-from-exec");
 
+    // A Service: get, its Endpoints (written by the controller; these pods
+    // publish no host port, so none are endpoints), describe.
+    let svc = m.file(
+        "svc.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports: [{name: http, port: 80}]\n",
+    )?;
+    let out = m.ok(&["apply", "-f", &svc])?;
+    assert!(out.contains("service/web created"), "{out}");
+    let svcs = m.ok(&["get", "svc"])?;
+    assert!(
+        svcs.starts_with("NAME ") && svcs.contains("http:80/TCP"),
+        "{svcs}"
+    );
+    wait_until("the Endpoints of web", || {
+        Ok(m.ok(&["get", "ep", "web", "-o", "name"])
+            .is_ok_and(|o| o.trim() == "endpoints/web"))
+    })
+    .await?;
+    let described = m.ok(&["describe", "service", "web"])?;
+    for line in [
+        "Selector:     app=web",
+        "Port:         http  80/TCP",
+        "Endpoints:    <none>",
+    ] {
+        assert!(described.contains(line), "{line:?} not in {described}");
+    }
+
     // watch sees a change: a scale to 3 adds a pod it prints.
     let mut watcher = tokio::process::Command::new(env!("CARGO_BIN_EXE_mkctl"))
         .args(["get", "pods", "-l", "app=web", "-w"])

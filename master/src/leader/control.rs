@@ -601,3 +601,104 @@ fn schedule_pending(
         w.txns.push(batch);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use api::service::{Endpoints, Service};
+    use serde_json::json;
+
+    fn stored<T>(object: T, mod_revision: i64) -> Stored<T> {
+        Stored {
+            object,
+            mod_revision,
+        }
+    }
+
+    fn service() -> Service {
+        serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80}]}
+        }))
+        .expect("service")
+    }
+
+    fn ready_pod() -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "a", "namespace": "default", "uid": "ua", "labels": {"app": "web"}},
+            "spec": {"nodeName": "n1", "containers": [{"name": "main", "image": "busybox"}]},
+            "status": {
+                "phase": "Running", "hostIp": "10.0.0.1",
+                "hostPorts": [{"container": "main", "containerPort": 80, "hostPort": 8080, "protocol": "TCP"}],
+                "containerStatuses": [{"name": "main", "state": {"running": {"startedAt": "t"}}, "ready": true, "restartCount": 0, "image": "busybox"}]
+            }
+        }))
+        .expect("pod")
+    }
+
+    /// The ops of the pass's transactions on `key`.
+    fn ops_on<'a>(w: &'a Writes, key: &str) -> Vec<&'a Op> {
+        w.txns
+            .iter()
+            .flat_map(|t| &t.success)
+            .filter(|op| match op {
+                Op::Put { key: k, .. } | Op::Delete { key: k } => k == key,
+                _ => false,
+            })
+            .collect()
+    }
+
+    fn pass(snap: &Snapshot) -> Writes {
+        plan(
+            snap,
+            ScorePolicy::Spread,
+            &mut SchedulerMemory::default(),
+            SystemTime::now(),
+        )
+    }
+
+    #[test]
+    fn a_service_gets_endpoints_once_and_loses_them_with_itself() {
+        let key = "/registry/endpoints/default/web";
+        let mut snap = Snapshot {
+            revision: 5,
+            pods: vec![stored(ready_pod(), 3)],
+            services: vec![stored(service(), 4)],
+            ..Snapshot::default()
+        };
+        let w = pass(&snap);
+        let ops = ops_on(&w, key);
+        let [Op::Put { value, .. }] = ops.as_slice() else {
+            panic!("one put of the Endpoints: {ops:?}");
+        };
+        let written: Endpoints = serde_json::from_str(value).expect("endpoints");
+        assert_eq!(written.subsets[0].addresses[0].ip, "10.0.0.1");
+        assert_eq!(written.subsets[0].ports[0].port, 8080);
+        assert!(!written.metadata.uid.is_empty());
+
+        // Stored and unchanged: the next pass writes nothing.
+        snap.endpoints = vec![stored(written.clone(), 6)];
+        assert!(ops_on(&pass(&snap), key).is_empty());
+
+        // The pod stops being ready: the Endpoints are rewritten.
+        let mut not_ready = ready_pod();
+        if let Some(s) = not_ready.status.as_mut() {
+            s.container_statuses[0].ready = false;
+        }
+        snap.pods = vec![stored(not_ready, 7)];
+        let w = pass(&snap);
+        let ops = ops_on(&w, key);
+        let [Op::Put { value, .. }] = ops.as_slice() else {
+            panic!("one put: {ops:?}");
+        };
+        let rewritten: Endpoints = serde_json::from_str(value).expect("endpoints");
+        assert!(rewritten.subsets[0].addresses.is_empty());
+        assert_eq!(rewritten.subsets[0].not_ready_addresses.len(), 1);
+        assert_eq!(rewritten.metadata.uid, written.metadata.uid, "same object");
+
+        // The Service goes: so do its Endpoints.
+        snap.services.clear();
+        let w = pass(&snap);
+        assert!(matches!(ops_on(&w, key).as_slice(), [Op::Delete { .. }]));
+    }
+}

@@ -34,6 +34,8 @@ const WORKERS: [(&str, &str, &str); 2] = [
 const CONTEXT: &str = "mkube-local";
 /// Master `i` serves the Grafana JSON datasource on this port + `i`.
 const GRAFANA_PORT: usize = 3100;
+/// Master `i` answers DNS on 127.0.0.1:(DNS_PORT + i), UDP and TCP.
+const DNS_PORT: usize = 5300;
 
 /// What `up` created, for `down`.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -226,7 +228,19 @@ spec:
         image: mkube-test/busybox:2
         command: [httpd, -f, -p, '8080', -h, /www]
         ports:
-        - {containerPort: 8080, hostPort: 8080}
+        - {name: http, containerPort: 8080, hostPort: 8080}
+        readinessProbe:
+          httpGet: {path: /, port: 8080}
+          periodSeconds: 2
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: hello
+spec:
+  selector: {app: hello}
+  ports:
+  - {name: http, port: 80, targetPort: http}
 ";
 
 async fn up() -> Result<()> {
@@ -261,6 +275,7 @@ async fn up() -> Result<()> {
             let name = format!("m{i}");
             let metrics_db = dir.join(format!("metrics-{name}.db")).display().to_string();
             let grafana = format!("127.0.0.1:{}", GRAFANA_PORT + i);
+            let dns = format!("127.0.0.1:{}", DNS_PORT + i);
             let args = [
                 "--name",
                 &name,
@@ -274,6 +289,8 @@ async fn up() -> Result<()> {
                 &metrics_db,
                 "--grafana-listen",
                 &grafana,
+                "--dns-listen",
+                &dns,
                 "--pki-dir",
                 &pki_arg,
             ];
@@ -341,6 +358,9 @@ async fn up() -> Result<()> {
 mkube is up: 3 masters ({}), 2 workers ({}), mkctl context {CONTEXT:?}.
 The demo Deployment \"hello\" answers on every worker:
     curl http://127.0.0.11:8080/   curl http://127.0.0.12:8080/
+and its Service \"hello\" by name from every master's DNS server:
+    target/release/mkctl get endpoints hello
+    dig @127.0.0.1 -p {DNS_PORT} +short SRV _http._tcp.hello.default.svc.cluster.local
 Everything speaks TLS with the cluster CA {ca} and role tokens in {tokens}/.
 Metrics: Grafana's JSON datasource at https://127.0.0.1:{GRAFANA_PORT} (deploy/grafana/),
 Prometheus text at https://127.0.0.1:7000/metrics, e.g.
