@@ -472,9 +472,9 @@ pub fn validate_service(svc: &crate::service::Service) -> Result<(), ValidationE
     );
     validate_meta(&svc.metadata, &mut errors);
     let name = &svc.metadata.name;
-    if !name.is_empty()
-        && !(is_dns1123_label(name) && name.bytes().next().is_some_and(|b| b.is_ascii_lowercase()))
-    {
+    let label_from_a_letter =
+        is_dns1123_label(name) && name.bytes().next().is_some_and(|b| b.is_ascii_lowercase());
+    if !name.is_empty() && !label_from_a_letter {
         errors.push(
             "metadata.name",
             format!(

@@ -294,7 +294,7 @@ async fn mkctl_drives_a_real_cluster() -> Result<()> {
     wait_pods(&m, &c, "three web pods", |p| running(p, 3, BUSYBOX)).await?;
 
     // A new image rolls out; rollout status waits for it; undo goes back.
-    let v2 = "mkube-test/busybox:2";
+    let v2 = "mkube-test/busybox:rollout";
     let tagged = Command::new("docker").args(["tag", BUSYBOX, v2]).status()?;
     assert!(tagged.success());
     m.file("web-v2.yaml", &deployment_yaml(3, v2))?;

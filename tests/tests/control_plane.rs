@@ -113,7 +113,7 @@ fn containers_of(pods_uids: &HashSet<String>) -> Result<usize> {
 }
 
 fn second_image() -> Result<String> {
-    let image = "mkube-test/busybox:2";
+    let image = "mkube-test/busybox:rollout";
     let status = std::process::Command::new("docker")
         .args(["tag", BUSYBOX, image])
         .status()?;
