@@ -19,8 +19,11 @@ use api::service::{
     EndpointAddress, EndpointPort, EndpointSubset, PodRef, Service, ServicePort, TargetPort,
 };
 
-/// The subsets of `service`'s Endpoints, given the pods of its namespace.
-pub fn subsets(service: &Service, pods: &[Pod]) -> Vec<EndpointSubset> {
+/// The subsets of `service`'s Endpoints, given the pods (of any namespace).
+pub fn subsets<'a>(
+    service: &Service,
+    pods: impl IntoIterator<Item = &'a Pod>,
+) -> Vec<EndpointSubset> {
     if service.spec.selector.is_empty() {
         return Vec::new();
     }

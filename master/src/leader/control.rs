@@ -195,7 +195,6 @@ pub fn plan(
 /// name) written when they differ from what the pods say, and Endpoints
 /// whose Service is gone deleted.
 fn endpoints(snap: &Snapshot, w: &mut Writes) {
-    let pods: Vec<Pod> = snap.pods.iter().map(|p| p.object.clone()).collect();
     let existing: HashMap<(&str, &str), &Stored<api::service::Endpoints>> = snap
         .endpoints
         .iter()
@@ -208,7 +207,8 @@ fn endpoints(snap: &Snapshot, w: &mut Writes) {
     for svc in &snap.services {
         let m = &svc.object.metadata;
         services.insert((m.namespace.as_str(), m.name.as_str()));
-        let subsets = endpoints_controller::subsets(&svc.object, &pods);
+        let subsets =
+            endpoints_controller::subsets(&svc.object, snap.pods.iter().map(|p| &p.object));
         let k = key(Kind::Endpoints, &m.namespace, &m.name);
         match existing.get(&(m.namespace.as_str(), m.name.as_str())) {
             Some(stored) if stored.object.subsets == subsets => {}
