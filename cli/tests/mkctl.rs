@@ -488,6 +488,22 @@ async fn bad_input_gets_one_clear_line_and_exit_code_1() -> Result<()> {
 }
 
 #[test]
+fn output_to_a_closed_pipe_ends_quietly() -> Result<()> {
+    // A pipe whose reader is gone before mkctl writes: `mkctl ... | head`.
+    let (reader, writer) = std::io::pipe()?;
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_mkctl"))
+        .args(["completion", "bash"])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    Ok(())
+}
+
+#[test]
 fn help_has_examples_and_completion_is_generated() -> Result<()> {
     let help = |args: &[&str]| -> Result<String> {
         let out = Command::new(env!("CARGO_BIN_EXE_mkctl"))
