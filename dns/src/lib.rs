@@ -12,9 +12,13 @@
 //!   question (pure).
 //! - [`server`]: UDP and TCP transports (hickory-server) answering from
 //!   the current zone.
+//! - [`forward`]: other names, forwarded to upstream resolvers
+//!   (hickory-resolver), for pods whose resolver is the masters.
 
+pub mod forward;
 pub mod server;
 pub mod zone;
 
+pub use forward::{ForwardError, Forwarder, Upstream};
 pub use server::{DnsError, DnsServer, ZoneHandle};
 pub use zone::{Answer, Zone, ZoneConfig, ZoneError};

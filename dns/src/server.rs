@@ -5,9 +5,11 @@
 //!
 //! Invariants: a request never waits on the store: the zone is swapped in
 //! whole by whoever follows the Endpoints ([`ZoneHandle::set`]), and a
-//! request reads the zone current when it arrives. Anything but a single
-//! IN-class QUERY gets an error code (NOTIMP, FORMERR, REFUSED, BADVERS),
-//! never a crash or silence.
+//! request reads the zone current when it arrives. Names outside the zone
+//! go to the [`Forwarder`] when there is one and the client asked for
+//! recursion, else they are REFUSED. Anything but a single IN-class QUERY
+//! gets an error code (NOTIMP, FORMERR, REFUSED, BADVERS), never a crash
+//! or silence.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,6 +24,7 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::MessageResponseBuilder;
 use tokio::net::{TcpListener, UdpSocket};
 
+use crate::forward::Forwarder;
 use crate::zone::Zone;
 
 /// Idle TCP connections are closed after this long.
@@ -75,6 +78,7 @@ impl ZoneHandle {
 struct Handler {
     zone: ZoneHandle,
     rotation: AtomicUsize,
+    forward: Option<Forwarder>,
 }
 
 fn header(metadata: Metadata) -> ResponseInfo {
@@ -124,7 +128,16 @@ impl RequestHandler for Handler {
             Ok(info) => {
                 let zone = self.zone.get();
                 let rotation = self.rotation.fetch_add(1, Ordering::Relaxed);
-                let answer = zone.answer(info.query.name(), info.query.query_type(), rotation);
+                let mut answer = zone.answer(info.query.name(), info.query.query_type(), rotation);
+                if let Some(forward) = &self.forward
+                    && answer.code == ResponseCode::Refused
+                    && request.metadata.recursion_desired
+                {
+                    metadata.recursion_available = true;
+                    answer = forward
+                        .answer(info.query.name().into(), info.query.query_type())
+                        .await;
+                }
                 metadata.authoritative = answer.authoritative;
                 metadata.response_code = answer.code;
                 let message = builder.build(
@@ -155,8 +168,13 @@ pub struct DnsServer {
 
 impl DnsServer {
     /// Listens on `addr` over UDP and TCP (the same port; with port 0, the
-    /// port UDP got), answering from `zone`.
-    pub async fn bind(addr: SocketAddr, zone: ZoneHandle) -> Result<DnsServer, DnsError> {
+    /// port UDP got), answering from `zone` and forwarding other names to
+    /// `forward`, if given.
+    pub async fn bind(
+        addr: SocketAddr,
+        zone: ZoneHandle,
+        forward: Option<Forwarder>,
+    ) -> Result<DnsServer, DnsError> {
         let udp = UdpSocket::bind(addr)
             .await
             .map_err(|source| DnsError::Bind {
@@ -179,6 +197,7 @@ impl DnsServer {
         let mut server = Server::new(Handler {
             zone,
             rotation: AtomicUsize::new(0),
+            forward,
         });
         server.register_socket(udp);
         server.register_listener(tcp, TCP_TIMEOUT, TCP_BUFFER);

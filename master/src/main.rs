@@ -149,6 +149,11 @@ struct Args {
     /// TTL of DNS answers (and of negative answers), in seconds.
     #[arg(long, default_value_t = 5)]
     dns_ttl: u32,
+    /// Forward names outside the cluster domain (when the client asks for
+    /// recursion) to `system` (this host's /etc/resolv.conf) or to
+    /// IP[:PORT],...; without it they are REFUSED.
+    #[arg(long, requires = "dns_listen")]
+    dns_forward: Option<dns::Upstream>,
 }
 
 fn fleet(args: &Args, advertise: &str) -> Result<BTreeMap<String, String>> {
@@ -401,7 +406,13 @@ async fn main() -> Result<()> {
         };
         let zone =
             dns::ZoneHandle::new(dns::Zone::empty(&zone_config).context("--cluster-domain")?);
-        let server = dns::DnsServer::bind(address, zone.clone())
+        let forward = args
+            .dns_forward
+            .as_ref()
+            .map(dns::Forwarder::new)
+            .transpose()
+            .context("--dns-forward")?;
+        let server = dns::DnsServer::bind(address, zone.clone(), forward)
             .await
             .context("--dns-listen")?;
         println!("dns on {}", server.local_addr());

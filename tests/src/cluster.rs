@@ -100,6 +100,8 @@ pub struct Cluster {
     timing: Timing,
     pki: TestPki,
     creds: Credentials,
+    /// Flags every master gets after the usual ones.
+    master_extra: Vec<String>,
 }
 
 impl Drop for Cluster {
@@ -160,6 +162,17 @@ impl Cluster {
     /// Starts `masters` masters and `workers` workers; returns once a
     /// leader is elected and every worker is a Ready node.
     pub async fn start(masters: usize, workers: usize, timing: Timing) -> Result<Cluster> {
+        Cluster::start_with(masters, workers, timing, &[]).await
+    }
+
+    /// [`Cluster::start`], every master with `master_extra` flags after the
+    /// usual ones (also when restarted).
+    pub async fn start_with(
+        masters: usize,
+        workers: usize,
+        timing: Timing,
+        master_extra: &[String],
+    ) -> Result<Cluster> {
         crate::images::ensure_busybox()?;
         let id = format!("{}-{}", std::process::id(), free_port()?);
         let dir = std::env::temp_dir().join(format!("mkube-e2e-{id}"));
@@ -189,6 +202,7 @@ impl Cluster {
             creds,
             masters: Vec::new(),
             master_addrs,
+            master_extra: master_extra.to_vec(),
             grafana_addrs,
             dns_addrs,
             workers: Vec::new(),
@@ -287,6 +301,8 @@ impl Cluster {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        let mut args = args;
+        args.extend(self.master_extra.iter().cloned());
         let child = spawn(&binary("mkube-master")?, &args, &self.masters[i].log)?;
         self.masters[i].child = Some(child);
         Ok(())

@@ -172,7 +172,35 @@ async fn ask_raw(server: &str, bytes: &[u8]) -> Result<Option<(u16, u8)>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dig_finds_ready_endpoints_and_the_server_survives_malformed_packets() -> Result<()> {
-    let c = Cluster::start(1, 1, Timing::default()).await?;
+    // An upstream for names outside the cluster domain: a DNS server of
+    // its own (our server, for another domain), on a real socket.
+    let upstream_zone = dns::Zone::build(
+        &dns::ZoneConfig {
+            domain: "upstream.test".into(),
+            ttl: 30,
+        },
+        &[serde_json::from_value(json!({
+            "metadata": {"name": "db", "namespace": "prod"},
+            "subsets": [{"addresses": [{"ip": "192.0.2.7", "nodeName": "x",
+                "targetRef": {"kind": "Pod", "namespace": "prod", "name": "db-0", "uid": "u"}}],
+                "ports": [{"name": "pg", "port": 5432}]}]
+        }))?],
+    )?;
+    let upstream = dns::DnsServer::bind(
+        "127.0.0.1:0".parse()?,
+        dns::ZoneHandle::new(upstream_zone),
+        None,
+    )
+    .await?;
+    let upstream_addr = upstream.local_addr().to_string();
+    tokio::spawn(upstream.serve(std::future::pending()));
+    let c = Cluster::start_with(
+        1,
+        1,
+        Timing::default(),
+        &["--dns-forward".into(), upstream_addr],
+    )
+    .await?;
     let client = c.client(0)?;
     let dns = c.dns_addrs[0].clone();
     let (p1, p2, p3) = (free_port()?, free_port()?, free_port()?);
@@ -274,7 +302,6 @@ async fn dig_finds_ready_endpoints_and_the_server_survives_malformed_packets() -
         (format!("_https._tcp.{fqdn}"), "SRV", "NXDOMAIN"),
         (fqdn.clone(), "AAAA", "NOERROR"),
         (format!("svc.{DOMAIN}"), "A", "NOERROR"),
-        ("example.com".to_string(), "A", "REFUSED"),
     ] {
         let out = dig(&dns, &[&name, qtype])?;
         assert_eq!(status(&out).0, want, "{name} {qtype}: {out}");
@@ -287,6 +314,29 @@ async fn dig_finds_ready_endpoints_and_the_server_survives_malformed_packets() -
     }
     let version = dig(&dns, &["version.bind", "TXT", "CH"])?;
     assert_eq!(status(&version).0, "REFUSED", "{version}");
+
+    // Other names go upstream when the client asks for recursion (not
+    // authoritative, recursion available), else they are refused.
+    let out = dig(&dns, &["db.prod.svc.upstream.test", "A"])?;
+    assert_eq!(status(&out), ("NOERROR".into(), false), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains(";; flags:") && l.contains(" ra")),
+        "{out}"
+    );
+    let a = answers(&dig(
+        &dns,
+        &["+noall", "+answer", "db.prod.svc.upstream.test", "A"],
+    )?);
+    assert_eq!(a, [("A".to_string(), "192.0.2.7".to_string())]);
+    let out = dig(&dns, &["nope.prod.svc.upstream.test", "A"])?;
+    assert_eq!(status(&out).0, "NXDOMAIN", "{out}");
+    assert!(
+        out.contains("upstream.test.") && out.contains("SOA"),
+        "the upstream's SOA: {out}"
+    );
+    let out = dig(&dns, &["+norec", "db.prod.svc.upstream.test", "A"])?;
+    assert_eq!(status(&out).0, "REFUSED", "{out}");
 
     // Malformed and unusual packets, by hand.
     let good = packet(7, 0, 1, &fqdn, 1, 1);

@@ -201,6 +201,7 @@ fn main() -> Result<()> {
     let server = runtime.block_on(dns::DnsServer::bind(
         format!("127.0.0.1:{ours_port}").parse()?,
         dns::ZoneHandle::new(zone),
+        None,
     ))?;
     runtime.spawn(server.serve(std::future::pending()));
 
