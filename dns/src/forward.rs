@@ -18,9 +18,7 @@ use hickory_resolver::config::{
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_server::proto::op::ResponseCode;
-use hickory_server::proto::rr::{Name, RecordType};
-
-use crate::zone::Answer;
+use hickory_server::proto::rr::{Name, Record, RecordType};
 
 /// Where forwarded names go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +63,17 @@ impl std::str::FromStr for Upstream {
 pub struct ForwardError {
     upstream: String,
     source: NetError,
+}
+
+/// An upstream's answer (never authoritative).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forwarded {
+    /// The upstream's response code (SERVFAIL when none answered).
+    pub code: ResponseCode,
+    /// The records asked for (with the CNAMEs that lead to them).
+    pub answers: Vec<Record>,
+    /// The SOA of a negative answer.
+    pub authority: Vec<Record>,
 }
 
 /// Forwards questions to the upstream resolvers.
@@ -117,13 +126,11 @@ impl Forwarder {
     }
 
     /// The upstreams' answer to `name`/`qtype`.
-    pub async fn answer(&self, name: Name, qtype: RecordType) -> Answer {
-        let mut answer = Answer {
+    pub async fn answer(&self, name: Name, qtype: RecordType) -> Forwarded {
+        let mut answer = Forwarded {
             code: ResponseCode::NoError,
-            authoritative: false,
             answers: Vec::new(),
             authority: Vec::new(),
-            additionals: Vec::new(),
         };
         match self.resolver.lookup(name, qtype).await {
             Ok(lookup) => answer.answers = lookup.answers().to_vec(),

@@ -19,6 +19,6 @@ pub mod forward;
 pub mod server;
 pub mod zone;
 
-pub use forward::{ForwardError, Forwarder, Upstream};
+pub use forward::{ForwardError, Forwarded, Forwarder, Upstream};
 pub use server::{DnsError, DnsServer, ZoneHandle};
 pub use zone::{Answer, Zone, ZoneConfig, ZoneError};

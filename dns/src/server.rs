@@ -128,26 +128,40 @@ impl RequestHandler for Handler {
             Ok(info) => {
                 let zone = self.zone.get();
                 let rotation = self.rotation.fetch_add(1, Ordering::Relaxed);
-                let mut answer = zone.answer(info.query.name(), info.query.query_type(), rotation);
-                if let Some(forward) = &self.forward
-                    && answer.code == ResponseCode::Refused
-                    && request.metadata.recursion_desired
-                {
-                    metadata.recursion_available = true;
-                    answer = forward
-                        .answer(info.query.name().into(), info.query.query_type())
-                        .await;
+                let answer = zone.answer(info.query.name(), info.query.query_type(), rotation);
+                match &self.forward {
+                    Some(forward)
+                        if answer.code == ResponseCode::Refused
+                            && request.metadata.recursion_desired =>
+                    {
+                        let forwarded = forward
+                            .answer(info.query.name().into(), info.query.query_type())
+                            .await;
+                        metadata.recursion_available = true;
+                        metadata.authoritative = false;
+                        metadata.response_code = forwarded.code;
+                        let message = builder.build(
+                            metadata,
+                            forwarded.answers.iter(),
+                            forwarded.authority.iter(),
+                            std::iter::empty(),
+                            std::iter::empty(),
+                        );
+                        response.send_response(message).await
+                    }
+                    _ => {
+                        metadata.authoritative = answer.authoritative;
+                        metadata.response_code = answer.code;
+                        let message = builder.build(
+                            metadata,
+                            answer.answers,
+                            answer.authority,
+                            std::iter::empty(),
+                            answer.additionals,
+                        );
+                        response.send_response(message).await
+                    }
                 }
-                metadata.authoritative = answer.authoritative;
-                metadata.response_code = answer.code;
-                let message = builder.build(
-                    metadata,
-                    answer.answers.iter(),
-                    answer.authority.iter(),
-                    std::iter::empty(),
-                    answer.additionals.iter(),
-                );
-                response.send_response(message).await
             }
         };
         match sent {

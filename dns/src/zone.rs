@@ -59,19 +59,20 @@ pub enum ZoneError {
     },
 }
 
-/// The answer to one question.
+/// The answer to one question, borrowing the zone's records (answering
+/// copies no record).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Answer {
+pub struct Answer<'z> {
     /// NOERROR, NXDOMAIN or REFUSED.
     pub code: ResponseCode,
     /// Whether the zone is authoritative for the name (false when refused).
     pub authoritative: bool,
     /// The records asked for.
-    pub answers: Vec<Record>,
+    pub answers: Vec<&'z Record>,
     /// The SOA, for negative answers.
-    pub authority: Vec<Record>,
+    pub authority: Vec<&'z Record>,
     /// The addresses of SRV targets.
-    pub additionals: Vec<Record>,
+    pub additionals: Vec<&'z Record>,
 }
 
 /// Every record of the cluster domain at one moment.
@@ -243,7 +244,7 @@ impl Zone {
     /// The answer to `qname`/`qtype`; answers of several records start at
     /// `rotation` (modulo their number), so that clients that take the
     /// first address spread over the endpoints.
-    pub fn answer(&self, qname: &LowerName, qtype: RecordType, rotation: usize) -> Answer {
+    pub fn answer(&self, qname: &LowerName, qtype: RecordType, rotation: usize) -> Answer<'_> {
         if !self.origin.zone_of(qname) {
             return Answer {
                 code: ResponseCode::Refused,
@@ -257,7 +258,7 @@ impl Zone {
             code,
             authoritative: true,
             answers: Vec::new(),
-            authority: vec![self.soa.clone()],
+            authority: vec![&self.soa],
             additionals: Vec::new(),
         };
         let Some(all) = self.records.get(qname) else {
@@ -267,10 +268,9 @@ impl Zone {
                 negative(ResponseCode::NXDomain)
             };
         };
-        let mut answers: Vec<Record> = all
+        let mut answers: Vec<&Record> = all
             .iter()
             .filter(|r| qtype == RecordType::ANY || r.record_type() == qtype)
-            .cloned()
             .collect();
         if answers.is_empty() {
             return negative(ResponseCode::NoError);
@@ -284,7 +284,7 @@ impl Zone {
             if let RData::SRV(srv) = &r.data
                 && let Some(targets) = self.records.get(&LowerName::new(&srv.target))
             {
-                additionals.extend(targets.iter().cloned());
+                additionals.extend(targets.iter());
             }
         }
         Answer {
