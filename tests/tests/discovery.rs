@@ -118,6 +118,22 @@ fn srv(server: &str, name: &str, tcp: bool) -> Result<BTreeSet<(u16, String)>> {
     Ok(set)
 }
 
+/// Waits until `name`'s SRV answer (over UDP) is exactly `want`.
+async fn wait_srv(
+    c: &Cluster,
+    dns: &str,
+    name: &str,
+    want: &BTreeSet<(u16, String)>,
+    within: Duration,
+) -> Result<()> {
+    c.wait_for(
+        within,
+        &format!("the SRV records {want:?}"),
+        |_| async move { Ok((srv(dns, name, false)? == *want).then_some(())) },
+    )
+    .await
+}
+
 async fn exec(client: &MasterClient, pod: &str, command: &str) -> Result<String> {
     let out = client
         .exec(&ExecRequest {
@@ -226,11 +242,7 @@ async fn dig_finds_ready_endpoints_and_the_server_survives_malformed_packets() -
     // The two ungated pods become endpoints; the gated one never passed its
     // readiness probe and is not one.
     let want: BTreeSet<(u16, String)> = [(p1, target.clone()), (p2, target.clone())].into();
-    c.wait_for(Duration::from_secs(60), "two SRV records", |_| {
-        let (dns, srv_name, want) = (dns.clone(), srv_name.clone(), want.clone());
-        async move { Ok((srv(&dns, &srv_name, false)? == want).then_some(())) }
-    })
-    .await?;
+    wait_srv(&c, &dns, &srv_name, &want, Duration::from_secs(60)).await?;
     assert_eq!(srv(&dns, &srv_name, true)?, want, "the same over TCP");
     let endpoints = client
         .get(&ObjectRequest {
@@ -264,11 +276,7 @@ async fn dig_finds_ready_endpoints_and_the_server_survives_malformed_packets() -
     exec(&client, "web-c", "touch /tmp/ready").await?;
     let with_c: BTreeSet<(u16, String)> =
         want.iter().cloned().chain([(p3, target.clone())]).collect();
-    c.wait_for(Duration::from_secs(30), "the third SRV record", |_| {
-        let (dns, srv_name, with_c) = (dns.clone(), srv_name.clone(), with_c.clone());
-        async move { Ok((srv(&dns, &srv_name, false)? == with_c).then_some(())) }
-    })
-    .await?;
+    wait_srv(&c, &dns, &srv_name, &with_c, Duration::from_secs(30)).await?;
     println!(
         "readiness file touched -> in DNS: {:?} (probe period 1 s, master probes every 500 ms)",
         ready_at.elapsed()
@@ -284,15 +292,7 @@ async fn dig_finds_ready_endpoints_and_the_server_survives_malformed_packets() -
         })
         .await?;
     let without_a: BTreeSet<(u16, String)> = [(p2, target.clone()), (p3, target.clone())].into();
-    c.wait_for(
-        Duration::from_secs(30),
-        "web-a out of the SRV records",
-        |_| {
-            let (dns, srv_name, without_a) = (dns.clone(), srv_name.clone(), without_a.clone());
-            async move { Ok((srv(&dns, &srv_name, false)? == without_a).then_some(())) }
-        },
-    )
-    .await?;
+    wait_srv(&c, &dns, &srv_name, &without_a, Duration::from_secs(30)).await?;
     println!("pod deleted -> out of DNS: {:?}", gone_at.elapsed());
 
     // Names that do not exist: NXDOMAIN with the SOA; names that exist
