@@ -44,11 +44,38 @@ impl Procs {
     }
 }
 
-/// A port free right now.
+/// Ports handed out come from below Linux's ephemeral range (32768–60999):
+/// a port the kernel picked for `bind(0)` is released before the process
+/// under test binds it, and meanwhile any outgoing connection of a busy
+/// machine may take it as its local port (seen in CI: a master's
+/// `--grafana-listen` port "already in use"). Ports below the range are
+/// never given to outgoing connections.
+const PORTS: std::ops::Range<u16> = 20_000..32_768;
+
+/// A loopback port free right now for TCP and UDP, each call in a process
+/// a different one (a random start per process, then a fixed stride).
 pub fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(u64::MAX);
+    let span = u64::from(PORTS.end - PORTS.start);
+    if NEXT.load(Ordering::Relaxed) == u64::MAX {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::from(d.subsec_nanos()));
+        let seed = (nanos ^ u64::from(std::process::id()).wrapping_mul(0x9E37_79B9)) % span;
+        let _ = NEXT.compare_exchange(u64::MAX, seed, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    for _ in 0..span {
+        // 7919 is prime and does not divide the span: every port is visited.
+        let n = NEXT.fetch_add(7919, Ordering::Relaxed) % span;
+        let port = PORTS.start + n as u16;
+        let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
+        let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
+        if tcp.is_ok() && udp.is_ok() {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no free loopback port in {PORTS:?}")
 }
 
 /// Three kvs members (`KVS_NODE` or kvs-node next to this binary), extra

@@ -212,12 +212,7 @@ pub fn report<'a>(r: &'a ProbeResponse, name: &str) -> Option<&'a PodReport> {
     r.pods.iter().find(|p| p.name == name)
 }
 
-/// A free TCP port on loopback.
-pub fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
+pub use tests::clusters::free_port;
 
 /// A node name unique to this test process.
 pub fn node_name(test: &str) -> String {
