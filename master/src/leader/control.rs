@@ -194,7 +194,22 @@ pub fn plan(
 /// The endpoints controller: every Service's Endpoints (same namespace and
 /// name) written when they differ from what the pods say, and Endpoints
 /// whose Service is gone deleted.
+///
+/// Pods are indexed once per pass by (namespace, label key, label value); a
+/// Service looks only at the pods carrying its least common selector pair,
+/// so a pass costs the pods' labels plus the Services' candidates, not
+/// Services × pods.
 fn endpoints(snap: &Snapshot, w: &mut Writes) {
+    let mut by_label: HashMap<(&str, &str, &str), Vec<&Pod>> = HashMap::new();
+    for p in &snap.pods {
+        let m = &p.object.metadata;
+        for (k, v) in &m.labels {
+            by_label
+                .entry((m.namespace.as_str(), k.as_str(), v.as_str()))
+                .or_default()
+                .push(&p.object);
+        }
+    }
     let existing: HashMap<(&str, &str), &Stored<api::service::Endpoints>> = snap
         .endpoints
         .iter()
@@ -207,8 +222,19 @@ fn endpoints(snap: &Snapshot, w: &mut Writes) {
     for svc in &snap.services {
         let m = &svc.object.metadata;
         services.insert((m.namespace.as_str(), m.name.as_str()));
-        let subsets =
-            endpoints_controller::subsets(&svc.object, snap.pods.iter().map(|p| &p.object));
+        let candidates = svc
+            .object
+            .spec
+            .selector
+            .iter()
+            .map(|(k, v)| {
+                by_label
+                    .get(&(m.namespace.as_str(), k.as_str(), v.as_str()))
+                    .map_or(&[][..], Vec::as_slice)
+            })
+            .min_by_key(|pods| pods.len())
+            .unwrap_or_default();
+        let subsets = endpoints_controller::subsets(&svc.object, candidates.iter().copied());
         let k = key(Kind::Endpoints, &m.namespace, &m.name);
         match existing.get(&(m.namespace.as_str(), m.name.as_str())) {
             Some(stored) if stored.object.subsets == subsets => {}
@@ -700,5 +726,40 @@ mod tests {
         snap.services.clear();
         let w = pass(&snap);
         assert!(matches!(ops_on(&w, key).as_slice(), [Op::Delete { .. }]));
+    }
+
+    #[test]
+    fn a_service_selects_by_every_pair_of_its_selector_in_its_own_namespace() {
+        let mut narrow = service();
+        narrow.metadata.name = "narrow".into();
+        narrow.spec.selector.insert("tier".into(), "front".into());
+        let mut other_ns = service();
+        other_ns.metadata.namespace = "prod".into();
+        let mut front = ready_pod();
+        front.metadata.name = "b".into();
+        front.metadata.uid = "ub".into();
+        front.metadata.labels.insert("tier".into(), "front".into());
+        let snap = Snapshot {
+            revision: 5,
+            pods: vec![stored(ready_pod(), 3), stored(front, 3)],
+            services: vec![stored(service(), 4), stored(narrow, 4), stored(other_ns, 4)],
+            ..Snapshot::default()
+        };
+        let w = pass(&snap);
+        let pods_of = |key: &str| -> Vec<String> {
+            let ops = ops_on(&w, key);
+            let [Op::Put { value, .. }] = ops.as_slice() else {
+                panic!("one put of {key}: {ops:?}");
+            };
+            let e: Endpoints = serde_json::from_str(value).expect("endpoints");
+            e.subsets
+                .iter()
+                .flat_map(|s| &s.addresses)
+                .map(|a| a.target_ref.name.clone())
+                .collect()
+        };
+        assert_eq!(pods_of("/registry/endpoints/default/web"), ["a", "b"]);
+        assert_eq!(pods_of("/registry/endpoints/default/narrow"), ["b"]);
+        assert!(pods_of("/registry/endpoints/prod/web").is_empty());
     }
 }
