@@ -367,7 +367,8 @@ Prometheus text at https://127.0.0.1:7000/metrics, e.g.
     curl --cacert {ca} -H \"Authorization: Bearer $(head -1 {tokens}/user)\" https://127.0.0.1:7000/metrics
 Try:
     target/release/mkctl get pods -o wide
-    target/release/mkctl scale deploy/hello --replicas 4
+    target/release/mkctl scale deploy/hello --replicas 3   # the third pod stays Unschedulable:
+                                                           # each worker has one host port 8080
     target/release/mkctl cluster status
 Logs are in {}. Remove everything with: scripts/demo down",
         MASTERS.join(", "),
