@@ -134,6 +134,42 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Optio
     T::deserialize(d).map(Some)
 }
 
+/// A struct that must come as a JSON object: serde's derived structs also
+/// take an array of their fields in order (`"raw": []`), which the spec
+/// does not allow. Field errors inside keep their path.
+struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for ObjectVisitor<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(ObjectVisitor(std::marker::PhantomData))
+            .map(Object)
+    }
+}
+
+/// [`present`] for a struct: a JSON object, not `null` nor an array.
+fn present_object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    Object::deserialize(d).map(|Object(t)| Some(t))
+}
+
+/// [`present`] for a list of structs, each a JSON object.
+fn present_objects<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Vec<T>>, D::Error> {
+    Vec::<Object<T>>::deserialize(d).map(|v| Some(v.into_iter().map(|Object(t)| t).collect()))
+}
+
 async fn health(State(store): Store) -> ApiResult {
     store.metric_names().await?;
     ok(json!({ "status": "ok" }))
@@ -234,7 +270,7 @@ struct Range {
     from: Option<String>,
     #[serde(default, deserialize_with = "present")]
     to: Option<String>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "present_object")]
     #[allow(dead_code)]
     raw: Option<RawRange>,
 }
@@ -254,9 +290,9 @@ struct RawRange {
 struct QueryRequest {
     #[serde(default, deserialize_with = "present")]
     panel_id: Option<PanelId>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "present_object")]
     range: Option<Range>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "present_object")]
     range_raw: Option<RawRange>,
     #[serde(default, deserialize_with = "present")]
     interval: Option<String>,
@@ -264,11 +300,11 @@ struct QueryRequest {
     interval_ms: Option<f64>,
     #[serde(default, deserialize_with = "present")]
     max_data_points: Option<f64>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "present_objects")]
     targets: Option<Vec<Target>>,
     #[serde(default, deserialize_with = "present")]
     scoped_vars: Option<serde_json::Map<String, Value>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "present_objects")]
     filters: Option<Vec<AdHocFilter>>,
 }
 
@@ -572,9 +608,9 @@ async fn annotations_table(
 
 #[derive(Deserialize)]
 struct VariableRequest {
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "present_object")]
     payload: Option<VariablePayload>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "present_object")]
     range: Option<Range>,
 }
 
@@ -633,4 +669,51 @@ async fn tag_values(State(store): Store, body: Bytes) -> ApiResult {
         seen.insert(v.clone(), json!({ "text": v }));
     }
     ok(Value::Array(seen.into_values().collect()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal<T: DeserializeOwned>(body: Value) -> String {
+        match parse::<T>(&Bytes::from(body.to_string()), false) {
+            Ok(_) => panic!("accepted: {body}"),
+            Err(e) => {
+                assert_eq!(e.status, StatusCode::BAD_REQUEST);
+                e.message
+            }
+        }
+    }
+
+    #[test]
+    fn structs_must_be_objects_not_arrays_of_their_fields() {
+        let e = refusal::<VariableRequest>(json!({"range": {"raw": []}}));
+        assert!(e.starts_with("range.raw: ") && e.contains("object"), "{e}");
+        let e = refusal::<VariableRequest>(json!({"range": ["2026-01-01T00:00:00Z"]}));
+        assert!(e.starts_with("range: "), "{e}");
+        let e = refusal::<VariableRequest>(json!({"payload": ["metrics"]}));
+        assert!(e.starts_with("payload: "), "{e}");
+        let e = refusal::<QueryRequest>(json!({"targets": [["cpu"]]}));
+        assert!(e.starts_with("targets[0]: "), "{e}");
+        let e = refusal::<QueryRequest>(json!({"filters": [["k", "=", "v"]]}));
+        assert!(e.starts_with("filters[0]: "), "{e}");
+        let e = refusal::<QueryRequest>(json!({"rangeRaw": null}));
+        assert!(e.starts_with("rangeRaw: "), "{e}");
+    }
+
+    #[test]
+    fn errors_inside_an_object_keep_their_path() {
+        let e = refusal::<QueryRequest>(json!({"range": {"raw": {"from": 5}}}));
+        assert!(e.starts_with("range.raw.from: "), "{e}");
+        let e = refusal::<QueryRequest>(json!({"targets": [{"target": "a"}, {"target": 1}]}));
+        assert!(e.starts_with("targets[1].target: "), "{e}");
+        let ok: VariableRequest = parse(
+            &Bytes::from(
+                r#"{"payload": {"target": "metrics"}, "range": {"raw": {"from": "now-1h"}}}"#,
+            ),
+            false,
+        )
+        .expect("a well-formed request");
+        assert_eq!(ok.payload.map(|p| p.target).as_deref(), Some("metrics"));
+    }
 }

@@ -55,6 +55,11 @@ async fn the_api_conforms_to_the_patched_spec_under_schemathesis() {
 
     let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/schemathesis.toml");
     let workdir = dir.clone();
+    // Each run fuzzes from a new seed; a failure prints its seed, and
+    // ST_SEED=<seed> replays that run.
+    let seed: Vec<String> = std::env::var("ST_SEED")
+        .map(|s| vec!["--seed".into(), s])
+        .unwrap_or_default();
     let output = tokio::task::spawn_blocking(move || {
         // In the temporary folder: schemathesis keeps state in its cwd.
         Command::new("st")
@@ -69,6 +74,7 @@ async fn the_api_conforms_to_the_patched_spec_under_schemathesis() {
                 "--generation-database",
                 "none",
             ])
+            .args(&seed)
             .arg("--url")
             .arg(format!("http://{addr}"))
             .arg(spec())
