@@ -906,13 +906,7 @@ async fn describe_service(ctx: &Ctx, o: &Value, name: &str) -> Result<(), CliErr
     let Ok(svc) = serde_json::from_value::<api::service::Service>(o.clone()) else {
         return Ok(());
     };
-    let selector: Vec<String> = svc
-        .spec
-        .selector
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    println!("Selector:     {}", selector.join(","));
+    println!("Selector:     {}", output::labels_text(&svc.spec.selector));
     let endpoints = match get_one(ctx, Kind::Endpoints, name).await {
         Ok(e) => serde_json::from_value::<api::service::Endpoints>(e).ok(),
         Err(_) => None,

@@ -195,14 +195,7 @@ pub fn row(kind: Kind, v: &Value, wide: bool, now: SystemTime) -> Vec<String> {
             ];
             if wide {
                 let (c, i) = images(&d.spec.template.spec);
-                let sel: Vec<String> = d
-                    .spec
-                    .selector
-                    .match_labels
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect();
-                r.extend([c, i, sel.join(",")]);
+                r.extend([c, i, labels_text(&d.spec.selector.match_labels)]);
             }
             r
         }
@@ -278,13 +271,7 @@ pub fn row(kind: Kind, v: &Value, wide: bool, now: SystemTime) -> Vec<String> {
             };
             let mut r = vec![name, service_ports(&s), age(created, now)];
             if wide {
-                let selector: Vec<String> = s
-                    .spec
-                    .selector
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect();
-                r.push(selector.join(","));
+                r.push(labels_text(&s.spec.selector));
             }
             r
         }
@@ -305,6 +292,12 @@ pub fn row(kind: Kind, v: &Value, wide: bool, now: SystemTime) -> Vec<String> {
         }
     });
     r
+}
+
+/// Labels or a selector as kubectl prints them: `k=v,k=v`.
+pub fn labels_text(labels: &std::collections::BTreeMap<String, String>) -> String {
+    let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    pairs.join(",")
 }
 
 /// A Service's ports as `NAME:PORT→TARGET/PROTOCOL`, comma separated.
