@@ -1,10 +1,13 @@
 //! The store's client: a list of members, the leader found and cached,
 //! retries with back-off, and a deadline per operation.
 //!
-//! Leader discovery: before the first call and after any failure the client
-//! asks every member for its status and prefers the one that leads (any
-//! member serves reads and forwards writes, so this saves a hop rather than
-//! being needed for correctness); a failed member is skipped next time.
+//! Leader discovery: before the first call the client asks every member for
+//! its status and prefers the one that leads (any member serves reads and
+//! forwards writes, so this saves a hop rather than being needed for
+//! correctness); after a failure it tries the next member. A member that
+//! knows no working leader holds a request until the next one is elected
+//! (up to four election timeouts), so a fail-over costs the client about
+//! the election rather than the election rounded up to its back-off.
 //!
 //! Invariants: a write carries one request id through all its retries, so
 //! it applies at most once however often it is sent; an operation never runs

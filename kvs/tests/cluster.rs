@@ -404,9 +404,12 @@ async fn killing_the_leader_loses_no_acknowledged_write() {
         "fail-over: first write {failover:?} after kill -9 (election timeout {election_timeout:?}); {acked} writes acknowledged; {} operations",
         history.len()
     );
-    // Timeouts are randomized in [T, 2T); allow twice the longest.
+    // Liveness, not speed: a timeout is randomized in [T, 2T), so a few
+    // rounds fit in 10 T even with split votes on a loaded machine (CI once
+    // took 833 ms); how fast fail-over is against etcd is `scripts/bench
+    // failover`'s to say.
     assert!(
-        failover <= 4 * election_timeout,
+        failover <= 10 * election_timeout,
         "a new leader served writes only after {failover:?} (election timeout {election_timeout:?})"
     );
     assert!(
@@ -539,6 +542,55 @@ async fn large_writes_reach_a_follower_that_fell_behind() {
     let got = only_follower.get("/big/huge").await.unwrap().unwrap();
     assert_eq!(got.value.len(), huge.len());
     assert_eq!(only_follower.range("/big/", 0).await.unwrap().kvs.len(), 49);
+}
+
+/// A leader that stops answering without closing its connections (SIGSTOP
+/// here; a VM cut off from the network in production) is replaced, and a
+/// write sent through a follower goes to the new leader rather than waiting
+/// on the old one until the client gives up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_through_a_follower_reaches_the_leader_that_replaces_a_stopped_one() {
+    let cluster = Cluster::start(10_000);
+    let leader = cluster.leader().await;
+    let follower = (leader + 1) % 3;
+    // The client knows only the follower: it cannot try another member itself.
+    let client = cluster.client(&[follower]);
+    // The follower now holds a connection to the leader that stays open.
+    client.put("/stop/before", "1").await.unwrap();
+    let old_id = cluster.statuses().await[leader].as_ref().unwrap().id;
+    cluster.signal(leader, "-STOP");
+    let stopped = Instant::now();
+    let revision = client
+        .put("/stop/after", "2")
+        .await
+        .expect("a write through the follower while the leader is stopped");
+    println!(
+        "write through the follower answered {:?} after SIGSTOP of the leader",
+        stopped.elapsed()
+    );
+    let status = client.status_of(0).await.unwrap();
+    assert!(
+        status.leader.is_some_and(|l| l != old_id),
+        "the follower should know a new leader: {status:?}"
+    );
+    cluster.signal(leader, "-CONT");
+    // Applied once, where it was acknowledged, and the old leader learns it.
+    let got = client.get("/stop/after").await.unwrap().unwrap();
+    assert_eq!((got.value.as_str(), got.mod_revision), ("2", revision));
+    let old = cluster.client(&[leader]);
+    let start = Instant::now();
+    loop {
+        if let Ok(Some(kv)) = old.get("/stop/after").await
+            && kv.mod_revision == revision
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the resumed member never saw the write"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -202,6 +202,11 @@ impl Node {
         self.leader.borrow().clone()
     }
 
+    /// The leader this member knows of, as it changes.
+    pub(crate) fn leader_changes(&self) -> watch::Receiver<Option<(NodeId, String)>> {
+        self.leader.clone()
+    }
+
     /// Whether (and in which epoch and term) this member leads, as it changes.
     pub fn leadership(&self) -> watch::Receiver<Option<Leadership>> {
         self.leadership.clone()

@@ -1,17 +1,26 @@
 //! The `Kv` and `RaftPeer` services of a running member.
 //!
 //! Writes go through the log: proposed here when this member leads, else
-//! forwarded once to the leader it knows (with the same request id, so a
-//! retry anywhere applies at most once). Reads are linearizable on any
+//! forwarded to the leader it knows (with the same request id, so a retry
+//! anywhere applies at most once). With no leader, one that cannot be
+//! reached, or one that stops answering while another is elected, the
+//! write waits here for the next leader (up to four election timeouts)
+//! and goes to it: a fail-over costs a client the election, not its
+//! back-off, and a client that knows only this member still gets through.
+//! A forwarded write is proposed by its receiver or refused, never
+//! forwarded again. Reads are linearizable on any
 //! member through ReadIndex. Watches are long-polls on the local history.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
+
 use super::Node;
 use crate::api::*;
 use crate::kv::{Op, OpResult, Txn, TxnResponse};
+use crate::raft::NodeId;
 
 /// Longest a watch waits for its first event.
 const MAX_WATCH_WAIT: Duration = Duration::from_secs(60);
@@ -63,34 +72,112 @@ impl KvService {
             .map_err(KvsError::from)
     }
 
+    /// How long a request waits here for a leader when none is reachable:
+    /// two election rounds at the longest randomized timeout, so one split
+    /// vote is ridden out here rather than in the client's back-off.
+    fn leader_wait(&self) -> Duration {
+        self.node.config().election_timeout() * 4
+    }
+
+    /// Sends a write this member cannot propose to `leader`. A write with a
+    /// request id is given up when another leader appears meanwhile (the
+    /// old one was cut off or stopped and may never answer): the caller
+    /// sends it again, and its id applies it at most once.
+    async fn forward(
+        &self,
+        leader: &(NodeId, String),
+        req: &TxnRequest,
+        leaders: &mut watch::Receiver<Option<(NodeId, String)>>,
+    ) -> Result<TxnResponse, Forward> {
+        let client = self.leader_client(&leader.1).map_err(Forward::Failed)?;
+        let forwarded = TxnRequest {
+            forwarded: true,
+            ..req.clone()
+        };
+        let sent = client.txn(&forwarded);
+        let answer = if req.request_id.is_some() {
+            tokio::select! {
+                answer = sent => answer,
+                Ok(_) = leaders.wait_for(|l| l.as_ref().is_some_and(|l| l != leader)) => {
+                    return Err(Forward::Superseded);
+                }
+            }
+        } else {
+            sent.await
+        };
+        answer.map_err(|e| match KvsError::from_rpc(&e) {
+            // It stopped leading: ask the next leader.
+            Some(KvsError::NoLeader) => Forward::Unreached(KvsError::NoLeader),
+            Some(other) => Forward::Failed(other),
+            None => {
+                let error = KvsError::Unavailable(format!("forwarding to the leader failed: {e}"));
+                match &e {
+                    rpc::Error::Transport(t) if !t.may_have_run() || req.request_id.is_some() => {
+                        Forward::Unreached(error)
+                    }
+                    _ => Forward::Failed(error),
+                }
+            }
+        })
+    }
+
+    /// Proposes here when leading, else forwards to the leader; with no
+    /// leader reachable, waits for the next one (see [`Self::leader_wait`]).
     async fn write(&self, req: TxnRequest) -> Result<TxnResponse, KvsError> {
         self.validate(&req.txn)?;
         let cmd = LogCommand {
             request_id: req.request_id,
             txn: req.txn.clone(),
         };
-        match self.node.propose(cmd).await {
-            Err(KvsError::NoLeader) if !req.forwarded => {
-                let own = self.node.config().fleet.get(&self.node.config().name);
-                let (_, leader) = self
-                    .node
-                    .leader()
-                    .filter(|(_, addr)| Some(addr) != own)
-                    .ok_or(KvsError::NoLeader)?;
-                let forwarded = TxnRequest {
-                    forwarded: true,
-                    ..req
-                };
-                self.leader_client(&leader)?
-                    .txn(&forwarded)
-                    .await
-                    .map_err(|e| {
-                        KvsError::from_rpc(&e).unwrap_or_else(|| {
-                            KvsError::Unavailable(format!("forwarding to the leader failed: {e}"))
-                        })
-                    })
+        if req.forwarded {
+            // Forwarded once only: the sender waits and chooses again.
+            return self.node.propose(cmd).await;
+        }
+        let config = self.node.config();
+        let own = config.fleet.get(&config.name).cloned();
+        let mut leaders = self.node.leader_changes();
+        let deadline = tokio::time::Instant::now() + self.leader_wait();
+        // The leader (incarnation and address) that did not take the write.
+        let mut unreached: Option<(NodeId, String)> = None;
+        loop {
+            leaders.borrow_and_update();
+            let error = match self.node.propose(cmd.clone()).await {
+                Err(KvsError::NoLeader) => {
+                    let leader = self.node.leader().filter(|leader| {
+                        Some(&leader.1) != own.as_ref() && Some(leader) != unreached.as_ref()
+                    });
+                    match leader {
+                        None => KvsError::NoLeader,
+                        Some(leader) => match self.forward(&leader, &req, &mut leaders).await {
+                            Ok(answer) => return Ok(answer),
+                            Err(Forward::Failed(e)) => return Err(e),
+                            Err(Forward::Superseded) => continue,
+                            Err(Forward::Unreached(e)) => {
+                                unreached = Some(leader);
+                                e
+                            }
+                        },
+                    }
+                }
+                other => return other,
+            };
+            if !wait_for_change(&mut leaders, deadline).await {
+                return Err(error);
             }
-            other => other,
+        }
+    }
+
+    /// A linearizable read here; with no leader, waits for the next one.
+    async fn read(&self, txn: Txn) -> Result<TxnResponse, KvsError> {
+        self.validate(&txn)?;
+        let mut leaders = self.node.leader_changes();
+        let deadline = tokio::time::Instant::now() + self.leader_wait();
+        loop {
+            leaders.borrow_and_update();
+            match self.node.read(txn.clone()).await {
+                Err(KvsError::NoLeader) if wait_for_change(&mut leaders, deadline).await => {}
+                other => return other,
+            }
         }
     }
 
@@ -98,10 +185,32 @@ impl KvService {
         if req.txn.is_write() {
             self.write(req).await
         } else {
-            self.validate(&req.txn)?;
-            self.node.read(req.txn).await
+            self.read(req.txn).await
         }
     }
+}
+
+/// Why a forwarded write failed.
+enum Forward {
+    /// The leader did not take it (gone, or no longer leading): it may go
+    /// to the next leader once there is one.
+    Unreached(KvsError),
+    /// Another leader appeared while the write waited on the old one: it
+    /// goes to the new one now.
+    Superseded,
+    /// The answer to give the client.
+    Failed(KvsError),
+}
+
+/// Waits until the leader this member knows changes; false at the deadline.
+async fn wait_for_change(
+    leaders: &mut watch::Receiver<Option<(NodeId, String)>>,
+    deadline: tokio::time::Instant,
+) -> bool {
+    matches!(
+        tokio::time::timeout_at(deadline, leaders.changed()).await,
+        Ok(Ok(()))
+    )
 }
 
 fn one(op: Op, request_id: Option<RequestId>) -> TxnRequest {
