@@ -11,12 +11,16 @@ use crate::testpki::{Credentials, TestPki};
 /// The token of kvs clusters started with `KVS_INSECURE=1`.
 pub const TOKEN: &str = "bench-token";
 
-/// Child processes killed on drop.
-pub struct Procs(Vec<Child>);
+/// Child processes, killed on drop, and the commands that started them
+/// (a killed member can be started again the same way).
+pub struct Procs {
+    children: Vec<Option<Child>>,
+    commands: Vec<Command>,
+}
 
 impl Drop for Procs {
     fn drop(&mut self) {
-        for c in &mut self.0 {
+        for c in self.children.iter_mut().flatten() {
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -24,10 +28,44 @@ impl Drop for Procs {
 }
 
 impl Procs {
+    fn new() -> Procs {
+        Procs {
+            children: Vec::new(),
+            commands: Vec::new(),
+        }
+    }
+
+    /// Starts `command` as the next member.
+    fn spawn(&mut self, mut command: Command) -> std::io::Result<()> {
+        let child = command.spawn()?;
+        self.children.push(Some(child));
+        self.commands.push(command);
+        Ok(())
+    }
+
+    /// `kill -9` of member `i`; waits until it is gone.
+    pub fn kill(&mut self, i: usize) -> Result<()> {
+        if let Some(mut child) = self.children.get_mut(i).and_then(Option::take) {
+            child.kill().context("kill -9")?;
+            child.wait().context("waiting for a killed member")?;
+        }
+        Ok(())
+    }
+
+    /// Starts member `i` again with the command it was first started with.
+    pub fn restart(&mut self, i: usize) -> Result<()> {
+        anyhow::ensure!(
+            self.children.get(i).is_some_and(Option::is_none),
+            "member {i} is running or does not exist"
+        );
+        self.children[i] = Some(self.commands[i].spawn().context("restarting a member")?);
+        Ok(())
+    }
     /// Resident memory of all the processes, in KiB.
     pub fn rss_kib(&self) -> u64 {
-        self.0
+        self.children
             .iter()
+            .flatten()
             .map(|c| {
                 std::fs::read_to_string(format!("/proc/{}/status", c.id()))
                     .ok()
@@ -117,9 +155,10 @@ pub fn start_kvs(dir: &Path, args: &[&str]) -> Result<(Procs, Vec<String>, Crede
         .enumerate()
         .map(|(i, a)| format!("n{i}={a}"))
         .collect();
-    let mut procs = Procs(Vec::new());
+    let mut procs = Procs::new();
     for (i, addr) in addrs.iter().enumerate() {
-        let child = Command::new(&bin)
+        let mut command = Command::new(&bin);
+        command
             .args([
                 "--name",
                 &format!("n{i}"),
@@ -132,10 +171,10 @@ pub fn start_kvs(dir: &Path, args: &[&str]) -> Result<(Procs, Vec<String>, Crede
             .args(&security)
             .env_remove("KVS_TOKEN")
             .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .spawn()
+            .stdout(Stdio::null());
+        procs
+            .spawn(command)
             .with_context(|| format!("starting {}", bin.display()))?;
-        procs.0.push(child);
     }
     Ok((procs, addrs, creds))
 }
@@ -150,12 +189,13 @@ pub fn start_etcd(dir: &Path, args: &[&str]) -> Result<(Procs, Vec<String>)> {
         .enumerate()
         .map(|(i, p)| format!("e{i}=http://127.0.0.1:{p}"))
         .collect();
-    let mut procs = Procs(Vec::new());
+    let mut procs = Procs::new();
     for i in 0..3 {
         let data = dir.join(format!("e{i}"));
         let client = format!("http://127.0.0.1:{}", client_ports[i]);
         let peer = format!("http://127.0.0.1:{}", peer_ports[i]);
-        let child = Command::new(&bin)
+        let mut command = Command::new(&bin);
+        command
             .args(["--name", &format!("e{i}")])
             .arg("--data-dir")
             .arg(&data)
@@ -185,10 +225,10 @@ pub fn start_etcd(dir: &Path, args: &[&str]) -> Result<(Procs, Vec<String>)> {
             ])
             .args(args)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
+            .stderr(Stdio::null());
+        procs
+            .spawn(command)
             .with_context(|| format!("starting {bin} (install Debian's etcd-server)"))?;
-        procs.0.push(child);
     }
     Ok((
         procs,
