@@ -61,6 +61,7 @@ impl Procs {
         self.children[i] = Some(self.commands[i].spawn().context("restarting a member")?);
         Ok(())
     }
+
     /// Resident memory of all the processes, in KiB.
     pub fn rss_kib(&self) -> u64 {
         self.children
