@@ -705,11 +705,28 @@ async fn bad_requests_get_clear_errors_and_the_node_keeps_serving() {
             r#"{"key": "a", "value": "b", "colour": 1}"#,
             "unknown field `colour`",
         ),
+        // serde would take the fields in order from an array; not here.
+        (
+            r#"["a", "b"]"#,
+            "invalid type: sequence, expected a JSON object",
+        ),
     ] {
         let (status, answer) = raw_post(&cluster.addrs[leader], "/Kv/put", body).await;
         assert_eq!(status, 400, "{answer}");
         assert!(answer.contains(expect), "{answer}");
     }
+    // Nor deeper down: an operation of a transaction given as an array.
+    let body = r#"{"txn": {"compares": [], "success": [{"Put": ["k", "v"]}], "failure": []}}"#;
+    let (status, answer) = raw_post(&cluster.addrs[leader], "/Kv/txn", body).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer.contains("invalid type: sequence, expected a JSON object"),
+        "{answer}"
+    );
+    assert!(
+        client.get("k").await.unwrap().is_none(),
+        "the write applied"
+    );
     // And the node still serves.
     assert_eq!(client.get("/w/k").await.unwrap().unwrap().value, "39");
 }

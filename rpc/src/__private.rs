@@ -11,9 +11,10 @@ use crate::error::Error;
 use crate::service::{CallOptions, Method, Transport};
 use crate::status::Status;
 
-/// Decodes a request body, naming the method and serde's reason on failure.
+/// Decodes a request body, naming the method and serde's reason on
+/// failure; structs must be JSON objects (see [`crate::strict`]).
 pub fn decode_request<T: DeserializeOwned>(method: &Method, body: &[u8]) -> Result<T, Status> {
-    serde_json::from_slice(body).map_err(|e| {
+    crate::strict::from_slice(body).map_err(|e| {
         Status::invalid_argument(format!("request body of {} is not valid: {e}", method.path))
     })
 }

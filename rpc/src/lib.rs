@@ -42,6 +42,7 @@ pub mod error;
 pub mod server;
 pub mod service;
 pub mod status;
+pub mod strict;
 pub mod tls;
 mod wire;
 
