@@ -123,7 +123,10 @@ fn parse<T: DeserializeOwned>(body: &Bytes, optional: bool) -> Result<T, ApiErro
     if !value.is_object() {
         return Err(ApiError::bad("the body must be a JSON object"));
     }
-    serde_path_to_error::deserialize(value).map_err(|e| {
+    // Strict: structs only as JSON objects (serde's derived structs would
+    // also take an array of their fields in order, `"raw": []`, which the
+    // spec does not allow).
+    serde_path_to_error::deserialize(rpc::strict::Strict(value)).map_err(|e| {
         let path = e.path().to_string();
         ApiError::bad(format!("{path}: {}", e.into_inner()))
     })
@@ -132,42 +135,6 @@ fn parse<T: DeserializeOwned>(body: &Bytes, optional: bool) -> Result<T, ApiErro
 /// For optional fields that, when present, must not be `null`.
 fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
     T::deserialize(d).map(Some)
-}
-
-/// A struct that must come as a JSON object: serde's derived structs also
-/// take an array of their fields in order (`"raw": []`), which the spec
-/// does not allow. Field errors inside keep their path.
-struct Object<T>(T);
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct ObjectVisitor<T>(std::marker::PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for ObjectVisitor<T> {
-            type Value = T;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
-                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-            }
-        }
-        d.deserialize_map(ObjectVisitor(std::marker::PhantomData))
-            .map(Object)
-    }
-}
-
-/// [`present`] for a struct: a JSON object, not `null` nor an array.
-fn present_object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<T>, D::Error> {
-    Object::deserialize(d).map(|Object(t)| Some(t))
-}
-
-/// [`present`] for a list of structs, each a JSON object.
-fn present_objects<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<Vec<T>>, D::Error> {
-    Vec::<Object<T>>::deserialize(d).map(|v| Some(v.into_iter().map(|Object(t)| t).collect()))
 }
 
 async fn health(State(store): Store) -> ApiResult {
@@ -270,7 +237,7 @@ struct Range {
     from: Option<String>,
     #[serde(default, deserialize_with = "present")]
     to: Option<String>,
-    #[serde(default, deserialize_with = "present_object")]
+    #[serde(default, deserialize_with = "present")]
     #[allow(dead_code)]
     raw: Option<RawRange>,
 }
@@ -290,9 +257,9 @@ struct RawRange {
 struct QueryRequest {
     #[serde(default, deserialize_with = "present")]
     panel_id: Option<PanelId>,
-    #[serde(default, deserialize_with = "present_object")]
+    #[serde(default, deserialize_with = "present")]
     range: Option<Range>,
-    #[serde(default, deserialize_with = "present_object")]
+    #[serde(default, deserialize_with = "present")]
     range_raw: Option<RawRange>,
     #[serde(default, deserialize_with = "present")]
     interval: Option<String>,
@@ -300,11 +267,11 @@ struct QueryRequest {
     interval_ms: Option<f64>,
     #[serde(default, deserialize_with = "present")]
     max_data_points: Option<f64>,
-    #[serde(default, deserialize_with = "present_objects")]
+    #[serde(default, deserialize_with = "present")]
     targets: Option<Vec<Target>>,
     #[serde(default, deserialize_with = "present")]
     scoped_vars: Option<serde_json::Map<String, Value>>,
-    #[serde(default, deserialize_with = "present_objects")]
+    #[serde(default, deserialize_with = "present")]
     filters: Option<Vec<AdHocFilter>>,
 }
 
@@ -608,9 +575,9 @@ async fn annotations_table(
 
 #[derive(Deserialize)]
 struct VariableRequest {
-    #[serde(default, deserialize_with = "present_object")]
+    #[serde(default, deserialize_with = "present")]
     payload: Option<VariablePayload>,
-    #[serde(default, deserialize_with = "present_object")]
+    #[serde(default, deserialize_with = "present")]
     range: Option<Range>,
 }
 

@@ -8,7 +8,6 @@ use api::master::MasterError;
 use api::service::{Endpoints, Service};
 use api::validation::{validate_deployment, validate_node, validate_replica_set, validate_service};
 use api::{Deployment, EventRecord, Kind, Node, ObjectMeta, Pod, ReplicaSet, validate_pod};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// One object of any kind.
@@ -30,16 +29,17 @@ pub enum Object {
     Endpoints(Endpoints),
 }
 
-fn typed<T: DeserializeOwned + Serialize>(
-    kind: Kind,
-    value: serde_json::Value,
-) -> Result<T, MasterError> {
+/// `value` as the kind's type. Errors name the field by its path; an array
+/// where the type has an object is refused (serde's derived structs would
+/// take an array of their fields in order, `"metadata": ["web"]`;
+/// Kubernetes refuses that and so do we).
+fn typed<T: DeserializeOwned>(kind: Kind, value: serde_json::Value) -> Result<T, MasterError> {
     let name = value
         .pointer("/metadata/name")
         .and_then(|v| v.as_str())
         .unwrap_or("")
         .to_string();
-    let typed: T = serde_path_to_error::deserialize(&value).map_err(|e| {
+    serde_path_to_error::deserialize(rpc::strict::Strict(&value)).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         MasterError::InvalidArgument(if path == "." {
@@ -47,58 +47,7 @@ fn typed<T: DeserializeOwned + Serialize>(
         } else {
             format!("{kind} {name:?}: {path}: {inner}")
         })
-    })?;
-    let parsed = serde_json::to_value(&typed).map_err(|e| {
-        MasterError::InvalidArgument(format!("{kind} {name:?}: cannot be encoded: {e}"))
-    })?;
-    if let Some(path) = array_for_object(&value, &parsed, &mut String::new()) {
-        return Err(MasterError::InvalidArgument(format!(
-            "{kind} {name:?}: {path}: expected an object, found an array"
-        )));
-    }
-    Ok(typed)
-}
-
-/// The path of the first place where the manifest has an array and the
-/// parsed object an object. serde's derived structs also take an array of
-/// their fields in order (`"metadata": ["web"]`); Kubernetes refuses that
-/// and so do we. Paths are written as serde_path_to_error writes them.
-fn array_for_object(
-    input: &serde_json::Value,
-    parsed: &serde_json::Value,
-    path: &mut String,
-) -> Option<String> {
-    use serde_json::Value;
-    match (input, parsed) {
-        (Value::Array(_), Value::Object(_)) => Some(path.clone()),
-        (Value::Object(input), Value::Object(parsed)) => {
-            for (key, v) in input {
-                let Some(p) = parsed.get(key) else { continue };
-                let len = path.len();
-                if len > 0 {
-                    path.push('.');
-                }
-                path.push_str(key);
-                if let Some(found) = array_for_object(v, p, path) {
-                    return Some(found);
-                }
-                path.truncate(len);
-            }
-            None
-        }
-        (Value::Array(input), Value::Array(parsed)) => {
-            for (i, (v, p)) in input.iter().zip(parsed).enumerate() {
-                let len = path.len();
-                path.push_str(&format!("[{i}]"));
-                if let Some(found) = array_for_object(v, p, path) {
-                    return Some(found);
-                }
-                path.truncate(len);
-            }
-            None
-        }
-        _ => None,
-    }
+    })
 }
 
 impl Object {
@@ -329,13 +278,14 @@ mod tests {
         let e = Object::parse(bad).expect_err("a container as an array");
         assert_eq!(
             e.to_string(),
-            "Deployment \"web\": spec.template.spec.containers[0]: expected an object, found an array",
+            "Deployment \"web\": spec.template.spec.containers[0]: invalid type: sequence, expected a JSON object",
         );
         let mut bad = deployment(json!(2));
         bad["metadata"] = json!(["web"]);
         let e = Object::parse(bad).expect_err("metadata as an array");
         assert!(
-            e.to_string().contains("\"\": metadata: expected an object"),
+            e.to_string()
+                .contains("\"\": metadata: invalid type: sequence, expected a JSON object"),
             "{e}"
         );
         // Arrays where the kind has lists stay fine.
