@@ -8,8 +8,10 @@
 //! and goes to it: a fail-over costs a client the election, not its
 //! back-off, and a client that knows only this member still gets through.
 //! A forwarded write is proposed by its receiver or refused, never
-//! forwarded again. Reads are linearizable on any
-//! member through ReadIndex. Watches are long-polls on the local history.
+//! forwarded again.
+//!
+//! Reads are linearizable on any member through ReadIndex, and wait for a
+//! leader the same way. Watches are long-polls on the local history.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
