@@ -178,6 +178,42 @@ async fn never_leaves_a_failed_container_failed_with_its_exit_code() -> anyhow::
     Ok(())
 }
 
+/// Many pods created at once start once each: a round that listed a
+/// container between its create and its start (state "created") must not
+/// start it again as a restart (seen in the demo: `RESTARTS 1` on a pod a
+/// second old).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_created_together_start_once_each() -> anyhow::Result<()> {
+    let node = node_name("together");
+    let mut w = WorkerProc::start(&node, &[]).await?;
+    let names: Vec<String> = (0..16).map(|i| format!("p{i}")).collect();
+    let pods: Vec<_> = names
+        .iter()
+        .map(|n| pod(&node, n, &["sleep", "3600"]))
+        .collect();
+    w.set_pods(&pods).await?;
+    let r = w
+        .wait_for(WAIT, "every pod Running", |r| {
+            names
+                .iter()
+                .all(|n| report(r, n).is_some_and(|p| p.status.phase == PodPhase::Running))
+                .then(|| r.clone())
+        })
+        .await?;
+    let restarted: Vec<_> = r
+        .events
+        .iter()
+        .filter(|e| e.event.message.starts_with("restarted"))
+        .map(|e| format!("{}: {}", e.event.name, e.event.message))
+        .collect();
+    assert!(restarted.is_empty(), "{restarted:?}");
+    for n in &names {
+        let c = &report(&r, n).expect("reported").status.container_statuses[0];
+        assert_eq!(c.restart_count, 0, "{n}: {c:?}");
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_liveness_probe_restarts_the_container() -> anyhow::Result<()> {
     let node = node_name("liveness");

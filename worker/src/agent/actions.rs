@@ -1,6 +1,7 @@
 //! Applying a plan: one spawned task per operation, bounded by the agent's
 //! semaphore, each marking its container and slot busy until it finishes
-//! and then recording the outcome (restart counts, events, retry times).
+//! (and for a round that was observing meanwhile: `State::finish`) and
+//! then recording the outcome (restart counts, events, retry times).
 
 use api::event::EventType;
 use api::pod::{ContainerState, Pod};
@@ -60,7 +61,8 @@ impl Agent {
         };
         let now = now_ms();
         let mut state = self.state();
-        state.busy_slots.remove(&c.slot);
+        let created = result.as_ref().ok().map(|(id, _)| id.as_str());
+        state.finish(created, Some(&c.slot));
         let name = &c.slot.container;
         match result {
             Ok((id, pulled)) => {
@@ -191,8 +193,7 @@ impl Agent {
         };
         let now = now_ms();
         let mut state = self.state();
-        state.busy_ids.remove(&id);
-        state.busy_slots.remove(&slot);
+        state.finish(Some(&id), Some(&slot));
         state.inspected.remove(&id);
         let pod = state.desired.get(&slot.uid).cloned();
         let previous = state
@@ -307,10 +308,7 @@ impl Agent {
             }
         };
         let mut state = self.state();
-        state.busy_ids.remove(&stop.id);
-        if let Some(slot) = &stop.slot {
-            state.busy_slots.remove(slot);
-        }
+        state.finish(Some(&stop.id), stop.slot.as_ref());
         state.inspected.remove(&stop.id);
         let observed = state.observed.iter().find(|o| o.id == stop.id).cloned();
         if let Some(o) = observed {
@@ -362,7 +360,7 @@ impl Agent {
             tracing::warn!(container = %id, error = %e, "removing a container failed");
         }
         let mut state = self.state();
-        state.busy_ids.remove(&id);
+        state.finish(Some(&id), None);
         state.inspected.remove(&id);
         drop(state);
         self.wake();

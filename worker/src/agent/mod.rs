@@ -86,6 +86,15 @@ pub(crate) struct State {
     pub records: BTreeMap<Slot, SlotRecord>,
     pub busy_ids: BTreeSet<String>,
     pub busy_slots: BTreeSet<Slot>,
+    /// Operations finished so far: the clock of `finished_ids` and
+    /// `finished_slots`.
+    pub ops_finished: u64,
+    /// Containers and slots whose last operation finished at that count. A
+    /// round that began observing before then may have seen them
+    /// mid-operation (a container listed as created between its create and
+    /// its start), so it leaves them alone as if still busy.
+    pub finished_ids: HashMap<String, u64>,
+    pub finished_slots: HashMap<Slot, u64>,
     pub observed: Vec<Observed>,
     pub details: HashMap<String, Details>,
     /// Inspections by container id, valid while the listed state is unchanged.
@@ -100,6 +109,46 @@ pub(crate) struct State {
     pub start_times: HashMap<String, String>,
     pub probes_received: u64,
     pub rounds: u64,
+}
+
+impl State {
+    /// An operation on container `id` and/or `slot` finished: neither is
+    /// busy any more, and rounds that began observing before now treat them
+    /// as busy still (see `finished_ids`).
+    pub fn finish(&mut self, id: Option<&str>, slot: Option<&Slot>) {
+        self.ops_finished += 1;
+        if let Some(id) = id {
+            self.busy_ids.remove(id);
+            self.finished_ids.insert(id.to_string(), self.ops_finished);
+        }
+        if let Some(slot) = slot {
+            self.busy_slots.remove(slot);
+            self.finished_slots.insert(slot.clone(), self.ops_finished);
+        }
+    }
+
+    /// What a round whose observation began at `since` (an `ops_finished`
+    /// count) must leave alone: the busy containers and slots, and those
+    /// whose operation finished after `since`. Forgets what finished
+    /// earlier, which no later round can have seen mid-operation (rounds
+    /// run one after another).
+    pub fn busy_since(&mut self, since: u64) -> (BTreeSet<String>, BTreeSet<Slot>) {
+        self.finished_ids.retain(|_, at| *at > since);
+        self.finished_slots.retain(|_, at| *at > since);
+        let ids = self
+            .busy_ids
+            .iter()
+            .chain(self.finished_ids.keys())
+            .cloned()
+            .collect();
+        let slots = self
+            .busy_slots
+            .iter()
+            .chain(self.finished_slots.keys())
+            .cloned()
+            .collect();
+        (ids, slots)
+    }
 }
 
 /// The node agent. Cheap to clone.
@@ -171,6 +220,7 @@ impl Agent {
 
     /// One round: observe, decide, dispatch.
     pub(crate) async fn round(&self) {
+        let since = self.state().ops_finished;
         let observed = match self.observe().await {
             Ok(o) => o,
             Err(e) => {
@@ -198,14 +248,15 @@ impl Agent {
                 .iter()
                 .map(|(s, r)| (s.clone(), r.memory.clone()))
                 .collect();
+            let (busy_ids, busy_slots) = state.busy_since(since);
             let plan = reconcile(&Inputs {
                 node: &self.inner.config.node,
                 desired: &desired,
                 synced: state.synced,
                 observed: &state.observed,
                 memory: &memory,
-                busy_ids: &state.busy_ids,
-                busy_slots: &state.busy_slots,
+                busy_ids: &busy_ids,
+                busy_slots: &busy_slots,
                 backoff: self.inner.config.backoff,
                 now_ms: now_ms(),
             });
@@ -344,4 +395,38 @@ impl Agent {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(uid: &str) -> Slot {
+        Slot {
+            uid: uid.into(),
+            container: "c".into(),
+        }
+    }
+
+    #[test]
+    fn a_round_leaves_alone_what_finished_while_it_observed() {
+        let mut state = State::default();
+        state.busy_slots.insert(slot("a"));
+        state.busy_slots.insert(slot("b"));
+        state.busy_ids.insert("old".into());
+        // Round 1 starts observing; meanwhile "a" is created (as "x") and
+        // the stop of "old" finishes.
+        let since = state.ops_finished;
+        state.finish(Some("x"), Some(&slot("a")));
+        state.finish(Some("old"), None);
+        let (ids, slots) = state.busy_since(since);
+        assert_eq!(ids, ["old".to_string(), "x".to_string()].into());
+        assert_eq!(slots, [slot("a"), slot("b")].into());
+        // Round 2 observes after both finished: only "b" is still busy.
+        let since = state.ops_finished;
+        let (ids, slots) = state.busy_since(since);
+        assert!(ids.is_empty(), "{ids:?}");
+        assert_eq!(slots, [slot("b")].into());
+        assert!(state.finished_ids.is_empty() && state.finished_slots.is_empty());
+    }
 }
