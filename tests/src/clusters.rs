@@ -83,6 +83,21 @@ impl Procs {
     }
 }
 
+/// A new directory for one benchmark run's cluster data,
+/// `mkube-bench-NAME-PID`, on tmpfs (`/dev/shm`) where there is one (etcd
+/// fsyncs; a benchmark measures the store, not the disk), else in the
+/// temporary directory.
+pub fn scratch_dir(name: &str) -> Result<PathBuf> {
+    let root = if Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
+    let dir = root.join(format!("mkube-bench-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
 /// Ports handed out come from below Linux's ephemeral range (32768–60999):
 /// a port the kernel picked for `bind(0)` is released before the process
 /// under test binds it, and meanwhile any outgoing connection of a busy

@@ -25,7 +25,6 @@
 //! 100), `KVS_NODE` (default: next to this binary), `ETCD` (default: etcd
 //! on PATH).
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -33,7 +32,7 @@ use anyhow::{Context, Result, bail};
 use kvs::api::NodeStatus;
 use kvs::client::{KvsClient, KvsClientConfig};
 use kvs::raft::Role;
-use tests::clusters::{Procs, start_etcd, start_kvs};
+use tests::clusters::{Procs, scratch_dir, start_etcd, start_kvs};
 
 const HEARTBEAT_MS: u64 = 50;
 const ELECTION_MS: u64 = 500;
@@ -223,13 +222,7 @@ async fn run() -> Result<()> {
             .unwrap_or(ATTEMPT_MS)
             .max(1),
     );
-    let dir_root = if std::path::Path::new("/dev/shm").is_dir() {
-        PathBuf::from("/dev/shm")
-    } else {
-        std::env::temp_dir()
-    };
-    let dir = dir_root.join(format!("mkube-bench-failover-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    let dir = scratch_dir("failover")?;
 
     let tick = HEARTBEAT_MS.to_string();
     let election_ticks = (ELECTION_MS / HEARTBEAT_MS).to_string();
@@ -300,6 +293,8 @@ async fn run() -> Result<()> {
         }
     }
     let [ours, peer] = results.map(median);
+    // The members first: a live etcd would write into its data dir again.
+    drop(clusters);
     let _ = std::fs::remove_dir_all(&dir);
     println!(
         "failover: ours={:.1} ms peer={:.1} ms ratio={:.2}",

@@ -11,7 +11,6 @@
 //! (path of kvs-node; default: next to this binary), `ETCD` (default: etcd on PATH).
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use hdrhistogram::Histogram;
 use kvs::client::{KvsClient, KvsClientConfig};
-use tests::clusters::{start_etcd, start_kvs};
+use tests::clusters::{scratch_dir, start_etcd, start_kvs};
 
 const VALUE_BYTES: usize = 256;
 const MEMORY_KEYS: usize = 100_000;
@@ -151,13 +150,7 @@ async fn run() -> Result<()> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
     let duration = Duration::from_secs(seconds);
-    let dir_root = if std::path::Path::new("/dev/shm").is_dir() {
-        PathBuf::from("/dev/shm")
-    } else {
-        std::env::temp_dir()
-    };
-    let dir = dir_root.join(format!("mkube-bench-etcd-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    let dir = scratch_dir("etcd")?;
 
     let (kvs_procs, kvs_addrs, kvs_creds) = start_kvs(&dir, &[])?;
     let (etcd_procs, etcd_addrs) = start_etcd(&dir, &[])?;
@@ -195,7 +188,7 @@ async fn run() -> Result<()> {
     wait_ready(&etcd_put).await.context("etcd")?;
     println!(
         "kvs vs etcd 3.4 (3 members each, loopback, etcd data on {}), {VALUE_BYTES}-byte values, {seconds} s per measurement",
-        dir_root.display()
+        dir.parent().unwrap_or(&dir).display()
     );
 
     let mut final_ratio = None;

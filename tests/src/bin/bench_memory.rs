@@ -7,14 +7,13 @@
 //!
 //! Environment: `MEMORY_WRITES` (default 1,000,000), `KVS_NODE`, `ETCD`.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use kvs::client::{KvsClient, KvsClientConfig};
-use tests::clusters::{Procs, start_etcd, start_kvs};
+use tests::clusters::{Procs, scratch_dir, start_etcd, start_kvs};
 
 const KEYS: u64 = 10_000;
 const VALUE_BYTES: usize = 256;
@@ -70,13 +69,7 @@ async fn run() -> Result<()> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1_000_000);
-    let dir = PathBuf::from(if std::path::Path::new("/dev/shm").is_dir() {
-        "/dev/shm"
-    } else {
-        "/tmp"
-    })
-    .join(format!("mkube-bench-memory-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    let dir = scratch_dir("memory")?;
     let live_kib = KEYS * (VALUE_BYTES as u64 + 9) / 1024;
     println!(
         "{total} writes over {KEYS} keys of {VALUE_BYTES} bytes, {WRITERS} writers; live data {live_kib} KiB per member"

@@ -17,7 +17,6 @@
 //! `ETCD` (default: etcd on PATH).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -36,7 +35,7 @@ use master::leader::Snapshot;
 use master::leader::control::{SchedulerMemory, apply, plan};
 use master::scheduler::{ScorePolicy, node_views, schedule};
 use master::store::{Store, encode, key};
-use tests::clusters::start_etcd;
+use tests::clusters::{scratch_dir, start_etcd};
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -243,13 +242,7 @@ fn check(snap: &Snapshot) -> Result<()> {
 }
 
 async fn peer(nodes: &[Node], pods: &[Pod]) -> Result<f64> {
-    let root = if std::path::Path::new("/dev/shm").is_dir() {
-        PathBuf::from("/dev/shm")
-    } else {
-        std::env::temp_dir()
-    };
-    let dir = root.join(format!("mkube-bench-scheduler-etcd-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    let dir = scratch_dir("scheduler-etcd")?;
     let (_procs, addrs) = start_etcd(&dir, &[])?;
     let endpoints: Vec<String> = addrs.iter().map(|a| format!("http://{a}")).collect();
     let deadline = Instant::now() + Duration::from_secs(30);
