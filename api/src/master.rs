@@ -122,6 +122,20 @@ pub struct ListResponse {
     pub items: Vec<serde_json::Value>,
     /// Watch from here to see every change after this list.
     pub resource_version: String,
+    /// Stored values in the range that do not parse as the kind: left out
+    /// of `items`, named here so that they can be deleted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreadable: Vec<UnreadableObject>,
+}
+
+/// A stored value that does not parse as its kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UnreadableObject {
+    /// Its key in the store.
+    pub key: String,
+    /// Why it does not parse.
+    pub error: String,
 }
 
 /// `Master.watch`: a long-poll for changes after a list.
@@ -310,6 +324,17 @@ pub enum MasterError {
         /// The stored version.
         current: String,
     },
+    /// The stored value of the object does not parse as its kind (a raw
+    /// `Kv` write, or a bug): it can only be deleted or overwritten.
+    #[error(
+        "{key} holds a value that does not parse ({error}); delete it (mkctl delete KIND NAME, or mkctl kv del {key}) or write a valid object with mkctl kv put"
+    )]
+    Unreadable {
+        /// The key.
+        key: String,
+        /// Why it does not parse.
+        error: String,
+    },
     /// A watch asked for changes older than the history kept: list again.
     #[error("resourceVersion {0} is too old; list again and watch from the list's resourceVersion")]
     Expired(String),
@@ -335,7 +360,9 @@ impl From<MasterError> for rpc::Status {
             MasterError::NotFound { .. } => rpc::Code::NotFound,
             MasterError::AlreadyExists { .. } => rpc::Code::AlreadyExists,
             MasterError::Conflict { .. } => rpc::Code::Aborted,
-            MasterError::Expired(_) => rpc::Code::FailedPrecondition,
+            MasterError::Expired(_) | MasterError::Unreadable { .. } => {
+                rpc::Code::FailedPrecondition
+            }
             MasterError::Unavailable(_) => rpc::Code::Unavailable,
         };
         let status = rpc::Status::new(code, e.to_string());

@@ -138,6 +138,9 @@ catalogue! {
     SCHEDULING_LATENCY = "mkube_scheduling_latency_seconds", Cluster, "Time from a pod's creation to its binding to a node";
     /// Round-trip time of the leader's probes (tag `stat`: avg, max).
     PROBE_RTT = "mkube_probe_rtt_seconds", Cluster, "Round-trip time of the leader's probes of the workers";
+    /// Stored objects that do not parse and are skipped by every loop
+    /// (a Warning event `UnreadableObject` names each key).
+    UNREADABLE_OBJECTS = "mkube_unreadable_objects", Cluster, "Stored objects that do not parse as their kind (skipped until deleted)";
     /// Pods a worker runs, by phase (tags `node`, `phase`).
     WORKER_PODS = "mkube_worker_pods", Worker, "Pods the worker runs, by phase";
     /// CPU used by a worker's pods, in cores.

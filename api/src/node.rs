@@ -14,6 +14,18 @@ pub struct Resources {
     pub memory_bytes: u64,
 }
 
+impl Resources {
+    /// The sum, each figure saturating at `u64::MAX` (which fits nowhere):
+    /// quantities come from users and nodes, and a wrapped sum would let a
+    /// pod "fit".
+    pub fn saturating_add(self, other: Resources) -> Resources {
+        Resources {
+            cpu_millis: self.cpu_millis.saturating_add(other.cpu_millis),
+            memory_bytes: self.memory_bytes.saturating_add(other.memory_bytes),
+        }
+    }
+}
+
 /// A node condition's kind; only `Ready` for now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum NodeConditionType {

@@ -620,7 +620,24 @@ async fn list(
         label_selector: selector,
         node_name: None,
     };
-    ctx.conn.master(call!(list, req)).await
+    let listed = ctx.conn.master(call!(list, req)).await?;
+    warn_unreadable(kind, &listed);
+    Ok(listed)
+}
+
+/// Names on stderr the stored values a list left out because they do not
+/// parse, with how to get rid of them.
+fn warn_unreadable(kind: Kind, listed: &ListResponse) {
+    for u in &listed.unreadable {
+        let name = u.key.rsplit('/').next().unwrap_or(&u.key);
+        eprintln!(
+            "Warning: {} is unreadable and left out ({}); delete it with: mkctl delete {} {name} (or mkctl kv del {})",
+            u.key,
+            u.error,
+            kind.plural(),
+            u.key
+        );
+    }
 }
 
 async fn get_one(ctx: &Ctx, kind: Kind, name: &str) -> Result<Value, CliError> {

@@ -39,6 +39,8 @@ impl CliError {
                 MasterError::AlreadyExists { .. } => "AlreadyExists",
                 MasterError::Conflict { .. } => "Conflict",
                 MasterError::Expired(_) => "Expired",
+                // Kubernetes 1.32 names a corrupt stored object so.
+                MasterError::Unreadable { .. } => "StoreReadError",
                 MasterError::Unavailable(_) => "ServiceUnavailable",
             };
             return CliError::Server {

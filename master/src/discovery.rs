@@ -38,7 +38,7 @@ async fn follow_forever(store: Store, config: ZoneConfig, zone: ZoneHandle) {
     loop {
         let revision = match store.list::<Endpoints>(Kind::Endpoints, None).await {
             Ok((list, revision)) => {
-                let objects: Vec<Endpoints> = list.into_iter().map(|s| s.object).collect();
+                let objects: Vec<Endpoints> = list.objects.into_iter().map(|s| s.object).collect();
                 match Zone::build(&config, &objects) {
                     Ok(z) => zone.set(z),
                     // The domain was checked at start; nothing else fails.

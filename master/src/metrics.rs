@@ -190,6 +190,12 @@ pub fn cluster_points(
         cpu_millis as f64 / 1000.0,
     ));
     points.push(Point::new(m::PODS_MEMORY, &[], now_ms, memory as f64));
+    points.push(Point::new(
+        m::UNREADABLE_OBJECTS,
+        &[],
+        now_ms,
+        snap.unreadable.len() as f64,
+    ));
     points.extend(scheduling.points(m::SCHEDULING_LATENCY, now_ms));
     points.extend(probes.points(m::PROBE_RTT, now_ms));
     points

@@ -105,8 +105,12 @@ pub fn requests(pod: &Pod) -> Resources {
         let r = &c.resources;
         let cpu = r.requests.cpu.as_ref().or(r.limits.cpu.as_ref());
         let memory = r.requests.memory.as_ref().or(r.limits.memory.as_ref());
-        total.cpu_millis += cpu.and_then(|q| parse_cpu_millis(q).ok()).unwrap_or(0);
-        total.memory_bytes += memory.and_then(|q| parse_memory_bytes(q).ok()).unwrap_or(0);
+        let cpu = cpu.and_then(|q| parse_cpu_millis(q).ok()).unwrap_or(0);
+        let memory = memory.and_then(|q| parse_memory_bytes(q).ok()).unwrap_or(0);
+        total = total.saturating_add(Resources {
+            cpu_millis: cpu,
+            memory_bytes: memory,
+        });
     }
     total
 }
@@ -158,8 +162,7 @@ impl NodeView {
     /// Counts `pod` as bound here.
     pub fn assume(&mut self, pod: &Pod) {
         let r = requests(pod);
-        self.requested.cpu_millis += r.cpu_millis;
-        self.requested.memory_bytes += r.memory_bytes;
+        self.requested = self.requested.saturating_add(r);
         self.host_ports.extend(host_ports(pod));
         self.pods += 1;
         *self.by_owner.entry(spread_hash(pod)).or_default() += 1;
@@ -191,10 +194,15 @@ impl NodeView {
         {
             return Some("node(s) didn't match the pod's node selector");
         }
-        if self.requested.cpu_millis + r.cpu_millis > self.allocatable.cpu_millis {
+        // u64::MAX is a saturated sum: it fits nowhere.
+        let fits = |used: u64, want: u64, alloc: u64| {
+            want != u64::MAX && used.checked_add(want).is_some_and(|t| t <= alloc)
+        };
+        let (used, alloc) = (self.requested, self.allocatable);
+        if !fits(used.cpu_millis, r.cpu_millis, alloc.cpu_millis) {
             return Some("Insufficient cpu");
         }
-        if self.requested.memory_bytes + r.memory_bytes > self.allocatable.memory_bytes {
+        if !fits(used.memory_bytes, r.memory_bytes, alloc.memory_bytes) {
             return Some("Insufficient memory");
         }
         if ports.iter().any(|p| self.host_ports.contains(p)) {
@@ -206,17 +214,13 @@ impl NodeView {
     /// Free share of cpu and memory after placing `r`, in parts per 10 000.
     fn free_score(&self, r: Resources) -> u64 {
         let free = |alloc: u64, used: u64| {
-            (alloc.saturating_sub(used) * 10_000)
-                .checked_div(alloc)
-                .unwrap_or(0)
+            (u128::from(alloc.saturating_sub(used)) * 10_000)
+                .checked_div(u128::from(alloc))
+                .map_or(0, |share| share as u64)
         };
-        free(
-            self.allocatable.cpu_millis,
-            self.requested.cpu_millis + r.cpu_millis,
-        ) + free(
-            self.allocatable.memory_bytes,
-            self.requested.memory_bytes + r.memory_bytes,
-        )
+        let after = self.requested.saturating_add(r);
+        free(self.allocatable.cpu_millis, after.cpu_millis)
+            + free(self.allocatable.memory_bytes, after.memory_bytes)
     }
 }
 

@@ -44,10 +44,7 @@ impl From<StoreError> for MasterError {
         match e {
             StoreError::Compacted(rev) => MasterError::Expired(rev.to_string()),
             StoreError::Unavailable(e) => MasterError::Unavailable(e.to_string()),
-            StoreError::Corrupt { .. } => {
-                tracing::error!(error = %e, "a stored object does not parse");
-                MasterError::Unavailable(format!("internal error: {e}"))
-            }
+            StoreError::Corrupt { key, error } => MasterError::Unreadable { key, error },
         }
     }
 }
@@ -93,16 +90,31 @@ fn parse_revision(text: &str) -> Result<i64, MasterError> {
 /// The object of a stored value, `resourceVersion` set.
 fn stored_object(kind: Kind, kv: &kvs::kv::KeyValue) -> Result<Stored<Object>, MasterError> {
     let stored: Stored<serde_json::Value> = store::decode(kv)?;
-    let mut object = Object::parse(stored.object).map_err(|e| {
-        tracing::error!(key = %kv.key, error = %e, "a stored object does not parse");
-        MasterError::Unavailable(format!("internal error: {} does not parse", kv.key))
+    let mut object = Object::parse(stored.object).map_err(|e| MasterError::Unreadable {
+        key: kv.key.clone(),
+        error: e.to_string(),
     })?;
+    if object.kind() != kind {
+        return Err(MasterError::Unreadable {
+            key: kv.key.clone(),
+            error: format!("it holds a {}, not a {kind}", object.kind()),
+        });
+    }
     if kind == Kind::Node {
         object.meta_mut().namespace = String::new();
     }
     Ok(Stored {
         object,
         mod_revision: stored.mod_revision,
+    })
+}
+
+/// An object known only by its name (a deleted one, or one that does not parse).
+fn named_only(kind: Kind, namespace: &str, name: &str, revision: i64) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": kind.api_version(),
+        "kind": kind.as_str(),
+        "metadata": {"name": name, "namespace": namespace, "resourceVersion": revision.to_string()},
     })
 }
 
@@ -309,11 +321,16 @@ impl MasterService {
     async fn delete_if(&self, object: &Stored<Object>) -> Result<bool, MasterError> {
         let meta = object.object.meta();
         let k = key(object.object.kind(), &meta.namespace, &meta.name);
+        self.delete_key_if(&k, object.mod_revision).await
+    }
+
+    /// Deletes `k` if it is still at `mod_revision`.
+    async fn delete_key_if(&self, k: &str, mod_revision: i64) -> Result<bool, MasterError> {
         let r = self
             .store
             .txn(Txn {
-                compares: vec![unchanged(k.clone(), object.mod_revision)],
-                success: vec![Op::Delete { key: k }],
+                compares: vec![unchanged(k.to_string(), mod_revision)],
+                success: vec![Op::Delete { key: k.to_string() }],
                 failure: Vec::new(),
             })
             .await?;
@@ -424,15 +441,24 @@ impl Master for MasterService {
         let ns = req.namespace.as_deref().filter(|n| !n.is_empty());
         let (mut lists, revision) = self.store.range_many(&[store::prefix(kind, ns)]).await?;
         let mut items = Vec::new();
+        let mut unreadable = Vec::new();
         for kv in lists.pop().unwrap_or_default() {
-            let stored = stored_object(kind, &kv)?;
-            if selected(&stored.object, selector.as_ref(), req.node_name.as_deref()) {
-                items.push(with_version(&stored.object, stored.mod_revision));
+            match stored_object(kind, &kv) {
+                Ok(stored) => {
+                    if selected(&stored.object, selector.as_ref(), req.node_name.as_deref()) {
+                        items.push(with_version(&stored.object, stored.mod_revision));
+                    }
+                }
+                Err(MasterError::Unreadable { key, error }) => {
+                    unreadable.push(UnreadableObject { key, error })
+                }
+                Err(other) => return Err(other),
             }
         }
         Ok(ListResponse {
             items,
             resource_version: revision.to_string(),
+            unreadable,
         })
     }
 
@@ -445,10 +471,22 @@ impl Master for MasterService {
             .map(parse_revision)
             .transpose()?;
         for _ in 0..WRITE_ATTEMPTS {
-            let stored = self
-                .read(kind, &ns, &req.name)
-                .await?
-                .ok_or_else(|| not_found(kind, &ns, &req.name))?;
+            let k = key(kind, &ns, &req.name);
+            let (kv, _) = self.store.get_raw(&k).await?;
+            let kv = kv.ok_or_else(|| not_found(kind, &ns, &req.name))?;
+            let stored = match stored_object(kind, &kv) {
+                Ok(stored) => stored,
+                // An unreadable value is deleted by its key, as read.
+                Err(MasterError::Unreadable { .. }) => {
+                    if self.delete_key_if(&k, kv.mod_revision).await? {
+                        return Ok(ObjectResponse {
+                            object: named_only(kind, &ns, &req.name, kv.mod_revision),
+                        });
+                    }
+                    continue;
+                }
+                Err(other) => return Err(other),
+            };
             if let Some(given) = given.filter(|g| *g != stored.mod_revision) {
                 return Err(MasterError::Conflict {
                     kind: kind.plural().into(),
@@ -483,7 +521,12 @@ impl Master for MasterService {
         for event in events {
             let (type_, object) = match &event {
                 KvEvent::Put { kv } => {
-                    let stored = stored_object(kind, kv)?;
+                    let stored = match stored_object(kind, kv) {
+                        Ok(stored) => stored,
+                        // Skipped, as in a list; the control loop reports it.
+                        Err(MasterError::Unreadable { .. }) => continue,
+                        Err(other) => return Err(other),
+                    };
                     if !selected(&stored.object, selector.as_ref(), None) {
                         continue;
                     }
@@ -497,11 +540,7 @@ impl Master for MasterService {
                 // The store keeps no value for a deleted key: the event names the object.
                 KvEvent::Delete { key, revision } => {
                     let (namespace, name) = store::split_key(kind, key);
-                    let object = serde_json::json!({
-                        "apiVersion": kind.api_version(),
-                        "kind": kind.as_str(),
-                        "metadata": {"name": name, "namespace": namespace, "resourceVersion": revision.to_string()},
-                    });
+                    let object = named_only(kind, &namespace, &name, *revision);
                     (WatchEventType::Deleted, object)
                 }
             };
@@ -526,7 +565,7 @@ impl Master for MasterService {
             .store
             .list::<ReplicaSet>(Kind::ReplicaSet, Some(&ns))
             .await?;
-        let rss: Vec<ReplicaSet> = rss.into_iter().map(|s| s.object).collect();
+        let rss: Vec<ReplicaSet> = rss.objects.into_iter().map(|s| s.object).collect();
         let template = rollback_template(&stored.object, &rss, req.to_revision)
             .map_err(MasterError::InvalidArgument)?;
         let mut d = stored.object;
@@ -540,6 +579,7 @@ impl Master for MasterService {
         };
         let (pods, _) = self.store.list::<Pod>(Kind::Pod, None).await?;
         let pods: Vec<Stored<Pod>> = pods
+            .objects
             .into_iter()
             .filter(|p| p.object.spec.node_name.as_deref() == Some(req.node.as_str()))
             .collect();

@@ -88,26 +88,97 @@ pub fn split_key(kind: Kind, key: &str) -> (String, String) {
 }
 
 /// Parses a stored value as `T`, with `metadata.resourceVersion` set.
+///
+/// A value is readable only if it is a JSON object whose
+/// `metadata.namespace` and `metadata.name` are the ones its key names
+/// (a value written through the raw `Kv` API may say anything): the loops
+/// write back to the key an object names, never to another one.
 pub fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Result<Stored<T>, StoreError> {
-    let mut value: serde_json::Value =
-        serde_json::from_str(&kv.value).map_err(|e| StoreError::Corrupt {
-            key: kv.key.clone(),
-            error: e.to_string(),
-        })?;
-    if let Some(meta) = value.get_mut("metadata").and_then(|m| m.as_object_mut()) {
-        meta.insert(
-            "resourceVersion".into(),
-            serde_json::Value::String(kv.mod_revision.to_string()),
-        );
-    }
-    let object = serde_json::from_value(value).map_err(|e| StoreError::Corrupt {
+    let corrupt = |error: String| StoreError::Corrupt {
         key: kv.key.clone(),
-        error: e.to_string(),
-    })?;
+        error,
+    };
+    let mut value: serde_json::Value =
+        serde_json::from_str(&kv.value).map_err(|e| corrupt(e.to_string()))?;
+    let Some(meta) = value.get_mut("metadata").and_then(|m| m.as_object_mut()) else {
+        return Err(corrupt("not an object with metadata".into()));
+    };
+    let field = |name: &str| meta.get(name).and_then(|v| v.as_str()).unwrap_or("");
+    // `/registry/<plural>/<namespace>/<name>`, or `/registry/<plural>/<name>`.
+    let tail: Vec<&str> = kv
+        .key
+        .splitn(4, '/')
+        .skip(3)
+        .flat_map(|t| t.split('/'))
+        .collect();
+    let matches = match tail.as_slice() {
+        [name] => *name == field("name"),
+        [ns, name] => *ns == field("namespace") && *name == field("name"),
+        _ => false,
+    };
+    if !matches {
+        return Err(corrupt(format!(
+            "its metadata names {:?} in namespace {:?}, not the object of its key",
+            field("name"),
+            field("namespace")
+        )));
+    }
+    meta.insert(
+        "resourceVersion".into(),
+        serde_json::Value::String(kv.mod_revision.to_string()),
+    );
+    let object = serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))?;
     Ok(Stored {
         object,
         mod_revision: kv.mod_revision,
     })
+}
+
+/// A stored value that does not parse as its kind: skipped by every loop
+/// and by `list`, reported, and deletable by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    /// The key.
+    pub key: String,
+    /// Why it does not parse.
+    pub error: String,
+}
+
+/// The readable objects of a range, and the keys that are not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed<T> {
+    /// The objects that parse, in key order.
+    pub objects: Vec<Stored<T>>,
+    /// The values that do not.
+    pub unreadable: Vec<Unreadable>,
+}
+
+impl<T> Default for Listed<T> {
+    fn default() -> Self {
+        Listed {
+            objects: Vec::new(),
+            unreadable: Vec::new(),
+        }
+    }
+}
+
+/// Parses every value of a range, setting aside those that do not parse:
+/// one bad value costs its own object, never the others.
+pub fn decode_all<T: DeserializeOwned>(kvs: &[KeyValue]) -> Listed<T> {
+    let mut listed = Listed::default();
+    for kv in kvs {
+        match decode(kv) {
+            Ok(o) => listed.objects.push(o),
+            Err(e) => listed.unreadable.push(Unreadable {
+                key: kv.key.clone(),
+                error: match e {
+                    StoreError::Corrupt { error, .. } => error,
+                    other => other.to_string(),
+                },
+            }),
+        }
+    }
+    listed
 }
 
 /// The stored form of an object: its JSON without `resourceVersion`.
@@ -221,16 +292,16 @@ impl Store {
         Ok((lists, r.revision))
     }
 
-    /// Every object of a kind (in a namespace), and the revision read at.
+    /// Every readable object of a kind (in a namespace), the keys that do
+    /// not parse, and the revision read at.
     pub async fn list<T: DeserializeOwned>(
         &self,
         kind: Kind,
         namespace: Option<&str>,
-    ) -> Result<(Vec<Stored<T>>, i64), StoreError> {
+    ) -> Result<(Listed<T>, i64), StoreError> {
         let (mut lists, revision) = self.range_many(&[prefix(kind, namespace)]).await?;
         let kvs = lists.pop().unwrap_or_default();
-        let objects = kvs.iter().map(decode).collect::<Result<_, _>>()?;
-        Ok((objects, revision))
+        Ok((decode_all(&kvs), revision))
     }
 
     /// Events under `prefix` from `from_revision`, waiting up to `wait`.
@@ -247,5 +318,67 @@ impl Store {
         };
         let r = bounded(wait + STORE_TIMEOUT, self.kv.watch(req)).await?;
         Ok((r.events, r.next_revision))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use api::Pod;
+
+    fn kv(key: &str, value: &str) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: value.into(),
+            create_revision: 1,
+            mod_revision: 2,
+            version: 1,
+        }
+    }
+
+    #[test]
+    fn a_value_is_readable_only_as_the_object_its_key_names() {
+        let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"a","namespace":"default"},"spec":{"containers":[{"name":"c","image":"i"}]}}"#;
+        let listed: Listed<Pod> = decode_all(&[
+            kv("/registry/pods/default/a", pod),
+            kv("/registry/pods/default/b", pod),
+            kv("/registry/pods/prod/a", pod),
+            kv("/registry/pods/default/x", "\"not an object\""),
+            kv("/registry/pods/default/y", "{not json"),
+            kv(
+                "/registry/pods/default/z",
+                r#"{"metadata":{"name":"z","namespace":"default"}}"#,
+            ),
+        ]);
+        assert_eq!(listed.objects.len(), 1);
+        assert_eq!(
+            listed.objects[0]
+                .object
+                .metadata
+                .resource_version
+                .as_deref(),
+            Some("2")
+        );
+        let keys: Vec<&str> = listed.unreadable.iter().map(|u| u.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "/registry/pods/default/b",
+                "/registry/pods/prod/a",
+                "/registry/pods/default/x",
+                "/registry/pods/default/y",
+                "/registry/pods/default/z"
+            ]
+        );
+        assert!(
+            listed.unreadable[0]
+                .error
+                .contains("not the object of its key")
+        );
+        assert!(
+            listed.unreadable[4].error.contains("missing field"),
+            "{:?}",
+            listed.unreadable[4]
+        );
     }
 }

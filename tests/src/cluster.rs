@@ -387,6 +387,50 @@ impl Cluster {
     }
 }
 
+/// What a test may ask of a member process's health.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcHealth {
+    /// The process's name (`m0`, or a worker's node name).
+    pub name: String,
+    /// Whether it is still running (not exited or killed by itself).
+    pub alive: bool,
+    /// Its resident memory, in bytes (0 when it is not running).
+    pub rss_bytes: u64,
+    /// Whether its log shows a panic.
+    pub panicked: bool,
+}
+
+impl Cluster {
+    /// The health of every master process the test did not kill.
+    pub fn master_health(&mut self) -> Vec<ProcHealth> {
+        self.masters
+            .iter_mut()
+            .filter_map(|p| {
+                let child = p.child.as_mut()?;
+                let alive = matches!(child.try_wait(), Ok(None));
+                let rss_bytes = if alive { rss_of(child.id()) } else { 0 };
+                let log = std::fs::read_to_string(&p.log).unwrap_or_default();
+                Some(ProcHealth {
+                    name: p.name.clone(),
+                    alive,
+                    rss_bytes,
+                    panicked: log.contains("panicked at"),
+                })
+            })
+            .collect()
+    }
+}
+
+/// A process's resident memory (`VmRSS`), in bytes; 0 if unknown.
+pub fn rss_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
 impl Masters for Cluster {
     fn master_count(&self) -> usize {
         self.masters.len()

@@ -111,7 +111,11 @@ impl KvState {
                     .range(prefix.clone()..)
                     .take_while(|(k, _)| k.starts_with(prefix.as_str()))
                     .map(|(_, kv)| kv.clone())
-                    .take(if *limit == 0 { usize::MAX } else { limit + 1 })
+                    .take(if *limit == 0 {
+                        usize::MAX
+                    } else {
+                        limit.saturating_add(1)
+                    })
                     .collect();
                 let more = *limit != 0 && kvs.len() > *limit;
                 kvs.truncate(if *limit == 0 { kvs.len() } else { *limit });
@@ -379,6 +383,22 @@ mod tests {
         }));
         assert_eq!(d.results[0], OpResult::Delete(3));
         assert_eq!(kv.state().len(), 1);
+    }
+
+    /// A client may send any limit: the largest one means "all", it does
+    /// not overflow (`limit + 1` panicked in debug builds).
+    #[test]
+    fn the_largest_limit_reads_everything() {
+        let mut kv = KvStore::new(100);
+        kv.apply(&Txn::single(put("/p/a", "v")));
+        let r = kv.state().read(&Txn::single(Op::Range {
+            prefix: "/p/".into(),
+            limit: usize::MAX,
+        }));
+        let Some(OpResult::Range { kvs, more }) = r.map(|r| r.results[0].clone()) else {
+            panic!("a range result")
+        };
+        assert_eq!((kvs.len(), more), (1, false));
     }
 
     #[test]

@@ -91,6 +91,12 @@ pub fn revision(rs: &ReplicaSet) -> u64 {
         .unwrap_or(0)
 }
 
+/// A sum of counts, saturating: counts come from stored objects, which a
+/// raw write may have set to anything.
+fn sum(counts: impl Iterator<Item = u32>) -> u32 {
+    counts.fold(0, u32::saturating_add)
+}
+
 /// `(maxSurge, maxUnavailable)` for `d`, never both 0.
 pub fn bounds(d: &Deployment) -> (u32, u32) {
     let replicas = d.spec.replicas;
@@ -152,11 +158,16 @@ pub fn reconcile(d: &Deployment, rss: &[RsView<'_>], now: SystemTime) -> Plan {
     match new {
         None => {
             let replicas = initial_replicas(d, &olds);
-            plan.create = Some(new_replica_set(d, &hash, max_revision + 1, replicas));
+            plan.create = Some(new_replica_set(
+                d,
+                &hash,
+                max_revision.saturating_add(1),
+                replicas,
+            ));
         }
         Some(new) => {
             let new_revision = if revision(new.rs) < max_revision {
-                max_revision + 1
+                max_revision.saturating_add(1)
             } else {
                 revision(new.rs)
             };
@@ -204,8 +215,8 @@ fn initial_replicas(d: &Deployment, olds: &[RsView<'_>]) -> u32 {
         StrategyType::Recreate => 0,
         StrategyType::RollingUpdate => {
             let (surge, _) = bounds(d);
-            let used: u32 = olds.iter().map(RsView::footprint).sum();
-            replicas.min((replicas + surge).saturating_sub(used))
+            let used = sum(olds.iter().map(RsView::footprint));
+            replicas.min(replicas.saturating_add(surge).saturating_sub(used))
         }
     }
 }
@@ -229,12 +240,14 @@ fn recreate(d: &Deployment, new: RsView<'_>, olds: &[RsView<'_>]) -> Option<Vec<
 fn rolling(d: &Deployment, new: RsView<'_>, olds: &[RsView<'_>]) -> Option<Vec<(String, u32)>> {
     let replicas = d.spec.replicas;
     let (surge, unavailable) = bounds(d);
-    let footprint: u32 = new.footprint() + olds.iter().map(RsView::footprint).sum::<u32>();
+    let footprint = sum(std::iter::once(new)
+        .chain(olds.iter().copied())
+        .map(|v| v.footprint()));
     // Move 1: the new ReplicaSet toward `replicas`.
     let target = if new.spec() > replicas {
         replicas
     } else {
-        let room = (replicas + surge).saturating_sub(footprint);
+        let room = replicas.saturating_add(surge).saturating_sub(footprint);
         new.spec() + room.min(replicas - new.spec())
     };
     if target != new.spec() {
@@ -248,7 +261,7 @@ fn rolling(d: &Deployment, new: RsView<'_>, olds: &[RsView<'_>]) -> Option<Vec<(
     let mut specs: Vec<u32> = olds.iter().map(RsView::spec).collect();
     // Unhealthy old replicas first: removing them costs no availability.
     let new_unavailable = new.spec() - new.available();
-    let total_spec = new.spec() + specs.iter().sum::<u32>();
+    let total_spec = new.spec().saturating_add(sum(specs.iter().copied()));
     let mut budget = i64::from(total_spec) - i64::from(min_available) - i64::from(new_unavailable);
     for (spec, v) in specs.iter_mut().zip(olds) {
         let unhealthy = (*spec - v.available()).min(budget.max(0) as u32);
@@ -256,12 +269,9 @@ fn rolling(d: &Deployment, new: RsView<'_>, olds: &[RsView<'_>]) -> Option<Vec<(
         budget -= i64::from(unhealthy);
     }
     // Then healthy ones, down to the availability floor.
-    let available: u32 = new.available()
-        + specs
-            .iter()
-            .zip(olds)
-            .map(|(s, v)| v.ready.min(*s))
-            .sum::<u32>();
+    let available = new
+        .available()
+        .saturating_add(sum(specs.iter().zip(olds).map(|(s, v)| v.ready.min(*s))));
     let mut spare = available.saturating_sub(min_available);
     for spec in specs.iter_mut() {
         let down = (*spec).min(spare);
@@ -303,10 +313,10 @@ fn status(
     let replicas = d.spec.replicas;
     let (_, unavailable) = bounds(d);
     let all = new.iter().chain(olds);
-    let pods: u32 = all.clone().map(|v| v.pods).sum();
-    let ready: u32 = all.map(|v| v.ready).sum();
+    let pods = sum(all.clone().map(|v| v.pods));
+    let ready = sum(all.map(|v| v.ready));
     let updated = new.map_or(0, |v| v.pods);
-    let old_pods: u32 = olds.iter().map(|v| v.pods).sum();
+    let old_pods = sum(olds.iter().map(|v| v.pods));
     let mut status = DeploymentStatus {
         observed_generation: d.metadata.generation,
         replicas: pods,

@@ -92,7 +92,7 @@ pub(super) async fn run(ctx: Context) {
 /// The cluster's Events, oldest first; none when the store does not answer.
 async fn events(ctx: &Context) -> Vec<EventRecord> {
     match ctx.store.list::<EventRecord>(Kind::Event, None).await {
-        Ok((list, _)) => list.into_iter().map(|s| s.object).collect(),
+        Ok((list, _)) => list.objects.into_iter().map(|s| s.object).collect(),
         Err(e) => {
             tracing::debug!(error = %e, "metrics: cannot list events");
             Vec::new()

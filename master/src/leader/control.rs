@@ -109,6 +109,7 @@ fn key_of<T>(kind: Kind, s: &Stored<T>, meta: &api::ObjectMeta) -> (String, i64)
 /// Runs passes until the leadership ends.
 pub(super) async fn run(ctx: Context) {
     let mut memory = SchedulerMemory::default();
+    let mut reported = HashSet::new();
     let mut trimmed = Instant::now();
     while ctx.still_leading() {
         let snap = match Snapshot::read(&ctx.store).await {
@@ -120,12 +121,20 @@ pub(super) async fn run(ctx: Context) {
                 continue;
             }
         };
-        let writes = plan(
+        let mut writes = plan(
             &snap,
             ctx.config.score_policy,
             &mut memory,
             SystemTime::now(),
         );
+        let reports = super::unreadable::report(&snap.unreadable, &mut reported, SOURCE);
+        if !reports.is_empty() {
+            writes.txns.push(Txn {
+                compares: Vec::new(),
+                success: reports,
+                failure: Vec::new(),
+            });
+        }
         if !ctx.still_leading() {
             return;
         }
@@ -237,6 +246,7 @@ fn endpoints(snap: &Snapshot, w: &mut Writes) {
         let subsets = endpoints_controller::subsets(&svc.object, candidates.iter().copied());
         let k = key(Kind::Endpoints, &m.namespace, &m.name);
         match existing.get(&(m.namespace.as_str(), m.name.as_str())) {
+            None if snap.is_unreadable(Kind::Endpoints, &m.namespace, &m.name) => {}
             Some(stored) if stored.object.subsets == subsets => {}
             Some(stored) => {
                 let mut e = stored.object.clone();
@@ -262,11 +272,21 @@ fn endpoints(snap: &Snapshot, w: &mut Writes) {
     }
     for e in &snap.endpoints {
         let m = &e.object.metadata;
-        if !services.contains(&(m.namespace.as_str(), m.name.as_str())) {
+        if !services.contains(&(m.namespace.as_str(), m.name.as_str()))
+            && !snap.is_unreadable(Kind::Service, &m.namespace, &m.name)
+        {
             let (k, rev) = key_of(Kind::Endpoints, e, m);
             w.delete_if(k, rev, Vec::new());
         }
     }
+}
+
+/// Whether `meta`'s controller is stored but unreadable: its children are
+/// kept, not collected as orphans.
+fn owner_unreadable(snap: &Snapshot, meta: &api::ObjectMeta) -> bool {
+    meta.controller().is_some_and(|o| {
+        Kind::parse(&o.kind).is_ok_and(|kind| snap.is_unreadable(kind, &meta.namespace, &o.name))
+    })
 }
 
 fn collect_garbage(snap: &Snapshot, w: &mut Writes) {
@@ -281,13 +301,16 @@ fn collect_garbage(snap: &Snapshot, w: &mut Writes) {
         )
         .collect();
     for rs in &snap.replica_sets {
-        if gc::is_orphan(&rs.object.metadata, &live) {
+        if gc::is_orphan(&rs.object.metadata, &live) && !owner_unreadable(snap, &rs.object.metadata)
+        {
             let (k, rev) = key_of(Kind::ReplicaSet, rs, &rs.object.metadata);
             w.delete_if(k, rev, Vec::new());
         }
     }
     for pod in &snap.pods {
-        if gc::is_orphan(&pod.object.metadata, &live) {
+        if gc::is_orphan(&pod.object.metadata, &live)
+            && !owner_unreadable(snap, &pod.object.metadata)
+        {
             let (k, rev) = key_of(Kind::Pod, pod, &pod.object.metadata);
             w.delete_if(k, rev, Vec::new());
         }
@@ -631,6 +654,7 @@ fn schedule_pending(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Unreadable;
     use api::service::{Endpoints, Service};
     use serde_json::json;
 
@@ -761,5 +785,52 @@ mod tests {
         assert_eq!(pods_of("/registry/endpoints/default/web"), ["a", "b"]);
         assert_eq!(pods_of("/registry/endpoints/default/narrow"), ["b"]);
         assert!(pods_of("/registry/endpoints/prod/web").is_empty());
+    }
+
+    /// An owner that is stored but unreadable is not a deleted one: its
+    /// pods are kept, and a Service's Endpoints likewise.
+    #[test]
+    fn what_an_unreadable_object_owns_is_not_collected() {
+        let mut pod = ready_pod();
+        pod.metadata.owner_references.push(api::OwnerReference {
+            kind: "ReplicaSet".into(),
+            name: "web-1".into(),
+            uid: "rs-uid".into(),
+            controller: true,
+        });
+        let endpoints: Endpoints = serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "default"}, "subsets": []
+        }))
+        .expect("endpoints");
+        let mut snap = Snapshot {
+            revision: 5,
+            pods: vec![stored(pod, 3)],
+            endpoints: vec![stored(endpoints, 4)],
+            ..Snapshot::default()
+        };
+        let (pod_key, ep_key) = (
+            "/registry/pods/default/a",
+            "/registry/endpoints/default/web",
+        );
+        let w = pass(&snap);
+        assert_eq!(ops_on(&w, pod_key).len(), 1, "an orphan is collected");
+        assert_eq!(
+            ops_on(&w, ep_key).len(),
+            1,
+            "Endpoints without a Service go"
+        );
+
+        snap.unreadable = [
+            "/registry/replicasets/default/web-1",
+            "/registry/services/default/web",
+        ]
+        .map(|key| Unreadable {
+            key: key.into(),
+            error: "bad".into(),
+        })
+        .into();
+        let w = pass(&snap);
+        assert!(ops_on(&w, pod_key).is_empty());
+        assert!(ops_on(&w, ep_key).is_empty());
     }
 }

@@ -25,6 +25,7 @@
 //! - `events`: writing Events.
 //! - `collector`: the metrics collector (see [`crate::metrics`]).
 //! - `revival`: starts the deallocated VMs of silent nodes (Azure).
+//! - [`unreadable`]: reporting stored values that do not parse, once per key.
 
 mod collector;
 pub mod control;
@@ -32,6 +33,7 @@ mod events;
 mod prober;
 mod revival;
 mod snapshot;
+pub mod unreadable;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,9 +1,16 @@
 //! One consistent, linearizable read of what the loops decide on.
+//!
+//! A value that does not parse as its kind is set aside in
+//! [`Snapshot::unreadable`] rather than failing the read: one bad value
+//! (a bug, or a raw `Kv` write) costs its own object, never the loops.
+//! Decisions that remove something because it is missing (garbage
+//! collection, Endpoints of a gone Service) ask [`Snapshot::is_unreadable`]
+//! first, so an unreadable owner is not taken for a deleted one.
 
 use api::service::{Endpoints, Service};
 use api::{Deployment, Kind, Node, Pod, ReplicaSet};
 
-use crate::store::{Store, StoreError, Stored, decode, prefix};
+use crate::store::{Listed, Store, StoreError, Stored, Unreadable, decode_all, key, prefix};
 
 /// Pods, ReplicaSets, Deployments, nodes, Services and Endpoints at one revision.
 #[derive(Debug, Clone, Default)]
@@ -22,6 +29,8 @@ pub struct Snapshot {
     pub services: Vec<Stored<Service>>,
     /// Every Endpoints.
     pub endpoints: Vec<Stored<Endpoints>>,
+    /// The values of those kinds that do not parse, sorted by key.
+    pub unreadable: Vec<Unreadable>,
 }
 
 impl Snapshot {
@@ -38,17 +47,36 @@ impl Snapshot {
         let prefixes: Vec<String> = kinds.iter().map(|k| prefix(*k, None)).collect();
         let (lists, revision) = store.range_many(&prefixes).await?;
         let mut lists = lists.into_iter();
-        let mut next = || lists.next().unwrap_or_default();
-        let (pods, rss, ds, nodes) = (next(), next(), next(), next());
-        let (services, endpoints) = (next(), next());
-        Ok(Snapshot {
+        let mut unreadable = Vec::new();
+        let take = |kvs: Option<Vec<kvs::kv::KeyValue>>| kvs.unwrap_or_default();
+        let (pods, rss, ds) = (take(lists.next()), take(lists.next()), take(lists.next()));
+        let (nodes, services, endpoints) =
+            (take(lists.next()), take(lists.next()), take(lists.next()));
+        let mut snap = Snapshot {
             revision,
-            pods: pods.iter().map(decode).collect::<Result<_, _>>()?,
-            replica_sets: rss.iter().map(decode).collect::<Result<_, _>>()?,
-            deployments: ds.iter().map(decode).collect::<Result<_, _>>()?,
-            nodes: nodes.iter().map(decode).collect::<Result<_, _>>()?,
-            services: services.iter().map(decode).collect::<Result<_, _>>()?,
-            endpoints: endpoints.iter().map(decode).collect::<Result<_, _>>()?,
-        })
+            pods: readable(decode_all(&pods), &mut unreadable),
+            replica_sets: readable(decode_all(&rss), &mut unreadable),
+            deployments: readable(decode_all(&ds), &mut unreadable),
+            nodes: readable(decode_all(&nodes), &mut unreadable),
+            services: readable(decode_all(&services), &mut unreadable),
+            endpoints: readable(decode_all(&endpoints), &mut unreadable),
+            unreadable,
+        };
+        snap.unreadable.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(snap)
     }
+
+    /// Whether `kind` `namespace/name` is stored but does not parse.
+    pub fn is_unreadable(&self, kind: Kind, namespace: &str, name: &str) -> bool {
+        !self.unreadable.is_empty()
+            && self
+                .unreadable
+                .binary_search_by(|u| u.key.as_str().cmp(&key(kind, namespace, name)))
+                .is_ok()
+    }
+}
+
+fn readable<T>(listed: Listed<T>, unreadable: &mut Vec<Unreadable>) -> Vec<Stored<T>> {
+    unreadable.extend(listed.unreadable);
+    listed.objects
 }

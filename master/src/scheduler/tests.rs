@@ -197,3 +197,25 @@ proptest! {
         prop_assert!(max - min <= 1, "{counts:?}");
     }
 }
+
+/// Quantities near `u64::MAX`, from a user or from a node's report, are
+/// sums that overflowed (a panic in debug builds, a wrap that let a pod
+/// "fit" in release): they saturate, and such a pod fits nowhere.
+#[test]
+fn huge_quantities_saturate_and_fit_nowhere() {
+    let huge = u64::MAX / 2 + 1;
+    let mut big = pod("big", huge, 1, None);
+    big.spec.containers.push(big.spec.containers[0].clone());
+    assert_eq!(requests(&big).cpu_millis, u64::MAX);
+    for policy in [ScorePolicy::Spread, ScorePolicy::LeastAllocated] {
+        let mut views = vec![NodeView::of(&node("n1", u64::MAX, u64::MAX))];
+        views[0].assume(&pod("small", 1, 1, None));
+        let err = schedule(&big, &views, policy).expect_err("fits nowhere");
+        assert!(err.to_string().contains("Insufficient cpu"), "{err}");
+        let fits = pod("fits", 1, 1, None);
+        assert!(schedule(&fits, &views, policy).is_ok());
+        views[0].assume(&big);
+        views[0].assume(&big);
+        assert_eq!(views[0].requested.cpu_millis, u64::MAX);
+    }
+}

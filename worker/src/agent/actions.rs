@@ -173,7 +173,8 @@ impl Agent {
                 .cpu
                 .as_deref()
                 .and_then(|q| parse_cpu_millis(q).ok())
-                .and_then(|m| i64::try_from(m * 1_000_000).ok()),
+                .and_then(|m| m.checked_mul(1_000_000))
+                .and_then(|n| i64::try_from(n).ok()),
             memory_bytes: limits
                 .memory
                 .as_deref()

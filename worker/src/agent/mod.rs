@@ -380,12 +380,14 @@ impl Agent {
         let mut state = self.state();
         let mut usage = Resources::default();
         for (id, (at, s)) in &samples {
-            usage.memory_bytes += s.memory_bytes;
+            usage.memory_bytes = usage.memory_bytes.saturating_add(s.memory_bytes);
             if let Some((prev_at, prev)) = state.samples.get(id)
                 && *at > *prev_at
             {
                 let cpu_ns = s.cpu_total_ns.saturating_sub(prev.cpu_total_ns);
-                usage.cpu_millis += cpu_ns / 1_000 / (at - prev_at).max(1);
+                usage.cpu_millis = usage
+                    .cpu_millis
+                    .saturating_add(cpu_ns / 1_000 / (at - prev_at).max(1));
             }
         }
         state.samples = samples;

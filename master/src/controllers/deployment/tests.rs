@@ -323,3 +323,37 @@ fn a_stalled_rollout_reports_the_deadline() {
         ("False", "ProgressDeadlineExceeded")
     );
 }
+
+/// `replicas` and `maxSurge` as large as the types hold (a raw write
+/// skips validation): the controllers' sums saturate instead of
+/// overflowing, and the plan stays within `replicas`.
+#[test]
+fn huge_replicas_and_surge_do_not_overflow() {
+    let d = deployment(u32::MAX, u32::MAX, 0, "img:1");
+    let plan = reconcile(&d, &[], SystemTime::UNIX_EPOCH);
+    let rs = plan.create.expect("a new ReplicaSet");
+    assert_eq!(rs.spec.replicas, u32::MAX);
+    let views = [RsView {
+        rs: &rs,
+        pods: u32::MAX,
+        ready: u32::MAX,
+    }];
+    let d2 = deployment(u32::MAX, u32::MAX, 0, "img:2");
+    let plan = reconcile(&d2, &views, SystemTime::UNIX_EPOCH);
+    assert!(plan.create.is_some());
+    let mut old = rs.clone();
+    old.metadata.name = "old".into();
+    let views = [
+        RsView {
+            rs: &rs,
+            pods: u32::MAX,
+            ready: u32::MAX,
+        },
+        RsView {
+            rs: &old,
+            pods: u32::MAX,
+            ready: u32::MAX,
+        },
+    ];
+    let _ = reconcile(&d, &views, SystemTime::UNIX_EPOCH);
+}

@@ -1,0 +1,334 @@
+//! No request can stop the cluster: a real process cluster (three masters,
+//! one worker) takes abusive requests one after another while a canary
+//! keeps scaling a Deployment and writing keys. Every canary operation must
+//! succeed, no master may exit, panic or grow past [`RSS_BOUND`], and each
+//! abusive request must get an error that names the problem.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use api::master::{ListRequest, MasterClient, MasterError, ObjectRequest, WriteRequest};
+use api::{Pod, PodPhase};
+use kvs::api::{GetRequest, KvClient, PutRequest};
+use serde_json::{Value, json};
+use tests::cluster::{Cluster, Timing, master_error};
+use tests::images::BUSYBOX;
+use tests::masters::Masters;
+
+/// The most resident memory a master may hold at any point of the test.
+const RSS_BOUND: u64 = 512 << 20;
+/// Longest a canary operation may take before it counts as failed.
+const CANARY_DEADLINE: Duration = Duration::from_secs(60);
+
+fn kv_client(c: &Cluster, i: usize) -> Result<KvClient> {
+    let creds = c.credentials();
+    let config = rpc::ClientConfig {
+        token: Some(creds.token.clone()),
+        tls: creds.tls.clone(),
+        default_timeout: Duration::from_secs(10),
+        connect_timeout: Duration::from_secs(2),
+        ..Default::default()
+    };
+    Ok(KvClient::new(rpc::Client::new(&c.master_addr(i), config)?))
+}
+
+fn canary_deployment(replicas: u32) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "canary"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "canary"}},
+            "template": {
+                "metadata": {"labels": {"app": "canary"}},
+                "spec": {
+                    "terminationGracePeriodSeconds": 0,
+                    "containers": [{"name": "main", "image": BUSYBOX, "command": ["sleep", "3600"]}]
+                }
+            }
+        }
+    })
+}
+
+/// What the canary did: every operation's outcome, in order.
+#[derive(Default)]
+struct CanaryLog {
+    failures: Mutex<Vec<String>>,
+    /// Completed scale cycles (scaled and seen converge).
+    scales: AtomicU64,
+    /// Completed key writes (written and read back).
+    writes: AtomicU64,
+}
+
+/// A background client that keeps using the cluster as a well-behaved
+/// user would.
+struct Canary {
+    log: Arc<CanaryLog>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Canary {
+    fn start(master: MasterClient, kv: KvClient) -> Canary {
+        let log = Arc::new(CanaryLog::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (l, s) = (log.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            let mut replicas = 1;
+            let mut seq = 0u64;
+            while !s.load(Ordering::Relaxed) {
+                replicas = 3 - replicas;
+                match tokio::time::timeout(CANARY_DEADLINE, scale(&master, replicas)).await {
+                    Ok(Ok(())) => {
+                        l.scales.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(Err(e)) => fail(&l, format!("scale to {replicas}: {e:#}")),
+                    Err(_) => fail(&l, format!("scale to {replicas}: not done in 60 s")),
+                }
+                for _ in 0..5 {
+                    seq += 1;
+                    match tokio::time::timeout(CANARY_DEADLINE, write(&kv, seq)).await {
+                        Ok(Ok(())) => {
+                            l.writes.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(Err(e)) => fail(&l, format!("write {seq}: {e:#}")),
+                        Err(_) => fail(&l, format!("write {seq}: not done in 60 s")),
+                    }
+                }
+            }
+        });
+        Canary { log, stop, task }
+    }
+
+    /// Waits until the canary completes a scale cycle and a write that
+    /// started after this call: the cluster still serves after `case`.
+    async fn still_served(&self, case: &str) -> Result<()> {
+        let (scales, writes) = (
+            self.log.scales.load(Ordering::Relaxed),
+            self.log.writes.load(Ordering::Relaxed),
+        );
+        let deadline = Instant::now() + 3 * CANARY_DEADLINE;
+        while self.log.scales.load(Ordering::Relaxed) < scales + 2
+            || self.log.writes.load(Ordering::Relaxed) < writes + 2
+        {
+            self.failed(case)?;
+            if Instant::now() > deadline {
+                bail!("after {case}: the canary made no progress in 180 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.failed(case)
+    }
+
+    fn failed(&self, case: &str) -> Result<()> {
+        let failures = self
+            .log
+            .failures
+            .lock()
+            .map(|f| f.clone())
+            .unwrap_or_default();
+        ensure!(
+            failures.is_empty(),
+            "during {case}, canary operations failed: {failures:#?}"
+        );
+        Ok(())
+    }
+
+    async fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for Canary {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn fail(log: &CanaryLog, what: String) {
+    eprintln!("canary: {what}");
+    if let Ok(mut f) = log.failures.lock() {
+        f.push(what);
+    }
+}
+
+async fn scale(master: &MasterClient, replicas: u32) -> Result<()> {
+    master
+        .apply(&WriteRequest {
+            object: canary_deployment(replicas),
+        })
+        .await
+        .context("apply")?;
+    loop {
+        let list = master
+            .list(&ListRequest {
+                kind: "pods".into(),
+                namespace: Some("default".into()),
+                label_selector: Some("app=canary".into()),
+                node_name: None,
+            })
+            .await
+            .context("list")?;
+        let pods: Vec<Pod> = list
+            .items
+            .into_iter()
+            .map(serde_json::from_value)
+            .collect::<Result<_, _>>()?;
+        let running = pods
+            .iter()
+            .filter(|p| {
+                p.status
+                    .as_ref()
+                    .is_some_and(|s| s.phase == PodPhase::Running)
+            })
+            .count();
+        if pods.len() == replicas as usize && running == replicas as usize {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn write(kv: &KvClient, seq: u64) -> Result<()> {
+    let key = format!("/canary/{seq}");
+    let value = format!("value {seq}");
+    kv.put(&PutRequest {
+        key: key.clone(),
+        value: value.clone(),
+        request_id: None,
+    })
+    .await
+    .context("put")?;
+    let got = kv.get(&GetRequest { key }).await.context("get")?;
+    ensure!(
+        got.kv.map(|kv| kv.value) == Some(value),
+        "read back another value"
+    );
+    Ok(())
+}
+
+/// Fails if a master exited, panicked or holds more than [`RSS_BOUND`].
+fn healthy(c: &mut Cluster, case: &str) -> Result<()> {
+    for h in c.master_health() {
+        ensure!(h.alive, "after {case}: master {} is not running", h.name);
+        ensure!(!h.panicked, "after {case}: master {} panicked", h.name);
+        ensure!(
+            h.rss_bytes < RSS_BOUND,
+            "after {case}: master {} holds {} MiB (bound {} MiB)",
+            h.name,
+            h.rss_bytes >> 20,
+            RSS_BOUND >> 20
+        );
+    }
+    Ok(())
+}
+
+/// One value that is not an object, written through the raw `Kv` API at a
+/// pod's key, stopped the control loop and the prober (every snapshot read
+/// failed). It must cost only itself: skipped, named, reported, deletable.
+async fn poison_value(c: &Cluster) -> Result<()> {
+    let key = "/registry/pods/default/poison";
+    kv_client(c, 0)?
+        .put(&PutRequest {
+            key: key.into(),
+            value: "\"not an object\"".into(),
+            request_id: None,
+        })
+        .await?;
+    let client = c.any_client().await?;
+    let list = client
+        .list(&ListRequest {
+            kind: "pods".into(),
+            ..Default::default()
+        })
+        .await?;
+    ensure!(
+        list.unreadable.iter().any(|u| u.key == key),
+        "list names the unreadable key: {:?}",
+        list.unreadable
+    );
+    let get = ObjectRequest {
+        kind: "pods".into(),
+        namespace: Some("default".into()),
+        name: "poison".into(),
+        resource_version: None,
+    };
+    match client.get(&get).await {
+        Err(e) => match master_error(&e) {
+            Some(MasterError::Unreadable { key: k, .. }) if k == key => {}
+            _ => bail!("get of the poison: {e}"),
+        },
+        Ok(o) => bail!("get of the poison answered {}", o.object),
+    }
+    c.wait_for(
+        Duration::from_secs(30),
+        "a Warning event naming the unreadable key",
+        |c| async move {
+            let events = c
+                .any_client()
+                .await?
+                .list(&ListRequest {
+                    kind: "events".into(),
+                    ..Default::default()
+                })
+                .await?;
+            Ok(events
+                .items
+                .iter()
+                .any(|e| {
+                    e["reason"] == "UnreadableObject"
+                        && e["message"].as_str().is_some_and(|m| m.contains(key))
+                })
+                .then_some(()))
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// The poison is deleted by name, and no longer listed.
+async fn poison_deleted(c: &Cluster) -> Result<()> {
+    let client = c.any_client().await?;
+    client
+        .delete(&ObjectRequest {
+            kind: "pods".into(),
+            namespace: Some("default".into()),
+            name: "poison".into(),
+            resource_version: None,
+        })
+        .await
+        .context("deleting the poison by name")?;
+    let list = client
+        .list(&ListRequest {
+            kind: "pods".into(),
+            ..Default::default()
+        })
+        .await?;
+    ensure!(list.unreadable.is_empty(), "{:?}", list.unreadable);
+    Ok(())
+}
+
+/// After a case: it succeeded, the canary is still served, the masters are healthy.
+async fn after(c: &mut Cluster, canary: &Canary, case: &str, outcome: Result<()>) -> Result<()> {
+    outcome.with_context(|| format!("{case}\n{}", c.logs()))?;
+    canary.still_served(case).await.with_context(|| c.logs())?;
+    healthy(c, case)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abusive_requests_do_not_stop_the_cluster() -> Result<()> {
+    let mut c = Cluster::start(3, 1, Timing::default()).await?;
+    let canary = Canary::start(c.any_client().await?, kv_client(&c, 1)?);
+    canary.still_served("start-up").await?;
+
+    let r = poison_value(&c).await;
+    after(&mut c, &canary, "a poison value", r).await?;
+    let r = poison_deleted(&c).await;
+    after(&mut c, &canary, "deleting the poison", r).await?;
+
+    canary.stop().await;
+    Ok(())
+}
