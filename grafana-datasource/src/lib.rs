@@ -46,7 +46,10 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "grafana datasource listening");
     }
-    axum::serve(listener, http::router(store))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let app = http::router(store);
+    let config = rpc::server::ListenerConfig::new(None);
+    rpc::server::serve_http(listener, config, shutdown, move |_| {
+        hyper_util::service::TowerToHyperService::new(app.clone())
+    })
+    .await
 }

@@ -5,31 +5,27 @@
 //! `Authorization` header (`deploy/grafana/`).
 //!
 //! ```text
-//! TcpListener ──accept──▶ handshake task (≤ 10 s, never blocks accepting) ──▶ queue ──▶ axum::serve
-//!                                                                  request ──▶ token check ──▶ routes
+//! TcpListener ──▶ rpc::server::serve_http (address shares, pools, TLS ≤ 10 s,
+//!                 header-read and idle timeouts) ──▶ token check ──▶ routes
 //! ```
 //!
 //! Invariants: a connection reaches the routes only after its TLS handshake
-//! completed; a request reaches them only with a token whose role is allowed.
+//! completed, within the same connection limits as every mkube listener; a
+//! request reaches them only with a token whose role is allowed.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header::AUTHORIZATION};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio_rustls::server::TlsStream;
+use tokio::net::TcpListener;
 
 use crate::store::MetricsStore;
 
 /// Roles whose tokens may read metrics.
 const ROLES: [&str; 2] = ["user", "member"];
-/// Time a client has to complete its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the listener enforces.
 #[derive(Clone, Debug)]
@@ -53,8 +49,11 @@ pub async fn serve_secure(
         security.tokens.clone(),
         require_token,
     ));
-    let tls = TlsListener::start(listener, security.tls);
-    axum::serve(tls, app).with_graceful_shutdown(shutdown).await
+    let config = rpc::server::ListenerConfig::new(Some(&security.tls));
+    rpc::server::serve_http(listener, config, shutdown, move |_| {
+        hyper_util::service::TowerToHyperService::new(app.clone())
+    })
+    .await
 }
 
 async fn require_token(
@@ -80,65 +79,5 @@ async fn require_token(
             "this token's role may not read metrics; use a user or member token",
         ),
         Some(Some(_)) => next.run(request).await,
-    }
-}
-
-/// Connections whose TLS handshake completed, for `axum::serve`.
-struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, std::net::SocketAddr)>,
-    local: std::net::SocketAddr,
-}
-
-impl TlsListener {
-    fn start(listener: TcpListener, tls: rpc::ServerTls) -> TlsListener {
-        let local = listener
-            .local_addr()
-            .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
-        let (tx, ready) = mpsc::channel(64);
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls.rustls_config());
-        tokio::spawn(async move {
-            loop {
-                let (tcp, peer) = match listener.accept().await {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let (acceptor, ready) = (acceptor.clone(), tx.clone());
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => {
-                            let _ = ready.send((stream, peer)).await;
-                        }
-                        Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake refused"),
-                        Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
-                    }
-                });
-                if tx.is_closed() {
-                    return;
-                }
-            }
-        });
-        TlsListener { ready, local }
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = std::net::SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(connection) => connection,
-            // The accepting task ended (it never does while the listener
-            // lives): wait for shutdown.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
     }
 }

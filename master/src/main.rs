@@ -44,6 +44,9 @@ use pki::member::{Kind, Security};
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
+    /// Connection limits of the listener.
+    #[command(flatten)]
+    listener: pki::member::ListenerFlags,
     /// This master's name; one of --peers.
     #[arg(long)]
     name: String,
@@ -337,7 +340,7 @@ async fn main() -> Result<()> {
         Arc::clone(&metrics_store),
         fleet.clone(),
     );
-    let server = pki::member::server_builder(security.as_ref(), token.as_deref())
+    let server = pki::member::server_builder(security.as_ref(), token.as_deref(), &args.listener)
         .service(KvServer::new(KvService::new(node.clone())))
         .service(RaftPeerServer::new(PeerService::new(node.clone())))
         .service(MasterServer::new(

@@ -229,18 +229,71 @@ impl Security {
     }
 }
 
+/// The connection limits of a member's listener, as command-line flags
+/// (the same on masters, workers and `kvs-node`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ListenerFlags {
+    /// Most client connections (without a certificate of the cluster CA)
+    /// open at once; more are closed as they arrive.
+    #[arg(long, default_value_t = rpc::server::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Most client connections from one address open at once.
+    #[arg(long, default_value_t = rpc::server::DEFAULT_MAX_CONNECTIONS_PER_IP)]
+    pub max_connections_per_ip: usize,
+    /// Connections reserved for members (masters and workers, which show a
+    /// certificate of the cluster CA): clients cannot take them.
+    #[arg(long, default_value_t = rpc::server::DEFAULT_MAX_MEMBER_CONNECTIONS)]
+    pub max_member_connections: usize,
+    /// Time a client has to send a request's header, counted from the
+    /// connection's start or its previous answer (also the idle timeout).
+    #[arg(long, default_value_t = rpc::server::DEFAULT_HEADER_READ_TIMEOUT.as_millis() as u64)]
+    pub header_read_timeout_ms: u64,
+    /// Time a client has to send a request's body after its header.
+    #[arg(long, default_value_t = rpc::server::DEFAULT_BODY_READ_TIMEOUT.as_millis() as u64)]
+    pub body_read_timeout_ms: u64,
+}
+
+impl Default for ListenerFlags {
+    fn default() -> Self {
+        ListenerFlags {
+            max_connections: rpc::server::DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: rpc::server::DEFAULT_MAX_CONNECTIONS_PER_IP,
+            max_member_connections: rpc::server::DEFAULT_MAX_MEMBER_CONNECTIONS,
+            header_read_timeout_ms: rpc::server::DEFAULT_HEADER_READ_TIMEOUT.as_millis() as u64,
+            body_read_timeout_ms: rpc::server::DEFAULT_BODY_READ_TIMEOUT.as_millis() as u64,
+        }
+    }
+}
+
+impl ListenerFlags {
+    fn apply(&self, builder: rpc::ServerBuilder) -> rpc::ServerBuilder {
+        builder
+            .max_connections(self.max_connections)
+            .max_connections_per_ip(self.max_connections_per_ip)
+            .max_member_connections(self.max_member_connections)
+            .header_read_timeout(Duration::from_millis(self.header_read_timeout_ms.max(1)))
+            .body_read_timeout(Duration::from_millis(self.body_read_timeout_ms.max(1)))
+    }
+}
+
 /// A server builder for a member's listener: with `security`, TLS, its
 /// live tokens, the access rules of its kind and token reloading; without
 /// (`--insecure`), plain HTTP taking `token` (or anyone, with none).
-pub fn server_builder(security: Option<&Security>, token: Option<&str>) -> rpc::ServerBuilder {
+pub fn server_builder(
+    security: Option<&Security>,
+    token: Option<&str>,
+    limits: &ListenerFlags,
+) -> rpc::ServerBuilder {
     let Some(security) = security else {
-        return rpc::Server::builder(match token {
+        return limits.apply(rpc::Server::builder(match token {
             Some(t) => rpc::Auth::Bearer(vec![t.to_owned()]),
             None => rpc::Auth::None,
-        });
+        }));
     };
-    let mut server = rpc::Server::builder(rpc::Auth::Tokens(security.accepted.clone()))
-        .tls(security.server.clone());
+    let mut server = limits.apply(
+        rpc::Server::builder(rpc::Auth::Tokens(security.accepted.clone()))
+            .tls(security.server.clone()),
+    );
     let rules = match security.kind {
         Kind::Master => master_rules(),
         Kind::Worker => worker_rules(),

@@ -15,7 +15,10 @@ use kvs::api::{GetRequest, KvClient, PutRequest};
 use serde_json::{Value, json};
 use tests::cluster::{Cluster, Timing, master_error};
 use tests::images::BUSYBOX;
-use tests::masters::Masters;
+use tests::masters::{Masters, client_at};
+use tests::testpki::Credentials;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 
 /// The most resident memory a master may hold at any point of the test.
 const RSS_BOUND: u64 = 512 << 20;
@@ -23,7 +26,10 @@ const RSS_BOUND: u64 = 512 << 20;
 const CANARY_DEADLINE: Duration = Duration::from_secs(60);
 
 fn kv_client(c: &Cluster, i: usize) -> Result<KvClient> {
-    let creds = c.credentials();
+    kv_client_at(&c.master_addr(i), c.credentials())
+}
+
+fn kv_client_at(addr: &str, creds: &Credentials) -> Result<KvClient> {
     let config = rpc::ClientConfig {
         token: Some(creds.token.clone()),
         tls: creds.tls.clone(),
@@ -31,7 +37,7 @@ fn kv_client(c: &Cluster, i: usize) -> Result<KvClient> {
         connect_timeout: Duration::from_secs(2),
         ..Default::default()
     };
-    Ok(KvClient::new(rpc::Client::new(&c.master_addr(i), config)?))
+    Ok(KvClient::new(rpc::Client::new(addr, config)?))
 }
 
 fn canary_deployment(replicas: u32) -> Value {
@@ -63,7 +69,8 @@ struct CanaryLog {
 }
 
 /// A background client that keeps using the cluster as a well-behaved
-/// user would.
+/// user would: each round is a new client (new connections, as a new
+/// `mkctl` would be) of master 0 for the API and master 1 for keys.
 struct Canary {
     log: Arc<CanaryLog>,
     stop: Arc<AtomicBool>,
@@ -71,15 +78,26 @@ struct Canary {
 }
 
 impl Canary {
-    fn start(master: MasterClient, kv: KvClient) -> Canary {
+    fn start(c: &Cluster) -> Canary {
         let log = Arc::new(CanaryLog::default());
         let stop = Arc::new(AtomicBool::new(false));
         let (l, s) = (log.clone(), stop.clone());
+        let (api, keys) = (c.master_addr(0), c.master_addr(1));
+        let creds = c.credentials().clone();
         let task = tokio::spawn(async move {
             let mut replicas = 1;
             let mut seq = 0u64;
             while !s.load(Ordering::Relaxed) {
                 replicas = 3 - replicas;
+                let clients =
+                    client_at(&api, &creds).and_then(|m| Ok((m, kv_client_at(&keys, &creds)?)));
+                let (master, kv) = match clients {
+                    Ok(c) => c,
+                    Err(e) => {
+                        fail(&l, format!("clients: {e:#}"));
+                        continue;
+                    }
+                };
                 match tokio::time::timeout(CANARY_DEADLINE, scale(&master, replicas)).await {
                     Ok(Ok(())) => {
                         l.scales.fetch_add(1, Ordering::Relaxed);
@@ -311,6 +329,72 @@ async fn poison_deleted(c: &Cluster) -> Result<()> {
     Ok(())
 }
 
+/// 5,000 connections from one address (127.0.0.2: another machine as far
+/// as the masters can tell) that never send a request: half silent, half
+/// trickling a byte now and then. Before, each held one of the 4,096 slots
+/// for ever and Raft, probes and users waited behind them. Now the address
+/// gets its share, the rest are closed at once and logged, and the share
+/// is closed by the handshake and header timeouts.
+async fn connection_flood(c: &Cluster) -> Result<Flood> {
+    let to: std::net::SocketAddr = c.master_addr(0).parse()?;
+    let mut streams = Vec::new();
+    for _ in 0..5_000 {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind("127.0.0.2:0".parse()?)?;
+        streams.push(
+            socket
+                .connect(to)
+                .await
+                .context("connecting from 127.0.0.2")?,
+        );
+    }
+    let trickling: Vec<TcpStream> = streams.split_off(2_500);
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let trickler = tokio::spawn(async move {
+        let mut open = trickling;
+        while !s.load(Ordering::Relaxed) && !open.is_empty() {
+            let mut still = Vec::with_capacity(open.len());
+            for mut t in open {
+                if t.write_all(&[0x16]).await.is_ok() {
+                    still.push(t);
+                }
+            }
+            open = still;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    Ok(Flood {
+        _idle: streams,
+        stop,
+        trickler,
+    })
+}
+
+/// The flood's connections, held until dropped.
+struct Flood {
+    _idle: Vec<TcpStream>,
+    stop: Arc<AtomicBool>,
+    trickler: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Flood {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.trickler.abort();
+    }
+}
+
+/// The flood was turned away with a reason in the master's log.
+fn flood_refused(c: &Cluster) -> Result<()> {
+    let log = std::fs::read_to_string(c.dir().join("master-0.log"))?;
+    ensure!(
+        log.contains("refusing connections") && log.contains("its address holds its share"),
+        "master 0 logs no refusal naming the address share"
+    );
+    Ok(())
+}
+
 /// After a case: it succeeded, the canary is still served, the masters are healthy.
 async fn after(c: &mut Cluster, canary: &Canary, case: &str, outcome: Result<()>) -> Result<()> {
     outcome.with_context(|| format!("{case}\n{}", c.logs()))?;
@@ -321,13 +405,18 @@ async fn after(c: &mut Cluster, canary: &Canary, case: &str, outcome: Result<()>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abusive_requests_do_not_stop_the_cluster() -> Result<()> {
     let mut c = Cluster::start(3, 1, Timing::default()).await?;
-    let canary = Canary::start(c.any_client().await?, kv_client(&c, 1)?);
+    let canary = Canary::start(&c);
     canary.still_served("start-up").await?;
 
     let r = poison_value(&c).await;
     after(&mut c, &canary, "a poison value", r).await?;
     let r = poison_deleted(&c).await;
     after(&mut c, &canary, "deleting the poison", r).await?;
+
+    let flood = connection_flood(&c).await?;
+    let r = flood_refused(&c);
+    after(&mut c, &canary, "5,000 idle and trickling connections", r).await?;
+    drop(flood);
 
     canary.stop().await;
     Ok(())

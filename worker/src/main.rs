@@ -22,6 +22,9 @@ use worker::service::WorkerService;
 #[derive(Debug, Parser)]
 #[command(name = "mkube-worker", version)]
 struct Args {
+    /// Connection limits of the listener.
+    #[command(flatten)]
+    listener: pki::member::ListenerFlags,
     /// This node's name (a DNS-1123 name, unique in the cluster).
     #[arg(long, env = "MKUBE_NODE_NAME")]
     name: String,
@@ -246,7 +249,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         cluster_domain: args.cluster_domain.clone(),
     };
     let agent = Agent::new(config, runtime).await?;
-    let server = pki::member::server_builder(security.as_ref(), token.as_deref())
+    let server = pki::member::server_builder(security.as_ref(), token.as_deref(), &args.listener)
         .service(WorkerServer::new(WorkerService::new(agent.clone())))
         .page("/metrics", {
             let agent = agent.clone();

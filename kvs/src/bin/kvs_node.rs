@@ -34,6 +34,9 @@ use pki::member::{Kind, Security};
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
+    /// Connection limits of the listener.
+    #[command(flatten)]
+    listener: pki::member::ListenerFlags,
     /// This member's name; must appear in --peers.
     #[arg(long)]
     name: String,
@@ -169,7 +172,7 @@ async fn main() -> Result<()> {
         export_interval: Duration::from_secs(args.export_interval_s.max(1)),
     };
     let node = Node::start(config).context("starting the member")?;
-    let server = pki::member::server_builder(security.as_ref(), token.as_deref())
+    let server = pki::member::server_builder(security.as_ref(), token.as_deref(), &args.listener)
         .service(KvServer::new(KvService::new(node.clone())))
         .service(RaftPeerServer::new(PeerService::new(node.clone())))
         .build()

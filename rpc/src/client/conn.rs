@@ -59,6 +59,8 @@ pub(crate) struct Conn {
     in_flight: AtomicUsize,
     reserved: AtomicBool,
     closed: Arc<AtomicBool>,
+    /// When the last call on it ended (or it opened).
+    idle_since: std::sync::Mutex<std::time::Instant>,
 }
 
 /// Settings a connection needs.
@@ -83,6 +85,7 @@ impl Conn {
             in_flight: AtomicUsize::new(0),
             reserved: AtomicBool::new(false),
             closed,
+            idle_since: std::sync::Mutex::new(std::time::Instant::now()),
         })
     }
 
@@ -111,8 +114,23 @@ impl Conn {
         }
     }
 
+    /// Whether no call has used it for longer than `idle`: servers close
+    /// such connections (their idle timeout), and a call sent just as one
+    /// closes would be lost, so the pool drops them first.
+    pub(crate) fn idle_longer_than(&self, idle: Duration) -> bool {
+        self.in_flight() == 0
+            && self
+                .idle_since
+                .lock()
+                .map(|t| t.elapsed() > idle)
+                .unwrap_or(false)
+    }
+
     /// Undoes [`Conn::acquire`].
     pub(crate) fn release(&self, reserved: bool) {
+        if let Ok(mut t) = self.idle_since.lock() {
+            *t = std::time::Instant::now();
+        }
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         if reserved {
             self.reserved.store(false, Ordering::Relaxed);

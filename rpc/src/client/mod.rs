@@ -36,6 +36,12 @@ use crate::service::{BoxFuture, CallOptions, Method, Transport};
 use crate::wire::{self, RequestHead};
 use conn::{Conn, ConnParams, Failure, Queued};
 
+/// A pooled connection unused for this long is closed rather than reused:
+/// half the server's default idle timeout
+/// ([`crate::server::DEFAULT_HEADER_READ_TIMEOUT`]), so a call never races
+/// the server closing it.
+pub const IDLE_CONNECTION: Duration = Duration::from_secs(15);
+
 /// Settings of a [`Client`].
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -150,7 +156,7 @@ impl Client {
     fn pick(&self, long_poll: bool) -> Lease {
         let config = &self.inner.config;
         let mut conns = self.lock_conns();
-        conns.retain(|c| !c.is_closed());
+        conns.retain(|c| !c.is_closed() && !c.idle_longer_than(IDLE_CONNECTION));
         let open = |conns: &mut Vec<Arc<Conn>>| {
             let c = Conn::open(self.inner.params.clone());
             conns.push(Arc::clone(&c));

@@ -1,18 +1,27 @@
 //! The RPC server: accepts connections and hands each request to the [`Router`].
 //!
 //! ```text
-//! listener ──accept (≤ max_connections)──▶ hyper HTTP/1.1 connection ──▶ Router::handle
-//!    ▲                                         (pipelined requests answered in order,
-//! shutdown: stop accepting, let connections     responses written in batches: batched_io)
-//! finish their in-flight call, abort after drain_timeout
+//! listener ──accept──▶ admission (address share, TLS handshake ≤ 10 s,
+//!    ▲                 member or client pool; see admission.rs)
+//!    │                    ──▶ hyper HTTP/1.1 connection ──▶ Router::handle
+//!    │                         (pipelined requests answered in order,
+//!    │                          responses written in batches: batched_io)
+//! shutdown: stop accepting, let connections finish their in-flight call,
+//! abort after drain_timeout
 //! ```
 //!
-//! Invariants: the number of open connections never exceeds
-//! `max_connections` (accept waits for a free slot); after `shutdown`
-//! resolves no new connection is accepted, every call already running either
+//! Invariants: connections are admitted as `admission` says (clients per
+//! address and in all, members in their own pool; over a limit, closed at
+//! once), so accepting never stops and no client can starve a member; a
+//! connection that does not send a request's header within
+//! `header_read_timeout` (counted from its start or from its previous
+//! answer: it is also the idle timeout) is closed, and a body that does not
+//! arrive within `body_read_timeout` is refused; after `shutdown` resolves
+//! no new connection is accepted, every call already running either
 //! completes and is answered or is failed by the connection closing, and
 //! `serve` returns within `drain_timeout`.
 
+mod admission;
 mod batched_io;
 mod router;
 
@@ -25,11 +34,17 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use hyper_util::rt::TokioTimer;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
+use admission::{Admission, HANDSHAKE_TIMEOUT, Ticket};
 use batched_io::BatchedIo;
+
+pub use admission::{
+    ConnectionLimits, DEFAULT_BODY_READ_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_MEMBER_CONNECTIONS,
+};
 
 pub use router::{Access, Auth, InProcess, Page, Router, Tokens};
 
@@ -39,12 +54,8 @@ use crate::tls::{Peer, ServerTls};
 
 /// Default limit on a request body.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
-/// Default limit on open connections.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// Default time given to in-flight calls at shutdown.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time a client has to complete the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Configures a [`Server`].
 pub struct ServerBuilder {
@@ -54,7 +65,9 @@ pub struct ServerBuilder {
     rules: Vec<(&'static str, Access)>,
     tls: Option<ServerTls>,
     max_body_bytes: usize,
-    max_connections: usize,
+    limits: ConnectionLimits,
+    header_read_timeout: Duration,
+    body_read_timeout: Duration,
     drain_timeout: Duration,
 }
 
@@ -93,9 +106,37 @@ impl ServerBuilder {
         self
     }
 
-    /// Most connections open at once; further clients wait in the accept queue.
+    /// Most client connections (without a cluster certificate) open at
+    /// once; further ones are closed as they arrive.
     pub fn max_connections(mut self, connections: usize) -> Self {
-        self.max_connections = connections.max(1);
+        self.limits.clients = connections.max(1);
+        self
+    }
+
+    /// Most client connections from one address open at once.
+    pub fn max_connections_per_ip(mut self, connections: usize) -> Self {
+        self.limits.per_ip = connections.max(1);
+        self
+    }
+
+    /// Most member connections (with a certificate of the cluster CA) open
+    /// at once: a pool of their own, which clients cannot take.
+    pub fn max_member_connections(mut self, connections: usize) -> Self {
+        self.limits.members = connections.max(1);
+        self
+    }
+
+    /// Time a client has to send a request's header, from the connection's
+    /// start or from the previous answer (so also the keep-alive idle timeout).
+    pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.header_read_timeout = timeout;
+        self
+    }
+
+    /// Time a client has to send a request's body once its header arrived;
+    /// later, the call fails with `DeadlineExceeded`.
+    pub fn body_read_timeout(mut self, timeout: Duration) -> Self {
+        self.body_read_timeout = timeout;
         self
     }
 
@@ -132,9 +173,11 @@ impl ServerBuilder {
                 self.auth,
                 self.rules,
                 self.max_body_bytes,
+                self.body_read_timeout,
             )),
             tls: self.tls.map(|t| tokio_rustls::TlsAcceptor::from(t.config)),
-            max_connections: self.max_connections,
+            limits: self.limits,
+            header_read_timeout: self.header_read_timeout,
             drain_timeout: self.drain_timeout,
         })
     }
@@ -144,7 +187,8 @@ impl ServerBuilder {
 pub struct Server {
     router: Arc<Router>,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    max_connections: usize,
+    limits: ConnectionLimits,
+    header_read_timeout: Duration,
     drain_timeout: Duration,
 }
 
@@ -158,7 +202,9 @@ impl Server {
             rules: Vec::new(),
             tls: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-            max_connections: DEFAULT_MAX_CONNECTIONS,
+            limits: ConnectionLimits::default(),
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
         }
     }
@@ -183,103 +229,210 @@ impl Server {
         } else {
             tracing::warn!(%addr, services = ?self.router.service_names(), "rpc server listening WITHOUT authentication: any caller can call any method");
         }
-        let slots = Arc::new(Semaphore::new(self.max_connections));
-        let graceful = GracefulShutdown::new();
-        // Responses are batched by `BatchedIo`, not by hyper's `pipeline_flush`
-        // (see batched_io.rs for why).
-        let http = Arc::new(http1::Builder::new());
-        let mut connections = tokio::task::JoinSet::new();
-        tokio::pin!(shutdown);
-        loop {
-            while connections.try_join_next().is_some() {}
-            let slot = tokio::select! {
-                biased;
-                () = &mut shutdown => break,
-                slot = Arc::clone(&slots).acquire_owned() => slot,
-            };
-            let Ok(slot) = slot else { break };
-            let (stream, peer) = tokio::select! {
-                biased;
-                () = &mut shutdown => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // EMFILE and friends: back off briefly rather than spin.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            if let Err(e) = stream.set_nodelay(true) {
-                tracing::debug!(%peer, error = %e, "set_nodelay failed");
-            }
-            let router = Arc::clone(&self.router);
-            let http = Arc::clone(&http);
-            let watcher = graceful.watcher();
-            let tls = self.tls.clone();
-            connections.spawn(async move {
-                match tls {
-                    None => serve_connection(&http, stream, None, router, watcher, peer).await,
-                    Some(acceptor) => {
-                        let stream =
-                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
-                                .await
-                            {
-                                Ok(Ok(stream)) => stream,
-                                Ok(Err(e)) => {
-                                    tracing::info!(%peer, error = %e, "TLS handshake refused");
-                                    return;
-                                }
-                                Err(_) => {
-                                    tracing::info!(%peer, "TLS handshake timed out");
-                                    return;
-                                }
-                            };
-                        let client = stream
-                            .get_ref()
-                            .1
-                            .peer_certificates()
-                            .and_then(|chain| chain.first())
-                            .and_then(|leaf| Peer::from_certificate(leaf));
-                        serve_connection(&http, stream, client, router, watcher, peer).await;
-                    }
+        let config = ListenerConfig {
+            tls: self.tls,
+            limits: self.limits,
+            header_read_timeout: self.header_read_timeout,
+            drain_timeout: self.drain_timeout,
+        };
+        let router = self.router;
+        serve_http(listener, config, shutdown, move |client: Option<Peer>| {
+            let router = Arc::clone(&router);
+            service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+                let router = Arc::clone(&router);
+                if let Some(client) = &client {
+                    request.extensions_mut().insert(client.clone());
                 }
-                drop(slot);
-            });
-        }
-        drop(listener);
-        tracing::info!(%addr, "rpc server shutting down");
-        tokio::select! {
-            () = graceful.shutdown() => tracing::info!(%addr, "rpc server drained"),
-            () = tokio::time::sleep(self.drain_timeout) => {
-                tracing::warn!(%addr, timeout = ?self.drain_timeout, open = connections.len(), "drain timeout: closing the remaining connections");
-            }
-        }
-        connections.shutdown().await;
-        Ok(())
+                async move { Ok::<_, Infallible>(router.handle(request).await) }
+            })
+        })
+        .await
     }
 }
 
-/// Serves one connection's requests, each carrying the client's verified
-/// certificate subject (if any) in its extensions.
-async fn serve_connection<S>(
+/// How [`serve_http`] admits and keeps connections.
+#[derive(Clone)]
+pub struct ListenerConfig {
+    /// TLS; `None` serves plain HTTP (every connection is then a client).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Slots for clients, per address and for members (see admission.rs).
+    pub limits: ConnectionLimits,
+    /// Time to send a request's header (also the idle timeout).
+    pub header_read_timeout: Duration,
+    /// Time given to in-flight calls at shutdown.
+    pub drain_timeout: Duration,
+}
+
+impl ListenerConfig {
+    /// The defaults, with `tls`.
+    pub fn new(tls: Option<&ServerTls>) -> ListenerConfig {
+        ListenerConfig {
+            tls: tls.map(|t| tokio_rustls::TlsAcceptor::from(Arc::clone(&t.config))),
+            limits: ConnectionLimits::default(),
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+        }
+    }
+}
+
+/// Serves HTTP/1.1 on `listener` until `shutdown`, as the module doc says:
+/// every connection admitted by [`ConnectionLimits`], TLS-handshaken within
+/// 10 s, held to the header-read timeout, and served by the service `make`
+/// builds for its client's verified certificate (if any). Any listener of
+/// the project (the RPC server, the Grafana datasource) goes through here.
+pub async fn serve_http<F, S, B>(
+    listener: TcpListener,
+    config: ListenerConfig,
+    shutdown: impl Future<Output = ()>,
+    make: F,
+) -> std::io::Result<()>
+where
+    F: Fn(Option<Peer>) -> S + Send + Sync + 'static,
+    S: hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = hyper::Response<B>,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let addr = listener.local_addr()?;
+    let make = Arc::new(make);
+    let admission = Admission::new(config.limits);
+    let graceful = GracefulShutdown::new();
+    // Responses are batched by `BatchedIo`, not by hyper's `pipeline_flush`
+    // (see batched_io.rs for why).
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout);
+    let http = Arc::new(http);
+    let mut refusals = RefusalLog::default();
+    let mut connections = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        while connections.try_join_next().is_some() {}
+        let (stream, peer) = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let pending = match admission.accept(peer.ip()) {
+            Ok(p) => p,
+            Err(refusal) => {
+                refusals.note(peer, refusal.as_str());
+                continue;
+            }
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "set_nodelay failed");
+        }
+        let (http, make, watcher) = (Arc::clone(&http), Arc::clone(&make), graceful.watcher());
+        let tls = config.tls.clone();
+        connections.spawn(async move {
+            let admitted = |ticket: Result<Ticket, admission::Refusal>| {
+                ticket
+                    .map_err(|r| tracing::debug!(%peer, refusal = r.as_str(), "connection refused"))
+                    .ok()
+            };
+            let Some(acceptor) = tls else {
+                let Some(_ticket) = admitted(pending.client()) else {
+                    return;
+                };
+                return serve_connection(&http, stream, make(None), watcher, peer).await;
+            };
+            let stream =
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => {
+                        tracing::info!(%peer, error = %e, "TLS handshake refused");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::info!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+            let client = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|leaf| Peer::from_certificate(leaf));
+            let ticket = match client {
+                Some(_) => pending.member(),
+                None => pending.client(),
+            };
+            let Some(_ticket) = admitted(ticket) else {
+                return;
+            };
+            serve_connection(&http, stream, make(client), watcher, peer).await;
+        });
+    }
+    drop(listener);
+    tracing::info!(%addr, "server shutting down");
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!(%addr, "server drained"),
+        () = tokio::time::sleep(config.drain_timeout) => {
+            tracing::warn!(%addr, timeout = ?config.drain_timeout, open = connections.len(), "drain timeout: closing the remaining connections");
+        }
+    }
+    connections.shutdown().await;
+    Ok(())
+}
+
+/// Logs refused connections: the first of each burst at once, then a
+/// count at most every ten seconds (a flood must not flood the log too).
+#[derive(Default)]
+struct RefusalLog {
+    since: Option<std::time::Instant>,
+    count: u64,
+}
+
+impl RefusalLog {
+    fn note(&mut self, peer: std::net::SocketAddr, reason: &str) {
+        self.count += 1;
+        let due = self
+            .since
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(10));
+        if due {
+            tracing::warn!(%peer, reason, refused = self.count, "refusing connections");
+            self.since = Some(std::time::Instant::now());
+            self.count = 0;
+        }
+    }
+}
+
+/// Serves one connection's requests with `service`.
+async fn serve_connection<T, S, B>(
     http: &http1::Builder,
-    stream: S,
-    client: Option<Peer>,
-    router: Arc<Router>,
+    stream: T,
+    service: S,
     watcher: hyper_util::server::graceful::Watcher,
     peer: std::net::SocketAddr,
 ) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = hyper::Response<B>,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-        let router = Arc::clone(&router);
-        if let Some(client) = &client {
-            request.extensions_mut().insert(client.clone());
-        }
-        async move { Ok::<_, Infallible>(router.handle(request).await) }
-    });
     let connection =
         watcher.watch(http.serve_connection(TokioIo::new(BatchedIo::new(stream)), service));
     if let Err(e) = connection.await {

@@ -158,6 +158,7 @@ pub struct Router {
     auth: Auth,
     rules: Vec<(&'static str, Access)>,
     max_body_bytes: usize,
+    body_read_timeout: Duration,
 }
 
 /// A request that passed every check before its body is read.
@@ -174,6 +175,7 @@ impl Router {
         auth: Auth,
         mut rules: Vec<(&'static str, Access)>,
         max_body_bytes: usize,
+        body_read_timeout: Duration,
     ) -> Self {
         // Longest prefix first: the most specific rule wins.
         rules.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
@@ -183,6 +185,7 @@ impl Router {
             auth,
             rules,
             max_body_bytes,
+            body_read_timeout,
         }
     }
 
@@ -367,7 +370,14 @@ impl Router {
         B: Body<Data = Bytes>,
         B::Error: Into<BoxError>,
     {
-        let body = read_body(body, self.max_body_bytes).await?;
+        let wait = self.body_read_timeout;
+        let body = tokio::time::timeout(wait, read_body(body, self.max_body_bytes))
+            .await
+            .map_err(|_| {
+                Status::deadline_exceeded(format!(
+                    "the request body did not arrive within {wait:?} of its header"
+                ))
+            })??;
         let Some(call) = admitted.service.call(&admitted.method, body) else {
             return Err(Status::internal(format!(
                 "service {} listed method {} but has no handler for it",
