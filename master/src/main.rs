@@ -47,6 +47,10 @@ struct Args {
     /// Connection limits of the listener.
     #[command(flatten)]
     listener: pki::member::ListenerFlags,
+    /// The most replicas one Deployment or ReplicaSet may ask for; more is
+    /// refused as invalid (`spec.replicas`).
+    #[arg(long, default_value_t = master::objects::DEFAULT_MAX_REPLICAS)]
+    max_replicas: u32,
     /// This master's name; one of --peers.
     #[arg(long)]
     name: String,
@@ -347,7 +351,10 @@ async fn main() -> Result<()> {
             MasterService::new(registry.clone(), masters, token.clone())
                 .with_worker_tls(client_tls.clone())
                 .with_metrics(Arc::clone(&metrics))
-                .with_member(node.clone()),
+                .with_member(node.clone())
+                .with_limits(master::objects::ApiLimits {
+                    max_replicas: args.max_replicas,
+                }),
         ))
         .page("/metrics", {
             let metrics = Arc::clone(&metrics);

@@ -159,6 +159,32 @@ impl Object {
         })
     }
 
+    /// The bounds of `limits`, every exceeded field named with the flag
+    /// that moves it.
+    pub fn check_limits(&self, limits: &ApiLimits) -> Result<(), MasterError> {
+        let replicas = match self {
+            Object::ReplicaSet(o) => o.spec.replicas,
+            Object::Deployment(o) => o.spec.replicas,
+            _ => return Ok(()),
+        };
+        if replicas <= limits.max_replicas {
+            return Ok(());
+        }
+        Err(MasterError::Invalid {
+            kind: self.kind().to_string(),
+            name: self.meta().name.clone(),
+            errors: api::ValidationError {
+                errors: vec![api::FieldError {
+                    field: "spec.replicas".into(),
+                    reason: format!(
+                        "{replicas} is more than this cluster allows ({}; the masters' --max-replicas)",
+                        limits.max_replicas
+                    ),
+                }],
+            },
+        })
+    }
+
     /// The object as first stored: a new uid, creation time, generation 1,
     /// and no status (the system writes status).
     pub fn for_create(mut self, uid: String, now: String) -> Object {
@@ -356,5 +382,24 @@ mod tests {
             .for_update(&first)
             .expect_err("immutable");
         assert!(e.to_string().contains("spec"), "{e}");
+    }
+}
+
+/// Bounds the API puts on what a user may ask for, beyond validation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiLimits {
+    /// The most replicas of one ReplicaSet or Deployment.
+    pub max_replicas: u32,
+}
+
+/// Default of [`ApiLimits::max_replicas`]: a third of the 30,000 pods a
+/// cluster is sized for (30 per node on 1,000 nodes).
+pub const DEFAULT_MAX_REPLICAS: u32 = 10_000;
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        ApiLimits {
+            max_replicas: DEFAULT_MAX_REPLICAS,
+        }
     }
 }

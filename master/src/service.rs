@@ -18,7 +18,7 @@ use kvs::kv::{Event as KvEvent, Op, Txn};
 
 use crate::controllers::deployment::rollback_template;
 use crate::metrics::MasterMetrics;
-use crate::objects::Object;
+use crate::objects::{ApiLimits, Object};
 use crate::store::{self, Store, StoreError, Stored, key, unchanged};
 
 /// Compare-and-set attempts before a write without `resourceVersion` gives up.
@@ -37,6 +37,7 @@ pub struct MasterService {
     worker_tls: Option<rpc::ClientTls>,
     metrics: Option<Arc<MasterMetrics>>,
     member: Option<kvs::node::Node>,
+    limits: ApiLimits,
 }
 
 impl From<StoreError> for MasterError {
@@ -140,7 +141,14 @@ impl MasterService {
             worker_tls: None,
             metrics: None,
             member: None,
+            limits: ApiLimits::default(),
         }
+    }
+
+    /// Bounds what users may ask for (`--max-replicas`).
+    pub fn with_limits(mut self, limits: ApiLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Calls workers (logs, exec) over TLS with this configuration.
@@ -251,6 +259,7 @@ impl MasterService {
         let ns = namespace_of(kind, Some(&object.meta().namespace));
         object.meta_mut().namespace = ns;
         object.validate()?;
+        object.check_limits(&self.limits)?;
         Ok(object)
     }
 

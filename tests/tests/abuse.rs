@@ -395,6 +395,78 @@ fn flood_refused(c: &Cluster) -> Result<()> {
     Ok(())
 }
 
+/// `replicas` far beyond any cluster: refused, naming the field and the
+/// flag that bounds it (the ReplicaSet controller used to create every
+/// missing pod in one pass).
+async fn huge_replicas(c: &Cluster) -> Result<()> {
+    let client = c.any_client().await?;
+    for replicas in [4_000_000_000u32, 1_000_000] {
+        let mut d = canary_deployment(replicas);
+        d["metadata"]["name"] = json!("huge");
+        match client.apply(&WriteRequest { object: d }).await {
+            Err(e) => match master_error(&e) {
+                Some(MasterError::Invalid { errors, .. })
+                    if errors.errors.iter().any(|f| {
+                        f.field == "spec.replicas" && f.reason.contains("--max-replicas")
+                    }) => {}
+                _ => bail!("replicas {replicas}: {e}"),
+            },
+            Ok(_) => bail!("replicas {replicas} was accepted"),
+        }
+    }
+    Ok(())
+}
+
+/// Quantities whose sums overflow `u64` (a panic in debug builds, a wrap
+/// that made the pod "fit" in release): the pod stays Pending as fitting
+/// nowhere; a limit that overflows Docker's nano-CPUs is refused by name.
+async fn overflowing_quantities(c: &Cluster) -> Result<()> {
+    let client = c.any_client().await?;
+    let container = |name: &str| {
+        json!({"name": name, "image": BUSYBOX, "command": ["sleep", "3600"],
+               "resources": {"requests": {"cpu": "9223372036854775808m"}}})
+    };
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "overflow"},
+        "spec": {"containers": [container("a"), container("b")]}
+    });
+    client.apply(&WriteRequest { object: pod }).await?;
+    c.wait_for(
+        Duration::from_secs(30),
+        "the overflowing pod Pending as unschedulable",
+        |c| async move {
+            let got = c
+                .any_client()
+                .await?
+                .get(&ObjectRequest {
+                    kind: "pods".into(),
+                    namespace: Some("default".into()),
+                    name: "overflow".into(),
+                    resource_version: None,
+                })
+                .await?;
+            let pod: Pod = serde_json::from_value(got.object)?;
+            let status = pod.status.unwrap_or_default();
+            let unschedulable = status.phase == PodPhase::Pending
+                && status
+                    .message
+                    .is_some_and(|m| m.contains("Insufficient cpu"));
+            Ok(unschedulable.then_some(()))
+        },
+    )
+    .await?;
+    client
+        .delete(&ObjectRequest {
+            kind: "pods".into(),
+            namespace: Some("default".into()),
+            name: "overflow".into(),
+            resource_version: None,
+        })
+        .await?;
+    Ok(())
+}
+
 /// After a case: it succeeded, the canary is still served, the masters are healthy.
 async fn after(c: &mut Cluster, canary: &Canary, case: &str, outcome: Result<()>) -> Result<()> {
     outcome.with_context(|| format!("{case}\n{}", c.logs()))?;
@@ -417,6 +489,11 @@ async fn abusive_requests_do_not_stop_the_cluster() -> Result<()> {
     let r = flood_refused(&c);
     after(&mut c, &canary, "5,000 idle and trickling connections", r).await?;
     drop(flood);
+
+    let r = huge_replicas(&c).await;
+    after(&mut c, &canary, "replicas: 4000000000 and 1000000", r).await?;
+    let r = overflowing_quantities(&c).await;
+    after(&mut c, &canary, "overflowing quantities", r).await?;
 
     canary.stop().await;
     Ok(())

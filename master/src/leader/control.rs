@@ -30,6 +30,12 @@ use crate::store::{Stored, encode, key, unchanged};
 const WRITES_IN_FLIGHT: usize = 32;
 /// Pods bound in one transaction (three operations each: compare, put, event).
 const BINDINGS_PER_TXN: usize = 40;
+/// Pods one ReplicaSet creates or deletes in one pass (Kubernetes'
+/// `burstReplicas`): a scale-up by thousands proceeds in steps, each pass a
+/// bounded amount of work, so the leader never spends long on one object.
+pub const BURST_REPLICAS: usize = 500;
+/// Pods created or deleted in one pass, all ReplicaSets together.
+pub const PASS_POD_BUDGET: usize = 4 * BURST_REPLICAS;
 /// How often old events are trimmed.
 const TRIM_INTERVAL: Duration = Duration::from_secs(30);
 const SOURCE: &str = "controller-manager";
@@ -456,11 +462,16 @@ fn replica_sets(snap: &Snapshot, w: &mut Writes) {
             )
         })
         .collect();
+    let mut budget = PASS_POD_BUDGET;
     for rs in &snap.replica_sets {
         let m = &rs.object.metadata;
         let owned = pods.get(m.uid.as_str()).cloned().unwrap_or_default();
         let plan = replicaset::reconcile(&rs.object, &owned);
-        for _ in 0..plan.create {
+        let creates = (plan.create as usize).min(BURST_REPLICAS).min(budget);
+        budget -= creates;
+        let deletes = plan.delete.len().min(BURST_REPLICAS).min(budget);
+        budget -= deletes;
+        for _ in 0..creates {
             let owner = OwnerReference {
                 kind: "ReplicaSet".into(),
                 name: m.name.clone(),
@@ -488,7 +499,7 @@ fn replica_sets(snap: &Snapshot, w: &mut Writes) {
             let k = key(Kind::Pod, &m.namespace, &pod.metadata.name);
             w.put_if(k, 0, encode(&pod), vec![ev]);
         }
-        for name in &plan.delete {
+        for name in plan.delete.iter().take(deletes) {
             if let Some(p) = stored_pods.get(&(m.namespace.as_str(), name.as_str())) {
                 let msg = format!("Deleted pod: {name}");
                 let ev = event(
@@ -655,6 +666,7 @@ fn schedule_pending(
 mod tests {
     use super::*;
     use crate::store::Unreadable;
+    use api::ReplicaSet;
     use api::service::{Endpoints, Service};
     use serde_json::json;
 
@@ -832,5 +844,49 @@ mod tests {
         let w = pass(&snap);
         assert!(ops_on(&w, pod_key).is_empty());
         assert!(ops_on(&w, ep_key).is_empty());
+    }
+
+    /// A scale-up by thousands proceeds in bounded steps: one pass creates
+    /// at most [`BURST_REPLICAS`] pods of one ReplicaSet and
+    /// [`PASS_POD_BUDGET`] in all.
+    #[test]
+    fn a_pass_creates_a_bounded_number_of_pods() {
+        let rs = |name: &str, replicas: u32| -> ReplicaSet {
+            serde_json::from_value(json!({
+                "apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}")},
+                "spec": {
+                    "replicas": replicas,
+                    "selector": {"matchLabels": {"app": name}},
+                    "template": {"metadata": {"labels": {"app": name}},
+                                 "spec": {"containers": [{"name": "c", "image": "i"}]}}
+                }
+            }))
+            .expect("a ReplicaSet")
+        };
+        let created = |w: &Writes, name: &str| {
+            w.txns
+                .iter()
+                .flat_map(|t| &t.success)
+                .filter(|op| {
+                    matches!(op, Op::Put { key, .. }
+                        if key.starts_with(&format!("/registry/pods/default/{name}-")))
+                })
+                .count()
+        };
+        let one = Snapshot {
+            replica_sets: vec![stored(rs("big", 4_000_000_000), 2)],
+            ..Snapshot::default()
+        };
+        assert_eq!(created(&pass(&one), "big"), BURST_REPLICAS);
+        let many = Snapshot {
+            replica_sets: (0..6)
+                .map(|i| stored(rs(&format!("rs{i}"), 1_000), 2))
+                .collect(),
+            ..Snapshot::default()
+        };
+        let w = pass(&many);
+        let total: usize = (0..6).map(|i| created(&w, &format!("rs{i}"))).sum();
+        assert_eq!(total, PASS_POD_BUDGET);
     }
 }
