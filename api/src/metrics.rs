@@ -123,6 +123,11 @@ catalogue! {
     RAFT_MEMBER = "mkube_raft_member", Master, "1 for each member of the Raft configuration as the master sees it, with its incarnation and whether it votes";
     /// Keys in a master's store.
     KV_KEYS = "mkube_kv_keys", Master, "Keys in the master's store";
+    /// Bytes of keys and values in a master's store.
+    KV_BYTES = "mkube_kv_bytes", Master, "Bytes of keys and values in the master's store";
+    /// A master's store quota (`--quota-bytes`); writes that put are
+    /// refused (alarm NOSPACE) once `mkube_kv_bytes` reaches it.
+    KV_QUOTA_BYTES = "mkube_kv_quota_bytes", Master, "The store's quota of bytes; writes are refused (NOSPACE) at it";
     /// Age of the newest snapshot export a master knows of.
     SNAPSHOT_EXPORT_AGE = "mkube_snapshot_export_age_seconds", Master, "Age of the newest snapshot export the master knows of";
     /// Pods by phase (tag `phase`).

@@ -1277,6 +1277,7 @@ async fn cluster_status(ctx: &Ctx) -> Result<(), CliError> {
             "SNAPSHOT",
             "LAST-EXPORT",
             "KEYS",
+            "STORE",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -1309,10 +1310,19 @@ async fn cluster_status(ctx: &Ctx) -> Result<(), CliError> {
         .map(|s| s.commit_index)
         .max();
     let mut reachable = 0;
+    let mut alarms = Vec::new();
     for (addr, s) in answers {
         match s {
             Ok(s) => {
                 reachable += 1;
+                for alarm in &s.alarms {
+                    alarms.push(format!(
+                        "Alarm {alarm} on {}: the store holds {} of its quota of {}; writes that put are refused until objects are deleted or --quota-bytes is raised",
+                        s.name,
+                        api::quantity::format_memory_bytes(s.bytes),
+                        api::quantity::format_memory_bytes(s.quota_bytes)
+                    ));
+                }
                 let lag = leader_commit.map_or("?".to_string(), |c| {
                     c.saturating_sub(s.applied_index).to_string()
                 });
@@ -1329,12 +1339,17 @@ async fn cluster_status(ctx: &Ctx) -> Result<(), CliError> {
                     s.last_export_age_ms
                         .map_or("never".into(), |ms| format!("{}s ago", ms / 1000)),
                     s.keys.to_string(),
+                    format!(
+                        "{}/{}",
+                        output::approx_bytes(s.bytes),
+                        output::approx_bytes(s.quota_bytes)
+                    ),
                 ]);
             }
             Err(e) => {
                 let err = CliError::from_rpc(&e, &addr);
                 let mut r = vec!["?".to_string(), addr, "Unreachable".into()];
-                r.extend(std::iter::repeat_n("-".to_string(), 8));
+                r.extend(std::iter::repeat_n("-".to_string(), 9));
                 if !err.is_unreachable() {
                     return Err(err);
                 }
@@ -1343,6 +1358,9 @@ async fn cluster_status(ctx: &Ctx) -> Result<(), CliError> {
         }
     }
     print!("{}", output::table(&rows));
+    for alarm in alarms {
+        println!("{alarm}");
+    }
     match configuration {
         Some(members) => println!("Members (as the leader has them): {}", members.join(", ")),
         None if reachable > 0 => println!(

@@ -393,6 +393,22 @@ pub fn encode(items: &[Value], single: bool, yaml: bool) -> Result<String, CliEr
     }
 }
 
+/// Bytes as a short figure in binary units (`512`, `3.2Ki`, `12Mi`, `1Gi`).
+pub fn approx_bytes(bytes: u64) -> String {
+    let mut value = bytes as f64;
+    for unit in ["", "Ki", "Mi", "Gi", "Ti"] {
+        if value < 1024.0 || unit == "Ti" {
+            return if unit.is_empty() || value >= 10.0 || value.fract() == 0.0 {
+                format!("{}{unit}", value.round())
+            } else {
+                format!("{value:.1}{unit}")
+            };
+        }
+        value /= 1024.0;
+    }
+    bytes.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

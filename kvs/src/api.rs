@@ -189,6 +189,16 @@ pub struct NodeStatus {
     pub revision: i64,
     /// Keys stored.
     pub keys: usize,
+    /// Bytes of keys and values stored.
+    #[serde(default)]
+    pub bytes: u64,
+    /// The store's quota of bytes (`--quota-bytes`).
+    #[serde(default)]
+    pub quota_bytes: u64,
+    /// Raised alarms: `NOSPACE` while the store holds its quota (writes
+    /// that put are refused; deletes go on).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alarms: Vec<String>,
 }
 
 /// One member of the configuration.
@@ -265,6 +275,20 @@ pub enum KvsError {
     /// The member is shutting down or overloaded.
     #[error("{0}")]
     Unavailable(String),
+    /// The store holds its quota of bytes: writes that put are refused
+    /// until deletes free room (etcd's NOSPACE alarm).
+    #[error(
+        "the store is full: {used} bytes of keys and values stored, the quota is {quota} (--quota-bytes); delete what is not needed or raise the quota"
+    )]
+    NoSpace {
+        /// Bytes stored.
+        used: u64,
+        /// The quota.
+        quota: u64,
+    },
+    /// An answer would be larger than one call may carry.
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 impl From<KvError> for KvsError {
@@ -286,6 +310,7 @@ impl From<KvsError> for rpc::Status {
             }
             KvsError::Compacted { .. } => rpc::Code::FailedPrecondition,
             KvsError::InvalidArgument(_) => rpc::Code::InvalidArgument,
+            KvsError::NoSpace { .. } | KvsError::TooLarge(_) => rpc::Code::ResourceExhausted,
         };
         let status = rpc::Status::new(code, e.to_string());
         match serde_json::to_value(&e) {

@@ -29,7 +29,6 @@ use api::master::MasterServer;
 use clap::Parser;
 use grafana_datasource::config::StoreArgs;
 use kvs::api::{KvServer, RaftPeerServer};
-use kvs::kv::Limits;
 use kvs::node::{KvService, Node, NodeConfig, PeerService};
 use kvs::snapshot_store::{FileSnapshotStore, MemorySnapshotStore, SnapshotStore};
 use master::controllers::nodes::Timeouts;
@@ -47,6 +46,9 @@ struct Args {
     /// Connection limits of the listener.
     #[command(flatten)]
     listener: pki::member::ListenerFlags,
+    /// Limits of the store.
+    #[command(flatten)]
+    store: kvs::node::StoreFlags,
     /// The most replicas one Deployment or ReplicaSet may ask for; more is
     /// refused as invalid (`spec.replicas`).
     #[arg(long, default_value_t = master::objects::DEFAULT_MAX_REPLICAS)]
@@ -324,13 +326,13 @@ async fn main() -> Result<()> {
         tick: Duration::from_millis(args.tick_ms.max(1)),
         election_ticks: args.election_ticks.max(2),
         history_limit: 10_000,
-        limits: Limits::default(),
+        limits: args.store.limits(),
         snapshot_entries: args.snapshot_entries,
         store,
         export_interval: Duration::from_secs(args.export_interval_s.max(1)),
     };
     let node = Node::start(config).context("starting the store member")?;
-    let kv = Arc::new(KvService::new(node.clone()));
+    let kv = Arc::new(KvService::local(node.clone()));
     let registry = Store::new(kv);
     let masters: Vec<String> = fleet.values().cloned().collect();
     let metrics_store = args

@@ -52,6 +52,8 @@ pub fn master_points(
             f64::from(u8::from(status.role == Role::Leader)),
         ),
         p(m::KV_KEYS, status.keys as f64),
+        p(m::KV_BYTES, status.bytes as f64),
+        p(m::KV_QUOTA_BYTES, status.quota_bytes as f64),
     ];
     for member in &status.members {
         let incarnation = member.id.to_string();
@@ -545,6 +547,9 @@ mod tests {
             last_export_age_ms: Some(1500),
             revision: 12,
             keys: 3,
+            bytes: 300,
+            quota_bytes: 1 << 30,
+            alarms: Vec::new(),
         };
         let process = ProcessSample {
             cpu_cores: Some(0.25),

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use api::master::{ListRequest, MasterClient, MasterError, ObjectRequest, WriteRequest};
 use api::{Pod, PodPhase};
-use kvs::api::{GetRequest, KvClient, PutRequest};
+use kvs::api::{DeleteRequest, GetRequest, KvClient, KvsError, PutRequest, TxnRequest};
+use kvs::kv::{Op, Txn};
 use serde_json::{Value, json};
 use tests::cluster::{Cluster, Timing, master_error};
 use tests::images::BUSYBOX;
@@ -22,6 +23,8 @@ use tokio::net::TcpStream;
 
 /// The most resident memory a master may hold at any point of the test.
 const RSS_BOUND: u64 = 512 << 20;
+/// The store quota of the test cluster's masters.
+const QUOTA_BYTES: u64 = 48 << 20;
 /// Longest a canary operation may take before it counts as failed.
 const CANARY_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -74,6 +77,11 @@ struct CanaryLog {
 struct Canary {
     log: Arc<CanaryLog>,
     stop: Arc<AtomicBool>,
+    /// While set, the canary makes no new operation (a full store refuses
+    /// every writer by design, the canary included).
+    paused: Arc<AtomicBool>,
+    /// Operations in progress (0 or 1).
+    busy: Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -81,13 +89,24 @@ impl Canary {
     fn start(c: &Cluster) -> Canary {
         let log = Arc::new(CanaryLog::default());
         let stop = Arc::new(AtomicBool::new(false));
-        let (l, s) = (log.clone(), stop.clone());
+        let paused = Arc::new(AtomicBool::new(false));
+        let busy = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (l, s, p, b) = (log.clone(), stop.clone(), paused.clone(), busy.clone());
         let (api, keys) = (c.master_addr(0), c.master_addr(1));
         let creds = c.credentials().clone();
         let task = tokio::spawn(async move {
             let mut replicas = 1;
             let mut seq = 0u64;
             while !s.load(Ordering::Relaxed) {
+                if p.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+                b.fetch_add(1, Ordering::SeqCst);
+                if p.load(Ordering::SeqCst) {
+                    b.fetch_sub(1, Ordering::SeqCst);
+                    continue;
+                }
                 replicas = 3 - replicas;
                 let clients =
                     client_at(&api, &creds).and_then(|m| Ok((m, kv_client_at(&keys, &creds)?)));
@@ -95,6 +114,7 @@ impl Canary {
                     Ok(c) => c,
                     Err(e) => {
                         fail(&l, format!("clients: {e:#}"));
+                        b.fetch_sub(1, Ordering::SeqCst);
                         continue;
                     }
                 };
@@ -115,9 +135,28 @@ impl Canary {
                         Err(_) => fail(&l, format!("write {seq}: not done in 60 s")),
                     }
                 }
+                b.fetch_sub(1, Ordering::SeqCst);
             }
         });
-        Canary { log, stop, task }
+        Canary {
+            log,
+            stop,
+            paused,
+            busy,
+            task,
+        }
+    }
+
+    /// Stops the canary between operations; returns once none is running.
+    async fn pause(&self) {
+        self.paused.store(true, Ordering::SeqCst);
+        while self.busy.load(Ordering::SeqCst) > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn resume(&self) {
+        self.paused.store(false, Ordering::SeqCst);
     }
 
     /// Waits until the canary completes a scale cycle and a write that
@@ -467,6 +506,111 @@ async fn overflowing_quantities(c: &Cluster) -> Result<()> {
     Ok(())
 }
 
+/// One `Kv.txn` of 128 `Range ""` reads (each the whole store): the member
+/// stops gathering at the answer limit and refuses, naming it, instead of
+/// building 128 copies of the store; with a write beside the ranges, the
+/// transaction is refused before it reaches the log (its answer would have
+/// been kept on every member for retries).
+async fn ranges_in_one_txn(c: &Cluster) -> Result<()> {
+    let kv = kv_client(c, 0)?;
+    for i in 0..4 {
+        kv.put(&PutRequest {
+            key: format!("/abuse/bulk/{i}"),
+            value: "x".repeat(1 << 20),
+            request_id: None,
+        })
+        .await?;
+    }
+    let range = Op::Range {
+        prefix: String::new(),
+        limit: 0,
+    };
+    let read = TxnRequest {
+        txn: Txn {
+            compares: Vec::new(),
+            success: vec![range.clone(); 128],
+            failure: Vec::new(),
+        },
+        request_id: None,
+        forwarded: false,
+    };
+    let e = kv
+        .txn(&read)
+        .await
+        .err()
+        .context("128 full ranges were answered")?;
+    ensure!(
+        matches!(KvsError::from_rpc(&e), Some(KvsError::TooLarge(m)) if m.contains("--max-response-bytes")),
+        "128 ranges: {e}"
+    );
+    let mut write = read.clone();
+    write.txn.success[0] = Op::Put {
+        key: "/abuse/k".into(),
+        value: "v".into(),
+    };
+    let e = kv
+        .txn(&write)
+        .await
+        .err()
+        .context("a write with ranges was taken")?;
+    ensure!(
+        matches!(KvsError::from_rpc(&e), Some(KvsError::InvalidArgument(m)) if m.contains("cannot also range")),
+        "a write with 127 ranges: {e}"
+    );
+    kv.delete(&DeleteRequest {
+        key: "/abuse/".into(),
+        prefix: true,
+        request_id: None,
+    })
+    .await?;
+    Ok(())
+}
+
+/// Filling the store to its quota (`--quota-bytes`, small here): further
+/// puts are refused with NOSPACE naming the flag, deletes still go
+/// through, `Kv.status` (what `mkctl cluster status` shows) raises the
+/// alarm, and writes come back once room is made.
+async fn store_quota(c: &Cluster, canary: &Canary) -> Result<()> {
+    canary.pause().await;
+    let kv = kv_client(c, 0)?;
+    let put = |i: usize| PutRequest {
+        key: format!("/abuse/fill/{i}"),
+        value: "x".repeat(1_400 * 1024),
+        request_id: None,
+    };
+    let mut refused = None;
+    for i in 0..(2 * QUOTA_BYTES / (1_400 * 1024)) as usize {
+        if let Err(e) = kv.put(&put(i)).await {
+            refused = Some(e);
+            break;
+        }
+    }
+    let e = refused.context("the store never filled")?;
+    ensure!(
+        matches!(KvsError::from_rpc(&e), Some(KvsError::NoSpace { .. }))
+            && e.to_string().contains("--quota-bytes"),
+        "a put into a full store: {e}"
+    );
+    let status = kv.status(&kvs::api::Empty {}).await?;
+    ensure!(status.alarms == ["NOSPACE"], "alarms: {:?}", status.alarms);
+    kv.delete(&DeleteRequest {
+        key: "/abuse/fill/".into(),
+        prefix: true,
+        request_id: None,
+    })
+    .await
+    .context("a delete in a full store")?;
+    kv.put(&put(0)).await.context("a put once room was made")?;
+    kv.delete(&DeleteRequest {
+        key: "/abuse/".into(),
+        prefix: true,
+        request_id: None,
+    })
+    .await?;
+    canary.resume();
+    Ok(())
+}
+
 /// After a case: it succeeded, the canary is still served, the masters are healthy.
 async fn after(c: &mut Cluster, canary: &Canary, case: &str, outcome: Result<()>) -> Result<()> {
     outcome.with_context(|| format!("{case}\n{}", c.logs()))?;
@@ -476,7 +620,9 @@ async fn after(c: &mut Cluster, canary: &Canary, case: &str, outcome: Result<()>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abusive_requests_do_not_stop_the_cluster() -> Result<()> {
-    let mut c = Cluster::start(3, 1, Timing::default()).await?;
+    let quota = QUOTA_BYTES.to_string();
+    let mut c =
+        Cluster::start_with(3, 1, Timing::default(), &["--quota-bytes".into(), quota]).await?;
     let canary = Canary::start(&c);
     canary.still_served("start-up").await?;
 
@@ -494,6 +640,11 @@ async fn abusive_requests_do_not_stop_the_cluster() -> Result<()> {
     after(&mut c, &canary, "replicas: 4000000000 and 1000000", r).await?;
     let r = overflowing_quantities(&c).await;
     after(&mut c, &canary, "overflowing quantities", r).await?;
+    let r = ranges_in_one_txn(&c).await;
+    after(&mut c, &canary, "a txn of 128 full-store ranges", r).await?;
+    let r = store_quota(&c, &canary).await;
+    canary.resume();
+    after(&mut c, &canary, "a full store", r).await?;
 
     canary.stop().await;
     Ok(())

@@ -25,7 +25,6 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use kvs::api::{KvServer, RaftPeerServer};
-use kvs::kv::Limits;
 use kvs::node::{KvService, Node, NodeConfig, PeerService};
 use kvs::snapshot_store::{FileSnapshotStore, MemorySnapshotStore, SnapshotStore};
 use pki::member::{Kind, Security};
@@ -37,6 +36,9 @@ struct Args {
     /// Connection limits of the listener.
     #[command(flatten)]
     listener: pki::member::ListenerFlags,
+    /// Limits of the store.
+    #[command(flatten)]
+    store: kvs::node::StoreFlags,
     /// This member's name; must appear in --peers.
     #[arg(long)]
     name: String,
@@ -166,7 +168,7 @@ async fn main() -> Result<()> {
         tick: Duration::from_millis(args.tick_ms.max(1)),
         election_ticks: args.election_ticks.max(2),
         history_limit: args.history,
-        limits: Limits::default(),
+        limits: args.store.limits(),
         snapshot_entries: args.snapshot_entries,
         store,
         export_interval: Duration::from_secs(args.export_interval_s.max(1)),

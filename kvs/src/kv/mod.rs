@@ -9,8 +9,10 @@
 //! every replica that applies the same log holds the same state; the
 //! revision rises by exactly one per transaction that changes something, and
 //! every event of that transaction carries it; the watch history holds whole
-//! revisions only, at most `history_limit` events, and answers
-//! [`KvError::Compacted`] for anything older than it holds.
+//! revisions only, at most `history_limit` events and `history_bytes`
+//! bytes, and answers [`KvError::Compacted`] for anything older than it
+//! holds; [`KvState::bytes`] is always the sum of the stored keys' and
+//! values' lengths (what the store quota counts).
 
 pub mod types;
 
@@ -23,6 +25,8 @@ pub use types::*;
 pub struct KvState {
     data: BTreeMap<String, KeyValue>,
     revision: i64,
+    /// Bytes of keys and values stored.
+    bytes: u64,
 }
 
 impl KvState {
@@ -39,6 +43,32 @@ impl KvState {
     /// Whether no key is stored.
     pub fn is_empty(&self) -> bool {
         self.data.is_empty()
+    }
+
+    /// Bytes of keys and values stored.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    fn size(kv: &KeyValue) -> u64 {
+        (kv.key.len() + kv.value.len()) as u64
+    }
+
+    fn insert(&mut self, kv: KeyValue) {
+        self.bytes += Self::size(&kv);
+        if let Some(old) = self.data.insert(kv.key.clone(), kv) {
+            self.bytes -= Self::size(&old);
+        }
+    }
+
+    fn remove(&mut self, key: &str) -> bool {
+        match self.data.remove(key) {
+            Some(old) => {
+                self.bytes -= Self::size(&old);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Runs a transaction; `events` receives what it changed.
@@ -66,6 +96,13 @@ impl KvState {
 
     /// Runs a read-only transaction (a linearizable read after ReadIndex).
     pub fn read(&self, txn: &Txn) -> Option<TxnResponse> {
+        self.read_within(txn, usize::MAX)?.ok()
+    }
+
+    /// [`KvState::read`] that stops as soon as the answer holds more than
+    /// `limit` bytes of keys and values: `Err` with the bytes gathered by
+    /// then (the answer is never built whole). `None` if `txn` writes.
+    pub fn read_within(&self, txn: &Txn, limit: usize) -> Option<Result<TxnResponse, usize>> {
         if txn.is_write() {
             return None;
         }
@@ -75,12 +112,19 @@ impl KvState {
         } else {
             &txn.failure
         };
-        let results = ops.iter().map(|op| self.read_op(op)).collect();
-        Some(TxnResponse {
+        let mut used = 0;
+        let mut results = Vec::with_capacity(ops.len());
+        for op in ops {
+            match self.read_op(op, limit, &mut used) {
+                Some(r) => results.push(r),
+                None => return Some(Err(used)),
+            }
+        }
+        Some(Ok(TxnResponse {
             succeeded,
             results,
             revision: self.revision,
-        })
+        }))
     }
 
     fn holds(&self, c: &Compare) -> bool {
@@ -102,27 +146,50 @@ impl KvState {
         }
     }
 
-    fn read_op(&self, op: &Op) -> OpResult {
+    /// One read, adding the bytes it gathers to `used`; `None` once they
+    /// pass `limit`.
+    fn read_op(&self, op: &Op, limit: usize, used: &mut usize) -> Option<OpResult> {
+        let mut take = |kv: &KeyValue| {
+            *used = used.saturating_add(kv.key.len() + kv.value.len());
+            *used <= limit
+        };
         match op {
-            Op::Get { key } => OpResult::Get(self.data.get(key).cloned()),
-            Op::Range { prefix, limit } => {
-                let mut kvs: Vec<KeyValue> = self
+            Op::Get { key } => {
+                let kv = self.data.get(key);
+                if kv.is_some_and(|kv| !take(kv)) {
+                    return None;
+                }
+                Some(OpResult::Get(kv.cloned()))
+            }
+            Op::Range {
+                prefix,
+                limit: count,
+            } => {
+                let wanted = if *count == 0 {
+                    usize::MAX
+                } else {
+                    count.saturating_add(1)
+                };
+                let mut kvs = Vec::new();
+                for (_, kv) in self
                     .data
                     .range(prefix.clone()..)
                     .take_while(|(k, _)| k.starts_with(prefix.as_str()))
-                    .map(|(_, kv)| kv.clone())
-                    .take(if *limit == 0 {
-                        usize::MAX
-                    } else {
-                        limit.saturating_add(1)
-                    })
-                    .collect();
-                let more = *limit != 0 && kvs.len() > *limit;
-                kvs.truncate(if *limit == 0 { kvs.len() } else { *limit });
-                OpResult::Range { kvs, more }
+                    .take(wanted)
+                {
+                    if !take(kv) {
+                        return None;
+                    }
+                    kvs.push(kv.clone());
+                }
+                let more = *count != 0 && kvs.len() > *count;
+                kvs.truncate(if *count == 0 { kvs.len() } else { *count });
+                Some(OpResult::Range { kvs, more })
             }
             // Writes are never passed here.
-            Op::Put { .. } | Op::Delete { .. } | Op::DeleteRange { .. } => OpResult::Delete(0),
+            Op::Put { .. } | Op::Delete { .. } | Op::DeleteRange { .. } => {
+                Some(OpResult::Delete(0))
+            }
         }
     }
 
@@ -146,11 +213,11 @@ impl KvState {
                     },
                 };
                 events.push(Event::Put { kv: kv.clone() });
-                self.data.insert(key.clone(), kv);
+                self.insert(kv);
                 OpResult::Put
             }
             Op::Delete { key } => {
-                let deleted = self.data.remove(key).is_some();
+                let deleted = self.remove(key);
                 if deleted {
                     events.push(Event::Delete {
                         key: key.clone(),
@@ -167,7 +234,7 @@ impl KvState {
                     .map(|(k, _)| k.clone())
                     .collect();
                 for key in &keys {
-                    self.data.remove(key);
+                    self.remove(key);
                     events.push(Event::Delete {
                         key: key.clone(),
                         revision,
@@ -175,7 +242,9 @@ impl KvState {
                 }
                 OpResult::Delete(keys.len() as u64)
             }
-            read => self.read_op(read),
+            read => self
+                .read_op(read, usize::MAX, &mut 0)
+                .unwrap_or(OpResult::Delete(0)),
         }
     }
 }
@@ -195,19 +264,31 @@ pub struct KvStore {
     state: KvState,
     history: VecDeque<Event>,
     history_limit: usize,
+    history_bytes_limit: usize,
+    /// Bytes of the events in `history`.
+    history_bytes: usize,
     /// Revisions up to this one have been dropped from the history.
     compacted: i64,
 }
 
 impl KvStore {
-    /// An empty store keeping at most `history_limit` watch events.
+    /// An empty store keeping at most `history_limit` watch events (and
+    /// [`DEFAULT_MAX_HISTORY_BYTES`] bytes of them).
     pub fn new(history_limit: usize) -> Self {
         KvStore {
             state: KvState::default(),
             history: VecDeque::new(),
             history_limit: history_limit.max(1),
+            history_bytes_limit: DEFAULT_MAX_HISTORY_BYTES,
+            history_bytes: 0,
             compacted: 0,
         }
+    }
+
+    /// Keeps at most `bytes` bytes of watch events.
+    pub fn with_history_bytes(mut self, bytes: usize) -> Self {
+        self.history_bytes_limit = bytes.max(1);
+        self
     }
 
     /// The keys and revision.
@@ -219,19 +300,24 @@ impl KvStore {
     pub fn apply(&mut self, txn: &Txn) -> TxnResponse {
         let mut events = Vec::new();
         let response = self.state.apply(txn, &mut events);
+        self.history_bytes += events.iter().map(Event::bytes).sum::<usize>();
         self.history.extend(events);
         self.trim();
         response
     }
 
-    /// Drops whole revisions from the front until the limit holds.
+    /// Drops whole revisions from the front until the limits hold.
     fn trim(&mut self) {
-        while self.history.len() > self.history_limit {
+        while self.history.len() > self.history_limit
+            || self.history_bytes > self.history_bytes_limit
+        {
             let Some(oldest) = self.history.front().map(Event::revision) else {
                 break;
             };
             while self.history.front().is_some_and(|e| e.revision() == oldest) {
-                self.history.pop_front();
+                if let Some(e) = self.history.pop_front() {
+                    self.history_bytes -= e.bytes();
+                }
             }
             self.compacted = oldest;
         }
@@ -250,14 +336,15 @@ impl KvStore {
     /// Replaces everything with a snapshot's content.
     pub fn restore(&mut self, image: KvImage) {
         self.state = KvState {
-            data: image
-                .kvs
-                .into_iter()
-                .map(|kv| (kv.key.clone(), kv))
-                .collect(),
+            data: BTreeMap::new(),
             revision: image.revision,
+            bytes: 0,
         };
+        for kv in image.kvs {
+            self.state.insert(kv);
+        }
         self.history.clear();
+        self.history_bytes = 0;
         self.compacted = image.revision;
     }
 
@@ -448,5 +535,57 @@ mod tests {
         let err = txn.validate(&limits).unwrap_err().to_string();
         assert!(err.contains("at most 2"), "{err}");
         assert!(Txn::single(put("", "x")).validate(&limits).is_err());
+    }
+
+    #[test]
+    fn a_transaction_that_writes_cannot_range() {
+        let txn = Txn {
+            success: vec![
+                put("a", "1"),
+                Op::Range {
+                    prefix: String::new(),
+                    limit: 0,
+                },
+            ],
+            ..Txn::default()
+        };
+        let err = txn.validate(&Limits::default()).unwrap_err().to_string();
+        assert!(err.contains("cannot also range"), "{err}");
+        let read_only = Txn::single(Op::Range {
+            prefix: String::new(),
+            limit: 0,
+        });
+        assert!(read_only.validate(&Limits::default()).is_ok());
+    }
+
+    #[test]
+    fn stored_bytes_follow_puts_deletes_and_restores() {
+        let mut kv = KvStore::new(100);
+        kv.apply(&Txn::single(put("ab", "123")));
+        kv.apply(&Txn::single(put("c", "4")));
+        assert_eq!(kv.state().bytes(), 7);
+        kv.apply(&Txn::single(put("ab", "1")));
+        assert_eq!(kv.state().bytes(), 5);
+        kv.apply(&Txn::single(Op::Delete { key: "c".into() }));
+        assert_eq!(kv.state().bytes(), 3);
+        let mut other = KvStore::new(100);
+        other.restore(kv.image());
+        assert_eq!(other.state().bytes(), 3);
+        other.apply(&Txn::single(Op::DeleteRange { prefix: "a".into() }));
+        assert_eq!(other.state().bytes(), 0);
+    }
+
+    #[test]
+    fn watch_history_is_bounded_by_bytes() {
+        let mut kv = KvStore::new(1_000).with_history_bytes(100);
+        for i in 0..10 {
+            kv.apply(&Txn::single(put(&format!("k{i}"), &"x".repeat(28))));
+        }
+        // 30 bytes an event: three revisions fit in 100 bytes.
+        assert!(kv.events_since(8).is_ok());
+        assert!(matches!(
+            kv.events_since(7),
+            Err(KvError::Compacted { oldest: 8, .. })
+        ));
     }
 }

@@ -181,6 +181,14 @@ pub enum Event {
 }
 
 impl Event {
+    /// Bytes of key and value it holds (what bounds the watch history).
+    pub fn bytes(&self) -> usize {
+        match self {
+            Event::Put { kv } => kv.key.len() + kv.value.len(),
+            Event::Delete { key, .. } => key.len(),
+        }
+    }
+
     /// The revision of the write that caused the event.
     pub fn revision(&self) -> i64 {
         match self {
@@ -207,7 +215,7 @@ pub enum KvError {
     InvalidArgument(String),
 }
 
-/// Limits on what one request may contain.
+/// Limits on what one request may contain and on what the store holds.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Most compares plus operations in one transaction.
@@ -216,7 +224,22 @@ pub struct Limits {
     pub max_key_bytes: usize,
     /// Longest value, in bytes.
     pub max_value_bytes: usize,
+    /// Most bytes of keys and values stored (etcd's `--quota-backend-bytes`):
+    /// beyond, writes that put are refused (`NoSpace`) while deletes go on.
+    pub quota_bytes: u64,
+    /// Most bytes of events the watch history keeps.
+    pub max_history_bytes: usize,
+    /// Most bytes of keys and values one answer over the network carries.
+    pub max_response_bytes: usize,
 }
+
+/// Default of [`Limits::quota_bytes`].
+pub const DEFAULT_QUOTA_BYTES: u64 = 1 << 30;
+/// Default of [`Limits::max_history_bytes`].
+pub const DEFAULT_MAX_HISTORY_BYTES: usize = 64 << 20;
+/// Default of [`Limits::max_response_bytes`]: half what a client accepts
+/// (`rpc::ClientConfig::max_response_bytes`), leaving room for the JSON.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 32 << 20;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -224,6 +247,9 @@ impl Default for Limits {
             max_txn_ops: 128,
             max_key_bytes: 4096,
             max_value_bytes: 1536 * 1024,
+            quota_bytes: DEFAULT_QUOTA_BYTES,
+            max_history_bytes: DEFAULT_MAX_HISTORY_BYTES,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 }
@@ -251,6 +277,18 @@ impl Txn {
                     limits.max_key_bytes
                 )));
             }
+        }
+        if self.is_write()
+            && let Some(range) = self
+                .success
+                .iter()
+                .chain(&self.failure)
+                .find(|op| matches!(op, Op::Range { .. }))
+        {
+            return Err(KvError::InvalidArgument(format!(
+                "a transaction that writes cannot also range (over {:?}): its answer is kept on every member for retries; range in a read-only transaction",
+                range.key()
+            )));
         }
         for op in self.success.iter().chain(&self.failure) {
             match op {

@@ -41,7 +41,7 @@ use crate::lifecycle::{Action, Lifecycle, LifecycleMessage, Settings};
 use crate::raft::{Config, Index, Message, NodeId, Payload, RaftError, Role, Term};
 use crate::snapshot_store::{ExportMeta, SnapshotStore};
 pub use service::{KvService, PeerService};
-use state::StateMachine;
+use state::{StateImage, StateMachine};
 use transport::{Outgoing, PeerSender};
 
 /// How one member is set up.
@@ -95,10 +95,11 @@ impl NodeConfig {
 /// Requests to the raft loop.
 enum Input {
     Peer(String, Vec<Message>, Vec<LifecycleMessage>),
-    ExportNow(oneshot::Sender<Option<(ExportMeta, Vec<u8>)>>),
+    ExportNow(oneshot::Sender<Option<(ExportMeta, StateImage)>>),
     TransferAway(oneshot::Sender<Option<NodeId>>),
     Propose(LogCommand, oneshot::Sender<Result<TxnResponse, KvsError>>),
-    Read(Txn, oneshot::Sender<Result<TxnResponse, KvsError>>),
+    /// A read-only transaction and the most bytes its answer may hold.
+    Read(Bounded, oneshot::Sender<Result<TxnResponse, KvsError>>),
     Events(
         String,
         i64,
@@ -164,8 +165,9 @@ impl Node {
         let (leadership_tx, leadership) = watch::channel(None);
         let state = Loop {
             lc,
-            sm: StateMachine::new(config.history_limit),
+            sm: StateMachine::new(config.history_limit, &config.limits),
             history_limit: config.history_limit,
+            limits: config.limits,
             store: config.store.clone(),
             export_interval: config.export_interval,
             last_export: None,
@@ -220,11 +222,11 @@ impl Node {
     /// An eviction notice: exports the applied state now (leader or not,
     /// the newest state wins when the fleet re-forms). Returns the export.
     pub async fn export_now(&self) -> Result<Option<ExportMeta>, KvsError> {
-        let Some((meta, data)) = self.ask(Input::ExportNow).await? else {
+        let Some((meta, image)) = self.ask(Input::ExportNow).await? else {
             return Ok(None);
         };
         let store = self.config.store.clone();
-        tokio::task::spawn_blocking(move || store.put(meta, &data))
+        tokio::task::spawn_blocking(move || store.put(meta, &image.encode()))
             .await
             .map_err(|e| KvsError::Unavailable(format!("export task failed: {e}")))?
             .map_err(|e| KvsError::Unavailable(e.to_string()))?;
@@ -267,8 +269,11 @@ impl Node {
     }
 
     /// A linearizable read-only transaction.
-    pub(crate) async fn read(&self, txn: Txn) -> Result<TxnResponse, KvsError> {
-        self.ask(|tx| Input::Read(txn, tx)).await?
+    /// A linearizable read whose answer may hold at most `limit` bytes of
+    /// keys and values (`TooLarge` beyond, the answer never built whole).
+    pub(crate) async fn read(&self, txn: Txn, limit: usize) -> Result<TxnResponse, KvsError> {
+        self.ask(|tx| Input::Read(Bounded { txn, limit }, tx))
+            .await?
     }
 
     /// Events under `prefix` from revision `from`, and the revision to continue from.
@@ -308,11 +313,52 @@ fn now_ms() -> u64 {
 
 type Reply = oneshot::Sender<Result<TxnResponse, KvsError>>;
 
+/// The store's limits as command-line flags (masters and `kvs-node`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreFlags {
+    /// Most bytes of keys and values the store holds (etcd's
+    /// --quota-backend-bytes): beyond, writes that put are refused with
+    /// NOSPACE while deletes go on.
+    #[arg(long, default_value_t = crate::kv::DEFAULT_QUOTA_BYTES)]
+    pub quota_bytes: u64,
+    /// Most bytes of keys and values one answer over the network carries
+    /// (a larger read is refused; a watch answers in parts).
+    #[arg(long, default_value_t = crate::kv::DEFAULT_MAX_RESPONSE_BYTES)]
+    pub max_response_bytes: usize,
+    /// Most bytes of events the watch history keeps (older revisions are
+    /// compacted, and a watch from them re-lists).
+    #[arg(long, default_value_t = crate::kv::DEFAULT_MAX_HISTORY_BYTES)]
+    pub max_history_bytes: usize,
+}
+
+impl StoreFlags {
+    /// The limits these flags set, the rest at their defaults.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            quota_bytes: self.quota_bytes,
+            max_response_bytes: self.max_response_bytes,
+            max_history_bytes: self.max_history_bytes,
+            ..Limits::default()
+        }
+    }
+}
+
+/// A read and the most bytes of keys and values its answer may hold.
+#[derive(Debug)]
+pub(crate) struct Bounded {
+    txn: Txn,
+    limit: usize,
+}
+
+/// The alarm [`NodeStatus::alarms`] raises while the store holds its quota.
+pub const NOSPACE: &str = "NOSPACE";
+
 /// The raft loop's state.
 struct Loop {
     lc: Lifecycle,
     sm: StateMachine,
     history_limit: usize,
+    limits: Limits,
     store: Arc<dyn SnapshotStore>,
     export_interval: Duration,
     /// The newest export written here or this epoch was formed from.
@@ -323,8 +369,8 @@ struct Loop {
     /// its empty configuration does not list yet).
     heard: HashMap<NodeId, String>,
     proposals: BTreeMap<Index, (Term, Reply)>,
-    reads: HashMap<u64, (Txn, Reply)>,
-    ready_reads: Vec<(Index, Txn, Reply)>,
+    reads: HashMap<u64, (Bounded, Reply)>,
+    ready_reads: Vec<(Index, Bounded, Reply)>,
     next_ctx: u64,
     revision: watch::Sender<i64>,
     leader: watch::Sender<Option<(NodeId, String)>>,
@@ -515,7 +561,7 @@ impl Loop {
         }
         if let Some((meta, bytes)) = &ready.snapshot {
             let restored = if bytes.is_empty() {
-                self.sm = StateMachine::new(self.history_limit);
+                self.sm = StateMachine::new(self.history_limit, &self.limits);
                 Ok(())
             } else {
                 self.sm.restore(bytes)
@@ -588,11 +634,17 @@ impl Loop {
         let (serve, wait): (Vec<_>, Vec<_>) =
             self.ready_reads.drain(..).partition(|r| r.0 <= applied);
         self.ready_reads = wait;
-        for (_, txn, reply) in serve {
-            let answer =
-                self.sm.kv.state().read(&txn).ok_or_else(|| {
-                    KvsError::InvalidArgument("a read may not contain writes".into())
-                });
+        for (_, read, reply) in serve {
+            let answer = match self.sm.kv.state().read_within(&read.txn, read.limit) {
+                None => Err(KvsError::InvalidArgument(
+                    "a read may not contain writes".into(),
+                )),
+                Some(Ok(answer)) => Ok(answer),
+                Some(Err(bytes)) => Err(KvsError::TooLarge(format!(
+                    "the answer holds more than {} bytes of keys and values ({bytes} gathered when it stopped), more than one call may carry (--max-response-bytes); read a narrower prefix or with a limit",
+                    read.limit
+                ))),
+            };
             let _ = reply.send(answer);
         }
         // Snapshot when the log since the last one is as long as the state is
@@ -616,7 +668,7 @@ impl Loop {
 
     /// Drops the state machine and fails everything waiting on it.
     fn reset(&mut self, why: &str) {
-        self.sm = StateMachine::new(self.history_limit);
+        self.sm = StateMachine::new(self.history_limit, &self.limits);
         for (_, (_, reply)) in std::mem::take(&mut self.proposals) {
             let _ = reply.send(Err(KvsError::Unavailable(why.into())));
         }
@@ -633,23 +685,26 @@ impl Loop {
     /// interval export of a leader, or at once when `force`d: an eviction
     /// notice or a founder's request). Returns what is being written.
     fn export(&mut self, force: bool) -> Option<ExportMeta> {
-        let (meta, data) = self.export_data(force)?;
+        let (meta, image) = self.export_data(force)?;
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || match store.put(meta, &data) {
-            Ok(()) => tracing::info!(
-                epoch = %meta.epoch,
-                index = meta.index,
-                bytes = data.len(),
-                "exported a snapshot"
-            ),
-            Err(e) => tracing::warn!(error = %e, "snapshot export failed"),
+        tokio::task::spawn_blocking(move || {
+            let data = image.encode();
+            match store.put(meta, &data) {
+                Ok(()) => tracing::info!(
+                    epoch = %meta.epoch,
+                    index = meta.index,
+                    bytes = data.len(),
+                    "exported a snapshot"
+                ),
+                Err(e) => tracing::warn!(error = %e, "snapshot export failed"),
+            }
         });
         Some(meta)
     }
 
     /// The applied state to export, unless it was exported already (and
     /// not `force`d).
-    fn export_data(&mut self, force: bool) -> Option<(ExportMeta, Vec<u8>)> {
+    fn export_data(&mut self, force: bool) -> Option<(ExportMeta, StateImage)> {
         let epoch = self.lc.epoch()?;
         let raft = self.lc.raft()?;
         let applied = raft.log().applied;
@@ -668,7 +723,7 @@ impl Loop {
             taken_at_ms: now_ms(),
         };
         self.last_export = Some(meta);
-        Some((meta, self.sm.snapshot()))
+        Some((meta, self.sm.image()))
     }
 
     fn status(&self) -> NodeStatus {
@@ -701,6 +756,13 @@ impl Loop {
                 .map(|m| now_ms().saturating_sub(m.taken_at_ms)),
             revision: self.sm.kv.state().revision(),
             keys: self.sm.kv.state().len(),
+            bytes: self.sm.kv.state().bytes(),
+            quota_bytes: self.limits.quota_bytes,
+            alarms: if self.sm.kv.state().bytes() >= self.limits.quota_bytes {
+                vec![NOSPACE.to_string()]
+            } else {
+                Vec::new()
+            },
         }
     }
 

@@ -12,6 +12,12 @@
 //!
 //! Reads are linearizable on any member through ReadIndex, and wait for a
 //! leader the same way. Watches are long-polls on the local history.
+//!
+//! Answers over the network are bounded: a read whose keys and values
+//! exceed `max_response_bytes` is refused (`TooLarge`, naming the limit),
+//! and a watch answers whole revisions up to that size, the client asking
+//! again from where it stopped. A service for callers in the same process
+//! ([`KvService::local`], the master's registry) has no such bound.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -32,14 +38,28 @@ pub struct KvService {
     node: Node,
     /// Clients of leaders, by address.
     leaders: Mutex<HashMap<String, KvClient>>,
+    /// Most bytes of keys and values in one answer; `None` in process.
+    response_limit: Option<usize>,
 }
 
 impl KvService {
-    /// Serves `node`.
+    /// Serves `node` to callers over the network: answers bounded by
+    /// `max_response_bytes` of the node's limits.
     pub fn new(node: Node) -> Self {
+        let limit = node.config().limits.max_response_bytes;
         KvService {
             node,
             leaders: Mutex::new(HashMap::new()),
+            response_limit: Some(limit),
+        }
+    }
+
+    /// Serves `node` to callers in this process, whose answers are not
+    /// copied onto a socket: no bound on their size.
+    pub fn local(node: Node) -> Self {
+        KvService {
+            response_limit: None,
+            ..KvService::new(node)
         }
     }
 
@@ -176,7 +196,8 @@ impl KvService {
         let deadline = tokio::time::Instant::now() + self.leader_wait();
         loop {
             leaders.borrow_and_update();
-            match self.node.read(txn.clone()).await {
+            let limit = self.response_limit.unwrap_or(usize::MAX);
+            match self.node.read(txn.clone(), limit).await {
                 Err(KvsError::NoLeader) if wait_for_change(&mut leaders, deadline).await => {}
                 other => return other,
             }
@@ -213,6 +234,32 @@ async fn wait_for_change(
         tokio::time::timeout_at(deadline, leaders.changed()).await,
         Ok(Ok(()))
     )
+}
+
+/// Where to cut `events` so that they hold at most `limit` bytes in whole
+/// revisions (always at least the first revision, however large); `None`
+/// if they fit.
+fn cut_revisions(events: &[crate::kv::Event], limit: usize) -> Option<usize> {
+    let mut bytes = 0;
+    for (i, e) in events.iter().enumerate() {
+        bytes += e.bytes();
+        if bytes > limit {
+            let first = events[0].revision();
+            // Back to the start of this revision, but past the first one.
+            let mut cut = i;
+            while cut > 0 && events[cut - 1].revision() == e.revision() {
+                cut -= 1;
+            }
+            if cut == 0 {
+                cut = events
+                    .iter()
+                    .position(|e| e.revision() != first)
+                    .unwrap_or(events.len());
+            }
+            return (cut < events.len()).then_some(cut);
+        }
+    }
+    None
 }
 
 fn one(op: Op, request_id: Option<RequestId>) -> TxnRequest {
@@ -286,7 +333,11 @@ impl Kv for KvService {
             from = next;
         }
         loop {
-            let (events, next) = self.node.events(req.prefix.clone(), from).await?;
+            let (mut events, mut next) = self.node.events(req.prefix.clone(), from).await?;
+            if let Some(cut) = self.response_limit.and_then(|l| cut_revisions(&events, l)) {
+                next = events[cut].revision();
+                events.truncate(cut);
+            }
             let now = Instant::now();
             if !events.is_empty() || now >= deadline {
                 return Ok(WatchResponse {
@@ -329,5 +380,47 @@ impl RaftPeer for PeerService {
             .deliver(req.from, req.messages, req.lifecycle)
             .await?;
         Ok(Empty {})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::{Event, KeyValue};
+
+    fn put(key: &str, bytes: usize, revision: i64) -> Event {
+        Event::Put {
+            kv: KeyValue {
+                key: key.into(),
+                value: "x".repeat(bytes),
+                create_revision: revision,
+                mod_revision: revision,
+                version: 1,
+            },
+        }
+    }
+
+    #[test]
+    fn a_watch_answer_is_cut_between_whole_revisions() {
+        let events = [
+            put("a", 9, 1),
+            put("b", 9, 2),
+            put("c", 9, 2),
+            put("d", 9, 3),
+        ];
+        assert_eq!(cut_revisions(&events, 100), None);
+        assert_eq!(
+            cut_revisions(&events, 25),
+            Some(1),
+            "revision 2 does not fit whole"
+        );
+        assert_eq!(cut_revisions(&events, 35), Some(3));
+        assert_eq!(
+            cut_revisions(&events, 1),
+            Some(1),
+            "the first revision always goes"
+        );
+        let big_first = [put("a", 9, 1), put("b", 9, 1)];
+        assert_eq!(cut_revisions(&big_first, 1), None);
     }
 }

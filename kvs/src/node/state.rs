@@ -5,29 +5,46 @@
 //! so all members hold equal sessions too; a write whose request id was
 //! applied before returns its first answer instead of applying again; the
 //! table is bounded (per client and in clients), evicting by log position,
-//! which every member agrees on.
+//! which every member agrees on, and keeps answers of at most
+//! [`MAX_KEPT_ANSWER_BYTES`] (a larger one is remembered as applied, not
+//! kept); a write that puts is refused while the store holds its quota
+//! (decided on the applied state, so every member decides alike).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::api::{KvsError, LogCommand, RequestId};
-use crate::kv::{KvImage, KvStore, TxnResponse};
+use crate::kv::{KvImage, KvStore, Limits, Op, OpResult, TxnResponse};
 use crate::raft::Index;
+
+/// Largest answer kept for a retry, in bytes of keys and values read.
+pub const MAX_KEPT_ANSWER_BYTES: usize = 64 * 1024;
 
 /// Most remembered writes per client.
 const MAX_SEQS_PER_CLIENT: usize = 4096;
 /// Most remembered clients.
 const MAX_CLIENTS: usize = 10_000;
 
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 struct Session {
     answers: BTreeMap<u64, TxnResponse>,
+    /// Writes whose answer was too large to keep (kept in `answers` without results).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    too_large: BTreeSet<u64>,
     last_index: Index,
 }
 
-#[derive(serde::Serialize)]
-struct Image<'a> {
+/// A copy of the state machine, as snapshots hold it.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct StateImage {
     kv: KvImage,
-    sessions: &'a BTreeMap<u64, Session>,
+    sessions: BTreeMap<u64, Session>,
+}
+
+impl StateImage {
+    /// The snapshot bytes.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -41,24 +58,50 @@ struct OwnedImage {
 pub(crate) struct StateMachine {
     pub(crate) kv: KvStore,
     sessions: BTreeMap<u64, Session>,
+    quota_bytes: u64,
 }
 
 impl StateMachine {
-    pub(crate) fn new(history_limit: usize) -> Self {
+    pub(crate) fn new(history_limit: usize, limits: &Limits) -> Self {
         StateMachine {
-            kv: KvStore::new(history_limit),
+            kv: KvStore::new(history_limit).with_history_bytes(limits.max_history_bytes),
             sessions: BTreeMap::new(),
+            quota_bytes: limits.quota_bytes,
         }
+    }
+
+    /// `NoSpace` if the store holds its quota (a write that only deletes
+    /// is always let through: it is how room is made).
+    pub(crate) fn check_quota(&self, cmd: &LogCommand) -> Result<(), KvsError> {
+        let used = self.kv.state().bytes();
+        let puts = cmd
+            .txn
+            .success
+            .iter()
+            .chain(&cmd.txn.failure)
+            .any(|op| matches!(op, Op::Put { .. }));
+        if puts && used >= self.quota_bytes {
+            return Err(KvsError::NoSpace {
+                used,
+                quota: self.quota_bytes,
+            });
+        }
+        Ok(())
     }
 
     /// The whole state as bytes, for a Raft snapshot: keys and revision, and
     /// the sessions (so a write retried after a snapshot still applies once).
     pub(crate) fn snapshot(&self) -> Vec<u8> {
-        let image = Image {
+        self.image().encode()
+    }
+
+    /// A copy of the whole state, to encode off the Raft loop (encoding a
+    /// large store takes long enough to delay heartbeats).
+    pub(crate) fn image(&self) -> StateImage {
+        StateImage {
             kv: self.kv.image(),
-            sessions: &self.sessions,
-        };
-        serde_json::to_vec(&image).unwrap_or_default()
+            sessions: self.sessions.clone(),
+        }
     }
 
     /// Replaces the state with a snapshot's.
@@ -77,10 +120,17 @@ impl StateMachine {
         cmd: &LogCommand,
     ) -> Result<TxnResponse, KvsError> {
         let Some(RequestId { client, seq }) = cmd.request_id else {
+            self.check_quota(cmd)?;
             return Ok(self.kv.apply(&cmd.txn));
         };
         if let Some(session) = self.sessions.get(&client) {
             if let Some(answer) = session.answers.get(&seq) {
+                if session.too_large.contains(&seq) {
+                    return Err(KvsError::TooLarge(format!(
+                        "request {client}/{seq} applied at revision {}; its answer was too large to keep for a retry: read the keys again",
+                        answer.revision
+                    )));
+                }
                 return Ok(answer.clone());
             }
             let forgotten = session.answers.len() >= MAX_SEQS_PER_CLIENT
@@ -95,12 +145,24 @@ impl StateMachine {
                 )));
             }
         }
+        self.check_quota(cmd)?;
         let answer = self.kv.apply(&cmd.txn);
         let session = self.sessions.entry(client).or_default();
-        session.answers.insert(seq, answer.clone());
+        if read_bytes(&answer) > MAX_KEPT_ANSWER_BYTES {
+            let summary = TxnResponse {
+                results: Vec::new(),
+                ..answer.clone()
+            };
+            session.answers.insert(seq, summary);
+            session.too_large.insert(seq);
+        } else {
+            session.answers.insert(seq, answer.clone());
+        }
         session.last_index = index;
         while session.answers.len() > MAX_SEQS_PER_CLIENT {
-            session.answers.pop_first();
+            if let Some((oldest, _)) = session.answers.pop_first() {
+                session.too_large.remove(&oldest);
+            }
         }
         if self.sessions.len() > MAX_CLIENTS {
             let idle = self
@@ -116,6 +178,19 @@ impl StateMachine {
     }
 }
 
+/// Bytes of keys and values an answer carries.
+pub(crate) fn read_bytes(answer: &TxnResponse) -> usize {
+    answer
+        .results
+        .iter()
+        .map(|r| match r {
+            OpResult::Get(Some(kv)) => kv.key.len() + kv.value.len(),
+            OpResult::Range { kvs, .. } => kvs.iter().map(|kv| kv.key.len() + kv.value.len()).sum(),
+            _ => 0,
+        })
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,7 +198,7 @@ mod tests {
 
     #[test]
     fn a_retried_write_applies_once() {
-        let mut sm = StateMachine::new(100);
+        let mut sm = StateMachine::new(100, &Limits::default());
         let cmd = |seq, v: &str| LogCommand {
             request_id: Some(RequestId { client: 7, seq }),
             txn: Txn::single(Op::Put {
@@ -141,9 +216,80 @@ mod tests {
         assert_eq!(sm.kv.state().revision(), 3);
 
         // The sessions travel in snapshots: a retry after a restore still applies once.
-        let mut other = StateMachine::new(100);
+        let mut other = StateMachine::new(100, &Limits::default());
         other.restore(&sm.snapshot()).unwrap();
         assert_eq!(other.apply(5, &cmd(1, "a")).unwrap(), first);
         assert_eq!(other.kv.state().revision(), 3);
+    }
+
+    fn write(seq: u64, txn: Txn) -> LogCommand {
+        LogCommand {
+            request_id: Some(RequestId { client: 9, seq }),
+            txn,
+        }
+    }
+
+    #[test]
+    fn a_full_store_refuses_puts_and_takes_deletes() {
+        let limits = Limits {
+            quota_bytes: 10,
+            ..Limits::default()
+        };
+        let mut sm = StateMachine::new(100, &limits);
+        let put = |key: &str| {
+            Txn::single(Op::Put {
+                key: key.into(),
+                value: "123456789".into(),
+            })
+        };
+        sm.apply(1, &write(1, put("a"))).expect("fits");
+        let full = sm.apply(2, &write(2, put("b"))).unwrap_err();
+        assert_eq!(
+            full,
+            KvsError::NoSpace {
+                used: 10,
+                quota: 10
+            }
+        );
+        assert!(full.to_string().contains("--quota-bytes"), "{full}");
+        sm.apply(3, &write(3, Txn::single(Op::Delete { key: "a".into() })))
+            .expect("a delete makes room");
+        sm.apply(4, &write(2, put("b")))
+            .expect("the refused write, retried");
+    }
+
+    #[test]
+    fn a_large_answer_is_not_kept_for_retries() {
+        let mut sm = StateMachine::new(100, &Limits::default());
+        let big = "x".repeat(MAX_KEPT_ANSWER_BYTES + 1);
+        sm.apply(
+            1,
+            &write(
+                1,
+                Txn::single(Op::Put {
+                    key: "big".into(),
+                    value: big,
+                }),
+            ),
+        )
+        .expect("put");
+        let read_back = Txn {
+            success: vec![
+                Op::Put {
+                    key: "k".into(),
+                    value: "v".into(),
+                },
+                Op::Get { key: "big".into() },
+            ],
+            ..Txn::default()
+        };
+        let first = sm.apply(2, &write(2, read_back.clone())).expect("applied");
+        assert_eq!(first.results.len(), 2);
+        let retry = sm.apply(3, &write(2, read_back)).unwrap_err();
+        assert!(matches!(retry, KvsError::TooLarge(_)), "{retry}");
+        assert!(
+            retry.to_string().contains("applied at revision 2"),
+            "{retry}"
+        );
     }
 }

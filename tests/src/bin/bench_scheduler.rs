@@ -149,7 +149,7 @@ async fn kvs_cluster() -> Result<(Vec<Member>, Store)> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(leader) = members.iter().find(|m| m.leadership().borrow().is_some()) {
-            let store = Store::new(Arc::new(KvService::new(leader.clone())));
+            let store = Store::new(Arc::new(KvService::local(leader.clone())));
             // The leader serves once it has committed an entry of its term.
             if store.get_raw("/ready").await.is_ok() {
                 return Ok((members, store));
