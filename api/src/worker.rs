@@ -60,6 +60,11 @@ pub struct ProbeRequest {
     /// Send the events with a sequence number above this.
     #[serde(default)]
     pub events_after: u64,
+    /// More parts of this sync follow (a node's pods that do not fit one
+    /// probe go in several): until the last part, the worker keeps the
+    /// containers of pods it has not been sent yet.
+    #[serde(default)]
+    pub more: bool,
 }
 
 /// `Worker.probe`'s answer.

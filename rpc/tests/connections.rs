@@ -194,3 +194,37 @@ async fn members_have_slots_that_a_full_client_pool_cannot_take() {
         assert_eq!(member.echo(&pod(name)).await.unwrap(), pod(name));
     }
 }
+
+/// A client that is dropped closes its connections at once: over TLS they
+/// held a slot of their address until the server's idle timeout (the
+/// reader half kept the socket open).
+#[tokio::test]
+async fn a_dropped_client_frees_its_slot_at_once() {
+    let ca = pki::Ca::generate("test").unwrap();
+    let roots = Roots::from_pem(ca.cert_pem().as_bytes()).unwrap();
+    let pki = Pki { ca, roots };
+    let tls = ServerTls::new(&pki.roots, pki.identity("m0", pki::MASTERS)).unwrap();
+    let server = rpc::Server::builder(Auth::Bearer(vec![TOKEN.into()]))
+        .service(DemoServer::new(DemoImpl::new()))
+        .tls(tls)
+        .max_connections_per_ip(1)
+        .build()
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(server.serve(listener, std::future::pending()));
+    for i in 0..20 {
+        let c = pki.client(addr, None);
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            match c.echo(&pod("a")).await {
+                Ok(_) => break,
+                Err(e) => assert!(
+                    Instant::now() < deadline,
+                    "client {i}: the previous client's connection still holds the slot: {e}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}

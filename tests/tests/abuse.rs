@@ -611,6 +611,110 @@ async fn store_quota(c: &Cluster, canary: &Canary) -> Result<()> {
     Ok(())
 }
 
+/// Three pods of 1.4 MiB each (long arguments) on the one node: a full
+/// sync carrying them (4.2 MiB) was more than the worker's 4 MiB body
+/// limit, so every probe failed, the node went NotReady and its pods were
+/// evicted. They must run, and after the worker is frozen past its grace
+/// (so that the leader falls back to a full sync) the node must be Ready
+/// again.
+async fn large_pods_on_one_node(c: &mut Cluster) -> Result<()> {
+    let client = c.any_client().await?;
+    let args: Vec<String> = (0..20)
+        .map(|i| format!("{i}{}", "a".repeat(70 * 1024)))
+        .collect();
+    for i in 0..3 {
+        let pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": format!("large-{i}"), "labels": {"abuse": "large"}},
+            "spec": {
+                "terminationGracePeriodSeconds": 0,
+                "containers": [{"name": "main", "image": BUSYBOX,
+                                "command": ["sh", "-c", "sleep 3600"], "args": args}]
+            }
+        });
+        client.apply(&WriteRequest { object: pod }).await?;
+    }
+    c.wait_for(
+        Duration::from_secs(60),
+        "three large pods Running",
+        |c| async move {
+            let list = c
+                .any_client()
+                .await?
+                .list(&ListRequest {
+                    kind: "pods".into(),
+                    namespace: Some("default".into()),
+                    label_selector: Some("abuse=large".into()),
+                    node_name: None,
+                })
+                .await?;
+            let running = list
+                .items
+                .into_iter()
+                .map(serde_json::from_value::<Pod>)
+                .filter(|p| {
+                    p.as_ref().is_ok_and(|p| {
+                        p.status
+                            .as_ref()
+                            .is_some_and(|s| s.phase == PodPhase::Running)
+                    })
+                })
+                .count();
+            Ok((running == 3).then_some(()))
+        },
+    )
+    .await?;
+    c.freeze_worker(0, true)?;
+    let frozen = c
+        .wait_for(
+            Duration::from_secs(30),
+            "the frozen node NotReady",
+            |c| async move { Ok(c.ready_nodes().await?.is_empty().then_some(())) },
+        )
+        .await;
+    c.freeze_worker(0, false)?;
+    frozen?;
+    // A rejoin makes the node look Ready; only an answered probe (a full
+    // sync, the leader having lost track) moves its heartbeat past now.
+    let thawed = jiff::Timestamp::now();
+    c.wait_for(
+        Duration::from_secs(30),
+        "a probe answered after the thaw (a full sync of the large pods)",
+        |c| async move {
+            let nodes = c
+                .any_client()
+                .await?
+                .list(&ListRequest {
+                    kind: "nodes".into(),
+                    ..Default::default()
+                })
+                .await?;
+            let answered = nodes.items.into_iter().any(|n| {
+                serde_json::from_value::<api::Node>(n).is_ok_and(|n| {
+                    n.is_ready()
+                        && n.status
+                            .and_then(|s| s.last_heartbeat_time)
+                            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                            .is_some_and(|t| t > thawed)
+                })
+            });
+            Ok(answered.then_some(()))
+        },
+    )
+    .await?;
+    for i in 0..3 {
+        client
+            .delete(&ObjectRequest {
+                kind: "pods".into(),
+                namespace: Some("default".into()),
+                name: format!("large-{i}"),
+                resource_version: None,
+            })
+            .await?;
+    }
+    Ok(())
+}
+
 /// After a case: it succeeded, the canary is still served, the masters are healthy.
 async fn after(c: &mut Cluster, canary: &Canary, case: &str, outcome: Result<()>) -> Result<()> {
     outcome.with_context(|| format!("{case}\n{}", c.logs()))?;
@@ -640,6 +744,8 @@ async fn abusive_requests_do_not_stop_the_cluster() -> Result<()> {
     after(&mut c, &canary, "replicas: 4000000000 and 1000000", r).await?;
     let r = overflowing_quantities(&c).await;
     after(&mut c, &canary, "overflowing quantities", r).await?;
+    let r = large_pods_on_one_node(&mut c).await;
+    after(&mut c, &canary, "three 1.4 MiB pods on one node", r).await?;
     let r = ranges_in_one_txn(&c).await;
     after(&mut c, &canary, "a txn of 128 full-store ranges", r).await?;
     let r = store_quota(&c, &canary).await;

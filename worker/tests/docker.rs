@@ -509,6 +509,7 @@ async fn a_stale_term_probe_is_refused() -> anyhow::Result<()> {
             upserts: vec![],
             deletes: vec![],
             events_after: 0,
+            more: false,
         };
         let err = w
             .client
@@ -599,6 +600,7 @@ async fn bad_probes_get_errors_that_name_the_problem() -> anyhow::Result<()> {
             upserts: vec![],
             deletes: vec![],
             events_after: 0,
+            more: false,
         })
         .await
         .expect_err("accepted");

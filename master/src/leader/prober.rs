@@ -227,6 +227,10 @@ async fn round(
                 if !req.upserts.is_empty() {
                     peer.follow_until_ms = now + FOLLOW_FOR_MS;
                 }
+                if req.more {
+                    // The next part goes at once.
+                    starting.insert(name.clone());
+                }
                 let pending = resp
                     .pods
                     .iter()
@@ -288,7 +292,15 @@ fn worker_client(address: &str, ctx: &Context) -> Option<WorkerClient> {
     }
 }
 
-/// The probe for a node holding `pods`: a delta from what it acked, or the whole set.
+/// Bytes of pods one probe carries at most: half the worker's body limit
+/// (`rpc::server::DEFAULT_MAX_BODY_BYTES`), so that a node's pods never
+/// make its probes too large to take, however many and however large
+/// (one stored pod is at most 1.5 MiB).
+pub const PROBE_POD_BYTES: usize = rpc::server::DEFAULT_MAX_BODY_BYTES / 2;
+
+/// The probe for a node holding `pods`: a delta from what it acked, or the
+/// whole set; either in parts of at most [`PROBE_POD_BYTES`] (at least one
+/// pod each), `more` telling the worker that parts follow.
 fn request(fence: Fence, revision: i64, pods: &[&Stored<Pod>], peer: &Peer) -> ProbeRequest {
     let revision = revision.max(0) as u64;
     let current: HashMap<&str, (u64, &Pod)> = pods
@@ -302,11 +314,13 @@ fn request(fence: Fence, revision: i64, pods: &[&Stored<Pod>], peer: &Peer) -> P
         .collect();
     match peer.acked {
         Some(acked) => {
-            let upserts: Vec<Pod> = current
+            let mut changed: Vec<&Pod> = current
                 .values()
                 .filter(|(fp, p)| peer.sent.get(&p.metadata.uid) != Some(fp))
-                .map(|(_, p)| desired(p))
+                .map(|(_, p)| *p)
                 .collect();
+            changed.sort_by(|a, b| a.metadata.uid.cmp(&b.metadata.uid));
+            let (upserts, more) = part(&changed);
             let deletes: Vec<String> = peer
                 .sent
                 .keys()
@@ -325,17 +339,41 @@ fn request(fence: Fence, revision: i64, pods: &[&Stored<Pod>], peer: &Peer) -> P
                 upserts,
                 deletes,
                 events_after: peer.events_after,
+                more,
             }
         }
-        None => ProbeRequest {
-            fence,
-            version: revision,
-            base_version: None,
-            upserts: current.values().map(|(_, p)| desired(p)).collect(),
-            deletes: Vec::new(),
-            events_after: peer.events_after,
-        },
+        None => {
+            let mut all: Vec<&Pod> = current.values().map(|(_, p)| *p).collect();
+            all.sort_by(|a, b| a.metadata.uid.cmp(&b.metadata.uid));
+            let (upserts, more) = part(&all);
+            ProbeRequest {
+                fence,
+                version: revision,
+                base_version: None,
+                upserts,
+                deletes: Vec::new(),
+                events_after: peer.events_after,
+                more,
+            }
+        }
     }
+}
+
+/// The first of `pods` that fit in [`PROBE_POD_BYTES`] (at least one), as
+/// the worker wants them, and whether any are left for a later part.
+fn part(pods: &[&Pod]) -> (Vec<Pod>, bool) {
+    let mut bytes = 0;
+    let mut out = Vec::new();
+    for (i, p) in pods.iter().enumerate() {
+        let d = desired(p);
+        let size = serde_json::to_vec(&d).map_or(0, |v| v.len());
+        if !out.is_empty() && bytes + size > PROBE_POD_BYTES {
+            return (out, i < pods.len());
+        }
+        bytes += size;
+        out.push(d);
+    }
+    (out, false)
 }
 
 /// Updates what the leader knows of a peer from its answer.
@@ -575,4 +613,85 @@ fn not_ready(node: &Stored<Node>, pods: &[&Stored<Pod>], silent_ms: u64) -> Vec<
         ));
     }
     txns
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use api::{Container, NodeInfo, PodSpec, Resources};
+
+    fn large_pod(i: usize) -> Stored<Pod> {
+        let mut c = Container::new("main", "busybox");
+        c.args = vec!["a".repeat(1_400 * 1024)];
+        let mut pod = Pod::new(
+            format!("large-{i}"),
+            PodSpec {
+                containers: vec![c],
+                node_name: Some("n1".into()),
+                ..PodSpec::default()
+            },
+        );
+        pod.metadata.uid = format!("uid-{i}");
+        Stored {
+            object: pod,
+            mod_revision: 10 + i as i64,
+        }
+    }
+
+    fn ack(version: u64) -> ProbeResponse {
+        ProbeResponse {
+            node: NodeInfo {
+                name: "n1".into(),
+                address: "n1:1".into(),
+                host_ip: "10.0.0.1".into(),
+                labels: Default::default(),
+                capacity: Resources::default(),
+                allocatable: Resources::default(),
+                usage: Resources::default(),
+                conditions: Vec::new(),
+                runtime_version: "test".into(),
+            },
+            acked_version: version,
+            pods: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    /// Three pods of 1.4 MiB made every full sync larger than the worker's
+    /// body limit: each part now holds what fits, and the parts together
+    /// bring the node every pod, the last one saying so.
+    #[test]
+    fn a_node_s_pods_go_in_parts_that_fit_a_probe() {
+        let stored: Vec<Stored<Pod>> = (0..3).map(large_pod).collect();
+        let pods: Vec<&Stored<Pod>> = stored.iter().collect();
+        let fence = Fence { epoch: 1, term: 1 };
+        let mut peer = Peer {
+            address: "n1:1".into(),
+            client: None,
+            last_contact_ms: 0,
+            acked: None,
+            sent: HashMap::new(),
+            events_after: 0,
+            written_ms: 0,
+            follow_until_ms: 0,
+        };
+        let mut parts = Vec::new();
+        loop {
+            let req = request(fence, 20, &pods, &peer);
+            let body = serde_json::to_vec(&req).expect("encodes").len();
+            assert!(body < rpc::server::DEFAULT_MAX_BODY_BYTES, "{body} bytes");
+            answered(&mut peer, &req, &ack(req.version), 0);
+            parts.push((req.base_version.is_none(), req.upserts.len(), req.more));
+            if !req.more {
+                break;
+            }
+        }
+        assert_eq!(
+            parts,
+            [(true, 1, true), (false, 1, true), (false, 1, false)]
+        );
+        assert_eq!(peer.sent.len(), 3);
+        let idle = request(fence, 20, &pods, &peer);
+        assert!(idle.upserts.is_empty() && !idle.more);
+    }
 }

@@ -233,7 +233,13 @@ async fn write_requests(
         let first = tokio::select! {
             q = queue.recv() => match q {
                 Some(q) => q,
-                None => return,
+                None => {
+                    // Every handle is gone (the client was dropped or let
+                    // the connection go): say goodbye, so that the server
+                    // frees its slot now and the reader sees the end.
+                    let _ = write.shutdown().await;
+                    return;
+                }
             },
             _ = &mut reader_done => return,
         };

@@ -88,6 +88,7 @@ async fn run() -> Result<()> {
             upserts: vec![],
             deletes: vec![],
             events_after: u64::MAX,
+            more: false,
         };
         client.probe(&req).await?;
         cleanup()?;
@@ -148,6 +149,7 @@ async fn our_round(
         upserts: pods,
         deletes: vec![],
         events_after: u64::MAX,
+        more: false,
     };
     client.probe(&req).await?;
     let deadline = start + Duration::from_secs(300);
@@ -159,6 +161,7 @@ async fn our_round(
             upserts: vec![],
             deletes: vec![],
             events_after: u64::MAX,
+            more: false,
         };
         let r = client.probe(&poll).await?;
         let running = r

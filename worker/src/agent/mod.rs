@@ -17,6 +17,8 @@
 //!   removed behind the worker's back is noticed within one sync interval.
 //! * Nothing is stopped before the first desired set arrives (fail-static):
 //!   when every master is unreachable, pods keep running as they are.
+//!   Nor while a desired set sent in parts (`ProbeRequest::more`) is still
+//!   arriving: the pods of its later parts are not missing.
 
 mod actions;
 mod probes;
@@ -81,6 +83,9 @@ pub(crate) struct State {
     pub fence: Fence,
     pub version: u64,
     pub synced: bool,
+    /// A sync in parts is still arriving (`ProbeRequest::more`): the
+    /// desired set is not whole, so no container is removed for lacking a pod.
+    pub partial: bool,
     /// Desired pods by uid.
     pub desired: BTreeMap<String, Pod>,
     pub records: BTreeMap<Slot, SlotRecord>,
@@ -252,7 +257,7 @@ impl Agent {
             let plan = reconcile(&Inputs {
                 node: &self.inner.config.node,
                 desired: &desired,
-                synced: state.synced,
+                synced: state.synced && !state.partial,
                 observed: &state.observed,
                 memory: &memory,
                 busy_ids: &busy_ids,

@@ -79,6 +79,12 @@ impl Agent {
         if applies {
             state.version = req.version;
             state.synced = true;
+            // A whole set in parts is whole at its last part; a delta in
+            // parts never made the set partial.
+            state.partial = match req.base_version {
+                None => req.more,
+                Some(_) => state.partial && req.more,
+            };
         }
         let response = self.report(&state, req.events_after);
         drop(state);

@@ -91,6 +91,7 @@ impl WorkerProc {
             upserts: pods.to_vec(),
             deletes: vec![],
             events_after: 0,
+            more: false,
         };
         Ok(self.client.probe(&req).await?)
     }
@@ -104,6 +105,7 @@ impl WorkerProc {
             upserts: vec![],
             deletes: vec![],
             events_after: 0,
+            more: false,
         };
         Ok(self.client.probe(&req).await?)
     }
