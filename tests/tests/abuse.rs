@@ -715,6 +715,81 @@ async fn large_pods_on_one_node(c: &mut Cluster) -> Result<()> {
     Ok(())
 }
 
+/// 256 callers hammering one master with writes and reads for 10 s. Raft
+/// messages have their own queue in the store's loop, taken before client
+/// requests, so the flood does not cost the leader its term; the callers
+/// are served or told why not.
+async fn client_flood(c: &Cluster) -> Result<()> {
+    let leader = c.leader().await.context("no leader")?;
+    let term = c.kv_status(leader).await?.term;
+    let config = rpc::ClientConfig {
+        token: Some(c.credentials().token.clone()),
+        tls: c.credentials().tls.clone(),
+        max_connections: 16,
+        default_timeout: Duration::from_secs(30),
+        ..Default::default()
+    };
+    let kv = KvClient::new(rpc::Client::new(&c.master_addr(leader), config)?);
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut set = tokio::task::JoinSet::new();
+    for caller in 0..256 {
+        let kv = kv.clone();
+        set.spawn(async move {
+            let (mut ok, mut unclear) = (0u64, Vec::new());
+            let mut i = 0u64;
+            while Instant::now() < until {
+                i += 1;
+                let put = kv
+                    .put(&PutRequest {
+                        key: format!("/abuse/flood/{caller}/{}", i % 16),
+                        value: "v".repeat(1024),
+                        request_id: None,
+                    })
+                    .await;
+                let get = kv
+                    .get(&GetRequest {
+                        key: format!("/abuse/flood/{caller}/0"),
+                    })
+                    .await;
+                for r in [put.map(|_| ()), get.map(|_| ())] {
+                    match r {
+                        Ok(()) => ok += 1,
+                        Err(e) if KvsError::from_rpc(&e).is_some() => {}
+                        Err(e) => unclear.push(e.to_string()),
+                    }
+                }
+            }
+            (ok, unclear)
+        });
+    }
+    let (mut ok, mut unclear) = (0, Vec::new());
+    while let Some(r) = set.join_next().await {
+        let (o, u) = r?;
+        ok += o;
+        unclear.extend(u);
+    }
+    eprintln!("client flood: {ok} calls served");
+    ensure!(
+        unclear.is_empty(),
+        "answers without a reason: {:?}",
+        &unclear[..unclear.len().min(5)]
+    );
+    let after = c.kv_status(leader).await?;
+    ensure!(
+        after.term == term && after.role == kvs::raft::Role::Leader,
+        "the flood cost the leader its term ({term} -> {}, {:?})",
+        after.term,
+        after.role
+    );
+    kv.delete(&DeleteRequest {
+        key: "/abuse/".into(),
+        prefix: true,
+        request_id: None,
+    })
+    .await?;
+    Ok(())
+}
+
 /// After a case: it succeeded, the canary is still served, the masters are healthy.
 async fn after(c: &mut Cluster, canary: &Canary, case: &str, outcome: Result<()>) -> Result<()> {
     outcome.with_context(|| format!("{case}\n{}", c.logs()))?;
@@ -748,6 +823,8 @@ async fn abusive_requests_do_not_stop_the_cluster() -> Result<()> {
     after(&mut c, &canary, "three 1.4 MiB pods on one node", r).await?;
     let r = ranges_in_one_txn(&c).await;
     after(&mut c, &canary, "a txn of 128 full-store ranges", r).await?;
+    let r = client_flood(&c).await;
+    after(&mut c, &canary, "a flood of 256 callers", r).await?;
     let r = store_quota(&c, &canary).await;
     canary.resume();
     after(&mut c, &canary, "a full store", r).await?;

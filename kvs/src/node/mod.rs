@@ -122,7 +122,11 @@ pub struct Leadership {
 /// The handle to a running member; cheap to clone.
 #[derive(Clone)]
 pub struct Node {
+    /// Client requests (proposals, reads, watches, status).
     inputs: mpsc::Sender<Input>,
+    /// Peers' Raft and lifecycle messages: a queue of their own, taken
+    /// before client requests, so that no flood of clients delays them.
+    peers: mpsc::Sender<Input>,
     revision: watch::Receiver<i64>,
     leader: watch::Receiver<Option<(NodeId, String)>>,
     leadership: watch::Receiver<Option<Leadership>>,
@@ -131,6 +135,10 @@ pub struct Node {
 
 /// Most requests waiting for the raft loop.
 const INPUT_QUEUE: usize = 8192;
+/// Peers' message batches queued for the loop at most.
+const PEER_QUEUE: usize = 1024;
+/// Client requests the loop takes in one turn at most.
+const CLIENT_BATCH: usize = 1024;
 
 impl Node {
     /// Starts the raft loop and the peer senders.
@@ -160,6 +168,7 @@ impl Node {
         let lc = Lifecycle::new(settings, seed_from_clock());
         tracing::info!(name = %config.name, incarnation = %format!("{:x}", lc.id()), "starting empty; looking for the cluster");
         let (inputs, rx) = mpsc::channel(INPUT_QUEUE);
+        let (peers_tx, peers_rx) = mpsc::channel(PEER_QUEUE);
         let (revision_tx, revision) = watch::channel(0);
         let (leader_tx, leader) = watch::channel(None);
         let (leadership_tx, leadership) = watch::channel(None);
@@ -184,9 +193,10 @@ impl Node {
             name: config.name.clone(),
             snapshot_entries: config.snapshot_entries.max(1),
         };
-        tokio::spawn(state.run(rx, config.tick));
+        tokio::spawn(state.run(rx, peers_rx, config.tick));
         Ok(Node {
             inputs,
+            peers: peers_tx,
             revision,
             leader,
             leadership,
@@ -257,7 +267,7 @@ impl Node {
         messages: Vec<Message>,
         lifecycle: Vec<LifecycleMessage>,
     ) -> Result<(), KvsError> {
-        self.inputs
+        self.peers
             .send(Input::Peer(from, messages, lifecycle))
             .await
             .map_err(|_| KvsError::Unavailable("the member is shutting down".into()))
@@ -381,17 +391,30 @@ struct Loop {
 }
 
 impl Loop {
-    async fn run(mut self, mut rx: mpsc::Receiver<Input>, tick: Duration) {
+    /// The loop. Ticks come first, then peers' messages, then clients'
+    /// requests (see `Node::peers`); each turn takes every queued peer
+    /// message and up to [`CLIENT_BATCH`] client requests before acting.
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Input>,
+        mut peers: mpsc::Receiver<Input>,
+        tick: Duration,
+    ) {
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut exports = tokio::time::interval(self.export_interval);
         exports.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                biased;
                 _ = ticker.tick() => {
                     let store = self.store.clone();
                     self.lc.tick(&*store);
                 }
+                input = peers.recv() => match input {
+                    Some(input) => self.handle(input),
+                    None => return,
+                },
                 _ = exports.tick() => {
                     if self.lc.raft().is_some_and(|r| r.role() == Role::Leader) {
                         self.export(false);
@@ -401,7 +424,7 @@ impl Loop {
                     Some(input) => {
                         self.handle(input);
                         // Take whatever else is queued before acting: one Ready for many inputs.
-                        for _ in 0..1024 {
+                        for _ in 1..CLIENT_BATCH {
                             match rx.try_recv() {
                                 Ok(input) => self.handle(input),
                                 Err(_) => break,
@@ -410,6 +433,13 @@ impl Loop {
                     }
                     None => return,
                 },
+            }
+            // Peers' messages queued meanwhile go in the same turn.
+            for _ in 0..PEER_QUEUE {
+                match peers.try_recv() {
+                    Ok(input) => self.handle(input),
+                    Err(_) => break,
+                }
             }
             self.act();
         }
