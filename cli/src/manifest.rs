@@ -154,4 +154,44 @@ mod tests {
         let e = parse("s.yaml", "just a string").expect_err("not a mapping");
         assert!(e.to_string().contains("not a string"), "{e}");
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Any text, YAML- or JSON-looking: objects, or an error naming the
+        /// file (and, for syntax, the line and column); never a panic.
+        #[test]
+        fn any_text_gives_objects_or_an_error_naming_the_file(
+            text in "([a-z]{1,6}: ?(\\{|\\[|\"|[a-z0-9 ]{0,6}|-|\\}|\\])?\n|---\n|  - |\\{|\\}|\\[|\\]|\"|:|,|&a|\\*a|!!|\t){0,24}"
+        ) {
+            match parse("f.yaml", &text) {
+                Ok(docs) => {
+                    for d in docs {
+                        proptest::prop_assert!(d.object.is_object());
+                    }
+                }
+                Err(CliError::Client(m)) => {
+                    proptest::prop_assert!(m.starts_with("error parsing f.yaml"), "{m}");
+                }
+                Err(other) => proptest::prop_assert!(false, "{other}"),
+            }
+        }
+
+        /// Any JSON document parses to what it says.
+        #[test]
+        fn json_documents_read_as_json(
+            keys in proptest::collection::vec("[a-z]{1,5}", 0..5),
+            n in proptest::prelude::any::<i64>(),
+        ) {
+            let object: serde_json::Map<String, Value> =
+                keys.iter().map(|k| (k.clone(), Value::from(n))).collect();
+            let text = Value::Object(object.clone()).to_string();
+            let docs = parse("f.json", &text).expect("JSON is YAML");
+            if object.is_empty() {
+                proptest::prop_assert!(docs.len() <= 1);
+            } else {
+                proptest::prop_assert_eq!(&docs[0].object, &Value::Object(object));
+            }
+        }
+    }
 }

@@ -11,11 +11,21 @@ use crate::error::Error;
 use crate::service::{CallOptions, Method, Transport};
 use crate::status::Status;
 
-/// Decodes a request body, naming the method and serde's reason on
-/// failure; structs must be JSON objects (see [`crate::strict`]).
+/// Decodes a request body, naming the method, the field (by its path in
+/// the body: `txn.success[0].Put.key`; "the body" when the fault is the
+/// body as a whole) and serde's reason on failure; structs must be JSON
+/// objects (see [`crate::strict`]).
 pub fn decode_request<T: DeserializeOwned>(method: &Method, body: &[u8]) -> Result<T, Status> {
-    crate::strict::from_slice(body).map_err(|e| {
-        Status::invalid_argument(format!("request body of {} is not valid: {e}", method.path))
+    crate::strict::from_slice_with_path(body).map_err(|(path, e)| {
+        let at = if path == "." {
+            "the body".to_string()
+        } else {
+            format!("field `{path}`")
+        };
+        Status::invalid_argument(format!(
+            "request body of {} is not valid: {at}: {e}",
+            method.path
+        ))
     })
 }
 

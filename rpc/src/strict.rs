@@ -31,6 +31,18 @@ pub fn from_slice<'de, T: serde::Deserialize<'de>>(body: &'de [u8]) -> serde_jso
     Ok(value)
 }
 
+/// [`from_slice`], the error with the path of the field it is about
+/// (`"."` for the body as a whole), as `serde_path_to_error` gives it.
+pub fn from_slice_with_path<'de, T: serde::Deserialize<'de>>(
+    body: &'de [u8],
+) -> Result<T, (String, serde_json::Error)> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(Strict(&mut de))
+        .map_err(|e| (e.path().to_string(), e.into_inner()))?;
+    de.end().map_err(|e| (".".to_string(), e))?;
+    Ok(value)
+}
+
 /// The wrapped deserializer (see the module doc).
 pub struct Strict<D>(pub D);
 
