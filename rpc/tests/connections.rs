@@ -96,6 +96,23 @@ async fn a_body_that_does_not_arrive_in_time_is_refused_naming_the_limit() {
     assert!(body.contains("did not arrive within"), "{body}");
 }
 
+/// Whether a request sent on `stream` is answered within `within`.
+async fn answered_within(stream: &mut TcpStream, within: Duration) -> bool {
+    let request = post(
+        "/Demo/echo",
+        Some(TOKEN),
+        &serde_json::to_string(&pod("a")).unwrap(),
+    );
+    if stream.write_all(&request).await.is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(within, stream.read(&mut buf)).await,
+        Ok(Ok(n)) if n > 0 && buf.starts_with(b"HTTP/1.1 200")
+    )
+}
+
 #[tokio::test]
 async fn one_address_gets_its_share_and_others_are_still_served() {
     let server = start(|b| b.max_connections_per_ip(8)).await;
@@ -103,14 +120,14 @@ async fn one_address_gets_its_share_and_others_are_still_served() {
     for _ in 0..40 {
         flood.push(connect_from("127.0.0.2", server.addr).await.unwrap());
     }
-    // The ones beyond the share are closed at once; the share stays open.
-    let mut closed = 0;
+    // The share is served; the rest are held unread (and reset later).
+    let mut served = 0;
     for s in &mut flood {
-        if closed_within(s, Duration::from_millis(200)).await {
-            closed += 1;
+        if answered_within(s, Duration::from_millis(300)).await {
+            served += 1;
         }
     }
-    assert_eq!(closed, 32, "40 connections from one address, 8 allowed");
+    assert_eq!(served, 8, "40 connections from one address, 8 allowed");
     // Another address is served meanwhile.
     let c = client(server.addr, Some(TOKEN));
     assert_eq!(c.echo(&pod("a")).await.unwrap(), pod("a"));
@@ -119,7 +136,7 @@ async fn one_address_gets_its_share_and_others_are_still_served() {
     let deadline = Instant::now() + DEADLINE;
     loop {
         let mut s = connect_from("127.0.0.2", server.addr).await.unwrap();
-        if !closed_within(&mut s, Duration::from_millis(100)).await {
+        if answered_within(&mut s, Duration::from_millis(300)).await {
             break;
         }
         assert!(
@@ -127,6 +144,27 @@ async fn one_address_gets_its_share_and_others_are_still_served() {
             "the address never got a slot back"
         );
     }
+}
+
+/// A connection over its address's share is reset once the header
+/// timeout has passed (not at once: it would be opened again at once).
+#[tokio::test]
+async fn a_connection_over_the_share_is_reset_after_the_header_timeout() {
+    let server = start(|b| {
+        b.max_connections_per_ip(1)
+            .header_read_timeout(Duration::from_millis(500))
+    })
+    .await;
+    let _share = connect_from("127.0.0.2", server.addr).await.unwrap();
+    let mut over = connect_from("127.0.0.2", server.addr).await.unwrap();
+    assert!(
+        !closed_within(&mut over, Duration::from_millis(200)).await,
+        "held, not reset at once"
+    );
+    assert!(
+        closed_within(&mut over, DEADLINE).await,
+        "reset after the timeout"
+    );
 }
 
 struct Pki {

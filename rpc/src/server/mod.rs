@@ -11,8 +11,9 @@
 //! ```
 //!
 //! Invariants: connections are admitted as `admission` says (clients per
-//! address and in all, members in their own pool; over a limit, closed at
-//! once), so accepting never stops and no client can starve a member; a
+//! address and in all, members in their own pool; over a limit, held
+//! unread in a bounded tarpit for the header-read timeout and then reset),
+//! so accepting never stops and no client can starve a member; a
 //! connection that does not send a request's header within
 //! `header_read_timeout` (counted from its start or from its previous
 //! answer: it is also the idle timeout) is closed, and a body that does not
@@ -24,6 +25,7 @@
 mod admission;
 mod batched_io;
 mod router;
+mod tarpit;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -310,13 +312,19 @@ where
         .header_read_timeout(config.header_read_timeout);
     let http = Arc::new(http);
     let mut refusals = RefusalLog::default();
+    let mut tarpit = tarpit::Tarpit::new(config.header_read_timeout, config.limits.clients);
     let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         while connections.try_join_next().is_some() {}
+        let due = tarpit.next_due();
         let (stream, peer) = tokio::select! {
             biased;
             () = &mut shutdown => break,
+            () = sleep_until(due) => {
+                tarpit.release(tokio::time::Instant::now());
+                continue;
+            }
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -331,6 +339,9 @@ where
             Ok(p) => p,
             Err(refusal) => {
                 refusals.note(peer, refusal.as_str());
+                // Held unread, then reset: closed at once, it would be
+                // opened again at once (see tarpit.rs).
+                tarpit.hold(stream, tokio::time::Instant::now());
                 continue;
             }
         };
@@ -389,6 +400,14 @@ where
     }
     connections.shutdown().await;
     Ok(())
+}
+
+/// Sleeps until `due`, or for ever.
+async fn sleep_until(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Logs refused connections: the first of each burst at once, then a
