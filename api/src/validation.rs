@@ -94,6 +94,28 @@ pub fn validate_meta(meta: &ObjectMeta, errors: &mut Errors) {
         );
     }
     validate_labels("metadata.labels", &meta.labels, errors);
+    validate_annotations("metadata.annotations", &meta.annotations, errors);
+}
+
+/// Most bytes of one object's annotations, keys and values together
+/// (Kubernetes' `TotalAnnotationSizeLimitB`).
+pub const MAX_ANNOTATION_BYTES: usize = 256 * 1024;
+
+/// Checks that annotations stay within [`MAX_ANNOTATION_BYTES`].
+pub fn validate_annotations(
+    path: &str,
+    annotations: &BTreeMap<String, String>,
+    errors: &mut Errors,
+) {
+    let bytes: usize = annotations.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > MAX_ANNOTATION_BYTES {
+        errors.push(
+            path,
+            format!(
+                "too long: {bytes} bytes, at most {MAX_ANNOTATION_BYTES} (keys and values together)"
+            ),
+        );
+    }
 }
 
 /// Checks label keys (`[prefix/]name`) and values (≤ 63 of `[A-Za-z0-9._-]`).
@@ -371,6 +393,11 @@ fn validate_workload(
             "must match spec.selector, or the controller would never see its own pods",
         );
     }
+    validate_annotations(
+        "spec.template.metadata.annotations",
+        &template.metadata.annotations,
+        errors,
+    );
     validate_labels(
         "spec.template.metadata.labels",
         &template.metadata.labels,
@@ -694,5 +721,17 @@ mod tests {
             "metadata": {"name": "web"}, "spec": {"selector": {"app": "web"}, "ports": []}
         }));
         assert_eq!(service_fields(&no_ports), ["spec.ports"]);
+    }
+
+    #[test]
+    fn annotations_are_bounded_as_in_kubernetes() {
+        let mut meta = ObjectMeta::named("a");
+        meta.annotations
+            .insert("k".into(), "v".repeat(MAX_ANNOTATION_BYTES));
+        let mut errors = Errors::default();
+        validate_meta(&meta, &mut errors);
+        let err = errors.finish().expect_err("too long");
+        assert_eq!(err.errors[0].field, "metadata.annotations");
+        assert!(err.errors[0].reason.contains("262144"), "{err}");
     }
 }

@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 /// The most resident memory a master may hold at any point of the test.
 const RSS_BOUND: u64 = 512 << 20;
 /// The store quota of the test cluster's masters.
-const QUOTA_BYTES: u64 = 48 << 20;
+const QUOTA_BYTES: u64 = 24 << 20;
 /// Longest a canary operation may take before it counts as failed.
 const CANARY_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -270,6 +270,7 @@ async fn write(kv: &KvClient, seq: u64) -> Result<()> {
 /// Fails if a master exited, panicked or holds more than [`RSS_BOUND`].
 fn healthy(c: &mut Cluster, case: &str) -> Result<()> {
     for h in c.master_health() {
+        eprintln!("after {case}: {} holds {} MiB", h.name, h.rss_bytes >> 20);
         ensure!(h.alive, "after {case}: master {} is not running", h.name);
         ensure!(!h.panicked, "after {case}: master {} panicked", h.name);
         ensure!(
