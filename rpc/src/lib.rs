@@ -29,7 +29,9 @@
 //!   transport failures.
 //! - [`service`]: the contracts between generated code and the runtime
 //!   ([`Service`], [`Transport`], [`Method`], [`CallOptions`]).
-//! - [`server`]: [`Server`] (listener, connections, graceful shutdown) and
+//! - [`server`]: [`Server`] (listener, connections, graceful shutdown),
+//!   [`server::serve_http`] (the one accept loop of every listener: who is
+//!   admitted, timeouts, a tarpit for connections over their share) and
 //!   [`Router`] (everything that happens to one request).
 //! - [`client`]: [`Client`], a pool of pipelining HTTP/1.1 connections.
 //! - [`tls`]: rustls settings of both sides ([`ServerTls`], [`ClientTls`])

@@ -2,12 +2,16 @@
 //! over `rpc`, and the state machine it applies to.
 //!
 //! ```text
-//!  RaftPeer.deliver ─┐                     ┌─▶ PeerSender (per peer name, batched) ─▶ peers
-//!  Kv handlers ──────┼─▶ Input queue ─▶ raft loop ─┤
-//!  ticker (tick_ms) ─┘   (bounded)   Lifecycle:    └─▶ apply to StateMachine ─▶ answer
-//!                                    join / form /     proposals, reads, watchers
-//!                                    step / propose
+//!  ticker (tick_ms) ────────── 1st ─┐                 ┌─▶ PeerSender (per peer name, batched) ─▶ peers
+//!  RaftPeer.deliver ─▶ peer queue ─ 2nd ─┼─▶ raft loop ─┤
+//!  Kv handlers ──▶ client queue ─── 3rd ─┘  Lifecycle:  └─▶ apply to StateMachine ─▶ answer
+//!                  (both bounded)           join / form /    proposals, reads, watchers
+//!                                           step / propose
 //! ```
+//!
+//! Peers' messages have a queue of their own, taken before client
+//! requests (at most `CLIENT_BATCH` of those a turn): no flood of clients
+//! delays heartbeats. Encoding exports happens off the loop.
 //!
 //! A process starts empty, as a new incarnation, and finds its cluster
 //! through `crate::lifecycle`: it joins a live one as a learner, or forms a
@@ -278,9 +282,9 @@ impl Node {
         self.ask(|tx| Input::Propose(cmd, tx)).await?
     }
 
-    /// A linearizable read-only transaction.
-    /// A linearizable read whose answer may hold at most `limit` bytes of
-    /// keys and values (`TooLarge` beyond, the answer never built whole).
+    /// A linearizable read-only transaction whose answer may hold at most
+    /// `limit` bytes of keys and values (`TooLarge` beyond; the answer is
+    /// never built whole).
     pub(crate) async fn read(&self, txn: Txn, limit: usize) -> Result<TxnResponse, KvsError> {
         self.ask(|tx| Input::Read(Bounded { txn, limit }, tx))
             .await?

@@ -15,8 +15,10 @@
 //! strangers) from one address never hold more than `per_ip` slots, and all
 //! of them together never more than `clients`; members (Raft, probes,
 //! workers' calls) draw from their own `members` pool, so no number of
-//! clients can starve them. A connection over a limit is closed at once:
-//! waiting for a slot would hold its file descriptor anyway.
+//! clients can starve them. A connection over its address's share is
+//! handed to the tarpit (held unread, then reset: see tarpit.rs); one that
+//! finds a pool full after its handshake is closed at once (waiting for a
+//! slot would hold its file descriptor anyway).
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -109,7 +109,7 @@ impl ServerBuilder {
     }
 
     /// Most client connections (without a cluster certificate) open at
-    /// once; further ones are closed as they arrive.
+    /// once; further ones are refused as they arrive (see admission.rs).
     pub fn max_connections(mut self, connections: usize) -> Self {
         self.limits.clients = connections.max(1);
         self
