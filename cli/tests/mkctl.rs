@@ -484,6 +484,35 @@ async fn bad_input_gets_one_clear_line_and_exit_code_1() -> Result<()> {
             "{kind}"
         );
     }
+
+    // A value that is not an object, at a pod's key: named on stderr by a
+    // list, refused by name naming the key, deleted by name.
+    m.ok(&[
+        "kv",
+        "put",
+        "/registry/pods/default/poison",
+        "\"not an object\"",
+    ])?;
+    let listed = m.run(&["get", "pods", "-A"])?;
+    assert!(listed.status.success());
+    let warning = String::from_utf8_lossy(&listed.stderr).to_string();
+    assert!(
+        warning.contains("/registry/pods/default/poison is unreadable")
+            && warning.contains("mkctl delete pods poison"),
+        "{warning}"
+    );
+    let e = m.fails(&["get", "pod", "poison"])?;
+    assert!(
+        e.starts_with("Error from server (StoreReadError)")
+            && e.contains("/registry/pods/default/poison"),
+        "{e}"
+    );
+    m.ok(&["delete", "pod", "poison"])?;
+    let listed = m.run(&["get", "pods", "-A"])?;
+    assert!(
+        !String::from_utf8_lossy(&listed.stderr).contains("unreadable"),
+        "still listed as unreadable"
+    );
     Ok(())
 }
 
