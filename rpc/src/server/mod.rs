@@ -40,7 +40,7 @@ use hyper_util::rt::TokioTimer;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-use admission::{Admission, HANDSHAKE_TIMEOUT, Ticket};
+use admission::{Admission, HANDSHAKE_TIMEOUT};
 use batched_io::BatchedIo;
 
 pub use admission::{
@@ -350,15 +350,13 @@ where
         }
         let (http, make, watcher) = (Arc::clone(&http), Arc::clone(&make), graceful.watcher());
         let tls = config.tls.clone();
+        let limits = config.limits;
         connections.spawn(async move {
-            let admitted = |ticket: Result<Ticket, admission::Refusal>| {
-                ticket
-                    .map_err(|r| tracing::debug!(%peer, refusal = r.as_str(), "connection refused"))
-                    .ok()
-            };
             let Some(acceptor) = tls else {
-                let Some(_ticket) = admitted(pending.client()) else {
-                    return;
+                let mut stream = stream;
+                let _ticket = match pending.client() {
+                    Ok(ticket) => ticket,
+                    Err(refusal) => return refuse(&mut stream, refusal, &limits, peer).await,
                 };
                 return serve_connection(&http, stream, make(None), watcher, peer).await;
             };
@@ -384,8 +382,10 @@ where
                 Some(_) => pending.member(),
                 None => pending.client(),
             };
-            let Some(_ticket) = admitted(ticket) else {
-                return;
+            let mut stream = stream;
+            let _ticket = match ticket {
+                Ok(ticket) => ticket,
+                Err(refusal) => return refuse(&mut stream, refusal, &limits, peer).await,
             };
             serve_connection(&http, stream, make(client), watcher, peer).await;
         });
@@ -400,6 +400,41 @@ where
     }
     connections.shutdown().await;
     Ok(())
+}
+
+/// Answers a connection that found its pool full with one
+/// `ResourceExhausted` response naming the limit, then closes it: its
+/// client learns why, not just that the connection ended.
+async fn refuse<T>(
+    stream: &mut T,
+    refusal: admission::Refusal,
+    limits: &ConnectionLimits,
+    peer: std::net::SocketAddr,
+) where
+    T: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+    tracing::debug!(%peer, refusal = refusal.as_str(), "connection refused");
+    let (pool, size, flag) = match refusal {
+        admission::Refusal::Members => ("member", limits.members, "--max-member-connections"),
+        _ => ("client", limits.clients, "--max-connections"),
+    };
+    let status = crate::Status::new(
+        crate::Code::ResourceExhausted,
+        format!("the server's {pool} connections are all taken ({size}, {flag}); retry later"),
+    );
+    let body = status.to_json();
+    let head = format!(
+        "HTTP/1.1 {} Too Many Requests\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        crate::Code::ResourceExhausted.http_status(),
+        body.len()
+    );
+    let answer = async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(&body).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), answer).await;
 }
 
 /// Sleeps until `due`, or for ever.
