@@ -43,6 +43,10 @@ impl std::fmt::Display for Fence {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProbeRequest {
+    /// The node this probe is for: a worker refuses a probe for another
+    /// (a node re-registered at another's address must not empty it).
+    #[serde(default)]
+    pub node: String,
     /// The sender's epoch and term.
     pub fence: Fence,
     /// The desired-state version this probe brings the node to.

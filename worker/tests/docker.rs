@@ -495,6 +495,41 @@ async fn two_workers_on_one_daemon_do_not_interfere() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A probe names the node it is for, and a worker refuses one for another
+/// node: an empty full sync meant for node B (re-registered at this
+/// worker's address) would otherwise remove every pod here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_for_another_node_is_refused_and_changes_nothing() -> anyhow::Result<()> {
+    let node = node_name("named");
+    let mut w = WorkerProc::start(&node, &[]).await?;
+    let pod = support::pod(&node, "keep", &["sleep", "3600"]);
+    let before = w.set_pods(std::slice::from_ref(&pod)).await?.acked_version;
+    let req = ProbeRequest {
+        node: "another-node".into(),
+        fence: w.fence,
+        version: 99,
+        base_version: None,
+        upserts: vec![],
+        deletes: vec![],
+        events_after: 0,
+        more: false,
+    };
+    let err = w
+        .client
+        .probe(&req)
+        .await
+        .expect_err("a probe for another node was taken");
+    let refusal = WorkerError::from_rpc(&err);
+    assert!(
+        matches!(&refusal, Some(WorkerError::InvalidArgument(m)) if m.contains("another-node") && m.contains(&node)),
+        "{err}"
+    );
+    let answer = w.poll().await?;
+    assert_eq!(answer.acked_version, before, "the desired set is as it was");
+    assert_eq!(answer.pods.len(), 1);
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_term_probe_is_refused() -> anyhow::Result<()> {
     let node = node_name("fence");
@@ -503,6 +538,7 @@ async fn a_stale_term_probe_is_refused() -> anyhow::Result<()> {
     w.set_pods(&[]).await?;
     for stale in [Fence { epoch: 2, term: 6 }, Fence { epoch: 1, term: 99 }] {
         let req = ProbeRequest {
+            node: node.clone(),
             fence: stale,
             version: 9,
             base_version: None,
@@ -594,6 +630,7 @@ async fn bad_probes_get_errors_that_name_the_problem() -> anyhow::Result<()> {
     )?);
     let err = client
         .probe(&ProbeRequest {
+            node: node.clone(),
             fence: w.fence,
             version: 1,
             base_version: None,

@@ -161,7 +161,7 @@ async fn round(
             peer.acked = None;
         }
         let pods = by_node.get(name.as_str()).map(Vec::as_slice).unwrap_or(&[]);
-        let req = request(fence, snap.revision, pods, peer);
+        let req = request(&name, fence, snap.revision, pods, peer);
         let changed =
             req.base_version.is_none() || !req.upserts.is_empty() || !req.deletes.is_empty();
         if !(full || changed || follow.contains(&name)) {
@@ -301,7 +301,13 @@ pub const PROBE_POD_BYTES: usize = rpc::server::DEFAULT_MAX_BODY_BYTES / 2;
 /// The probe for a node holding `pods`: a delta from what it acked, or the
 /// whole set; either in parts of at most [`PROBE_POD_BYTES`] (at least one
 /// pod each), `more` telling the worker that parts follow.
-fn request(fence: Fence, revision: i64, pods: &[&Stored<Pod>], peer: &Peer) -> ProbeRequest {
+fn request(
+    node: &str,
+    fence: Fence,
+    revision: i64,
+    pods: &[&Stored<Pod>],
+    peer: &Peer,
+) -> ProbeRequest {
     let revision = revision.max(0) as u64;
     let current: HashMap<&str, (u64, &Pod)> = pods
         .iter()
@@ -333,6 +339,7 @@ fn request(fence: Fence, revision: i64, pods: &[&Stored<Pod>], peer: &Peer) -> P
                 revision.max(acked + 1)
             };
             ProbeRequest {
+                node: node.to_string(),
                 fence,
                 version,
                 base_version: Some(acked),
@@ -347,6 +354,7 @@ fn request(fence: Fence, revision: i64, pods: &[&Stored<Pod>], peer: &Peer) -> P
             all.sort_by(|a, b| a.metadata.uid.cmp(&b.metadata.uid));
             let (upserts, more) = part(&all);
             ProbeRequest {
+                node: node.to_string(),
                 fence,
                 version: revision,
                 base_version: None,
@@ -677,7 +685,7 @@ mod tests {
         };
         let mut parts = Vec::new();
         loop {
-            let req = request(fence, 20, &pods, &peer);
+            let req = request("n1", fence, 20, &pods, &peer);
             let body = serde_json::to_vec(&req).expect("encodes").len();
             assert!(body < rpc::server::DEFAULT_MAX_BODY_BYTES, "{body} bytes");
             answered(&mut peer, &req, &ack(req.version), 0);
@@ -691,7 +699,7 @@ mod tests {
             [(true, 1, true), (false, 1, true), (false, 1, false)]
         );
         assert_eq!(peer.sent.len(), 3);
-        let idle = request(fence, 20, &pods, &peer);
+        let idle = request("n1", fence, 20, &pods, &peer);
         assert!(idle.upserts.is_empty() && !idle.more);
     }
 }

@@ -82,6 +82,7 @@ async fn run() -> Result<()> {
         // Hand back an empty set, then clear what is left behind at once.
         version += 1;
         let req = ProbeRequest {
+            node: NODE.into(),
             fence: Fence { epoch: 1, term: 1 },
             version,
             base_version: None,
@@ -143,6 +144,7 @@ async fn our_round(
     *version += 1;
     let start = Instant::now();
     let req = ProbeRequest {
+        node: NODE.into(),
         fence: Fence { epoch: 1, term: 1 },
         version: *version,
         base_version: None,
@@ -155,6 +157,7 @@ async fn our_round(
     let deadline = start + Duration::from_secs(300);
     loop {
         let poll = ProbeRequest {
+            node: NODE.into(),
             fence: Fence { epoch: 1, term: 1 },
             version: *version,
             base_version: Some(*version),

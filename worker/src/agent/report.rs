@@ -28,6 +28,12 @@ impl Agent {
     /// the report.
     pub fn probe(&self, req: ProbeRequest) -> Result<ProbeResponse, WorkerError> {
         let node = self.inner.config.node.clone();
+        if req.node != node {
+            return Err(WorkerError::InvalidArgument(format!(
+                "this probe is for node {:?}; this is node {node:?} (was the node registered at another's address?)",
+                req.node
+            )));
+        }
         let mut problems = Vec::new();
         for pod in &req.upserts {
             if pod.metadata.uid.is_empty() {

@@ -85,6 +85,7 @@ impl WorkerProc {
     pub async fn set_pods(&mut self, pods: &[Pod]) -> Result<ProbeResponse> {
         self.version += 1;
         let req = ProbeRequest {
+            node: self.name.clone(),
             fence: self.fence,
             version: self.version,
             base_version: None,
@@ -99,6 +100,7 @@ impl WorkerProc {
     /// A probe that changes nothing (a delta on the current version).
     pub async fn poll(&self) -> Result<ProbeResponse> {
         let req = ProbeRequest {
+            node: self.name.clone(),
             fence: self.fence,
             version: self.version,
             base_version: Some(self.version),
