@@ -6,6 +6,7 @@
 //!   code and its peer (tarpc, etcd, `docker run`) side by side in one run and
 //!   ends with `NAME: ours=<v> <unit> peer=<v> <unit> ratio=<ours/peer>`.
 //! - [`cluster`]: a whole mkube cluster (masters and workers) as processes.
+//! - [`canary`]: a background user of a cluster that records what fails.
 //! - [`masters`]: what both kinds of cluster offer the tests (clients,
 //!   leader, settled membership, waiting with a deadline).
 //! - [`netcluster`]: a whole cluster as containers on a private network,
@@ -15,6 +16,7 @@
 //! - [`testpki`]: each test cluster's CA, certificates and tokens.
 //! - `tests/`: end-to-end tests that start real clusters on real Docker.
 
+pub mod canary;
 pub mod cluster;
 pub mod clusters;
 pub mod images;
