@@ -20,23 +20,10 @@ use serde_json::{Value, json};
 
 use crate::cluster::Cluster;
 use crate::images::BUSYBOX;
-use crate::masters::{Masters, client_at};
-use crate::testpki::Credentials;
+use crate::masters::{Masters, client_at, kv_client_at};
 
 /// Longest a canary operation may take before it counts as failed.
 pub const CANARY_DEADLINE: Duration = Duration::from_secs(60);
-
-/// A `Kv` client of `addr` with `creds`.
-pub fn kv_client_at(addr: &str, creds: &Credentials) -> Result<KvClient> {
-    let config = rpc::ClientConfig {
-        token: Some(creds.token.clone()),
-        tls: creds.tls.clone(),
-        default_timeout: Duration::from_secs(10),
-        connect_timeout: Duration::from_secs(2),
-        ..Default::default()
-    };
-    Ok(KvClient::new(rpc::Client::new(addr, config)?))
-}
 
 /// The canary's Deployment with `replicas`.
 pub fn canary_deployment(replicas: u32) -> Value {
@@ -105,8 +92,8 @@ impl Canary {
                     continue;
                 }
                 replicas = 3 - replicas;
-                let clients =
-                    client_at(&api, &creds).and_then(|m| Ok((m, kv_client_at(&keys, &creds)?)));
+                let clients = client_at(&api, &creds)
+                    .and_then(|m| Ok((m, kv_client_at(&keys, &creds, Duration::from_secs(10))?)));
                 let (master, kv) = match clients {
                     Ok(c) => c,
                     Err(e) => {

@@ -12,16 +12,21 @@ use kvs::api::{Empty, KvClient, NodeStatus};
 
 use crate::testpki::Credentials;
 
-/// The store's view of the member at `addr`.
-pub async fn kv_status_at(addr: &str, creds: &Credentials) -> Result<NodeStatus> {
+/// A `Kv` client of the member at `addr`, calling as `creds` say.
+pub fn kv_client_at(addr: &str, creds: &Credentials, timeout: Duration) -> Result<KvClient> {
     let config = rpc::ClientConfig {
         token: Some(creds.token.clone()),
         tls: creds.tls.clone(),
-        default_timeout: Duration::from_secs(2),
-        connect_timeout: Duration::from_secs(1),
+        default_timeout: timeout,
+        connect_timeout: timeout.min(Duration::from_secs(2)) / 2,
         ..Default::default()
     };
-    let kv = KvClient::new(rpc::Client::new(addr, config)?);
+    Ok(KvClient::new(rpc::Client::new(addr, config)?))
+}
+
+/// The store's view of the member at `addr`.
+pub async fn kv_status_at(addr: &str, creds: &Credentials) -> Result<NodeStatus> {
+    let kv = kv_client_at(addr, creds, Duration::from_secs(2))?;
     Ok(kv.status(&Empty {}).await?)
 }
 

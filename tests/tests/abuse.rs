@@ -14,10 +14,10 @@ use api::{Pod, PodPhase};
 use kvs::api::{DeleteRequest, GetRequest, KvClient, KvsError, PutRequest, TxnRequest};
 use kvs::kv::{Op, Txn};
 use serde_json::json;
-use tests::canary::{Canary, canary_deployment, kv_client_at};
+use tests::canary::{Canary, canary_deployment};
 use tests::cluster::{Cluster, Timing, master_error};
 use tests::images::BUSYBOX;
-use tests::masters::Masters;
+use tests::masters::{Masters, kv_client_at};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -27,7 +27,7 @@ const RSS_BOUND: u64 = 512 << 20;
 const QUOTA_BYTES: u64 = 24 << 20;
 
 fn kv_client(c: &Cluster, i: usize) -> Result<KvClient> {
-    kv_client_at(&c.master_addr(i), c.credentials())
+    kv_client_at(&c.master_addr(i), c.credentials(), Duration::from_secs(10))
 }
 
 /// Fails if a master exited, panicked or holds more than [`RSS_BOUND`].
