@@ -495,6 +495,75 @@ async fn two_workers_on_one_daemon_do_not_interfere() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Running containers of the pod with `uid`.
+fn running_of(uid: &str) -> anyhow::Result<usize> {
+    let out = docker(&["ps", "-q", "--filter", &format!("label=mkube.uid={uid}")])?;
+    Ok(out.lines().count())
+}
+
+/// A whole desired set sent in parts (`more`): until the last part, the
+/// worker keeps the containers of pods it has not been sent yet; a whole
+/// set in one part still removes what it lacks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_desired_set_in_parts_removes_nothing_until_its_last_part() -> anyhow::Result<()> {
+    let node = node_name("parts");
+    let mut w = WorkerProc::start(&node, &[]).await?;
+    let a = support::pod(&node, "part-a", &["sleep", "3600"]);
+    let b = support::pod(&node, "part-b", &["sleep", "3600"]);
+    let v = w.set_pods(&[a.clone(), b.clone()]).await?.acked_version;
+    w.wait_for(WAIT, "both pods Running", |r| {
+        (report(r, "part-a")?.status.phase == PodPhase::Running
+            && report(r, "part-b")?.status.phase == PodPhase::Running)
+            .then_some(())
+    })
+    .await?;
+    let probe = |version, base_version, upserts: Vec<api::Pod>, more| ProbeRequest {
+        node: node.clone(),
+        fence: w.fence,
+        version,
+        base_version,
+        upserts,
+        deletes: vec![],
+        events_after: 0,
+        more,
+    };
+    // The first part of a new whole set (a leader that lost track), holding a only.
+    w.client
+        .probe(&probe(v + 1, None, vec![a.clone()], true))
+        .await?;
+    // Over many of the worker's rounds (200 ms each), and past b's stop
+    // grace (2 s), b keeps running.
+    for _ in 0..40 {
+        w.client
+            .probe(&probe(v + 1, Some(v + 1), vec![], true))
+            .await?;
+        assert_eq!(
+            running_of(&b.metadata.uid)?,
+            1,
+            "b was removed before the last part"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The last part brings b: both stay.
+    let last = w
+        .client
+        .probe(&probe(v + 2, Some(v + 1), vec![b.clone()], false))
+        .await?;
+    assert_eq!(last.acked_version, v + 2);
+    assert!(report(&last, "part-b").is_some());
+    // A whole set in one part without b removes it.
+    w.client
+        .probe(&probe(v + 3, None, vec![a.clone()], false))
+        .await?;
+    let deadline = Instant::now() + WAIT;
+    while running_of(&b.metadata.uid)? > 0 {
+        assert!(Instant::now() < deadline, "b was never removed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(running_of(&a.metadata.uid)?, 1);
+    Ok(())
+}
+
 /// A probe names the node it is for, and a worker refuses one for another
 /// node: an empty full sync meant for node B (re-registered at this
 /// worker's address) would otherwise remove every pod here.
