@@ -173,6 +173,31 @@ struct Pki {
 }
 
 impl Pki {
+    fn new() -> Pki {
+        let ca = pki::Ca::generate("test").unwrap();
+        let roots = Roots::from_pem(ca.cert_pem().as_bytes()).unwrap();
+        Pki { ca, roots }
+    }
+
+    /// A TLS server of this CA's certificate for m0, set up by `builder`.
+    async fn server(
+        &self,
+        builder: impl FnOnce(rpc::ServerBuilder) -> rpc::ServerBuilder,
+    ) -> SocketAddr {
+        let tls = ServerTls::new(&self.roots, self.identity("m0", pki::MASTERS)).unwrap();
+        let server = builder(
+            rpc::Server::builder(Auth::Bearer(vec![TOKEN.into()]))
+                .service(DemoServer::new(DemoImpl::new()))
+                .tls(tls),
+        )
+        .build()
+        .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(server.serve(listener, std::future::pending()));
+        addr
+    }
+
     fn identity(&self, name: &str, group: &str) -> Identity {
         let issued = self
             .ca
@@ -196,19 +221,8 @@ impl Pki {
 /// their own that clients without one can never take.
 #[tokio::test]
 async fn members_have_slots_that_a_full_client_pool_cannot_take() {
-    let ca = pki::Ca::generate("test").unwrap();
-    let roots = Roots::from_pem(ca.cert_pem().as_bytes()).unwrap();
-    let pki = Pki { ca, roots };
-    let tls = ServerTls::new(&pki.roots, pki.identity("m0", pki::MASTERS)).unwrap();
-    let server = rpc::Server::builder(Auth::Bearer(vec![TOKEN.into()]))
-        .service(DemoServer::new(DemoImpl::new()))
-        .tls(tls)
-        .max_connections(4)
-        .build()
-        .unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(server.serve(listener, std::future::pending()));
+    let pki = Pki::new();
+    let addr = pki.server(|b| b.max_connections(4)).await;
 
     // Four clients without a certificate fill the client pool...
     let holders: Vec<DemoClient> = (0..4).map(|_| pki.client(addr, None)).collect();
@@ -237,19 +251,8 @@ async fn members_have_slots_that_a_full_client_pool_cannot_take() {
 /// reader half kept the socket open).
 #[tokio::test]
 async fn a_dropped_client_frees_its_slot_at_once() {
-    let ca = pki::Ca::generate("test").unwrap();
-    let roots = Roots::from_pem(ca.cert_pem().as_bytes()).unwrap();
-    let pki = Pki { ca, roots };
-    let tls = ServerTls::new(&pki.roots, pki.identity("m0", pki::MASTERS)).unwrap();
-    let server = rpc::Server::builder(Auth::Bearer(vec![TOKEN.into()]))
-        .service(DemoServer::new(DemoImpl::new()))
-        .tls(tls)
-        .max_connections_per_ip(1)
-        .build()
-        .unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(server.serve(listener, std::future::pending()));
+    let pki = Pki::new();
+    let addr = pki.server(|b| b.max_connections_per_ip(1)).await;
     for i in 0..20 {
         let c = pki.client(addr, None);
         let deadline = Instant::now() + DEADLINE;

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use api::master::{ListRequest, MasterClient};
+use api::master::{ListRequest, ListResponse, MasterClient};
 use kvs::api::{Empty, KvClient, NodeStatus};
 
 use crate::testpki::Credentials;
@@ -116,16 +116,20 @@ pub trait Masters: Sync + Sized {
         bail!("no master answers")
     }
 
+    /// Every object of `kind` in every namespace (matching `selector`,
+    /// kubectl's `-l` syntax), from the first master that answers.
+    async fn list_all(&self, kind: &str, selector: Option<&str>) -> Result<ListResponse> {
+        let request = ListRequest {
+            kind: kind.into(),
+            label_selector: selector.map(str::to_string),
+            ..Default::default()
+        };
+        Ok(self.any_client().await?.list(&request).await?)
+    }
+
     /// Names of Ready nodes.
     async fn ready_nodes(&self) -> Result<Vec<String>> {
-        let list = self
-            .any_client()
-            .await?
-            .list(&ListRequest {
-                kind: "nodes".into(),
-                ..Default::default()
-            })
-            .await?;
+        let list = self.list_all("nodes", None).await?;
         let mut names = Vec::new();
         for item in list.items {
             let node: api::Node = serde_json::from_value(item)?;

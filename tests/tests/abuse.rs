@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use api::master::{ListRequest, MasterError, ObjectRequest, WriteRequest};
+use api::master::{MasterError, ObjectRequest, WriteRequest};
 use api::{Pod, PodPhase};
 use kvs::api::{DeleteRequest, GetRequest, KvClient, KvsError, PutRequest, TxnRequest};
 use kvs::kv::{Op, Txn};
@@ -60,12 +60,7 @@ async fn poison_value(c: &Cluster) -> Result<()> {
         })
         .await?;
     let client = c.any_client().await?;
-    let list = client
-        .list(&ListRequest {
-            kind: "pods".into(),
-            ..Default::default()
-        })
-        .await?;
+    let list = c.list_all("pods", None).await?;
     ensure!(
         list.unreadable.iter().any(|u| u.key == key),
         "list names the unreadable key: {:?}",
@@ -88,14 +83,7 @@ async fn poison_value(c: &Cluster) -> Result<()> {
         Duration::from_secs(30),
         "a Warning event naming the unreadable key",
         |c| async move {
-            let events = c
-                .any_client()
-                .await?
-                .list(&ListRequest {
-                    kind: "events".into(),
-                    ..Default::default()
-                })
-                .await?;
+            let events = c.list_all("events", None).await?;
             Ok(events
                 .items
                 .iter()
@@ -122,12 +110,7 @@ async fn poison_deleted(c: &Cluster) -> Result<()> {
         })
         .await
         .context("deleting the poison by name")?;
-    let list = client
-        .list(&ListRequest {
-            kind: "pods".into(),
-            ..Default::default()
-        })
-        .await?;
+    let list = c.list_all("pods", None).await?;
     ensure!(list.unreadable.is_empty(), "{:?}", list.unreadable);
     Ok(())
 }
@@ -402,16 +385,7 @@ async fn large_pods_on_one_node(c: &mut Cluster) -> Result<()> {
         Duration::from_secs(60),
         "three large pods Running",
         |c| async move {
-            let list = c
-                .any_client()
-                .await?
-                .list(&ListRequest {
-                    kind: "pods".into(),
-                    namespace: Some("default".into()),
-                    label_selector: Some("abuse=large".into()),
-                    node_name: None,
-                })
-                .await?;
+            let list = c.list_all("pods", Some("abuse=large")).await?;
             let running = list
                 .items
                 .into_iter()
@@ -445,14 +419,7 @@ async fn large_pods_on_one_node(c: &mut Cluster) -> Result<()> {
         Duration::from_secs(30),
         "a probe answered after the thaw (a full sync of the large pods)",
         |c| async move {
-            let nodes = c
-                .any_client()
-                .await?
-                .list(&ListRequest {
-                    kind: "nodes".into(),
-                    ..Default::default()
-                })
-                .await?;
+            let nodes = c.list_all("nodes", None).await?;
             let answered = nodes.items.into_iter().any(|n| {
                 serde_json::from_value::<api::Node>(n).is_ok_and(|n| {
                     n.is_ready()
