@@ -169,12 +169,7 @@ impl Agent {
             ports,
             network_mode,
             publish_ip: config.publish_ip.clone(),
-            nano_cpus: limits
-                .cpu
-                .as_deref()
-                .and_then(|q| parse_cpu_millis(q).ok())
-                .and_then(|m| m.checked_mul(1_000_000))
-                .and_then(|n| i64::try_from(n).ok()),
+            nano_cpus: nano_cpus(limits.cpu.as_deref()),
             memory_bytes: limits
                 .memory
                 .as_deref()
@@ -370,4 +365,28 @@ impl Agent {
 
 fn short(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
+}
+
+/// Docker's `NanoCpus` for a cpu limit; `None` (no limit) for none, or for
+/// one too large for Docker to take (a product that would overflow).
+fn nano_cpus(limit: Option<&str>) -> Option<i64> {
+    limit
+        .and_then(|q| parse_cpu_millis(q).ok())
+        .and_then(|m| m.checked_mul(1_000_000))
+        .and_then(|n| i64::try_from(n).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nano_cpus;
+
+    /// A user-given limit times 10⁶ overflowed `u64` (a panic in debug
+    /// builds): it is no limit Docker can take, so none.
+    #[test]
+    fn cpu_limits_become_nano_cpus_without_overflow() {
+        assert_eq!(nano_cpus(Some("500m")), Some(500_000_000));
+        assert_eq!(nano_cpus(None), None);
+        assert_eq!(nano_cpus(Some("18446744073709551m")), None);
+        assert_eq!(nano_cpus(Some("10000000000000000m")), None);
+    }
 }
