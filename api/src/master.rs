@@ -32,6 +32,40 @@ pub struct JoinResponse {
     pub masters: Vec<String>,
 }
 
+/// `Master.bootstrap`: a worker that has no certificate yet asks for one,
+/// with the join token (kubelet TLS bootstrapping). The name must not be
+/// taken by a live node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BootstrapRequest {
+    /// The node's name: the certificate's common name.
+    pub node: String,
+    /// A PKCS#10 signing request (PEM) for a key the worker made; only its
+    /// public key is used.
+    pub csr: String,
+    /// DNS names and IP addresses the worker is reached at.
+    pub hosts: Vec<String>,
+}
+
+/// `Master.renew`: a worker asks for a new certificate for its own node,
+/// presenting its current one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RenewRequest {
+    /// A PKCS#10 signing request (PEM) for the worker's new key.
+    pub csr: String,
+    /// DNS names and IP addresses the worker is reached at.
+    pub hosts: Vec<String>,
+}
+
+/// `Master.bootstrap`'s and `Master.renew`'s answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CertificateResponse {
+    /// The certificate (PEM), group `mkube:workers`.
+    pub certificate: String,
+}
+
 /// `Master.create` and `Master.apply`: one object, as a manifest writes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -341,6 +375,9 @@ pub enum MasterError {
     /// This master cannot serve now (no leader, store unavailable).
     #[error("{0}")]
     Unavailable(String),
+    /// The caller may not do this (a worker acting for another node).
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 fn in_namespace(ns: &str) -> String {
@@ -364,6 +401,7 @@ impl From<MasterError> for rpc::Status {
                 rpc::Code::FailedPrecondition
             }
             MasterError::Unavailable(_) => rpc::Code::Unavailable,
+            MasterError::Forbidden(_) => rpc::Code::PermissionDenied,
         };
         let status = rpc::Status::new(code, e.to_string());
         match serde_json::to_value(&e) {
@@ -387,6 +425,10 @@ impl MasterError {
 pub trait Master {
     /// Registers (or re-registers) a node.
     async fn join(&self, req: JoinRequest) -> Result<JoinResponse, MasterError>;
+    /// Signs a first certificate for a worker (join token).
+    async fn bootstrap(&self, req: BootstrapRequest) -> Result<CertificateResponse, MasterError>;
+    /// Signs a new certificate for the calling worker's node.
+    async fn renew(&self, req: RenewRequest) -> Result<CertificateResponse, MasterError>;
     /// Creates an object; fails if it exists.
     async fn create(&self, req: WriteRequest) -> Result<WriteResponse, MasterError>;
     /// Creates or updates an object.

@@ -42,6 +42,7 @@ impl CliError {
                 // Kubernetes 1.32 names a corrupt stored object so.
                 MasterError::Unreadable { .. } => "StoreReadError",
                 MasterError::Unavailable(_) => "ServiceUnavailable",
+                MasterError::Forbidden(_) => "Forbidden",
             };
             return CliError::Server {
                 reason,

@@ -24,8 +24,9 @@ use tokio::net::TcpListener;
 
 use crate::store::MetricsStore;
 
-/// Roles whose tokens may read metrics.
-const ROLES: [&str; 2] = ["user", "member"];
+/// Roles whose tokens may read metrics (a member token only with a
+/// masters' certificate, as everywhere).
+const ROLES: [&str; 4] = ["admin", "user", "viewer", "member"];
 
 /// What the listener enforces.
 #[derive(Clone, Debug)]
@@ -50,8 +51,9 @@ pub async fn serve_secure(
         require_token,
     ));
     let config = rpc::server::ListenerConfig::new(Some(&security.tls));
-    rpc::server::serve_http(listener, config, shutdown, move |_| {
-        hyper_util::service::TowerToHyperService::new(app.clone())
+    rpc::server::serve_http(listener, config, shutdown, move |peer: Option<rpc::Peer>| {
+        // The connection's certificate, for the member token's check.
+        hyper_util::service::TowerToHyperService::new(app.clone().layer(axum::Extension(peer)))
     })
     .await
 }
@@ -76,8 +78,20 @@ async fn require_token(
         Some(None) => refusal(StatusCode::UNAUTHORIZED, "invalid bearer token"),
         Some(Some(role)) if !ROLES.contains(&role.as_str()) => refusal(
             StatusCode::FORBIDDEN,
-            "this token's role may not read metrics; use a user or member token",
+            &format!("a {role} token may not read metrics; use a viewer, user or admin token"),
         ),
+        Some(Some(role))
+            if role == "member"
+                && !request
+                    .extensions()
+                    .get::<Option<rpc::Peer>>()
+                    .is_some_and(|p| p.as_ref().is_some_and(|p| p.in_group(pki::MASTERS))) =>
+        {
+            refusal(
+                StatusCode::FORBIDDEN,
+                "a member token is accepted only with a client certificate of mkube:masters",
+            )
+        }
         Some(Some(_)) => next.run(request).await,
     }
 }

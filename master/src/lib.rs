@@ -7,6 +7,8 @@
 //!
 //! # Layout
 //!
+//! - [`authz`]: node-bound authorization of workers' calls, and the signer
+//!   of their certificates.
 //! - [`store`]: keys of each kind and typed, compare-and-set access to the kvs.
 //! - [`objects`]: manifests parsed by kind, validated, and merged on update.
 //! - [`service`]: the `Master` API (create/apply/get/list/delete/watch,
@@ -21,6 +23,7 @@
 //!   annotations, for the metrics store and the Prometheus page.
 //! - `src/main.rs`: the `mkube-master` binary.
 
+pub mod authz;
 pub mod controllers;
 pub mod discovery;
 pub mod leader;

@@ -147,6 +147,15 @@ struct Args {
     /// (plain and unauthenticated with --insecure).
     #[arg(long)]
     grafana_listen: Option<String>,
+    /// Validity of the certificates this master signs for workers, in
+    /// seconds (workers renew at two thirds of it, without a restart).
+    #[arg(long, default_value_t = 30 * 24 * 3600)]
+    worker_cert_validity_s: u64,
+    /// The node whose worker runs on this master's machine, the only one
+    /// that may call `prepare_eviction` here (default: --name, as on Azure,
+    /// where a VM's master and worker share its name).
+    #[arg(long)]
+    local_node: Option<String>,
     /// Answer DNS for the cluster domain on this address, UDP and TCP
     /// (`0.0.0.0:53` where pods resolve through the masters): Services as
     /// NAME.NAMESPACE.svc.DOMAIN (A/AAAA) and _PORT._PROTO.NAME... (SRV).
@@ -217,7 +226,7 @@ async fn security_from_vault(
     secrets: &cloud::secrets::Secrets,
     name: &str,
     advertise: &str,
-) -> Result<Security> {
+) -> Result<(Security, pki::Ca)> {
     let ca = pki::Ca::from_pem(
         &secrets.get("mkube-ca-crt").await?,
         &secrets.get("mkube-ca-key").await?,
@@ -227,7 +236,7 @@ async fn security_from_vault(
         .rsplit_once(':')
         .map_or(advertise, |(h, _)| h)
         .trim_matches(['[', ']']);
-    Ok(Security::issue(
+    let security = Security::issue(
         &ca,
         name,
         vec![
@@ -237,7 +246,8 @@ async fn security_from_vault(
         ],
         Kind::Master,
         &tokens,
-    )?)
+    )?;
+    Ok((security, ca))
 }
 
 #[tokio::main]
@@ -257,11 +267,19 @@ async fn main() -> Result<()> {
     let advertise = args.advertise.clone().unwrap_or(local.clone());
     let fleet = fleet(&args, &advertise)?;
     let mut args = args;
+    let mut ca = None;
     let security = match (&args.pki_dir, &args.secrets) {
-        (Some(dir), _) => Some(
-            Security::load(dir, &args.name, Kind::Master)
-                .context("loading TLS and tokens from --pki-dir")?,
-        ),
+        (Some(dir), _) => {
+            if dir.join("ca.key").exists() {
+                ca = Some(pki::Ca::load(dir).context("loading the CA from --pki-dir")?);
+            } else {
+                tracing::warn!(dir = %dir.display(), "no ca.key in --pki-dir: this master signs no worker certificates");
+            }
+            Some(
+                Security::load(dir, &args.name, Kind::Master)
+                    .context("loading TLS and tokens from --pki-dir")?,
+            )
+        }
         (None, Some(spec)) => {
             let credential = cloud::managed_identity(args.identity_client_id.clone())?;
             let secrets = cloud::secrets::Secrets::new(spec, credential, None)?;
@@ -271,7 +289,9 @@ async fn main() -> Result<()> {
             if args.insecure {
                 None
             } else {
-                let security = security_from_vault(&secrets, &args.name, &advertise).await?;
+                let (security, vault_ca) =
+                    security_from_vault(&secrets, &args.name, &advertise).await?;
+                ca = Some(vault_ca);
                 let secrets = Arc::new(secrets);
                 security.spawn_refresh(VAULT_REFRESH, move || {
                     let secrets = Arc::clone(&secrets);
@@ -354,6 +374,15 @@ async fn main() -> Result<()> {
                 .with_worker_tls(client_tls.clone())
                 .with_metrics(Arc::clone(&metrics))
                 .with_member(node.clone())
+                .with_signer(ca.map(|ca| {
+                    Arc::new(master::authz::Signer::new(
+                        ca,
+                        Duration::from_secs(args.worker_cert_validity_s.max(10)),
+                    ))
+                }))
+                .with_local_node(Some(
+                    args.local_node.clone().unwrap_or_else(|| args.name.clone()),
+                ))
                 .with_limits(master::objects::ApiLimits {
                     max_replicas: args.max_replicas,
                 }),

@@ -16,6 +16,7 @@ use api::worker::{ExecRequest, ExecResponse, LogsRequest, LogsResponse, WorkerCl
 use api::{Deployment, Kind, LabelSelector, Node, NodeInfo, Pod, ReplicaSet, WorkerError};
 use kvs::kv::{Event as KvEvent, Op, Txn};
 
+use crate::authz::{Actor, Signer};
 use crate::controllers::deployment::rollback_template;
 use crate::metrics::MasterMetrics;
 use crate::objects::{ApiLimits, Object};
@@ -38,6 +39,8 @@ pub struct MasterService {
     metrics: Option<Arc<MasterMetrics>>,
     member: Option<kvs::node::Node>,
     limits: ApiLimits,
+    signer: Option<Arc<Signer>>,
+    local_node: Option<String>,
 }
 
 impl From<StoreError> for MasterError {
@@ -142,7 +145,43 @@ impl MasterService {
             metrics: None,
             member: None,
             limits: ApiLimits::default(),
+            signer: None,
+            local_node: None,
         }
+    }
+
+    /// Signs workers' certificates (`bootstrap`, `renew`) with `signer`.
+    pub fn with_signer(mut self, signer: Option<Arc<Signer>>) -> Self {
+        self.signer = signer;
+        self
+    }
+
+    /// The node on this master's machine, whose worker may call
+    /// `prepare_eviction` here.
+    pub fn with_local_node(mut self, node: Option<String>) -> Self {
+        self.local_node = node;
+        self
+    }
+
+    fn signer(&self) -> Result<&Signer, MasterError> {
+        self.signer.as_deref().ok_or_else(|| {
+            MasterError::Unavailable(
+                "this master signs no certificates (it holds no CA key)".into(),
+            )
+        })
+    }
+
+    /// The masters' hosts, which no worker certificate may name.
+    fn master_hosts(&self) -> Vec<String> {
+        self.masters
+            .iter()
+            .map(|a| {
+                a.rsplit_once(':')
+                    .map_or(a.as_str(), |(h, _)| h)
+                    .trim_matches(['[', ']'])
+                    .to_owned()
+            })
+            .collect()
     }
 
     /// Bounds what users may ask for (`--max-replicas`).
@@ -197,9 +236,15 @@ impl MasterService {
             .await?
             .and_then(|n| n.object.status.map(|s| s.address))
             .ok_or_else(|| MasterError::Unavailable(format!("node {node:?} has no address")))?;
+        let tls = self
+            .worker_tls
+            .as_ref()
+            .map(|t| t.expecting_peer(&node, pki::WORKERS))
+            .transpose()
+            .map_err(|e| MasterError::Unavailable(format!("TLS towards node {node:?}: {e}")))?;
         let config = rpc::ClientConfig {
             token: self.worker_token.clone(),
-            tls: self.worker_tls.clone(),
+            tls,
             default_timeout: wait + Duration::from_secs(10),
             max_connections: 1,
             ..Default::default()
@@ -416,10 +461,40 @@ impl Master for MasterService {
                 req.node.name
             )));
         }
+        Actor::of(&rpc::Caller::current()).may_act_for(&req.node.name, "register")?;
         self.register(req.node).await?;
         Ok(JoinResponse {
             masters: self.masters.clone(),
         })
+    }
+
+    async fn bootstrap(&self, req: BootstrapRequest) -> Result<CertificateResponse, MasterError> {
+        let signer = self.signer()?;
+        if Actor::of(&rpc::Caller::current()) != Actor::Operator
+            && let Some(stored) = self.read(Kind::Node, "", &req.node).await?
+            && let Object::Node(node) = &stored.object
+            && node.is_ready()
+        {
+            return Err(MasterError::Forbidden(format!(
+                "node {:?} is registered and Ready: its name is taken (its worker renews with its own certificate)",
+                req.node
+            )));
+        }
+        let certificate = signer.sign(&req.node, &req.csr, &req.hosts, &self.master_hosts())?;
+        tracing::info!(node = %req.node, hosts = ?req.hosts, "signed a worker's first certificate");
+        Ok(CertificateResponse { certificate })
+    }
+
+    async fn renew(&self, req: RenewRequest) -> Result<CertificateResponse, MasterError> {
+        let signer = self.signer()?;
+        let Actor::Node(node) = Actor::of(&rpc::Caller::current()) else {
+            return Err(MasterError::Forbidden(
+                "renew is for a worker presenting its own certificate with the join token".into(),
+            ));
+        };
+        let certificate = signer.sign(&node, &req.csr, &req.hosts, &self.master_hosts())?;
+        tracing::info!(node = %node, "renewed a worker's certificate");
+        Ok(CertificateResponse { certificate })
     }
 
     async fn create(&self, req: WriteRequest) -> Result<WriteResponse, MasterError> {
@@ -583,6 +658,7 @@ impl Master for MasterService {
     }
 
     async fn drain(&self, req: DrainRequest) -> Result<DrainResponse, MasterError> {
+        Actor::of(&rpc::Caller::current()).may_act_for(&req.node, "drain")?;
         let Some(stored) = self.read(Kind::Node, "", &req.node).await? else {
             return Err(not_found(Kind::Node, "", &req.node));
         };
@@ -647,6 +723,7 @@ impl Master for MasterService {
         &self,
         _req: PrepareEvictionRequest,
     ) -> Result<PrepareEvictionResponse, MasterError> {
+        Actor::of(&rpc::Caller::current()).may_prepare_eviction(self.local_node.as_deref())?;
         let node = self
             .member
             .as_ref()

@@ -15,9 +15,11 @@
 //! ca.crt             the CA certificate (public; mkctl contexts hold a copy)
 //! ca.key             the CA key                                      0600
 //! <name>.crt/.key    a member's certificate and key                  key 0600
-//! tokens/member      tokens of cluster members (masters, probes)     0600
-//! tokens/join        tokens workers present to register              0600
-//! tokens/user        tokens of mkctl users                           0600
+//! tokens/admin       everything, raw store writes included           0600
+//! tokens/user        the Master API; the store read-only             0600
+//! tokens/viewer      get, list, watch, metrics (Grafana, Prometheus) 0600
+//! tokens/join        workers' bootstrap and their own node's calls  0600
+//! tokens/member      masters, only with a masters' certificate       0600
 //! ```
 //!
 //! A token file holds one token per line: the first is the one a process
@@ -43,14 +45,18 @@ use rcgen::{
 pub const MASTERS: &str = "mkube:masters";
 /// The group (subject organization) of workers' certificates.
 pub const WORKERS: &str = "mkube:workers";
+/// The group of read-only certificates (Prometheus scraping workers'
+/// `/metrics`, which take no tokens).
+pub const VIEWERS: &str = "mkube:viewers";
 
 /// A DNS name every master's certificate carries besides its own names, so
 /// that a client dialling masters at addresses they do not know (public IPs
 /// on Azure) can check for it instead (mkctl's `--tls-server-name`).
 pub const MASTERS_SERVER_NAME: &str = "masters.mkube";
 
-/// The token roles, and their file names under `tokens/`.
-pub const ROLES: [&str; 3] = ["member", "join", "user"];
+/// The token roles, and their file names under `tokens/`: what each may
+/// call is [`member::master_rules`].
+pub const ROLES: [&str; 5] = ["admin", "user", "viewer", "join", "member"];
 
 /// Default validity of member certificates.
 pub const DEFAULT_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -81,7 +87,7 @@ pub enum PkiError {
     #[error("{0} exists already; a cluster CA is created once (remove it to start over)")]
     Exists(PathBuf),
     /// A role that is not one of [`ROLES`].
-    #[error("unknown token role `{0}`; the roles are member, join and user")]
+    #[error("unknown token role `{0}`; the roles are admin, user, viewer, join and member")]
     UnknownRole(String),
 }
 
@@ -233,27 +239,7 @@ impl Ca {
     pub fn issue(&self, request: &Request) -> Result<Issued, PkiError> {
         let what = |s: &str| format!("{s} for {}", request.name);
         let key = KeyPair::generate().map_err(cert_error(what("generating the key")))?;
-        let mut params = CertificateParams::new(request.hosts.clone())
-            .map_err(cert_error(what("naming the hosts")))?;
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, request.name.as_str());
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, request.group.as_str());
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        params.use_authority_key_identifier_extension = true;
-        params.not_before = request.not_before.into();
-        params.not_after = request.not_after.into();
-        let cert = params
+        let cert = member_params(request)?
             .signed_by(&key, &self.issuer)
             .map_err(cert_error(what("signing the certificate")))?;
         Ok(Issued {
@@ -261,6 +247,100 @@ impl Ca {
             key_pem: key.serialize_pem(),
         })
     }
+
+    /// Signs a certificate for `request` (name, group, hosts, validity)
+    /// and the public key of `csr_pem`, a PKCS#10 request whose signature
+    /// proves that its sender holds the key. Everything else the request
+    /// asks for (subject, names, usages) is ignored: the signer decides.
+    pub fn sign_request(&self, csr_pem: &str, request: &Request) -> Result<String, PkiError> {
+        let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| {
+            PkiError::Certificate {
+                what: format!("reading the certificate signing request of {}", request.name),
+                reason: e.to_string(),
+            }
+        })?;
+        let cert = member_params(request)?
+            .signed_by(&csr.public_key, &self.issuer)
+            .map_err(cert_error(format!(
+                "signing the certificate of {}",
+                request.name
+            )))?;
+        Ok(cert.pem())
+    }
+}
+
+/// The certificate a member gets: its name and group in the subject, its
+/// hosts as subject alternative names, for server and client use.
+fn member_params(request: &Request) -> Result<CertificateParams, PkiError> {
+    let mut params = CertificateParams::new(request.hosts.clone()).map_err(cert_error(format!(
+        "naming the hosts of {}",
+        request.name
+    )))?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, request.name.as_str());
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, request.group.as_str());
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    params.not_before = request.not_before.into();
+    params.not_after = request.not_after.into();
+    Ok(params)
+}
+
+/// A key a member makes for itself and the signing request that proves it
+/// holds it (kubelet TLS bootstrapping): the key never leaves the member.
+pub struct KeyRequest {
+    /// The private key (PKCS#8 PEM): a secret.
+    pub key_pem: String,
+    /// The PKCS#10 request (PEM) naming `name`.
+    pub csr_pem: String,
+}
+
+impl std::fmt::Debug for KeyRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyRequest(key hidden)")
+    }
+}
+
+impl KeyRequest {
+    /// A fresh ECDSA P-256 key and a request for `name`.
+    pub fn generate(name: &str) -> Result<KeyRequest, PkiError> {
+        let key = KeyPair::generate().map_err(cert_error("generating a key"))?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, name);
+        let csr = params
+            .serialize_request(&key)
+            .and_then(|r| r.pem())
+            .map_err(cert_error("making the certificate signing request"))?;
+        Ok(KeyRequest {
+            key_pem: key.serialize_pem(),
+            csr_pem: csr,
+        })
+    }
+}
+
+/// When a PEM certificate stops being valid.
+pub fn not_after(cert_pem: &str) -> Result<SystemTime, PkiError> {
+    let bad = |reason: String| PkiError::Certificate {
+        what: "reading a certificate's validity".into(),
+        reason,
+    };
+    let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes())
+        .map_err(|e| bad(e.to_string()))?;
+    let cert = pem.parse_x509().map_err(|e| bad(e.to_string()))?;
+    let secs = cert.validity().not_after.timestamp();
+    Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap_or(0)))
 }
 
 /// A new random token: 64 hex digits (244 random bits, from the OS).
@@ -345,7 +425,8 @@ pub fn write_secret(path: &Path, contents: &str) -> Result<(), PkiError> {
     write_file(path, contents, 0o600)
 }
 
-fn write_public(path: &Path, contents: &str) -> Result<(), PkiError> {
+/// Writes a public file (a certificate), mode 0644, replaced atomically.
+pub fn write_public(path: &Path, contents: &str) -> Result<(), PkiError> {
     write_file(path, contents, 0o644)
 }
 
@@ -396,6 +477,29 @@ mod tests {
     }
 
     #[test]
+    fn a_signing_request_gets_the_signers_name_not_its_own() {
+        let ca = Ca::generate("test").unwrap();
+        let asked = KeyRequest::generate("m0").unwrap();
+        let mut request = Request::new("w1", WORKERS, vec!["10.0.0.9".into()]);
+        request.not_after = request.not_before + Duration::from_secs(3600);
+        let cert = ca.sign_request(&asked.csr_pem, &request).unwrap();
+        let (_, pem) = x509_parser::pem::parse_x509_pem(cert.as_bytes()).unwrap();
+        let parsed = pem.parse_x509().unwrap();
+        let subject = parsed.subject().to_string();
+        assert!(subject.contains("CN=w1"), "{subject}");
+        assert!(subject.contains("O=mkube:workers"), "{subject}");
+        let left = not_after(&cert)
+            .unwrap()
+            .duration_since(SystemTime::now())
+            .unwrap();
+        assert!(left <= Duration::from_secs(3600), "{left:?}");
+        // The certificate is for the requester's key.
+        rpc::Identity::from_pem(cert.as_bytes(), asked.key_pem.as_bytes()).unwrap();
+        let refused = ca.sign_request("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n", &request);
+        assert!(matches!(refused, Err(PkiError::Certificate { .. })), "{refused:?}");
+    }
+
+    #[test]
     fn tokens_rotate() {
         let dir = tempdir();
         init_tokens(&dir).unwrap();
@@ -412,7 +516,7 @@ mod tests {
         assert_eq!(retire_tokens(&dir, "user").unwrap(), 1);
         assert_eq!(read_tokens(&path).unwrap(), vec![new]);
         assert!(matches!(
-            token_path(&dir, "admin"),
+            token_path(&dir, "root"),
             Err(PkiError::UnknownRole(_))
         ));
         assert_eq!(parse_tokens("# c\n\n a \nb\n"), vec!["a", "b"]);

@@ -36,8 +36,8 @@ enum Command {
         /// The member's name (the certificate's common name).
         #[arg(long)]
         name: String,
-        /// Its group: mkube:masters or mkube:workers.
-        #[arg(long, value_parser = ["mkube:masters", "mkube:workers"])]
+        /// Its group: mkube:masters, mkube:workers or mkube:viewers (Prometheus).
+        #[arg(long, value_parser = ["mkube:masters", "mkube:workers", "mkube:viewers"])]
         group: String,
         /// A DNS name or IP address clients dial it at (repeatable).
         #[arg(long = "host", required = true)]
@@ -63,7 +63,7 @@ enum TokenAction {
     Add {
         /// The PKI directory.
         dir: PathBuf,
-        /// member, join or user.
+        /// admin, user, viewer, join or member.
         role: String,
     },
     /// Keeps only the newest token of the role: the older ones are refused
@@ -71,7 +71,7 @@ enum TokenAction {
     Retire {
         /// The PKI directory.
         dir: PathBuf,
-        /// member, join or user.
+        /// admin, user, viewer, join or member.
         role: String,
     },
 }

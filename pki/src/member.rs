@@ -1,11 +1,12 @@
 //! A member's TLS settings and tokens, from a PKI directory or from
 //! secrets, kept current while it runs.
 //!
-//! A master accepts tokens of every role (what each role may call is the
-//! server's [`rpc::Access`] rules) and sends the member token; a worker
-//! accepts only member tokens (the masters' probes) and sends the join
-//! token. Token files are read again every [`RELOAD_INTERVAL`]: a rotation
-//! needs no restart of the servers.
+//! A master accepts tokens of every role (what each role may call is
+//! [`master_rules`]; a member token counts only with a masters'
+//! certificate) and sends the member token. A worker takes no token at all:
+//! it knows the masters' probes by their certificates ([`worker_rules`]);
+//! it sends the join token. Token files are read again every
+//! [`RELOAD_INTERVAL`]: a rotation needs no restart of the servers.
 //!
 //! Invariants: the accepted set is only replaced by a complete, valid read
 //! of the files (a file being rewritten is skipped until whole: writers
@@ -33,8 +34,8 @@ impl Kind {
     /// The roles whose tokens this kind's server accepts.
     pub fn accepts(self) -> &'static [&'static str] {
         match self {
-            Kind::Master => &["member", "join", "user"],
-            Kind::Worker => &["member"],
+            Kind::Master => &crate::ROLES,
+            Kind::Worker => &[],
         }
     }
 
@@ -78,15 +79,44 @@ impl Security {
             what: format!("loading the TLS files of {name} from {}", dir.display()),
             reason: e.to_string(),
         };
-        let roots = rpc::Roots::from_file(&dir.join("ca.crt")).map_err(tls)?;
         let identity = rpc::Identity::from_files(
             &dir.join(format!("{name}.crt")),
             &dir.join(format!("{name}.key")),
         )
         .map_err(tls)?;
+        let identity = rpc::LiveIdentity::new(identity).map_err(tls)?;
+        Security::load_live(dir, &identity, kind)
+    }
+
+    /// Loads `ca.crt` and the token files from a PKI directory, and
+    /// presents whatever `identity` holds (a worker's bootstrapped and
+    /// renewed certificate).
+    pub fn load_live(
+        dir: &Path,
+        identity: &rpc::LiveIdentity,
+        kind: Kind,
+    ) -> Result<Security, PkiError> {
+        let roots = rpc::Roots::from_file(&dir.join("ca.crt")).map_err(|e| {
+            PkiError::Certificate {
+                what: format!("loading the CA certificate from {}", dir.display()),
+                reason: e.to_string(),
+            }
+        })?;
         let tokens = read_role_tokens(dir, kind)?;
-        let mut security = Security::assemble(&roots, identity, kind, &tokens)?;
-        security.dir = Some(dir.to_path_buf());
+        Security::with_live(&roots, identity, kind, &tokens, Some(dir))
+    }
+
+    /// A member presenting whatever `identity` holds, trusting `roots`,
+    /// with `tokens` by role (re-read from `dir` if given).
+    pub fn with_live(
+        roots: &rpc::Roots,
+        identity: &rpc::LiveIdentity,
+        kind: Kind,
+        tokens: &BTreeMap<String, Vec<String>>,
+        dir: Option<&Path>,
+    ) -> Result<Security, PkiError> {
+        let mut security = Security::assemble(roots, identity, kind, tokens)?;
+        security.dir = dir.map(Path::to_path_buf);
         Ok(security)
     }
 
@@ -107,13 +137,14 @@ impl Security {
         let roots = rpc::Roots::from_pem(ca.cert_pem().as_bytes()).map_err(tls)?;
         let identity =
             rpc::Identity::from_pem(issued.cert_pem.as_bytes(), issued.key_pem.as_bytes())
+                .and_then(rpc::LiveIdentity::new)
                 .map_err(tls)?;
-        Security::assemble(&roots, identity, kind, tokens)
+        Security::assemble(&roots, &identity, kind, tokens)
     }
 
     fn assemble(
         roots: &rpc::Roots,
-        identity: rpc::Identity,
+        identity: &rpc::LiveIdentity,
         kind: Kind,
         tokens: &BTreeMap<String, Vec<String>>,
     ) -> Result<Security, PkiError> {
@@ -121,8 +152,8 @@ impl Security {
             what: "configuring TLS".into(),
             reason: e.to_string(),
         };
-        let server = rpc::ServerTls::new(roots, identity.clone()).map_err(tls)?;
-        let client = rpc::ClientTls::new(roots, Some(identity)).map_err(tls)?;
+        let server = rpc::ServerTls::live(roots, identity).map_err(tls)?;
+        let client = rpc::ClientTls::live(roots, identity).map_err(tls)?;
         let send = tokens
             .get(kind.sends())
             .and_then(|t| t.first())
@@ -131,11 +162,14 @@ impl Security {
                 what: "choosing the token to send".into(),
                 reason: format!("no {} token", kind.sends()),
             })?;
-        let accepted =
+        let accepted = if kind.accepts().is_empty() {
+            rpc::Tokens::default()
+        } else {
             rpc::Tokens::new(accepted(kind, tokens)).map_err(|e| PkiError::Certificate {
                 what: "reading the tokens".into(),
                 reason: e.to_string(),
-            })?;
+            })?
+        };
         Ok(Security {
             server,
             client,
@@ -160,7 +194,7 @@ impl Security {
     /// returns whether it did. For tokens kept elsewhere (Key Vault).
     pub fn set_tokens(&self, tokens: &BTreeMap<String, Vec<String>>) -> Result<bool, PkiError> {
         let new = accepted(self.kind, tokens);
-        if new == self.accepted.snapshot() {
+        if new == self.accepted.snapshot() || self.kind.accepts().is_empty() {
             return Ok(false);
         }
         self.accepted
@@ -276,9 +310,9 @@ impl ListenerFlags {
     }
 }
 
-/// A server builder for a member's listener: with `security`, TLS, its
-/// live tokens, the access rules of its kind and token reloading; without
-/// (`--insecure`), plain HTTP taking `token` (or anyone, with none).
+/// A server builder for a member's listener: with `security`, TLS, the
+/// access rules of its kind, and for a master its live tokens (reloaded);
+/// without (`--insecure`), plain HTTP taking `token` (or anyone, with none).
 pub fn server_builder(
     security: Option<&Security>,
     token: Option<&str>,
@@ -290,14 +324,13 @@ pub fn server_builder(
             None => rpc::Auth::None,
         }));
     };
-    let mut server = limits.apply(
-        rpc::Server::builder(rpc::Auth::Tokens(security.accepted.clone()))
-            .tls(security.server.clone()),
-    );
-    let rules = match security.kind {
-        Kind::Master => master_rules(),
-        Kind::Worker => worker_rules(),
+    let (auth, rules) = match security.kind {
+        Kind::Master => (rpc::Auth::Tokens(security.accepted.clone()), master_rules()),
+        Kind::Worker => (rpc::Auth::Certificates, worker_rules()),
     };
+    let mut server = limits
+        .apply(rpc::Server::builder(auth).tls(security.server.clone()))
+        .bind_role("member", crate::MASTERS);
     for (prefix, access) in rules {
         server = server.restrict(prefix, access);
     }
@@ -332,42 +365,64 @@ fn read_role_tokens(dir: &Path, kind: Kind) -> Result<BTreeMap<String, Vec<Strin
     Ok(out)
 }
 
-/// Who may call what on a master's TLS listener, for
-/// `rpc::ServerBuilder::restrict` (see [`server_builder`]).
+/// Who may call what on a master's TLS listener (the longest matching
+/// prefix applies; a `member` token counts only with a masters'
+/// certificate, everywhere). The README's access table is this list.
+///
+/// | role    | may call                                                      |
+/// |---------|---------------------------------------------------------------|
+/// | admin   | everything, raw `/Kv/` writes included                        |
+/// | user    | the Master API; `/Kv/` reads and status                       |
+/// | viewer  | get, list, watch, `/metrics`, `/Kv/status`                    |
+/// | join    | bootstrap and renew a worker certificate, join, and drain or  |
+/// |         | prepare the eviction of its own node (the handlers check it)  |
+/// | member  | everything, with a masters' certificate                       |
 pub fn master_rules() -> Vec<(&'static str, rpc::Access)> {
-    let access = |roles: &[&str], group: Option<&str>| rpc::Access {
-        roles: roles.iter().map(|r| r.to_string()).collect(),
-        group: group.map(str::to_owned),
-    };
+    use rpc::Access;
+    const ADMIN: [&str; 2] = ["admin", "member"];
+    const USERS: [&str; 3] = ["admin", "user", "member"];
+    const READERS: [&str; 4] = ["admin", "user", "viewer", "member"];
+    let masters_only = || Access::roles(&["member"]).with_certificate(&[crate::MASTERS]);
     vec![
-        // Raft: only masters, by certificate and token.
-        ("/RaftPeer/", access(&["member"], Some(crate::MASTERS))),
-        // The leader's metric fan-out between masters.
-        ("/Master/figures", access(&["member"], Some(crate::MASTERS))),
+        // Raft and the metric fan-out: only masters, by certificate and token.
+        ("/RaftPeer/", masters_only()),
+        ("/Master/figures", masters_only()),
+        ("/Master/record_metrics", masters_only()),
+        // Workers: bootstrap by join token; the rest as their own node,
+        // which the handlers check against the worker's certificate.
+        ("/Master/bootstrap", Access::roles(&["join", "admin"])),
         (
-            "/Master/record_metrics",
-            access(&["member"], Some(crate::MASTERS)),
+            "/Master/renew",
+            Access::roles(&["join"]).with_certificate(&[crate::WORKERS]),
         ),
-        // Workers register, and drain themselves before an eviction.
-        ("/Master/join", access(&["join", "member"], None)),
-        ("/Master/drain", access(&["user", "member", "join"], None)),
-        (
-            "/Master/prepare_eviction",
-            access(&["user", "member", "join"], None),
-        ),
-        // Everything else of the API: users and masters (followers forward).
-        ("/Master/", access(&["user", "member"], None)),
-        ("/Kv/", access(&["user", "member"], None)),
+        ("/Master/join", Access::roles(&["join", "admin", "member"])),
+        ("/Master/drain", Access::roles(&["admin", "user", "member", "join"])),
+        ("/Master/prepare_eviction", Access::roles(&["admin", "member", "join"])),
+        // Reading the API.
+        ("/Master/get", Access::roles(&READERS)),
+        ("/Master/list", Access::roles(&READERS)),
+        ("/Master/watch", Access::roles(&READERS)),
+        ("/Master/", Access::roles(&USERS)),
+        // The store itself: users read, only admins write.
+        ("/Kv/get", Access::roles(&["admin", "user", "member"])),
+        ("/Kv/range", Access::roles(&["admin", "user", "member"])),
+        ("/Kv/watch", Access::roles(&["admin", "user", "member"])),
+        ("/Kv/status", Access::roles(&READERS)),
+        ("/Kv/", Access::roles(&ADMIN)),
+        ("/metrics", Access::roles(&READERS)),
+        // Anything else (a service mounted later): admins only.
+        ("/", Access::roles(&ADMIN)),
     ]
 }
 
-/// Who may call a worker: the masters' probes, logs and exec.
+/// Who may call a worker: the masters (probes, logs, exec), by their
+/// certificates; `/metrics` also a viewer's certificate (Prometheus).
 pub fn worker_rules() -> Vec<(&'static str, rpc::Access)> {
-    vec![(
-        "/Worker/",
-        rpc::Access {
-            roles: vec!["member".into()],
-            group: Some(crate::MASTERS.to_owned()),
-        },
-    )]
+    vec![
+        ("/Worker/", rpc::Access::certificate(&[crate::MASTERS])),
+        (
+            "/metrics",
+            rpc::Access::certificate(&[crate::MASTERS, crate::VIEWERS]),
+        ),
+    ]
 }

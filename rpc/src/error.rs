@@ -121,6 +121,9 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A server that knows its callers by certificate only must speak TLS.
+    #[error("a server that authenticates callers by client certificate needs TLS")]
+    CertificatesWithoutTls,
     /// Two services with the same name were mounted on one server.
     #[error("service `{0}` is mounted twice")]
     DuplicateService(&'static str),

@@ -97,6 +97,86 @@ impl Identity {
     }
 }
 
+/// An identity that can be replaced while servers and clients use it: a
+/// worker renewing its certificate. Connections made after
+/// [`LiveIdentity::replace`] present the new certificate; open ones keep
+/// the one they were made with.
+#[derive(Clone)]
+pub struct LiveIdentity {
+    current: Arc<std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>>,
+}
+
+impl std::fmt::Debug for LiveIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LiveIdentity(key hidden)")
+    }
+}
+
+impl LiveIdentity {
+    /// Starts with `identity`.
+    pub fn new(identity: Identity) -> Result<LiveIdentity, TlsError> {
+        Ok(LiveIdentity {
+            current: Arc::new(std::sync::RwLock::new(certified(identity)?)),
+        })
+    }
+
+    /// Presents `identity` from now on; on error the old one stays.
+    pub fn replace(&self, identity: Identity) -> Result<(), TlsError> {
+        let new = certified(identity)?;
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = new;
+        Ok(())
+    }
+
+    fn get(&self) -> Arc<rustls::sign::CertifiedKey> {
+        Arc::clone(
+            &self
+                .current
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+}
+
+impl rustls::server::ResolvesServerCert for LiveIdentity {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.get())
+    }
+}
+
+impl rustls::client::ResolvesClientCert for LiveIdentity {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.get())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// A certificate chain with its key loaded for signing; refuses a key
+/// that does not match the certificate.
+fn certified(identity: Identity) -> Result<Arc<rustls::sign::CertifiedKey>, TlsError> {
+    let key = provider()
+        .key_provider
+        .load_private_key(identity.key)
+        .map_err(|e| TlsError::Config(format!("unusable private key: {e}")))?;
+    let certified = rustls::sign::CertifiedKey::new(identity.chain, key);
+    certified
+        .keys_match()
+        .map_err(|e| TlsError::Config(format!("the key does not match the certificate: {e}")))?;
+    Ok(Arc::new(certified))
+}
+
 /// The cluster CA's certificates, as trust anchors.
 #[derive(Clone)]
 pub struct Roots {
@@ -160,6 +240,11 @@ impl ServerTls {
     /// Presents `identity`; verifies client certificates against `roots`
     /// when a client presents one (see the module doc).
     pub fn new(roots: &Roots, identity: Identity) -> Result<ServerTls, TlsError> {
+        ServerTls::live(roots, &LiveIdentity::new(identity)?)
+    }
+
+    /// Presents whatever `identity` holds at each handshake.
+    pub fn live(roots: &Roots, identity: &LiveIdentity) -> Result<ServerTls, TlsError> {
         let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
             Arc::clone(&roots.store),
             provider(),
@@ -171,8 +256,7 @@ impl ServerTls {
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError::Config(e.to_string()))?
             .with_client_cert_verifier(verifier)
-            .with_single_cert(identity.chain, identity.key)
-            .map_err(|e| TlsError::Config(e.to_string()))?;
+            .with_cert_resolver(Arc::new(identity.clone()));
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(ServerTls {
             config: Arc::new(config),
@@ -185,6 +269,7 @@ impl ServerTls {
 #[derive(Clone)]
 pub struct ClientTls {
     pub(crate) config: Arc<rustls::ClientConfig>,
+    roots: Arc<rustls::RootCertStore>,
 }
 
 impl std::fmt::Debug for ClientTls {
@@ -204,6 +289,45 @@ impl ClientTls {
         Arc::clone(&self.config)
     }
 
+    /// Verifies servers against `roots`; presents what `identity` holds
+    /// at each handshake.
+    pub fn live(roots: &Roots, identity: &LiveIdentity) -> Result<ClientTls, TlsError> {
+        let mut config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Config(e.to_string()))?
+            .with_root_certificates(Arc::clone(&roots.store))
+            .with_client_cert_resolver(Arc::new(identity.clone()));
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(ClientTls {
+            config: Arc::new(config),
+            roots: Arc::clone(&roots.store),
+        })
+    }
+
+    /// These settings, and the server's certificate must also name `name`
+    /// in `group`: a master probing node `w1` talks to `w1`'s worker, not
+    /// to whatever holds `w1`'s registered address.
+    pub fn expecting_peer(&self, name: &str, group: &str) -> Result<ClientTls, TlsError> {
+        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::clone(&self.roots),
+            provider(),
+        )
+        .build()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+        let mut config = (*self.config).clone();
+        config
+            .dangerous()
+            .set_certificate_verifier(Arc::new(ExpectPeer {
+                inner,
+                name: name.to_owned(),
+                group: group.to_owned(),
+            }));
+        Ok(ClientTls {
+            config: Arc::new(config),
+            roots: Arc::clone(&self.roots),
+        })
+    }
+
     /// Verifies servers against `roots`; presents `identity` when asked.
     pub fn new(roots: &Roots, identity: Option<Identity>) -> Result<ClientTls, TlsError> {
         let builder = rustls::ClientConfig::builder_with_provider(provider())
@@ -211,15 +335,73 @@ impl ClientTls {
             .map_err(|e| TlsError::Config(e.to_string()))?
             .with_root_certificates(Arc::clone(&roots.store));
         let mut config = match identity {
-            Some(id) => builder
-                .with_client_auth_cert(id.chain, id.key)
-                .map_err(|e| TlsError::Config(e.to_string()))?,
+            Some(id) => builder.with_client_cert_resolver(Arc::new(LiveIdentity::new(id)?)),
             None => builder.with_no_client_auth(),
         };
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(ClientTls {
             config: Arc::new(config),
+            roots: Arc::clone(&roots.store),
         })
+    }
+}
+
+/// The CA's verification, then the subject's name and group.
+#[derive(Debug)]
+struct ExpectPeer {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    name: String,
+    group: String,
+}
+
+impl rustls::client::danger::ServerCertVerifier for ExpectPeer {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls_pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let verified = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        match Peer::from_certificate(end_entity) {
+            Some(peer) if peer.name == self.name && peer.in_group(&self.group) => Ok(verified),
+            Some(peer) => Err(rustls::Error::General(format!(
+                "the server's certificate is of `{}` in {:?}, not of `{}` in {}",
+                peer.name, peer.groups, self.name, self.group
+            ))),
+            None => Err(rustls::Error::General(
+                "the server's certificate has no readable subject".into(),
+            )),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }
 

@@ -42,10 +42,7 @@ async fn server(pki: &Pki, tokens: Tokens) -> SocketAddr {
         .tls(tls)
         .restrict(
             "/Demo/echo",
-            Access {
-                roles: vec!["member".into()],
-                group: Some(pki::MASTERS.into()),
-            },
+            Access::roles(&["member"]).with_certificate(&[pki::MASTERS]),
         )
         .build()
         .unwrap();

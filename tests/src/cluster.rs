@@ -321,7 +321,7 @@ impl Cluster {
     /// Starts worker `i` with `extra` flags after the usual ones.
     pub fn add_worker_with(&mut self, i: usize, extra: &[String]) -> Result<()> {
         let name = self.worker_name(i);
-        self.pki.issue(&name, pki::WORKERS, &["127.0.0.1"])?;
+        let pki_dir = self.pki.worker_dir(&name)?;
         let log = self.dir.join(format!("worker-{i}.log"));
         let mut args: Vec<String> = [
             "--name",
@@ -341,7 +341,7 @@ impl Cluster {
             "--rejoin-after-ms",
             "2000",
             "--pki-dir",
-            &self.pki.dir().display().to_string(),
+            &pki_dir.display().to_string(),
         ]
         .iter()
         .map(|s| s.to_string())

@@ -201,8 +201,6 @@ impl NetCluster {
             ip,
             "--label",
             "mkube-e2e=1",
-            "-v",
-            &format!("{}:/pki:ro", self.pki.dir().display()),
             "-e",
             "RUST_LOG=info,hickory_server=warn",
         ]
@@ -224,6 +222,7 @@ impl NetCluster {
             .collect();
         let t = &self.timing;
         let exports = format!("{}:/exports", self.dir.join("exports").display());
+        let pki = format!("{}:/pki:ro", self.pki.dir().display());
         let name = format!("m{i}");
         self.pki
             .issue(&name, pki::MASTERS, &[&self.master_ip(i), &name])?;
@@ -260,7 +259,7 @@ impl NetCluster {
         self.run_container(
             &self.master_container(i),
             &self.master_ip(i),
-            &["-v", &exports],
+            &["-v", &exports, "-v", &pki],
             &command,
         )
     }
@@ -269,7 +268,7 @@ impl NetCluster {
     pub fn start_worker(&self, i: usize) -> Result<()> {
         let masters: Vec<String> = (0..self.masters).map(|j| self.master_addr(j)).collect();
         let ip = self.worker_ip(i);
-        self.pki.issue(&self.worker_name(i), pki::WORKERS, &[&ip])?;
+        let pki_dir = self.pki.worker_dir(&self.worker_name(i))?;
         let command: Vec<String> = [
             "/bin/mkube-worker",
             "--name",
@@ -293,7 +292,7 @@ impl NetCluster {
             "--rejoin-after-ms",
             "2000",
             "--pki-dir",
-            "/pki",
+            "/node-pki",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -306,6 +305,8 @@ impl NetCluster {
         // resolver (Docker refuses a resolver of their own there): the
         // masters, as a VM's resolver would be, with Kubernetes' search path.
         let mut extra: Vec<String> = vec![
+            "-v".into(),
+            format!("{}:/node-pki", pki_dir.display()),
             "-v".into(),
             "/var/run/docker.sock:/var/run/docker.sock".into(),
         ];

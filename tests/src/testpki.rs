@@ -54,6 +54,32 @@ impl TestPki {
             .with_context(|| format!("writing the certificate of {name}"))
     }
 
+    /// A worker's own directory, as a worker VM has it: the CA certificate
+    /// and the join token, nothing else (no CA key, no member token); the
+    /// worker bootstraps its certificate into it. Kept across restarts of
+    /// the worker, as a VM's disk is.
+    pub fn worker_dir(&self, name: &str) -> Result<PathBuf> {
+        let dir = self
+            .dir
+            .parent()
+            .unwrap_or(&self.dir)
+            .join(format!("node-{name}"));
+        std::fs::create_dir_all(dir.join("tokens"))?;
+        std::fs::copy(self.ca_file(), dir.join("ca.crt"))?;
+        pki::write_secret(&dir.join("tokens/join"), &format!("{}\n", self.token("join")?))?;
+        Ok(dir)
+    }
+
+    /// A certificate for `name` in `group` written into `dir` (a
+    /// Prometheus' viewer certificate, say).
+    pub fn issue_into(&self, dir: &Path, name: &str, group: &str, hosts: &[&str]) -> Result<()> {
+        let hosts = hosts.iter().map(|h| h.to_string()).collect();
+        Ok(self
+            .ca
+            .issue(&pki::Request::new(name, group, hosts))?
+            .write(dir, name)?)
+    }
+
     /// The identity issued to `name` (after [`TestPki::issue`]).
     pub fn identity(&self, name: &str) -> Result<rpc::Identity> {
         Ok(rpc::Identity::from_files(
@@ -79,8 +105,13 @@ impl TestPki {
 
     /// A user's credentials: the user token and the CA, no certificate.
     pub fn user(&self) -> Result<Credentials> {
+        self.role("user")
+    }
+
+    /// The credentials of a token of `role`, and the CA, no certificate.
+    pub fn role(&self, role: &str) -> Result<Credentials> {
         Ok(Credentials {
-            token: self.token("user")?,
+            token: self.token(role)?,
             tls: Some(self.client_tls(None)?),
         })
     }

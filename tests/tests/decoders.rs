@@ -32,6 +32,18 @@ impl Master for StubMaster {
     async fn join(&self, _: JoinRequest) -> Result<JoinResponse, MasterError> {
         stub()
     }
+    async fn bootstrap(
+        &self,
+        _: api::master::BootstrapRequest,
+    ) -> Result<api::master::CertificateResponse, MasterError> {
+        stub()
+    }
+    async fn renew(
+        &self,
+        _: api::master::RenewRequest,
+    ) -> Result<api::master::CertificateResponse, MasterError> {
+        stub()
+    }
     async fn create(&self, _: WriteRequest) -> Result<WriteResponse, MasterError> {
         stub()
     }

@@ -17,11 +17,14 @@
 //! - [`agent`]: the loop that applies plans, liveness probes, stats, and the
 //!   state the service reads (fencing, desired-set versions, events).
 //! - [`service`]: the `Worker` RPC service over the agent.
+//! - [`certificate`]: the worker's certificate, bootstrapped with the join
+//!   token and renewed before it expires.
 //! - [`register`]: registration with the masters (`Master.join`).
 //! - [`eviction`]: Spot eviction notices (Azure Scheduled Events): drain,
 //!   prepare the local master, stop, acknowledge.
 
 pub mod agent;
+pub mod certificate;
 pub mod docker;
 pub mod eviction;
 pub mod model;

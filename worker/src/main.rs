@@ -13,6 +13,7 @@ use api::worker::WorkerServer;
 use clap::Parser;
 use pki::member::{Kind, Security};
 use worker::agent::{Agent, AgentConfig};
+use worker::certificate::Bootstrap;
 use worker::docker::Runtime;
 use worker::reconcile::Backoff;
 use worker::register::{self, RegisterConfig};
@@ -50,12 +51,17 @@ struct Args {
     /// `keyvault://NAME`, with the VM's managed identity.
     #[arg(long, conflicts_with_all = ["token", "token_file"])]
     secrets: Option<String>,
+    /// Where a worker using --secrets keeps its certificate and key.
+    #[arg(long, default_value = "/var/lib/mkube/pki")]
+    cert_dir: std::path::PathBuf,
     /// The client id of a user-assigned managed identity for --secrets.
     #[arg(long, requires = "secrets")]
     identity_client_id: Option<String>,
-    /// TLS and tokens from this PKI directory (see mkube-pki): ca.crt,
-    /// NAME.crt, NAME.key, tokens/member (accepted from the masters' probes,
-    /// re-read every second) and tokens/join (sent to register).
+    /// TLS from this directory: the cluster's ca.crt and tokens/join; the
+    /// worker makes its key, has a master sign its certificate (kept here
+    /// as NAME.crt and NAME.key) and renews it before it expires. No CA key
+    /// and no member token: the masters' probes are known by their
+    /// certificates.
     #[arg(long, conflicts_with_all = ["token", "token_file", "insecure"])]
     pki_dir: Option<std::path::PathBuf>,
     /// Speak plain HTTP (tokens and data in clear text): local experiments only.
@@ -130,6 +136,18 @@ struct Args {
     eviction_stop_budget_ms: u64,
 }
 
+/// This node's certificate (kept, or signed by a master for a key made
+/// here), renewed in the background for as long as the worker runs.
+async fn bootstrap(bootstrap: Bootstrap) -> anyhow::Result<rpc::LiveIdentity> {
+    let (identity, not_after) = bootstrap
+        .obtain()
+        .await
+        .context("obtaining this node's certificate")?;
+    let live = rpc::LiveIdentity::new(identity).context("using this node's certificate")?;
+    bootstrap.spawn_renewal(live.clone(), not_after);
+    Ok(live)
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
@@ -165,22 +183,59 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .map(|(h, _)| h.to_string())
             .unwrap_or_else(|| address.clone())
     });
+    let mut hosts = vec![args.name.clone(), host_ip.clone()];
+    let advertised_host = address
+        .rsplit_once(':')
+        .map_or(address.as_str(), |(h, _)| h)
+        .trim_matches(['[', ']'])
+        .to_string();
+    if !hosts.contains(&advertised_host) {
+        hosts.push(advertised_host);
+    }
     let security = match (&args.pki_dir, &args.secrets) {
-        (Some(dir), _) => Some(
-            Security::load(dir, &args.name, Kind::Worker)
-                .context("loading TLS and tokens from --pki-dir")?,
-        ),
+        (Some(dir), _) => {
+            let roots = rpc::Roots::from_file(&dir.join("ca.crt"))
+                .context("loading the cluster CA from --pki-dir")?;
+            let join = pki::read_tokens(&pki::token_path(dir, "join")?)
+                .context("reading the join token from --pki-dir")?;
+            let join = join.first().context("tokens/join in --pki-dir is empty")?;
+            let live = bootstrap(
+                Bootstrap {
+                    node: args.name.clone(),
+                    dir: dir.clone(),
+                    hosts: hosts.clone(),
+                    masters: args.masters.clone(),
+                    roots,
+                    join_token: join.clone(),
+                },
+            )
+            .await?;
+            Some(
+                Security::load_live(dir, &live, Kind::Worker)
+                    .context("loading TLS and tokens from --pki-dir")?,
+            )
+        }
         (None, Some(spec)) if !args.insecure => {
             let credential = cloud::managed_identity(args.identity_client_id.clone())?;
             let secrets = cloud::secrets::Secrets::new(spec, credential, None)?;
-            let ca = pki::Ca::from_pem(
-                &secrets.get("mkube-ca-crt").await?,
-                &secrets.get("mkube-ca-key").await?,
-            )?;
-            const ROLES: [&str; 2] = ["member", "join"];
+            let roots = rpc::Roots::from_pem(secrets.get("mkube-ca-crt").await?.as_bytes())
+                .context("reading the cluster CA from Key Vault")?;
+            const ROLES: [&str; 1] = ["join"];
             let tokens = secrets.tokens(&ROLES).await?;
-            let hosts = vec![args.name.clone(), host_ip.clone()];
-            let security = Security::issue(&ca, &args.name, hosts, Kind::Worker, &tokens)?;
+            let join = tokens
+                .get("join")
+                .and_then(|t| t.first())
+                .context("the join token in Key Vault is empty")?;
+            let live = bootstrap(Bootstrap {
+                node: args.name.clone(),
+                dir: args.cert_dir.clone(),
+                hosts: hosts.clone(),
+                masters: args.masters.clone(),
+                roots: roots.clone(),
+                join_token: join.clone(),
+            })
+            .await?;
+            let security = Security::with_live(&roots, &live, Kind::Worker, &tokens, None)?;
             // Key Vault is read again every minute: rotation needs no restart.
             let secrets = Arc::new(secrets);
             security.spawn_refresh(Duration::from_secs(60), move || {
@@ -191,7 +246,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         _ if args.insecure => None,
         _ => bail!(
-            "TLS is required: give --pki-dir DIR (a worker certificate from mkube-pki issue) or --secrets keyvault://NAME; --insecure speaks plain HTTP"
+            "TLS is required: give --pki-dir DIR (the cluster's ca.crt and tokens/join; the worker has its certificate signed by a master) or --secrets keyvault://NAME; --insecure speaks plain HTTP"
         ),
     };
     if security.is_none() {

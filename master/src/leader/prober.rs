@@ -157,7 +157,7 @@ async fn round(
         });
         if peer.address != address || peer.client.is_none() {
             peer.address = address.clone();
-            peer.client = worker_client(&address, ctx);
+            peer.client = worker_client(&address, &name, ctx);
             peer.acked = None;
         }
         let pods = by_node.get(name.as_str()).map(Vec::as_slice).unwrap_or(&[]);
@@ -275,10 +275,20 @@ async fn round(
     starting
 }
 
-fn worker_client(address: &str, ctx: &Context) -> Option<WorkerClient> {
+/// A client of node `name`'s worker at `address`: over TLS, the worker
+/// must present `name`'s certificate.
+fn worker_client(address: &str, name: &str, ctx: &Context) -> Option<WorkerClient> {
+    let tls = match ctx.config.tls.as_ref().map(|t| t.expecting_peer(name, pki::WORKERS)) {
+        None => None,
+        Some(Ok(tls)) => Some(tls),
+        Some(Err(e)) => {
+            tracing::warn!(node = %name, error = %e, "cannot configure TLS towards a node");
+            return None;
+        }
+    };
     let config = rpc::ClientConfig {
         token: ctx.config.token.clone(),
-        tls: ctx.config.tls.clone(),
+        tls,
         default_timeout: ctx.config.probe_timeout,
         max_connections: 2,
         ..Default::default()

@@ -27,6 +27,7 @@
 
 mod admission;
 mod batched_io;
+mod caller;
 mod listener;
 mod router;
 mod tarpit;
@@ -49,6 +50,7 @@ pub use admission::{
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_MEMBER_CONNECTIONS,
 };
 
+pub use caller::Caller;
 pub use listener::{ListenerConfig, serve_http};
 pub use router::{Access, Auth, InProcess, Page, Router, Tokens};
 
@@ -67,6 +69,7 @@ pub struct ServerBuilder {
     services: Vec<Arc<dyn Service>>,
     pages: HashMap<&'static str, Page>,
     rules: Vec<(&'static str, Access)>,
+    bound: Vec<(String, String)>,
     tls: Option<ServerTls>,
     max_body_bytes: usize,
     limits: ConnectionLimits,
@@ -88,6 +91,14 @@ impl ServerBuilder {
     /// applies, and paths no rule matches take any valid token.
     pub fn restrict(mut self, prefix: &'static str, access: Access) -> Self {
         self.rules.push((prefix, access));
+        self
+    }
+
+    /// Accepts a token of `role` only from a caller whose client
+    /// certificate is in `group`, on every path: a stolen `member` token is
+    /// worthless without a masters' certificate.
+    pub fn bind_role(mut self, role: &str, group: &str) -> Self {
+        self.bound.push((role.to_owned(), group.to_owned()));
         self
     }
 
@@ -163,6 +174,9 @@ impl ServerBuilder {
                 });
             }
         }
+        if matches!(self.auth, Auth::Certificates) && self.tls.is_none() {
+            return Err(ConfigError::CertificatesWithoutTls);
+        }
         let mut services = HashMap::new();
         for s in self.services {
             let name = s.name();
@@ -176,6 +190,7 @@ impl ServerBuilder {
                 self.pages,
                 self.auth,
                 self.rules,
+                self.bound,
                 self.max_body_bytes,
                 self.body_read_timeout,
             )),
@@ -204,6 +219,7 @@ impl Server {
             services: Vec::new(),
             pages: HashMap::new(),
             rules: Vec::new(),
+            bound: Vec::new(),
             tls: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             limits: ConnectionLimits::default(),

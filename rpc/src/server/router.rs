@@ -29,6 +29,7 @@ use subtle::ConstantTimeEq;
 use tracing::Instrument;
 
 use crate::error::Error;
+use crate::server::Caller;
 
 /// The error type `Limited` bodies report.
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -46,6 +47,10 @@ pub enum Auth {
     /// Every call must carry one of these tokens, and the token's role must be
     /// one its method accepts (see [`ServerBuilder::restrict`](crate::ServerBuilder::restrict)).
     Tokens(Tokens),
+    /// No token: callers are known by their client certificate alone, and
+    /// only paths with an [`Access`] rule naming a certificate group can be
+    /// called (a worker, which masters call with their certificates).
+    Certificates,
     /// No authentication: for local demos only; the server warns at start-up.
     None,
 }
@@ -55,6 +60,7 @@ impl std::fmt::Debug for Auth {
         match self {
             Auth::Bearer(tokens) => write!(f, "Bearer({} tokens)", tokens.len()),
             Auth::Tokens(tokens) => write!(f, "Tokens({} tokens)", tokens.len()),
+            Auth::Certificates => f.write_str("Certificates"),
             Auth::None => f.write_str("None"),
         }
     }
@@ -135,15 +141,45 @@ impl Tokens {
 }
 
 /// What the methods under one path prefix require of a caller.
+///
+/// A caller passes when each part that is set holds: its token's role is
+/// in `roles`, and its client certificate is in one of `groups`. A rule
+/// with `groups` and no `roles` is passed by the certificate alone (no
+/// token needed); a rule with neither takes any valid token.
 #[derive(Debug, Clone, Default)]
 pub struct Access {
-    /// Roles whose tokens may call (empty: a token of any role). Only
-    /// [`Auth::Tokens`] has roles; with [`Auth::Bearer`] any token passes.
+    /// Roles whose tokens may call (empty: no token needed if `groups` is
+    /// set, else a token of any role). Only [`Auth::Tokens`] has roles;
+    /// with [`Auth::Bearer`] any valid token passes.
     pub roles: Vec<String>,
     /// The caller must have presented a client certificate, verified against
-    /// the cluster CA, whose subject is in this group (for example
-    /// `mkube:masters` for Raft).
-    pub group: Option<String>,
+    /// the cluster CA, whose subject is in one of these groups (for example
+    /// `mkube:masters` for Raft); empty: no certificate needed.
+    pub groups: Vec<String>,
+}
+
+impl Access {
+    /// Tokens of `roles`, any certificate or none.
+    pub fn roles(roles: &[&str]) -> Access {
+        Access {
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            groups: Vec::new(),
+        }
+    }
+
+    /// A certificate of one of `groups`, no token needed.
+    pub fn certificate(groups: &[&str]) -> Access {
+        Access {
+            roles: Vec::new(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        }
+    }
+
+    /// And also a certificate of one of `groups`.
+    pub fn with_certificate(mut self, groups: &[&str]) -> Access {
+        self.groups = groups.iter().map(|g| g.to_string()).collect();
+        self
+    }
 }
 
 /// A plain `GET` page served beside the RPC methods (Prometheus' `/metrics`):
@@ -157,6 +193,7 @@ pub struct Router {
     pages: HashMap<&'static str, Page>,
     auth: Auth,
     rules: Vec<(&'static str, Access)>,
+    bound: Vec<(String, String)>,
     max_body_bytes: usize,
     body_read_timeout: Duration,
 }
@@ -166,6 +203,7 @@ struct Admitted {
     service: Arc<dyn Service>,
     method: String,
     timeout: Option<Duration>,
+    caller: Caller,
 }
 
 impl Router {
@@ -174,6 +212,7 @@ impl Router {
         pages: HashMap<&'static str, Page>,
         auth: Auth,
         mut rules: Vec<(&'static str, Access)>,
+        bound: Vec<(String, String)>,
         max_body_bytes: usize,
         body_read_timeout: Duration,
     ) -> Self {
@@ -184,6 +223,7 @@ impl Router {
             pages,
             auth,
             rules,
+            bound,
             max_body_bytes,
             body_read_timeout,
         }
@@ -212,7 +252,7 @@ impl Router {
             && let Some(page) = self.pages.get(parts.uri.path())
         {
             return match self.authenticate(&parts) {
-                Ok(()) => match page().await {
+                Ok(_) => match page().await {
                     Ok((content_type, body)) => {
                         let mut response = Response::new(Full::new(body));
                         response
@@ -258,7 +298,7 @@ impl Router {
             )));
         }
         let (service_name, method) = split_path(parts.uri.path())?;
-        self.authenticate(parts)?;
+        let caller = self.authenticate(parts)?;
         let service = self.services.get(service_name).ok_or_else(|| {
             Status::not_found(format!(
                 "unknown service `{service_name}`; this server serves {}",
@@ -290,26 +330,69 @@ impl Router {
             service: Arc::clone(service),
             method: method.to_owned(),
             timeout,
+            caller,
         })
     }
 
-    /// Checks the token and, where the path's [`Access`] asks for them, the
-    /// token's role and the client certificate's group.
-    fn authenticate(&self, parts: &Parts) -> Result<(), Status> {
+    /// Establishes the caller: the token's role and the client
+    /// certificate's subject, checked against the path's [`Access`] rule and
+    /// the roles bound to a certificate group.
+    fn authenticate(&self, parts: &Parts) -> Result<Caller, Status> {
         let path = parts.uri.path();
         let access = self
             .rules
             .iter()
             .find(|(prefix, _)| path.starts_with(prefix))
             .map(|(_, access)| access);
-        if let Some(group) = access.and_then(|a| a.group.as_deref()) {
-            match parts.extensions.get::<crate::tls::Peer>() {
-                Some(peer) if peer.in_group(group) => {}
+        let peer = parts.extensions.get::<crate::tls::Peer>().cloned();
+        // A token is needed unless the server takes none, or the path's
+        // rule is passed by a certificate alone.
+        let certificate_alone = access.is_some_and(|a| a.roles.is_empty() && !a.groups.is_empty());
+        let role = match self.role_of(parts) {
+            Err(TokenError::Missing)
+                if certificate_alone || matches!(self.auth, Auth::None | Auth::Certificates) =>
+            {
+                None
+            }
+            Err(e) => return Err(e.status()),
+            Ok(role) => role,
+        };
+        if let Some(role) = &role
+            && let Some(group) = self.bound_group(role)
+            && !peer.as_ref().is_some_and(|p| p.in_group(group))
+        {
+            return Err(Status::new(
+                Code::PermissionDenied,
+                format!(
+                    "a {role} token is accepted only with a client certificate of {group}; {}",
+                    match &peer {
+                        Some(p) => format!("`{}` is in {:?}", p.name, p.groups),
+                        None => "none was presented".into(),
+                    }
+                ),
+            ));
+        }
+        let caller = Caller { role, peer };
+        let Some(access) = access else {
+            // No rule: any valid token, but nothing on a server whose
+            // callers are known by certificate only.
+            if matches!(self.auth, Auth::Certificates) {
+                return Err(Status::new(
+                    Code::PermissionDenied,
+                    format!("no caller may call {path} on this server"),
+                ));
+            }
+            return Ok(caller);
+        };
+        if !access.groups.is_empty() {
+            let groups = access.groups.join(" or ");
+            match &caller.peer {
+                Some(peer) if access.groups.iter().any(|g| peer.in_group(g)) => {}
                 Some(peer) => {
                     return Err(Status::new(
                         Code::PermissionDenied,
                         format!(
-                            "{path} is for members of {group}; the client certificate of `{}` is in {:?}",
+                            "{path} is for members of {groups}; the client certificate of `{}` is in {:?}",
                             peer.name, peer.groups
                         ),
                     ));
@@ -318,50 +401,73 @@ impl Router {
                     return Err(Status::new(
                         Code::PermissionDenied,
                         format!(
-                            "{path} requires a client certificate of {group} signed by the cluster CA; none was presented"
+                            "{path} requires a client certificate of {groups} signed by the cluster CA; none was presented"
                         ),
                     ));
                 }
             }
         }
-        if matches!(self.auth, Auth::None) {
-            return Ok(());
+        if let Auth::Tokens(_) = &self.auth
+            && !access.roles.is_empty()
+        {
+            match &caller.role {
+                Some(role) if access.roles.contains(role) => {}
+                Some(role) => {
+                    return Err(Status::new(
+                        Code::PermissionDenied,
+                        format!(
+                            "a {role} token may not call {path}; it needs a token of role {}",
+                            access.roles.join(" or ")
+                        ),
+                    ));
+                }
+                None => return Err(TokenError::Missing.status()),
+            }
         }
-        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
-            Status::unauthenticated("missing `authorization: Bearer <token>` header")
-        })?;
-        let presented = header.as_bytes().strip_prefix(b"Bearer ").ok_or_else(|| {
-            Status::unauthenticated("the authorization header must use the Bearer scheme")
-        })?;
+        Ok(caller)
+    }
+
+    /// The presented token's role: `None` where the server takes no token
+    /// (`Auth::None`, `Auth::Certificates`) or its tokens have no roles
+    /// (`Auth::Bearer`); an error for a missing or unknown token.
+    fn role_of(&self, parts: &Parts) -> Result<Option<String>, TokenError> {
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .ok_or(TokenError::Missing)?;
+        if matches!(self.auth, Auth::None | Auth::Certificates) {
+            return Ok(None);
+        }
+        let presented = header
+            .as_bytes()
+            .strip_prefix(b"Bearer ")
+            .ok_or(TokenError::NotBearer)?;
         match &self.auth {
-            Auth::None => Ok(()),
+            Auth::None | Auth::Certificates => Ok(None),
             Auth::Bearer(tokens) => {
                 // Compare against every token so the time taken does not reveal which matched.
                 let matched = tokens.iter().fold(subtle::Choice::from(0), |acc, t| {
                     acc | t.as_bytes().ct_eq(presented)
                 });
                 if bool::from(matched) {
-                    Ok(())
+                    Ok(None)
                 } else {
-                    Err(Status::unauthenticated("invalid bearer token"))
+                    Err(TokenError::Invalid)
                 }
             }
-            Auth::Tokens(tokens) => {
-                let role = tokens
-                    .role_of(presented)
-                    .ok_or_else(|| Status::unauthenticated("invalid bearer token"))?;
-                match access {
-                    Some(a) if !a.roles.is_empty() && !a.roles.contains(&role) => Err(Status::new(
-                        Code::PermissionDenied,
-                        format!(
-                            "a {role} token may not call {path}; it needs a token of role {}",
-                            a.roles.join(" or ")
-                        ),
-                    )),
-                    _ => Ok(()),
-                }
-            }
+            Auth::Tokens(tokens) => tokens
+                .role_of(presented)
+                .map(Some)
+                .ok_or(TokenError::Invalid),
         }
+    }
+
+    /// The group whose certificate a token of `role` must come with.
+    fn bound_group(&self, role: &str) -> Option<&str> {
+        self.bound
+            .iter()
+            .find(|(r, _)| r == role)
+            .map(|(_, g)| g.as_str())
     }
 
     /// Reads the body within the limit and runs the handler within the deadline.
@@ -385,7 +491,7 @@ impl Router {
                 admitted.method
             )));
         };
-        let call = AssertUnwindSafe(call).catch_unwind();
+        let call = AssertUnwindSafe(admitted.caller.scope(call)).catch_unwind();
         let outcome = match admitted.timeout {
             Some(timeout) => tokio::time::timeout(timeout, call).await.map_err(|_| {
                 Status::deadline_exceeded(format!(
@@ -401,6 +507,23 @@ impl Router {
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
             Err(Status::internal(format!("handler panicked: {what}")))
+        })
+    }
+}
+
+/// Why a presented token is not one.
+enum TokenError {
+    Missing,
+    NotBearer,
+    Invalid,
+}
+
+impl TokenError {
+    fn status(&self) -> Status {
+        Status::unauthenticated(match self {
+            TokenError::Missing => "missing `authorization: Bearer <token>` header",
+            TokenError::NotBearer => "the authorization header must use the Bearer scheme",
+            TokenError::Invalid => "invalid bearer token",
         })
     }
 }

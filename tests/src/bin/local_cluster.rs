@@ -7,8 +7,11 @@
 //! ports; everything speaks TLS with a cluster CA created in the state
 //! directory's `pki/` on the first `up` (mkube-pki's layout: the CA, a
 //! certificate per member, role tokens, keys 0600); builds the demo image
-//! locally (nothing is pulled); writes an mkctl context `mkube-local` (the
-//! CA and the user token); deploys `hello`, two busybox httpd replicas
+//! locally (nothing is pulled); gives each worker a directory of its own
+//! holding only the CA certificate and the join token (it has a master sign
+//! its certificate); writes an mkctl context `mkube-local` (the CA and the
+//! admin token) and a Prometheus configuration reading the viewer token;
+//! deploys `hello`, two busybox httpd replicas
 //! on host port 8080; waits until both answer HTTP; and prints how to use
 //! and remove it all. Running it again finds the running cluster and only
 //! re-applies the demo. `down` stops the processes and removes the
@@ -95,14 +98,60 @@ fn security(dir: &Path) -> Result<PathBuf> {
                 .write(&pki_dir, &name)?;
         }
     }
-    for (name, _, ip) in WORKERS {
-        if !pki_dir.join(format!("{name}.crt")).exists() {
-            let hosts = vec!["127.0.0.1".into(), ip.to_string(), name.to_string()];
-            ca.issue(&pki::Request::new(name, pki::WORKERS, hosts))?
-                .write(&pki_dir, name)?;
-        }
+    // Prometheus' certificate, for the workers' /metrics (which take no
+    // token); it scrapes the masters with the viewer token.
+    if !pki_dir.join("prometheus.crt").exists() {
+        ca.issue(&pki::Request::new("prometheus", pki::VIEWERS, vec!["prometheus".into()]))?
+            .write(&pki_dir, "prometheus")?;
     }
     Ok(pki_dir)
+}
+
+/// A worker's own directory, as on a worker VM: the CA certificate and the
+/// join token only; the worker has a master sign its certificate into it.
+fn worker_dir(dir: &Path, pki_dir: &Path, name: &str) -> Result<PathBuf> {
+    let node_dir = dir.join(format!("node-{name}"));
+    std::fs::create_dir_all(node_dir.join("tokens"))?;
+    std::fs::copy(pki_dir.join("ca.crt"), node_dir.join("ca.crt"))?;
+    let join = std::fs::read_to_string(pki::token_path(pki_dir, "join")?)?;
+    pki::write_secret(&node_dir.join("tokens").join("join"), &join)?;
+    Ok(node_dir)
+}
+
+/// Prometheus' scrape configuration: the masters with the viewer token,
+/// the workers with the viewer certificate; no secret in the file itself.
+fn prometheus_config(dir: &Path, pki_dir: &Path) -> Result<PathBuf> {
+    let quoted = |a: &[&str]| {
+        a.iter()
+            .map(|s| format!("'{s}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let workers: Vec<&str> = WORKERS.iter().map(|(_, listen, _)| *listen).collect();
+    let ca = pki_dir.join("ca.crt");
+    let config = format!(
+        "# Written by scripts/demo: prometheus --config.file=THIS
+scrape_configs:
+  - job_name: mkube-masters
+    scheme: https
+    tls_config: {{ca_file: '{ca}'}}
+    authorization: {{credentials_file: '{viewer}'}}
+    static_configs: [{{targets: [{masters}]}}]
+  - job_name: mkube-workers
+    scheme: https
+    tls_config: {{ca_file: '{ca}', cert_file: '{crt}', key_file: '{key}'}}
+    static_configs: [{{targets: [{workers}]}}]
+",
+        ca = ca.display(),
+        viewer = pki::token_path(pki_dir, "viewer")?.display(),
+        masters = quoted(&MASTERS),
+        workers = quoted(&workers),
+        crt = pki_dir.join("prometheus.crt").display(),
+        key = pki_dir.join("prometheus.key").display(),
+    );
+    let path = dir.join("prometheus.yml");
+    std::fs::write(&path, config)?;
+    Ok(path)
 }
 
 /// What this program calls the masters with: the CA and the user token.
@@ -302,6 +351,7 @@ async fn up() -> Result<()> {
         }
         let masters = MASTERS.join(",");
         for (name, listen, ip) in WORKERS {
+            let node_dir = worker_dir(&dir, &pki_dir, name)?.display().to_string();
             let args = [
                 "--name",
                 name,
@@ -314,7 +364,7 @@ async fn up() -> Result<()> {
                 "--masters",
                 &masters,
                 "--pki-dir",
-                &pki_arg,
+                &node_dir,
             ];
             state.pids.push(spawn(
                 &bin("mkube-worker")?,
@@ -340,10 +390,11 @@ async fn up() -> Result<()> {
         "--servers",
         &MASTERS.join(","),
         "--token-file",
-        &pki::token_path(&pki_dir, "user")?.display().to_string(),
+        &pki::token_path(&pki_dir, "admin")?.display().to_string(),
         "--certificate-authority",
         &pki_dir.join("ca.crt").display().to_string(),
     ])?;
+    let prometheus = prometheus_config(&dir, &pki_dir)?;
     let demo = dir.join("hello.yaml");
     std::fs::write(&demo, DEMO)?;
     mkctl(&["apply", "-f", &demo.display().to_string()])?;
@@ -361,10 +412,12 @@ The demo Deployment \"hello\" answers on every worker:
 and its Service \"hello\" by name from every master's DNS server:
     target/release/mkctl get endpoints hello
     dig @127.0.0.1 -p {DNS_PORT} +short SRV _http._tcp.hello.default.svc.cluster.local
-Everything speaks TLS with the cluster CA {ca} and role tokens in {tokens}/.
-Metrics: Grafana's JSON datasource at https://127.0.0.1:{GRAFANA_PORT} (deploy/grafana/),
-Prometheus text at https://127.0.0.1:7000/metrics, e.g.
-    curl --cacert {ca} -H \"Authorization: Bearer $(head -1 {tokens}/user)\" https://127.0.0.1:7000/metrics
+Everything speaks TLS with the cluster CA {ca} and role tokens in {tokens}/:
+the context {CONTEXT:?} holds the admin token; give Grafana and Prometheus the
+viewer token ({tokens}/viewer), which can read but not change anything.
+Metrics: Grafana's JSON datasource at https://127.0.0.1:{GRAFANA_PORT} (deploy/grafana/);
+Prometheus text at https://127.0.0.1:7000/metrics, scraped with
+    prometheus --config.file={prometheus}
 Try:
     target/release/mkctl get pods -o wide
     target/release/mkctl scale deploy/hello --replicas 3   # the third pod stays Unschedulable:
@@ -380,6 +433,7 @@ Logs are in {}. Remove everything with: scripts/demo down",
         dir.display(),
         ca = pki_dir.join("ca.crt").display(),
         tokens = pki_dir.join("tokens").display(),
+        prometheus = prometheus.display(),
     );
     Ok(())
 }
