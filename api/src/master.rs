@@ -66,6 +66,28 @@ pub struct CertificateResponse {
     pub certificate: String,
 }
 
+/// `Master.review_access`: may the caller do VERB on KIND here? (`mkctl
+/// auth can-i`, Kubernetes' SelfSubjectAccessReview.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AccessReviewRequest {
+    /// get, list, watch, create, apply (update, patch), delete, rollback,
+    /// drain, logs, exec; for the store (`kv`) also put.
+    pub verb: String,
+    /// Any name of a kind (`pods`, `deploy`), or `kv` for the store's keys.
+    pub kind: String,
+}
+
+/// `Master.review_access`' answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AccessReviewResponse {
+    /// Whether the call would be let through.
+    pub allowed: bool,
+    /// The method checked and why (the refusal's words when refused).
+    pub reason: String,
+}
+
 /// `Master.create` and `Master.apply`: one object, as a manifest writes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -429,6 +451,11 @@ pub trait Master {
     async fn bootstrap(&self, req: BootstrapRequest) -> Result<CertificateResponse, MasterError>;
     /// Signs a new certificate for the calling worker's node.
     async fn renew(&self, req: RenewRequest) -> Result<CertificateResponse, MasterError>;
+    /// Whether the caller may do a verb on a kind.
+    async fn review_access(
+        &self,
+        req: AccessReviewRequest,
+    ) -> Result<AccessReviewResponse, MasterError>;
     /// Creates an object; fails if it exists.
     async fn create(&self, req: WriteRequest) -> Result<WriteResponse, MasterError>;
     /// Creates or updates an object.

@@ -28,7 +28,7 @@ use crate::output::{self, Format};
   mkctl get pods -o wide               # pods with their nodes
   mkctl logs web-7d9f8-abcde -f        # follow a container's output
   mkctl rollout undo deployment/web    # back to the previous template
-  mkctl --server 10.0.0.1:7000 --certificate-authority ca.crt --token $TOKEN cluster status"
+  mkctl auth can-i create deployments  # what the current context may do"
 )]
 pub struct Args {
     /// Masters to talk to (HOST:PORT, comma separated); overrides the context.
@@ -190,6 +190,11 @@ enum Command {
         #[command(subcommand)]
         action: ClusterCmd,
     },
+    /// What the current context may do.
+    Auth {
+        #[command(subcommand)]
+        action: AuthCmd,
+    },
     /// Read and write the store's keys directly (debugging).
     Kv {
         #[command(subcommand)]
@@ -259,6 +264,26 @@ enum ClusterCmd {
     /// Every master's view: role, term, commit and applied index, lag.
     #[command(after_help = "Examples:\n  mkctl cluster status")]
     Status,
+}
+
+#[derive(Subcommand, Debug)]
+enum AuthCmd {
+    /// Whether the context's token may do VERB on KIND: prints yes or no
+    /// (exit status 0 or 1), and with -v the rule that decided.
+    #[command(
+        name = "can-i",
+        after_help = "Examples:\n  mkctl auth can-i create deployments\n  mkctl auth can-i put kv\n  mkctl auth can-i drain nodes -v"
+    )]
+    CanI {
+        /// get, list, watch, create, apply, delete, rollback, drain, logs,
+        /// exec; put for kv.
+        verb: String,
+        /// A kind (pods, deployments, nodes, ...) or kv for the store's keys.
+        kind: String,
+        /// Also print why.
+        #[arg(short, long)]
+        verbose: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -453,6 +478,14 @@ pub async fn run(args: Args) -> Result<(), CliError> {
             action: ClusterCmd::Status,
         } => cluster_status(&ctx).await,
         Command::Kv { action } => kv(&ctx, action).await,
+        Command::Auth {
+            action:
+                AuthCmd::CanI {
+                    verb,
+                    kind,
+                    verbose,
+                },
+        } => can_i(&ctx, verb, kind, verbose).await,
         Command::Completion { .. } | Command::Config { .. } => Ok(()),
     }
 }
@@ -1261,6 +1294,22 @@ async fn drain(ctx: &Ctx, node: &str, force: bool) -> Result<(), CliError> {
     }
     println!("node/{node} drained");
     Ok(())
+}
+
+async fn can_i(ctx: &Ctx, verb: String, kind: String, verbose: bool) -> Result<(), CliError> {
+    let r = ctx
+        .conn
+        .master(call!(review_access, AccessReviewRequest { verb, kind }))
+        .await?;
+    println!("{}", if r.allowed { "yes" } else { "no" });
+    if verbose {
+        eprintln!("{}", r.reason);
+    }
+    if r.allowed {
+        Ok(())
+    } else {
+        Err(CliError::Silent)
+    }
 }
 
 async fn cluster_status(ctx: &Ctx) -> Result<(), CliError> {

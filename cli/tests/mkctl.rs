@@ -19,12 +19,18 @@ struct Mkctl {
 }
 
 impl Mkctl {
-    /// A config file with a context for `cluster`.
+    /// A config file with a context for `cluster`, as its operator (the
+    /// admin token, as `scripts/demo` writes it).
     fn new(cluster: &Cluster) -> Result<Mkctl> {
-        let dir = cluster.dir().join("mkctl");
+        Mkctl::with_role(cluster, "admin")
+    }
+
+    /// A config file with a context for `cluster` holding a `role` token.
+    fn with_role(cluster: &Cluster, role: &str) -> Result<Mkctl> {
+        let dir = cluster.dir().join(format!("mkctl-{role}"));
         std::fs::create_dir_all(&dir)?;
         let token = dir.join("token");
-        std::fs::write(&token, cluster.pki().token("user")?)?;
+        std::fs::write(&token, cluster.pki().token(role)?)?;
         let m = Mkctl {
             config: dir.join("config"),
             dir,

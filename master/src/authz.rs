@@ -17,11 +17,11 @@
 //! drain or evict another node, nor have a certificate signed for one; a
 //! join token alone gets a certificate only for a name no live node holds;
 //! every certificate signed here is in `mkube:workers`, names the node, and
-//! is valid for hosts that are not the masters'.
+//! does not carry the masters' shared server name.
 
 use std::time::{Duration, SystemTime};
 
-use api::master::MasterError;
+use api::master::{AccessReviewResponse, MasterError};
 use rpc::Caller;
 
 /// Who a caller is, for node-bound calls.
@@ -78,6 +78,69 @@ impl Actor {
     }
 }
 
+/// The method a VERB on a kind calls: `Master.*`, or `Kv.*` for `kv`.
+pub fn method_for(verb: &str, kind: &str) -> Result<&'static str, MasterError> {
+    let kv = matches!(kind, "kv" | "keys" | "store");
+    let method = match (verb, kv) {
+        ("get", false) => "/Master/get",
+        ("list", false) => "/Master/list",
+        ("watch", false) => "/Master/watch",
+        ("create", false) => "/Master/create",
+        ("apply" | "update" | "patch", false) => "/Master/apply",
+        ("delete", false) => "/Master/delete",
+        ("rollback", false) => "/Master/rollback",
+        ("drain" | "cordon" | "uncordon", false) => "/Master/drain",
+        ("logs", false) => "/Master/logs",
+        ("exec", false) => "/Master/exec",
+        ("get", true) => "/Kv/get",
+        ("list", true) => "/Kv/range",
+        ("watch", true) => "/Kv/watch",
+        ("put" | "create" | "update", true) => "/Kv/put",
+        ("delete", true) => "/Kv/delete",
+        _ => {
+            return Err(MasterError::InvalidArgument(format!(
+                "unknown verb {verb:?} for {kind}; the verbs are get, list, watch, create, apply, delete, rollback, drain, logs, exec (and put for kv)"
+            )));
+        }
+    };
+    Ok(method)
+}
+
+/// Whether `caller` may call `method` under `rules` (`None`: a server
+/// that checks no roles, `--insecure`), in `mkctl auth can-i`'s words.
+pub fn review(
+    method: &str,
+    caller: &Caller,
+    rules: Option<&[(&'static str, rpc::Access)]>,
+) -> AccessReviewResponse {
+    let Some(rules) = rules else {
+        return AccessReviewResponse {
+            allowed: true,
+            reason: format!("{method}: this master checks no roles (--insecure)"),
+        };
+    };
+    let verdict = match rpc::server::rule_for(rules, method) {
+        Some(access) => access.admits(method, caller, true),
+        None => Ok(()),
+    };
+    let node_bound = matches!(Actor::of(caller), Actor::Node(_) | Actor::Bootstrapper)
+        && matches!(method, "/Master/drain" | "/Master/join" | "/Master/prepare_eviction");
+    match verdict {
+        Ok(()) if node_bound => AccessReviewResponse {
+            allowed: true,
+            reason: format!("{method}: for the caller's own node only"),
+        },
+        Ok(()) => AccessReviewResponse {
+            allowed: true,
+            reason: format!("{method} is allowed for {}", caller.describe()),
+        },
+        Err(status) => AccessReviewResponse {
+            allowed: false,
+            reason: status.message,
+        },
+    }
+}
+
 /// Signs workers' certificates with the cluster CA, which only masters hold.
 pub struct Signer {
     ca: pki::Ca,
@@ -97,14 +160,11 @@ impl Signer {
     }
 
     /// A certificate of `node` (group `mkube:workers`) for `csr`'s key,
-    /// valid for `hosts`, none of which may be the masters' (`forbidden`).
-    pub fn sign(
-        &self,
-        node: &str,
-        csr: &str,
-        hosts: &[String],
-        forbidden: &[String],
-    ) -> Result<String, MasterError> {
+    /// valid for `hosts`, which may not include the masters' shared name.
+    /// (A master's address may be named: on Azure a master's VM runs a
+    /// worker at the same address; clients of the masters check the
+    /// certificate's group, not only its address.)
+    pub fn sign(&self, node: &str, csr: &str, hosts: &[String]) -> Result<String, MasterError> {
         if !api::validation::is_dns1123_subdomain(node) {
             return Err(MasterError::InvalidArgument(format!(
                 "node {node:?} is not a DNS-1123 name"
@@ -118,9 +178,9 @@ impl Signer {
         }
         for host in hosts {
             let bare = host.trim_matches(['[', ']']);
-            if bare == pki::MASTERS_SERVER_NAME || forbidden.iter().any(|f| f == bare) {
+            if bare == pki::MASTERS_SERVER_NAME {
                 return Err(MasterError::Forbidden(format!(
-                    "host {host:?} is a master's; a worker's certificate may not name it"
+                    "host {host:?} is the masters' name; a worker's certificate may not carry it"
                 )));
             }
         }
@@ -178,6 +238,25 @@ mod tests {
     }
 
     #[test]
+    fn a_review_answers_from_the_rules() {
+        let rules = pki::member::master_rules();
+        let viewer = caller("viewer", None);
+        let user = caller("user", None);
+        let admin = caller("admin", None);
+        let put = method_for("put", "kv").unwrap();
+        assert!(!review(put, &user, Some(&rules)).allowed);
+        assert!(review(put, &admin, Some(&rules)).allowed);
+        let list = method_for("list", "pods").unwrap();
+        assert!(review(list, &viewer, Some(&rules)).allowed);
+        let create = method_for("create", "deployments").unwrap();
+        let refused = review(create, &viewer, Some(&rules));
+        assert!(!refused.allowed);
+        assert!(refused.reason.contains("a viewer token may not call /Master/create"), "{}", refused.reason);
+        assert!(review(create, &viewer, None).allowed);
+        assert!(method_for("fly", "pods").is_err());
+    }
+
+    #[test]
     fn operators_act_for_any_node() {
         for role in ["admin", "user", "member"] {
             let actor = Actor::of(&caller(role, None));
@@ -188,28 +267,25 @@ mod tests {
     }
 
     #[test]
-    fn the_signer_names_the_node_and_refuses_masters_hosts() {
+    fn the_signer_names_the_node_and_refuses_the_masters_name() {
         let signer = Signer::new(
             pki::Ca::generate("t").unwrap(),
             Duration::from_secs(600),
         );
         let key = pki::KeyRequest::generate("anything").unwrap();
-        let masters = vec!["10.0.0.4".to_string()];
         let cert = signer
-            .sign("w1", &key.csr_pem, &["10.0.0.9".into(), "w1".into()], &masters)
+            .sign("w1", &key.csr_pem, &["10.0.0.9".into(), "w1".into()])
             .unwrap();
         assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"));
-        for host in ["10.0.0.4", "masters.mkube"] {
-            let e = signer
-                .sign("w1", &key.csr_pem, &[host.into()], &masters)
-                .unwrap_err();
-            assert!(matches!(e, MasterError::Forbidden(_)), "{e}");
-        }
         let e = signer
-            .sign("W_1", &key.csr_pem, &["w1".into()], &masters)
+            .sign("w1", &key.csr_pem, &["masters.mkube".into()])
+            .unwrap_err();
+        assert!(matches!(e, MasterError::Forbidden(_)), "{e}");
+        let e = signer
+            .sign("W_1", &key.csr_pem, &["w1".into()])
             .unwrap_err();
         assert!(matches!(e, MasterError::InvalidArgument(_)), "{e}");
-        let e = signer.sign("w1", "junk", &["w1".into()], &masters).unwrap_err();
+        let e = signer.sign("w1", "junk", &["w1".into()]).unwrap_err();
         assert!(e.to_string().contains("signing request"), "{e}");
     }
 }

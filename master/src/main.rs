@@ -380,6 +380,7 @@ async fn main() -> Result<()> {
                         Duration::from_secs(args.worker_cert_validity_s.max(10)),
                     ))
                 }))
+                .with_access_rules(security.is_some().then(pki::member::master_rules))
                 .with_local_node(Some(
                     args.local_node.clone().unwrap_or_else(|| args.name.clone()),
                 ))

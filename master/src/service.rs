@@ -41,6 +41,7 @@ pub struct MasterService {
     limits: ApiLimits,
     signer: Option<Arc<Signer>>,
     local_node: Option<String>,
+    rules: Option<Arc<Vec<(&'static str, rpc::Access)>>>,
 }
 
 impl From<StoreError> for MasterError {
@@ -147,7 +148,15 @@ impl MasterService {
             limits: ApiLimits::default(),
             signer: None,
             local_node: None,
+            rules: None,
         }
+    }
+
+    /// Answers `review_access` from `rules`, the server's access rules
+    /// (`None`: a server that checks no roles).
+    pub fn with_access_rules(mut self, rules: Option<Vec<(&'static str, rpc::Access)>>) -> Self {
+        self.rules = rules.map(Arc::new);
+        self
     }
 
     /// Signs workers' certificates (`bootstrap`, `renew`) with `signer`.
@@ -171,18 +180,6 @@ impl MasterService {
         })
     }
 
-    /// The masters' hosts, which no worker certificate may name.
-    fn master_hosts(&self) -> Vec<String> {
-        self.masters
-            .iter()
-            .map(|a| {
-                a.rsplit_once(':')
-                    .map_or(a.as_str(), |(h, _)| h)
-                    .trim_matches(['[', ']'])
-                    .to_owned()
-            })
-            .collect()
-    }
 
     /// Bounds what users may ask for (`--max-replicas`).
     pub fn with_limits(mut self, limits: ApiLimits) -> Self {
@@ -480,7 +477,7 @@ impl Master for MasterService {
                 req.node
             )));
         }
-        let certificate = signer.sign(&req.node, &req.csr, &req.hosts, &self.master_hosts())?;
+        let certificate = signer.sign(&req.node, &req.csr, &req.hosts)?;
         tracing::info!(node = %req.node, hosts = ?req.hosts, "signed a worker's first certificate");
         Ok(CertificateResponse { certificate })
     }
@@ -492,9 +489,24 @@ impl Master for MasterService {
                 "renew is for a worker presenting its own certificate with the join token".into(),
             ));
         };
-        let certificate = signer.sign(&node, &req.csr, &req.hosts, &self.master_hosts())?;
+        let certificate = signer.sign(&node, &req.csr, &req.hosts)?;
         tracing::info!(node = %node, "renewed a worker's certificate");
         Ok(CertificateResponse { certificate })
+    }
+
+    async fn review_access(
+        &self,
+        req: AccessReviewRequest,
+    ) -> Result<AccessReviewResponse, MasterError> {
+        if !matches!(req.kind.as_str(), "kv" | "keys" | "store") {
+            kind_of(&req.kind)?;
+        }
+        let method = crate::authz::method_for(&req.verb, &req.kind)?;
+        Ok(crate::authz::review(
+            method,
+            &rpc::Caller::current(),
+            self.rules.as_deref().map(Vec::as_slice),
+        ))
     }
 
     async fn create(&self, req: WriteRequest) -> Result<WriteResponse, MasterError> {

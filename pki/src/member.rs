@@ -388,6 +388,11 @@ pub fn master_rules() -> Vec<(&'static str, rpc::Access)> {
         ("/RaftPeer/", masters_only()),
         ("/Master/figures", masters_only()),
         ("/Master/record_metrics", masters_only()),
+        // Anyone may ask what it may do.
+        (
+            "/Master/review_access",
+            Access::roles(&["admin", "user", "viewer", "join", "member"]),
+        ),
         // Workers: bootstrap by join token; the rest as their own node,
         // which the handlers check against the worker's certificate.
         ("/Master/bootstrap", Access::roles(&["join", "admin"])),

@@ -77,7 +77,9 @@ impl Canary {
         let busy = Arc::new(AtomicUsize::new(0));
         let (l, s, p, b) = (log.clone(), stop.clone(), paused.clone(), busy.clone());
         let (api, keys) = (c.master_addr(0), c.master_addr(1));
+        // The API as a user; raw keys as the admin (users may not write them).
         let creds = c.credentials().clone();
+        let admin = c.admin_credentials();
         let task = tokio::spawn(async move {
             let mut replicas = 1;
             let mut seq = 0u64;
@@ -92,8 +94,10 @@ impl Canary {
                     continue;
                 }
                 replicas = 3 - replicas;
-                let clients = client_at(&api, &creds)
-                    .and_then(|m| Ok((m, kv_client_at(&keys, &creds, Duration::from_secs(10))?)));
+                let clients = client_at(&api, &creds).and_then(|m| {
+                    let admin = admin.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+                    Ok((m, kv_client_at(&keys, admin, Duration::from_secs(10))?))
+                });
                 let (master, kv) = match clients {
                     Ok(c) => c,
                     Err(e) => {

@@ -166,7 +166,8 @@ impl Cluster {
     }
 
     /// [`Cluster::start`], every master with `master_extra` flags after the
-    /// usual ones (also when restarted).
+    /// usual ones (also when restarted); `{id}` in them is the cluster's id,
+    /// so that a flag can name a worker (`w1-{id}` is worker 1).
     pub async fn start_with(
         masters: usize,
         workers: usize,
@@ -245,6 +246,11 @@ impl Cluster {
         format!("w{i}-{}", self.id)
     }
 
+    /// The admin's credentials (raw store writes), for tests that need them.
+    pub fn admin_credentials(&self) -> Result<Credentials> {
+        self.pki.role("admin")
+    }
+
     /// The cluster's CA, certificates and tokens.
     pub fn pki(&self) -> &TestPki {
         &self.pki
@@ -302,7 +308,7 @@ impl Cluster {
         .map(|s| s.to_string())
         .collect();
         let mut args = args;
-        args.extend(self.master_extra.iter().cloned());
+        args.extend(self.master_extra.iter().map(|a| a.replace("{id}", &self.id)));
         let child = spawn(&binary("mkube-master")?, &args, &self.masters[i].log)?;
         self.masters[i].child = Some(child);
         Ok(())

@@ -135,7 +135,8 @@ pub fn free_port() -> Result<u16> {
 /// Three kvs members (`KVS_NODE` or kvs-node next to this binary), extra
 /// `args` for each, speaking TLS with a CA of their own in `dir/pki`
 /// (`KVS_INSECURE=1`: plain HTTP, to measure what TLS costs). Returns the
-/// processes, their addresses and a user's credentials.
+/// processes, their addresses and the admin's credentials (a bare store's
+/// clients write raw keys, which only admins may).
 pub fn start_kvs(dir: &Path, args: &[&str]) -> Result<(Procs, Vec<String>, Credentials)> {
     let insecure = std::env::var("KVS_INSECURE").is_ok_and(|v| v == "1");
     let pki_dir = dir.join("pki");
@@ -156,7 +157,7 @@ pub fn start_kvs(dir: &Path, args: &[&str]) -> Result<(Procs, Vec<String>, Crede
     } else {
         (
             vec!["--pki-dir".into(), pki_dir.display().to_string()],
-            pki.user()?,
+            pki.role("admin")?,
         )
     };
     let bin = match std::env::var_os("KVS_NODE") {

@@ -59,15 +59,27 @@ impl TestPki {
     /// worker bootstraps its certificate into it. Kept across restarts of
     /// the worker, as a VM's disk is.
     pub fn worker_dir(&self, name: &str) -> Result<PathBuf> {
-        let dir = self
-            .dir
-            .parent()
-            .unwrap_or(&self.dir)
-            .join(format!("node-{name}"));
+        let dir = self.worker_dir_path(name);
         std::fs::create_dir_all(dir.join("tokens"))?;
         std::fs::copy(self.ca_file(), dir.join("ca.crt"))?;
         pki::write_secret(&dir.join("tokens/join"), &format!("{}\n", self.token("join")?))?;
         Ok(dir)
+    }
+
+    /// The certificate worker `name` bootstrapped into its directory.
+    pub fn worker_identity(&self, name: &str) -> Result<rpc::Identity> {
+        let dir = self.worker_dir_path(name);
+        Ok(rpc::Identity::from_files(
+            &dir.join(format!("{name}.crt")),
+            &dir.join(format!("{name}.key")),
+        )?)
+    }
+
+    fn worker_dir_path(&self, name: &str) -> PathBuf {
+        self.dir
+            .parent()
+            .unwrap_or(&self.dir)
+            .join(format!("node-{name}"))
     }
 
     /// A certificate for `name` in `group` written into `dir` (a

@@ -27,7 +27,7 @@ const RSS_BOUND: u64 = 512 << 20;
 const QUOTA_BYTES: u64 = 24 << 20;
 
 fn kv_client(c: &Cluster, i: usize) -> Result<KvClient> {
-    kv_client_at(&c.master_addr(i), c.credentials(), Duration::from_secs(10))
+    kv_client_at(&c.master_addr(i), &c.admin_credentials()?, Duration::from_secs(10))
 }
 
 /// Fails if a master exited, panicked or holds more than [`RSS_BOUND`].
@@ -453,9 +453,10 @@ async fn large_pods_on_one_node(c: &mut Cluster) -> Result<()> {
 async fn client_flood(c: &Cluster) -> Result<()> {
     let leader = c.leader().await.context("no leader")?;
     let term = c.kv_status(leader).await?.term;
+    let admin = c.admin_credentials()?;
     let config = rpc::ClientConfig {
-        token: Some(c.credentials().token.clone()),
-        tls: c.credentials().tls.clone(),
+        token: Some(admin.token.clone()),
+        tls: admin.tls.clone(),
         max_connections: 16,
         default_timeout: Duration::from_secs(30),
         ..Default::default()

@@ -44,6 +44,12 @@ impl Master for StubMaster {
     ) -> Result<api::master::CertificateResponse, MasterError> {
         stub()
     }
+    async fn review_access(
+        &self,
+        _: api::master::AccessReviewRequest,
+    ) -> Result<api::master::AccessReviewResponse, MasterError> {
+        stub()
+    }
     async fn create(&self, _: WriteRequest) -> Result<WriteResponse, MasterError> {
         stub()
     }

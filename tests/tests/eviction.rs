@@ -119,7 +119,10 @@ async fn a_preempt_notice_drains_the_node_moves_leadership_exports_and_acknowled
         json!({"DocumentIncarnation": 1, "Events": []});
     let imds_url = start_imds(imds.clone()).await?;
 
-    let mut c = Cluster::start(3, 1, Timing::default()).await?;
+    // Worker 1 is the node on the leader's VM: every master names it as its
+    // local node, the only one whose worker may call its prepare_eviction.
+    let local_node = ["--local-node".to_owned(), "w1-{id}".to_owned()];
+    let mut c = Cluster::start_with(3, 1, Timing::default(), &local_node).await?;
     let leader = c.leader().await.context("a leader")?;
     let leader_addr = c.master_addr(leader);
     let flags = |vm: &str, local_master: Option<&str>| {

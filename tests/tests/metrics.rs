@@ -80,8 +80,9 @@ impl Drop for Prometheus {
 }
 
 impl Prometheus {
-    /// Scrapes over TLS, trusting the cluster CA: the masters with the user
-    /// token, the workers with the member token (the only one they accept).
+    /// Scrapes over TLS, trusting the cluster CA: the masters with the
+    /// viewer token (read from its file), the workers with a viewer
+    /// certificate (they take no token).
     fn start(
         dir: &std::path::Path,
         pki: &TestPki,
@@ -89,8 +90,10 @@ impl Prometheus {
         workers: &[String],
     ) -> Result<Prometheus> {
         let ca = pki.ca_file().display().to_string();
-        let user = pki.token("user")?;
-        let member = pki.token("member")?;
+        let viewer = pki::token_path(pki.dir(), "viewer")?.display().to_string();
+        pki.issue_into(dir, "prometheus", pki::VIEWERS, &["prometheus"])?;
+        let crt = dir.join("prometheus.crt").display().to_string();
+        let key = dir.join("prometheus.key").display().to_string();
         let list = |a: &[String]| {
             a.iter()
                 .map(|s| format!("'{s}'"))
@@ -103,12 +106,11 @@ scrape_configs:
   - job_name: mkube-masters
     scheme: https
     tls_config: {{ca_file: '{ca}'}}
-    authorization: {{credentials: '{user}'}}
+    authorization: {{credentials_file: '{viewer}'}}
     static_configs: [{{targets: [{}]}}]
   - job_name: mkube-workers
     scheme: https
-    tls_config: {{ca_file: '{ca}'}}
-    authorization: {{credentials: '{member}'}}
+    tls_config: {{ca_file: '{ca}', cert_file: '{crt}', key_file: '{key}'}}
     static_configs: [{{targets: [{}]}}]
 ",
             list(masters),
@@ -156,7 +158,7 @@ fn value(series: &Value) -> f64 {
 }
 
 /// A client of the datasource API as Grafana is provisioned: trusting the
-/// cluster CA only, sending a user token.
+/// cluster CA only, sending the viewer token.
 struct Datasource {
     http: reqwest::Client,
     address: String,
@@ -169,7 +171,7 @@ impl Datasource {
         Ok(Datasource {
             http: reqwest::Client::builder().tls_certs_only([ca]).build()?,
             address: address.to_owned(),
-            token: pki.token("user")?,
+            token: pki.token("viewer")?,
         })
     }
 
@@ -293,7 +295,8 @@ async fn prometheus_scrapes_masters_and_a_worker_and_the_dashboard_matches_what_
     // the datasource API of a master that is not necessarily the leader.
     let wanted = dashboard_targets(&dashboard()?);
     let grafana = std::sync::Arc::new(Datasource::new(c.pki(), &c.grafana_addrs[0])?);
-    // The datasource speaks TLS and wants a user or member token, like the API.
+    // The datasource speaks TLS and wants a reading token, like the API;
+    // a member token only with a masters' certificate.
     assert_eq!(grafana.status_with(None).await?, 401, "no token");
     assert_eq!(
         grafana.status_with(Some("wrong")).await?,
@@ -304,6 +307,13 @@ async fn prometheus_scrapes_masters_and_a_worker_and_the_dashboard_matches_what_
         grafana.status_with(Some(&c.pki().token("join")?)).await?,
         403,
         "a worker's join token may not read metrics"
+    );
+    assert_eq!(
+        grafana
+            .status_with(Some(&c.pki().token("member")?))
+            .await?,
+        403,
+        "a member token without a masters' certificate"
     );
     assert!(
         ureq::post(&format!("http://{}/metrics", c.grafana_addrs[0]))

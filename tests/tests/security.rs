@@ -62,7 +62,7 @@ async fn only_masters_speak_raft_and_only_masters_call_workers() -> Result<()> {
     let r = raft(&c, &join, None)?.deliver(&batch()).await;
     assert_denied(r, "requires a client certificate of mkube:masters");
     // A worker's own certificate (mkube:workers), even with the member token.
-    let r = raft(&c, &member, Some(pki.identity(&worker)?))?
+    let r = raft(&c, &member, Some(pki.worker_identity(&worker)?))?
         .deliver(&batch())
         .await;
     assert_denied(r, "is in [\"mkube:workers\"]");
@@ -288,10 +288,26 @@ async fn no_token_or_manifest_crosses_loopback_in_clear_text() -> Result<()> {
             pcap.display()
         );
     }
+    // Other tests may run beside this one (Prometheus' plain HTTP, say):
+    // only this cluster's ports and the control's are counted.
+    let ports: Vec<String> = c
+        .master_addrs
+        .iter()
+        .chain(&c.grafana_addrs)
+        .filter_map(|a| a.rsplit_once(':').map(|(_, p)| p.to_string()))
+        .collect();
     assert_eq!(
-        count(&pcap, "http.request")?,
+        count(&pcap, &format!("http.request && tcp.dstport == {}", addr.port()))?,
         1,
-        "only the control request is plain HTTP"
+        "the control request is plain HTTP"
+    );
+    assert_eq!(
+        count(
+            &pcap,
+            &format!("http.request && tcp.dstport in {{{}}}", ports.join(", "))
+        )?,
+        0,
+        "no request to the cluster is plain HTTP"
     );
     eprintln!(
         "capture: {} bytes, {hellos} TLS ClientHellos, {records} application data records, no token or manifest in clear text",

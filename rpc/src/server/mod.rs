@@ -52,7 +52,7 @@ pub use admission::{
 
 pub use caller::Caller;
 pub use listener::{ListenerConfig, serve_http};
-pub use router::{Access, Auth, InProcess, Page, Router, Tokens};
+pub use router::{Access, Auth, InProcess, Page, Router, Tokens, rule_for};
 
 use crate::error::{ConfigError, check_token};
 use crate::service::Service;

@@ -180,6 +180,60 @@ impl Access {
         self.groups = groups.iter().map(|g| g.to_string()).collect();
         self
     }
+
+    /// Whether `caller` may call `path` under this rule (`roles`: whether
+    /// the server's tokens have roles to check); the refusal names what
+    /// was needed.
+    pub fn admits(&self, path: &str, caller: &Caller, roles: bool) -> Result<(), Status> {
+        if !self.groups.is_empty() {
+            let groups = self.groups.join(" or ");
+            match &caller.peer {
+                Some(peer) if self.groups.iter().any(|g| peer.in_group(g)) => {}
+                Some(peer) => {
+                    return Err(Status::new(
+                        Code::PermissionDenied,
+                        format!(
+                            "{path} is for members of {groups}; the client certificate of `{}` is in {:?}",
+                            peer.name, peer.groups
+                        ),
+                    ));
+                }
+                None => {
+                    return Err(Status::new(
+                        Code::PermissionDenied,
+                        format!(
+                            "{path} requires a client certificate of {groups} signed by the cluster CA; none was presented"
+                        ),
+                    ));
+                }
+            }
+        }
+        if roles && !self.roles.is_empty() {
+            match &caller.role {
+                Some(role) if self.roles.contains(role) => {}
+                Some(role) => {
+                    return Err(Status::new(
+                        Code::PermissionDenied,
+                        format!(
+                            "a {role} token may not call {path}; it needs a token of role {}",
+                            self.roles.join(" or ")
+                        ),
+                    ));
+                }
+                None => return Err(TokenError::Missing.status()),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The rule of `rules` for `path`: the one with the longest matching prefix.
+pub fn rule_for<'a>(rules: &'a [(&str, Access)], path: &str) -> Option<&'a Access> {
+    rules
+        .iter()
+        .filter(|(prefix, _)| path.starts_with(prefix))
+        .max_by_key(|(prefix, _)| prefix.len())
+        .map(|(_, access)| access)
 }
 
 /// A plain `GET` page served beside the RPC methods (Prometheus' `/metrics`):
@@ -384,46 +438,7 @@ impl Router {
             }
             return Ok(caller);
         };
-        if !access.groups.is_empty() {
-            let groups = access.groups.join(" or ");
-            match &caller.peer {
-                Some(peer) if access.groups.iter().any(|g| peer.in_group(g)) => {}
-                Some(peer) => {
-                    return Err(Status::new(
-                        Code::PermissionDenied,
-                        format!(
-                            "{path} is for members of {groups}; the client certificate of `{}` is in {:?}",
-                            peer.name, peer.groups
-                        ),
-                    ));
-                }
-                None => {
-                    return Err(Status::new(
-                        Code::PermissionDenied,
-                        format!(
-                            "{path} requires a client certificate of {groups} signed by the cluster CA; none was presented"
-                        ),
-                    ));
-                }
-            }
-        }
-        if let Auth::Tokens(_) = &self.auth
-            && !access.roles.is_empty()
-        {
-            match &caller.role {
-                Some(role) if access.roles.contains(role) => {}
-                Some(role) => {
-                    return Err(Status::new(
-                        Code::PermissionDenied,
-                        format!(
-                            "a {role} token may not call {path}; it needs a token of role {}",
-                            access.roles.join(" or ")
-                        ),
-                    ));
-                }
-                None => return Err(TokenError::Missing.status()),
-            }
-        }
+        access.admits(path, &caller, matches!(self.auth, Auth::Tokens(_)))?;
         Ok(caller)
     }
 
