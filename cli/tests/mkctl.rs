@@ -367,6 +367,25 @@ async fn mkctl_drives_a_real_cluster() -> Result<()> {
     let e = m.fails(&["kv", "get", "/debug/note"])?;
     assert!(e.contains("/debug/note"), "{e}");
 
+    // auth can-i: the admin context may write the store, a user context
+    // may not (and says why), a viewer context may list but not create.
+    assert_eq!(m.ok(&["auth", "can-i", "put", "kv"])?.trim(), "yes");
+    let user = Mkctl::with_role(&c, "user")?;
+    let out = user.run(&["auth", "can-i", "put", "kv", "-v"])?;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no");
+    let why = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(why.contains("a user token may not call /Kv/put"), "{why}");
+    let e = user.fails(&["kv", "put", "/debug/note", "hello"])?;
+    assert!(e.contains("Forbidden") && e.contains("user token"), "{e}");
+    let viewer = Mkctl::with_role(&c, "viewer")?;
+    assert_eq!(viewer.ok(&["auth", "can-i", "list", "pods"])?.trim(), "yes");
+    assert!(viewer.ok(&["get", "pods"])?.contains("NAME"));
+    let out = viewer.run(&["auth", "can-i", "create", "deployments"])?;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no");
+    let e = viewer.fails(&["apply", "-f", &m.file("viewer.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: v}\nspec: {containers: [{name: c, image: x}]}\n")?])?;
+    assert!(e.contains("Forbidden") && e.contains("viewer token"), "{e}");
+
     // delete by name and by file.
     let victim = moved[0]["metadata"]["name"]
         .as_str()

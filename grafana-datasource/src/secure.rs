@@ -51,10 +51,15 @@ pub async fn serve_secure(
         require_token,
     ));
     let config = rpc::server::ListenerConfig::new(Some(&security.tls));
-    rpc::server::serve_http(listener, config, shutdown, move |peer: Option<rpc::Peer>| {
-        // The connection's certificate, for the member token's check.
-        hyper_util::service::TowerToHyperService::new(app.clone().layer(axum::Extension(peer)))
-    })
+    rpc::server::serve_http(
+        listener,
+        config,
+        shutdown,
+        move |peer: Option<rpc::Peer>| {
+            // The connection's certificate, for the member token's check.
+            hyper_util::service::TowerToHyperService::new(app.clone().layer(axum::Extension(peer)))
+        },
+    )
     .await
 }
 

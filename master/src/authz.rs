@@ -124,7 +124,10 @@ pub fn review(
         None => Ok(()),
     };
     let node_bound = matches!(Actor::of(caller), Actor::Node(_) | Actor::Bootstrapper)
-        && matches!(method, "/Master/drain" | "/Master/join" | "/Master/prepare_eviction");
+        && matches!(
+            method,
+            "/Master/drain" | "/Master/join" | "/Master/prepare_eviction"
+        );
     match verdict {
         Ok(()) if node_bound => AccessReviewResponse {
             allowed: true,
@@ -188,7 +191,10 @@ impl Signer {
         let request = pki::Request {
             name: node.to_owned(),
             group: pki::WORKERS.to_owned(),
-            hosts: hosts.iter().map(|h| h.trim_matches(['[', ']']).to_owned()).collect(),
+            hosts: hosts
+                .iter()
+                .map(|h| h.trim_matches(['[', ']']).to_owned())
+                .collect(),
             not_before: now - Duration::from_secs(60),
             not_after: now + self.validity,
         };
@@ -251,7 +257,13 @@ mod tests {
         let create = method_for("create", "deployments").unwrap();
         let refused = review(create, &viewer, Some(&rules));
         assert!(!refused.allowed);
-        assert!(refused.reason.contains("a viewer token may not call /Master/create"), "{}", refused.reason);
+        assert!(
+            refused
+                .reason
+                .contains("a viewer token may not call /Master/create"),
+            "{}",
+            refused.reason
+        );
         assert!(review(create, &viewer, None).allowed);
         assert!(method_for("fly", "pods").is_err());
     }
@@ -268,10 +280,7 @@ mod tests {
 
     #[test]
     fn the_signer_names_the_node_and_refuses_the_masters_name() {
-        let signer = Signer::new(
-            pki::Ca::generate("t").unwrap(),
-            Duration::from_secs(600),
-        );
+        let signer = Signer::new(pki::Ca::generate("t").unwrap(), Duration::from_secs(600));
         let key = pki::KeyRequest::generate("anything").unwrap();
         let cert = signer
             .sign("w1", &key.csr_pem, &["10.0.0.9".into(), "w1".into()])

@@ -180,7 +180,6 @@ impl MasterService {
         })
     }
 
-
     /// Bounds what users may ask for (`--max-replicas`).
     pub fn with_limits(mut self, limits: ApiLimits) -> Self {
         self.limits = limits;

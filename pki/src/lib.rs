@@ -255,7 +255,10 @@ impl Ca {
     pub fn sign_request(&self, csr_pem: &str, request: &Request) -> Result<String, PkiError> {
         let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| {
             PkiError::Certificate {
-                what: format!("reading the certificate signing request of {}", request.name),
+                what: format!(
+                    "reading the certificate signing request of {}",
+                    request.name
+                ),
                 reason: e.to_string(),
             }
         })?;
@@ -272,10 +275,8 @@ impl Ca {
 /// The certificate a member gets: its name and group in the subject, its
 /// hosts as subject alternative names, for server and client use.
 fn member_params(request: &Request) -> Result<CertificateParams, PkiError> {
-    let mut params = CertificateParams::new(request.hosts.clone()).map_err(cert_error(format!(
-        "naming the hosts of {}",
-        request.name
-    )))?;
+    let mut params = CertificateParams::new(request.hosts.clone())
+        .map_err(cert_error(format!("naming the hosts of {}", request.name)))?;
     params.distinguished_name = rcgen::DistinguishedName::new();
     params
         .distinguished_name
@@ -336,8 +337,8 @@ pub fn not_after(cert_pem: &str) -> Result<SystemTime, PkiError> {
         what: "reading a certificate's validity".into(),
         reason,
     };
-    let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes())
-        .map_err(|e| bad(e.to_string()))?;
+    let (_, pem) =
+        x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()).map_err(|e| bad(e.to_string()))?;
     let cert = pem.parse_x509().map_err(|e| bad(e.to_string()))?;
     let secs = cert.validity().not_after.timestamp();
     Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap_or(0)))
@@ -495,8 +496,14 @@ mod tests {
         assert!(left <= Duration::from_secs(3600), "{left:?}");
         // The certificate is for the requester's key.
         rpc::Identity::from_pem(cert.as_bytes(), asked.key_pem.as_bytes()).unwrap();
-        let refused = ca.sign_request("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n", &request);
-        assert!(matches!(refused, Err(PkiError::Certificate { .. })), "{refused:?}");
+        let refused = ca.sign_request(
+            "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
+            &request,
+        );
+        assert!(
+            matches!(refused, Err(PkiError::Certificate { .. })),
+            "{refused:?}"
+        );
     }
 
     #[test]

@@ -96,12 +96,11 @@ impl Security {
         identity: &rpc::LiveIdentity,
         kind: Kind,
     ) -> Result<Security, PkiError> {
-        let roots = rpc::Roots::from_file(&dir.join("ca.crt")).map_err(|e| {
-            PkiError::Certificate {
+        let roots =
+            rpc::Roots::from_file(&dir.join("ca.crt")).map_err(|e| PkiError::Certificate {
                 what: format!("loading the CA certificate from {}", dir.display()),
                 reason: e.to_string(),
-            }
-        })?;
+            })?;
         let tokens = read_role_tokens(dir, kind)?;
         Security::with_live(&roots, identity, kind, &tokens, Some(dir))
     }
@@ -401,8 +400,14 @@ pub fn master_rules() -> Vec<(&'static str, rpc::Access)> {
             Access::roles(&["join"]).with_certificate(&[crate::WORKERS]),
         ),
         ("/Master/join", Access::roles(&["join", "admin", "member"])),
-        ("/Master/drain", Access::roles(&["admin", "user", "member", "join"])),
-        ("/Master/prepare_eviction", Access::roles(&["admin", "member", "join"])),
+        (
+            "/Master/drain",
+            Access::roles(&["admin", "user", "member", "join"]),
+        ),
+        (
+            "/Master/prepare_eviction",
+            Access::roles(&["admin", "member", "join"]),
+        ),
         // Reading the API.
         ("/Master/get", Access::roles(&READERS)),
         ("/Master/list", Access::roles(&READERS)),

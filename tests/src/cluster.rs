@@ -308,7 +308,11 @@ impl Cluster {
         .map(|s| s.to_string())
         .collect();
         let mut args = args;
-        args.extend(self.master_extra.iter().map(|a| a.replace("{id}", &self.id)));
+        args.extend(
+            self.master_extra
+                .iter()
+                .map(|a| a.replace("{id}", &self.id)),
+        );
         let child = spawn(&binary("mkube-master")?, &args, &self.masters[i].log)?;
         self.masters[i].child = Some(child);
         Ok(())
@@ -365,6 +369,11 @@ impl Cluster {
             self.workers.push(proc);
         }
         Ok(())
+    }
+
+    /// Worker `i`'s process id, while it runs.
+    pub fn worker_pid(&self, i: usize) -> Option<u32> {
+        self.workers.get(i)?.child.as_ref().map(Child::id)
     }
 
     /// Kills worker `i`'s process and removes its containers: the node is gone.

@@ -62,7 +62,10 @@ impl TestPki {
         let dir = self.worker_dir_path(name);
         std::fs::create_dir_all(dir.join("tokens"))?;
         std::fs::copy(self.ca_file(), dir.join("ca.crt"))?;
-        pki::write_secret(&dir.join("tokens/join"), &format!("{}\n", self.token("join")?))?;
+        pki::write_secret(
+            &dir.join("tokens/join"),
+            &format!("{}\n", self.token("join")?),
+        )?;
         Ok(dir)
     }
 

@@ -27,7 +27,11 @@ const RSS_BOUND: u64 = 512 << 20;
 const QUOTA_BYTES: u64 = 24 << 20;
 
 fn kv_client(c: &Cluster, i: usize) -> Result<KvClient> {
-    kv_client_at(&c.master_addr(i), &c.admin_credentials()?, Duration::from_secs(10))
+    kv_client_at(
+        &c.master_addr(i),
+        &c.admin_credentials()?,
+        Duration::from_secs(10),
+    )
 }
 
 /// Fails if a master exited, panicked or holds more than [`RSS_BOUND`].

@@ -23,7 +23,15 @@ use tests::masters::Masters;
 
 /// The identities of the matrix, in its column order.
 const WHO: [&str; 9] = [
-    "none", "viewer", "user", "admin", "join", "worker", "viewer-cert", "member", "masters",
+    "none",
+    "viewer",
+    "user",
+    "admin",
+    "join",
+    "worker",
+    "viewer-cert",
+    "member",
+    "masters",
 ];
 
 /// What each identity presents.
@@ -37,9 +45,15 @@ struct Identity {
 fn identity(c: &Cluster, who: &str) -> Result<Identity> {
     let pki = c.pki();
     let worker = c.worker_name(0);
-    let worker_dir = pki.dir().parent().context("pki dir")?.join(format!("node-{worker}"));
-    let (token, cert): (Option<String>, Option<(std::path::PathBuf, std::path::PathBuf)>) = match who
-    {
+    let worker_dir = pki
+        .dir()
+        .parent()
+        .context("pki dir")?
+        .join(format!("node-{worker}"));
+    let (token, cert): (
+        Option<String>,
+        Option<(std::path::PathBuf, std::path::PathBuf)>,
+    ) = match who {
         "none" => (None, None),
         "viewer" | "user" | "admin" | "join" => (Some(pki.token(who)?), None),
         "worker" => (
@@ -111,7 +125,12 @@ async fn call(address: &str, who: &Identity, path: &'static str, body: &Value) -
     .await;
     Ok(match result {
         Ok(_) => Answer::Allowed,
-        Err(e) if matches!(e.code(), rpc::Code::PermissionDenied | rpc::Code::Unauthenticated) => {
+        Err(e)
+            if matches!(
+                e.code(),
+                rpc::Code::PermissionDenied | rpc::Code::Unauthenticated
+            ) =>
+        {
             Answer::Refused(e.to_string())
         }
         Err(e) if e.status().is_some() => Answer::Allowed,
@@ -177,7 +196,11 @@ fn master_cases(worker: &str, csr: &str) -> Vec<Case> {
         case("/Master/watch", json!({}), READERS),
         case("/Master/create", json!({}), USERS),
         case("/Master/apply", json!({}), USERS),
-        case("/Master/delete", json!({"kind": "pods", "name": "x"}), USERS),
+        case(
+            "/Master/delete",
+            json!({"kind": "pods", "name": "x"}),
+            USERS,
+        ),
         case("/Master/rollback", json!({}), USERS),
         case("/Master/logs", json!({}), USERS),
         case("/Master/exec", json!({}), USERS),
@@ -238,7 +261,11 @@ fn worker_cases() -> Vec<Case> {
 
 /// The matrix as the README shows it.
 fn table(rows: &[(String, Vec<bool>)]) -> String {
-    let mut out = format!("| path | {} |\n|---|{}\n", WHO.join(" | "), "---|".repeat(WHO.len()));
+    let mut out = format!(
+        "| path | {} |\n|---|{}\n",
+        WHO.join(" | "),
+        "---|".repeat(WHO.len())
+    );
     for (path, allowed) in rows {
         let cells: Vec<&str> = allowed.iter().map(|a| if *a { "✓" } else { "·" }).collect();
         out.push_str(&format!("| `{path}` | {} |\n", cells.join(" | ")));
@@ -312,12 +339,20 @@ async fn every_identity_against_every_path() -> Result<()> {
     for case in worker_cases() {
         let mut answers = Vec::new();
         for w in WHO {
-            answers.push((w, call(&worker_address, &who[w], case.path, &case.body).await?));
+            answers.push((
+                w,
+                call(&worker_address, &who[w], case.path, &case.body).await?,
+            ));
         }
         check(format!("worker {}", case.path), case.allowed, answers);
     }
     let pages = [
-        (format!("https://{master}/metrics"), false, "master GET /metrics", READERS),
+        (
+            format!("https://{master}/metrics"),
+            false,
+            "master GET /metrics",
+            READERS,
+        ),
         (
             format!("https://{}/metrics", c.grafana_addrs[0]),
             true,
@@ -553,7 +588,9 @@ async fn a_join_token_or_a_workers_certificate_cannot_act_for_another_node() -> 
         },
     )?);
     let e = wrong_peer
-        .logs(&serde_json::from_value(json!({"namespace": "default", "pod": "x"}))?)
+        .logs(&serde_json::from_value(
+            json!({"namespace": "default", "pod": "x"}),
+        )?)
         .await
         .expect_err("B's certificate is not A's");
     ensure!(e.to_string().contains("not of"), "{e}");
@@ -562,4 +599,195 @@ async fn a_join_token_or_a_workers_certificate_cannot_act_for_another_node() -> 
     let still = node_address(&c, &b).await?;
     ensure!(still == b_address, "B moved to {still}");
     Ok(())
+}
+
+/// Worker `0`'s pods: (name, phase).
+async fn pod_phases(c: &Cluster) -> Result<Vec<(String, String)>> {
+    let pods = c
+        .any_client()
+        .await?
+        .list(&ListRequest {
+            kind: "pods".into(),
+            ..Default::default()
+        })
+        .await?;
+    Ok(pods
+        .items
+        .iter()
+        .map(|p| {
+            (
+                p["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                p["status"]["phase"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_with_only_the_ca_and_the_join_token_bootstraps_runs_pods_and_renews() -> Result<()>
+{
+    const VALIDITY_S: u64 = 12;
+    let flags = [
+        "--worker-cert-validity-s".to_owned(),
+        VALIDITY_S.to_string(),
+    ];
+    let mut c = Cluster::start_with(1, 0, Timing::default(), &flags).await?;
+    c.add_worker(0)?;
+    let worker = c.worker_name(0);
+    let pki = c.pki();
+    let dir = pki
+        .dir()
+        .parent()
+        .context("pki dir")?
+        .join(format!("node-{worker}"));
+    c.wait_for(
+        Duration::from_secs(30),
+        "the bootstrapped worker Ready",
+        |c| async move { Ok((c.ready_nodes().await?.len() == 1).then_some(())) },
+    )
+    .await?;
+    let crt = dir.join(format!("{worker}.crt"));
+    let first = std::fs::read_to_string(&crt)?;
+    let first_expiry = pki::not_after(&first)?;
+
+    // Nothing on the worker holds the CA key or the member token: not its
+    // files, not its command line, not its environment.
+    let ca_key = std::fs::read_to_string(pki.dir().join("ca.key"))?;
+    let ca_key_body: String = ca_key.lines().filter(|l| !l.starts_with("-----")).collect();
+    let member = pki.token("member")?;
+    let mut files: Vec<String> = Vec::new();
+    for entry in walk(&dir)? {
+        let text = std::fs::read_to_string(&entry).unwrap_or_default();
+        let flat: String = text.lines().collect();
+        ensure!(
+            !flat.contains(&ca_key_body) && !text.contains(&member),
+            "{} holds a master's secret",
+            entry.display()
+        );
+        files.push(entry.strip_prefix(&dir)?.display().to_string());
+    }
+    let mut expected = vec![
+        "ca.crt".to_string(),
+        format!("{worker}.crt"),
+        format!("{worker}.key"),
+        "tokens/join".to_string(),
+    ];
+    files.sort();
+    expected.sort();
+    ensure!(files == expected, "the worker's directory holds {files:?}");
+    let pid = c.worker_pid(0).context("worker pid")?;
+    for what in ["cmdline", "environ"] {
+        let bytes = std::fs::read(format!("/proc/{pid}/{what}"))?;
+        let text = String::from_utf8_lossy(&bytes);
+        ensure!(
+            !text.contains(&member) && !text.contains("ca.key"),
+            "the worker's {what} names a master's secret: {text}"
+        );
+    }
+
+    // It runs pods.
+    c.any_client()
+        .await?
+        .apply(&api::master::WriteRequest {
+            object: json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "before"},
+                "spec": {"containers": [{"name": "main", "image": tests::images::BUSYBOX, "command": ["sleep", "3600"]}]}
+            }),
+        })
+        .await?;
+    c.wait_for(
+        Duration::from_secs(60),
+        "pod `before` Running",
+        |c| async move {
+            Ok(pod_phases(c)
+                .await?
+                .contains(&("before".into(), "Running".into()))
+                .then_some(()))
+        },
+    )
+    .await?;
+
+    // It renews before the first certificate expires, without a restart,
+    // and after that certificate has expired new connections are served
+    // with the renewed one.
+    c.wait_for(
+        Duration::from_secs(VALIDITY_S * 2),
+        "the worker's certificate renewed",
+        |_| {
+            let (crt, first) = (crt.clone(), first.clone());
+            async move { Ok((std::fs::read_to_string(&crt)? != first).then_some(())) }
+        },
+    )
+    .await?;
+    while std::time::SystemTime::now() < first_expiry + Duration::from_secs(1) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    ensure!(
+        c.worker_pid(0) == Some(pid) && std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the worker restarted"
+    );
+    let masters = identity(&c, "masters")?;
+    let address = node_address(&c, &worker).await?;
+    let fresh = WorkerClient::new(rpc::Client::new(
+        &address,
+        rpc::ClientConfig {
+            token: masters.token.clone(),
+            tls: Some(masters.tls.expecting_peer(&worker, pki::WORKERS)?),
+            ..Default::default()
+        },
+    )?);
+    let e = fresh
+        .logs(&serde_json::from_value(
+            json!({"namespace": "default", "pod": "nope"}),
+        )?)
+        .await
+        .expect_err("no such pod");
+    ensure!(
+        e.code() == rpc::Code::NotFound,
+        "a new connection after the first certificate expired: {e}"
+    );
+    c.any_client()
+        .await?
+        .apply(&api::master::WriteRequest {
+            object: json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "after"},
+                "spec": {"containers": [{"name": "main", "image": tests::images::BUSYBOX, "command": ["sleep", "3600"]}]}
+            }),
+        })
+        .await?;
+    c.wait_for(
+        Duration::from_secs(60),
+        "pod `after` Running",
+        |c| async move {
+            Ok(pod_phases(c)
+                .await?
+                .contains(&("after".into(), "Running".into()))
+                .then_some(()))
+        },
+    )
+    .await?;
+    ensure!(
+        c.ready_nodes().await?.len() == 1,
+        "the node is no longer Ready"
+    );
+    Ok(())
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            out.extend(walk(&path)?);
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(out)
 }

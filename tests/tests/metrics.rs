@@ -309,9 +309,7 @@ async fn prometheus_scrapes_masters_and_a_worker_and_the_dashboard_matches_what_
         "a worker's join token may not read metrics"
     );
     assert_eq!(
-        grafana
-            .status_with(Some(&c.pki().token("member")?))
-            .await?,
+        grafana.status_with(Some(&c.pki().token("member")?)).await?,
         403,
         "a member token without a masters' certificate"
     );

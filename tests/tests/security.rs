@@ -297,7 +297,10 @@ async fn no_token_or_manifest_crosses_loopback_in_clear_text() -> Result<()> {
         .filter_map(|a| a.rsplit_once(':').map(|(_, p)| p.to_string()))
         .collect();
     assert_eq!(
-        count(&pcap, &format!("http.request && tcp.dstport == {}", addr.port()))?,
+        count(
+            &pcap,
+            &format!("http.request && tcp.dstport == {}", addr.port())
+        )?,
         1,
         "the control request is plain HTTP"
     );

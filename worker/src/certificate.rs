@@ -193,9 +193,13 @@ impl Bootstrap {
                             not_after = until;
                             tracing::info!(node = %self.node, valid_for = ?until.duration_since(SystemTime::now()).unwrap_or_default(), "certificate renewed");
                         }
-                        Err(e) => tracing::error!(node = %self.node, error = %e, "the renewed certificate is unusable; keeping the current one"),
+                        Err(e) => {
+                            tracing::error!(node = %self.node, error = %e, "the renewed certificate is unusable; keeping the current one")
+                        }
                     },
-                    Err(e) => tracing::warn!(node = %self.node, error = %e, "renewal failed; keeping the current certificate and trying again"),
+                    Err(e) => {
+                        tracing::warn!(node = %self.node, error = %e, "renewal failed; keeping the current certificate and trying again")
+                    }
                 }
             }
         });

@@ -199,16 +199,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let join = pki::read_tokens(&pki::token_path(dir, "join")?)
                 .context("reading the join token from --pki-dir")?;
             let join = join.first().context("tokens/join in --pki-dir is empty")?;
-            let live = bootstrap(
-                Bootstrap {
-                    node: args.name.clone(),
-                    dir: dir.clone(),
-                    hosts: hosts.clone(),
-                    masters: args.masters.clone(),
-                    roots,
-                    join_token: join.clone(),
-                },
-            )
+            let live = bootstrap(Bootstrap {
+                node: args.name.clone(),
+                dir: dir.clone(),
+                hosts: hosts.clone(),
+                masters: args.masters.clone(),
+                roots,
+                join_token: join.clone(),
+            })
             .await?;
             Some(
                 Security::load_live(dir, &live, Kind::Worker)

@@ -278,7 +278,12 @@ async fn round(
 /// A client of node `name`'s worker at `address`: over TLS, the worker
 /// must present `name`'s certificate.
 fn worker_client(address: &str, name: &str, ctx: &Context) -> Option<WorkerClient> {
-    let tls = match ctx.config.tls.as_ref().map(|t| t.expecting_peer(name, pki::WORKERS)) {
+    let tls = match ctx
+        .config
+        .tls
+        .as_ref()
+        .map(|t| t.expecting_peer(name, pki::WORKERS))
+    {
         None => None,
         Some(Ok(tls)) => Some(tls),
         Some(Err(e)) => {

@@ -83,10 +83,7 @@ mod tests {
                 groups: vec!["mkube:workers".into()],
             }),
         };
-        let seen = caller
-            .clone()
-            .scope(async { Caller::current() })
-            .await;
+        let seen = caller.clone().scope(async { Caller::current() }).await;
         assert_eq!(seen, caller);
         assert_eq!(seen.name_in("mkube:workers"), Some("w1"));
         assert_eq!(seen.name_in("mkube:masters"), None);

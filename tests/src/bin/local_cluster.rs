@@ -101,8 +101,12 @@ fn security(dir: &Path) -> Result<PathBuf> {
     // Prometheus' certificate, for the workers' /metrics (which take no
     // token); it scrapes the masters with the viewer token.
     if !pki_dir.join("prometheus.crt").exists() {
-        ca.issue(&pki::Request::new("prometheus", pki::VIEWERS, vec!["prometheus".into()]))?
-            .write(&pki_dir, "prometheus")?;
+        ca.issue(&pki::Request::new(
+            "prometheus",
+            pki::VIEWERS,
+            vec!["prometheus".into()],
+        ))?
+        .write(&pki_dir, "prometheus")?;
     }
     Ok(pki_dir)
 }
