@@ -279,4 +279,9 @@ impl SnapshotStore for CosmosSnapshotStore {
             Some(m) => self.block(self.read(&m)).map(Some),
         }
     }
+
+    fn list(&self) -> Result<Vec<ExportMeta>, StoreError> {
+        let manifests = self.block(self.manifests())?;
+        Ok(manifests.into_iter().rev().map(|m| m.meta).collect())
+    }
 }

@@ -31,6 +31,7 @@ pub mod lifecycle;
 pub mod linearizability;
 pub mod node;
 pub mod raft;
+mod signed_store;
 #[cfg(test)]
 mod sim;
 pub mod snapshot_store;

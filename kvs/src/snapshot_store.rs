@@ -74,7 +74,12 @@ pub trait SnapshotStore: Send + Sync {
     fn latest(&self) -> Result<Option<(ExportMeta, Vec<u8>)>, StoreError>;
     /// The export `meta` names, if it is still stored.
     fn get(&self, meta: &ExportMeta) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Every stored export's meta, newest first (what [`SignedSnapshotStore`]
+    /// walks to find the newest one it can trust).
+    fn list(&self) -> Result<Vec<ExportMeta>, StoreError>;
 }
+
+pub use crate::signed_store::SignedSnapshotStore;
 
 /// Exports in memory (see the module doc).
 #[derive(Debug, Default)]
@@ -107,6 +112,10 @@ impl SnapshotStore for MemorySnapshotStore {
 
     fn get(&self, meta: &ExportMeta) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.with(|e| e.get(meta).cloned()))
+    }
+
+    fn list(&self) -> Result<Vec<ExportMeta>, StoreError> {
+        Ok(self.with(|e| e.keys().rev().copied().collect()))
     }
 }
 
@@ -144,7 +153,7 @@ impl FileSnapshotStore {
     }
 
     /// Every export's (epoch, index) and path, oldest first.
-    fn list(&self) -> Result<Vec<Listed>, StoreError> {
+    fn files(&self) -> Result<Vec<Listed>, StoreError> {
         let mut out = Vec::new();
         for entry in std::fs::read_dir(&self.dir).map_err(Self::io(&self.dir))? {
             let path = entry.map_err(Self::io(&self.dir))?.path();
@@ -184,7 +193,7 @@ impl SnapshotStore for FileSnapshotStore {
             file.sync_all().map_err(Self::io(&tmp))?;
         }
         std::fs::rename(&tmp, &path).map_err(Self::io(&path))?;
-        let all = self.list()?;
+        let all = self.files()?;
         for (_, old) in all.iter().take(all.len().saturating_sub(self.keep)) {
             let _ = std::fs::remove_file(old);
         }
@@ -192,7 +201,7 @@ impl SnapshotStore for FileSnapshotStore {
     }
 
     fn latest(&self) -> Result<Option<(ExportMeta, Vec<u8>)>, StoreError> {
-        let Some((_, path)) = self.list()?.pop() else {
+        let Some((_, path)) = self.files()?.pop() else {
             return Ok(None);
         };
         Self::read(&path).map(Some)
@@ -212,9 +221,39 @@ impl SnapshotStore for FileSnapshotStore {
         }
         Ok(Some(data))
     }
+
+    fn list(&self) -> Result<Vec<ExportMeta>, StoreError> {
+        let mut out = Vec::new();
+        for (_, path) in self.files()?.into_iter().rev() {
+            match Self::header(&path) {
+                Ok(meta) => out.push(meta),
+                Err(e) => {
+                    tracing::warn!(error = %e, "skipping an export whose header does not parse")
+                }
+            }
+        }
+        Ok(out)
+    }
 }
 
 impl FileSnapshotStore {
+    /// An export file's header line only.
+    fn header(path: &Path) -> Result<ExportMeta, StoreError> {
+        use std::io::{BufRead, Read};
+        let file = std::fs::File::open(path).map_err(Self::io(path))?;
+        let mut line = Vec::new();
+        std::io::BufReader::new(file)
+            .take(4096)
+            .read_until(b'\n', &mut line)
+            .map_err(Self::io(path))?;
+        serde_json::from_slice(line.strip_suffix(b"\n").unwrap_or(&line)).map_err(|e| {
+            StoreError::Corrupt {
+                path: path.to_path_buf(),
+                reason: format!("header: {e}"),
+            }
+        })
+    }
+
     fn file_name(meta: &ExportMeta) -> String {
         format!(
             "{:020}-{:020}-{:020}.snap",

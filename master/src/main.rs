@@ -30,7 +30,9 @@ use clap::Parser;
 use grafana_datasource::config::StoreArgs;
 use kvs::api::{KvServer, RaftPeerServer};
 use kvs::node::{KvService, Node, NodeConfig, PeerService};
-use kvs::snapshot_store::{FileSnapshotStore, MemorySnapshotStore, SnapshotStore};
+use kvs::snapshot_store::{
+    FileSnapshotStore, MemorySnapshotStore, SignedSnapshotStore, SnapshotStore,
+};
 use master::controllers::nodes::Timeouts;
 use master::leader::{self, LeaderConfig};
 use master::metrics::MasterMetrics;
@@ -336,6 +338,17 @@ async fn main() -> Result<()> {
                 "no --export-dir or --cosmos-exports-container: exports stay in memory, and losing every master loses the cluster's state"
             );
             Arc::new(MemorySnapshotStore::default())
+        }
+    };
+    // Exports carry a MAC keyed by the CA key, which only masters hold: a
+    // recovery refuses any export they did not write.
+    let store: Arc<dyn SnapshotStore> = match &ca {
+        Some(ca) => Arc::new(SignedSnapshotStore::new(store, ca.key_pem().as_bytes())),
+        None => {
+            tracing::warn!(
+                "no CA key: exports are not signed, and a recovery would trust a forged one"
+            );
+            store
         }
     };
     let config = NodeConfig {

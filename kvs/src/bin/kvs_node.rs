@@ -26,7 +26,9 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use kvs::api::{KvServer, RaftPeerServer};
 use kvs::node::{KvService, Node, NodeConfig, PeerService};
-use kvs::snapshot_store::{FileSnapshotStore, MemorySnapshotStore, SnapshotStore};
+use kvs::snapshot_store::{
+    FileSnapshotStore, MemorySnapshotStore, SignedSnapshotStore, SnapshotStore,
+};
 use pki::member::{Kind, Security};
 
 /// One member of a kvs cluster.
@@ -159,6 +161,17 @@ async fn main() -> Result<()> {
             );
             std::sync::Arc::new(MemorySnapshotStore::default())
         }
+    };
+    // With the CA key in --pki-dir (only members hold it), exports are
+    // signed and a recovery refuses any other.
+    let ca_key = args.pki_dir.as_ref().map(|d| d.join("ca.key"));
+    let store: std::sync::Arc<dyn SnapshotStore> = match ca_key.filter(|k| k.exists()) {
+        Some(path) => {
+            let secret =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            std::sync::Arc::new(SignedSnapshotStore::new(store, &secret))
+        }
+        None => store,
     };
     let config = NodeConfig {
         name: args.name.clone(),
