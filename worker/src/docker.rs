@@ -9,6 +9,10 @@
 //! * An image is pulled only when `inspect` says it is absent.
 //! * Every daemon error becomes a [`RuntimeError`] that names what was being
 //!   done; nothing here panics on a daemon's answer.
+//! * Every container gets safe defaults: `no-new-privileges` (no setuid
+//!   escalation), at most [`POD_PIDS_LIMIT`] processes (no fork bomb takes
+//!   the node), and json-file logs rotated at [`LOG_MAX_SIZE`] ×
+//!   [`LOG_MAX_FILES`] (no chatty pod fills the disk).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -24,6 +28,13 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 
 use crate::model::{Observed, RunState};
+
+/// Most processes (and threads) one container may have.
+pub const POD_PIDS_LIMIT: i64 = 4096;
+/// Size at which a container's log file is rotated.
+pub const LOG_MAX_SIZE: &str = "10m";
+/// Rotated log files kept per container.
+pub const LOG_MAX_FILES: u32 = 3;
 
 /// Why a runtime call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -413,6 +424,19 @@ impl Runtime {
             dns: spec.dns.as_ref().map(|d| d.servers.clone()),
             dns_search: spec.dns.as_ref().map(|d| d.search.clone()),
             dns_options: spec.dns.as_ref().map(|d| d.options.clone()),
+            // Safe defaults for every container (see the constants).
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            pids_limit: Some(POD_PIDS_LIMIT),
+            log_config: Some(bollard::models::HostConfigLogConfig {
+                typ: Some("json-file".into()),
+                config: Some(
+                    [
+                        ("max-size".to_string(), LOG_MAX_SIZE.to_string()),
+                        ("max-file".to_string(), LOG_MAX_FILES.to_string()),
+                    ]
+                    .into(),
+                ),
+            }),
             ..Default::default()
         };
         let body = ContainerCreateBody {

@@ -90,6 +90,29 @@ async fn a_pod_runs_with_its_host_port_env_and_command() -> anyhow::Result<()> {
         })
         .await?;
     assert_eq!((out.exit_code, out.stdout.trim()), (3, "hi-mkube"));
+
+    // Every container has the safe defaults: no privilege escalation, a
+    // process limit, rotated logs.
+    let id = running_id(&w.poll().await?, "hello").expect("a container id");
+    let id = id.trim_start_matches("docker://");
+    let inspected = std::process::Command::new("docker")
+        .args(["inspect", "--format", "{{json .HostConfig}}", id])
+        .output()?;
+    let host: serde_json::Value = serde_json::from_slice(&inspected.stdout)?;
+    assert_eq!(
+        host["SecurityOpt"],
+        serde_json::json!(["no-new-privileges"])
+    );
+    assert_eq!(host["PidsLimit"], worker::docker::POD_PIDS_LIMIT);
+    assert_eq!(host["LogConfig"]["Type"], "json-file");
+    assert_eq!(
+        host["LogConfig"]["Config"]["max-size"],
+        worker::docker::LOG_MAX_SIZE
+    );
+    assert_eq!(
+        host["LogConfig"]["Config"]["max-file"],
+        worker::docker::LOG_MAX_FILES.to_string()
+    );
     Ok(())
 }
 
