@@ -328,34 +328,34 @@ impl Cluster {
         self.add_worker_with(i, &[])
     }
 
-    /// Starts worker `i` with `extra` flags after the usual ones.
+    /// Starts worker `i` with `extra` flags (`--flag value` pairs or bare
+    /// flags) after the usual ones; a flag in `extra` replaces the usual
+    /// one of that name (`--listen`, `--host-ip`, `--pod-isolation`).
     pub fn add_worker_with(&mut self, i: usize, extra: &[String]) -> Result<()> {
         let name = self.worker_name(i);
         let pki_dir = self.pki.worker_dir(&name)?;
         let log = self.dir.join(format!("worker-{i}.log"));
-        let mut args: Vec<String> = [
-            "--name",
-            &name,
-            "--listen",
-            "127.0.0.1:0",
-            "--host-ip",
-            "127.0.0.1",
-            "--masters",
-            &self.master_addrs.join(","),
-            "--sync-interval-ms",
-            "200",
-            "--backoff-initial-ms",
-            "200",
-            "--stats-interval-ms",
-            "1000",
-            "--rejoin-after-ms",
-            "2000",
-            "--pki-dir",
-            &pki_dir.display().to_string(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let masters = self.master_addrs.join(",");
+        let pki_arg = pki_dir.display().to_string();
+        let usual: [(&str, &str); 10] = [
+            ("--name", &name),
+            ("--listen", "127.0.0.1:0"),
+            ("--host-ip", "127.0.0.1"),
+            ("--masters", &masters),
+            ("--sync-interval-ms", "200"),
+            ("--backoff-initial-ms", "200"),
+            ("--stats-interval-ms", "1000"),
+            ("--rejoin-after-ms", "2000"),
+            ("--pki-dir", &pki_arg),
+            // Host firewall rules only where a test asks for them.
+            ("--pod-isolation", "off"),
+        ];
+        let mut args: Vec<String> = Vec::new();
+        for (flag, value) in usual {
+            if !extra.iter().any(|a| a == flag) {
+                args.extend([flag.to_string(), value.to_string()]);
+            }
+        }
         args.extend(extra.iter().cloned());
         let child = spawn(&binary("mkube-worker")?, &args, &log)?;
         let proc = Proc {

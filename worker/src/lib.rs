@@ -20,6 +20,8 @@
 //! - [`certificate`]: the worker's certificate, bootstrapped with the join
 //!   token and renewed before it expires.
 //! - [`register`]: registration with the masters (`Master.join`).
+//! - [`isolation`]: iptables rules that keep pods from the metadata address
+//!   and the member ports.
 //! - [`eviction`]: Spot eviction notices (Azure Scheduled Events): drain,
 //!   prepare the local master, stop, acknowledge.
 
@@ -27,6 +29,7 @@ pub mod agent;
 pub mod certificate;
 pub mod docker;
 pub mod eviction;
+pub mod isolation;
 pub mod model;
 pub mod reconcile;
 pub mod register;

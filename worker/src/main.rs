@@ -130,6 +130,14 @@ struct Args {
     /// leadership over and exports the store.
     #[arg(long)]
     local_master: Option<String>,
+    /// Keep pods from the metadata address (169.254.169.254) and the member
+    /// ports (this worker's and the masters') with iptables rules: `on`
+    /// refuses to start without them, `auto` warns, `off` installs none.
+    #[arg(long, value_enum, default_value_t = PodIsolation::Auto)]
+    pod_isolation: PodIsolation,
+    /// The Docker bridge pods' traffic comes from.
+    #[arg(long, default_value = "docker0")]
+    pod_bridge: String,
     /// How long this node's containers may take to stop after an eviction
     /// notice before it is acknowledged, in milliseconds.
     #[arg(long, default_value_t = 20_000)]
@@ -146,6 +154,57 @@ async fn bootstrap(bootstrap: Bootstrap) -> anyhow::Result<rpc::LiveIdentity> {
     let live = rpc::LiveIdentity::new(identity).context("using this node's certificate")?;
     bootstrap.spawn_renewal(live.clone(), not_after);
     Ok(live)
+}
+
+/// `--pod-isolation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum PodIsolation {
+    /// Required: the worker does not start without the rules.
+    On,
+    /// Installed if possible; a warning if not.
+    Auto,
+    /// None.
+    Off,
+}
+
+/// Puts `--pod-isolation` in place (see `worker::isolation`).
+fn isolate_pods(args: &Args, listen_port: u16) -> anyhow::Result<()> {
+    if args.pod_isolation == PodIsolation::Off {
+        return Ok(());
+    }
+    if args
+        .pod_network
+        .as_deref()
+        .is_some_and(|n| n.starts_with("container:"))
+    {
+        tracing::warn!(
+            "pods share a container's network namespace (--pod-network container:...): no rule can keep them from its ports; pod isolation is not applied"
+        );
+        return Ok(());
+    }
+    let port = |a: &str| a.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok());
+    let mut member_ports: std::collections::BTreeSet<u16> =
+        args.masters.iter().filter_map(|a| port(a)).collect();
+    member_ports.extend(args.local_master.as_deref().and_then(port));
+    member_ports.insert(listen_port);
+    let isolation = worker::isolation::Isolation {
+        bridge: args.pod_bridge.clone(),
+        node: args.name.clone(),
+        member_ports,
+    };
+    match worker::isolation::install(&isolation) {
+        Ok(()) => {
+            tracing::info!(bridge = %isolation.bridge, ports = ?isolation.member_ports, "pods are kept from the metadata address and the member ports");
+            Ok(())
+        }
+        Err(e) if args.pod_isolation == PodIsolation::On => {
+            Err(e).context("--pod-isolation on: isolating pods")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "pods are NOT kept from the metadata address and the member ports (--pod-isolation on makes this fatal)");
+            Ok(())
+        }
+    }
 }
 
 #[tokio::main]
@@ -282,6 +341,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         memory_bytes: parse_memory_bytes(&args.reserved_memory)
             .map_err(|e| anyhow::anyhow!("--reserved-memory: {e}"))?,
     };
+    isolate_pods(&args, bound.port())?;
     let runtime = Runtime::connect(&args.docker_host).await?;
     let config = AgentConfig {
         node: args.name.clone(),

@@ -34,6 +34,8 @@ async fn run() -> Result<()> {
             NODE,
             "--listen",
             "127.0.0.1:0",
+            "--pod-isolation",
+            "off",
             "--insecure",
             "--token",
             "bench",

@@ -369,6 +369,10 @@ async fn up() -> Result<()> {
                 &masters,
                 "--pki-dir",
                 &node_dir,
+                // The demo leaves the host's firewall as it found it (its
+                // listeners are on loopback, out of pods' reach anyway).
+                "--pod-isolation",
+                "off",
             ];
             state.pids.push(spawn(
                 &bin("mkube-worker")?,

@@ -40,6 +40,9 @@ impl WorkerProc {
                 TOKEN,
                 "--host-ip",
                 "127.0.0.1",
+                // Host firewall rules are the isolation test's business.
+                "--pod-isolation",
+                "off",
             ])
             .args([
                 "--backoff-initial-ms",
