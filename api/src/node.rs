@@ -118,6 +118,76 @@ pub struct NodeSpec {
     /// Cordoned: the scheduler places no new pods here.
     #[serde(default)]
     pub unschedulable: bool,
+    /// Pods that do not tolerate these are not scheduled here (`mkctl
+    /// taint`; Kubernetes keeps pods off its control plane so).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub taints: Vec<Taint>,
+}
+
+/// What a taint does to pods that do not tolerate it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum TaintEffect {
+    /// No new pod is scheduled onto the node (pods already there stay).
+    NoSchedule,
+}
+
+impl std::fmt::Display for TaintEffect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TaintEffect::NoSchedule => "NoSchedule",
+        })
+    }
+}
+
+/// A node's taint: `key[=value]:effect`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Taint {
+    /// A label-style key (`node-role.kubernetes.io/control-plane`).
+    pub key: String,
+    /// An optional value.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub value: String,
+    /// What it does.
+    pub effect: TaintEffect,
+}
+
+impl std::fmt::Display for Taint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.value.is_empty() {
+            write!(f, "{}:{}", self.key, self.effect)
+        } else {
+            write!(f, "{}={}:{}", self.key, self.value, self.effect)
+        }
+    }
+}
+
+impl std::str::FromStr for Taint {
+    type Err = String;
+
+    /// `key[=value]:Effect`, as `kubectl taint` writes it.
+    fn from_str(s: &str) -> Result<Taint, String> {
+        let (kv, effect) = s
+            .rsplit_once(':')
+            .ok_or_else(|| format!("taint {s:?} must be KEY[=VALUE]:EFFECT"))?;
+        let effect = match effect {
+            "NoSchedule" => TaintEffect::NoSchedule,
+            other => {
+                return Err(format!(
+                    "taint effect {other:?} is not supported; mkube has NoSchedule"
+                ));
+            }
+        };
+        let (key, value) = kv.split_once('=').unwrap_or((kv, ""));
+        if key.is_empty() {
+            return Err(format!("taint {s:?} has no key"));
+        }
+        Ok(Taint {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            effect,
+        })
+    }
 }
 
 /// `status` of a node.

@@ -74,6 +74,9 @@ pub struct PodSpec {
     /// Labels the node must carry.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
+    /// Taints of nodes this pod may still be scheduled onto.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
     /// The node the pod is bound to (set by the scheduler).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
@@ -84,6 +87,47 @@ impl PodSpec {
     pub fn grace_period_seconds(&self) -> u64 {
         self.termination_grace_period_seconds
             .unwrap_or(DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS)
+    }
+}
+
+/// How a toleration compares its value (Kubernetes' operators).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TolerationOperator {
+    /// The taint's value must equal the toleration's.
+    #[default]
+    Equal,
+    /// Any value (and, without a key, any taint).
+    Exists,
+}
+
+/// A pod's toleration of node taints.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Toleration {
+    /// The taint key (empty with `Exists`: every key).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub key: String,
+    /// `Equal` (default) or `Exists`.
+    #[serde(default)]
+    pub operator: TolerationOperator,
+    /// The value `Equal` compares with.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub value: String,
+    /// The effect tolerated; none: every effect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effect: Option<crate::node::TaintEffect>,
+}
+
+impl Toleration {
+    /// Whether this toleration tolerates `taint` (Kubernetes' rules).
+    pub fn tolerates(&self, taint: &crate::node::Taint) -> bool {
+        if self.effect.is_some_and(|e| e != taint.effect) {
+            return false;
+        }
+        match self.operator {
+            TolerationOperator::Exists => self.key.is_empty() || self.key == taint.key,
+            TolerationOperator::Equal => self.key == taint.key && self.value == taint.value,
+        }
     }
 }
 

@@ -195,6 +195,19 @@ pub fn validate_pod_spec(path: &str, spec: &PodSpec, errors: &mut Errors) {
         }
     }
     validate_labels(&format!("{path}.nodeSelector"), &spec.node_selector, errors);
+    for (i, t) in spec.tolerations.iter().enumerate() {
+        let at = format!("{path}.tolerations[{i}]");
+        match t.operator {
+            crate::pod::TolerationOperator::Exists if !t.value.is_empty() => {
+                errors.push(at, "value must be empty when operator is Exists")
+            }
+            crate::pod::TolerationOperator::Equal if t.key.is_empty() => errors.push(
+                at,
+                "operator must be Exists when key is empty (to tolerate every taint)",
+            ),
+            _ => {}
+        }
+    }
     if let Some(node) = &spec.node_name
         && !is_dns1123_subdomain(node)
     {
@@ -482,6 +495,17 @@ pub fn validate_node(node: &crate::node::Node) -> Result<(), ValidationError> {
         );
     }
     validate_labels("metadata.labels", &node.metadata.labels, &mut errors);
+    let mut seen = BTreeSet::new();
+    for (i, taint) in node.spec.taints.iter().enumerate() {
+        let pair = BTreeMap::from([(taint.key.clone(), taint.value.clone())]);
+        validate_labels(&format!("spec.taints[{i}]"), &pair, &mut errors);
+        if !seen.insert((&taint.key, taint.effect)) {
+            errors.push(
+                format!("spec.taints[{i}]"),
+                format!("{taint} repeats the key and effect of an earlier taint"),
+            );
+        }
+    }
     errors.finish()
 }
 
@@ -579,6 +603,7 @@ mod tests {
                 restart_policy: Default::default(),
                 termination_grace_period_seconds: None,
                 node_selector: BTreeMap::new(),
+                tolerations: Vec::new(),
                 node_name: None,
             },
         )

@@ -174,6 +174,24 @@ enum Command {
         /// The node.
         node: String,
     },
+    /// Add or remove taints of a node (KEY[=VALUE]:NoSchedule to add, a
+    /// trailing - to remove): pods without a matching toleration are not
+    /// scheduled there.
+    #[command(
+        after_help = "Examples:\n  mkctl taint nodes m1 node-role.kubernetes.io/control-plane:NoSchedule\n  mkctl taint nodes m1 node-role.kubernetes.io/control-plane:NoSchedule-\n  mkctl taint nodes w1 dedicated=batch:NoSchedule --overwrite"
+    )]
+    Taint {
+        /// `nodes` (or `node`, `no`).
+        kind: String,
+        /// The node.
+        node: String,
+        /// KEY[=VALUE]:EFFECT to add; KEY[:EFFECT]- to remove.
+        #[arg(required = true)]
+        taints: Vec<String>,
+        /// Replace a taint of the same key and effect with another value.
+        #[arg(long)]
+        overwrite: bool,
+    },
     /// Cordon a node and evict its pods (each stops within its grace period).
     #[command(
         after_help = "Examples:\n  mkctl drain node-1\n  mkctl drain node-1 --force   # also pods no controller will replace"
@@ -474,6 +492,12 @@ pub async fn run(args: Args) -> Result<(), CliError> {
         Command::Cordon { node } => cordon(&ctx, &node, true).await,
         Command::Uncordon { node } => cordon(&ctx, &node, false).await,
         Command::Drain { node, force } => drain(&ctx, &node, force).await,
+        Command::Taint {
+            kind,
+            node,
+            taints,
+            overwrite,
+        } => taint(&ctx, &kind, &node, &taints, overwrite).await,
         Command::Cluster {
             action: ClusterCmd::Status,
         } => cluster_status(&ctx).await,
@@ -1278,6 +1302,65 @@ async fn cordon(ctx: &Ctx, node: &str, unschedulable: bool) -> Result<(), CliErr
     o["spec"]["unschedulable"] = Value::Bool(unschedulable);
     apply_value(ctx, o).await?;
     println!("node/{node} {word}");
+    Ok(())
+}
+
+async fn taint(
+    ctx: &Ctx,
+    kind: &str,
+    node: &str,
+    changes: &[String],
+    overwrite: bool,
+) -> Result<(), CliError> {
+    use api::node::Taint;
+    if Kind::parse(kind).ok() != Some(Kind::Node) {
+        return Err(CliError::client(format!(
+            "taint applies to nodes, not {kind:?}: mkctl taint nodes NAME KEY=VALUE:NoSchedule"
+        )));
+    }
+    let node = node.strip_prefix("node/").unwrap_or(node);
+    let mut o = get_one(ctx, Kind::Node, node).await?;
+    let mut taints: Vec<Taint> = serde_json::from_value(
+        o.pointer("/spec/taints")
+            .cloned()
+            .unwrap_or(Value::Array(Vec::new())),
+    )
+    .map_err(|e| CliError::client(format!("node/{node} has unreadable taints: {e}")))?;
+    for change in changes {
+        if let Some(removal) = change.strip_suffix('-') {
+            let (key, effect) = match removal.rsplit_once(':') {
+                Some((k, e)) => (k, Some(e)),
+                None => (removal, None),
+            };
+            let key = key.split_once('=').map_or(key, |(k, _)| k);
+            let before = taints.len();
+            taints.retain(|t| !(t.key == key && effect.is_none_or(|e| t.effect.to_string() == e)));
+            if taints.len() == before {
+                return Err(CliError::client(format!(
+                    "taint {removal:?} not found on node/{node}"
+                )));
+            }
+            continue;
+        }
+        let new: Taint = change.parse().map_err(CliError::client)?;
+        match taints
+            .iter_mut()
+            .find(|t| t.key == new.key && t.effect == new.effect)
+        {
+            Some(old) if *old == new => {}
+            Some(old) if overwrite => *old = new,
+            Some(old) => {
+                return Err(CliError::client(format!(
+                    "node/{node} already has taint {old}; use --overwrite to replace it"
+                )));
+            }
+            None => taints.push(new),
+        }
+    }
+    o["spec"]["taints"] = serde_json::to_value(&taints)
+        .map_err(|e| CliError::client(format!("encoding the taints: {e}")))?;
+    apply_value(ctx, o).await?;
+    println!("node/{node} tainted");
     Ok(())
 }
 

@@ -350,6 +350,31 @@ async fn mkctl_drives_a_real_cluster() -> Result<()> {
     let out = m.ok(&["uncordon", &node])?;
     assert_eq!(out.trim(), format!("node/{node} uncordoned"));
 
+    // taint: the empty node takes no new pod that does not tolerate it;
+    // the taint is removed with a trailing -.
+    let out = m.ok(&["taint", "nodes", &node, "dedicated=batch:NoSchedule"])?;
+    assert_eq!(out.trim(), format!("node/{node} tainted"));
+    let e = m.fails(&["taint", "nodes", &node, "dedicated=other:NoSchedule"])?;
+    assert!(e.contains("--overwrite"), "{e}");
+    let e = m.fails(&["taint", "nodes", &node, "dedicated:NoExecute"])?;
+    assert!(e.contains("NoExecute"), "{e}");
+    let tainted: Value = serde_json::from_str(&m.ok(&["get", "node", &node, "-o", "json"])?)?;
+    assert_eq!(
+        tainted["spec"]["taints"],
+        serde_json::json!([{"key": "dedicated", "value": "batch", "effect": "NoSchedule"}])
+    );
+    m.ok(&["scale", "deploy/web", "--replicas", "5"])?;
+    wait_pods(&m, &c, "five web pods, none on the tainted node", |p| {
+        running(p, 5, BUSYBOX) && p.iter().all(|x| x["spec"]["nodeName"] != node.as_str())
+    })
+    .await?;
+    m.ok(&["scale", "deploy/web", "--replicas", "3"])?;
+    wait_pods(&m, &c, "three web pods again", |p| running(p, 3, BUSYBOX)).await?;
+    let out = m.ok(&["taint", "nodes", &node, "dedicated:NoSchedule-"])?;
+    assert_eq!(out.trim(), format!("node/{node} tainted"));
+    let untainted: Value = serde_json::from_str(&m.ok(&["get", "node", &node, "-o", "json"])?)?;
+    assert!(untainted["spec"].get("taints").is_none(), "{untainted}");
+
     // cluster status: three members, one leader, their indexes.
     let status = m.ok(&["cluster", "status"])?;
     assert_eq!(status.lines().count(), 5, "{status}");

@@ -53,6 +53,8 @@ pub struct NodeView {
     pub ready: bool,
     /// Whether it is cordoned.
     pub unschedulable: bool,
+    /// Its taints: only pods that tolerate each go here.
+    pub taints: Vec<api::node::Taint>,
     /// What pods may request in all.
     pub allocatable: Resources,
     /// What bound pods request.
@@ -151,6 +153,7 @@ impl NodeView {
             labels: node.metadata.labels.clone(),
             ready: node.is_ready(),
             unschedulable: node.spec.unschedulable,
+            taints: node.spec.taints.clone(),
             allocatable,
             requested: Resources::default(),
             host_ports: BTreeSet::new(),
@@ -185,6 +188,13 @@ impl NodeView {
         }
         if self.unschedulable {
             return Some("node(s) were unschedulable");
+        }
+        if self
+            .taints
+            .iter()
+            .any(|t| !pod.spec.tolerations.iter().any(|tol| tol.tolerates(t)))
+        {
+            return Some("node(s) had untolerated taint(s)");
         }
         if !pod
             .spec

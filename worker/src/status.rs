@@ -245,6 +245,7 @@ mod tests {
                 restart_policy: policy,
                 termination_grace_period_seconds: None,
                 node_selector: BTreeMap::new(),
+                tolerations: Vec::new(),
                 node_name: None,
             },
         );

@@ -109,6 +109,58 @@ fn filters_name_every_reason() {
 }
 
 #[test]
+fn a_tainted_node_takes_only_pods_that_tolerate_its_taints() {
+    use api::pod::{Toleration, TolerationOperator};
+    let mut master: Node = node("m", 4000, 1 << 30);
+    master.spec.taints.push(
+        "node-role.kubernetes.io/control-plane:NoSchedule"
+            .parse()
+            .unwrap(),
+    );
+    let views = node_views(&[master], []);
+    let plain = pod("plain", 1, 1, None);
+    let e = schedule(&plain, &views, ScorePolicy::Spread).expect_err("tainted");
+    assert_eq!(
+        e.to_string(),
+        "0/1 nodes are available: 1 node(s) had untolerated taint(s)."
+    );
+    let tolerating = [
+        Toleration {
+            key: "node-role.kubernetes.io/control-plane".into(),
+            operator: TolerationOperator::Exists,
+            ..Default::default()
+        },
+        // No key with Exists tolerates everything.
+        Toleration {
+            operator: TolerationOperator::Exists,
+            ..Default::default()
+        },
+        Toleration {
+            key: "node-role.kubernetes.io/control-plane".into(),
+            effect: Some(api::node::TaintEffect::NoSchedule),
+            ..Default::default()
+        },
+    ];
+    for t in tolerating {
+        let mut p = pod("tolerant", 1, 1, None);
+        p.spec.tolerations.push(t.clone());
+        assert_eq!(
+            schedule(&p, &views, ScorePolicy::Spread).map(|b| b.node),
+            Ok("m".to_string()),
+            "{t:?}"
+        );
+    }
+    // Equal needs the value to match.
+    let mut wrong = pod("wrong", 1, 1, None);
+    wrong.spec.tolerations.push(Toleration {
+        key: "node-role.kubernetes.io/control-plane".into(),
+        value: "yes".into(),
+        ..Default::default()
+    });
+    assert!(schedule(&wrong, &views, ScorePolicy::Spread).is_err());
+}
+
+#[test]
 fn host_ports_and_selectors_filter() {
     let mut labelled = node("b", 4000, 1 << 30);
     labelled.metadata.labels.insert("disk".into(), "ssd".into());

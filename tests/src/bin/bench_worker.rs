@@ -199,6 +199,7 @@ fn pod(image: &str, name: &str) -> Pod {
             restart_policy: RestartPolicy::Always,
             termination_grace_period_seconds: Some(0),
             node_selector: BTreeMap::new(),
+            tolerations: Vec::new(),
             node_name: Some(NODE.into()),
         },
     );

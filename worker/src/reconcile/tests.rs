@@ -25,6 +25,7 @@ fn pod(uid: &str, containers: usize, policy: RestartPolicy) -> Pod {
             restart_policy: policy,
             termination_grace_period_seconds: Some(7),
             node_selector: BTreeMap::new(),
+            tolerations: Vec::new(),
             node_name: Some(NODE.into()),
         },
     );

@@ -187,6 +187,7 @@ pub fn pod(node: &str, name: &str, command: &[&str]) -> Pod {
             restart_policy: RestartPolicy::Always,
             termination_grace_period_seconds: Some(2),
             node_selector: BTreeMap::new(),
+            tolerations: Vec::new(),
             node_name: Some(node.into()),
         },
     );
