@@ -22,6 +22,11 @@ use crate::validation::ValidationError;
 pub struct JoinRequest {
     /// The node as it sees itself; `address` is where masters probe it.
     pub node: NodeInfo,
+    /// The highest fence the worker has followed: a cluster re-formed from
+    /// nothing (every master and export lost) fences above it, so that the
+    /// worker follows the new leader.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<crate::worker::Fence>,
 }
 
 /// `Master.join`'s answer.
@@ -30,6 +35,10 @@ pub struct JoinRequest {
 pub struct JoinResponse {
     /// The masters' addresses, so that the worker can reach any of them later.
     pub masters: Vec<String>,
+    /// The epoch the cluster's fences are at now (the store's epoch, or
+    /// above the highest fence a worker reported).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence_epoch: Option<u64>,
 }
 
 /// `Master.bootstrap`: a worker that has no certificate yet asks for one,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use api::master::*;
-use api::worker::{ExecRequest, ExecResponse, LogsRequest, LogsResponse, WorkerClient};
+use api::worker::{ExecRequest, ExecResponse, Fence, LogsRequest, LogsResponse, WorkerClient};
 use api::{Deployment, Kind, LabelSelector, Node, NodeInfo, Pod, ReplicaSet, WorkerError};
 use kvs::kv::{Event as KvEvent, Op, Txn};
 
@@ -430,6 +430,61 @@ impl MasterService {
     }
 }
 
+impl MasterService {
+    /// The epoch the cluster fences at, raised above `reported` (the
+    /// highest fence node `node` followed) if the cluster is not above it
+    /// already: a cluster re-formed from nothing must not leave a worker
+    /// refusing its leader. `None` without a store member (no epoch known).
+    async fn fence_above(
+        &self,
+        node: &str,
+        reported: Option<Fence>,
+    ) -> Result<Option<u64>, MasterError> {
+        let Some(member) = &self.member else {
+            return Ok(None);
+        };
+        let status = member
+            .status()
+            .await
+            .map_err(|e| MasterError::Unavailable(e.to_string()))?;
+        let epoch = status.epoch.map_or(0, |e| e.number);
+        for _ in 0..WRITE_ATTEMPTS {
+            let (kv, _) = self.store.get_raw(store::FENCE_FLOOR_KEY).await?;
+            let floor = store::fence_floor(kv.as_ref().map(|kv| kv.value.as_str()));
+            let current = Fence {
+                epoch: store::fence_epoch(epoch, floor),
+                term: status.term,
+            };
+            let Some(reported) = reported.filter(|r| *r > current) else {
+                return Ok(Some(current.epoch));
+            };
+            let put = Txn {
+                compares: vec![unchanged(
+                    store::FENCE_FLOOR_KEY.to_string(),
+                    kv.as_ref().map_or(0, |kv| kv.mod_revision),
+                )],
+                success: vec![Op::Put {
+                    key: store::FENCE_FLOOR_KEY.to_string(),
+                    value: reported.epoch.to_string(),
+                }],
+                failure: Vec::new(),
+            };
+            if self.store.txn(put).await?.succeeded {
+                tracing::warn!(
+                    node,
+                    %reported,
+                    %current,
+                    "a worker followed a fence this cluster is not above (re-formed from nothing?): fencing above it from now on"
+                );
+                return Ok(Some(store::fence_epoch(epoch, reported.epoch)));
+            }
+        }
+        Err(MasterError::Unavailable(
+            "the fence floor kept changing; try again".into(),
+        ))
+    }
+}
+
 fn selector_of(text: Option<&str>) -> Result<Option<LabelSelector>, MasterError> {
     text.filter(|t| !t.trim().is_empty())
         .map(|t| {
@@ -458,9 +513,12 @@ impl Master for MasterService {
             )));
         }
         Actor::of(&rpc::Caller::current()).may_act_for(&req.node.name, "register")?;
+        let name = req.node.name.clone();
         self.register(req.node).await?;
+        let fence_epoch = self.fence_above(&name, req.fence).await?;
         Ok(JoinResponse {
             masters: self.masters.clone(),
+            fence_epoch,
         })
     }
 

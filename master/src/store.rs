@@ -63,6 +63,28 @@ pub fn key(kind: Kind, namespace: &str, name: &str) -> String {
     }
 }
 
+/// Where the fence floor is kept: the highest fence epoch a worker has
+/// reported at registration that the cluster was not above (a cluster
+/// re-formed from nothing). Its value is a JSON number.
+pub const FENCE_FLOOR_KEY: &str = "/mkube/fence-floor";
+
+/// The epoch the leader fences with: the store's epoch, or one above the
+/// floor when a worker has followed an epoch this high (see
+/// [`FENCE_FLOOR_KEY`]). Pure, so that every leader of one store computes
+/// the same.
+pub fn fence_epoch(epoch: u64, floor: u64) -> u64 {
+    if floor >= epoch {
+        floor.saturating_add(1)
+    } else {
+        epoch
+    }
+}
+
+/// The fence floor a stored value says (0 for none or an unreadable one).
+pub fn fence_floor(value: Option<&str>) -> u64 {
+    value.and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}
+
 /// The prefix of a kind's keys, in one namespace or in all.
 pub fn prefix(kind: Kind, namespace: Option<&str>) -> String {
     match namespace.filter(|_| kind.namespaced()) {
@@ -324,6 +346,18 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fence_epoch_is_above_the_floor_and_never_below_the_epoch() {
+        assert_eq!(fence_epoch(3, 0), 3);
+        assert_eq!(fence_epoch(3, 2), 3);
+        assert_eq!(fence_epoch(1, 5), 6);
+        assert_eq!(fence_epoch(5, 5), 6);
+        assert_eq!(fence_epoch(1, u64::MAX), u64::MAX);
+        assert_eq!(fence_floor(Some("7")), 7);
+        assert_eq!(fence_floor(Some("junk")), 0);
+        assert_eq!(fence_floor(None), 0);
+    }
     use api::Pod;
 
     fn kv(key: &str, value: &str) -> KeyValue {

@@ -461,6 +461,7 @@ async fn a_join_token_or_a_workers_certificate_cannot_act_for_another_node() -> 
         as_join
             .join(&JoinRequest {
                 node: b_info.clone(),
+                fence: None,
             })
             .await,
         "a join token alone may not register",
@@ -528,6 +529,7 @@ async fn a_join_token_or_a_workers_certificate_cannot_act_for_another_node() -> 
     denied(
         as_a.join(&JoinRequest {
             node: b_info.clone(),
+            fence: None,
         })
         .await,
         &format!("node {a:?} may not register node {b:?}"),

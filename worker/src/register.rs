@@ -1,6 +1,8 @@
 //! Registration: the worker announces itself to the masters (`Master.join`,
-//! authenticated by the cluster token) and announces itself again whenever
-//! no probe has arrived for a while, in case the masters forgot it.
+//! with its certificate) and announces itself again whenever no probe has
+//! arrived for a while, in case the masters forgot it. It reports the
+//! highest fence it has followed, so that a cluster re-formed from nothing
+//! fences above it rather than being refused forever.
 //!
 //! Failing to reach any master changes nothing on the node: pods keep
 //! running as they are ("fail-static"); only registration is retried, with
@@ -59,9 +61,14 @@ pub async fn run(
         let node = agent.describe_node();
         let mut joined = false;
         for (addr, client) in &clients {
-            match client.join(&JoinRequest { node: node.clone() }).await {
-                Ok(_) => {
-                    tracing::info!(master = %addr, node = %node.name, "registered with the masters");
+            let fence = agent.fence();
+            let request = JoinRequest {
+                node: node.clone(),
+                fence: (fence != Default::default()).then_some(fence),
+            };
+            match client.join(&request).await {
+                Ok(answer) => {
+                    tracing::info!(master = %addr, node = %node.name, fence_epoch = ?answer.fence_epoch, followed = %fence, "registered with the masters");
                     joined = true;
                     break;
                 }

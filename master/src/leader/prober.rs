@@ -78,10 +78,6 @@ fn desired(pod: &Pod) -> Pod {
 }
 
 pub(super) async fn run(ctx: Context) {
-    let fence = Fence {
-        epoch: ctx.leadership.epoch,
-        term: ctx.leadership.term,
-    };
     let mut peers: HashMap<String, Peer> = HashMap::new();
     let mut next_full = tokio::time::Instant::now();
     let mut seen_revision = 0;
@@ -94,6 +90,12 @@ pub(super) async fn run(ctx: Context) {
         match Snapshot::read(&ctx.store).await {
             Ok(snap) => {
                 seen_revision = snap.revision;
+                // Above the floor a worker reported (a cluster re-formed
+                // from nothing), so that every worker follows this leader.
+                let fence = Fence {
+                    epoch: crate::store::fence_epoch(ctx.leadership.epoch, snap.fence_floor),
+                    term: ctx.leadership.term,
+                };
                 follow = round(&ctx, fence, &snap, &mut peers, full, &follow).await;
             }
             Err(e) => tracing::warn!(error = %e, "prober: reading the snapshot failed"),

@@ -10,7 +10,10 @@
 use api::service::{Endpoints, Service};
 use api::{Deployment, Kind, Node, Pod, ReplicaSet};
 
-use crate::store::{Listed, Store, StoreError, Stored, Unreadable, decode_all, key, prefix};
+use crate::store::{
+    FENCE_FLOOR_KEY, Listed, Store, StoreError, Stored, Unreadable, decode_all, fence_floor, key,
+    prefix,
+};
 
 /// Pods, ReplicaSets, Deployments, nodes, Services and Endpoints at one revision.
 #[derive(Debug, Clone, Default)]
@@ -31,6 +34,8 @@ pub struct Snapshot {
     pub endpoints: Vec<Stored<Endpoints>>,
     /// The values of those kinds that do not parse, sorted by key.
     pub unreadable: Vec<Unreadable>,
+    /// The fence floor ([`crate::store::FENCE_FLOOR_KEY`]; 0 for none).
+    pub fence_floor: u64,
 }
 
 impl Snapshot {
@@ -44,7 +49,8 @@ impl Snapshot {
             Kind::Service,
             Kind::Endpoints,
         ];
-        let prefixes: Vec<String> = kinds.iter().map(|k| prefix(*k, None)).collect();
+        let mut prefixes: Vec<String> = kinds.iter().map(|k| prefix(*k, None)).collect();
+        prefixes.push(FENCE_FLOOR_KEY.to_string());
         let (lists, revision) = store.range_many(&prefixes).await?;
         let mut lists = lists.into_iter();
         let mut unreadable = Vec::new();
@@ -52,6 +58,7 @@ impl Snapshot {
         let (pods, rss, ds) = (take(lists.next()), take(lists.next()), take(lists.next()));
         let (nodes, services, endpoints) =
             (take(lists.next()), take(lists.next()), take(lists.next()));
+        let floor = take(lists.next());
         let mut snap = Snapshot {
             revision,
             pods: readable(decode_all(&pods), &mut unreadable),
@@ -61,6 +68,12 @@ impl Snapshot {
             services: readable(decode_all(&services), &mut unreadable),
             endpoints: readable(decode_all(&endpoints), &mut unreadable),
             unreadable,
+            fence_floor: fence_floor(
+                floor
+                    .iter()
+                    .find(|kv| kv.key == FENCE_FLOOR_KEY)
+                    .map(|kv| kv.value.as_str()),
+            ),
         };
         snap.unreadable.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(snap)

@@ -282,6 +282,12 @@ impl Agent {
         self.state().probes_received
     }
 
+    /// The highest fence this worker has followed (reported when it
+    /// registers, so that a cluster re-formed from nothing fences above it).
+    pub fn fence(&self) -> api::worker::Fence {
+        self.state().fence
+    }
+
     /// The Docker id of a pod's container on this node.
     fn container_id(
         &self,
