@@ -55,8 +55,9 @@ mkdir -p "$state"
 echo "==> building the binaries (release)"
 cargo build --release --quiet -p master -p worker -p cli -p pki \
     --bin mkube-master --bin mkube-worker --bin mkctl --bin mkube-pki
-# The cluster CA and the member, join and user tokens go to Key Vault; every
-# VM issues its own certificate with the CA at start (see the README).
+# The cluster CA and the role tokens go to Key Vault, each secret readable
+# only by the VMs that need it: workers read the CA certificate and the join
+# token and have their certificates signed by a master (see the README).
 pki_dir=${pki_dir:-$state/pki}
 [ -s "$pki_dir/ca.crt" ] || target/release/mkube-pki init "$pki_dir" --cluster "$name"
 tar -czf "$state/mkube.tar.gz" -C target/release mkube-master mkube-worker mkctl
@@ -86,7 +87,8 @@ params=(
     binariesUrl="$binaries_url" runbookUrl="$runbook_url"
     caCert="$(cat "$pki_dir/ca.crt")" caKey="$(cat "$pki_dir/ca.key")"
     memberToken="$(cat "$pki_dir/tokens/member")" joinToken="$(cat "$pki_dir/tokens/join")"
-    userToken="$(cat "$pki_dir/tokens/user")"
+    userToken="$(cat "$pki_dir/tokens/user")" adminToken="$(cat "$pki_dir/tokens/admin")"
+    viewerToken="$(cat "$pki_dir/tokens/viewer")"
     cosmosFreeTier="$free_tier"
 )
 echo "==> what-if"
@@ -103,7 +105,7 @@ servers=$(for ip in $ips; do printf '[%s]:7000,' "$ip"; done | sed 's/,$//')
 # The masters are dialled at their public IPv6 addresses; their certificates
 # all carry the shared name masters.mkube, which mkctl checks instead.
 target/release/mkctl config set-context "azure-$rg" --servers "$servers" \
-    --token-file "$pki_dir/tokens/user" --certificate-authority "$pki_dir/ca.crt" \
+    --token-file "$pki_dir/tokens/admin" --certificate-authority "$pki_dir/ca.crt" \
     --tls-server-name masters.mkube
 cat <<DONE
 mkube is deploying on $masters master VM(s) and $workers worker VM(s) in $rg.

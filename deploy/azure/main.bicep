@@ -53,7 +53,7 @@ param runbookUrl string
 @description('The cluster CA certificate, PEM (mkube-pki init; deploy.sh makes one).')
 param caCert string
 
-@description('The cluster CA key, PEM: masters and workers issue their own certificates with it at start.')
+@description('The cluster CA key, PEM: only masters read it (they issue their own certificates and sign workers\' requests with it).')
 @secure()
 param caKey string
 
@@ -65,9 +65,17 @@ param memberToken string
 @secure()
 param joinToken string
 
-@description('Tokens of mkctl users, one per line.')
+@description('Tokens of mkctl users (the Master API, the store read-only), one per line.')
 @secure()
 param userToken string
+
+@description('Tokens of operators (everything, raw store writes included), one per line.')
+@secure()
+param adminToken string
+
+@description('Tokens of readers (get, list, watch, metrics: Grafana, Prometheus), one per line.')
+@secure()
+param viewerToken string
 
 @description('Create the Cosmos DB account on the free tier (one per subscription).')
 param cosmosFreeTier bool = true
@@ -83,7 +91,6 @@ var vaultName = '${clusterName}-${uniqueString(resourceGroup().id)}'
 var cosmosName = '${clusterName}-${uniqueString(resourceGroup().id)}'
 var automationName = '${clusterName}-revival'
 var keyVaultSecretsUser = subscriptionResourceId('Microsoft.Authorization/roleDefinitions', '4633458b-17de-408a-b874-0445c86b69e6')
-var virtualMachineContributor = subscriptionResourceId('Microsoft.Authorization/roleDefinitions', '9980e02c-c2be-4d73-94e8-173b1dc7cf3c')
 var masterPeers = join(map(range(0, masterCount), i => '${clusterName}-${i}=10.42.0.${10 + i}:7000'), ',')
 var masterAddrs = join(map(range(0, masterCount), i => '10.42.0.${10 + i}:7000'), ',')
 var cloudInit = loadTextContent('cloud-init.yaml')
@@ -334,6 +341,22 @@ resource userTokenSecret 'Microsoft.KeyVault/vaults/secrets@2024-11-01' = {
   }
 }
 
+resource adminTokenSecret 'Microsoft.KeyVault/vaults/secrets@2024-11-01' = {
+  parent: vault
+  name: 'mkube-admin-token'
+  properties: {
+    value: adminToken
+  }
+}
+
+resource viewerTokenSecret 'Microsoft.KeyVault/vaults/secrets@2024-11-01' = {
+  parent: vault
+  name: 'mkube-viewer-token'
+  properties: {
+    value: viewerToken
+  }
+}
+
 resource cosmosKeySecret 'Microsoft.KeyVault/vaults/secrets@2024-11-01' = {
   parent: vault
   name: 'cosmos-key'
@@ -342,9 +365,13 @@ resource cosmosKeySecret 'Microsoft.KeyVault/vaults/secrets@2024-11-01' = {
   }
 }
 
-resource secretsReaders 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for i in range(0, vmCount): {
-  name: guid(vault.id, '${clusterName}-${i}', keyVaultSecretsUser)
-  scope: vault
+// Key Vault access per secret: every VM (each runs a worker) reads the CA
+// certificate and the join token; only the masters (the first masterCount
+// VMs) read the CA key, the other tokens and the Cosmos DB key. A worker
+// has its certificate signed by a master (kubelet TLS bootstrapping).
+resource caCertReaders 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for i in range(0, vmCount): {
+  name: guid(caCertSecret.id, '${clusterName}-${i}', keyVaultSecretsUser)
+  scope: caCertSecret
   properties: {
     roleDefinitionId: keyVaultSecretsUser
     principalId: vms[i].identity.principalId
@@ -352,11 +379,106 @@ resource secretsReaders 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
   }
 }]
 
+resource joinTokenReaders 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for i in range(0, vmCount): {
+  name: guid(joinTokenSecret.id, '${clusterName}-${i}', keyVaultSecretsUser)
+  scope: joinTokenSecret
+  properties: {
+    roleDefinitionId: keyVaultSecretsUser
+    principalId: vms[i].identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}]
+
+resource caKeyReaders 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for i in range(0, masterCount): {
+  name: guid(caKeySecret.id, '${clusterName}-${i}', keyVaultSecretsUser)
+  scope: caKeySecret
+  properties: {
+    roleDefinitionId: keyVaultSecretsUser
+    principalId: vms[i].identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}]
+
+resource memberTokenReaders 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for i in range(0, masterCount): {
+  name: guid(memberTokenSecret.id, '${clusterName}-${i}', keyVaultSecretsUser)
+  scope: memberTokenSecret
+  properties: {
+    roleDefinitionId: keyVaultSecretsUser
+    principalId: vms[i].identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}]
+
+resource adminTokenReaders 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for i in range(0, masterCount): {
+  name: guid(adminTokenSecret.id, '${clusterName}-${i}', keyVaultSecretsUser)
+  scope: adminTokenSecret
+  properties: {
+    roleDefinitionId: keyVaultSecretsUser
+    principalId: vms[i].identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}]
+
+resource userTokenReaders 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for i in range(0, masterCount): {
+  name: guid(userTokenSecret.id, '${clusterName}-${i}', keyVaultSecretsUser)
+  scope: userTokenSecret
+  properties: {
+    roleDefinitionId: keyVaultSecretsUser
+    principalId: vms[i].identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}]
+
+resource viewerTokenReaders 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for i in range(0, masterCount): {
+  name: guid(viewerTokenSecret.id, '${clusterName}-${i}', keyVaultSecretsUser)
+  scope: viewerTokenSecret
+  properties: {
+    roleDefinitionId: keyVaultSecretsUser
+    principalId: vms[i].identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}]
+
+resource cosmosKeyReaders 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for i in range(0, masterCount): {
+  name: guid(cosmosKeySecret.id, '${clusterName}-${i}', keyVaultSecretsUser)
+  scope: cosmosKeySecret
+  properties: {
+    roleDefinitionId: keyVaultSecretsUser
+    principalId: vms[i].identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}]
+
+// What revival needs and no more: read VMs and their instance view, start
+// them (not run-command, not write): the masters' peer revival and the
+// Automation runbook hold this role on the resource group.
+resource revivalRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
+  name: guid(resourceGroup().id, 'mkube-revival')
+  properties: {
+    roleName: 'mkube revival ${resourceGroup().name} ${uniqueString(resourceGroup().id)}'
+    description: 'Read VMs and their instance view, and start deallocated ones (mkube peer revival).'
+    type: 'CustomRole'
+    permissions: [
+      {
+        actions: [
+          'Microsoft.Compute/virtualMachines/read'
+          'Microsoft.Compute/virtualMachines/instanceView/read'
+          'Microsoft.Compute/virtualMachines/start/action'
+        ]
+        notActions: []
+      }
+    ]
+    assignableScopes: [
+      resourceGroup().id
+    ]
+  }
+}
+
 // The masters start the deallocated VMs of silent nodes (peer revival).
 resource vmStarters 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for i in range(0, masterCount): {
-  name: guid(resourceGroup().id, '${clusterName}-${i}', virtualMachineContributor)
+  name: guid(resourceGroup().id, '${clusterName}-${i}', revivalRole.id)
   properties: {
-    roleDefinitionId: virtualMachineContributor
+    roleDefinitionId: revivalRole.id
     principalId: vms[i].identity.principalId
     principalType: 'ServicePrincipal'
   }
@@ -460,9 +582,9 @@ resource jobSchedules 'Microsoft.Automation/automationAccounts/jobSchedules@2023
 }]
 
 resource automationStartsVms 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(resourceGroup().id, automation.id, virtualMachineContributor)
+  name: guid(resourceGroup().id, automation.id, revivalRole.id)
   properties: {
-    roleDefinitionId: virtualMachineContributor
+    roleDefinitionId: revivalRole.id
     principalId: automation.identity.principalId
     principalType: 'ServicePrincipal'
   }

@@ -221,9 +221,9 @@ fn token(args: &Args) -> Result<Option<String>> {
 const VAULT_REFRESH: Duration = Duration::from_secs(60);
 
 /// TLS from the Key Vault: the CA (`mkube-ca-crt`, `mkube-ca-key`) and the
-/// tokens (`mkube-member-token`, `mkube-join-token`, `mkube-user-token`, one
-/// or more lines each); the master issues its own certificate for its name
-/// and advertised host.
+/// role tokens (`mkube-{admin,user,viewer,join,member}-token`, one or more
+/// lines each); the master issues its own certificate for its name and
+/// advertised host, and signs workers' with the CA.
 async fn security_from_vault(
     secrets: &cloud::secrets::Secrets,
     name: &str,

@@ -273,9 +273,11 @@ async fn long_poll_does_not_block_other_calls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_server_is_a_transport_error() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
+    // A port held bound but never listening: refused, and no other test's
+    // server can take it meanwhile (a freed port could be reused at once).
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
     let err = client(addr, Some(TOKEN))
         .echo(&pod("x"))
         .await

@@ -139,18 +139,80 @@ fn the_properties_mkube_depends_on_are_set() {
     assert!(jobs["name"].as_str().is_some_and(|n| n.contains("guid(")));
     let runbook = one(&t, "Microsoft.Automation/automationAccounts/runbooks");
     assert_eq!(runbook["properties"]["runbookType"], "PowerShell72");
-    let roles: Vec<String> = resources(&t, "Microsoft.Authorization/roleAssignments")
-        .iter()
-        .map(|r| r["properties"]["roleDefinitionId"].to_string())
-        .collect();
-    assert!(
-        roles
-            .iter()
-            .any(|r| r.contains("virtualMachineContributor")),
-        "{roles:?}"
+    // Revival holds a custom role: read VMs, their instance view, start
+    // them; nothing else (no run-command, no write), on the resource group.
+    let revival = one(&t, "Microsoft.Authorization/roleDefinitions");
+    assert_eq!(
+        revival["properties"]["permissions"][0]["actions"],
+        serde_json::json!([
+            "Microsoft.Compute/virtualMachines/read",
+            "Microsoft.Compute/virtualMachines/instanceView/read",
+            "Microsoft.Compute/virtualMachines/start/action"
+        ])
     );
+    assert_eq!(
+        revival["properties"]["assignableScopes"],
+        serde_json::json!(["[resourceGroup().id]"])
+    );
+    let assignments = resources(&t, "Microsoft.Authorization/roleAssignments");
+    let text = serde_json::to_string(&t).unwrap_or_default();
     assert!(
-        roles.iter().any(|r| r.contains("keyVaultSecretsUser")),
-        "{roles:?}"
+        !text.contains("9980e02c-c2be-4d73-94e8-173b1dc7cf3c"),
+        "Virtual Machine Contributor is granted"
+    );
+    let starters: Vec<&&Value> = assignments
+        .iter()
+        .filter(|r| {
+            r["properties"]["roleDefinitionId"]
+                .as_str()
+                .is_some_and(|id| id.contains("mkube-revival"))
+        })
+        .collect();
+    assert_eq!(starters.len(), 2, "the masters and the runbook");
+    // Key Vault access per secret: every VM reads the CA certificate and
+    // the join token; only the masters read anything else; nothing is
+    // granted on the whole vault.
+    let mut secret_readers = std::collections::BTreeMap::new();
+    for r in &assignments {
+        if !r["properties"]["roleDefinitionId"]
+            .as_str()
+            .is_some_and(|id| id.contains("keyVaultSecretsUser"))
+        {
+            continue;
+        }
+        let scope = r["scope"].as_str().unwrap_or_default();
+        assert!(scope.contains("/secrets/"), "a vault-wide grant: {scope}");
+        let secret = scope
+            .rsplit_once(", '")
+            .map(|(_, s)| s.trim_end_matches("')]").to_string())
+            .unwrap_or_default();
+        secret_readers.insert(
+            secret,
+            r["copy"]["count"].as_str().unwrap_or("").to_string(),
+        );
+    }
+    let every_vm = "[variables('vmCount')]";
+    let masters = "[parameters('masterCount')]";
+    let expected: std::collections::BTreeMap<String, String> = [
+        ("mkube-ca-crt", every_vm),
+        ("mkube-join-token", every_vm),
+        ("mkube-ca-key", masters),
+        ("mkube-member-token", masters),
+        ("mkube-admin-token", masters),
+        ("mkube-user-token", masters),
+        ("mkube-viewer-token", masters),
+        ("cosmos-key", masters),
+    ]
+    .into_iter()
+    .map(|(s, c)| (s.to_string(), c.to_string()))
+    .collect();
+    assert_eq!(secret_readers, expected);
+    // The worker isolates pods on Azure (the metadata address is the VM's
+    // identity).
+    assert!(
+        t["variables"]["cloudInit"]
+            .as_str()
+            .is_some_and(|c| c.contains("--pod-isolation on")),
+        "cloud-init starts the worker with --pod-isolation on"
     );
 }

@@ -47,8 +47,10 @@ struct Args {
     /// A file holding the cluster token.
     #[arg(long, conflicts_with = "token")]
     token_file: Option<std::path::PathBuf>,
-    /// Read the cluster token (secret `mkube-token`) from this Key Vault,
-    /// `keyvault://NAME`, with the VM's managed identity.
+    /// Read the CA certificate (`mkube-ca-crt`) and the join token
+    /// (`mkube-join-token`) from this Key Vault, `keyvault://NAME`, with the
+    /// VM's managed identity, and bootstrap a certificate (kept in
+    /// --cert-dir). With --insecure: the cluster token `mkube-token`.
     #[arg(long, conflicts_with_all = ["token", "token_file"])]
     secrets: Option<String>,
     /// Where a worker using --secrets keeps its certificate and key.
