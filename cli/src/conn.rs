@@ -29,9 +29,17 @@ impl Conn {
             (Some(ca), false) => {
                 let roots = rpc::Roots::from_file(ca)
                     .map_err(|e| CliError::client(format!("the certificate authority {e}")))?;
-                Some(rpc::ClientTls::new(&roots, None).map_err(|e| {
-                    CliError::client(format!("the certificate authority cannot be used: {e}"))
-                })?)
+                // The server must be a master: not any holder of a
+                // certificate of the CA (a worker's) at the address dialled.
+                Some(
+                    rpc::ClientTls::new(&roots, None)
+                        .and_then(|t| t.expecting_group(pki::MASTERS))
+                        .map_err(|e| {
+                            CliError::client(format!(
+                                "the certificate authority cannot be used: {e}"
+                            ))
+                        })?,
+                )
             }
             (None, false) => {
                 return Err(CliError::client(

@@ -321,7 +321,13 @@ async fn main() -> Result<()> {
             "--insecure: serving plain HTTP; tokens and data cross the network in clear text"
         );
     }
-    let client_tls = security.as_ref().map(|s| s.client.clone());
+    // Calls to other masters (Raft, metrics) check that a master answers;
+    // calls to workers check for the node's own certificate instead.
+    let client_tls = security
+        .as_ref()
+        .map(|s| s.client.expecting_group(pki::MASTERS))
+        .transpose()
+        .context("configuring TLS towards the other masters")?;
     let cosmos_exports = args
         .metrics
         .open_exports()

@@ -31,12 +31,15 @@
 //!   ([`Service`], [`Transport`], [`Method`], [`CallOptions`]).
 //! - [`server`]: [`Server`] (listener, connections, graceful shutdown),
 //!   [`server::serve_http`] (the one accept loop of every listener: who is
-//!   admitted, timeouts, a tarpit for connections over their share) and
-//!   [`Router`] (everything that happens to one request).
+//!   admitted, timeouts, a tarpit for connections over their share),
+//!   [`Router`] (everything that happens to one request) and [`Caller`]
+//!   (who called: the token's role and the certificate's subject, for
+//!   handlers whose answer depends on it).
 //! - [`client`]: [`Client`], a pool of pipelining HTTP/1.1 connections.
-//! - [`tls`]: rustls settings of both sides ([`ServerTls`], [`ClientTls`])
-//!   and the verified client certificate's subject ([`Peer`]), which
-//!   [`Access`] rules check beside the token's role ([`Tokens`]).
+//! - [`tls`]: rustls settings of both sides ([`ServerTls`], [`ClientTls`],
+//!   an identity renewed in place: [`LiveIdentity`]) and the verified
+//!   client certificate's subject ([`Peer`]), which [`Access`] rules check
+//!   beside the token's role ([`Tokens`]).
 //! - `wire`: request and response framing shared by both sides.
 
 pub mod client;

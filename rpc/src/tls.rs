@@ -8,7 +8,10 @@
 //! was required (Raft and worker probes require one, see
 //! [`ServerBuilder::restrict`](crate::ServerBuilder::restrict)). A client
 //! always verifies the server's certificate against the CA and the name or
-//! address it dialled.
+//! address it dialled, and, with [`ClientTls::expecting_peer`], that the
+//! certificate names the peer it means to reach (a master probing node
+//! `w1` checks that `w1` answers). A [`LiveIdentity`] is presented at each
+//! handshake as it is then, so a renewed certificate needs no restart.
 //!
 //! Identity follows Kubernetes' X.509 convention: the subject's common name
 //! is the peer's name and its organizations are its groups
@@ -308,6 +311,17 @@ impl ClientTls {
     /// in `group`: a master probing node `w1` talks to `w1`'s worker, not
     /// to whatever holds `w1`'s registered address.
     pub fn expecting_peer(&self, name: &str, group: &str) -> Result<ClientTls, TlsError> {
+        self.expecting(Some(name), group)
+    }
+
+    /// These settings, and the server's certificate must also be in
+    /// `group`: a client of the masters talks to a master, not to a holder
+    /// of any certificate of the CA that names the address it dialled.
+    pub fn expecting_group(&self, group: &str) -> Result<ClientTls, TlsError> {
+        self.expecting(None, group)
+    }
+
+    fn expecting(&self, name: Option<&str>, group: &str) -> Result<ClientTls, TlsError> {
         let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
             Arc::clone(&self.roots),
             provider(),
@@ -319,7 +333,7 @@ impl ClientTls {
             .dangerous()
             .set_certificate_verifier(Arc::new(ExpectPeer {
                 inner,
-                name: name.to_owned(),
+                name: name.map(str::to_owned),
                 group: group.to_owned(),
             }));
         Ok(ClientTls {
@@ -350,7 +364,7 @@ impl ClientTls {
 #[derive(Debug)]
 struct ExpectPeer {
     inner: Arc<rustls::client::WebPkiServerVerifier>,
-    name: String,
+    name: Option<String>,
     group: String,
 }
 
@@ -371,10 +385,20 @@ impl rustls::client::danger::ServerCertVerifier for ExpectPeer {
             now,
         )?;
         match Peer::from_certificate(end_entity) {
-            Some(peer) if peer.name == self.name && peer.in_group(&self.group) => Ok(verified),
+            Some(peer)
+                if self.name.as_ref().is_none_or(|n| *n == peer.name)
+                    && peer.in_group(&self.group) =>
+            {
+                Ok(verified)
+            }
             Some(peer) => Err(rustls::Error::General(format!(
-                "the server's certificate is of `{}` in {:?}, not of `{}` in {}",
-                peer.name, peer.groups, self.name, self.group
+                "the server's certificate is of `{}` in {:?}, not of {} in {}",
+                peer.name,
+                peer.groups,
+                self.name
+                    .as_ref()
+                    .map_or("a member".to_string(), |n| format!("`{n}`")),
+                self.group
             ))),
             None => Err(rustls::Error::General(
                 "the server's certificate has no readable subject".into(),

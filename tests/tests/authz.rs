@@ -597,6 +597,47 @@ async fn a_join_token_or_a_workers_certificate_cannot_act_for_another_node() -> 
         .expect_err("B's certificate is not A's");
     ensure!(e.to_string().contains("not of"), "{e}");
 
+    // A worker's certificate names an address a master may share (on Azure a
+    // master's VM runs a worker): clients of the masters (mkctl, workers,
+    // masters) check the masters' group too. Worker A's listener, dialled as
+    // if it were a master, passes the CA and name check alone, and fails
+    // the group check.
+    let plain = MasterClient::new(rpc::Client::new(
+        &a_address,
+        rpc::ClientConfig {
+            token: join_only.token.clone(),
+            tls: Some(c.pki().client_tls(None)?),
+            ..Default::default()
+        },
+    )?);
+    let e = plain
+        .review_access(&api::master::AccessReviewRequest {
+            verb: "get".into(),
+            kind: "pods".into(),
+        })
+        .await
+        .expect_err("a worker serves no Master API");
+    ensure!(e.status().is_some(), "the handshake itself passed: {e}");
+    let as_client_of_masters = MasterClient::new(rpc::Client::new(
+        &a_address,
+        rpc::ClientConfig {
+            token: join_only.token.clone(),
+            tls: Some(c.pki().client_tls(None)?.expecting_group(pki::MASTERS)?),
+            ..Default::default()
+        },
+    )?);
+    let e = as_client_of_masters
+        .review_access(&api::master::AccessReviewRequest {
+            verb: "get".into(),
+            kind: "pods".into(),
+        })
+        .await
+        .expect_err("a worker is not a master");
+    ensure!(
+        e.status().is_none() && e.to_string().contains("not of a member in mkube:masters"),
+        "{e}"
+    );
+
     // Nothing changed: B is still Ready at its address, uncordoned.
     let still = node_address(&c, &b).await?;
     ensure!(still == b_address, "B moved to {still}");

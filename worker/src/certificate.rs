@@ -121,7 +121,8 @@ impl Bootstrap {
         let tls = match current {
             Some(live) => rpc::ClientTls::live(&self.roots, live)?,
             None => rpc::ClientTls::new(&self.roots, None)?,
-        };
+        }
+        .expecting_group(pki::MASTERS)?;
         let mut reason = "no master address".to_string();
         for address in &self.masters {
             let config = rpc::ClientConfig {

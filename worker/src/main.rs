@@ -311,7 +311,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if security.is_none() {
         tracing::warn!("--insecure: plain HTTP; tokens and data cross the network in clear text");
     }
-    let client_tls = security.as_ref().map(|s| s.client.clone());
+    // Calls to the masters check that a master answers, not any holder of
+    // a certificate of the CA (another worker's) at a master's address.
+    let client_tls = security
+        .as_ref()
+        .map(|s| s.client.expecting_group(pki::MASTERS))
+        .transpose()
+        .context("configuring TLS towards the masters")?;
     let token = match (&security, &args.secrets, &args.token_file) {
         (Some(s), _, _) => Some(s.send.clone()),
         (None, Some(spec), _) => {

@@ -177,7 +177,13 @@ async fn main() -> Result<()> {
         name: args.name.clone(),
         fleet,
         token: token.clone(),
-        tls: security.as_ref().map(|s| s.client.clone()),
+        // Peers must be members (masters' certificates), not any holder
+        // of a certificate of the CA.
+        tls: security
+            .as_ref()
+            .map(|s| s.client.expecting_group(pki::MASTERS))
+            .transpose()
+            .context("configuring TLS towards the peers")?,
         tick: Duration::from_millis(args.tick_ms.max(1)),
         election_ticks: args.election_ticks.max(2),
         history_limit: args.history,
