@@ -206,6 +206,33 @@ impl Roots {
         })
     }
 
+    /// Checks that the PEM certificate (chain) `cert_pem` is valid now,
+    /// chains to these roots and is for `name`, as a client dialling
+    /// `name` would: a member keeping its certificate across restarts
+    /// finds out so that the cluster's CA has changed.
+    pub fn verify_certificate(&self, cert_pem: &[u8], name: &str) -> Result<(), TlsError> {
+        use rustls::client::danger::ServerCertVerifier;
+        let certs = certificates(cert_pem, "certificate", "<memory>")?;
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::clone(&self.store),
+            provider(),
+        )
+        .build()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+        let server_name = rustls_pki_types::ServerName::try_from(name.to_owned())
+            .map_err(|e| TlsError::Config(format!("{name:?} is not a server name: {e}")))?;
+        verifier
+            .verify_server_cert(
+                &certs[0],
+                &certs[1..],
+                &server_name,
+                &[],
+                rustls_pki_types::UnixTime::now(),
+            )
+            .map(|_| ())
+            .map_err(|e| TlsError::Config(e.to_string()))
+    }
+
     /// Parses the CA certificate(s) from PEM.
     pub fn from_pem(pem: &[u8]) -> Result<Roots, TlsError> {
         let mut store = rustls::RootCertStore::empty();

@@ -256,3 +256,38 @@ async fn a_plain_client_gets_no_answer_from_a_tls_server() {
         .unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err}");
 }
+
+#[test]
+fn a_kept_certificate_is_checked_against_the_ca_its_name_and_its_validity() {
+    let pki = Pki::new();
+    let other = Pki::new();
+    let mine = pki::Request::new("w1", pki::WORKERS, vec!["w1".into(), "127.0.0.1".into()]);
+    let cert = pki.ca.issue(&mine).unwrap().cert_pem;
+    pki.roots
+        .verify_certificate(cert.as_bytes(), "w1")
+        .expect("its own");
+    let e = pki
+        .roots
+        .verify_certificate(cert.as_bytes(), "w2")
+        .unwrap_err();
+    assert!(e.to_string().contains("not valid for name"), "{e}");
+    let foreign = other.ca.issue(&mine).unwrap().cert_pem;
+    let e = pki
+        .roots
+        .verify_certificate(foreign.as_bytes(), "w1")
+        .unwrap_err();
+    // Both test CAs have one subject: the signature is what fails.
+    assert!(
+        e.to_string().contains("BadSignature") || e.to_string().contains("UnknownIssuer"),
+        "{e}"
+    );
+    let mut old = mine.clone();
+    old.not_before = SystemTime::now() - Duration::from_secs(2 * 86_400);
+    old.not_after = SystemTime::now() - Duration::from_secs(86_400);
+    let expired = pki.ca.issue(&old).unwrap().cert_pem;
+    let e = pki
+        .roots
+        .verify_certificate(expired.as_bytes(), "w1")
+        .unwrap_err();
+    assert!(e.to_string().contains("certificate expired"), "{e}");
+}

@@ -5,7 +5,7 @@
 //! swapping it into its live TLS settings without a restart.
 //!
 //! ```text
-//! start: DIR/NAME.crt valid? ──yes──▶ use it
+//! start: DIR/NAME.crt valid, of this CA, for NAME? ──yes──▶ use it
 //!              └─no──▶ new key + CSR ──Master.bootstrap (join token)──▶ write key, crt
 //! renewal: at 2/3 of the remaining life ──new key + CSR──Master.renew
 //!          (join token + current certificate)──▶ write, swap; on failure retry
@@ -100,6 +100,12 @@ impl Bootstrap {
         let not_after = pki::not_after(&pem)?;
         if not_after < SystemTime::now() + Duration::from_secs(60) {
             tracing::info!(node = %self.node, "the kept certificate has expired; bootstrapping");
+            return Ok(None);
+        }
+        if let Err(e) = self.roots.verify_certificate(pem.as_bytes(), &self.node) {
+            // Another cluster's CA (the cluster was re-created), or not
+            // this node's: a new one is asked for.
+            tracing::warn!(node = %self.node, error = %e, "the kept certificate is not one of this cluster for this node; bootstrapping");
             return Ok(None);
         }
         match rpc::Identity::from_files(&crt, &key) {

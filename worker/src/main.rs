@@ -349,8 +349,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         memory_bytes: parse_memory_bytes(&args.reserved_memory)
             .map_err(|e| anyhow::anyhow!("--reserved-memory: {e}"))?,
     };
-    isolate_pods(&args, bound.port())?;
     let runtime = Runtime::connect(&args.docker_host).await?;
+    isolate_pods(&args, bound.port())?;
     let config = AgentConfig {
         node: args.name.clone(),
         address,

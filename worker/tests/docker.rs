@@ -702,6 +702,8 @@ async fn bad_probes_get_errors_that_name_the_problem() -> anyhow::Result<()> {
             "--name",
             "x",
             "--insecure",
+            "--pod-isolation",
+            "off",
             "--docker-host",
             "unix:///nonexistent/docker.sock",
         ])
