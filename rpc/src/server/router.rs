@@ -1,17 +1,20 @@
 //! Everything that happens to one request, without a socket.
 //!
 //! ```text
-//! request ─▶ POST? ─▶ /Service/method? ─▶ token ─▶ known method? ─▶ timeout header
-//!         ─▶ content-length ≤ limit ─▶ read body (limited) ─▶ handler under deadline
-//!         ─▶ 200 JSON | error envelope
-//!         ╰▶ GET of a mounted page (e.g. `/metrics`) ─▶ token ─▶ page handler
+//! request ─▶ POST? ─▶ /Service/method? ─▶ caller (token, certificate) vs the
+//!            path's Access rule ─▶ known method? ─▶ timeout header
+//!         ─▶ content-length ≤ limit ─▶ read body (limited)
+//!         ─▶ handler under deadline, with its Caller ─▶ 200 JSON | error envelope
+//!         ╰▶ GET of a mounted page (e.g. `/metrics`) ─▶ caller ─▶ page handler
 //! ```
 //!
 //! Invariants: a handler never runs for a request that fails any earlier
-//! step; a body over the limit is refused from its `content-length` before any
-//! of it is read, and a body without one is read only up to the limit; a
-//! handler past its deadline is dropped (cancelled), never left running; a
-//! panicking handler becomes an `Internal` status, not a dropped connection.
+//! step; a token of a role bound to a certificate group counts only with
+//! such a certificate, on every path; a body over the limit is refused from
+//! its `content-length` before any of it is read, and a body without one is
+//! read only up to the limit; a handler past its deadline is dropped
+//! (cancelled), never left running; a panicking handler becomes an
+//! `Internal` status, not a dropped connection.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
