@@ -191,12 +191,16 @@ async fn a_preempt_notice_drains_the_node_moves_leadership_exports_and_acknowled
     // The notice: a Preempt for vm-evicted, and a Freeze for the bystander.
     let published = Instant::now();
     let published_ms = now_ms();
+    // Azure gives a Preempt 30 s: NotBefore is then (the worker acks before).
+    let not_before = jiff::fmt::rfc2822::DateTimePrinter::new().timestamp_to_rfc9110_string(
+        &(jiff::Timestamp::now() + jiff::SignedDuration::from_secs(30)),
+    )?;
     *imds.document.lock().map_err(|_| anyhow::anyhow!("lock"))? = json!({
         "DocumentIncarnation": 2,
         "Events": [
             {"EventId": "EVICT-1", "EventType": "Preempt", "ResourceType": "VirtualMachine",
              "Resources": ["vm-evicted"], "EventStatus": "Scheduled",
-             "NotBefore": "Mon, 30 Nov 2026 12:00:30 GMT", "Description": "", "EventSource": "Platform",
+             "NotBefore": not_before, "Description": "", "EventSource": "Platform",
              "DurationInSeconds": -1},
             {"EventId": "FREEZE-2", "EventType": "Freeze", "ResourceType": "VirtualMachine",
              "Resources": ["vm-bystander"], "EventStatus": "Scheduled", "NotBefore": "",

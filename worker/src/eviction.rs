@@ -13,7 +13,8 @@
 //! ```
 //!
 //! Azure gives a Preempt at least 30 s (`NotBefore`); every step is bounded
-//! so that the acknowledgement goes out before then, and a step that fails
+//! so that the acknowledgement goes out [`ACK_MARGIN`] before then at the
+//! latest, however late the notice was seen ([`ack_deadline`]), and a step that fails
 //! (no master answers) does not hold the others back: the worker still stops
 //! its containers and acknowledges. Events for other VMs (scheduled events
 //! go to every VM of a scale or availability set) and other event types are
@@ -82,6 +83,32 @@ pub fn preempt_for<'a>(
             && e.resources.iter().any(|r| r.eq_ignore_ascii_case(vm))
             && !handled.contains(&e.event_id)
     })
+}
+
+/// How long before `NotBefore` the acknowledgement goes out at the latest.
+pub const ACK_MARGIN: Duration = Duration::from_secs(2);
+
+/// How long after the notice the acknowledgement may wait for the node's
+/// containers: the stop budget, but never past `ACK_MARGIN` before the
+/// event's `NotBefore` (RFC 1123, when Azure may evict anyway); an event
+/// without one has started, so nothing is waited for. Pure: `now` is given.
+pub fn ack_deadline(
+    now: std::time::SystemTime,
+    not_before: &str,
+    stop_budget: Duration,
+) -> Duration {
+    if not_before.trim().is_empty() {
+        return Duration::ZERO;
+    }
+    let Ok(at) = jiff::fmt::rfc2822::DateTimeParser::new().parse_timestamp(not_before.trim())
+    else {
+        return stop_budget;
+    };
+    let Ok(now) = jiff::Timestamp::try_from(now) else {
+        return stop_budget;
+    };
+    let left = Duration::try_from(at.duration_since(now)).unwrap_or_default();
+    stop_budget.min(left.saturating_sub(ACK_MARGIN))
 }
 
 /// Settings of the handler.
@@ -193,11 +220,25 @@ async fn handle(
     event: &ScheduledEvent,
 ) {
     let started = Instant::now();
-    tracing::warn!(event = %event.event_id, not_before = %event.not_before, "Spot eviction notice for this VM: draining");
+    let budget = ack_deadline(
+        std::time::SystemTime::now(),
+        &event.not_before,
+        config.stop_budget,
+    );
+    let deadline = started + budget;
+    // Every step is bounded by what is left before the acknowledgement
+    // (a second at least, so that a late notice still tries each once).
+    let left = |cap: Duration| {
+        deadline
+            .saturating_duration_since(Instant::now())
+            .min(cap)
+            .max(Duration::from_secs(1))
+    };
+    tracing::warn!(event = %event.event_id, not_before = %event.not_before, ?budget, "Spot eviction notice for this VM: draining");
     // 1. Cordon and reschedule: any master will do (followers forward writes).
     let mut drained = false;
     for address in &config.masters {
-        let Some(master) = client(address, config, Duration::from_secs(5)) else {
+        let Some(master) = client(address, config, left(Duration::from_secs(5))) else {
             continue;
         };
         match master
@@ -219,7 +260,7 @@ async fn handle(
     }
     // 2. The master on this VM hands leadership over and exports.
     if let Some(address) = &config.local_master
-        && let Some(master) = client(address, config, Duration::from_secs(12))
+        && let Some(master) = client(address, config, left(Duration::from_secs(12)))
     {
         match master.prepare_eviction(&PrepareEvictionRequest {}).await {
             Ok(a) => {
@@ -234,7 +275,6 @@ async fn handle(
     if !drained {
         agent.forget_desired();
     }
-    let deadline = started + config.stop_budget;
     while agent.running_containers() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -302,6 +342,31 @@ mod tests {
         );
         assert_eq!(d.document_incarnation, 3);
         assert!(preempt_for(&ScheduledEvents::default(), "vm-1", &HashSet::new()).is_none());
+    }
+
+    #[test]
+    fn the_acknowledgement_goes_out_before_not_before() {
+        let now = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_000_000);
+        let at = |secs: u64| {
+            jiff::fmt::rfc2822::DateTimePrinter::new()
+                .timestamp_to_rfc9110_string(
+                    &jiff::Timestamp::try_from(now + Duration::from_secs(secs)).expect("a time"),
+                )
+                .expect("printable")
+        };
+        let budget = Duration::from_secs(20);
+        // Plenty of time: the stop budget.
+        assert_eq!(ack_deadline(now, &at(60), budget), budget);
+        // NotBefore is near: the ack goes out a margin before it.
+        assert_eq!(
+            ack_deadline(now, &at(10), budget),
+            Duration::from_secs(10) - ACK_MARGIN
+        );
+        assert_eq!(ack_deadline(now, &at(1), budget), Duration::ZERO);
+        // Started (empty NotBefore): no waiting.
+        assert_eq!(ack_deadline(now, "", budget), Duration::ZERO);
+        // Unreadable: the budget, as before.
+        assert_eq!(ack_deadline(now, "soon", budget), budget);
     }
 
     #[test]
