@@ -244,7 +244,7 @@ resource vms 'Microsoft.Compute/virtualMachines@2024-07-01' = [for i in range(0,
         '__REGION__', location),
         '__SUBSCRIPTION__', subscription().subscriptionId),
         '__RESOURCE_GROUP__', resourceGroup().name),
-        '__WORKER_EXTRA__', i < masterCount ? '--local-master 127.0.0.1:7000' : ''))
+        '__WORKER_EXTRA__', i < masterCount ? '--local-master 10.42.0.${10 + i}:7000' : ''))
       linuxConfiguration: {
         disablePasswordAuthentication: true
         ssh: {

@@ -207,6 +207,25 @@ fn the_properties_mkube_depends_on_are_set() {
     .map(|(s, c)| (s.to_string(), c.to_string()))
     .collect();
     assert_eq!(secret_readers, expected);
+    // The operator reaches the masters at their public IPv6 addresses: the
+    // API and the Grafana datasource listen on both families ([::] is
+    // dual-stack on Linux), not on IPv4 only.
+    let cloud_init = t["variables"]["cloudInit"].as_str().unwrap_or_default();
+    for listen in ["--listen [::]:7000", "--grafana-listen [::]:3100"] {
+        assert!(cloud_init.contains(listen), "cloud-init lacks {listen}");
+    }
+    // The worker of a master's VM hands over through that master at the
+    // VM's private address, which the master's certificate names (its
+    // certificate does not name 127.0.0.1).
+    let custom = vm["properties"]["osProfile"]["customData"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        custom.contains("'__IP__', format('10.42.0.{0}', add(10, copyIndex()))")
+            && custom.contains("format('--local-master 10.42.0.{0}:7000', add(10, copyIndex()))")
+            && !custom.contains("127.0.0.1"),
+        "{custom}"
+    );
     // The worker isolates pods on Azure (the metadata address is the VM's
     // identity).
     assert!(
