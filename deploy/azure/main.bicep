@@ -87,7 +87,9 @@ var vmCount = masterCount + workerCount
 var vnetName = '${clusterName}-vnet'
 var subnetName = 'mkube'
 var subnetId = resourceId('Microsoft.Network/virtualNetworks/subnets', vnetName, subnetName)
-var vaultName = '${clusterName}-${uniqueString(resourceGroup().id)}'
+// Key Vault names are 3-24 characters: 'kv-' and a 13-character hash, whatever
+// the cluster's name (12 characters of it and a hash did not fit).
+var vaultName = 'kv-${uniqueString(resourceGroup().id, clusterName)}'
 var cosmosName = '${clusterName}-${uniqueString(resourceGroup().id)}'
 var automationName = '${clusterName}-revival'
 var keyVaultSecretsUser = subscriptionResourceId('Microsoft.Authorization/roleDefinitions', '4633458b-17de-408a-b874-0445c86b69e6')

@@ -78,7 +78,13 @@ fn the_properties_mkube_depends_on_are_set() {
         t["parameters"]["useProximityPlacementGroup"]["defaultValue"],
         false
     );
-    // Key Vault: RBAC, reachable only from the cluster's subnet.
+    // Key Vault: a name of at most 24 characters whatever the cluster's
+    // name ("kv-" and a 13-character uniqueString).
+    assert_eq!(
+        t["variables"]["vaultName"],
+        "[format('kv-{0}', uniqueString(resourceGroup().id, parameters('clusterName')))]"
+    );
+    // RBAC, reachable only from the cluster's subnet.
     let vault = one(&t, "Microsoft.KeyVault/vaults");
     assert_eq!(vault["properties"]["enableRbacAuthorization"], true);
     let acls = &vault["properties"]["networkAcls"];
@@ -234,4 +240,27 @@ fn the_properties_mkube_depends_on_are_set() {
             .is_some_and(|c| c.contains("--pod-isolation on")),
         "cloud-init starts the worker with --pod-isolation on"
     );
+}
+
+/// Grafana expands `$VAR` and `${VAR}` in provisioning files, not the
+/// shell's `${VAR:-default}` (which it would pass on verbatim).
+#[test]
+fn the_grafana_provisioning_uses_only_what_grafana_expands() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/provisioning");
+    let mut checked = 0;
+    for sub in ["datasources", "dashboards"] {
+        for entry in std::fs::read_dir(dir.join(sub)).expect("provisioning directory") {
+            let path = entry.expect("entry").path();
+            let text = std::fs::read_to_string(&path).expect("readable");
+            for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
+                assert!(
+                    !line.contains(":-") || !line.contains("${"),
+                    "{}: Grafana does not expand {line:?}",
+                    path.display()
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2, "{checked} files");
 }

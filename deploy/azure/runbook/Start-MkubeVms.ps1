@@ -4,8 +4,8 @@
 .DESCRIPTION
   The safety net behind the masters' own peer revival: runs every 15 minutes
   (four hourly schedules, offset) under the Automation account's
-  system-assigned identity, which holds "Virtual Machine Contributor" on the
-  resource group. Spot capacity may be missing; a VM that fails to start is
+  system-assigned identity, which holds the custom role "mkube revival" on
+  the resource group (read VMs and their instance view, start them). Spot capacity may be missing; a VM that fails to start is
   tried again at the next run.
 #>
 param(
@@ -17,8 +17,10 @@ Connect-AzAccount -Identity | Out-Null
 $vms = Get-AzVM -ResourceGroupName $ResourceGroupName -Status |
     Where-Object { $_.Tags['mkube-cluster'] -eq $ClusterName }
 foreach ($vm in $vms) {
-    $power = ($vm.Statuses | Where-Object { $_.Code -like 'PowerState/*' }).Code
-    if ($power -eq 'PowerState/deallocated' -or $power -eq 'PowerState/stopped') {
+    # The list form of Get-AzVM -Status carries the power state as
+    # PowerState ("VM deallocated"), not the Statuses of the single-VM form.
+    $power = $vm.PowerState
+    if ($power -eq 'VM deallocated' -or $power -eq 'VM stopped') {
         Write-Output "starting $($vm.Name) ($power)"
         try {
             Start-AzVM -ResourceGroupName $ResourceGroupName -Name $vm.Name -NoWait | Out-Null
