@@ -64,7 +64,10 @@ tar -czf "$state/mkube.tar.gz" -C target/release mkube-master mkube-worker mkctl
 
 echo "==> resource group $rg in $location, and a storage account for the binaries and the runbook"
 az group create --name "$rg" --location "$location" --output none
-storage="mk$(echo -n "$rg" | sha256sum | head -c 16)"
+# Storage account names are global: derive it from the subscription too, so
+# two users' groups of the same name do not collide.
+subscription=$(az account show --query id -o tsv)
+storage="mk$(echo -n "$subscription/$rg" | sha256sum | head -c 16)"
 az storage account create --resource-group "$rg" --name "$storage" --location "$location" \
     --sku Standard_LRS --kind StorageV2 --allow-blob-public-access false --min-tls-version TLS1_2 --output none
 key=$(az storage account keys list --resource-group "$rg" --account-name "$storage" --query '[0].value' -o tsv)
