@@ -76,7 +76,12 @@ az storage blob upload --account-name "$storage" --account-key "$key" --containe
     --name mkube.tar.gz --file "$state/mkube.tar.gz" --overwrite --output none
 az storage blob upload --account-name "$storage" --account-key "$key" --container-name mkube \
     --name Start-MkubeVms.ps1 --file deploy/azure/runbook/Start-MkubeVms.ps1 --overwrite --output none
-expiry=$(date -u -d '+30 days' '+%Y-%m-%dT%H:%MZ')
+# The SAS URLs go into every VM's custom data, which Azure refuses to change
+# on an existing VM: their expiry is fixed at the first run (kept in the
+# state directory), so a second run signs the same URLs and changes no VM.
+expiry_file="$state/sas-expiry"
+[ -s "$expiry_file" ] || date -u -d '+1 year' '+%Y-%m-%dT%H:%MZ' > "$expiry_file"
+expiry=$(cat "$expiry_file")
 sas() {
     az storage blob generate-sas --account-name "$storage" --account-key "$key" --container-name mkube \
         --name "$1" --permissions r --expiry "$expiry" --https-only --full-uri -o tsv
