@@ -97,7 +97,13 @@ impl Bootstrap {
             path: crt.clone(),
             source,
         })?;
-        let not_after = pki::not_after(&pem)?;
+        let not_after = match pki::not_after(&pem) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(node = %self.node, error = %e, "the kept certificate does not parse; bootstrapping");
+                return Ok(None);
+            }
+        };
         if not_after < SystemTime::now() + Duration::from_secs(60) {
             tracing::info!(node = %self.node, "the kept certificate has expired; bootstrapping");
             return Ok(None);
