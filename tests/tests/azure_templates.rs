@@ -264,3 +264,78 @@ fn the_grafana_provisioning_uses_only_what_grafana_expands() {
     }
     assert!(checked >= 2, "{checked} files");
 }
+
+/// What an ARM expression depends on: the parameters and functions it
+/// names, through the variables it uses (expanded), as `parameters('x')`,
+/// `utcNow`, ...
+fn dependencies(t: &Value, expression: &str, seen: &mut std::collections::BTreeSet<String>) {
+    let mut rest = expression;
+    while let Some(at) = rest.find("parameters('") {
+        let name = &rest[at + 12..];
+        let end = name.find('\'').unwrap_or(name.len());
+        seen.insert(format!("parameters('{}')", &name[..end]));
+        rest = &name[end..];
+    }
+    for function in ["utcNow", "newGuid"] {
+        if expression.contains(function) {
+            seen.insert(function.to_string());
+        }
+    }
+    let mut rest = expression;
+    while let Some(at) = rest.find("variables('") {
+        let name = &rest[at + 11..];
+        let end = name.find('\'').unwrap_or(name.len());
+        let variable = &name[..end];
+        if seen.insert(format!("variables('{variable}')")) {
+            let value = t["variables"][variable].to_string();
+            dependencies(t, &value, seen);
+        }
+        rest = &name[end..];
+    }
+}
+
+/// A second `deploy.sh` run that adds a worker (`workerCount` + 1) must
+/// change no existing VM's custom data (Azure refuses to) nor any
+/// job-schedule name: neither may depend on the worker count, the VM count,
+/// the time or a fresh GUID. (The binaries' URL is a parameter that
+/// `deploy.sh` keeps the same from run to run: the SAS expiry of the first.)
+#[test]
+fn a_second_run_that_adds_a_worker_changes_no_custom_data_and_no_job_schedule_name() {
+    let t = template();
+    let volatile = [
+        "parameters('workerCount')",
+        "variables('vmCount')",
+        "parameters('scheduleStart')",
+        "utcNow",
+        "newGuid",
+    ];
+    let vm = one(&t, "Microsoft.Compute/virtualMachines");
+    let jobs = one(&t, "Microsoft.Automation/automationAccounts/jobSchedules");
+    for (what, expression) in [
+        (
+            "a VM's custom data",
+            vm["properties"]["osProfile"]["customData"].to_string(),
+        ),
+        ("a VM's name", vm["name"].to_string()),
+        ("a job schedule's name", jobs["name"].to_string()),
+    ] {
+        let mut seen = std::collections::BTreeSet::new();
+        dependencies(&t, &expression, &mut seen);
+        for v in volatile {
+            assert!(!seen.contains(v), "{what} depends on {v}: {seen:?}");
+        }
+    }
+    // Workers come after the masters: a new one is appended, no existing
+    // VM changes index (its name, address or role).
+    let custom = vm["properties"]["osProfile"]["customData"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        custom.contains("if(less(copyIndex(), parameters('masterCount')), 'master', 'worker')"),
+        "{custom}"
+    );
+    assert_eq!(
+        t["variables"]["vmCount"],
+        "[add(parameters('masterCount'), parameters('workerCount'))]"
+    );
+}
