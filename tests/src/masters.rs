@@ -140,6 +140,22 @@ pub trait Masters: Sync + Sized {
         Ok(names)
     }
 
+    /// Waits until the leader has exported a state covering log `index`.
+    async fn wait_for_export(&self, index: u64, within: Duration) -> Result<()> {
+        self.wait_for(
+            within,
+            &format!("an export covering index {index}"),
+            |c| async move {
+                let Some(l) = c.leader().await else {
+                    return Ok(None);
+                };
+                let s = c.kv_status(l).await?;
+                Ok(s.last_export.filter(|e| e.index >= index).map(|_| ()))
+            },
+        )
+        .await
+    }
+
     /// Polls `check` until it returns `Some`, failing with the cluster's
     /// logs after `within`.
     async fn wait_for<'a, T, F, Fut>(&'a self, within: Duration, what: &str, check: F) -> Result<T>

@@ -644,7 +644,32 @@ async fn a_join_token_or_a_workers_certificate_cannot_act_for_another_node() -> 
     Ok(())
 }
 
-/// Worker `0`'s pods: (name, phase).
+/// Applies a sleeping busybox pod `name` and waits until it is Running.
+async fn run_pod(c: &Cluster, name: &'static str) -> Result<()> {
+    c.any_client()
+        .await?
+        .apply(&api::master::WriteRequest {
+            object: json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name},
+                "spec": {"containers": [{"name": "main", "image": tests::images::BUSYBOX, "command": ["sleep", "3600"]}]}
+            }),
+        })
+        .await?;
+    c.wait_for(
+        Duration::from_secs(60),
+        &format!("pod `{name}` Running"),
+        |c| async move {
+            Ok(pod_phases(c)
+                .await?
+                .contains(&(name.into(), "Running".into()))
+                .then_some(()))
+        },
+    )
+    .await
+}
+
+/// Every pod: (name, phase).
 async fn pod_phases(c: &Cluster) -> Result<Vec<(String, String)>> {
     let pods = c
         .any_client()
@@ -732,27 +757,7 @@ async fn a_worker_with_only_the_ca_and_the_join_token_bootstraps_runs_pods_and_r
     }
 
     // It runs pods.
-    c.any_client()
-        .await?
-        .apply(&api::master::WriteRequest {
-            object: json!({
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": "before"},
-                "spec": {"containers": [{"name": "main", "image": tests::images::BUSYBOX, "command": ["sleep", "3600"]}]}
-            }),
-        })
-        .await?;
-    c.wait_for(
-        Duration::from_secs(60),
-        "pod `before` Running",
-        |c| async move {
-            Ok(pod_phases(c)
-                .await?
-                .contains(&("before".into(), "Running".into()))
-                .then_some(()))
-        },
-    )
-    .await?;
+    run_pod(&c, "before").await?;
 
     // It renews before the first certificate expires, without a restart,
     // and after that certificate has expired new connections are served
@@ -793,27 +798,7 @@ async fn a_worker_with_only_the_ca_and_the_join_token_bootstraps_runs_pods_and_r
         e.code() == rpc::Code::NotFound,
         "a new connection after the first certificate expired: {e}"
     );
-    c.any_client()
-        .await?
-        .apply(&api::master::WriteRequest {
-            object: json!({
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": "after"},
-                "spec": {"containers": [{"name": "main", "image": tests::images::BUSYBOX, "command": ["sleep", "3600"]}]}
-            }),
-        })
-        .await?;
-    c.wait_for(
-        Duration::from_secs(60),
-        "pod `after` Running",
-        |c| async move {
-            Ok(pod_phases(c)
-                .await?
-                .contains(&("after".into(), "Running".into()))
-                .then_some(()))
-        },
-    )
-    .await?;
+    run_pod(&c, "after").await?;
     ensure!(
         c.ready_nodes().await?.len() == 1,
         "the node is no longer Ready"

@@ -630,18 +630,7 @@ async fn masters_restarted_empty_rejoin_and_a_whole_control_plane_comes_back() -
     // Every master killed at once (after an export has caught the
     // Deployment) and started again: the cluster re-forms from the newest
     // export and the same pods run on, none duplicated, none lost.
-    c.wait_for(
-        Duration::from_secs(30),
-        "an export that holds the running pods",
-        |c| async move {
-            let Some(l) = c.leader().await else {
-                return Ok(None);
-            };
-            let s = c.kv_status(l).await?;
-            Ok(s.last_export.filter(|e| e.index >= settled).map(|_| ()))
-        },
-    )
-    .await?;
+    c.wait_for_export(settled, Duration::from_secs(30)).await?;
     for i in 0..3 {
         c.kill_master(i);
     }

@@ -64,18 +64,7 @@ async fn a_forged_and_a_corrupted_export_are_refused_and_the_newest_valid_one_is
     })
     .await?;
     let written = c.kv_status(leader).await?.applied_index;
-    c.wait_for(
-        Duration::from_secs(30),
-        "an export holding /proof",
-        |c| async move {
-            let Some(l) = c.leader().await else {
-                return Ok(None);
-            };
-            let s = c.kv_status(l).await?;
-            Ok(s.last_export.filter(|e| e.index >= written).map(|_| ()))
-        },
-    )
-    .await?;
+    c.wait_for_export(written, Duration::from_secs(30)).await?;
     for i in 0..3 {
         c.kill_master(i);
     }
