@@ -109,12 +109,8 @@ echo "==> deploying"
 az deployment group create --resource-group "$rg" --name mkube --template-file deploy/azure/main.bicep \
     --parameters "${params[@]}" --output none
 ips=$(az deployment group show --resource-group "$rg" --name mkube --query 'properties.outputs.masterIpv6.value' -o tsv)
-servers=$(for ip in $ips; do printf '[%s]:7000,' "$ip"; done | sed 's/,$//')
-# The masters are dialled at their public IPv6 addresses; their certificates
-# all carry the shared name masters.mkube, which mkctl checks instead.
-target/release/mkctl config set-context "azure-$rg" --servers "$servers" \
-    --token-file "$pki_dir/tokens/admin" --certificate-authority "$pki_dir/ca.crt" \
-    --tls-server-name masters.mkube
+# shellcheck disable=SC2086 # one argument per address
+MKCTL=target/release/mkctl deploy/azure/write-context.sh "azure-$rg" "$pki_dir" $ips
 cat <<DONE
 mkube is deploying on $masters master VM(s) and $workers worker VM(s) in $rg.
 The VMs install Docker and start mkube through cloud-init (a few minutes); then:

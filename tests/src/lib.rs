@@ -11,6 +11,8 @@
 //!   leader, settled membership, waiting with a deadline).
 //! - [`netcluster`]: a whole cluster as containers on a private network,
 //!   for partitions (`docker network disconnect`).
+//! - [`rehearsal`]: the Azure deployment rehearsed: VM containers booted by
+//!   cloud-init from `deploy/azure`, against doubles of Azure's services.
 //! - [`clusters`]: starting kvs and etcd clusters for the benchmarks.
 //! - [`images`]: test and demo images built locally (`docker import`).
 //! - [`testpki`]: each test cluster's CA, certificates and tokens.
@@ -22,6 +24,7 @@ pub mod clusters;
 pub mod images;
 pub mod masters;
 pub mod netcluster;
+pub mod rehearsal;
 pub mod testpki;
 
 /// Runs a benchmark on the runtime every harness uses: two worker threads,

@@ -35,6 +35,14 @@ impl TestPki {
         })
     }
 
+    /// The CA and tokens already in `dir` (made by `mkube-pki init`).
+    pub fn open(dir: &Path) -> Result<TestPki> {
+        Ok(TestPki {
+            dir: dir.to_path_buf(),
+            ca: pki::Ca::load(dir)?,
+        })
+    }
+
     /// The directory (`--pki-dir`).
     pub fn dir(&self) -> &Path {
         &self.dir

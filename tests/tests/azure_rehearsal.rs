@@ -1,0 +1,314 @@
+//! The Azure deployment, rehearsed end to end (`tests::rehearsal`): three
+//! master+worker VMs and one worker-only VM, booted by cloud-init from
+//! `deploy/azure/cloud-init.yaml` with the template's custom data, against
+//! doubles of IMDS, Key Vault, ARM, Blob storage and Cosmos DB.
+//!
+//! 1. An operator with only IPv6 to the VMs writes the context as deploy.sh
+//!    does, runs `mkctl cluster status` and deploys the demo.
+//! 2. A `Preempt` of the leader's VM: its worker acknowledges, leadership
+//!    moves, an export is written and the pods run elsewhere before
+//!    `NotBefore`; the VM is deallocated; the new leader starts it through
+//!    ARM and it rejoins as a new incarnation. Each step's time is printed.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use api::{Pod, PodPhase};
+use tests::masters::Masters;
+use tests::rehearsal::{CLOUD_INIT, CustomData, PLACEHOLDERS, Rehearsal};
+
+const CONTEXT: &str = "azure-rehearsal";
+const DEMO: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: hello
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: hello}
+  template:
+    metadata:
+      labels: {app: hello}
+    spec:
+      containers:
+      - name: httpd
+        image: mkube-test/busybox:2
+        command: [httpd, -f, -p, '8080', -h, /www]
+        ports:
+        - {name: http, containerPort: 8080, hostPort: 8080}
+        readinessProbe:
+          httpGet: {path: /, port: 8080}
+          periodSeconds: 2
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: hello
+spec:
+  selector: {app: hello}
+  ports:
+  - {name: http, port: 80, targetPort: http}
+";
+
+/// The rehearsal's user data is the template's: the placeholders it fills
+/// are exactly those of cloud-init.yaml and of main.bicep's `customData`, in
+/// the same order, and none is left.
+#[test]
+fn the_rehearsal_fills_the_placeholders_the_template_fills() {
+    let bicep = include_str!("../../deploy/azure/main.bicep");
+    let start = bicep.find("customData:").expect("customData in main.bicep");
+    let end = start + bicep[start..].find("linuxConfiguration").expect("end");
+    let template: Vec<&str> = bicep[start..end]
+        .split('\'')
+        .filter(|s| s.starts_with("__") && s.ends_with("__"))
+        .collect();
+    assert_eq!(
+        template, PLACEHOLDERS,
+        "main.bicep's customData replaces these"
+    );
+    let mut in_file: Vec<&str> = CLOUD_INIT
+        .split(|c: char| !(c.is_ascii_uppercase() || c == '_'))
+        .filter(|s| s.len() > 4 && s.starts_with("__") && s.ends_with("__"))
+        .collect();
+    in_file.sort_unstable();
+    in_file.dedup();
+    let mut expected: Vec<&str> = PLACEHOLDERS.to_vec();
+    expected.sort_unstable();
+    assert_eq!(in_file, expected, "cloud-init.yaml's placeholders");
+    let data = CustomData {
+        cluster: "mkube",
+        masters: 3,
+        binaries_url: "https://x.blob.core.windows.net/mkube/mkube.tar.gz?sig=s",
+        vault: "kv-x",
+        cosmos: "https://mkube-x.documents.azure.com:443/",
+        region: "japaneast",
+        subscription: "s",
+        resource_group: "rg",
+    };
+    for i in 0..4 {
+        let text = data.render(CLOUD_INIT, i);
+        assert!(!text.contains("__"), "VM {i}: a placeholder is left");
+        // The template's expressions, for the values that vary by VM.
+        assert!(text.contains(&format!("MKUBE_IP=10.42.0.{}", 10 + i)));
+        assert!(text.contains(
+            "MKUBE_MASTERS=mkube-0=10.42.0.10:7000,mkube-1=10.42.0.11:7000,mkube-2=10.42.0.12:7000"
+        ));
+        let extra = if i < 3 {
+            format!(
+                "MKUBE_WORKER_EXTRA=--local-master 10.42.0.{}:7000\n",
+                10 + i
+            )
+        } else {
+            "MKUBE_WORKER_EXTRA=\n".into()
+        };
+        assert!(text.contains(&extra), "VM {i}: {extra}");
+    }
+    assert!(bicep.contains("'__IP__', '10.42.0.${10 + i}'"));
+    assert!(bicep.contains(
+        "'__WORKER_EXTRA__', i < masterCount ? '--local-master 10.42.0.${10 + i}:7000' : ''"
+    ));
+}
+
+fn step(started: Instant, what: &str) {
+    eprintln!(
+        "[rehearsal +{:>6.1}s] {what}",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+async fn pods(r: &Rehearsal) -> Result<Vec<Pod>> {
+    let list = r.list_all("pods", Some("app=hello")).await?;
+    list.items
+        .into_iter()
+        .map(|v| serde_json::from_value(v).context("a pod"))
+        .collect()
+}
+
+fn running_on(pods: &[Pod]) -> Vec<String> {
+    pods.iter()
+        .filter(|p| {
+            p.status
+                .as_ref()
+                .is_some_and(|s| s.phase == PodPhase::Running)
+        })
+        .filter_map(|p| p.spec.node_name.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_rehearsed_serves_the_operator_and_survives_an_eviction() -> Result<()> {
+    let started = Instant::now();
+    let r = Rehearsal::start(3, 1).await?;
+    step(started, "4 VMs booting (cloud-init)");
+
+    // Every node registers: cloud-init installed the binaries from the blob,
+    // the masters read their secrets from Key Vault and formed a cluster.
+    r.wait_for(Duration::from_secs(300), "4 nodes Ready", |r| async move {
+        let ready = r.ready_nodes().await?;
+        Ok((ready.len() == 4 && r.settled().await).then_some(()))
+    })
+    .await?;
+    step(started, "3 masters settled, 4 nodes Ready");
+    for i in 0..r.vm_count() {
+        let vm = r.vm(i);
+        r.wait_for(Duration::from_secs(60), "the VM's Docker", |r| {
+            let vm = vm.clone();
+            async move { Ok(r.load_demo_image(&vm).ok()) }
+        })
+        .await?;
+    }
+
+    // 1. The operator, with only IPv6 to the VMs.
+    let v4 = r.operator(&["ip", "-4", "addr", "show"])?;
+    if v4.contains("inet ")
+        && !v4
+            .lines()
+            .all(|l| !l.contains("inet ") || l.contains("127.0.0.1"))
+    {
+        bail!("the operator has IPv4 addresses: {v4}");
+    }
+    let ips: Vec<String> = (0..3).map(|i| r.public_ip(i)).collect();
+    let mut args = vec!["/root/deploy/write-context.sh", CONTEXT, "/root/pki"];
+    args.extend(ips.iter().map(String::as_str));
+    r.operator(&args)?;
+    let status = r.operator(&["mkctl", "--context", CONTEXT, "cluster", "status"])?;
+    eprintln!("{status}");
+    for i in 0..3 {
+        assert!(
+            status.contains(&format!("mkube-{i}")),
+            "cluster status names mkube-{i}"
+        );
+    }
+    r.operator(&[
+        "sh",
+        "-c",
+        &format!("cat > /root/hello.yaml <<'EOF'\n{DEMO}EOF"),
+    ])?;
+    r.operator(&[
+        "mkctl",
+        "--context",
+        CONTEXT,
+        "apply",
+        "-f",
+        "/root/hello.yaml",
+    ])?;
+    r.wait_for(
+        Duration::from_secs(120),
+        "2 hello pods Running",
+        |r| async move { Ok((running_on(&pods(r).await?).len() == 2).then_some(())) },
+    )
+    .await?;
+    step(started, "the demo runs, deployed by the operator over IPv6");
+    let placed = running_on(&pods(&r).await?);
+    let index = (0..4)
+        .find(|i| placed.contains(&r.vm(*i)))
+        .context("a pod on a VM")?;
+    let answer = r.operator(&[
+        "curl",
+        "-sf",
+        "-m",
+        "5",
+        &format!("http://[{}]:8080/", r.public_ip(index)),
+    ]);
+    eprintln!("the demo from the operator: {answer:?}");
+
+    // 2. A Preempt of the leader's VM.
+    let leader = r.leader().await.context("a leader")?;
+    let vm = r.vm(leader);
+    let before = r.kv_status(leader).await?;
+    let not_before = SystemTime::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let event = r.azure.preempt(&vm, not_before);
+    step(started, &format!("Preempt {event} of the leader's VM {vm}"));
+    let mut acked = false;
+    let mut moved = false;
+    let mut elsewhere = false;
+    let mut exported = false;
+    while Instant::now() < deadline && !(acked && moved && elsewhere && exported) {
+        if !exported
+            && let Ok(s) = r.kv_status(leader).await
+            && s.last_export.as_ref().map(|e| e.index)
+                > before.last_export.as_ref().map(|e| e.index)
+        {
+            exported = true;
+            step(
+                started,
+                &format!(
+                    "{vm}'s master exported the state at index {:?}",
+                    s.last_export.map(|e| e.index)
+                ),
+            );
+        }
+        if !acked && r.azure.acknowledged(&event).is_some() {
+            acked = true;
+            step(started, "the worker acknowledged the event");
+        }
+        if !moved
+            && let Some(l) = r.leader().await
+            && l != leader
+        {
+            moved = true;
+            step(started, &format!("leadership moved to {}", r.vm(l)));
+        }
+        if !elsewhere {
+            let on = running_on(&pods(&r).await.unwrap_or_default());
+            if on.len() == 2 && !on.contains(&vm) {
+                elsewhere = true;
+                step(started, &format!("the demo's pods run on {on:?}"));
+            }
+        }
+        let evicted = r.azure.run_evictions();
+        if !evicted.is_empty() {
+            step(started, &format!("evicted: {evicted:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(acked, "the worker acknowledged before NotBefore");
+    assert!(moved, "leadership moved before NotBefore");
+    assert!(elsewhere, "the pods ran elsewhere before NotBefore");
+    assert!(exported, "an export was written before NotBefore");
+    while !r.azure.run_evictions().contains(&vm)
+        && r.azure.power(&vm) != Some(tests::rehearsal::azure::Power::Deallocated)
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    step(started, &format!("{vm} deallocated"));
+
+    // The new leader's peer revival starts it through ARM.
+    r.wait_for(
+        Duration::from_secs(240),
+        "the VM started again by the leader",
+        |r| {
+            let vm = vm.clone();
+            async move {
+                Ok(r.azure
+                    .log()
+                    .iter()
+                    .any(|(_, line)| {
+                        line.starts_with(&format!("{vm}: PowerState/running (ARM start by mkube-"))
+                    })
+                    .then_some(()))
+            }
+        },
+    )
+    .await?;
+    step(
+        started,
+        &format!("{vm} started through ARM by the new leader"),
+    );
+    r.wait_for(
+        Duration::from_secs(240),
+        "the VM's master rejoins",
+        |r| async move {
+            let status = r.kv_status(leader).await;
+            Ok(status.ok().filter(|s| s.id != before.id).map(|_| ()))
+        },
+    )
+    .await?;
+    r.wait_for(Duration::from_secs(120), "settled again", |r| async move {
+        Ok(r.settled().await.then_some(()))
+    })
+    .await?;
+    step(started, &format!("{vm} rejoined as a new incarnation"));
+    Ok(())
+}
