@@ -75,7 +75,7 @@ az storage container create --account-name "$storage" --account-key "$key" --nam
 az storage blob upload --account-name "$storage" --account-key "$key" --container-name mkube \
     --name mkube.tar.gz --file "$state/mkube.tar.gz" --overwrite --output none
 az storage blob upload --account-name "$storage" --account-key "$key" --container-name mkube \
-    --name Start-MkubeVms.ps1 --file deploy/azure/runbook/Start-MkubeVms.ps1 --overwrite --output none
+    --name start_mkube_vms.py --file deploy/azure/runbook/start_mkube_vms.py --overwrite --output none
 # The SAS URLs go into every VM's custom data, which Azure refuses to change
 # on an existing VM: their expiry is fixed at the first run (kept in the
 # state directory), so a second run signs the same URLs and changes no VM.
@@ -87,7 +87,7 @@ sas() {
         --name "$1" --permissions r --expiry "$expiry" --https-only --full-uri -o tsv
 }
 binaries_url=$(sas mkube.tar.gz)
-runbook_url=$(sas Start-MkubeVms.ps1)
+runbook_url=$(sas start_mkube_vms.py)
 
 params=(
     clusterName="$name" masterCount="$masters" workerCount="$workers" vmSize="$vm_size"

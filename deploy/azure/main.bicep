@@ -47,7 +47,7 @@ param operatorIpv6Prefix string
 @description('URL of a tar.gz holding mkube-master, mkube-worker and mkctl (deploy.sh uploads one).')
 param binariesUrl string
 
-@description('URL of runbook/Start-MkubeVms.ps1 (deploy.sh uploads it).')
+@description('URL of runbook/start_mkube_vms.py (deploy.sh uploads it).')
 param runbookUrl string
 
 @description('The cluster CA certificate, PEM (mkube-pki init; deploy.sh makes one).')
@@ -552,7 +552,7 @@ resource runbook 'Microsoft.Automation/automationAccounts/runbooks@2023-11-01' =
   name: 'Start-MkubeVms'
   location: location
   properties: {
-    runbookType: 'PowerShell72'
+    runbookType: 'Python3'
     description: 'Starts the deallocated VMs of the mkube cluster.'
     publishContentLink: { uri: runbookUrl }
   }
@@ -576,7 +576,9 @@ resource jobSchedules 'Microsoft.Automation/automationAccounts/jobSchedules@2023
   properties: {
     runbook: { name: runbook.name }
     schedule: { name: schedules[i].name }
+    // A Python runbook takes its parameters as its command line, in order.
     parameters: {
+      SubscriptionId: subscription().subscriptionId
       ResourceGroupName: resourceGroup().name
       ClusterName: clusterName
     }

@@ -144,7 +144,15 @@ fn the_properties_mkube_depends_on_are_set() {
     assert_eq!(jobs["copy"]["count"], 4);
     assert!(jobs["name"].as_str().is_some_and(|n| n.contains("guid(")));
     let runbook = one(&t, "Microsoft.Automation/automationAccounts/runbooks");
-    assert_eq!(runbook["properties"]["runbookType"], "PowerShell72");
+    // Python: the rehearsal runs the very file (no PowerShell can be
+    // installed here); its command line is the job schedule's parameters.
+    assert_eq!(runbook["properties"]["runbookType"], "Python3");
+    for key in ["SubscriptionId", "ResourceGroupName", "ClusterName"] {
+        assert!(
+            jobs["properties"]["parameters"].get(key).is_some(),
+            "the job schedule passes {key}"
+        );
+    }
     // Revival holds a custom role: read VMs, their instance view, start
     // them; nothing else (no run-command, no write), on the resource group.
     let revival = one(&t, "Microsoft.Authorization/roleDefinitions");

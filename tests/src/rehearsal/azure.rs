@@ -109,6 +109,8 @@ struct Event {
 /// The names and secrets of one deployment, as the template makes them.
 #[derive(Debug, Clone)]
 pub struct Deployment {
+    /// The cluster's name (the VMs' `mkube-cluster` tag).
+    pub cluster: String,
     /// Subscription id.
     pub subscription: String,
     /// Resource group.
@@ -306,14 +308,19 @@ impl Azure {
         };
         let mut evicted = Vec::new();
         for event in due {
-            self.set_power(&event.vm, Power::Deallocating, "eviction");
-            if let Err(e) = self.hypervisor.stop(&event.vm, true) {
-                eprintln!("[azure] evicting {}: {e:#}", event.vm);
-            }
-            self.set_power(&event.vm, Power::Deallocated, "eviction");
+            self.evict(&event.vm);
             evicted.push(event.vm);
         }
         evicted
+    }
+
+    /// Evicts `vm` now: stopped at once and deallocated, as Spot does.
+    pub fn evict(&self, vm: &str) {
+        self.set_power(vm, Power::Deallocating, "eviction");
+        if let Err(e) = self.hypervisor.stop(vm, true) {
+            eprintln!("[azure] evicting {vm}: {e:#}");
+        }
+        self.set_power(vm, Power::Deallocated, "eviction");
     }
 
     /// Deallocates `vm` (ARM `deallocate`, or every VM at once in a test).
@@ -697,7 +704,10 @@ fn arm(
                         "id": format!("{base}/{}", vm.name),
                         "type": "Microsoft.Compute/virtualMachines",
                         "location": d.location,
-                        "tags": {"mkube-role": if vm.role == Role::Master { "master" } else { "worker" }},
+                        "tags": {
+                            "mkube-cluster": d.cluster,
+                            "mkube-role": if vm.role == Role::Master { "master" } else { "worker" },
+                        },
                         "properties": {"priority": "Spot"},
                     });
                     if status_only {

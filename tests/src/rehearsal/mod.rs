@@ -169,6 +169,9 @@ pub struct Rehearsal {
     operator: String,
     private_net: String,
     public_net: String,
+    vm_image: String,
+    imds: std::net::SocketAddr,
+    services: std::net::SocketAddr,
 }
 
 impl Drop for Rehearsal {
@@ -241,6 +244,7 @@ impl Rehearsal {
         }
         secrets.insert("cosmos-key".into(), "cmVoZWFyc2FsLWNvc21vcy1rZXk=".into());
         let deployment = Deployment {
+            cluster: "mkube".into(),
             subscription: "00000000-0000-0000-0000-00000000beef".into(),
             resource_group: format!("rg-{id}"),
             location: "japaneast".into(),
@@ -493,6 +497,9 @@ impl Rehearsal {
             operator,
             private_net,
             public_net,
+            vm_image,
+            imds: imds_addr,
+            services: services_addr,
         })
     }
 
@@ -548,6 +555,53 @@ impl Rehearsal {
             bail!("docker load in {vm} failed");
         }
         Ok(())
+    }
+
+    /// Runs the revival runbook (`deploy/azure/runbook/start_mkube_vms.py`)
+    /// as Automation would: Python 3 in a sandbox whose identity endpoint
+    /// gives the Automation account's token, reaching ARM by its name.
+    /// Its output.
+    pub fn run_runbook(&self) -> Result<String> {
+        let runbook = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/azure/runbook/start_mkube_vms.py")
+            .canonicalize()?;
+        let ca = self.dir.join("azure-ca.crt");
+        let script = format!(
+            "iptables -t nat -A OUTPUT -d {azure_ip} -p tcp --dport 443 -j DNAT --to-destination {services} \
+             && cp /ca.crt /usr/local/share/ca-certificates/azure.crt && update-ca-certificates >/dev/null 2>&1 \
+             && exec python3 /runbook.py {} {} {}",
+            self.deployment.subscription,
+            self.deployment.resource_group,
+            self.deployment.cluster,
+            azure_ip = image::AZURE_IP,
+            services = self.services,
+        );
+        let label = format!("{LABEL}=runbook");
+        docker(&[
+            "run",
+            "--rm",
+            "--label",
+            &label,
+            "--network",
+            &self.private_net,
+            "--cap-add",
+            "NET_ADMIN",
+            "--add-host",
+            &format!("management.azure.com:{}", image::AZURE_IP),
+            "-v",
+            &format!("{}:/runbook.py:ro", runbook.display()),
+            "-v",
+            &format!("{}:/ca.crt:ro", ca.display()),
+            "-e",
+            &format!("IDENTITY_ENDPOINT=http://{}/automation/identity", self.imds),
+            "-e",
+            &format!("IDENTITY_HEADER={}", self.deployment.automation_header),
+            "--entrypoint",
+            "sh",
+            &self.vm_image,
+            "-c",
+            &script,
+        ])
     }
 
     /// The last lines of VM `vm`'s mkube logs and cloud-init's.
