@@ -188,6 +188,22 @@ resource publicIps 'Microsoft.Network/publicIPAddresses@2024-07-01' = [for i in 
   }
 }]
 
+// IPv4 egress: ARM (peer revival) answers over IPv4 only, and so do many
+// image registries, while the subnet has no default outbound access. A
+// Standard public IPv4 per VM (~$3.65 a month each) is the cheapest path up
+// to about nine VMs; past that a NAT gateway (~$33 a month plus $0.045/GB)
+// costs less (deploy/README.md). The NSG admits nothing new over IPv4 but
+// the pods' host ports.
+resource publicIpv4s 'Microsoft.Network/publicIPAddresses@2024-07-01' = [for i in range(0, vmCount): {
+  name: '${clusterName}-${i}-ipv4'
+  location: location
+  sku: { name: 'Standard' }
+  properties: {
+    publicIPAddressVersion: 'IPv4'
+    publicIPAllocationMethod: 'Static'
+  }
+}]
+
 resource nics 'Microsoft.Network/networkInterfaces@2024-07-01' = [for i in range(0, vmCount): {
   name: '${clusterName}-${i}-nic'
   location: location
@@ -201,6 +217,7 @@ resource nics 'Microsoft.Network/networkInterfaces@2024-07-01' = [for i in range
           privateIPAllocationMethod: 'Static'
           privateIPAddress: '10.42.0.${10 + i}'
           subnet: { id: subnetId }
+          publicIPAddress: { id: publicIpv4s[i].id }
         }
       }
       {

@@ -64,10 +64,29 @@ fn the_properties_mkube_depends_on_are_set() {
         vm["tags"]["mkube-cluster"].is_string(),
         "the runbook finds VMs by tag"
     );
-    // No paid public IPv4: every public address is IPv6.
-    for ip in resources(&t, "Microsoft.Network/publicIPAddresses") {
-        assert_eq!(ip["properties"]["publicIPAddressVersion"], "IPv6");
+    // Each VM has a public IPv6 address (the operator's way in) and a
+    // public IPv4 address for egress (ARM and registries answer over IPv4;
+    // the subnet has no default outbound access).
+    let ips = resources(&t, "Microsoft.Network/publicIPAddresses");
+    let mut versions: Vec<&str> = ips
+        .iter()
+        .filter_map(|ip| ip["properties"]["publicIPAddressVersion"].as_str())
+        .collect();
+    versions.sort_unstable();
+    assert_eq!(versions, ["IPv4", "IPv6"]);
+    for ip in &ips {
+        assert_eq!(ip["copy"]["count"], "[variables('vmCount')]");
+        assert_eq!(ip["sku"]["name"], "Standard");
     }
+    let nic = one(&t, "Microsoft.Network/networkInterfaces");
+    let v4 = &nic["properties"]["ipConfigurations"][0]["properties"];
+    assert_eq!(v4["privateIPAddressVersion"], "IPv4");
+    assert!(
+        v4["publicIPAddress"]["id"]
+            .as_str()
+            .is_some_and(|id| id.contains("-ipv4")),
+        "the IPv4 configuration has the public IPv4 address: {v4}"
+    );
     // The proximity placement group is optional.
     let ppg = one(&t, "Microsoft.Compute/proximityPlacementGroups");
     assert_eq!(
