@@ -60,7 +60,7 @@ cargo build --release --quiet -p master -p worker -p cli -p pki \
 # token and have their certificates signed by a master (see the README).
 pki_dir=${pki_dir:-$state/pki}
 [ -s "$pki_dir/ca.crt" ] || target/release/mkube-pki init "$pki_dir" --cluster "$name"
-tar -czf "$state/mkube.tar.gz" -C target/release mkube-master mkube-worker mkctl
+deploy/azure/bundle.sh "$state/mkube.tar.gz" target/release
 
 echo "==> resource group $rg in $location, and a storage account for the binaries and the runbook"
 az group create --name "$rg" --location "$location" --output none
@@ -89,6 +89,18 @@ sas() {
 binaries_url=$(sas mkube.tar.gz)
 runbook_url=$(sas start_mkube_vms.py)
 
+# The revival schedules start an hour after the first run, fixed then (a
+# new start time each run would change them). Automation refuses to create
+# a job schedule for a runbook and schedule that already have one (409
+# Conflict, whatever the name): only the first run creates them.
+schedule_file="$state/schedule-start"
+[ -s "$schedule_file" ] || date -u -d '+1 hour' '+%Y-%m-%dT%H:%M:%SZ' > "$schedule_file"
+job_schedules=$(az rest --method get --url \
+    "https://management.azure.com/subscriptions/$subscription/resourceGroups/$rg/providers/Microsoft.Automation/automationAccounts/$name-revival/jobSchedules?api-version=2023-11-01" \
+    --query 'length(value)' -o tsv 2>/dev/null || echo 0)
+create_job_schedules=true
+[ "${job_schedules:-0}" -gt 0 ] && create_job_schedules=false
+
 params=(
     clusterName="$name" masterCount="$masters" workerCount="$workers" vmSize="$vm_size"
     useProximityPlacementGroup="$ppg" sshPublicKey="$(cat "$ssh_key")" operatorIpv6Prefix="$operator"
@@ -98,6 +110,7 @@ params=(
     userToken="$(cat "$pki_dir/tokens/user")" adminToken="$(cat "$pki_dir/tokens/admin")"
     viewerToken="$(cat "$pki_dir/tokens/viewer")"
     cosmosFreeTier="$free_tier"
+    scheduleStart="$(cat "$schedule_file")" createJobSchedules="$create_job_schedules"
 )
 echo "==> what-if"
 az deployment group what-if --resource-group "$rg" --template-file deploy/azure/main.bicep --parameters "${params[@]}"

@@ -83,6 +83,9 @@ param cosmosFreeTier bool = true
 @description('First run of the revival schedules (UTC); four hourly schedules start 15 minutes apart from here.')
 param scheduleStart string = dateTimeAdd(utcNow(), 'PT1H')
 
+@description('Create the revival job schedules: true on the first deployment only. Automation refuses to create a job schedule for a runbook and schedule that already have one (409 Conflict), whatever its name, so a second run must leave them be (deploy.sh decides).')
+param createJobSchedules bool = true
+
 var vmCount = masterCount + workerCount
 var vnetName = '${clusterName}-vnet'
 var subnetName = 'mkube'
@@ -125,7 +128,7 @@ resource nsg 'Microsoft.Network/networkSecurityGroups@2024-07-01' = {
           sourceAddressPrefix: operatorIpv6Prefix
           sourcePortRange: '*'
           destinationAddressPrefix: '*'
-          destinationPortRanges: ['22', '7000', '3100']
+          destinationPortRanges: ['22', '7000', '3100', '3000']
         }
       }
       {
@@ -587,7 +590,7 @@ resource schedules 'Microsoft.Automation/automationAccounts/schedules@2023-11-01
   }
 }]
 
-resource jobSchedules 'Microsoft.Automation/automationAccounts/jobSchedules@2023-11-01' = [for i in range(0, 4): {
+resource jobSchedules 'Microsoft.Automation/automationAccounts/jobSchedules@2023-11-01' = [for i in range(0, 4): if (createJobSchedules) {
   parent: automation
   name: guid(automation.id, 'revive-${i}')
   properties: {

@@ -168,6 +168,18 @@ async fn a_deployment_rehearsed_serves_the_operator_and_survives_an_eviction() -
         .await?;
     }
 
+    // Grafana's part that can run here: its unit fetched the CA and the
+    // viewer token from Key Vault (no Grafana image can be pulled here, so
+    // the container itself does not start).
+    let token = r.on_vm(&r.vm(0), &["cat", "/run/mkube-grafana/token"])?;
+    assert_eq!(
+        token.trim(),
+        r.pki().token("viewer")?,
+        "Grafana gets the viewer token"
+    );
+    let mode = r.on_vm(&r.vm(0), &["stat", "-c", "%a", "/run/mkube-grafana/token"])?;
+    assert_eq!(mode.trim(), "600");
+
     // 1. The operator, with only IPv6 to the VMs.
     let v4 = r.operator(&["ip", "-4", "addr", "show"])?;
     if v4.contains("inet ")

@@ -365,4 +365,18 @@ fn a_second_run_that_adds_a_worker_changes_no_custom_data_and_no_job_schedule_na
         t["variables"]["vmCount"],
         "[add(parameters('masterCount'), parameters('workerCount'))]"
     );
+    // Automation refuses to create a job schedule again (409 Conflict,
+    // whatever its name): a second run leaves them be. deploy.sh asks ARM
+    // whether they exist, and keeps the schedules' start time of the first
+    // run.
+    assert_eq!(jobs["condition"], "[parameters('createJobSchedules')]");
+    let deploy = include_str!("../../deploy/azure/deploy.sh");
+    for needle in [
+        "createJobSchedules=\"$create_job_schedules\"",
+        "scheduleStart=\"$(cat \"$schedule_file\")\"",
+        "[ -s \"$schedule_file\" ] ||",
+        "/jobSchedules?api-version=2023-11-01",
+    ] {
+        assert!(deploy.contains(needle), "deploy.sh: {needle}");
+    }
 }

@@ -314,14 +314,12 @@ impl Rehearsal {
 
         // The binaries, as deploy.sh uploads them.
         let tarball = dir.join("mkube.tar.gz");
+        let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/azure");
         run_ok(
-            Command::new("tar")
-                .arg("-czf")
+            Command::new(deploy.join("bundle.sh"))
                 .arg(&tarball)
-                .arg("-C")
-                .arg(&bins)
-                .args(["mkube-master", "mkube-worker", "mkctl"]),
-            "packing the binaries",
+                .arg(&bins),
+            "deploy/azure/bundle.sh",
         )?;
         let binaries_url = azure.put_blob(
             "mkube",
