@@ -21,13 +21,15 @@ usage: deploy/azure/deploy.sh -g RESOURCE_GROUP -l LOCATION --operator-prefix IP
       --ssh-key FILE        default ~/.ssh/id_ed25519.pub
       --pki-dir DIR         the cluster CA and tokens (default: a new CA, kept in ~/.mkube/azure-RG/pki)
       --no-free-tier        the subscription already has its free-tier Cosmos DB account
+      --build-in-docker     build the binaries in a Debian 12 container (rust:1-bookworm),
+                            for an operator machine whose glibc is newer than Debian 12's
       --yes                 deploy without asking after what-if
 USAGE
     exit 2
 }
 
 rg="" location="" name=mkube masters=3 workers=0 vm_size=Standard_E2as_v5 ppg=false
-ssh_key="$HOME/.ssh/id_ed25519.pub" pki_dir="" free_tier=true yes=false operator=""
+ssh_key="$HOME/.ssh/id_ed25519.pub" pki_dir="" free_tier=true yes=false operator="" in_docker=false
 while [ $# -gt 0 ]; do
     case "$1" in
         -g) rg=$2; shift 2 ;;
@@ -42,6 +44,7 @@ while [ $# -gt 0 ]; do
         --operator-prefix) operator=$2; shift 2 ;;
         --no-free-tier) free_tier=false; shift ;;
         --yes) yes=true; shift ;;
+        --build-in-docker) in_docker=true; shift ;;
         *) usage ;;
     esac
 done
@@ -53,14 +56,29 @@ az account show >/dev/null || { echo "not logged in: run az login" >&2; exit 1; 
 state="$HOME/.mkube/azure-$rg"
 mkdir -p "$state"
 echo "==> building the binaries (release)"
-cargo build --release --quiet -p master -p worker -p cli -p pki \
-    --bin mkube-master --bin mkube-worker --bin mkctl --bin mkube-pki
+# The VMs run Debian 12 (glibc 2.36): binaries linked against a newer glibc
+# do not start there. Build on Debian 12 (or older), or in its container.
+build=(cargo build --release --quiet -p master -p worker -p cli -p pki
+    --bin mkube-master --bin mkube-worker --bin mkctl --bin mkube-pki)
+if [ "$in_docker" = true ]; then
+    docker run --rm -v "$PWD:/src" -w /src -e CARGO_TARGET_DIR=/src/target/bookworm \
+        rust:1-bookworm "${build[@]}"
+    release=target/bookworm/release
+else
+    glibc=$(ldd --version 2>/dev/null | head -1 | grep -oE '[0-9]+\.[0-9]+$' || echo unknown)
+    if [ "$glibc" = unknown ] || [ "$(printf '%s\n2.36\n' "$glibc" | sort -V | tail -1)" != 2.36 ]; then
+        echo "this machine's glibc ($glibc) is newer than Debian 12's (2.36) or unknown: binaries built here would not run on the VMs; pass --build-in-docker" >&2
+        exit 1
+    fi
+    "${build[@]}"
+    release=target/release
+fi
 # The cluster CA and the role tokens go to Key Vault, each secret readable
 # only by the VMs that need it: workers read the CA certificate and the join
 # token and have their certificates signed by a master (see the README).
 pki_dir=${pki_dir:-$state/pki}
-[ -s "$pki_dir/ca.crt" ] || target/release/mkube-pki init "$pki_dir" --cluster "$name"
-deploy/azure/bundle.sh "$state/mkube.tar.gz" target/release
+[ -s "$pki_dir/ca.crt" ] || "$release/mkube-pki" init "$pki_dir" --cluster "$name"
+deploy/azure/bundle.sh "$state/mkube.tar.gz" "$release"
 
 echo "==> resource group $rg in $location, and a storage account for the binaries and the runbook"
 az group create --name "$rg" --location "$location" --output none
@@ -123,11 +141,11 @@ az deployment group create --resource-group "$rg" --name mkube --template-file d
     --parameters "${params[@]}" --output none
 ips=$(az deployment group show --resource-group "$rg" --name mkube --query 'properties.outputs.masterIpv6.value' -o tsv)
 # shellcheck disable=SC2086 # one argument per address
-MKCTL=target/release/mkctl deploy/azure/write-context.sh "azure-$rg" "$pki_dir" $ips
+MKCTL="$release/mkctl" deploy/azure/write-context.sh "azure-$rg" "$pki_dir" $ips
 cat <<DONE
 mkube is deploying on $masters master VM(s) and $workers worker VM(s) in $rg.
 The VMs install Docker and start mkube through cloud-init (a few minutes); then:
-    target/release/mkctl --context azure-$rg cluster status
-    target/release/mkctl --context azure-$rg get nodes
+    $release/mkctl --context azure-$rg cluster status
+    $release/mkctl --context azure-$rg get nodes
 Remove everything with: deploy/azure/teardown.sh -g $rg
 DONE
