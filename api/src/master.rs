@@ -152,6 +152,11 @@ pub struct ObjectRequest {
     /// For a delete: only if the object is still at this version.
     #[serde(default)]
     pub resource_version: Option<String>,
+    /// For a delete of a pod: its grace in seconds (default: the pod's
+    /// `terminationGracePeriodSeconds`). `Some(0)` removes it at once, as
+    /// kubectl's `--grace-period=0 --force`: its containers may still run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_period_seconds: Option<u64>,
 }
 
 /// The answer to a get or a delete: the object (as it was, for a delete).

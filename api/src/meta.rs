@@ -47,6 +47,10 @@ pub struct ObjectMeta {
     /// finished with it (a pod once its containers are stopped).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_timestamp: Option<String>,
+    /// The grace the object's deletion gives it, in seconds (a pod's
+    /// containers get SIGTERM, then SIGKILL after this long).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_grace_period_seconds: Option<u64>,
     /// The controllers that own this object.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub owner_references: Vec<OwnerReference>,
@@ -70,6 +74,7 @@ impl ObjectMeta {
             resource_version: None,
             creation_timestamp: None,
             deletion_timestamp: None,
+            deletion_grace_period_seconds: None,
             owner_references: Vec::new(),
         }
     }

@@ -61,6 +61,10 @@ pub struct ProbeRequest {
     /// Uids of pods to stop and remove.
     #[serde(default)]
     pub deletes: Vec<String>,
+    /// The grace of deleted pods whose deletion set one (uid to seconds):
+    /// it replaces the pod's own `terminationGracePeriodSeconds`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub delete_grace: std::collections::BTreeMap<String, u64>,
     /// Send the events with a sequence number above this.
     #[serde(default)]
     pub events_after: u64,
@@ -81,6 +85,11 @@ pub struct ProbeResponse {
     pub acked_version: u64,
     /// The status of every pod the worker holds.
     pub pods: Vec<PodReport>,
+    /// Uids of deleted pods whose containers are still there (stopping
+    /// within their grace): the master keeps such a pod, `Terminating`,
+    /// until its uid is gone from here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub terminating: Vec<String>,
     /// Events after `events_after`, oldest first (bounded).
     pub events: Vec<SequencedEvent>,
 }

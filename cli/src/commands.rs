@@ -703,6 +703,7 @@ async fn get_one(ctx: &Ctx, kind: Kind, name: &str) -> Result<Value, CliError> {
         namespace: Some(ctx.namespace.clone()),
         name: name.to_string(),
         resource_version: None,
+        grace_period_seconds: None,
     };
     Ok(ctx.conn.master(call!(get, req)).await?.object)
 }
@@ -1070,6 +1071,7 @@ async fn delete(
             namespace: Some(ns.unwrap_or(ctx.namespace.clone())),
             name: name.clone(),
             resource_version: None,
+            grace_period_seconds: None,
         };
         ctx.conn.master(call!(delete, req)).await?;
         println!("{} \"{name}\" deleted", output::resource(kind));

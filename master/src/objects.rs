@@ -194,6 +194,7 @@ impl Object {
         meta.generation = 1;
         meta.resource_version = None;
         meta.deletion_timestamp = None;
+        meta.deletion_grace_period_seconds = None;
         match &mut self {
             Object::Pod(p) => p.status = None,
             Object::ReplicaSet(r) => r.status = None,
@@ -231,6 +232,7 @@ impl Object {
         meta.uid.clone_from(&old.uid);
         meta.creation_timestamp.clone_from(&old.creation_timestamp);
         meta.deletion_timestamp.clone_from(&old.deletion_timestamp);
+        meta.deletion_grace_period_seconds = old.deletion_grace_period_seconds;
         if meta.owner_references.is_empty() {
             meta.owner_references.clone_from(&old.owner_references);
         }

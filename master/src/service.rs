@@ -8,6 +8,7 @@
 //! stale, one without it re-reads and tries again. A request that fails
 //! validation writes nothing.
 
+use crate::controllers::termination::{self, Deletion};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -647,6 +648,26 @@ impl Master for MasterService {
                     given: given.to_string(),
                     current: stored.mod_revision.to_string(),
                 });
+            }
+            // A pod a node may run terminates first (controllers::termination).
+            if let Object::Pod(pod) = &stored.object {
+                match termination::delete(pod, req.grace_period_seconds, &now_rfc3339()) {
+                    Deletion::Now => {}
+                    Deletion::Unchanged => {
+                        return Ok(ObjectResponse {
+                            object: with_version(&stored.object, stored.mod_revision),
+                        });
+                    }
+                    Deletion::Terminate(marked) => {
+                        let object = Object::Pod(*marked);
+                        if let Some(revision) = self.put_if(&object, stored.mod_revision).await? {
+                            return Ok(ObjectResponse {
+                                object: with_version(&object, revision),
+                            });
+                        }
+                        continue;
+                    }
+                }
             }
             if self.delete_if(&stored).await? {
                 return Ok(ObjectResponse {

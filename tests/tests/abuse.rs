@@ -75,6 +75,7 @@ async fn poison_value(c: &Cluster) -> Result<()> {
         namespace: Some("default".into()),
         name: "poison".into(),
         resource_version: None,
+        grace_period_seconds: None,
     };
     match client.get(&get).await {
         Err(e) => match master_error(&e) {
@@ -111,6 +112,7 @@ async fn poison_deleted(c: &Cluster) -> Result<()> {
             namespace: Some("default".into()),
             name: "poison".into(),
             resource_version: None,
+            grace_period_seconds: None,
         })
         .await
         .context("deleting the poison by name")?;
@@ -234,6 +236,7 @@ async fn overflowing_quantities(c: &Cluster) -> Result<()> {
                     namespace: Some("default".into()),
                     name: "overflow".into(),
                     resource_version: None,
+                    grace_period_seconds: None,
                 })
                 .await?;
             let pod: Pod = serde_json::from_value(got.object)?;
@@ -252,6 +255,7 @@ async fn overflowing_quantities(c: &Cluster) -> Result<()> {
             namespace: Some("default".into()),
             name: "overflow".into(),
             resource_version: None,
+            grace_period_seconds: None,
         })
         .await?;
     Ok(())
@@ -330,11 +334,24 @@ async fn store_quota(c: &Cluster, canary: &Canary) -> Result<()> {
         request_id: None,
     };
     let mut refused = None;
-    for i in 0..(2 * QUOTA_BYTES / (1_400 * 1024)) as usize {
-        if let Err(e) = kv.put(&put(i)).await {
-            refused = Some(e);
-            break;
+    'fill: for i in 0..(2 * QUOTA_BYTES / (1_400 * 1024)) as usize {
+        // A leadership change under load is retried, as a client does; the
+        // first other refusal is the one the quota must give.
+        for _ in 0..5 {
+            match kv.put(&put(i)).await {
+                Ok(_) => continue 'fill,
+                Err(e)
+                    if matches!(
+                        KvsError::from_rpc(&e),
+                        Some(KvsError::Dropped | KvsError::NoLeader | KvsError::Unavailable(_))
+                    ) => {}
+                Err(e) => {
+                    refused = Some(e);
+                    break 'fill;
+                }
+            }
         }
+        bail!("put {i} kept meeting leadership changes");
     }
     let e = refused.context("the store never filled")?;
     ensure!(
@@ -444,6 +461,7 @@ async fn large_pods_on_one_node(c: &mut Cluster) -> Result<()> {
                 namespace: Some("default".into()),
                 name: format!("large-{i}"),
                 resource_version: None,
+                grace_period_seconds: None,
             })
             .await?;
     }

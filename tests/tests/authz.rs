@@ -571,6 +571,7 @@ async fn a_join_token_or_a_workers_certificate_cannot_act_for_another_node() -> 
             base_version: None,
             upserts: Vec::new(),
             deletes: Vec::new(),
+            delete_grace: Default::default(),
             events_after: 0,
             more: false,
         })

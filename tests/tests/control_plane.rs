@@ -245,6 +245,7 @@ async fn deployments_spread_roll_out_survive_the_leader_and_go_away() -> Result<
                 namespace: None,
                 name: drained.clone(),
                 resource_version: None,
+                grace_period_seconds: None,
             })
             .await?
             .object,
@@ -259,6 +260,7 @@ async fn deployments_spread_roll_out_survive_the_leader_and_go_away() -> Result<
             namespace: None,
             name: "web".into(),
             resource_version: None,
+            grace_period_seconds: None,
         })
         .await?;
     c.wait_for(
@@ -403,6 +405,7 @@ async fn a_lost_worker_has_its_pods_replaced_and_a_returning_one_loses_its_dupli
             namespace: None,
             name: victim,
             resource_version: None,
+            grace_period_seconds: None,
         })
         .await?;
     let node: api::Node = serde_json::from_value(node.object)?;
@@ -499,6 +502,7 @@ async fn bad_requests_name_the_object_and_field_and_write_nothing_and_watch_sees
             namespace: None,
             name: "ghost".into(),
             resource_version: None,
+            grace_period_seconds: None,
         })
         .await
         .expect_err("absent");
@@ -524,6 +528,7 @@ async fn bad_requests_name_the_object_and_field_and_write_nothing_and_watch_sees
                         namespace: None,
                         name: "huge".into(),
                         resource_version: None,
+                        grace_period_seconds: None,
                     })
                     .await?;
                 let pod: Pod = serde_json::from_value(got.object)?;

@@ -250,6 +250,7 @@ async fn dig_finds_ready_endpoints_and_the_server_survives_malformed_packets() -
             namespace: Some("default".into()),
             name: "web".into(),
             resource_version: None,
+            grace_period_seconds: None,
         })
         .await?
         .object;
@@ -289,6 +290,7 @@ async fn dig_finds_ready_endpoints_and_the_server_survives_malformed_packets() -
             namespace: Some("default".into()),
             name: "web-a".into(),
             resource_version: None,
+            grace_period_seconds: None,
         })
         .await?;
     let without_a: BTreeSet<(u16, String)> = [(p2, target.clone()), (p3, target.clone())].into();
@@ -426,6 +428,7 @@ async fn dig_finds_ready_endpoints_and_the_server_survives_malformed_packets() -
             namespace: Some("default".into()),
             name: "web".into(),
             resource_version: None,
+            grace_period_seconds: None,
         })
         .await?;
     c.wait_for(Duration::from_secs(30), "the name gone", |_| {
@@ -439,6 +442,7 @@ async fn dig_finds_ready_endpoints_and_the_server_survives_malformed_packets() -
             namespace: Some("default".into()),
             name: "web".into(),
             resource_version: None,
+            grace_period_seconds: None,
         })
         .await;
     assert!(gone.is_err(), "the Endpoints outlived their Service");

@@ -106,6 +106,7 @@ async fn node(c: &Cluster, name: &str) -> Result<Node> {
             namespace: None,
             name: name.into(),
             resource_version: None,
+            grace_period_seconds: None,
         })
         .await?;
     Ok(serde_json::from_value(answer.object)?)

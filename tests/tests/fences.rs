@@ -98,6 +98,7 @@ async fn a_cluster_re_formed_without_exports_fences_above_what_its_worker_follow
                     namespace: None,
                     name: "after".into(),
                     resource_version: None,
+                    grace_period_seconds: None,
                 })
                 .await?;
             Ok((pod.object["status"]["phase"] == "Running").then_some(()))

@@ -210,6 +210,7 @@ async fn pods_cannot_reach_the_metadata_address_or_member_ports_but_reach_servic
                         namespace: None,
                         name: "web".into(),
                         resource_version: None,
+                        grace_period_seconds: None,
                     })
                     .await
                     .ok();
@@ -225,6 +226,7 @@ async fn pods_cannot_reach_the_metadata_address_or_member_ports_but_reach_servic
                         namespace: None,
                         name: "client".into(),
                         resource_version: None,
+                        grace_period_seconds: None,
                     })
                     .await?
                     .object["status"]["phase"]

@@ -203,6 +203,7 @@ async fn a_partitioned_leader_steps_down_and_writes_made_meanwhile_survive_the_h
                 namespace: None,
                 name: name.into(),
                 resource_version: None,
+                grace_period_seconds: None,
             })
             .await;
         found.insert(name, got.is_ok());

@@ -99,6 +99,9 @@ pub struct Inputs<'a> {
     pub backoff: Backoff,
     /// The current time.
     pub now_ms: u64,
+    /// Grace of deleted pods whose deletion set one, by uid: it replaces the
+    /// grace their containers' labels carry.
+    pub delete_grace: &'a BTreeMap<String, u64>,
 }
 
 /// Create and start a slot's container.
@@ -209,7 +212,12 @@ pub fn reconcile(inputs: &Inputs<'_>) -> Plan {
                     .as_ref()
                     .is_some_and(|s| inputs.busy_slots.contains(s))
             {
-                let grace = o.grace_seconds.unwrap_or(UNKNOWN_GRACE_SECONDS);
+                let grace = o
+                    .slot
+                    .as_ref()
+                    .and_then(|s| inputs.delete_grace.get(&s.uid).copied())
+                    .or(o.grace_seconds)
+                    .unwrap_or(UNKNOWN_GRACE_SECONDS);
                 retire(&mut plan, o, grace, StopReason::PodDeleted);
             }
         }

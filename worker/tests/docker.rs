@@ -547,6 +547,7 @@ async fn a_desired_set_in_parts_removes_nothing_until_its_last_part() -> anyhow:
         base_version,
         upserts,
         deletes: vec![],
+        delete_grace: Default::default(),
         events_after: 0,
         more,
     };
@@ -603,6 +604,7 @@ async fn a_probe_for_another_node_is_refused_and_changes_nothing() -> anyhow::Re
         base_version: None,
         upserts: vec![],
         deletes: vec![],
+        delete_grace: Default::default(),
         events_after: 0,
         more: false,
     };
@@ -636,6 +638,7 @@ async fn a_stale_term_probe_is_refused() -> anyhow::Result<()> {
             base_version: None,
             upserts: vec![],
             deletes: vec![],
+            delete_grace: Default::default(),
             events_after: 0,
             more: false,
         };
@@ -730,6 +733,7 @@ async fn bad_probes_get_errors_that_name_the_problem() -> anyhow::Result<()> {
             base_version: None,
             upserts: vec![],
             deletes: vec![],
+            delete_grace: Default::default(),
             events_after: 0,
             more: false,
         })

@@ -10,6 +10,7 @@
 //! - [`nodes`]: when a silent node becomes NotReady and when its pods go.
 //! - [`gc`]: objects whose controlling owner is gone.
 //! - [`revival`]: which silent nodes' VMs to start, with back-off.
+//! - [`termination`]: graceful deletion of pods (`Terminating`).
 //!
 //! Shared here: pod readiness and activity, and pods from templates.
 
@@ -19,16 +20,24 @@ pub mod gc;
 pub mod nodes;
 pub mod replicaset;
 pub mod revival;
+pub mod termination;
 
 use api::workloads::PodTemplateSpec;
 use api::{ObjectMeta, OwnerReference, Pod, PodPhase};
 
-/// Whether a pod still counts as a replica: not finished.
-pub fn is_active(pod: &Pod) -> bool {
-    !matches!(
+/// Whether a pod's containers have all ended for good (Succeeded, Failed).
+pub fn is_finished(pod: &Pod) -> bool {
+    matches!(
         pod.status.as_ref().map(|s| s.phase),
         Some(PodPhase::Succeeded | PodPhase::Failed)
     )
+}
+
+/// Whether a pod still counts as a replica: not finished and not being
+/// deleted (Kubernetes' `IsPodActive`). A terminating pod still holds its
+/// node's resources and host ports (see [`termination`]).
+pub fn is_active(pod: &Pod) -> bool {
+    !is_finished(pod) && !termination::is_terminating(pod)
 }
 
 /// Whether a pod is Running with every container ready.

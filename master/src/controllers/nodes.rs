@@ -39,11 +39,16 @@ pub fn health(last_contact_ms: u64, now_ms: u64, t: Timeouts) -> Health {
     }
 }
 
-/// The pods an evicted node loses: those a controller will replace.
-/// Standalone pods stay (Unknown) until the node returns or a user deletes them.
+/// The pods an evicted node loses: those a controller will replace, and
+/// those already being deleted (nobody is left to confirm their end).
+/// Other standalone pods stay (Unknown) until the node returns or a user
+/// deletes them.
 pub fn evictable<'a>(node: &str, pods: impl IntoIterator<Item = &'a Pod>) -> Vec<&'a Pod> {
     pods.into_iter()
-        .filter(|p| p.spec.node_name.as_deref() == Some(node) && p.metadata.controller().is_some())
+        .filter(|p| {
+            p.spec.node_name.as_deref() == Some(node)
+                && (p.metadata.controller().is_some() || super::termination::is_terminating(p))
+        })
         .collect()
 }
 

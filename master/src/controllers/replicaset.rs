@@ -2,13 +2,14 @@
 //! controls, how many to create, which to delete, and its status.
 //!
 //! Finished pods (Succeeded, Failed) are not replicas: they are deleted and
-//! replaced. When there are too many, the least useful go first:
+//! replaced. Terminating pods are not replicas either, and are left to go. When there are too many, the least useful go first:
 //! unscheduled, then not yet running, then Unknown (on a silent node), then
 //! not ready, then the newest (Kubernetes' ranking, simplified).
 
 use api::workloads::{ReplicaSet, ReplicaSetStatus};
 use api::{Pod, PodPhase};
 
+use super::termination::is_terminating;
 use super::{is_active, is_ready};
 
 /// What to do for one ReplicaSet.
@@ -47,8 +48,12 @@ fn rank(pod: &Pod) -> (u8, std::cmp::Reverse<(Option<String>, String)>) {
 pub fn reconcile(rs: &ReplicaSet, pods: &[&Pod]) -> Plan {
     let want = rs.spec.replicas as usize;
     let mut plan = Plan::default();
-    let (mut active, finished): (Vec<&Pod>, Vec<&Pod>) =
-        pods.iter().copied().partition(|p| is_active(p));
+    // Terminating pods are neither replicas nor to delete: they are going.
+    let (mut active, finished): (Vec<&Pod>, Vec<&Pod>) = pods
+        .iter()
+        .copied()
+        .filter(|p| !is_terminating(p))
+        .partition(|p| is_active(p));
     plan.delete
         .extend(finished.iter().map(|p| p.metadata.name.clone()));
     if active.len() < want {

@@ -20,7 +20,8 @@ use super::{Context, Snapshot};
 use crate::controllers::deployment::{self, RsView};
 use crate::controllers::endpoints as endpoints_controller;
 use crate::controllers::{
-    controlled_by, fnv1a, gc, is_active, is_ready, pod_from_template, replicaset,
+    controlled_by, fnv1a, gc, is_active, is_finished, is_ready, pod_from_template, replicaset,
+    termination,
 };
 use crate::scheduler::{NodeView, ScorePolicy, node_views, schedule};
 use crate::service::{new_uid, now_rfc3339};
@@ -105,6 +106,19 @@ impl Writes {
             success,
             failure: Vec::new(),
         });
+    }
+}
+
+impl Writes {
+    /// Deletes a pod gracefully (see `controllers::termination`): marks it
+    /// terminating if a node may run it, removes it otherwise.
+    fn delete_pod(&mut self, stored: &Stored<Pod>, extra: Vec<Op>) {
+        let (k, rev) = key_of(Kind::Pod, stored, &stored.object.metadata);
+        match termination::delete(&stored.object, None, &now_rfc3339()) {
+            termination::Deletion::Now => self.delete_if(k, rev, extra),
+            termination::Deletion::Terminate(pod) => self.put_if(k, rev, encode(&*pod), extra),
+            termination::Deletion::Unchanged => {}
+        }
     }
 }
 
@@ -317,8 +331,7 @@ fn collect_garbage(snap: &Snapshot, w: &mut Writes) {
         if gc::is_orphan(&pod.object.metadata, &live)
             && !owner_unreadable(snap, &pod.object.metadata)
         {
-            let (k, rev) = key_of(Kind::Pod, pod, &pod.object.metadata);
-            w.delete_if(k, rev, Vec::new());
+            w.delete_pod(pod, Vec::new());
         }
     }
 }
@@ -510,8 +523,7 @@ fn replica_sets(snap: &Snapshot, w: &mut Writes) {
                     msg,
                     SOURCE,
                 );
-                let (k, rev) = key_of(Kind::Pod, p, &p.object.metadata);
-                w.delete_if(k, rev, vec![ev]);
+                w.delete_pod(p, vec![ev]);
             }
         }
         if let Some(status) = plan.status {
@@ -561,7 +573,12 @@ fn schedule_pending(
     let nodes: Vec<api::Node> = snap.nodes.iter().map(|n| n.object.clone()).collect();
     let mut views = node_views(
         &nodes,
-        snap.pods.iter().map(|p| &p.object).filter(|p| is_active(p)),
+        // Terminating pods hold their resources and host ports until the
+        // worker reports their containers gone.
+        snap.pods
+            .iter()
+            .map(|p| &p.object)
+            .filter(|p| !is_finished(p)),
     );
     let index: HashMap<String, usize> = views
         .iter()

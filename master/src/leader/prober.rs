@@ -14,6 +14,7 @@
 //! state has to survive a leader change. After any failed probe the next
 //! one is a full sync too.
 
+use crate::controllers::termination::{self, is_terminating};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -186,6 +187,16 @@ async fn round(
         });
     }
     let mut writes: Vec<Txn> = Vec::new();
+    // Terminating pods of a node that is gone have nobody to wait for.
+    for (node, pods) in &by_node {
+        if !names.contains(node) {
+            writes.extend(
+                pods.iter()
+                    .filter(|p| is_terminating(&p.object))
+                    .map(|p| remove(p)),
+            );
+        }
+    }
     let mut starting = HashSet::new();
     // Node lifecycle is judged on time, not after the slowest probe: a
     // node cut off makes its probe wait out the whole timeout, which must
@@ -239,6 +250,9 @@ async fn round(
                     .any(|p| matches!(p.status.phase, PodPhase::Pending | PodPhase::Scheduled));
                 if pending && now < peer.follow_until_ms {
                     starting.insert(name.clone());
+                }
+                if resp.acked_version == req.version {
+                    writes.extend(terminated(by_node.get(name.as_str()), &resp, peer));
                 }
                 writes.extend(record_answer(
                     node,
@@ -326,8 +340,11 @@ fn request(
     peer: &Peer,
 ) -> ProbeRequest {
     let revision = revision.max(0) as u64;
+    // A terminating pod is not desired: its uid goes as a delete, with the
+    // grace its deletion set.
     let current: HashMap<&str, (u64, &Pod)> = pods
         .iter()
+        .filter(|p| !is_terminating(&p.object))
         .map(|p| {
             (
                 p.object.metadata.uid.as_str(),
@@ -350,6 +367,14 @@ fn request(
                 .filter(|uid| !current.contains_key(uid.as_str()))
                 .cloned()
                 .collect();
+            let delete_grace = pods
+                .iter()
+                .filter(|p| deletes.contains(&p.object.metadata.uid))
+                .filter_map(|p| {
+                    let grace = p.object.metadata.deletion_grace_period_seconds?;
+                    Some((p.object.metadata.uid.clone(), grace))
+                })
+                .collect();
             let version = if upserts.is_empty() && deletes.is_empty() {
                 acked
             } else {
@@ -362,6 +387,7 @@ fn request(
                 base_version: Some(acked),
                 upserts,
                 deletes,
+                delete_grace,
                 events_after: peer.events_after,
                 more,
             }
@@ -377,6 +403,7 @@ fn request(
                 base_version: None,
                 upserts,
                 deletes: Vec::new(),
+                delete_grace: Default::default(),
                 events_after: peer.events_after,
                 more,
             }
@@ -427,6 +454,38 @@ fn answered(peer: &mut Peer, req: &ProbeRequest, resp: &ProbeResponse, now: u64)
         // A restarted worker numbers its events from 1 again.
         None if resp.acked_version == 0 => peer.events_after = 0,
         None => {}
+    }
+}
+
+/// Removals of the node's terminating pods that its worker has let go:
+/// the delete was taken and neither the pod nor its containers are left.
+fn terminated(pods: Option<&Vec<&Stored<Pod>>>, resp: &ProbeResponse, peer: &Peer) -> Vec<Txn> {
+    pods.into_iter()
+        .flatten()
+        .filter(|p| is_terminating(&p.object))
+        .filter(|p| {
+            let uid = &p.object.metadata.uid;
+            termination::finished_terminating(
+                !peer.sent.contains_key(uid),
+                resp.pods.iter().any(|r| &r.uid == uid),
+                resp.terminating.contains(uid),
+            )
+        })
+        .map(|p| remove(p))
+        .collect()
+}
+
+/// Removes a pod from the store if it is still as read.
+fn remove(p: &Stored<Pod>) -> Txn {
+    let k = key(
+        Kind::Pod,
+        &p.object.metadata.namespace,
+        &p.object.metadata.name,
+    );
+    Txn {
+        compares: vec![unchanged(k.clone(), p.mod_revision)],
+        success: vec![Op::Delete { key: k }],
+        failure: Vec::new(),
     }
 }
 
@@ -678,6 +737,7 @@ mod tests {
             },
             acked_version: version,
             pods: Vec::new(),
+            terminating: Vec::new(),
             events: Vec::new(),
         }
     }

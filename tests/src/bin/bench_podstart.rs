@@ -46,6 +46,7 @@ async fn phase(client: &MasterClient, name: &str) -> Result<Option<PodPhase>> {
             namespace: None,
             name: name.into(),
             resource_version: None,
+            grace_period_seconds: None,
         })
         .await?;
     let pod: Pod = serde_json::from_value(got.object)?;
@@ -105,6 +106,7 @@ async fn delete_all(client: &MasterClient) -> Result<()> {
                 namespace: None,
                 name,
                 resource_version: None,
+                grace_period_seconds: None,
             })
             .await?;
     }

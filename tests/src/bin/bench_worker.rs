@@ -90,6 +90,7 @@ async fn run() -> Result<()> {
             base_version: None,
             upserts: vec![],
             deletes: vec![],
+            delete_grace: Default::default(),
             events_after: u64::MAX,
             more: false,
         };
@@ -152,6 +153,7 @@ async fn our_round(
         base_version: None,
         upserts: pods,
         deletes: vec![],
+        delete_grace: Default::default(),
         events_after: u64::MAX,
         more: false,
     };
@@ -165,6 +167,7 @@ async fn our_round(
             base_version: Some(*version),
             upserts: vec![],
             deletes: vec![],
+            delete_grace: Default::default(),
             events_after: u64::MAX,
             more: false,
         };

@@ -114,6 +114,9 @@ pub(crate) struct State {
     pub start_times: HashMap<String, String>,
     pub probes_received: u64,
     pub rounds: u64,
+    /// Grace of deleted pods whose deletion set one, by uid (kept while
+    /// their containers are).
+    pub delete_grace: BTreeMap<String, u64>,
 }
 
 impl State {
@@ -264,6 +267,7 @@ impl Agent {
                 busy_slots: &busy_slots,
                 backoff: self.inner.config.backoff,
                 now_ms: now_ms(),
+                delete_grace: &state.delete_grace,
             });
             (plan, desired)
         };
@@ -316,6 +320,14 @@ impl Agent {
         state
             .start_times
             .retain(|uid, _| uids.contains(uid) || state.desired.contains_key(uid));
+        let present: BTreeSet<&str> = state
+            .observed
+            .iter()
+            .filter_map(|o| o.slot.as_ref().map(|s| s.uid.as_str()))
+            .collect();
+        state
+            .delete_grace
+            .retain(|uid, _| present.contains(uid.as_str()));
     }
 
     /// Records an event about a pod.

@@ -2,7 +2,7 @@
 //! (fenced, versioned deltas), the node and pod statuses, events, and the
 //! lookups behind logs and exec.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, UNIX_EPOCH};
 
 use api::metrics::Point;
@@ -74,6 +74,9 @@ impl Agent {
             Some(base) if state.synced && base == state.version => {
                 for uid in &req.deletes {
                     state.desired.remove(uid);
+                    if let Some(grace) = req.delete_grace.get(uid) {
+                        state.delete_grace.insert(uid.clone(), *grace);
+                    }
                 }
                 for pod in req.upserts {
                     state.desired.insert(pod.metadata.uid.clone(), pod);
@@ -134,6 +137,16 @@ impl Agent {
                 }
             })
             .collect();
+        // Deleted pods whose containers are still here (stopping).
+        let terminating: Vec<String> = state
+            .observed
+            .iter()
+            .filter(|o| o.node == config.node)
+            .filter_map(|o| o.slot.as_ref().map(|s| s.uid.clone()))
+            .filter(|uid| !state.desired.contains_key(uid))
+            .collect::<BTreeSet<String>>()
+            .into_iter()
+            .collect();
         let events = state
             .events
             .iter()
@@ -145,6 +158,7 @@ impl Agent {
             node: self.node_info(state),
             acked_version: state.version,
             pods,
+            terminating,
             events,
         }
     }

@@ -80,6 +80,7 @@ impl World {
             busy_slots: &busy_slots,
             backoff: BACKOFF,
             now_ms: self.now_ms,
+            delete_grace: &BTreeMap::new(),
         })
     }
 
@@ -370,6 +371,7 @@ fn busy_slots_are_left_alone() {
         busy_slots: &busy_slots,
         backoff: BACKOFF,
         now_ms: 0,
+        delete_grace: &BTreeMap::new(),
     });
     assert!(plan.is_empty());
 }

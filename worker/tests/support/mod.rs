@@ -94,6 +94,7 @@ impl WorkerProc {
             base_version: None,
             upserts: pods.to_vec(),
             deletes: vec![],
+            delete_grace: Default::default(),
             events_after: 0,
             more: false,
         };
@@ -109,6 +110,7 @@ impl WorkerProc {
             base_version: Some(self.version),
             upserts: vec![],
             deletes: vec![],
+            delete_grace: Default::default(),
             events_after: 0,
             more: false,
         };
