@@ -101,7 +101,7 @@ enum Command {
     },
     /// Delete objects by name or by file.
     #[command(
-        after_help = "Examples:\n  mkctl delete deploy web\n  mkctl delete pod/web-7d9f8-abcde\n  mkctl delete -f web.yaml"
+        after_help = "A pod that a node runs is Terminating until its containers have stopped: they get\nSIGTERM, then SIGKILL after the grace period (the pod's terminationGracePeriodSeconds,\n30 s by default); it holds its node's ports and resources until then.\n\nExamples:\n  mkctl delete deploy web\n  mkctl delete pod/web-7d9f8-abcde\n  mkctl delete pod web-7d9f8-abcde --grace-period 5\n  mkctl delete pod web-7d9f8-abcde --force\n  mkctl delete -f web.yaml"
     )]
     Delete {
         /// Kind, or KIND/NAME.
@@ -114,6 +114,14 @@ enum Command {
         /// With -f on a directory: its subdirectories too.
         #[arg(short = 'R', long)]
         recursive: bool,
+        /// Seconds a pod's containers get between SIGTERM and SIGKILL
+        /// (default: the pod's own); 0 needs --force.
+        #[arg(long)]
+        grace_period: Option<u64>,
+        /// Remove pods from the cluster at once, without waiting for their
+        /// containers to stop (they may go on running for a while).
+        #[arg(long)]
+        force: bool,
     },
     /// Print a container's output.
     #[command(
@@ -471,7 +479,20 @@ pub async fn run(args: Args) -> Result<(), CliError> {
             name,
             files,
             recursive,
-        } => delete(&ctx, kind.as_deref(), name.as_deref(), &files, recursive).await,
+            grace_period,
+            force,
+        } => {
+            let grace = deletion_grace(grace_period, force)?;
+            delete(
+                &ctx,
+                kind.as_deref(),
+                name.as_deref(),
+                &files,
+                recursive,
+                grace,
+            )
+            .await
+        }
         Command::Logs {
             pod,
             container,
@@ -1032,12 +1053,30 @@ async fn describe_service(ctx: &Ctx, o: &Value, name: &str) -> Result<(), CliErr
     Ok(())
 }
 
+/// The grace a delete asks for, with kubectl's rules: `--force` alone means
+/// 0 (at once), `--grace-period 0` needs `--force`.
+fn deletion_grace(grace_period: Option<u64>, force: bool) -> Result<Option<u64>, CliError> {
+    match (grace_period, force) {
+        (Some(0), false) => Err(CliError::client(
+            "--grace-period 0 removes pods without waiting for their containers: add --force to mean it",
+        )),
+        (None, true) | (Some(0), true) => {
+            eprintln!(
+                "Warning: Immediate deletion does not wait for confirmation that the running resource has been terminated. The resource may continue to run on the cluster indefinitely."
+            );
+            Ok(Some(0))
+        }
+        (grace, _) => Ok(grace),
+    }
+}
+
 async fn delete(
     ctx: &Ctx,
     kind: Option<&str>,
     name: Option<&str>,
     files: &[String],
     recursive: bool,
+    grace: Option<u64>,
 ) -> Result<(), CliError> {
     let mut targets: Vec<(Kind, String, Option<String>)> = Vec::new();
     if !files.is_empty() {
@@ -1071,8 +1110,9 @@ async fn delete(
             namespace: Some(ns.unwrap_or(ctx.namespace.clone())),
             name: name.clone(),
             resource_version: None,
-            grace_period_seconds: None,
+            grace_period_seconds: if kind == Kind::Pod { grace } else { None },
         };
+        // As kubectl: "deleted" also when a pod is now Terminating.
         ctx.conn.master(call!(delete, req)).await?;
         println!("{} \"{name}\" deleted", output::resource(kind));
     }

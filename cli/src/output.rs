@@ -113,8 +113,13 @@ pub fn header(kind: Kind, wide: bool) -> Vec<&'static str> {
     h
 }
 
-/// The pod's STATUS column: a waiting or terminated container's reason, else the phase.
+/// The pod's STATUS column: `Terminating` while it is being deleted (as
+/// kubectl shows it), else a waiting or terminated container's reason, else
+/// the phase.
 pub fn pod_status(p: &Pod) -> String {
+    if p.metadata.deletion_timestamp.is_some() {
+        return "Terminating".into();
+    }
     let Some(s) = &p.status else {
         return "Pending".into();
     };

@@ -740,3 +740,124 @@ async fn wait_until(what: &str, check: impl Fn() -> Result<bool>) -> Result<()> 
     }
     Ok(())
 }
+
+/// Issue 24, must-show 1: scaling a Deployment with a host port down and
+/// up again on one node. The old pod is `Terminating` (busybox httpd ignores
+/// SIGTERM, so it holds port 8080 for its whole grace); the new one waits
+/// `Pending` for the port instead of failing with `CreateContainerError`,
+/// then runs. `--force` removes a pod at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminating_pod_holds_its_host_port_until_its_containers_stop() -> Result<()> {
+    let c = Cluster::start(1, 1, Timing::default()).await?;
+    let m = Mkctl::new(&c)?;
+    let manifest = m.file(
+        "held.yaml",
+        &format!(
+            "apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: held}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: held}}}}
+  template:
+    metadata: {{labels: {{app: held}}}}
+    spec:
+      terminationGracePeriodSeconds: 8
+      containers:
+      - name: httpd
+        image: {BUSYBOX}
+        command: [httpd, -f, -p, '8080', -h, /www]
+        ports:
+        - {{containerPort: 8080, hostPort: 8080}}
+"
+        ),
+    )?;
+    m.ok(&["apply", "-f", &manifest])?;
+    let pods = |m: &Mkctl| -> Result<Vec<Value>> {
+        let text = m.ok(&["get", "pods", "-l", "app=held", "-o", "json"])?;
+        let list: Value = serde_json::from_str(&text)?;
+        Ok(list["items"].as_array().cloned().unwrap_or_default())
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let old = loop {
+        let items = pods(&m)?;
+        if let [p] = items.as_slice()
+            && p["status"]["phase"] == "Running"
+        {
+            break p["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+        }
+        if Instant::now() > deadline {
+            bail!("the first pod never ran: {items:?}\n{}", c.logs());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+
+    m.ok(&["scale", "deploy/held", "--replicas", "0"])?;
+    let table = m.ok(&["get", "pods", "-l", "app=held"])?;
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&old) && l.contains("Terminating")),
+        "mkctl get pods shows the deleted pod Terminating:\n{table}"
+    );
+    m.ok(&["scale", "deploy/held", "--replicas", "1"])?;
+
+    // Until the old pod's container stops (8 s), the new pod waits for the
+    // port; no pod ever fails to bind it.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut waited_for_the_port = false;
+    loop {
+        let items = pods(&m)?;
+        let text = serde_json::to_string(&items)?;
+        assert!(
+            !text.contains("CreateContainerError"),
+            "a pod failed to bind the held port: {text}"
+        );
+        let old_there = items.iter().any(|p| p["metadata"]["name"] == old.as_str());
+        let new: Vec<&Value> = items
+            .iter()
+            .filter(|p| p["metadata"]["name"] != old.as_str())
+            .collect();
+        if old_there
+            && new.iter().any(|p| {
+                p["status"]["phase"] == "Pending"
+                    && p["status"]["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("free ports"))
+            })
+        {
+            waited_for_the_port = true;
+        }
+        if !old_there && new.len() == 1 && new[0]["status"]["phase"] == "Running" {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the new pod never ran: {text}\n{}", c.logs());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        waited_for_the_port,
+        "the new pod waited Pending for the port while the old one terminated"
+    );
+
+    // --grace-period 0 needs --force; --force removes at once.
+    let e = m.fails(&["delete", "deploy", "held", "--grace-period", "0"])?;
+    assert!(e.contains("--force"), "{e}");
+    let victim = pods(&m)?
+        .first()
+        .and_then(|p| p["metadata"]["name"].as_str().map(str::to_string))
+        .context("the running pod")?;
+    let out = m.run(&["delete", "pod", &victim, "--force"])?;
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Immediate deletion does not wait"),
+        "kubectl's warning"
+    );
+    let e = m.fails(&["get", "pod", &victim])?;
+    assert!(e.contains("NotFound") || e.contains("not found"), "{e}");
+    Ok(())
+}
