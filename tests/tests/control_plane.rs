@@ -140,7 +140,9 @@ async fn deployments_spread_roll_out_survive_the_leader_and_go_away() -> Result<
     assert!(spread.values().all(|n| *n == 3), "3 and 3: {spread:?}");
 
     // An image change rolls out within maxSurge 1 / maxUnavailable 1:
-    // never more than 7 pods, never fewer than 5 running.
+    // never more than 7 pods, never fewer than 5 running. As in Kubernetes,
+    // the bounds are on active pods: a Terminating pod (its containers
+    // stopping) counts for neither.
     let v2 = second_image()?;
     client
         .apply(&WriteRequest {
@@ -151,7 +153,12 @@ async fn deployments_spread_roll_out_survive_the_leader_and_go_away() -> Result<
     let (mut most, mut fewest_running) = (0, usize::MAX);
     loop {
         let ps = pods(&client, "web").await?;
-        let active = ps
+        let live: Vec<Pod> = ps
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .cloned()
+            .collect();
+        let active = live
             .iter()
             .filter(|p| {
                 !matches!(
@@ -161,7 +168,7 @@ async fn deployments_spread_roll_out_survive_the_leader_and_go_away() -> Result<
             })
             .count();
         most = most.max(active);
-        fewest_running = fewest_running.min(running(&ps).len());
+        fewest_running = fewest_running.min(running(&live).len());
         if ps.len() == 6 && running(&ps).len() == 6 && ps.iter().all(|p| image_of(p) == v2) {
             break;
         }
