@@ -400,7 +400,8 @@ async fn large_pods_on_one_node(c: &mut Cluster) -> Result<()> {
                                 "command": ["sh", "-c", "sleep 3600"], "args": args}]
             }
         });
-        client.apply(&WriteRequest { object: pod }).await?;
+        let write = WriteRequest { object: pod };
+        unavailable_retried(|| client.apply(&write)).await?;
     }
     c.wait_for(
         Duration::from_secs(60),
@@ -455,17 +456,37 @@ async fn large_pods_on_one_node(c: &mut Cluster) -> Result<()> {
     )
     .await?;
     for i in 0..3 {
-        client
-            .delete(&ObjectRequest {
-                kind: "pods".into(),
-                namespace: Some("default".into()),
-                name: format!("large-{i}"),
-                resource_version: None,
-                grace_period_seconds: None,
-            })
-            .await?;
+        let req = ObjectRequest {
+            kind: "pods".into(),
+            namespace: Some("default".into()),
+            name: format!("large-{i}"),
+            resource_version: None,
+            grace_period_seconds: None,
+        };
+        unavailable_retried(|| client.delete(&req)).await?;
     }
     Ok(())
+}
+
+/// Runs `call` again while the cluster answers Unavailable (no leader
+/// known, a write dropped by a leadership change), as a client does: 1.4 MiB
+/// writes in a debug build can cost a loaded leader its term. Any other
+/// answer, or a tenth Unavailable, ends it.
+async fn unavailable_retried<T, F, Fut>(mut call: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, rpc::Error>>,
+{
+    let mut attempt = 0;
+    loop {
+        match call().await {
+            Err(e) if e.code() == rpc::Code::Unavailable && attempt < 9 => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(100 << attempt.min(4))).await;
+            }
+            other => return Ok(other?),
+        }
+    }
 }
 
 /// 256 callers hammering one master with writes and reads for 10 s. Raft
