@@ -20,11 +20,15 @@ pub enum Kind {
     Service,
     /// `Endpoints` (`endpoints`, `ep`), written by the endpoints controller.
     Endpoints,
+    /// `Job` (`jobs`), `batch/v1`.
+    Job,
+    /// `PodDisruptionBudget` (`poddisruptionbudgets`, `pdb`), `policy/v1`.
+    PodDisruptionBudget,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Pod,
         Kind::ReplicaSet,
         Kind::Deployment,
@@ -32,6 +36,8 @@ impl Kind {
         Kind::Event,
         Kind::Service,
         Kind::Endpoints,
+        Kind::Job,
+        Kind::PodDisruptionBudget,
     ];
 
     /// The kind's name as manifests write it (`ReplicaSet`).
@@ -44,6 +50,8 @@ impl Kind {
             Kind::Event => "Event",
             Kind::Service => "Service",
             Kind::Endpoints => "Endpoints",
+            Kind::Job => "Job",
+            Kind::PodDisruptionBudget => "PodDisruptionBudget",
         }
     }
 
@@ -57,6 +65,8 @@ impl Kind {
             Kind::Event => "events",
             Kind::Service => "services",
             Kind::Endpoints => "endpoints",
+            Kind::Job => "jobs",
+            Kind::PodDisruptionBudget => "poddisruptionbudgets",
         }
     }
 
@@ -70,6 +80,8 @@ impl Kind {
             Kind::Event => "ev",
             Kind::Service => "svc",
             Kind::Endpoints => "ep",
+            Kind::Job => "job",
+            Kind::PodDisruptionBudget => "pdb",
         }
     }
 
@@ -77,6 +89,8 @@ impl Kind {
     pub fn api_version(self) -> &'static str {
         match self {
             Kind::ReplicaSet | Kind::Deployment => "apps/v1",
+            Kind::Job => "batch/v1",
+            Kind::PodDisruptionBudget => "policy/v1",
             Kind::Pod | Kind::Node | Kind::Event | Kind::Service | Kind::Endpoints => "v1",
         }
     }
@@ -112,7 +126,7 @@ impl std::fmt::Display for Kind {
 /// A kind name that names no kind.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "the server doesn't have a resource type {0:?}; known kinds: Pod (po), ReplicaSet (rs), Deployment (deploy), Node (no), Event (ev), Service (svc), Endpoints (ep)"
+    "the server doesn't have a resource type {0:?}; known kinds: Pod (po), ReplicaSet (rs), Deployment (deploy), Node (no), Event (ev), Service (svc), Endpoints (ep), Job (job), PodDisruptionBudget (pdb)"
 )]
 pub struct UnknownKind(pub String);
 

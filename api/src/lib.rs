@@ -19,6 +19,7 @@
 //! - [`kind`]: the kinds the API serves and their names (`po`, `deploy`).
 //! - [`selector`]: label selectors, as workloads and `-l` write them.
 //! - [`workloads`]: `ReplicaSet` and `Deployment`.
+//! - [`batch`]: `Job` and `PodDisruptionBudget`.
 //! - [`service`]: `Service` and `Endpoints` (service discovery).
 //! - [`quantity`]: cpu and memory quantities (`500m`, `128Mi`) as integers.
 //! - [`validation`]: field-precise validation (`spec.containers[0].image: required`).
@@ -26,6 +27,7 @@
 //! - [`master`]: the `Master` service: objects, watch, rollback, drain,
 //!   worker registration.
 
+pub mod batch;
 pub mod event;
 pub mod kind;
 pub mod master;
@@ -40,6 +42,7 @@ pub mod validation;
 pub mod worker;
 pub mod workloads;
 
+pub use batch::{Job, PodDisruptionBudget};
 pub use event::{Event, EventRecord, EventType};
 pub use kind::Kind;
 pub use meta::{ObjectMeta, OwnerReference};

@@ -406,6 +406,11 @@ fn validate_workload(
             "must match spec.selector, or the controller would never see its own pods",
         );
     }
+    validate_template(template, errors);
+}
+
+/// A workload's pod template: labels, annotations, no node, a valid pod spec.
+fn validate_template(template: &crate::workloads::PodTemplateSpec, errors: &mut Errors) {
     validate_annotations(
         "spec.template.metadata.annotations",
         &template.metadata.annotations,
@@ -475,6 +480,96 @@ pub fn validate_deployment(d: &crate::workloads::Deployment) -> Result<(), Valid
             }
         }
         _ => {}
+    }
+    errors.finish()
+}
+
+/// The most completions (and parallelism) of one Job: Kubernetes' bound
+/// for Indexed Jobs.
+pub const MAX_JOB_COMPLETIONS: u32 = 100_000;
+
+/// Validates a Job: its template runs to completion (`restartPolicy`
+/// `OnFailure` or `Never`), its counts are in range, and its selector, once
+/// the API server has generated it, matches the template.
+pub fn validate_job(job: &crate::batch::Job) -> Result<(), ValidationError> {
+    use crate::pod::RestartPolicy;
+    let mut errors = Errors::default();
+    validate_header(
+        &job.api_version,
+        &job.kind,
+        crate::kind::Kind::Job,
+        &mut errors,
+    );
+    validate_meta(&job.metadata, &mut errors);
+    let spec = &job.spec;
+    match &spec.selector {
+        Some(selector) => validate_workload(selector, &spec.template, &mut errors),
+        // Generated on create from the Job's uid.
+        None => validate_template(&spec.template, &mut errors),
+    }
+    if spec.template.spec.restart_policy == RestartPolicy::Always {
+        errors.push(
+            "spec.template.spec.restartPolicy",
+            "must be OnFailure or Never: a Job's pods run to completion",
+        );
+    }
+    for (field, n) in [
+        ("completions", spec.completions),
+        ("parallelism", spec.parallelism),
+    ] {
+        if n > MAX_JOB_COMPLETIONS {
+            errors.push(
+                format!("spec.{field}"),
+                format!("{n} is more than {MAX_JOB_COMPLETIONS}"),
+            );
+        }
+    }
+    if spec.completions == 0 {
+        errors.push("spec.completions", "must be at least 1");
+    }
+    if spec.active_deadline_seconds == Some(0) {
+        errors.push(
+            "spec.activeDeadlineSeconds",
+            "must be at least 1 (leave it out for no deadline)",
+        );
+    }
+    errors.finish()
+}
+
+/// Validates a PodDisruptionBudget: a selector and exactly one bound.
+pub fn validate_pod_disruption_budget(
+    pdb: &crate::batch::PodDisruptionBudget,
+) -> Result<(), ValidationError> {
+    let mut errors = Errors::default();
+    validate_header(
+        &pdb.api_version,
+        &pdb.kind,
+        crate::kind::Kind::PodDisruptionBudget,
+        &mut errors,
+    );
+    validate_meta(&pdb.metadata, &mut errors);
+    if pdb.spec.selector.is_empty() {
+        errors.push(
+            "spec.selector",
+            "required: an empty selector would cover every pod of the namespace",
+        );
+    }
+    match (&pdb.spec.min_available, &pdb.spec.max_unavailable) {
+        (Some(_), Some(_)) => errors.push(
+            "spec",
+            "minAvailable and maxUnavailable may not both be set",
+        ),
+        (None, None) => errors.push("spec", "one of minAvailable and maxUnavailable is required"),
+        (Some(v), None) => {
+            if let Err(e) = v.resolve(100, true) {
+                errors.push("spec.minAvailable", e);
+            }
+        }
+        (None, Some(v)) => {
+            if let Err(e) = v.resolve(100, true) {
+                errors.push("spec.maxUnavailable", e);
+            }
+        }
     }
     errors.finish()
 }

@@ -4,9 +4,13 @@
 //!
 //! Pure functions of their inputs; the API service does the I/O.
 
+use api::batch::{CONTROLLER_UID_LABEL, JOB_NAME_LABEL, Job, PodDisruptionBudget};
 use api::master::MasterError;
 use api::service::{Endpoints, Service};
-use api::validation::{validate_deployment, validate_node, validate_replica_set, validate_service};
+use api::validation::{
+    validate_deployment, validate_job, validate_node, validate_pod_disruption_budget,
+    validate_replica_set, validate_service,
+};
 use api::{Deployment, EventRecord, Kind, Node, ObjectMeta, Pod, ReplicaSet, validate_pod};
 use serde::de::DeserializeOwned;
 
@@ -27,6 +31,10 @@ pub enum Object {
     Service(Service),
     /// A Service's Endpoints.
     Endpoints(Endpoints),
+    /// A Job.
+    Job(Job),
+    /// A PodDisruptionBudget.
+    PodDisruptionBudget(PodDisruptionBudget),
 }
 
 /// `value` as the kind's type. Errors name the field by its path; an array
@@ -55,7 +63,7 @@ impl Object {
     pub fn parse(value: serde_json::Value) -> Result<Object, MasterError> {
         let Some(kind) = value.get("kind").and_then(|k| k.as_str()) else {
             return Err(MasterError::InvalidArgument(
-                "the object has no \"kind\"; every manifest names one (Pod, ReplicaSet, Deployment, Node, Service)"
+                "the object has no \"kind\"; every manifest names one (Pod, ReplicaSet, Deployment, Job, Service, PodDisruptionBudget, Node)"
                     .into(),
             ));
         };
@@ -72,6 +80,8 @@ impl Object {
             Kind::Event => Object::Event(typed(kind, value)?),
             Kind::Service => Object::Service(typed(kind, value)?),
             Kind::Endpoints => Object::Endpoints(typed(kind, value)?),
+            Kind::Job => Object::Job(typed(kind, value)?),
+            Kind::PodDisruptionBudget => Object::PodDisruptionBudget(typed(kind, value)?),
         })
     }
 
@@ -85,6 +95,8 @@ impl Object {
             Object::Event(_) => Kind::Event,
             Object::Service(_) => Kind::Service,
             Object::Endpoints(_) => Kind::Endpoints,
+            Object::Job(_) => Kind::Job,
+            Object::PodDisruptionBudget(_) => Kind::PodDisruptionBudget,
         }
     }
 
@@ -98,6 +110,8 @@ impl Object {
             Object::Event(o) => &o.metadata,
             Object::Service(o) => &o.metadata,
             Object::Endpoints(o) => &o.metadata,
+            Object::Job(o) => &o.metadata,
+            Object::PodDisruptionBudget(o) => &o.metadata,
         }
     }
 
@@ -111,6 +125,8 @@ impl Object {
             Object::Event(o) => &mut o.metadata,
             Object::Service(o) => &mut o.metadata,
             Object::Endpoints(o) => &mut o.metadata,
+            Object::Job(o) => &mut o.metadata,
+            Object::PodDisruptionBudget(o) => &mut o.metadata,
         }
     }
 
@@ -124,6 +140,8 @@ impl Object {
             Object::Event(o) => serde_json::to_value(o),
             Object::Service(o) => serde_json::to_value(o),
             Object::Endpoints(o) => serde_json::to_value(o),
+            Object::Job(o) => serde_json::to_value(o),
+            Object::PodDisruptionBudget(o) => serde_json::to_value(o),
         };
         v.unwrap_or(serde_json::Value::Null)
     }
@@ -141,6 +159,8 @@ impl Object {
             Object::Deployment(o) => validate_deployment(o),
             Object::Node(o) => validate_node(o),
             Object::Service(o) => validate_service(o),
+            Object::Job(o) => validate_job(o),
+            Object::PodDisruptionBudget(o) => validate_pod_disruption_budget(o),
             Object::Event(o) => {
                 let mut errors = api::validation::Errors::default();
                 api::validation::validate_meta(&o.metadata, &mut errors);
@@ -162,9 +182,10 @@ impl Object {
     /// The bounds of `limits`, every exceeded field named with the flag
     /// that moves it.
     pub fn check_limits(&self, limits: &ApiLimits) -> Result<(), MasterError> {
-        let replicas = match self {
-            Object::ReplicaSet(o) => o.spec.replicas,
-            Object::Deployment(o) => o.spec.replicas,
+        let (replicas, field) = match self {
+            Object::ReplicaSet(o) => (o.spec.replicas, "spec.replicas"),
+            Object::Deployment(o) => (o.spec.replicas, "spec.replicas"),
+            Object::Job(o) => (o.spec.parallelism, "spec.parallelism"),
             _ => return Ok(()),
         };
         if replicas <= limits.max_replicas {
@@ -175,7 +196,7 @@ impl Object {
             name: self.meta().name.clone(),
             errors: api::ValidationError {
                 errors: vec![api::FieldError {
-                    field: "spec.replicas".into(),
+                    field: field.into(),
                     reason: format!(
                         "{replicas} is more than this cluster allows ({}; the masters' --max-replicas)",
                         limits.max_replicas
@@ -199,6 +220,21 @@ impl Object {
             Object::Pod(p) => p.status = None,
             Object::ReplicaSet(r) => r.status = None,
             Object::Deployment(d) => d.status = None,
+            Object::PodDisruptionBudget(p) => p.status = None,
+            Object::Job(job) => {
+                job.status = None;
+                // Kubernetes' generated selector: the Job's pods carry its uid.
+                let uid = job.metadata.uid.clone();
+                let labels = &mut job.spec.template.metadata.labels;
+                labels.insert(CONTROLLER_UID_LABEL.into(), uid.clone());
+                labels.insert(JOB_NAME_LABEL.into(), job.metadata.name.clone());
+                if job.spec.selector.is_none() {
+                    job.spec.selector = Some(api::LabelSelector {
+                        match_labels: [(CONTROLLER_UID_LABEL.to_string(), uid)].into(),
+                        ..Default::default()
+                    });
+                }
+            }
             Object::Node(_) | Object::Event(_) | Object::Service(_) | Object::Endpoints(_) => {}
         }
         self
@@ -208,6 +244,9 @@ impl Object {
     /// creation time, owners and status stay; the generation rises when the
     /// spec changes. A pod's spec cannot change (delete and re-create it).
     pub fn for_update(mut self, existing: &Object) -> Result<Object, MasterError> {
+        if let (Object::Job(new), Object::Job(old)) = (&mut self, existing) {
+            job_update(new, old)?;
+        }
         let spec_changed = spec_json(&self) != spec_json(existing);
         if let (Object::Pod(new), Object::Pod(old)) = (&mut self, existing) {
             if new.spec.node_name.is_none() {
@@ -243,10 +282,61 @@ impl Object {
             (Object::ReplicaSet(n), Object::ReplicaSet(o)) => n.status.clone_from(&o.status),
             (Object::Deployment(n), Object::Deployment(o)) => n.status.clone_from(&o.status),
             (Object::Node(n), Object::Node(o)) => n.status.clone_from(&o.status),
+            (Object::Job(n), Object::Job(o)) => n.status.clone_from(&o.status),
+            (Object::PodDisruptionBudget(n), Object::PodDisruptionBudget(o)) => {
+                n.status.clone_from(&o.status)
+            }
             _ => {}
         }
         Ok(self)
     }
+}
+
+/// An update of a Job keeps its generated selector and labels; its
+/// template, completions and completion mode cannot change (Kubernetes'
+/// rule: delete the Job and create it again), its parallelism, suspension,
+/// deadline and TTL can.
+fn job_update(new: &mut Job, old: &Job) -> Result<(), MasterError> {
+    if new.spec.selector.is_none() {
+        new.spec.selector.clone_from(&old.spec.selector);
+    }
+    for label in [CONTROLLER_UID_LABEL, JOB_NAME_LABEL] {
+        if let Some(v) = old.spec.template.metadata.labels.get(label) {
+            new.spec
+                .template
+                .metadata
+                .labels
+                .entry(label.to_string())
+                .or_insert_with(|| v.clone());
+        }
+    }
+    let mut errors = Vec::new();
+    let mut immutable = |field: &str, same: bool| {
+        if !same {
+            errors.push(api::FieldError {
+                field: field.into(),
+                reason: "field is immutable; delete the Job and create it again".into(),
+            });
+        }
+    };
+    immutable("spec.selector", new.spec.selector == old.spec.selector);
+    immutable("spec.template", new.spec.template == old.spec.template);
+    immutable(
+        "spec.completions",
+        new.spec.completions == old.spec.completions,
+    );
+    immutable(
+        "spec.completionMode",
+        new.spec.completion_mode == old.spec.completion_mode,
+    );
+    if errors.is_empty() {
+        return Ok(());
+    }
+    Err(MasterError::Invalid {
+        kind: "Job".into(),
+        name: old.metadata.name.clone(),
+        errors: api::ValidationError { errors },
+    })
 }
 
 fn spec_json(o: &Object) -> serde_json::Value {
@@ -258,6 +348,8 @@ fn spec_json(o: &Object) -> serde_json::Value {
         Object::Event(e) => serde_json::to_value((&e.reason, &e.message)),
         Object::Service(s) => serde_json::to_value(&s.spec),
         Object::Endpoints(e) => serde_json::to_value(&e.subsets),
+        Object::Job(j) => serde_json::to_value(&j.spec),
+        Object::PodDisruptionBudget(p) => serde_json::to_value(&p.spec),
     };
     spec.unwrap_or(serde_json::Value::Null)
 }

@@ -7,6 +7,7 @@
 //! - [`replicaset`]: how many pods to create and which to delete.
 //! - [`deployment`]: rolling updates, revision history, rollback, progress.
 //! - [`endpoints`]: where a Service's ready pods answer (host and port).
+//! - [`job`]: Jobs: pods to completion, indexes, failures vs disruptions.
 //! - [`nodes`]: when a silent node becomes NotReady and when its pods go.
 //! - [`gc`]: objects whose controlling owner is gone.
 //! - [`revival`]: which silent nodes' VMs to start, with back-off.
@@ -17,6 +18,7 @@
 pub mod deployment;
 pub mod endpoints;
 pub mod gc;
+pub mod job;
 pub mod nodes;
 pub mod replicaset;
 pub mod revival;
