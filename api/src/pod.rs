@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::meta::ObjectMeta;
 
+/// The most of a finished container's output its status keeps (Kubernetes'
+/// bound on a termination message).
+pub const TERMINATION_MESSAGE_BYTES: usize = 4096;
+
 /// The grace period a pod gets when its spec names none (Kubernetes' 30 s).
 pub const DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS: u64 = 30;
 
@@ -474,5 +478,10 @@ pub enum ContainerState {
         /// When it exited (RFC 3339).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         finished_at: Option<String>,
+        /// The end of its output (at most [`TERMINATION_MESSAGE_BYTES`],
+        /// whole lines), kept with the status so that a finished pod's
+        /// result can be read after its container, or its node, is gone.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
     },
 }

@@ -132,6 +132,8 @@ pub struct Details {
     pub finished_at: Option<String>,
     /// Its address on its Docker network, if it has one of its own.
     pub ip: Option<String>,
+    /// Once exited: the end of its output (see [`Runtime::output_tail`]).
+    pub output: Option<String>,
 }
 
 /// One container's resource use, as a cumulative sample.
@@ -351,6 +353,7 @@ impl Runtime {
             started_at: started.and(state.started_at),
             finished_at: finished.and(state.finished_at),
             ip,
+            output: None,
         };
         Ok((observed, details))
     }
@@ -618,6 +621,32 @@ impl Runtime {
         Ok((lines, false))
     }
 
+    /// The end of an exited container's output: its last lines, stdout and
+    /// stderr interleaved, that fit in `max_bytes` (a longer last line is
+    /// cut to its end).
+    pub async fn output_tail(&self, id: &str, max_bytes: usize) -> Result<String, RuntimeError> {
+        let options = LogsOptions {
+            follow: false,
+            stdout: true,
+            stderr: true,
+            since: 0,
+            until: 0,
+            timestamps: false,
+            tail: "200".to_string(),
+        };
+        let mut stream = self.docker.logs(id, Some(options));
+        let mut out: Vec<u8> = Vec::new();
+        while let Some(item) = stream.next().await {
+            match item.map_err(self.err(format!("reading logs of {id}")))? {
+                LogOutput::StdOut { message }
+                | LogOutput::StdErr { message }
+                | LogOutput::Console { message } => out.extend_from_slice(&message),
+                LogOutput::StdIn { .. } => {}
+            }
+        }
+        Ok(tail_of(&out, max_bytes))
+    }
+
     /// Runs a command in a running container; `(exit code, stdout, stderr)`.
     pub async fn exec(
         &self,
@@ -685,6 +714,25 @@ impl Runtime {
     }
 }
 
+/// The last whole lines of `bytes` that fit in `max` bytes (the end of
+/// the last line alone if it does not fit), as text.
+pub fn tail_of(bytes: &[u8], max: usize) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let text = text.as_ref();
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let cut = (text.len() - max..text.len())
+        .find(|i| text.is_char_boundary(*i))
+        .unwrap_or(text.len());
+    let start = match text[cut..].find('\n') {
+        _ if text.as_bytes()[cut - 1] == b'\n' => cut,
+        Some(nl) if cut + nl + 1 < text.len() => cut + nl + 1,
+        _ => cut,
+    };
+    text[start..].to_string()
+}
+
 fn append_bounded(buf: &mut Vec<u8>, bytes: &[u8], max: usize) {
     let room = max.saturating_sub(buf.len());
     buf.extend_from_slice(&bytes[..bytes.len().min(room)]);
@@ -729,4 +777,20 @@ pub fn now_ms() -> u64 {
 /// The current time in RFC 3339 with milliseconds.
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tail_of;
+
+    #[test]
+    fn the_tail_keeps_whole_lines_that_fit() {
+        assert_eq!(tail_of(b"a\nb\n", 10), "a\nb\n");
+        assert_eq!(tail_of(b"first\nsecond\nthird\n", 12), "third\n");
+        assert_eq!(tail_of(b"first\nsecond\nthird\n", 13), "second\nthird\n");
+        // One line longer than the bound: its end.
+        assert_eq!(tail_of(b"abcdefgh", 3), "fgh");
+        // Never a split character.
+        assert_eq!(tail_of("ééé".as_bytes(), 3), "é");
+    }
 }

@@ -136,6 +136,7 @@ fn container_status(
                 reason: termination_reason(*exit_code, *oom_killed).into(),
                 started_at: details.started_at.clone(),
                 finished_at: details.finished_at.clone(),
+                message: details.output.clone(),
             };
             if will_restart(
                 pod.spec.restart_policy,

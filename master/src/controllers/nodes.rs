@@ -42,12 +42,14 @@ pub fn health(last_contact_ms: u64, now_ms: u64, t: Timeouts) -> Health {
 /// The pods an evicted node loses: those a controller will replace, and
 /// those already being deleted (nobody is left to confirm their end).
 /// Other standalone pods stay (Unknown) until the node returns or a user
-/// deletes them.
+/// deletes them; so do finished pods, which hold nothing and whose status
+/// (exit codes, a Job's output) is the record of their work.
 pub fn evictable<'a>(node: &str, pods: impl IntoIterator<Item = &'a Pod>) -> Vec<&'a Pod> {
     pods.into_iter()
         .filter(|p| {
             p.spec.node_name.as_deref() == Some(node)
-                && (p.metadata.controller().is_some() || super::termination::is_terminating(p))
+                && (super::termination::is_terminating(p)
+                    || (p.metadata.controller().is_some() && !super::is_finished(p)))
         })
         .collect()
 }
@@ -67,5 +69,26 @@ mod tests {
         assert_eq!(health(1_000, 11_000, t), Health::Evict);
         // A clock that went backwards is not silence.
         assert_eq!(health(9_000, 1_000, t), Health::Healthy);
+    }
+
+    #[test]
+    fn a_lost_node_keeps_its_finished_pods_and_loses_the_replaceable_ones() {
+        use crate::controllers::replicaset::tests::pod;
+        let owner = api::OwnerReference {
+            kind: "Job".into(),
+            name: "j".into(),
+            uid: "u".into(),
+            controller: true,
+        };
+        let mut running = pod("running", Some("n"), Some(api::PodPhase::Running));
+        running.metadata.owner_references.push(owner.clone());
+        let mut done = pod("done", Some("n"), Some(api::PodPhase::Succeeded));
+        done.metadata.owner_references.push(owner);
+        let alone = pod("alone", Some("n"), Some(api::PodPhase::Running));
+        let names: Vec<&str> = evictable("n", [&running, &done, &alone])
+            .iter()
+            .map(|p| p.metadata.name.as_str())
+            .collect();
+        assert_eq!(names, ["running"]);
     }
 }

@@ -19,6 +19,7 @@ use super::events::{self, event};
 use super::{Context, Snapshot};
 use crate::controllers::deployment::{self, RsView};
 use crate::controllers::endpoints as endpoints_controller;
+use crate::controllers::job as job_controller;
 use crate::controllers::{
     controlled_by, fnv1a, gc, is_active, is_finished, is_ready, pod_from_template, replicaset,
     termination,
@@ -215,6 +216,7 @@ pub fn plan(
     collect_garbage(snap, &mut w);
     deployments(snap, now, &mut w);
     replica_sets(snap, &mut w);
+    jobs(snap, now, &mut w);
     schedule_pending(snap, policy, memory, now, &mut w);
     endpoints(snap, &mut w);
     w
@@ -319,6 +321,7 @@ fn collect_garbage(snap: &Snapshot, w: &mut Writes) {
                 .iter()
                 .map(|r| r.object.metadata.uid.as_str()),
         )
+        .chain(snap.jobs.iter().map(|j| j.object.metadata.uid.as_str()))
         .collect();
     for rs in &snap.replica_sets {
         if gc::is_orphan(&rs.object.metadata, &live) && !owner_unreadable(snap, &rs.object.metadata)
@@ -531,6 +534,123 @@ fn replica_sets(snap: &Snapshot, w: &mut Writes) {
             updated.status = Some(status);
             let (k, rev) = key_of(Kind::ReplicaSet, rs, m);
             w.put_if(k, rev, encode(&updated), Vec::new());
+        }
+    }
+}
+
+/// The Job controller: counts finished pods (status and marks in one
+/// transaction), creates and deletes pods, deletes Jobs past their TTL.
+fn jobs(snap: &Snapshot, now: SystemTime, w: &mut Writes) {
+    let pods = pods_by_owner(snap);
+    let stored_pods: HashMap<&str, &Stored<Pod>> = snap
+        .pods
+        .iter()
+        .map(|p| (p.object.metadata.uid.as_str(), p))
+        .collect();
+    let mut budget = PASS_POD_BUDGET;
+    for stored in &snap.jobs {
+        let job = &stored.object;
+        let m = &job.metadata;
+        let owned = pods.get(m.uid.as_str()).cloned().unwrap_or_default();
+        let plan = job_controller::reconcile(job, &owned, now);
+        let (job_key, job_rev) = key_of(Kind::Job, stored, m);
+        if plan.delete_job {
+            // Its pods follow through garbage collection.
+            w.delete_if(job_key, job_rev, Vec::new());
+            continue;
+        }
+        let events: Vec<Op> = plan
+            .events
+            .iter()
+            .map(|(warning, reason, message)| {
+                let kind = if *warning {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                };
+                event(Kind::Job, m, kind, reason, message.clone(), SOURCE)
+            })
+            .collect();
+        if let Some(status) = plan.status {
+            // The status and the marks on the pods it counts, at once.
+            let mut updated = job.clone();
+            updated.status = Some(status);
+            updated.metadata.resource_version = None;
+            let mut compares = vec![unchanged(job_key.clone(), job_rev)];
+            let mut success = vec![Op::Put {
+                key: job_key.clone(),
+                value: encode(&updated),
+            }];
+            for (name, what) in &plan.count {
+                let Some(p) = owned.iter().find(|p| &p.metadata.name == name) else {
+                    continue;
+                };
+                let Some(sp) = stored_pods.get(p.metadata.uid.as_str()) else {
+                    continue;
+                };
+                let (k, rev) = key_of(Kind::Pod, sp, &p.metadata);
+                if !w.claim(&k) {
+                    continue;
+                }
+                let mut marked = (*p).clone();
+                marked.metadata.resource_version = None;
+                marked
+                    .metadata
+                    .annotations
+                    .insert(job_controller::COUNTED_ANNOTATION.into(), (*what).into());
+                compares.push(unchanged(k.clone(), rev));
+                success.push(Op::Put {
+                    key: k,
+                    value: encode(&marked),
+                });
+            }
+            success.extend(events);
+            if w.claim(&job_key) {
+                w.txns.push(Txn {
+                    compares,
+                    success,
+                    failure: Vec::new(),
+                });
+            }
+        }
+        let creates = plan.create.len().min(BURST_REPLICAS).min(budget);
+        budget -= creates;
+        for index in plan.create.iter().take(creates) {
+            let owner = OwnerReference {
+                kind: "Job".into(),
+                name: m.name.clone(),
+                uid: m.uid.clone(),
+                controller: true,
+            };
+            let name = match index {
+                Some(i) => format!("{}-{i}-{}", m.name, suffix()),
+                None => format!("{}-{}", m.name, suffix()),
+            };
+            let mut pod = pod_from_template(&job.spec.template, &m.namespace, name, owner);
+            if let Some(i) = index {
+                job_controller::index_pod(&mut pod, *i);
+            }
+            pod.metadata.uid = new_uid();
+            pod.metadata.creation_timestamp = Some(now_rfc3339());
+            pod.metadata.generation = 1;
+            let k = key(Kind::Pod, &m.namespace, &pod.metadata.name);
+            w.put_if(k, 0, encode(&pod), Vec::new());
+        }
+        for (name, why) in &plan.delete {
+            let Some(p) = owned.iter().find(|p| &p.metadata.name == name) else {
+                continue;
+            };
+            if let Some(sp) = stored_pods.get(p.metadata.uid.as_str()) {
+                let ev = event(
+                    Kind::Job,
+                    m,
+                    EventType::Normal,
+                    "SuccessfulDelete",
+                    format!("Deleted pod {name}: {why}"),
+                    SOURCE,
+                );
+                w.delete_pod(sp, vec![ev]);
+            }
         }
     }
 }

@@ -8,14 +8,15 @@
 //! first, so an unreadable owner is not taken for a deleted one.
 
 use api::service::{Endpoints, Service};
-use api::{Deployment, Kind, Node, Pod, ReplicaSet};
+use api::{Deployment, Job, Kind, Node, Pod, PodDisruptionBudget, ReplicaSet};
 
 use crate::store::{
     FENCE_FLOOR_KEY, Listed, Store, StoreError, Stored, Unreadable, decode_all, fence_floor, key,
     prefix,
 };
 
-/// Pods, ReplicaSets, Deployments, nodes, Services and Endpoints at one revision.
+/// Pods, ReplicaSets, Deployments, Jobs, budgets, nodes, Services and
+/// Endpoints at one revision.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     /// The store's revision at the read.
@@ -32,6 +33,10 @@ pub struct Snapshot {
     pub services: Vec<Stored<Service>>,
     /// Every Endpoints.
     pub endpoints: Vec<Stored<Endpoints>>,
+    /// Every Job.
+    pub jobs: Vec<Stored<Job>>,
+    /// Every PodDisruptionBudget.
+    pub budgets: Vec<Stored<PodDisruptionBudget>>,
     /// The values of those kinds that do not parse, sorted by key.
     pub unreadable: Vec<Unreadable>,
     /// The fence floor ([`crate::store::FENCE_FLOOR_KEY`]; 0 for none).
@@ -48,6 +53,8 @@ impl Snapshot {
             Kind::Node,
             Kind::Service,
             Kind::Endpoints,
+            Kind::Job,
+            Kind::PodDisruptionBudget,
         ];
         let mut prefixes: Vec<String> = kinds.iter().map(|k| prefix(*k, None)).collect();
         prefixes.push(FENCE_FLOOR_KEY.to_string());
@@ -58,6 +65,7 @@ impl Snapshot {
         let (pods, rss, ds) = (take(lists.next()), take(lists.next()), take(lists.next()));
         let (nodes, services, endpoints) =
             (take(lists.next()), take(lists.next()), take(lists.next()));
+        let (jobs, budgets) = (take(lists.next()), take(lists.next()));
         let floor = take(lists.next());
         let mut snap = Snapshot {
             revision,
@@ -67,6 +75,8 @@ impl Snapshot {
             nodes: readable(decode_all(&nodes), &mut unreadable),
             services: readable(decode_all(&services), &mut unreadable),
             endpoints: readable(decode_all(&endpoints), &mut unreadable),
+            jobs: readable(decode_all(&jobs), &mut unreadable),
+            budgets: readable(decode_all(&budgets), &mut unreadable),
             unreadable,
             fence_floor: fence_floor(
                 floor

@@ -219,6 +219,7 @@ impl Agent {
                         reason: reason.into(),
                         started_at: details.started_at,
                         finished_at: details.finished_at,
+                        message: None,
                     };
                     state.records.entry(slot.clone()).or_default().last_state = Some(last);
                 }

@@ -35,7 +35,7 @@ use api::worker::{Fence, SequencedEvent};
 use tokio::sync::{Notify, Semaphore};
 
 use crate::docker::{Details, MachineInfo, Runtime, Sample, now_ms, now_rfc3339};
-use crate::model::{Observed, Slot};
+use crate::model::{Observed, RunState, Slot};
 use crate::reconcile::{Backoff, Inputs, Plan, reconcile};
 use crate::status::SlotRecord;
 
@@ -290,7 +290,20 @@ impl Agent {
             let (observed, details) = match cached {
                 Some((_, o, d)) => (o, d),
                 None => match self.inner.runtime.inspect(&id, &labels).await {
-                    Ok(v) => v,
+                    Ok((observed, mut details)) => {
+                        if matches!(observed.state, RunState::Exited { .. }) {
+                            // Read once per exit; kept in the status, the
+                            // output outlives the container.
+                            details.output = self
+                                .inner
+                                .runtime
+                                .output_tail(&id, api::pod::TERMINATION_MESSAGE_BYTES)
+                                .await
+                                .ok()
+                                .filter(|t| !t.is_empty());
+                        }
+                        (observed, details)
+                    }
                     Err(crate::docker::RuntimeError::NotFound(_)) => continue, // removed meanwhile
                     Err(e) => return Err(e),
                 },
