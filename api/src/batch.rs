@@ -202,6 +202,40 @@ pub fn parse_indexes(text: &str) -> Result<std::collections::BTreeSet<u32>, Stri
     Ok(set)
 }
 
+/// A Job's pod's index, if it has a valid one below `completions`.
+pub fn index_of(pod: &crate::Pod, completions: u32) -> Option<u32> {
+    pod.metadata
+        .annotations
+        .get(JOB_COMPLETION_INDEX_ANNOTATION)
+        .and_then(|v| v.parse::<u32>().ok())
+        .filter(|i| *i < completions)
+}
+
+/// An Indexed Job's results: for each index, its succeeded pod (the
+/// oldest, should two have succeeded), so that each is read once.
+pub fn results_by_index(
+    pods: &[crate::Pod],
+    completions: u32,
+) -> std::collections::BTreeMap<u32, &crate::Pod> {
+    let mut succeeded: Vec<&crate::Pod> = pods
+        .iter()
+        .filter(|p| p.status.as_ref().map(|s| s.phase) == Some(crate::PodPhase::Succeeded))
+        .collect();
+    succeeded.sort_by_key(|p| {
+        (
+            p.metadata.creation_timestamp.clone(),
+            p.metadata.name.clone(),
+        )
+    });
+    let mut out = std::collections::BTreeMap::new();
+    for p in succeeded {
+        if let Some(i) = index_of(p, completions) {
+            out.entry(i).or_insert(p);
+        }
+    }
+    out
+}
+
 fn api_version_policy() -> String {
     "policy/v1".to_string()
 }

@@ -3,10 +3,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
+use api::batch::{CONTROLLER_UID_LABEL, CompletionMode, Job, results_by_index};
 use api::master::*;
 use api::worker::{ExecRequest, LogsRequest};
 use api::workloads::{Deployment, REVISION_ANNOTATION, ReplicaSet};
-use api::{EventRecord, Kind};
+use api::{ContainerState, EventRecord, Kind, Pod};
 use clap::{CommandFactory, Parser, Subcommand};
 use serde_json::Value;
 
@@ -123,13 +124,16 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Print a container's output.
+    /// Print a container's output, or every result of a Job.
     #[command(
-        after_help = "Examples:\n  mkctl logs web-7d9f8-abcde\n  mkctl logs web-7d9f8-abcde -c sidecar --tail 20 -f"
+        after_help = "For job/NAME: the output of each succeeded pod, once, from the pods' status (the last\n4 KiB of each, kept after the container and its node are gone, until the Job is deleted).\nAn Indexed Job's lines are prefixed with their index, `[N] `; --index N prints one\nindex alone. Indexes without a result are listed on standard error.\n\nExamples:\n  mkctl logs web-7d9f8-abcde\n  mkctl logs web-7d9f8-abcde -c sidecar --tail 20 -f\n  mkctl logs job/cases\n  mkctl logs job/cases --index 17"
     )]
     Logs {
-        /// The pod.
+        /// The pod, or job/NAME.
         pod: String,
+        /// With job/NAME: only this index's output, without a prefix.
+        #[arg(long)]
+        index: Option<u32>,
         /// The container (needed when the pod has several).
         #[arg(short = 'c', long)]
         container: Option<String>,
@@ -495,10 +499,17 @@ pub async fn run(args: Args) -> Result<(), CliError> {
         }
         Command::Logs {
             pod,
+            index,
             container,
             follow,
             tail,
-        } => logs(&ctx, pod, container, follow, tail).await,
+        } => match pod.strip_prefix("job/").or(pod.strip_prefix("jobs/")) {
+            Some(job) => job_logs(&ctx, job, index, container.as_deref()).await,
+            None if index.is_some() => Err(CliError::client(
+                "--index is for job/NAME: a pod has one output",
+            )),
+            None => logs(&ctx, pod, container, follow, tail).await,
+        },
         Command::Exec {
             pod,
             container,
@@ -965,6 +976,33 @@ async fn describe(ctx: &Ctx, kind: &str, name: Option<&str>) -> Result<(), CliEr
     if kind == Kind::Service {
         describe_service(ctx, &o, &name).await?;
     }
+    if kind == Kind::Job
+        && let Ok(job) = serde_json::from_value::<Job>(o.clone())
+    {
+        let s = job.status.clone().unwrap_or_default();
+        println!(
+            "Completions:  {}/{} (parallelism {}, backoffLimit {}, {:?})",
+            s.succeeded,
+            job.spec.completions,
+            job.spec.parallelism,
+            job.spec.backoff_limit,
+            job.spec.completion_mode
+        );
+        println!(
+            "Pods Statuses: {} Active ({} Ready) / {} Succeeded / {} Failed",
+            s.active, s.ready, s.succeeded, s.failed
+        );
+        if job.spec.completion_mode == CompletionMode::Indexed {
+            println!(
+                "Completed Indexes: {}",
+                if s.completed_indexes.is_empty() {
+                    "<none>"
+                } else {
+                    &s.completed_indexes
+                }
+            );
+        }
+    }
     println!("Spec:\n{}", indent(&meta("/spec"), 2).trim_end());
     if let Some(status) = o.get("status") {
         println!("Status:\n{}", indent(status, 2).trim_end());
@@ -1152,6 +1190,97 @@ async fn logs(
         req.cursor = r.cursor;
         req.tail_lines = None;
     }
+}
+
+/// `logs job/NAME`: each succeeded pod's kept output, once.
+async fn job_logs(
+    ctx: &Ctx,
+    name: &str,
+    only: Option<u32>,
+    container: Option<&str>,
+) -> Result<(), CliError> {
+    let job: Job = serde_json::from_value(get_one(ctx, Kind::Job, name).await?)
+        .map_err(|e| CliError::client(format!("job {name:?} does not read as a Job: {e}")))?;
+    let selector = format!("{CONTROLLER_UID_LABEL}={}", job.metadata.uid);
+    let listed = list(ctx, Kind::Pod, false, Some(selector)).await?;
+    let pods: Vec<Pod> = listed
+        .items
+        .into_iter()
+        .filter_map(|v| serde_json::from_value(v).ok())
+        .collect();
+    let output = |p: &Pod| -> Result<String, CliError> {
+        let statuses = p.status.as_ref().map(|s| s.container_statuses.as_slice());
+        let status = match container {
+            Some(c) => statuses
+                .and_then(|s| s.iter().find(|s| s.name == c))
+                .ok_or_else(|| {
+                    CliError::client(format!(
+                        "container {c:?} is not in pod {:?}",
+                        p.metadata.name
+                    ))
+                })?,
+            None => match statuses.and_then(|s| s.first()) {
+                Some(s) => s,
+                None => return Ok(String::new()),
+            },
+        };
+        Ok(match &status.state {
+            ContainerState::Terminated { message, .. } => message.clone().unwrap_or_default(),
+            _ => String::new(),
+        })
+    };
+    let print = |prefix: &str, text: &str| {
+        for line in text.lines() {
+            println!("{prefix}{line}");
+        }
+        if text.len() >= api::pod::TERMINATION_MESSAGE_BYTES - 256 {
+            eprintln!(
+                "{prefix}(only the last {} bytes of its output are kept; `mkctl logs POD` has it all while the container exists)",
+                api::pod::TERMINATION_MESSAGE_BYTES
+            );
+        }
+    };
+    if job.spec.completion_mode != CompletionMode::Indexed {
+        if only.is_some() {
+            return Err(CliError::client(format!(
+                "job {name:?} is not Indexed: its pods have no index"
+            )));
+        }
+        for p in pods
+            .iter()
+            .filter(|p| p.status.as_ref().map(|s| s.phase) == Some(api::PodPhase::Succeeded))
+        {
+            print(&format!("[{}] ", p.metadata.name), &output(p)?);
+        }
+        return Ok(());
+    }
+    let completions = job.spec.completions;
+    if let Some(i) = only.filter(|i| *i >= completions) {
+        return Err(CliError::client(format!(
+            "index {i} is not below the Job's {completions} completions"
+        )));
+    }
+    let results = results_by_index(&pods, completions);
+    let mut missing = Vec::new();
+    for i in 0..completions {
+        if only.is_some_and(|o| o != i) {
+            continue;
+        }
+        match results.get(&i) {
+            Some(p) if only.is_some() => print("", &output(p)?),
+            Some(p) => print(&format!("[{i}] "), &output(p)?),
+            None => missing.push(i),
+        }
+    }
+    if !missing.is_empty() {
+        let set: std::collections::BTreeSet<u32> = missing.iter().copied().collect();
+        eprintln!(
+            "job {name:?}: no result yet for {} of {completions} indexes: {}",
+            missing.len(),
+            api::batch::format_indexes(&set)
+        );
+    }
+    Ok(())
 }
 
 async fn exec(

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use api::service::{Endpoints, Service, TargetPort};
 use api::workloads::{Deployment, ReplicaSet};
-use api::{ContainerState, EventRecord, Kind, Node, Pod};
+use api::{ContainerState, EventRecord, Job, Kind, Node, Pod, PodDisruptionBudget};
 use serde_json::Value;
 
 use crate::errors::CliError;
@@ -50,6 +50,8 @@ pub fn resource(kind: Kind) -> &'static str {
         Kind::Event => "event",
         Kind::Service => "service",
         Kind::Endpoints => "endpoints",
+        Kind::Job => "job.batch",
+        Kind::PodDisruptionBudget => "poddisruptionbudget.policy",
     }
 }
 
@@ -106,6 +108,20 @@ pub fn header(kind: Kind, wide: bool) -> Vec<&'static str> {
         ),
         Kind::Service => (vec!["NAME", "PORT(S)", "AGE"], vec!["SELECTOR"]),
         Kind::Endpoints => (vec!["NAME", "ENDPOINTS", "AGE"], vec!["NOT READY"]),
+        Kind::Job => (
+            vec!["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"],
+            vec!["CONTAINERS", "IMAGES", "FAILED"],
+        ),
+        Kind::PodDisruptionBudget => (
+            vec![
+                "NAME",
+                "MIN AVAILABLE",
+                "MAX UNAVAILABLE",
+                "ALLOWED DISRUPTIONS",
+                "AGE",
+            ],
+            vec![],
+        ),
     };
     if wide {
         h.extend(extra);
@@ -138,6 +154,43 @@ pub fn pod_status(p: &Pod) -> String {
         (Some(r), api::PodPhase::Pending) => r.clone(),
         _ => format!("{:?}", s.phase),
     }
+}
+
+/// A Job's STATUS column, as kubectl shows it.
+pub fn job_status(j: &Job) -> &'static str {
+    let s = j.status.clone().unwrap_or_default();
+    if s.condition("Complete").is_some() {
+        "Complete"
+    } else if s.condition("Failed").is_some() {
+        "Failed"
+    } else if j.spec.suspend {
+        "Suspended"
+    } else {
+        "Running"
+    }
+}
+
+/// From the Job's start to its completion (or now).
+fn job_duration(s: &api::batch::JobStatus, now: SystemTime) -> String {
+    let parse = |t: &Option<String>| {
+        t.as_deref()
+            .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+    };
+    let Some(start) = parse(&s.start_time) else {
+        return String::new();
+    };
+    let end = parse(&s.completion_time)
+        .or_else(|| {
+            s.condition("Failed")
+                .and_then(|c| parse(&c.last_transition_time))
+        })
+        .unwrap_or(now);
+    let since = end.duration_since(start).unwrap_or_default();
+    // `age` counts from a timestamp to a time; the same short form.
+    age(
+        Some(&humantime::format_rfc3339_seconds(start).to_string()),
+        start + since,
+    )
 }
 
 fn images(spec: &api::PodSpec) -> (String, String) {
@@ -289,6 +342,44 @@ pub fn row(kind: Kind, v: &Value, wide: bool, now: SystemTime) -> Vec<String> {
                 r.push(endpoint_list(&e, false, usize::MAX));
             }
             r
+        }
+        Kind::Job => {
+            let Some(j) = typed::<Job>(v) else {
+                return vec![name];
+            };
+            let s = j.status.clone().unwrap_or_default();
+            let mut r = vec![
+                name,
+                job_status(&j).into(),
+                format!("{}/{}", s.succeeded, j.spec.completions),
+                job_duration(&s, now),
+                age(created, now),
+            ];
+            if wide {
+                let (c, i) = images(&j.spec.template.spec);
+                r.extend([c, i, s.failed.to_string()]);
+            }
+            r
+        }
+        Kind::PodDisruptionBudget => {
+            let Some(b) = typed::<PodDisruptionBudget>(v) else {
+                return vec![name];
+            };
+            let bound = |v: &Option<api::workloads::IntOrPercent>| match v {
+                Some(api::workloads::IntOrPercent::Int(n)) => n.to_string(),
+                Some(api::workloads::IntOrPercent::Percent(p)) => p.clone(),
+                None => "N/A".into(),
+            };
+            vec![
+                name,
+                bound(&b.spec.min_available),
+                bound(&b.spec.max_unavailable),
+                b.status
+                    .as_ref()
+                    .map_or(0, |s| s.disruptions_allowed)
+                    .to_string(),
+                age(created, now),
+            ]
         }
     };
     r.iter_mut().for_each(|c| {

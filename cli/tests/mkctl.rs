@@ -2,8 +2,7 @@
 //! processes and two `mkube-worker` processes on the real Docker daemon,
 //! over TLS with the cluster's CA in the context.
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -13,103 +12,8 @@ use tests::images::BUSYBOX;
 use tests::masters::Masters;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-struct Mkctl {
-    config: PathBuf,
-    dir: PathBuf,
-}
-
-impl Mkctl {
-    /// A config file with a context for `cluster`, as its operator (the
-    /// admin token, as `scripts/demo` writes it).
-    fn new(cluster: &Cluster) -> Result<Mkctl> {
-        Mkctl::with_role(cluster, "admin")
-    }
-
-    /// A config file with a context for `cluster` holding a `role` token.
-    fn with_role(cluster: &Cluster, role: &str) -> Result<Mkctl> {
-        let dir = cluster.dir().join(format!("mkctl-{role}"));
-        std::fs::create_dir_all(&dir)?;
-        let token = dir.join("token");
-        std::fs::write(&token, cluster.pki().token(role)?)?;
-        let m = Mkctl {
-            config: dir.join("config"),
-            dir,
-        };
-        let servers = cluster.master_addrs.join(",");
-        let out = m.run(&[
-            "config",
-            "set-context",
-            "e2e",
-            "--servers",
-            &servers,
-            "--token-file",
-            &token.display().to_string(),
-            "--certificate-authority",
-            &cluster.pki().ca_file().display().to_string(),
-        ])?;
-        ok(&out)?;
-        Ok(m)
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_mkctl"));
-        c.args(args)
-            .env("MKUBECONFIG", &self.config)
-            .env_remove("MKUBE_SERVER")
-            .env_remove("MKUBE_TOKEN")
-            .env("RUST_BACKTRACE", "1");
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Result<Output> {
-        Ok(self.command(args).output()?)
-    }
-
-    /// Runs and expects success; returns stdout.
-    fn ok(&self, args: &[&str]) -> Result<String> {
-        let out = self.run(args)?;
-        ok(&out).with_context(|| format!("mkctl {}", args.join(" ")))
-    }
-
-    /// Runs and expects exit code 1 with one line on stderr; returns it.
-    fn fails(&self, args: &[&str]) -> Result<String> {
-        let out = self.run(args)?;
-        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-        if out.status.code() != Some(1) {
-            bail!(
-                "mkctl {}: exit {:?}, stderr {stderr}",
-                args.join(" "),
-                out.status.code()
-            );
-        }
-        let lines: Vec<&str> = stderr.lines().collect();
-        if lines.len() != 1 || stderr.contains("panicked") || stderr.contains("backtrace") {
-            bail!("mkctl {}: not one clear line: {stderr:?}", args.join(" "));
-        }
-        Ok(lines[0].to_string())
-    }
-
-    fn file(&self, name: &str, text: &str) -> Result<String> {
-        let path = self.dir.join(name);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::write(&path, text)?;
-        Ok(path.display().to_string())
-    }
-}
-
-fn ok(out: &Output) -> Result<String> {
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    if !out.status.success() {
-        bail!(
-            "exit {:?}\nstdout: {stdout}\nstderr: {}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(stdout)
-}
+mod common;
+use common::{Mkctl, ok};
 
 fn deployment_yaml(replicas: u32, image: &str) -> String {
     format!(

@@ -335,6 +335,22 @@ impl NetCluster {
         docker(&["network", "connect", "--ip", ip, &self.network, container]).map(|_| ())
     }
 
+    /// The cluster's PKI (CA, tokens).
+    pub fn pki(&self) -> &TestPki {
+        &self.pki
+    }
+
+    /// Every master's address, comma-separated (as `mkctl --servers` takes them).
+    pub fn servers(&self) -> String {
+        let addrs: Vec<String> = (0..self.masters).map(|i| self.master_addr(i)).collect();
+        addrs.join(",")
+    }
+
+    /// The cluster's scratch directory.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     /// A `Master` client of the address `addr`.
     pub fn client_at(&self, addr: &str) -> Result<MasterClient> {
         client_at(addr, &self.creds)

@@ -29,9 +29,10 @@
 //! - A finished Job (`Complete` or `Failed`) creates nothing and deletes
 //!   its active pods; after `ttlSecondsAfterFinished` it is deleted.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
+pub use api::batch::index_of;
 use api::batch::{
     CompletionMode, JOB_COMPLETION_INDEX_ANNOTATION, Job, JobCondition, JobStatus, format_indexes,
     parse_indexes,
@@ -65,15 +66,6 @@ pub struct Plan {
     pub events: Vec<(bool, &'static str, String)>,
     /// The Job's TTL after finishing has run out: delete it.
     pub delete_job: bool,
-}
-
-/// A pod's index, if it has a valid one below `completions`.
-pub fn index_of(pod: &Pod, completions: u32) -> Option<u32> {
-    pod.metadata
-        .annotations
-        .get(JOB_COMPLETION_INDEX_ANNOTATION)
-        .and_then(|v| v.parse::<u32>().ok())
-        .filter(|i| *i < completions)
 }
 
 fn counted(pod: &Pod) -> bool {
@@ -334,29 +326,6 @@ pub fn index_pod(pod: &mut Pod, index: u32) {
             });
         }
     }
-}
-
-/// Every index's outcome: for each index, the counted succeeded pod (the
-/// first if there were several). Used to print each result once.
-pub fn results_by_index<'a>(pods: &[&'a Pod], completions: u32) -> BTreeMap<u32, &'a Pod> {
-    let mut out: BTreeMap<u32, &Pod> = BTreeMap::new();
-    let mut sorted: Vec<&Pod> = pods
-        .iter()
-        .copied()
-        .filter(|p| p.status.as_ref().map(|s| s.phase) == Some(PodPhase::Succeeded))
-        .collect();
-    sorted.sort_by_key(|p| {
-        (
-            p.metadata.creation_timestamp.clone(),
-            p.metadata.name.clone(),
-        )
-    });
-    for p in sorted {
-        if let Some(i) = index_of(p, completions) {
-            out.entry(i).or_insert(p);
-        }
-    }
-    out
 }
 
 #[cfg(test)]
