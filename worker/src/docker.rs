@@ -22,8 +22,8 @@ use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, InspectContainerOptions, ListContainersOptions,
-    LogsOptions, RemoveContainerOptions, StatsOptions, StopContainerOptions,
+    CreateContainerOptions, CreateImageOptions, EventsOptions, InspectContainerOptions,
+    ListContainersOptions, LogsOptions, RemoveContainerOptions, StatsOptions, StopContainerOptions,
 };
 use futures_util::StreamExt;
 
@@ -308,6 +308,30 @@ impl Runtime {
                 Some((id, labels, state))
             })
             .collect())
+    }
+
+    /// Calls `exited` whenever one of our containers exits (Docker's `die`
+    /// events), so that an exit is seen at once rather than at the next
+    /// sync; returns when the event stream ends or fails.
+    pub async fn watch_exits(&self, exited: impl Fn()) -> Result<(), RuntimeError> {
+        let filters = HashMap::from([
+            ("type".to_string(), vec!["container".to_string()]),
+            ("event".to_string(), vec!["die".to_string()]),
+            (
+                "label".to_string(),
+                vec![crate::model::LABEL_NODE.to_string()],
+            ),
+        ]);
+        let options = EventsOptions {
+            filters: Some(filters),
+            ..Default::default()
+        };
+        let mut stream = self.docker.events(Some(options));
+        while let Some(event) = stream.next().await {
+            event.map_err(self.err("watching container events"))?;
+            exited();
+        }
+        Ok(())
     }
 
     /// The precise state and details of one container.

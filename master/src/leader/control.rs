@@ -72,6 +72,10 @@ pub struct Writes {
     /// The transactions.
     pub txns: Vec<Txn>,
     touched: HashSet<String>,
+    /// Pods the controllers create this pass, with their events: the
+    /// scheduler binds them before they are written, so that a new pod
+    /// costs one write and one pass, not two.
+    created: Vec<(Pod, Vec<Op>)>,
 }
 
 impl Writes {
@@ -111,6 +115,11 @@ impl Writes {
 }
 
 impl Writes {
+    /// Creates `pod` (bound by this pass's scheduler if it fits somewhere).
+    fn create_pod(&mut self, pod: Pod, extra: Vec<Op>) {
+        self.created.push((pod, extra));
+    }
+
     /// Deletes a pod gracefully (see `controllers::termination`): marks it
     /// terminating if a node may run it, removes it otherwise.
     fn delete_pod(&mut self, stored: &Stored<Pod>, extra: Vec<Op>) {
@@ -512,8 +521,7 @@ fn replica_sets(snap: &Snapshot, w: &mut Writes) {
                 msg,
                 SOURCE,
             );
-            let k = key(Kind::Pod, &m.namespace, &pod.metadata.name);
-            w.put_if(k, 0, encode(&pod), vec![ev]);
+            w.create_pod(pod, vec![ev]);
         }
         for name in plan.delete.iter().take(deletes) {
             if let Some(p) = stored_pods.get(&(m.namespace.as_str(), name.as_str())) {
@@ -633,8 +641,7 @@ fn jobs(snap: &Snapshot, now: SystemTime, w: &mut Writes) {
             pod.metadata.uid = new_uid();
             pod.metadata.creation_timestamp = Some(now_rfc3339());
             pod.metadata.generation = 1;
-            let k = key(Kind::Pod, &m.namespace, &pod.metadata.name);
-            w.put_if(k, 0, encode(&pod), Vec::new());
+            w.create_pod(pod, Vec::new());
         }
         for (name, why) in &plan.delete {
             let Some(p) = owned.iter().find(|p| &p.metadata.name == name) else {
@@ -796,6 +803,31 @@ fn schedule_pending(
     }
     if !batch.compares.is_empty() {
         w.txns.push(batch);
+    }
+    // This pass's new pods, after the older pending ones.
+    for (mut pod, mut extra) in std::mem::take(&mut w.created) {
+        if let Ok(binding) = schedule(&pod, &views, policy) {
+            pod.spec.node_name = Some(binding.node.clone());
+            pod.status = Some(PodStatus {
+                phase: PodPhase::Scheduled,
+                ..PodStatus::default()
+            });
+            if let Some(i) = index.get(&binding.node) {
+                views[*i].assume(&pod);
+            }
+            let msg = format!("Successfully assigned {} to {}", pod.key(), binding.node);
+            extra.push(event(
+                Kind::Pod,
+                &pod.metadata,
+                EventType::Normal,
+                "Scheduled",
+                msg,
+                "scheduler",
+            ));
+        }
+        // One that fits nowhere is written unbound: the next pass says why.
+        let k = key(Kind::Pod, &pod.metadata.namespace, &pod.metadata.name);
+        w.put_if(k, 0, encode(&pod), extra);
     }
 }
 

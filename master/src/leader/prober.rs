@@ -57,8 +57,8 @@ fn now_ms() -> u64 {
 /// Heartbeats are written at least this often even when nothing changed.
 const HEARTBEAT_WRITE_MS: u64 = 10_000;
 /// After a node is given new pods, it is probed this often while they
-/// start, so that Running is seen within this long rather than a probe
-/// interval later...
+/// start (or, for pods that run to completion, run), so that Running (or
+/// Succeeded) is seen within this long rather than a probe interval later...
 const FOLLOW_INTERVAL: Duration = Duration::from_millis(50);
 /// ...for at most this long (a pod in back-off is left to the interval).
 const FOLLOW_FOR_MS: u64 = 5_000;
@@ -244,11 +244,8 @@ async fn round(
                     // The next part goes at once.
                     starting.insert(name.clone());
                 }
-                let pending = resp
-                    .pods
-                    .iter()
-                    .any(|p| matches!(p.status.phase, PodPhase::Pending | PodPhase::Scheduled));
-                if pending && now < peer.follow_until_ms {
+                if may_change_soon(by_node.get(name.as_str()), &resp) && now < peer.follow_until_ms
+                {
                     starting.insert(name.clone());
                 }
                 if resp.acked_version == req.version {
@@ -455,6 +452,21 @@ fn answered(peer: &mut Peer, req: &ProbeRequest, resp: &ProbeResponse, now: u64)
         None if resp.acked_version == 0 => peer.events_after = 0,
         None => {}
     }
+}
+
+/// Whether a node's answer shows pods whose next change is worth seeing
+/// at once: pods still starting, and pods that run to completion
+/// (`restartPolicy` OnFailure or Never: a Job's next pod waits for this
+/// one's end).
+fn may_change_soon(pods: Option<&Vec<&Stored<Pod>>>, resp: &ProbeResponse) -> bool {
+    resp.pods.iter().any(|r| match r.status.phase {
+        PodPhase::Pending | PodPhase::Scheduled => true,
+        PodPhase::Running => pods.into_iter().flatten().any(|p| {
+            p.object.metadata.uid == r.uid
+                && p.object.spec.restart_policy != api::RestartPolicy::Always
+        }),
+        _ => false,
+    })
 }
 
 /// Removals of the node's terminating pods that its worker has let go:

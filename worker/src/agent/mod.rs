@@ -39,6 +39,15 @@ use crate::model::{Observed, RunState, Slot};
 use crate::reconcile::{Backoff, Inputs, Plan, reconcile};
 use crate::status::SlotRecord;
 
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// How many events a worker keeps for masters to collect.
 pub const EVENT_RING: usize = 1_000;
 
@@ -210,6 +219,21 @@ impl Agent {
     pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         let mut last_stats = 0u64;
+        // Exits wake the loop at once; should the event stream fail, the
+        // sync interval still notices them.
+        let watcher = tokio::spawn({
+            let agent = self.clone();
+            async move {
+                loop {
+                    let wake = || agent.wake();
+                    if let Err(e) = agent.inner.runtime.watch_exits(wake).await {
+                        tracing::debug!(error = %e, "container events: the stream failed; retrying");
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        });
+        let _stop_watcher = AbortOnDrop(watcher);
         loop {
             self.round().await;
             let now = now_ms();
