@@ -284,6 +284,11 @@ pub struct DrainRequest {
     /// without it such pods make the drain fail and nothing changes.
     #[serde(default)]
     pub force: bool,
+    /// Evict at once, ignoring PodDisruptionBudgets (kubectl's
+    /// `--disable-eviction`): for a Spot eviction notice, which cannot
+    /// wait. The budgets it breaks are reported as Warning events.
+    #[serde(default)]
+    pub disable_eviction: bool,
 }
 
 /// `Master.drain`'s answer.
@@ -292,6 +297,11 @@ pub struct DrainRequest {
 pub struct DrainResponse {
     /// The evicted pods, as `namespace/name`; each stops within its grace period.
     pub evicted: Vec<String>,
+    /// Pods left on the node because evicting them now would break a
+    /// PodDisruptionBudget, each with the budget and why; call again once
+    /// replacements elsewhere are ready.
+    #[serde(default)]
+    pub blocked: Vec<String>,
 }
 
 /// `Master.figures`: asks a master for its own figures (see [`crate::metrics`]).

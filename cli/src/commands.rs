@@ -206,7 +206,7 @@ enum Command {
     },
     /// Cordon a node and evict its pods (each stops within its grace period).
     #[command(
-        after_help = "Examples:\n  mkctl drain node-1\n  mkctl drain node-1 --force   # also pods no controller will replace"
+        after_help = "Pods covered by a PodDisruptionBudget are evicted only as far as the budget allows:\nthe drain waits for their replacements elsewhere to be ready, says which budget it\nwaits for, and evicts more (kubectl's eviction API behaviour).\n\nExamples:\n  mkctl drain node-1\n  mkctl drain node-1 --force   # also pods no controller will replace\n  mkctl drain node-1 --timeout 300\n  mkctl drain node-1 --disable-eviction   # ignore budgets: delete everything now"
     )]
     Drain {
         /// The node.
@@ -214,6 +214,13 @@ enum Command {
         /// Also delete pods that no controller manages.
         #[arg(long)]
         force: bool,
+        /// Delete every pod at once, ignoring PodDisruptionBudgets (the
+        /// budgets broken are recorded as events).
+        #[arg(long)]
+        disable_eviction: bool,
+        /// Give up after this many seconds of waiting for budgets (0: never).
+        #[arg(long, default_value_t = 0)]
+        timeout: u64,
     },
     /// The masters: members, leader, term, indexes, lag.
     Cluster {
@@ -523,7 +530,12 @@ pub async fn run(args: Args) -> Result<(), CliError> {
         Command::Rollout { action } => rollout(&ctx, action).await,
         Command::Cordon { node } => cordon(&ctx, &node, true).await,
         Command::Uncordon { node } => cordon(&ctx, &node, false).await,
-        Command::Drain { node, force } => drain(&ctx, &node, force).await,
+        Command::Drain {
+            node,
+            force,
+            disable_eviction,
+            timeout,
+        } => drain(&ctx, &node, force, disable_eviction, timeout).await,
         Command::Taint {
             kind,
             node,
@@ -1535,19 +1547,49 @@ async fn taint(
     Ok(())
 }
 
-async fn drain(ctx: &Ctx, node: &str, force: bool) -> Result<(), CliError> {
+async fn drain(
+    ctx: &Ctx,
+    node: &str,
+    force: bool,
+    disable_eviction: bool,
+    timeout_s: u64,
+) -> Result<(), CliError> {
     let node = node.strip_prefix("node/").unwrap_or(node).to_string();
     let req = DrainRequest {
         node: node.clone(),
         force,
+        disable_eviction,
     };
-    let r = ctx.conn.master(call!(drain, req)).await?;
-    println!("node/{node} cordoned");
-    for p in &r.evicted {
-        println!("evicting pod {p}");
+    let start = Instant::now();
+    let mut waiting: Vec<String> = Vec::new();
+    let mut first = true;
+    loop {
+        let r = ctx.conn.master(call!(drain, req.clone())).await?;
+        if first {
+            println!("node/{node} cordoned");
+            first = false;
+        }
+        for p in &r.evicted {
+            println!("evicting pod {p}");
+        }
+        if r.blocked.is_empty() {
+            println!("node/{node} drained");
+            return Ok(());
+        }
+        if r.blocked != waiting {
+            for b in &r.blocked {
+                println!("waiting: {b}");
+            }
+            waiting = r.blocked;
+        }
+        if timeout_s > 0 && start.elapsed() > Duration::from_secs(timeout_s) {
+            return Err(CliError::client(format!(
+                "drain of node/{node} timed out after {timeout_s} s; still waiting: {}",
+                waiting.join("; ")
+            )));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    println!("node/{node} drained");
-    Ok(())
 }
 
 async fn can_i(ctx: &Ctx, verb: String, kind: String, verbose: bool) -> Result<(), CliError> {

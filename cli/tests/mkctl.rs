@@ -765,3 +765,155 @@ spec:
     assert!(e.contains("NotFound") || e.contains("not found"), "{e}");
     Ok(())
 }
+
+/// `drain` of a node holding two of a Deployment's three pods, under a
+/// PodDisruptionBudget of `minAvailable: 2`: one pod is evicted, the drain
+/// says which budget it waits for until the replacement elsewhere is
+/// ready, then evicts the other; at no time are fewer than two pods ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_evicts_one_pod_at_a_time_within_a_disruption_budget() -> Result<()> {
+    let c = Cluster::start(1, 2, Timing::default()).await?;
+    let m = Mkctl::new(&c)?;
+    let manifest = m.file(
+        "guarded.yaml",
+        &format!(
+            "apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: guarded}}
+spec:
+  replicas: 3
+  selector: {{matchLabels: {{app: guarded}}}}
+  template:
+    metadata: {{labels: {{app: guarded}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: main
+        image: {BUSYBOX}
+        command: [sleep, '3600']
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {{name: guarded}}
+spec:
+  minAvailable: 2
+  selector: {{matchLabels: {{app: guarded}}}}
+"
+        ),
+    )?;
+    m.ok(&["apply", "-f", &manifest])?;
+    let client = c.any_client().await?;
+    // (ready pods, nodes of the active pods)
+    let census = || async {
+        let list = client
+            .list(&api::master::ListRequest {
+                kind: "pods".into(),
+                label_selector: Some("app=guarded".into()),
+                ..Default::default()
+            })
+            .await?;
+        let pods: Vec<api::Pod> = list
+            .items
+            .into_iter()
+            .filter_map(|v| serde_json::from_value(v).ok())
+            .collect();
+        let active: Vec<&api::Pod> = pods
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect();
+        let ready = active
+            .iter()
+            .filter(|p| {
+                p.status.as_ref().is_some_and(|s| {
+                    s.phase == api::PodPhase::Running
+                        && s.container_statuses.iter().all(|c| c.ready)
+                })
+            })
+            .count();
+        let nodes: Vec<String> = active
+            .iter()
+            .filter_map(|p| p.spec.node_name.clone())
+            .collect();
+        anyhow::Ok((ready, nodes))
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let nodes = loop {
+        let (ready, nodes) = census().await?;
+        let pdb = m.ok(&["get", "pdb", "guarded"])?;
+        if ready == 3
+            && pdb
+                .lines()
+                .nth(1)
+                .is_some_and(|l| l.split_whitespace().nth(3) == Some("1"))
+        {
+            break nodes;
+        }
+        if Instant::now() > deadline {
+            bail!("three ready pods and a budget allowing one: {ready} ready\n{pdb}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // The node holding two of the three (spread puts two on one of two nodes).
+    let busy = nodes
+        .iter()
+        .find(|n| nodes.iter().filter(|m| m == n).count() == 2)
+        .cloned()
+        .context("a node with two of the pods")?;
+
+    let mut drain = m
+        .command(&["drain", &busy, "--timeout", "120"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut fewest = 3;
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let status = loop {
+        if let Some(status) = drain.try_wait()? {
+            break status;
+        }
+        fewest = fewest.min(census().await?.0);
+        if Instant::now() > deadline {
+            let _ = drain.kill();
+            bail!("the drain did not end");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let out = drain.wait_with_output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        status.success(),
+        "drain failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        fewest >= 2,
+        "only {fewest} pods were ready during the drain:\n{stdout}"
+    );
+    assert_eq!(
+        stdout.matches("evicting pod default/guarded-").count(),
+        2,
+        "{stdout}"
+    );
+    assert!(
+        stdout.lines().any(|l| l.starts_with("waiting: ")
+            && l.contains("would violate PodDisruptionBudget default/guarded")),
+        "the drain says what it waits for:\n{stdout}"
+    );
+    // Evictions one at a time: the first, a wait, then the second.
+    let first_evict = stdout.find("evicting pod").unwrap_or(usize::MAX);
+    let wait = stdout.find("waiting: ").unwrap_or(usize::MAX);
+    let second_evict = stdout.rfind("evicting pod").unwrap_or(0);
+    assert!(first_evict < wait && wait < second_evict, "{stdout}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (ready, nodes) = census().await?;
+        if ready == 3 && nodes.iter().all(|n| n != &busy) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("three pods ready off the drained node: {ready} ready on {nodes:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}

@@ -8,13 +8,17 @@
 //! stale, one without it re-reads and tries again. A request that fails
 //! validation writes nothing.
 
+use crate::controllers::disruption;
 use crate::controllers::termination::{self, Deletion};
 use std::sync::Arc;
 use std::time::Duration;
 
 use api::master::*;
 use api::worker::{ExecRequest, ExecResponse, Fence, LogsRequest, LogsResponse, WorkerClient};
-use api::{Deployment, Kind, LabelSelector, Node, NodeInfo, Pod, ReplicaSet, WorkerError};
+use api::{
+    Deployment, Kind, LabelSelector, Node, NodeInfo, Pod, PodDisruptionBudget, ReplicaSet,
+    WorkerError,
+};
 use kvs::kv::{Event as KvEvent, Op, Txn};
 
 use crate::authz::{Actor, Signer};
@@ -753,12 +757,17 @@ impl Master for MasterService {
             return Err(not_found(Kind::Node, "", &req.node));
         };
         let (pods, _) = self.store.list::<Pod>(Kind::Pod, None).await?;
-        let pods: Vec<Stored<Pod>> = pods
+        let (budgets, _) = self
+            .store
+            .list::<PodDisruptionBudget>(Kind::PodDisruptionBudget, None)
+            .await?;
+        let all: Vec<&Pod> = pods.objects.iter().map(|p| &p.object).collect();
+        let on_node: Vec<&Stored<Pod>> = pods
             .objects
-            .into_iter()
+            .iter()
             .filter(|p| p.object.spec.node_name.as_deref() == Some(req.node.as_str()))
             .collect();
-        let unmanaged: Vec<String> = pods
+        let unmanaged: Vec<String> = on_node
             .iter()
             .filter(|p| p.object.metadata.controller().is_none())
             .map(|p| p.object.key())
@@ -777,18 +786,73 @@ impl Master for MasterService {
             node.metadata.resource_version = None;
             self.apply_object(Object::Node(node)).await?;
         }
+        // Pods already terminating are on their way; the rest are evicted
+        // as the budgets allow (or all at once when eviction is disabled).
+        let candidates: Vec<&Pod> = on_node
+            .iter()
+            .map(|p| &p.object)
+            .filter(|p| !termination::is_terminating(p))
+            .collect();
+        let budgets: Vec<&PodDisruptionBudget> =
+            budgets.objects.iter().map(|b| &b.object).collect();
+        let (evict, blocked) = if req.disable_eviction {
+            let broken = disruption::broken(&candidates, &all, &budgets);
+            let events: Vec<Op> = broken
+                .into_iter()
+                .map(|(i, message)| {
+                    crate::leader::events::event(
+                        Kind::PodDisruptionBudget,
+                        &budgets[i].metadata,
+                        api::EventType::Warning,
+                        "DisruptionBudgetBroken",
+                        format!("node {}: {message}", req.node),
+                        "drain",
+                    )
+                })
+                .collect();
+            if !events.is_empty() {
+                self.store
+                    .txn(Txn {
+                        compares: Vec::new(),
+                        success: events,
+                        failure: Vec::new(),
+                    })
+                    .await?;
+            }
+            (candidates.clone(), Vec::new())
+        } else {
+            disruption::plan_drain(&candidates, &all, &budgets)
+        };
         let mut evicted = Vec::new();
-        for pod in pods {
-            let key = pod.object.key();
-            let stored = Stored {
-                object: Object::Pod(pod.object),
-                mod_revision: pod.mod_revision,
+        for pod in evict {
+            let Some(stored) = on_node
+                .iter()
+                .find(|p| p.object.metadata.uid == pod.metadata.uid)
+            else {
+                continue;
             };
-            if self.delete_if(&stored).await? {
-                evicted.push(key);
+            let done = match termination::delete(pod, None, &now_rfc3339()) {
+                Deletion::Now => {
+                    self.delete_if(&Stored {
+                        object: Object::Pod(pod.clone()),
+                        mod_revision: stored.mod_revision,
+                    })
+                    .await?
+                }
+                Deletion::Terminate(marked) => self
+                    .put_if(&Object::Pod(*marked), stored.mod_revision)
+                    .await?
+                    .is_some(),
+                Deletion::Unchanged => false,
+            };
+            if done {
+                evicted.push(pod.key());
             }
         }
-        Ok(DrainResponse { evicted })
+        Ok(DrainResponse {
+            evicted,
+            blocked: blocked.into_iter().map(|b| b.message).collect(),
+        })
     }
 
     async fn logs(&self, req: LogsRequest) -> Result<LogsResponse, MasterError> {

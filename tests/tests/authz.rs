@@ -471,6 +471,7 @@ async fn a_join_token_or_a_workers_certificate_cannot_act_for_another_node() -> 
             .drain(&DrainRequest {
                 node: b.clone(),
                 force: true,
+                disable_eviction: false,
             })
             .await,
         "a join token alone may not drain",
@@ -538,6 +539,7 @@ async fn a_join_token_or_a_workers_certificate_cannot_act_for_another_node() -> 
         as_a.drain(&DrainRequest {
             node: b.clone(),
             force: true,
+            disable_eviction: false,
         })
         .await,
         &format!("node {a:?} may not drain node {b:?}"),

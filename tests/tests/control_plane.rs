@@ -240,6 +240,7 @@ async fn deployments_spread_roll_out_survive_the_leader_and_go_away() -> Result<
         .drain(&DrainRequest {
             node: drained.clone(),
             force: false,
+            disable_eviction: false,
         })
         .await?
         .evicted;

@@ -279,14 +279,16 @@ impl Runtime {
         })
     }
 
-    /// Every container with an `mkube.node` label, with id, labels and the
-    /// coarse state from the listing (`running`, `exited`, ...).
+    /// Every container of `node` (its `mkube.node` label), with id, labels
+    /// and the coarse state from the listing (`running`, `exited`, ...).
+    /// Other nodes' containers on a shared daemon are not ours to read.
     pub async fn list(
         &self,
+        node: &str,
     ) -> Result<Vec<(String, BTreeMap<String, String>, String)>, RuntimeError> {
         let filters = HashMap::from([(
             "label".to_string(),
-            vec![crate::model::LABEL_NODE.to_string()],
+            vec![format!("{}={node}", crate::model::LABEL_NODE)],
         )]);
         let options = ListContainersOptions {
             all: true,
@@ -310,16 +312,16 @@ impl Runtime {
             .collect())
     }
 
-    /// Calls `exited` whenever one of our containers exits (Docker's `die`
-    /// events), so that an exit is seen at once rather than at the next
-    /// sync; returns when the event stream ends or fails.
-    pub async fn watch_exits(&self, exited: impl Fn()) -> Result<(), RuntimeError> {
+    /// Calls `exited` whenever one of `node`'s containers exits (Docker's
+    /// `die` events), so that an exit is seen at once rather than at the
+    /// next sync; returns when the event stream ends or fails.
+    pub async fn watch_exits(&self, node: &str, exited: impl Fn()) -> Result<(), RuntimeError> {
         let filters = HashMap::from([
             ("type".to_string(), vec!["container".to_string()]),
             ("event".to_string(), vec!["die".to_string()]),
             (
                 "label".to_string(),
-                vec![crate::model::LABEL_NODE.to_string()],
+                vec![format!("{}={node}", crate::model::LABEL_NODE)],
             ),
         ]);
         let options = EventsOptions {

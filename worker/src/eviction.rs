@@ -245,6 +245,7 @@ async fn handle(
             .drain(&DrainRequest {
                 node: config.node.clone(),
                 force: true,
+                disable_eviction: true,
             })
             .await
         {

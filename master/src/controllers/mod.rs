@@ -6,6 +6,7 @@
 //!
 //! - [`replicaset`]: how many pods to create and which to delete.
 //! - [`deployment`]: rolling updates, revision history, rollback, progress.
+//! - [`disruption`]: PodDisruptionBudgets and what a drain may evict.
 //! - [`endpoints`]: where a Service's ready pods answer (host and port).
 //! - [`job`]: Jobs: pods to completion, indexes, failures vs disruptions.
 //! - [`nodes`]: when a silent node becomes NotReady and when its pods go.
@@ -16,6 +17,7 @@
 //! Shared here: pod readiness and activity, and pods from templates.
 
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod gc;
 pub mod job;

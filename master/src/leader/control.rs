@@ -18,6 +18,7 @@ use serde::Serialize;
 use super::events::{self, event};
 use super::{Context, Snapshot};
 use crate::controllers::deployment::{self, RsView};
+use crate::controllers::disruption;
 use crate::controllers::endpoints as endpoints_controller;
 use crate::controllers::job as job_controller;
 use crate::controllers::{
@@ -228,6 +229,7 @@ pub fn plan(
     jobs(snap, now, &mut w);
     schedule_pending(snap, policy, memory, now, &mut w);
     endpoints(snap, &mut w);
+    disruption_budgets(snap, &mut w);
     w
 }
 
@@ -543,6 +545,21 @@ fn replica_sets(snap: &Snapshot, w: &mut Writes) {
             let (k, rev) = key_of(Kind::ReplicaSet, rs, m);
             w.put_if(k, rev, encode(&updated), Vec::new());
         }
+    }
+}
+
+/// Every PodDisruptionBudget's status, written when it changes.
+fn disruption_budgets(snap: &Snapshot, w: &mut Writes) {
+    for stored in &snap.budgets {
+        let status = disruption::status(&stored.object, snap.pods.iter().map(|p| &p.object));
+        if stored.object.status.as_ref() == Some(&status) {
+            continue;
+        }
+        let mut updated = stored.object.clone();
+        updated.status = Some(status);
+        updated.metadata.resource_version = None;
+        let (k, rev) = key_of(Kind::PodDisruptionBudget, stored, &stored.object.metadata);
+        w.put_if(k, rev, encode(&updated), Vec::new());
     }
 }
 

@@ -29,7 +29,7 @@
 
 mod collector;
 pub mod control;
-mod events;
+pub(crate) mod events;
 mod prober;
 mod revival;
 mod snapshot;

@@ -52,6 +52,44 @@ async fn get_job(client: &MasterClient) -> Result<Job> {
     Ok(serde_json::from_value(got.object)?)
 }
 
+/// Where a slot's time goes: the mean container run (start → exit) and
+/// the mean time from an exit to the start of the container that took
+/// its slot (the orchestration's share), in seconds.
+fn profile(pods: &[Pod], parallelism: usize) -> (f64, f64) {
+    let times: Vec<(f64, f64)> = pods
+        .iter()
+        .filter_map(|p| {
+            let c = p.status.as_ref()?.container_statuses.first()?;
+            let ContainerState::Terminated {
+                started_at: Some(s),
+                finished_at: Some(f),
+                ..
+            } = &c.state
+            else {
+                return None;
+            };
+            let t = |x: &str| {
+                x.parse::<jiff::Timestamp>()
+                    .ok()
+                    .map(|t| t.as_nanosecond() as f64 / 1e9)
+            };
+            Some((t(s)?, t(f)?))
+        })
+        .collect();
+    let run = times.iter().map(|(s, f)| f - s).sum::<f64>() / times.len().max(1) as f64;
+    let mut starts: Vec<f64> = times.iter().map(|t| t.0).collect();
+    let mut finishes: Vec<f64> = times.iter().map(|t| t.1).collect();
+    starts.sort_by(f64::total_cmp);
+    finishes.sort_by(f64::total_cmp);
+    let gaps: Vec<f64> = starts
+        .iter()
+        .skip(parallelism)
+        .zip(&finishes)
+        .map(|(s, f)| s - f)
+        .collect();
+    (run, gaps.iter().sum::<f64>() / gaps.len().max(1) as f64)
+}
+
 /// Each index's printed result, from the pods' kept output.
 async fn results(client: &MasterClient, job: &Job) -> Result<Vec<String>> {
     let list = client
@@ -70,6 +108,10 @@ async fn results(client: &MasterClient, job: &Job) -> Result<Vec<String>> {
         .into_iter()
         .filter_map(|v| serde_json::from_value(v).ok())
         .collect();
+    let (run, gap) = profile(&pods, job.spec.parallelism as usize);
+    println!(
+        "  mkube's slots: a container runs {run:.2} s; from its exit to the start of the next in its slot, {gap:.2} s"
+    );
     Ok(results_by_index(&pods, job.spec.completions)
         .values()
         .map(|p| {
@@ -198,6 +240,10 @@ fn main() -> Result<()> {
             "  docker run (attached, {parallelism} in flight): {:.1} s; the same {} results",
             peer_took.as_secs_f64(),
             peer_results.len()
+        );
+        println!(
+            "  docker run's slots: {:.2} s each (the same container)",
+            peer_took.as_secs_f64() * f64::from(parallelism) / f64::from(completions)
         );
         println!(
             "jobs: ours={:.1} s peer={:.1} s ratio={:.2}",

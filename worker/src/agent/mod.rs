@@ -226,7 +226,8 @@ impl Agent {
             async move {
                 loop {
                     let wake = || agent.wake();
-                    if let Err(e) = agent.inner.runtime.watch_exits(wake).await {
+                    let node = &agent.inner.config.node;
+                    if let Err(e) = agent.inner.runtime.watch_exits(node, wake).await {
                         tracing::debug!(error = %e, "container events: the stream failed; retrying");
                     }
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -301,7 +302,7 @@ impl Agent {
 
     /// Lists our containers and inspects those whose state changed.
     async fn observe(&self) -> Result<Vec<(Observed, Details)>, crate::docker::RuntimeError> {
-        let listed = self.inner.runtime.list().await?;
+        let listed = self.inner.runtime.list(&self.inner.config.node).await?;
         let mut out = Vec::with_capacity(listed.len());
         let mut fresh = HashMap::new();
         for (id, labels, coarse) in listed {
