@@ -462,6 +462,53 @@ mod tests {
         assert_eq!(scaled.meta().generation, 2);
     }
 
+    fn job(restart: &str, image: &str) -> serde_json::Value {
+        json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "cases"},
+            "spec": {"completions": 3, "completionMode": "Indexed",
+                "template": {"spec": {"restartPolicy": restart,
+                    "containers": [{"name": "c", "image": image}]}}}})
+    }
+
+    #[test]
+    fn a_job_runs_to_completion_gets_its_selector_and_keeps_its_template() {
+        let e = Object::parse(job("Always", "a"))
+            .expect("parses")
+            .validate()
+            .expect_err("Always");
+        assert!(
+            e.to_string().contains("spec.template.spec.restartPolicy"),
+            "{e}"
+        );
+        let first = Object::parse(job("Never", "a")).expect("parses");
+        first.validate().expect("valid");
+        let first = first.for_create("u1".into(), "t".into());
+        let Object::Job(created) = &first else {
+            panic!("a Job");
+        };
+        let selector = created.spec.selector.clone().expect("generated");
+        assert!(selector.matches(&created.spec.template.metadata.labels));
+        assert_eq!(
+            created
+                .spec
+                .template
+                .metadata
+                .labels
+                .get(CONTROLLER_UID_LABEL),
+            Some(&"u1".to_string())
+        );
+        // The same manifest applied again is no change; a new image is refused.
+        let again = Object::parse(job("Never", "a"))
+            .expect("parses")
+            .for_update(&first)
+            .expect("same");
+        assert_eq!(again, first);
+        let e = Object::parse(job("Never", "b"))
+            .expect("parses")
+            .for_update(&first)
+            .expect_err("immutable");
+        assert!(e.to_string().contains("spec.template"), "{e}");
+    }
+
     #[test]
     fn pod_specs_are_immutable() {
         let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
