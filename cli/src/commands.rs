@@ -70,10 +70,11 @@ enum Command {
     Create(FileArgs),
     /// List objects, or show one.
     #[command(
-        after_help = "Examples:\n  mkctl get pods\n  mkctl get deploy web -o yaml\n  mkctl get po -l app=web -w\n  mkctl get nodes -o wide\n  mkctl get pods -A"
+        after_help = "Examples:\n  mkctl get pods\n  mkctl get deploy web -o yaml\n  mkctl get po -l app=web -w\n  mkctl get nodes -o wide\n  mkctl get pods -A\n  mkctl get jobs\n  mkctl get pdb"
     )]
     Get {
-        /// Kind (pods, po, deployments, deploy, rs, nodes, no, events, ev), or KIND/NAME.
+        /// Kind (pods, po, deployments, deploy, rs, jobs, job, pdb, services, svc, ep,
+        /// nodes, no, events, ev), or KIND/NAME.
         kind: String,
         /// A name.
         name: Option<String>,
@@ -92,7 +93,7 @@ enum Command {
     },
     /// Show an object in detail, with its events.
     #[command(
-        after_help = "Examples:\n  mkctl describe pod web-7d9f8-abcde\n  mkctl describe deploy/web"
+        after_help = "Examples:\n  mkctl describe pod web-7d9f8-abcde\n  mkctl describe deploy/web\n  mkctl describe job/cases"
     )]
     Describe {
         /// Kind, or KIND/NAME.
@@ -102,7 +103,7 @@ enum Command {
     },
     /// Delete objects by name or by file.
     #[command(
-        after_help = "A pod that a node runs is Terminating until its containers have stopped: they get\nSIGTERM, then SIGKILL after the grace period (the pod's terminationGracePeriodSeconds,\n30 s by default); it holds its node's ports and resources until then.\n\nExamples:\n  mkctl delete deploy web\n  mkctl delete pod/web-7d9f8-abcde\n  mkctl delete pod web-7d9f8-abcde --grace-period 5\n  mkctl delete pod web-7d9f8-abcde --force\n  mkctl delete -f web.yaml"
+        after_help = "A pod that a node runs is Terminating until its containers have stopped: they get\nSIGTERM, then SIGKILL after the grace period (the pod's terminationGracePeriodSeconds,\n30 s by default); it holds its node's ports and resources until then.\n\nExamples:\n  mkctl delete deploy web\n  mkctl delete job cases   # and its pods\n  mkctl delete pod/web-7d9f8-abcde\n  mkctl delete pod web-7d9f8-abcde --grace-period 5\n  mkctl delete pod web-7d9f8-abcde --force\n  mkctl delete -f web.yaml"
     )]
     Delete {
         /// Kind, or KIND/NAME.
