@@ -88,7 +88,7 @@ async fn mkctl_drives_a_real_cluster() -> Result<()> {
     m.file(
         "manifests/more/solo.yaml",
         &format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: solo}}\nspec:\n  containers:\n  - {{name: c, image: {BUSYBOX}, command: [sleep, '3600']}}\n---\n"
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: solo}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: c, image: {BUSYBOX}, command: [sleep, '3600']}}\n---\n"
         ),
     )?;
     let dir = m.dir.join("manifests").display().to_string();
@@ -249,8 +249,23 @@ async fn mkctl_drives_a_real_cluster() -> Result<()> {
         running(p, 3, BUSYBOX) && p.iter().all(|x| x["spec"]["nodeName"] != node.as_str())
     })
     .await?;
-    let e = m.fails(&["get", "pod", "solo"])?;
-    assert!(e.contains("NotFound"), "{e}");
+    // The drain evicted solo gracefully: gone once its container stopped.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = m.run(&["get", "pod", "solo"])?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            assert!(stderr.contains("NotFound"), "{stderr}");
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "solo was still there a minute after the drain: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let out = m.ok(&["uncordon", &node])?;
     assert_eq!(out.trim(), format!("node/{node} uncordoned"));
 

@@ -59,8 +59,17 @@ pub(crate) struct Conn {
     in_flight: AtomicUsize,
     reserved: AtomicBool,
     closed: Arc<AtomicBool>,
+    /// Why it ended, set before `closed`.
+    ended: Arc<Ended>,
     /// When the last call on it ended (or it opened).
     idle_since: std::sync::Mutex<std::time::Instant>,
+}
+
+/// Why a connection's task ended: read by a caller whose request it
+/// refused, so that a refused connect is reported as one.
+#[derive(Default)]
+struct Ended {
+    why: std::sync::Mutex<Option<Failure>>,
 }
 
 /// Settings a connection needs.
@@ -79,12 +88,14 @@ impl Conn {
     pub(crate) fn open(params: ConnParams) -> Arc<Conn> {
         let (queue, rx) = mpsc::unbounded_channel();
         let closed = Arc::new(AtomicBool::new(false));
-        tokio::spawn(run(params, rx, Arc::clone(&closed)));
+        let ended = Arc::new(Ended::default());
+        tokio::spawn(run(params, rx, Arc::clone(&closed), Arc::clone(&ended)));
         Arc::new(Conn {
             queue,
             in_flight: AtomicUsize::new(0),
             reserved: AtomicBool::new(false),
             closed,
+            ended,
             idle_since: std::sync::Mutex::new(std::time::Instant::now()),
         })
     }
@@ -92,6 +103,15 @@ impl Conn {
     /// Queues a request; gives it back if the connection is gone.
     pub(crate) fn send(&self, queued: Queued) -> Result<(), Queued> {
         self.queue.send(queued).map_err(|e| e.0)
+    }
+
+    /// Why the connection ended, once it has.
+    pub(crate) fn failure(&self) -> Option<Failure> {
+        self.ended
+            .why
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -143,6 +163,7 @@ async fn run(
     params: ConnParams,
     mut queue: mpsc::UnboundedReceiver<Queued>,
     closed: Arc<AtomicBool>,
+    ended: Arc<Ended>,
 ) {
     let stream = match tokio::time::timeout(
         params.connect_timeout,
@@ -151,13 +172,15 @@ async fn run(
     .await
     {
         Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => return fail_queue(&mut queue, &closed, Failure::Connect(Arc::new(e))),
+        Ok(Err(e)) => {
+            return fail_queue(&mut queue, &closed, &ended, Failure::Connect(Arc::new(e)));
+        }
         Err(_) => {
             let e = std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 format!("connect timed out after {:?}", params.connect_timeout),
             );
-            return fail_queue(&mut queue, &closed, Failure::Connect(Arc::new(e)));
+            return fail_queue(&mut queue, &closed, &ended, Failure::Connect(Arc::new(e)));
         }
     };
     if let Err(e) = stream.set_nodelay(true) {
@@ -174,21 +197,21 @@ async fn run(
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => {
                     let e = std::io::Error::new(e.kind(), format!("TLS handshake failed: {e}"));
-                    return fail_queue(&mut queue, &closed, Failure::Connect(Arc::new(e)));
+                    return fail_queue(&mut queue, &closed, &ended, Failure::Connect(Arc::new(e)));
                 }
                 Err(_) => {
                     let e = std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
                         format!("TLS handshake timed out after {:?}", params.connect_timeout),
                     );
-                    return fail_queue(&mut queue, &closed, Failure::Connect(Arc::new(e)));
+                    return fail_queue(&mut queue, &closed, &ended, Failure::Connect(Arc::new(e)));
                 }
             };
             let (read, write) = tokio::io::split(stream);
             serve(read, write, &params, &mut queue).await;
         }
     }
-    fail_queue(&mut queue, &closed, Failure::NotSent);
+    fail_queue(&mut queue, &closed, &ended, Failure::NotSent);
 }
 
 /// Runs the writer here and the reader on its own task until either ends.
@@ -211,8 +234,18 @@ async fn serve<R, W>(
     write_requests(write, queue, pending_tx, reader_done).await;
 }
 
-/// Marks the connection closed and answers everything still queued.
-fn fail_queue(queue: &mut mpsc::UnboundedReceiver<Queued>, closed: &AtomicBool, failure: Failure) {
+/// Records why the connection ended, marks it closed and answers
+/// everything still queued.
+fn fail_queue(
+    queue: &mut mpsc::UnboundedReceiver<Queued>,
+    closed: &AtomicBool,
+    ended: &Ended,
+    failure: Failure,
+) {
+    *ended
+        .why
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(failure.clone());
     closed.store(true, Ordering::Release);
     queue.close();
     while let Ok(q) = queue.try_recv() {

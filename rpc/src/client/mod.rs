@@ -189,47 +189,58 @@ impl Client {
 
     /// Sends one encoded request, once more if the first attempt certainly did not run.
     async fn send(self, request: Bytes, long_poll: bool) -> Result<Bytes, Error> {
-        let addr = &self.inner.params.addr;
         let mut attempts_left = 2;
         loop {
             attempts_left -= 1;
             let lease = self.pick(long_poll);
-            let (reply, answer) = tokio::sync::oneshot::channel();
-            let queued = Queued {
-                request: request.clone(),
-                reply,
-            };
-            let failure = if lease.conn.send(queued).is_err() {
-                Failure::NotSent
-            } else {
-                match answer.await {
-                    Ok(Ok(response)) => return wire::into_result(response.status, response.body),
-                    Ok(Err(failure)) => failure,
-                    Err(_) => Failure::Lost("the connection task ended".into()),
-                }
-            };
-            drop(lease);
-            let error = match failure {
-                Failure::NotSent if attempts_left > 0 => continue,
-                Failure::NotSent => TransportError::ConnectionLost {
-                    addr: addr.clone(),
-                    reason: "the connection closed before the request was sent".into(),
-                },
-                Failure::Connect(source) => TransportError::Connect {
-                    addr: addr.clone(),
-                    source,
-                },
-                Failure::Lost(reason) => TransportError::ConnectionLost {
-                    addr: addr.clone(),
-                    reason,
-                },
-                Failure::Protocol(reason) => TransportError::Protocol {
-                    addr: addr.clone(),
-                    reason,
-                },
-            };
-            return Err(Error::Transport(error));
+            match self.attempt(lease, request.clone()).await {
+                Err(Failure::NotSent) if attempts_left > 0 => continue,
+                result => return self.outcome(result),
+            }
         }
+    }
+
+    /// One attempt on `lease`'s connection.
+    async fn attempt(&self, lease: Lease, request: Bytes) -> Result<wire::Response, Failure> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let queued = Queued { request, reply };
+        if lease.conn.send(queued).is_err() {
+            // The connection ended before it took the request; if it never
+            // connected, that is the answer (nothing ran), else try again.
+            return Err(match lease.conn.failure() {
+                Some(f @ Failure::Connect(_)) => f,
+                _ => Failure::NotSent,
+            });
+        }
+        match answer.await {
+            Ok(result) => result,
+            Err(_) => Err(Failure::Lost("the connection task ended".into())),
+        }
+    }
+
+    /// The caller's result of an attempt.
+    fn outcome(&self, result: Result<wire::Response, Failure>) -> Result<Bytes, Error> {
+        let addr = &self.inner.params.addr;
+        let error = match result {
+            Ok(response) => return wire::into_result(response.status, response.body),
+            Err(Failure::NotSent) => TransportError::ConnectionLost {
+                addr: addr.clone(),
+                reason: "the connection closed before the request was sent".into(),
+            },
+            Err(Failure::Connect(source)) => TransportError::Connect {
+                addr: addr.clone(),
+                source,
+            },
+            Err(Failure::Lost(reason)) => TransportError::ConnectionLost {
+                addr: addr.clone(),
+                reason,
+            },
+            Err(Failure::Protocol(reason)) => TransportError::Protocol {
+                addr: addr.clone(),
+                reason,
+            },
+        };
+        Err(Error::Transport(error))
     }
 }
 
@@ -313,6 +324,37 @@ fn host_name(host: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A call that reaches a connection after it failed to connect (the
+    /// connect lost a race with the caller, seen under load in CI) is a
+    /// connect error, not a lost connection: the call certainly did not run.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_call_that_finds_its_connection_already_refused_is_a_connect_error() {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.1:0".parse().expect("addr"))
+            .expect("bind");
+        let addr = socket.local_addr().expect("addr").to_string();
+        let client = Client::new(&addr, ClientConfig::default()).expect("client");
+        // The pool's connection, left to fail before the call is queued.
+        let conn = Conn::open(client.inner.params.clone());
+        client.lock_conns().push(Arc::clone(&conn));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !conn.is_closed() {
+            assert!(std::time::Instant::now() < deadline, "never closed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let lease = Lease {
+            conn: Arc::clone(&conn),
+            reserved: false,
+        };
+        let attempt = client.attempt(lease, Bytes::from_static(b"x")).await;
+        let err = client.outcome(attempt).expect_err("nobody listens");
+        assert!(
+            matches!(err, Error::Transport(TransportError::Connect { .. })),
+            "{err:?}"
+        );
+    }
 
     #[test]
     fn addresses_parse() {
