@@ -606,23 +606,33 @@ fn jobs(snap: &Snapshot, now: SystemTime, w: &mut Writes) {
                 key: job_key.clone(),
                 value: encode(&updated),
             }];
-            for (name, what) in &plan.count {
-                let Some(p) = owned.iter().find(|p| &p.metadata.name == name) else {
-                    continue;
-                };
-                let Some(sp) = stored_pods.get(p.metadata.uid.as_str()) else {
-                    continue;
-                };
+            // Every pod the status counts is marked with it, or nothing is
+            // written: a count without its mark would be counted again.
+            let counted: Vec<(&Pod, &Stored<Pod>, &str)> = plan
+                .count
+                .iter()
+                .filter_map(|(name, what)| {
+                    let p = owned.iter().find(|p| &p.metadata.name == name)?;
+                    let sp = stored_pods.get(p.metadata.uid.as_str())?;
+                    Some((*p, *sp, *what))
+                })
+                .collect();
+            let keys: Vec<String> = counted
+                .iter()
+                .map(|(p, _, _)| key(Kind::Pod, &p.metadata.namespace, &p.metadata.name))
+                .collect();
+            if counted.len() != plan.count.len() || keys.iter().any(|k| w.touched.contains(k)) {
+                continue;
+            }
+            for (p, sp, what) in counted {
                 let (k, rev) = key_of(Kind::Pod, sp, &p.metadata);
-                if !w.claim(&k) {
-                    continue;
-                }
-                let mut marked = (*p).clone();
+                w.claim(&k);
+                let mut marked = p.clone();
                 marked.metadata.resource_version = None;
                 marked
                     .metadata
                     .annotations
-                    .insert(job_controller::COUNTED_ANNOTATION.into(), (*what).into());
+                    .insert(job_controller::COUNTED_ANNOTATION.into(), what.into());
                 compares.push(unchanged(k.clone(), rev));
                 success.push(Op::Put {
                     key: k,
