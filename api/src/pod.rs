@@ -3,7 +3,8 @@
 //! The spec is what a user writes; the status is what the node reports.
 //! Containers of a pod share the first container's network namespace, and
 //! there are no pod IPs: a container port is reached through its host port
-//! on the node's address (Borg style; see `DESIGN.md`, "Orchestrator").
+//! on the node's address (Borg style: no overlay network to run on cheap
+//! VMs; the README's "Service discovery" says how clients find pods).
 
 use std::collections::BTreeMap;
 

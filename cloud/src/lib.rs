@@ -1,5 +1,5 @@
 //! mkube's Azure clients, on the official 1.x SDK (`azure_core`,
-//! `azure_identity`, `azure_security_keyvault_secrets`; AZURE.md):
+//! `azure_identity`, `azure_security_keyvault_secrets`):
 //!
 //! - [`secrets`]: the cluster token and the Cosmos DB key from Key Vault
 //!   (`--secrets keyvault://NAME`), with the VM's managed identity;

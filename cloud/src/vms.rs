@@ -1,4 +1,5 @@
-//! VM power operations through ARM's REST API (AZURE.md): the power state
+//! VM power operations through ARM's REST API (the 1.x SDK has no compute
+//! client, so the two calls are made here on its pipeline): the power state
 //! from `GET …/virtualMachines/{vm}/instanceView` and `POST …/start`, both
 //! at api-version 2024-07-01, on an `azure_core` pipeline with a bearer
 //! token for `https://management.azure.com/.default`.

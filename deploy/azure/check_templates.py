@@ -2,7 +2,8 @@
 """Offline checks of the Azure templates (run by tests/tests/azure_templates.rs).
 
 1. main.bicep parses with tree-sitter-bicep (no Bicep compiler can be
-   installed here; see AZURE.md).
+   installed where CI runs: the Bicep CLI ships from GitHub releases and
+   through the Azure CLI, and CI reaches only crates.io, PyPI and Debian).
 2. azuredeploy.json validates against Azure's ARM template JSON Schemas
    (tests/schemas/arm, draft-04, resolved locally: nothing is downloaded):
    the template's top level against deploymentTemplate.json, then every

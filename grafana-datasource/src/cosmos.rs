@@ -12,7 +12,7 @@
 //! `<day>` is the Unix day of the point; `<series>` a stable hash (FNV-1a)
 //! of the metric and its sorted tags. So a dashboard query of one metric
 //! over 24 h reads at most two partitions, each with a single-partition
-//! query (the SDK refuses cross-partition aggregates: AZURE.md), and
+//! query (the SDK refuses cross-partition aggregates), and
 //! listings read the one small `series` partition. Ids are deterministic,
 //! so writes are upserts and writing a point twice leaves one item.
 //!

@@ -1,6 +1,6 @@
 //! The Cosmos DB store against the same conformance checks as the embedded
 //! one: offline through the SDK's in-memory emulator (its real routing,
-//! retry and query code; AZURE.md), and against a real account when
+//! retry and query code), and against a real account when
 //! `MKUBE_COSMOS_ENDPOINT`, `MKUBE_COSMOS_KEY`, `MKUBE_COSMOS_DATABASE` and
 //! `MKUBE_COSMOS_CONTAINER` are set (the container must exist with
 //! partition key path `/pk`).

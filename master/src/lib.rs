@@ -18,17 +18,23 @@
 //!   controllers, node lifecycle and garbage collection.
 //! - [`leader`]: the leader-only loops that read snapshots, call those
 //!   functions and write the plans (control loop, prober, metrics collector).
+//! - [`clock`]: new uids and the time, the decisions' impure inputs.
+//! - [`snapshot`]: one consistent read of what the controllers decide on.
+//! - [`events`]: writing Events (and trimming old ones).
 //! - [`discovery`]: the DNS server's zone, following the Endpoints.
 //! - [`metrics`]: this master's figures, the cluster's figures and their
 //!   annotations, for the metrics store and the Prometheus page.
 //! - `src/main.rs`: the `mkube-master` binary.
 
 pub mod authz;
+pub mod clock;
 pub mod controllers;
 pub mod discovery;
+pub mod events;
 pub mod leader;
 pub mod metrics;
 pub mod objects;
 pub mod scheduler;
 pub mod service;
+pub mod snapshot;
 pub mod store;

@@ -24,7 +24,7 @@ use grafana_datasource::MetricsStore;
 use kvs::api::NodeStatus;
 use kvs::raft::Role;
 
-use crate::leader::Snapshot;
+use crate::snapshot::Snapshot;
 
 /// Unix milliseconds now.
 pub fn now_ms() -> i64 {

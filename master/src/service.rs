@@ -22,6 +22,7 @@ use api::{
 use kvs::kv::{Event as KvEvent, Op, Txn};
 
 use crate::authz::{Actor, Signer};
+pub use crate::clock::{new_uid, now_rfc3339};
 use crate::controllers::deployment::rollback_template;
 use crate::metrics::MasterMetrics;
 use crate::objects::{ApiLimits, Object};
@@ -57,16 +58,6 @@ impl From<StoreError> for MasterError {
             StoreError::Corrupt { key, error } => MasterError::Unreadable { key, error },
         }
     }
-}
-
-/// A new uid.
-pub fn new_uid() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
-
-/// Now, RFC 3339.
-pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
 
 fn kind_of(name: &str) -> Result<Kind, MasterError> {
@@ -800,7 +791,7 @@ impl Master for MasterService {
             let events: Vec<Op> = broken
                 .into_iter()
                 .map(|(i, message)| {
-                    crate::leader::events::event(
+                    crate::events::event(
                         Kind::PodDisruptionBudget,
                         &budgets[i].metadata,
                         api::EventType::Warning,

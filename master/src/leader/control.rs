@@ -15,8 +15,8 @@ use api::{EventType, Kind, OwnerReference, Pod, PodPhase, PodStatus};
 use kvs::kv::{Op, Txn};
 use serde::Serialize;
 
-use super::events::{self, event};
 use super::{Context, Snapshot};
+use crate::clock::{new_uid, now_rfc3339};
 use crate::controllers::deployment::{self, RsView};
 use crate::controllers::disruption;
 use crate::controllers::endpoints as endpoints_controller;
@@ -25,8 +25,8 @@ use crate::controllers::{
     controlled_by, fnv1a, gc, is_active, is_finished, is_ready, pod_from_template, replicaset,
     termination,
 };
+use crate::events::{self, event};
 use crate::scheduler::{NodeView, ScorePolicy, node_views, schedule};
-use crate::service::{new_uid, now_rfc3339};
 use crate::store::{Stored, encode, key, unchanged};
 
 /// Transactions in flight at once when a pass writes its plan.

@@ -19,20 +19,17 @@
 //!
 //! # Layout
 //!
-//! - `snapshot`: one consistent read of pods, ReplicaSets, Deployments and nodes.
-//! - `control`: the control loop (gc, Deployment, ReplicaSet, scheduler).
+//! - `control`: the control loop (gc, Deployment, ReplicaSet, Job, scheduler,
+//!   endpoints, disruption budgets), on a [`Snapshot`] (`crate::snapshot`).
 //! - `prober`: heartbeat probes, pod statuses, node lifecycle.
-//! - `events`: writing Events.
 //! - `collector`: the metrics collector (see [`crate::metrics`]).
 //! - `revival`: starts the deallocated VMs of silent nodes (Azure).
 //! - [`unreadable`]: reporting stored values that do not parse, once per key.
 
 mod collector;
 pub mod control;
-pub(crate) mod events;
 mod prober;
 mod revival;
-mod snapshot;
 pub mod unreadable;
 
 use std::sync::Arc;
@@ -44,8 +41,8 @@ use tokio::sync::watch;
 use crate::controllers::nodes::Timeouts;
 use crate::metrics::MasterMetrics;
 use crate::scheduler::ScorePolicy;
+pub use crate::snapshot::Snapshot;
 use crate::store::Store;
-pub use snapshot::Snapshot;
 
 /// Settings of the leader-only loops.
 #[derive(Debug, Clone)]

@@ -26,10 +26,10 @@ use api::{
 use kvs::kv::{Op, Txn};
 use tokio::sync::Semaphore;
 
-use super::events::{event, record};
 use super::{Context, Snapshot};
 use crate::controllers::fnv1a;
 use crate::controllers::nodes::{Health, evictable, health};
+use crate::events::{event, record};
 use crate::store::{Stored, encode, key, unchanged};
 
 /// What the leader remembers of one worker.
@@ -543,7 +543,7 @@ fn record_answer(
         }
         if status_without_time != old || heartbeat_due {
             if let Some(s) = updated.status.as_mut() {
-                s.last_heartbeat_time = Some(crate::service::now_rfc3339());
+                s.last_heartbeat_time = Some(crate::clock::now_rfc3339());
             }
             peer.written_ms = now;
             let became_ready = !stored.object.is_ready() && updated.is_ready();

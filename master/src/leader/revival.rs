@@ -6,9 +6,9 @@ use std::time::Duration;
 use api::{EventType, Kind};
 use cloud::vms::PowerState;
 
-use super::events::event;
 use super::{Context, Snapshot};
 use crate::controllers::revival::{Backoffs, NodeHealth, RevivalTiming, due};
+use crate::events::event;
 use crate::metrics::now_ms;
 
 /// Time between looks at the nodes.

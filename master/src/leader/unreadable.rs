@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use api::{EventType, Kind};
 use kvs::kv::Op;
 
-use super::events::event;
+use crate::events::event;
 use crate::store::{Unreadable, split_key};
 
 /// Why the events are written.

@@ -3,8 +3,8 @@
 //! Why pipelining: at high concurrency the cost of an RPC is system calls, not
 //! JSON. A connection that carries one request at a time costs ~4 syscalls
 //! per call; pipelining lets the writer put every queued request in one
-//! `write` and the reader take many responses per `read` (see
-//! `PERFORMANCE.md`). hyper's client does not pipeline, hence this module;
+//! `write` and the reader take many responses per `read` (measured
+//! against tarpc by `scripts/bench rpc`). hyper's client does not pipeline, hence this module;
 //! the server side stays hyper.
 //!
 //! What pipelining costs, and the answers here:

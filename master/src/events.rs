@@ -4,7 +4,7 @@
 use api::{Event, EventRecord, EventType, Kind};
 use kvs::kv::Op;
 
-use crate::service::{new_uid, now_rfc3339};
+use crate::clock::{new_uid, now_rfc3339};
 use crate::store::{Store, encode, key, prefix};
 
 /// Events kept in the store at most; older ones are deleted first.
