@@ -758,10 +758,15 @@ impl Master for MasterService {
             .iter()
             .filter(|p| p.object.spec.node_name.as_deref() == Some(req.node.as_str()))
             .collect();
-        let unmanaged: Vec<String> = on_node
+        // Pods already terminating are on their way; finished pods hold
+        // nothing and keep their record (a Job's results) until their owner
+        // goes; the rest are evicted as the budgets allow (or all at once
+        // when eviction is disabled).
+        let candidates = disruption::drain_candidates(on_node.iter().map(|p| &p.object));
+        let unmanaged: Vec<String> = candidates
             .iter()
-            .filter(|p| p.object.metadata.controller().is_none())
-            .map(|p| p.object.key())
+            .filter(|p| p.metadata.controller().is_none())
+            .map(|p| p.key())
             .collect();
         if !unmanaged.is_empty() && !req.force {
             return Err(MasterError::InvalidArgument(format!(
@@ -777,13 +782,6 @@ impl Master for MasterService {
             node.metadata.resource_version = None;
             self.apply_object(Object::Node(node)).await?;
         }
-        // Pods already terminating are on their way; the rest are evicted
-        // as the budgets allow (or all at once when eviction is disabled).
-        let candidates: Vec<&Pod> = on_node
-            .iter()
-            .map(|p| &p.object)
-            .filter(|p| !termination::is_terminating(p))
-            .collect();
         let budgets: Vec<&PodDisruptionBudget> =
             budgets.objects.iter().map(|b| &b.object).collect();
         let (evict, blocked) = if req.disable_eviction {

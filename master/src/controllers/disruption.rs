@@ -57,6 +57,15 @@ pub fn status<'a>(
     }
 }
 
+/// The pods of a node a drain evicts: not those already terminating (on
+/// their way), nor finished ones, which hold nothing and keep their record
+/// (exit codes, a Job's results) until their owner goes.
+pub fn drain_candidates<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Vec<&'a Pod> {
+    pods.into_iter()
+        .filter(|p| !is_terminating(p) && !is_finished(p))
+        .collect()
+}
+
 /// A pod a drain may not evict yet, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Blocked {
@@ -241,6 +250,19 @@ mod tests {
         let all: Vec<&Pod> = unready.iter().collect();
         let (evict, blocked) = plan_drain(&all[..1], &all, &[&budget]);
         assert_eq!((evict.len(), blocked.len()), (1, 0));
+    }
+
+    #[test]
+    fn a_drain_leaves_finished_and_terminating_pods() {
+        let running = web("a", "n1", true);
+        let done = pod("done", Some("n1"), Some(PodPhase::Succeeded));
+        let mut going = web("b", "n1", true);
+        going.metadata.deletion_timestamp = Some("t".into());
+        let names: Vec<&str> = drain_candidates([&running, &done, &going])
+            .iter()
+            .map(|p| p.metadata.name.as_str())
+            .collect();
+        assert_eq!(names, ["a"]);
     }
 
     #[test]
