@@ -204,13 +204,18 @@ mod tests {
         p
     }
 
-    #[test]
-    fn a_budget_allows_the_healthy_pods_above_its_bound() {
-        let pods = [
+    /// Three ready pods of `app: web`, two of them on n1.
+    fn three_ready() -> [Pod; 3] {
+        [
             web("a", "n1", true),
             web("b", "n1", true),
             web("c", "n2", true),
-        ];
+        ]
+    }
+
+    #[test]
+    fn a_budget_allows_the_healthy_pods_above_its_bound() {
+        let pods = three_ready();
         let s = status(&pdb(Some(2), None), &pods);
         assert_eq!(
             (s.expected_pods, s.current_healthy, s.disruptions_allowed),
@@ -223,11 +228,7 @@ mod tests {
 
     #[test]
     fn a_drain_evicts_what_the_budget_allows_and_names_it_for_the_rest() {
-        let pods = [
-            web("a", "n1", true),
-            web("b", "n1", true),
-            web("c", "n2", true),
-        ];
+        let pods = three_ready();
         let all: Vec<&Pod> = pods.iter().collect();
         let budget = pdb(Some(2), None);
         let (evict, blocked) = plan_drain(&all[..2], &all, &[&budget]);
@@ -267,11 +268,7 @@ mod tests {
 
     #[test]
     fn a_spot_eviction_reports_the_budgets_it_breaks() {
-        let pods = [
-            web("a", "n1", true),
-            web("b", "n1", true),
-            web("c", "n2", true),
-        ];
+        let pods = three_ready();
         let all: Vec<&Pod> = pods.iter().collect();
         let budget = pdb(Some(2), None);
         let broke = broken(&all[..2], &all, &[&budget]);

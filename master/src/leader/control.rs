@@ -717,6 +717,27 @@ fn nodes_fingerprint(views: &[NodeView]) -> u64 {
     fnv1a(&serde_json::to_vec(&fp).unwrap_or_default())
 }
 
+/// Binds `pod` to `node`: `Scheduled` there, counted on the node's view
+/// for the rest of the pass; returns the `Scheduled` event.
+fn bind(pod: &mut Pod, node: &str, views: &mut [NodeView], index: &HashMap<String, usize>) -> Op {
+    pod.spec.node_name = Some(node.to_string());
+    pod.status = Some(PodStatus {
+        phase: PodPhase::Scheduled,
+        ..PodStatus::default()
+    });
+    if let Some(i) = index.get(node) {
+        views[*i].assume(pod);
+    }
+    event(
+        Kind::Pod,
+        &pod.metadata,
+        EventType::Normal,
+        "Scheduled",
+        format!("Successfully assigned {} to {node}", pod.key()),
+        "scheduler",
+    )
+}
+
 fn schedule_pending(
     snap: &Snapshot,
     policy: ScorePolicy,
@@ -776,31 +797,16 @@ fn schedule_pending(
                     memory.bound_first_seen.push(seen);
                 }
                 let mut bound = pod.clone();
-                bound.spec.node_name = Some(binding.node.clone());
-                bound.status = Some(PodStatus {
-                    phase: PodPhase::Scheduled,
-                    ..PodStatus::default()
-                });
-                if let Some(i) = index.get(&binding.node) {
-                    views[*i].assume(&bound);
-                }
+                let scheduled = bind(&mut bound, &binding.node, &mut views, &index);
                 if !w.claim(&k) {
                     continue;
                 }
-                let msg = format!("Successfully assigned {} to {}", pod.key(), binding.node);
                 batch.compares.push(unchanged(k.clone(), rev));
                 batch.success.push(Op::Put {
                     key: k,
                     value: encode(&bound),
                 });
-                batch.success.push(event(
-                    Kind::Pod,
-                    &pod.metadata,
-                    EventType::Normal,
-                    "Scheduled",
-                    msg,
-                    "scheduler",
-                ));
+                batch.success.push(scheduled);
                 if batch.compares.len() >= BINDINGS_PER_TXN {
                     w.txns.push(std::mem::take(&mut batch));
                 }
@@ -834,23 +840,7 @@ fn schedule_pending(
     // This pass's new pods, after the older pending ones.
     for (mut pod, mut extra) in std::mem::take(&mut w.created) {
         if let Ok(binding) = schedule(&pod, &views, policy) {
-            pod.spec.node_name = Some(binding.node.clone());
-            pod.status = Some(PodStatus {
-                phase: PodPhase::Scheduled,
-                ..PodStatus::default()
-            });
-            if let Some(i) = index.get(&binding.node) {
-                views[*i].assume(&pod);
-            }
-            let msg = format!("Successfully assigned {} to {}", pod.key(), binding.node);
-            extra.push(event(
-                Kind::Pod,
-                &pod.metadata,
-                EventType::Normal,
-                "Scheduled",
-                msg,
-                "scheduler",
-            ));
+            extra.push(bind(&mut pod, &binding.node, &mut views, &index));
         }
         // One that fits nowhere is written unbound: the next pass says why.
         let k = key(Kind::Pod, &pod.metadata.namespace, &pod.metadata.name);
