@@ -1634,12 +1634,12 @@ async fn cluster_status(ctx: &Ctx) -> Result<(), CliError> {
         let Some(client) = ctx.conn.member(&addr) else {
             continue;
         };
-        answers.push((addr.clone(), client.status(&kvs::api::Empty {}).await));
+        answers.push((addr.clone(), client.status(&kvs_api::Empty {}).await));
     }
     let configuration: Option<Vec<String>> = answers
         .iter()
         .filter_map(|(_, s)| s.as_ref().ok())
-        .find(|s| s.role == kvs::raft::Role::Leader)
+        .find(|s| s.role == kvs_api::Role::Leader)
         .map(|s| {
             s.members
                 .iter()
@@ -1652,7 +1652,7 @@ async fn cluster_status(ctx: &Ctx) -> Result<(), CliError> {
     let leader_commit = answers
         .iter()
         .filter_map(|(_, s)| s.as_ref().ok())
-        .filter(|s| s.role == kvs::raft::Role::Leader)
+        .filter(|s| s.role == kvs_api::Role::Leader)
         .map(|s| s.commit_index)
         .max();
     let mut reachable = 0;
@@ -1724,7 +1724,7 @@ async fn cluster_status(ctx: &Ctx) -> Result<(), CliError> {
 }
 
 async fn kv(ctx: &Ctx, action: KvCmd) -> Result<(), CliError> {
-    use kvs::api::{DeleteRequest, GetRequest, PutRequest, RangeRequest, WatchRequest as KvWatch};
+    use kvs_api::{DeleteRequest, GetRequest, PutRequest, RangeRequest, WatchRequest as KvWatch};
     match action {
         KvCmd::Get { key, prefix: false } => {
             let r = ctx
@@ -1804,11 +1804,11 @@ async fn kv(ctx: &Ctx, action: KvCmd) -> Result<(), CliError> {
                 let r = ctx.conn.kv(call!(watch, req)).await?;
                 for e in r.events {
                     match e {
-                        kvs::kv::Event::Put { kv } => println!(
+                        kvs_api::kv::Event::Put { kv } => println!(
                             "PUT {} (revision {})\n{}",
                             kv.key, kv.mod_revision, kv.value
                         ),
-                        kvs::kv::Event::Delete { key, revision } => {
+                        kvs_api::kv::Event::Delete { key, revision } => {
                             println!("DELETE {key} (revision {revision})")
                         }
                     }

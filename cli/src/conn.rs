@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use api::master::MasterClient;
-use kvs::api::KvClient;
+use kvs_api::KvClient;
 
 use crate::config::Target;
 use crate::errors::CliError;

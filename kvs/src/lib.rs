@@ -16,7 +16,9 @@
 //!   clusters under faults and checks Raft's safety invariants at every step,
 //!   and the runner of the scenario files in `testdata/`.
 //!
-//! - [`api`]: the `Kv` and `RaftPeer` services, their wire types and [`api::KvsError`].
+//! - [`api`]: the `Kv` and `RaftPeer` services and [`api::KvsError`]; the
+//!   `Kv` wire types are the `kvs-api` crate's (a client needs no more),
+//!   re-exported here with the KV model's types ([`kv`]) and `raft::Role`.
 //! - [`node`]: a running member: tokio drives the core, peers talk over `rpc`.
 //! - [`client`]: [`client::KvsClient`], with leader discovery, retries and deadlines.
 //! - [`snapshot_store`]: durable exports of the leader's snapshots ([`snapshot_store::SnapshotStore`]).

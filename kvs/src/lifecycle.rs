@@ -79,23 +79,7 @@ use crate::raft::{
 };
 use crate::snapshot_store::{ExportMeta, SnapshotStore};
 
-/// One cluster's identity: formed `number`-th, by the incarnation `founder`.
-/// Ordered by number, then founder.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
-)]
-pub struct EpochId {
-    /// Increases with each re-formation.
-    pub number: u64,
-    /// The incarnation that formed it.
-    pub founder: NodeId,
-}
-
-impl std::fmt::Display for EpochId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{:x}", self.number, self.founder)
-    }
-}
+pub use kvs_api::EpochId;
 
 /// What a node says about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -18,23 +18,10 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use crate::lifecycle::EpochId;
-use crate::raft::{Index, Term};
+use crate::raft::Index;
 
-/// What an export is. Ordered by epoch, then index: the newest state first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct ExportMeta {
-    /// The cluster epoch it belongs to (it changes when a fleet is re-formed).
-    pub epoch: EpochId,
-    /// The last log index it includes.
-    pub index: Index,
-    /// The term of that entry.
-    pub term: Term,
-    /// When it was taken, in milliseconds since the Unix epoch.
-    pub taken_at_ms: u64,
-}
+pub use kvs_api::ExportMeta;
 
 /// Why an export could not be written or read.
 #[derive(Debug, thiserror::Error)]

@@ -35,7 +35,8 @@ pub fn bin_dir() -> Result<PathBuf> {
     Ok(dir.to_path_buf())
 }
 
-fn binary(name: &str) -> Result<PathBuf> {
+/// The workspace binary `name`, or why it cannot be run (not built yet).
+pub fn binary(name: &str) -> Result<PathBuf> {
     let path = bin_dir()?.join(name);
     if !path.exists() {
         bail!(

@@ -9,6 +9,7 @@
 //! - [`canary`]: a background user of a cluster that records what fails.
 //! - [`masters`]: what both kinds of cluster offer the tests (clients,
 //!   leader, settled membership, waiting with a deadline).
+//! - [`mkctl`]: the real `mkctl` binary with a config of its own.
 //! - [`netcluster`]: a whole cluster as containers on a private network,
 //!   for partitions (`docker network disconnect`).
 //! - [`rehearsal`]: the Azure deployment rehearsed: VM containers booted by
@@ -23,6 +24,7 @@ pub mod cluster;
 pub mod clusters;
 pub mod images;
 pub mod masters;
+pub mod mkctl;
 pub mod netcluster;
 pub mod rehearsal;
 pub mod testpki;

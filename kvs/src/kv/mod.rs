@@ -14,11 +14,9 @@
 //! holds; [`KvState::bytes`] is always the sum of the stored keys' and
 //! values' lengths (what the store quota counts).
 
-pub mod types;
-
 use std::collections::{BTreeMap, VecDeque};
 
-pub use types::*;
+pub use kvs_api::kv::*;
 
 /// The keys and the revision: all the state a linearizability model needs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]

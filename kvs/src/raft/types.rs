@@ -5,12 +5,11 @@ use serde::{Deserialize, Serialize};
 
 use super::membership::Membership;
 
-/// A member's identity. A restarted process gets a new one (an incarnation).
-pub type NodeId = u64;
-/// A Raft term (Raft §5.1).
-pub type Term = u64;
-/// A log position; the first entry has index 1, 0 means "none".
-pub type Index = u64;
+// A member's identity (a restarted process gets a new one, an
+// incarnation), a term (Raft §5.1), a log position (the first entry has
+// index 1, 0 means "none") and the role: wire types, defined with the
+// client's view of a member's status.
+pub use kvs_api::{Index, NodeId, Role, Term};
 
 /// One log entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,19 +43,6 @@ pub enum Payload {
     /// The whole configuration after one single-server change; in effect
     /// from the moment it is in a log (see `membership`).
     Config(Membership),
-}
-
-/// The role a node plays (Raft §5.1, plus the pre-vote phase of §9.6 of Ongaro's thesis).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Role {
-    /// Follows a leader (or waits for one).
-    Follower,
-    /// Asks whether it could win an election, without raising its term.
-    PreCandidate,
-    /// Campaigns for votes in a new term.
-    Candidate,
-    /// Leads its term.
-    Leader,
 }
 
 /// A message between two members. `term` is the sender's term, except for

@@ -14,8 +14,7 @@ use tests::images::BUSYBOX;
 use tests::masters::Masters;
 use tests::netcluster::NetCluster;
 
-mod common;
-use common::Mkctl;
+use tests::mkctl::Mkctl;
 
 fn job_yaml(name: &str, completions: u32, parallelism: u32, extra: &str, script: &str) -> String {
     format!(

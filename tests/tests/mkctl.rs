@@ -12,8 +12,7 @@ use tests::images::BUSYBOX;
 use tests::masters::Masters;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-mod common;
-use common::{Mkctl, ok};
+use tests::mkctl::{Mkctl, ok};
 
 fn deployment_yaml(replicas: u32, image: &str) -> String {
     format!(
@@ -175,7 +174,7 @@ async fn mkctl_drives_a_real_cluster() -> Result<()> {
     }
 
     // watch sees a change: a scale to 3 adds a pod it prints.
-    let mut watcher = tokio::process::Command::new(env!("CARGO_BIN_EXE_mkctl"))
+    let mut watcher = tokio::process::Command::new(tests::mkctl::bin()?)
         .args(["get", "pods", "-l", "app=web", "-w"])
         .env("MKUBECONFIG", &m.config)
         .stdout(Stdio::piped())
@@ -490,7 +489,7 @@ fn output_to_a_closed_pipe_ends_quietly() -> Result<()> {
     // A pipe whose reader is gone before mkctl writes: `mkctl ... | head`.
     let (reader, writer) = std::io::pipe()?;
     drop(reader);
-    let out = Command::new(env!("CARGO_BIN_EXE_mkctl"))
+    let out = Command::new(tests::mkctl::bin()?)
         .args(["completion", "bash"])
         .stdout(writer)
         .stderr(Stdio::piped())
@@ -504,9 +503,7 @@ fn output_to_a_closed_pipe_ends_quietly() -> Result<()> {
 #[test]
 fn help_has_examples_and_completion_is_generated() -> Result<()> {
     let help = |args: &[&str]| -> Result<String> {
-        let out = Command::new(env!("CARGO_BIN_EXE_mkctl"))
-            .args(args)
-            .output()?;
+        let out = Command::new(tests::mkctl::bin()?).args(args).output()?;
         ok(&out)
     };
     for cmd in [

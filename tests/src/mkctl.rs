@@ -1,15 +1,19 @@
-//! What the `mkctl` tests share: a config of its own per test, and runs of
-//! the real binary that check the exit code and stderr.
-#![allow(dead_code)] // each test file uses its own part
+//! The real `mkctl` binary for tests: a config of its own per test, and
+//! runs that check the exit code and stderr.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use crate::cluster::{Cluster, binary};
 use anyhow::{Context, Result, bail};
-use tests::cluster::Cluster;
 
+/// `mkctl` with a config file of its own.
 pub struct Mkctl {
+    /// The built binary.
+    pub bin: PathBuf,
+    /// Its config file (`MKUBECONFIG`).
     pub config: PathBuf,
+    /// The directory holding the config and the token.
     pub dir: PathBuf,
 }
 
@@ -38,6 +42,7 @@ impl Mkctl {
         let token_file = dir.join("token");
         std::fs::write(&token_file, token)?;
         let m = Mkctl {
+            bin: bin()?,
             config: dir.join("config"),
             dir: dir.to_path_buf(),
         };
@@ -56,8 +61,9 @@ impl Mkctl {
         Ok(m)
     }
 
+    /// The command, set to this config and to nothing from the environment.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_mkctl"));
+        let mut c = Command::new(&self.bin);
         c.args(args)
             .env("MKUBECONFIG", &self.config)
             .env_remove("MKUBE_SERVER")
@@ -66,6 +72,7 @@ impl Mkctl {
         c
     }
 
+    /// Runs to its end.
     pub fn run(&self, args: &[&str]) -> Result<Output> {
         Ok(self.command(args).output()?)
     }
@@ -94,6 +101,7 @@ impl Mkctl {
         Ok(lines[0].to_string())
     }
 
+    /// Writes `text` to `name` in this directory; returns its path.
     pub fn file(&self, name: &str, text: &str) -> Result<String> {
         let path = self.dir.join(name);
         if let Some(parent) = path.parent() {
@@ -104,6 +112,12 @@ impl Mkctl {
     }
 }
 
+/// The built `mkctl`.
+pub fn bin() -> Result<PathBuf> {
+    binary("mkctl")
+}
+
+/// Stdout of a run that succeeded; else the exit code and both outputs.
 pub fn ok(out: &Output) -> Result<String> {
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     if !out.status.success() {
