@@ -5,11 +5,21 @@
 //!   (`--secrets keyvault://NAME`), with the VM's managed identity;
 //! - [`vms`]: a VM's power state (instance view) and starting a deallocated
 //!   one, through ARM's REST API on the `azure_core` pipeline (there is no
-//!   1.x compute crate), for the masters' peer revival.
+//!   1.x compute crate), for the masters' peer revival;
+//! - [`cosmos`]: reaching a Cosmos DB account and container
+//!   (`azure_data_cosmos`), shared with the metrics store;
+//! - [`exports`]: the kvs `SnapshotStore` in Cosmos DB, where the store's
+//!   exports survive the loss of every VM;
+//! - `emulator` (feature `emulator`, tests only): a container on the SDK's
+//!   in-memory Cosmos DB emulator.
 //!
 //! Both take an optional `azure_core` [`Transport`](azure_core::http::Transport),
 //! so tests plug in a local server and see every request on the wire.
 
+pub mod cosmos;
+#[cfg(feature = "emulator")]
+pub mod emulator;
+pub mod exports;
 pub mod secrets;
 pub mod vms;
 
@@ -27,6 +37,14 @@ pub enum CloudError {
         /// The SDK's error (status and service message).
         #[source]
         source: azure_core::Error,
+    },
+    /// Cosmos DB refused or failed the call.
+    #[error("{what}: {reason}")]
+    Cosmos {
+        /// What was being done.
+        what: String,
+        /// The SDK's error.
+        reason: String,
     },
     /// The answer does not have the documented shape.
     #[error("{what}: unexpected answer: {reason}")]

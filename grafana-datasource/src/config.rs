@@ -6,8 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cosmos::{CosmosAuth, CosmosConfig, CosmosStore, open_container};
-use crate::cosmos_exports::CosmosSnapshotStore;
+use crate::cosmos::{CosmosAuth, CosmosConfig, CosmosStore};
 use crate::sqlite::SqliteStore;
 use crate::store::{MetricsStore, StoreError};
 
@@ -82,16 +81,10 @@ impl StoreArgs {
         }))
     }
 
-    /// The Cosmos DB export store, if `--cosmos-exports-container` names one.
-    pub async fn open_exports(&self) -> Result<Option<CosmosSnapshotStore>, StoreError> {
-        let (Some(config), Some(name)) = (self.cosmos()?, &self.cosmos_exports_container) else {
-            return Ok(None);
-        };
-        let container = open_container(&config, name).await?;
-        tracing::info!(endpoint = %config.endpoint, database = %config.database, container = %name, "exports in Cosmos DB");
-        CosmosSnapshotStore::new(container)
-            .map(Some)
-            .map_err(|e| StoreError::Database(e.to_string()))
+    /// The Cosmos DB account the flags name, if any (the kvs export store
+    /// of `mkube-master` lives there too, in `--cosmos-exports-container`).
+    pub fn cosmos_account(&self) -> Result<Option<cloud::cosmos::CosmosAccount>, StoreError> {
+        Ok(self.cosmos()?.map(|c| c.account()))
     }
 
     /// Opens the store the flags name; `default_db` when neither

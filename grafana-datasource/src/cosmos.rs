@@ -30,11 +30,8 @@ use std::time::Duration;
 
 use api::metrics::{Annotation, Point, Tags};
 use azure_data_cosmos::clients::ContainerClient;
-use azure_data_cosmos::options::Region;
-use azure_data_cosmos::{
-    AccountEndpoint, AccountReference, CosmosClient, CosmosError, FeedScope, Query,
-    RoutingStrategy, TransactionalBatch,
-};
+use azure_data_cosmos::{CosmosError, FeedScope, Query, TransactionalBatch};
+use cloud::cosmos::fnv1a;
 use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
@@ -47,29 +44,7 @@ pub const MAX_THROTTLE_RETRIES: u32 = 5;
 const DAY_MS: i64 = 86_400_000;
 const SERIES_PK: &str = "series";
 
-/// How the store authenticates.
-#[derive(Clone)]
-pub enum CosmosAuth {
-    /// An account key (from Key Vault or a file).
-    Key(String),
-    /// The VM's managed identity (system-assigned, or the user-assigned
-    /// one with this client id).
-    ManagedIdentity {
-        /// A user-assigned identity's client id.
-        client_id: Option<String>,
-    },
-}
-
-impl std::fmt::Debug for CosmosAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CosmosAuth::Key(_) => f.write_str("Key(..)"),
-            CosmosAuth::ManagedIdentity { client_id } => {
-                write!(f, "ManagedIdentity {{ client_id: {client_id:?} }}")
-            }
-        }
-    }
-}
+pub use cloud::cosmos::CosmosAuth;
 
 /// Where the store lives.
 #[derive(Debug, Clone)]
@@ -133,42 +108,23 @@ pub async fn open_container(
     config: &CosmosConfig,
     name: &str,
 ) -> Result<ContainerClient, StoreError> {
-    {
-        let endpoint: AccountEndpoint = config.endpoint.parse().map_err(|e| {
-            StoreError::Invalid(format!(
-                "the Cosmos DB endpoint {:?} is not a URL: {e}",
-                config.endpoint
-            ))
-        })?;
-        let account = match &config.auth {
-            CosmosAuth::Key(key) => AccountReference::with_authentication_key(
-                endpoint,
-                azure_core::credentials::Secret::new(key.clone()),
-            ),
-            CosmosAuth::ManagedIdentity { client_id } => {
-                let options = azure_identity::ManagedIdentityCredentialOptions {
-                    user_assigned_id: client_id
-                        .clone()
-                        .map(azure_identity::UserAssignedId::ClientId),
-                    ..Default::default()
-                };
-                let credential = azure_identity::ManagedIdentityCredential::new(Some(options))
-                    .map_err(|e| StoreError::Database(format!("managed identity: {e}")))?;
-                AccountReference::with_credential(endpoint, credential)
-            }
-        };
-        let client = CosmosClient::builder()
-            .build(
-                account,
-                RoutingStrategy::ProximityTo(Region::new(config.region.clone())),
-            )
-            .await
-            .map_err(|e| sdk("connecting to Cosmos DB", e))?;
-        client
-            .database_client(&config.database)
-            .container_client(name, None)
-            .await
-            .map_err(|e| sdk(&format!("opening container {}/{name}", config.database), e))
+    cloud::cosmos::open_container(&config.account(), name)
+        .await
+        .map_err(|e| match e {
+            cloud::CloudError::Invalid(m) => StoreError::Invalid(m),
+            other => StoreError::Database(other.to_string()),
+        })
+}
+
+impl CosmosConfig {
+    /// The account and database, without the container.
+    pub fn account(&self) -> cloud::cosmos::CosmosAccount {
+        cloud::cosmos::CosmosAccount {
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            database: self.database.clone(),
+            auth: self.auth.clone(),
+        }
     }
 }
 
@@ -257,12 +213,6 @@ impl CosmosStore {
 }
 
 /// FNV-1a, 64 bits: stable across processes and versions (ids depend on it).
-pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
 fn series_id(metric: &str, tags: &Tags) -> String {
     let mut key = metric.as_bytes().to_vec();
     key.push(0);

@@ -11,8 +11,6 @@
 //! - [`config`]: the flags that choose a store, shared by the binaries.
 //! - [`cosmos`]: the Azure Cosmos DB store (one container, partitioned so
 //!   that dashboard queries stay in one partition).
-//! - [`cosmos_exports`]: the kvs `SnapshotStore` in Cosmos DB (the leader's
-//!   exports, for whole-fleet recovery).
 //! - [`http`]: the routes Grafana's JSON datasource calls
 //!   (`specs/simpod-json-datasource-openapi.patched.yaml`), and [`serve`].
 //! - [`secure`]: the same over TLS with bearer tokens ([`serve_secure`]).
@@ -22,7 +20,6 @@
 
 pub mod config;
 pub mod cosmos;
-pub mod cosmos_exports;
 pub mod http;
 pub mod secure;
 pub mod sqlite;

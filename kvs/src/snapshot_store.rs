@@ -6,8 +6,8 @@
 //! are at most those after the last export.
 //!
 //! [`SnapshotStore`] is the contract; [`FileSnapshotStore`] keeps exports in
-//! a local directory (the Azure Cosmos DB store is
-//! `grafana_datasource::cosmos_exports`, beside the metrics store);
+//! a local directory (the Azure Cosmos DB store is `cloud::exports`,
+//! beside the other Azure clients);
 //! [`MemorySnapshotStore`] keeps them in memory, for tests and for members
 //! run without durable storage (which then cannot survive whole-fleet loss).
 //!

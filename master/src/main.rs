@@ -328,11 +328,17 @@ async fn main() -> Result<()> {
         .map(|s| s.client.expecting_group(pki::MASTERS))
         .transpose()
         .context("configuring TLS towards the other masters")?;
-    let cosmos_exports = args
-        .metrics
-        .open_exports()
-        .await
-        .context("opening the Cosmos DB export store")?;
+    let cosmos_exports = match (
+        args.metrics.cosmos_account()?,
+        &args.metrics.cosmos_exports_container,
+    ) {
+        (Some(account), Some(name)) => Some(
+            cloud::exports::CosmosSnapshotStore::open(&account, name)
+                .await
+                .context("opening the Cosmos DB export store")?,
+        ),
+        _ => None,
+    };
     let store: Arc<dyn SnapshotStore> = match (cosmos_exports, &args.export_dir) {
         (Some(_), Some(_)) => bail!("give --export-dir or --cosmos-exports-container, not both"),
         (Some(cosmos), None) => Arc::new(cosmos),

@@ -34,7 +34,8 @@ use kvs::lifecycle::EpochId;
 use kvs::snapshot_store::{ExportMeta, SnapshotStore, StoreError};
 use serde::{Deserialize, Serialize};
 
-use crate::cosmos::fnv1a;
+use crate::CloudError;
+use crate::cosmos::{CosmosAccount, fnv1a, open_container};
 
 /// Exports kept.
 pub const KEEP: usize = 3;
@@ -81,6 +82,16 @@ fn key(epoch: EpochId, index: u64) -> String {
 }
 
 impl CosmosSnapshotStore {
+    /// Opens container `name` of `account` (partition key path `/pk`) as
+    /// the export store.
+    pub async fn open(account: &CosmosAccount, name: &str) -> Result<Self, CloudError> {
+        let container = open_container(account, name).await?;
+        CosmosSnapshotStore::new(container).map_err(|e| CloudError::Cosmos {
+            what: format!("opening the export store {}/{name}", account.database),
+            reason: e.to_string(),
+        })
+    }
+
     /// A store over `container`; must be created inside a tokio runtime
     /// (whose handle the blocking calls use).
     pub fn new(container: ContainerClient) -> Result<CosmosSnapshotStore, StoreError> {
