@@ -24,7 +24,8 @@
 //! - [`discovery`]: the DNS server's zone, following the Endpoints.
 //! - [`metrics`]: this master's figures, the cluster's figures and their
 //!   annotations, for the metrics store and the Prometheus page.
-//! - `src/main.rs`: the `mkube-master` binary.
+//! - [`run`]: one master assembled from resolved settings ([`run::run`]).
+//! - `src/main.rs`: the `mkube-master` binary: flags, secrets, listeners.
 
 pub mod authz;
 pub mod clock;
@@ -34,6 +35,7 @@ pub mod events;
 pub mod leader;
 pub mod metrics;
 pub mod objects;
+pub mod run;
 pub mod scheduler;
 pub mod service;
 pub mod snapshot;

@@ -25,20 +25,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use api::master::MasterServer;
 use clap::Parser;
 use grafana_datasource::config::StoreArgs;
-use kvs::api::{KvServer, RaftPeerServer};
-use kvs::node::{KvService, Node, NodeConfig, PeerService};
-use kvs::snapshot_store::{
-    FileSnapshotStore, MemorySnapshotStore, SignedSnapshotStore, SnapshotStore,
-};
+use kvs::snapshot_store::{FileSnapshotStore, MemorySnapshotStore, SnapshotStore};
 use master::controllers::nodes::Timeouts;
-use master::leader::{self, LeaderConfig};
-use master::metrics::MasterMetrics;
+use master::leader::LeaderConfig;
+use master::run::{MasterConfig, MemberSettings};
 use master::scheduler::ScorePolicy;
-use master::service::MasterService;
-use master::store::Store;
 use pki::member::{Kind, Security};
 
 /// One master of an mkube cluster.
@@ -261,16 +254,32 @@ async fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let args = Args::parse();
+    let mut args = Args::parse();
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let local = listener.local_addr()?.to_string();
     let advertise = args.advertise.clone().unwrap_or(local.clone());
     let fleet = fleet(&args, &advertise)?;
-    let mut args = args;
+    // The Key Vault, read once: the Cosmos DB key, then TLS and the tokens
+    // (or, with --insecure, the one cluster token).
+    let vault = match &args.secrets {
+        Some(spec) => Some(cloud::secrets::Secrets::new(
+            spec,
+            cloud::managed_identity(args.identity_client_id.clone())?,
+            None,
+        )?),
+        None => None,
+    };
+    if let Some(secrets) = &vault
+        && args.metrics.cosmos_endpoint.is_some()
+        && args.metrics.cosmos_key_file.is_none()
+    {
+        args.metrics.cosmos_key = Some(secrets.get("cosmos-key").await?);
+    }
     let mut ca = None;
-    let security = match (&args.pki_dir, &args.secrets) {
+    let mut token = None;
+    let security = match (&args.pki_dir, vault) {
         (Some(dir), _) => {
             if dir.join("ca.key").exists() {
                 ca = Some(pki::Ca::load(dir).context("loading the CA from --pki-dir")?);
@@ -282,52 +291,34 @@ async fn main() -> Result<()> {
                     .context("loading TLS and tokens from --pki-dir")?,
             )
         }
-        (None, Some(spec)) => {
-            let credential = cloud::managed_identity(args.identity_client_id.clone())?;
-            let secrets = cloud::secrets::Secrets::new(spec, credential, None)?;
-            if args.metrics.cosmos_endpoint.is_some() && args.metrics.cosmos_key_file.is_none() {
-                args.metrics.cosmos_key = Some(secrets.get("cosmos-key").await?);
-            }
-            if args.insecure {
-                None
-            } else {
-                let (security, vault_ca) =
-                    security_from_vault(&secrets, &args.name, &advertise).await?;
-                ca = Some(vault_ca);
-                let secrets = Arc::new(secrets);
-                security.spawn_refresh(VAULT_REFRESH, move || {
-                    let secrets = Arc::clone(&secrets);
-                    async move { secrets.tokens(&pki::ROLES).await }
-                });
-                Some(security)
-            }
+        (None, Some(secrets)) if args.insecure => {
+            token = Some(secrets.get("mkube-token").await?);
+            None
         }
-        (None, None) if args.insecure => None,
+        (None, Some(secrets)) => {
+            let (security, vault_ca) =
+                security_from_vault(&secrets, &args.name, &advertise).await?;
+            ca = Some(vault_ca);
+            let secrets = Arc::new(secrets);
+            security.spawn_refresh(VAULT_REFRESH, move || {
+                let secrets = Arc::clone(&secrets);
+                async move { secrets.tokens(&pki::ROLES).await }
+            });
+            Some(security)
+        }
+        (None, None) if args.insecure => {
+            token = self::token(&args)?;
+            None
+        }
         (None, None) => bail!(
             "TLS is required: give --pki-dir DIR (create one with mkube-pki init) or --secrets keyvault://NAME; --insecure serves plain HTTP"
         ),
-    };
-    let token = match (&security, &args.secrets) {
-        (Some(s), _) => Some(s.send.clone()),
-        (None, Some(spec)) => {
-            let credential = cloud::managed_identity(args.identity_client_id.clone())?;
-            let secrets = cloud::secrets::Secrets::new(spec, credential, None)?;
-            Some(secrets.get("mkube-token").await?)
-        }
-        (None, None) => token(&args)?,
     };
     if security.is_none() {
         tracing::warn!(
             "--insecure: serving plain HTTP; tokens and data cross the network in clear text"
         );
     }
-    // Calls to other masters (Raft, metrics) check that a master answers;
-    // calls to workers check for the node's own certificate instead.
-    let client_tls = security
-        .as_ref()
-        .map(|s| s.client.expecting_group(pki::MASTERS))
-        .transpose()
-        .context("configuring TLS towards the other masters")?;
     let cosmos_exports = match (
         args.metrics.cosmos_account()?,
         &args.metrics.cosmos_exports_container,
@@ -339,7 +330,7 @@ async fn main() -> Result<()> {
         ),
         _ => None,
     };
-    let store: Arc<dyn SnapshotStore> = match (cosmos_exports, &args.export_dir) {
+    let exports: Arc<dyn SnapshotStore> = match (cosmos_exports, &args.export_dir) {
         (Some(_), Some(_)) => bail!("give --export-dir or --cosmos-exports-container, not both"),
         (Some(cosmos), None) => Arc::new(cosmos),
         (None, Some(dir)) => {
@@ -352,95 +343,11 @@ async fn main() -> Result<()> {
             Arc::new(MemorySnapshotStore::default())
         }
     };
-    // Exports carry a MAC keyed by the CA key, which only masters hold: a
-    // recovery refuses any export they did not write.
-    let store: Arc<dyn SnapshotStore> = match &ca {
-        Some(ca) => Arc::new(SignedSnapshotStore::new(store, ca.key_pem().as_bytes())),
-        None => {
-            tracing::warn!(
-                "no CA key: exports are not signed, and a recovery would trust a forged one"
-            );
-            store
-        }
-    };
-    let config = NodeConfig {
-        name: args.name.clone(),
-        fleet: fleet.clone(),
-        token: token.clone(),
-        tls: client_tls.clone(),
-        tick: Duration::from_millis(args.tick_ms.max(1)),
-        election_ticks: args.election_ticks.max(2),
-        history_limit: 10_000,
-        limits: args.store.limits(),
-        snapshot_entries: args.snapshot_entries,
-        store,
-        export_interval: Duration::from_secs(args.export_interval_s.max(1)),
-    };
-    let node = Node::start(config).context("starting the store member")?;
-    let kv = Arc::new(KvService::local(node.clone()));
-    let registry = Store::new(kv);
-    let masters: Vec<String> = fleet.values().cloned().collect();
     let metrics_store = args
         .metrics
         .open(std::env::temp_dir().join(format!("mkube-metrics-{}.db", args.name)))
         .await
         .context("opening the metrics store")?;
-    let metrics = MasterMetrics::new(
-        args.name.clone(),
-        node.clone(),
-        Arc::clone(&metrics_store),
-        fleet.clone(),
-    );
-    let server = pki::member::server_builder(security.as_ref(), token.as_deref(), &args.listener)
-        .service(KvServer::new(KvService::new(node.clone())))
-        .service(RaftPeerServer::new(PeerService::new(node.clone())))
-        .service(MasterServer::new(
-            MasterService::new(registry.clone(), masters, token.clone())
-                .with_worker_tls(client_tls.clone())
-                .with_metrics(Arc::clone(&metrics))
-                .with_member(node.clone())
-                .with_signer(ca.map(|ca| {
-                    Arc::new(master::authz::Signer::new(
-                        ca,
-                        Duration::from_secs(args.worker_cert_validity_s.max(10)),
-                    ))
-                }))
-                .with_access_rules(security.is_some().then(pki::member::master_rules))
-                .with_local_node(Some(
-                    args.local_node.clone().unwrap_or_else(|| args.name.clone()),
-                ))
-                .with_limits(master::objects::ApiLimits {
-                    max_replicas: args.max_replicas,
-                }),
-        ))
-        .page("/metrics", {
-            let metrics = Arc::clone(&metrics);
-            Arc::new(move || {
-                let metrics = Arc::clone(&metrics);
-                Box::pin(async move {
-                    Ok((
-                        api::metrics::EXPOSITION_CONTENT_TYPE,
-                        metrics.exposition().await.into(),
-                    ))
-                })
-            })
-        })
-        .build()
-        .context("configuring the server")?;
-    let leader_config = LeaderConfig {
-        probe_interval: Duration::from_millis(args.probe_interval_ms.max(10)),
-        probe_timeout: Duration::from_millis(args.probe_timeout_ms.max(10)),
-        probe_concurrency: args.probe_concurrency.max(1),
-        timeouts: Timeouts {
-            grace_ms: args.node_grace_ms,
-            eviction_ms: args.eviction_timeout_ms,
-        },
-        resync_interval: Duration::from_millis(args.resync_ms.max(10)),
-        score_policy: args.score,
-        token,
-        tls: client_tls,
-        metrics_interval: Duration::from_millis(args.metrics_interval_ms.max(100)),
-    };
     let vms = match (&args.azure_subscription, &args.azure_resource_group) {
         (Some(subscription), Some(group)) => Some(Arc::new(cloud::vms::Vms::new(
             "https://management.azure.com/",
@@ -451,98 +358,90 @@ async fn main() -> Result<()> {
         )?)),
         _ => None,
     };
-    let registry_for_dns = registry.clone();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let loops = tokio::spawn(leader::run(
-        node.clone(),
-        registry,
-        leader_config,
-        Some(metrics),
-        vms,
-        {
-            let mut stop = stop_rx.clone();
-            async move {
-                let _ = stop.wait_for(|s| *s).await;
-            }
+    let dns = match args.dns_listen {
+        Some(address) => {
+            let zone_config = dns::ZoneConfig {
+                domain: args.cluster_domain.clone(),
+                ttl: args.dns_ttl,
+            };
+            let zone =
+                dns::ZoneHandle::new(dns::Zone::empty(&zone_config).context("--cluster-domain")?);
+            let forward = args
+                .dns_forward
+                .as_ref()
+                .map(dns::Forwarder::new)
+                .transpose()
+                .context("--dns-forward")?;
+            let server = dns::DnsServer::bind(address, zone.clone(), forward)
+                .await
+                .context("--dns-listen")?;
+            println!("dns on {}", server.local_addr());
+            Some(master::run::Dns {
+                zone_config,
+                zone,
+                server,
+            })
+        }
+        None => None,
+    };
+    let grafana = match &args.grafana_listen {
+        Some(address) => {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("listening on {address} (--grafana-listen)"))?;
+            println!("grafana datasource on {}", listener.local_addr()?);
+            Some(listener)
+        }
+        None => None,
+    };
+    let config = MasterConfig {
+        name: args.name.clone(),
+        fleet,
+        security,
+        token,
+        ca,
+        exports,
+        member: MemberSettings {
+            tick: Duration::from_millis(args.tick_ms.max(1)),
+            election_ticks: args.election_ticks.max(2),
+            limits: args.store.limits(),
+            snapshot_entries: args.snapshot_entries,
+            export_interval: Duration::from_secs(args.export_interval_s.max(1)),
         },
-    ));
-    if let Some(address) = args.dns_listen {
-        let zone_config = dns::ZoneConfig {
-            domain: args.cluster_domain.clone(),
-            ttl: args.dns_ttl,
-        };
-        let zone =
-            dns::ZoneHandle::new(dns::Zone::empty(&zone_config).context("--cluster-domain")?);
-        let forward = args
-            .dns_forward
-            .as_ref()
-            .map(dns::Forwarder::new)
-            .transpose()
-            .context("--dns-forward")?;
-        let server = dns::DnsServer::bind(address, zone.clone(), forward)
-            .await
-            .context("--dns-listen")?;
-        println!("dns on {}", server.local_addr());
-        let stop = stop_rx.clone();
-        let until_stopped = move || {
-            let mut stop = stop.clone();
-            async move {
-                let _ = stop.wait_for(|s| *s).await;
-            }
-        };
-        tokio::spawn(master::discovery::follow(
-            registry_for_dns.clone(),
-            zone_config,
-            zone,
-            until_stopped(),
-        ));
-        tokio::spawn(server.serve(until_stopped()));
-    }
-    if let Some(address) = &args.grafana_listen {
-        let listener = tokio::net::TcpListener::bind(address)
-            .await
-            .with_context(|| format!("listening on {address} (--grafana-listen)"))?;
-        println!("grafana datasource on {}", listener.local_addr()?);
-        let mut stop = stop_rx.clone();
-        let security = security.as_ref().map(|s| grafana_datasource::Security {
-            tls: s.server.clone(),
-            tokens: s.accepted.clone(),
-        });
-        tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stop.wait_for(|s| *s).await;
-            };
-            let served = match security {
-                Some(security) => {
-                    grafana_datasource::serve_secure(listener, metrics_store, security, shutdown)
-                        .await
-                }
-                None => grafana_datasource::serve(listener, metrics_store, shutdown).await,
-            };
-            if let Err(e) = served {
-                tracing::error!(error = %e, "the grafana datasource stopped");
-            }
-        });
-    }
+        metrics_store,
+        listener_limits: args.listener.clone(),
+        api_limits: master::objects::ApiLimits {
+            max_replicas: args.max_replicas,
+        },
+        worker_cert_validity: Duration::from_secs(args.worker_cert_validity_s.max(10)),
+        local_node: args.local_node.clone().unwrap_or_else(|| args.name.clone()),
+        leader: LeaderConfig {
+            probe_interval: Duration::from_millis(args.probe_interval_ms.max(10)),
+            probe_timeout: Duration::from_millis(args.probe_timeout_ms.max(10)),
+            probe_concurrency: args.probe_concurrency.max(1),
+            timeouts: Timeouts {
+                grace_ms: args.node_grace_ms,
+                eviction_ms: args.eviction_timeout_ms,
+            },
+            resync_interval: Duration::from_millis(args.resync_ms.max(10)),
+            score_policy: args.score,
+            metrics_interval: Duration::from_millis(args.metrics_interval_ms.max(100)),
+            ..LeaderConfig::default()
+        },
+        vms,
+        dns,
+        grafana,
+    };
     println!("listening on {local}");
     tracing::info!(name = %args.name, listen = %local, advertise = %advertise, "master started");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
-    server
-        .serve(listener, async move {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            let _ = stop_tx.send(true);
-            match node.export_now().await {
-                Ok(Some(meta)) => tracing::info!(epoch = %meta.epoch, index = meta.index, "exported before exiting"),
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "export before exiting failed"),
-            }
-        })
-        .await
-        .context("serving")?;
-    let _ = loops.await;
+    master::run::run(config, listener, async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    })
+    .await?;
     Ok(())
 }
