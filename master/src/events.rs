@@ -4,14 +4,27 @@
 use api::{Event, EventRecord, EventType, Kind};
 use kvs::kv::Op;
 
-use crate::clock::{new_uid, now_rfc3339};
+use crate::clock::Clock;
 use crate::store::{Store, encode, key, prefix};
 
 /// Events kept in the store at most; older ones are deleted first.
 pub const MAX_EVENTS: usize = 2_000;
 
-/// The write that records an event about `kind` `namespace/name`.
+/// The write that records an event about `kind` `namespace/name`, now.
 pub fn event(
+    kind: Kind,
+    meta: &api::ObjectMeta,
+    type_: EventType,
+    reason: &str,
+    message: String,
+    source: &str,
+) -> Op {
+    event_at(&Clock::system(), kind, meta, type_, reason, message, source)
+}
+
+/// [`event`] at `clock`'s time, named with its ids.
+pub fn event_at(
+    clock: &Clock,
     kind: Kind,
     meta: &api::ObjectMeta,
     type_: EventType,
@@ -28,16 +41,24 @@ pub fn event(
         message,
         type_,
         source: source.into(),
-        timestamp: now_rfc3339(),
+        timestamp: clock.rfc3339(),
     };
-    record(e)
+    record_at(clock, e)
 }
 
 /// The write that stores `e` under a fresh name.
 pub fn record(e: Event) -> Op {
-    let name = format!("{}.{}", e.name, &new_uid()[..8]);
+    record_at(&Clock::system(), e)
+}
+
+/// [`record`] with `clock`'s ids.
+pub fn record_at(clock: &Clock, e: Event) -> Op {
+    let uid = clock.uid();
+    // The uid's last eight characters: random in a random one, the
+    // counter in a fixed clock's.
+    let name = format!("{}.{}", e.name, &uid[uid.len().saturating_sub(8)..]);
     let mut r = EventRecord::new(e, name);
-    r.metadata.uid = new_uid();
+    r.metadata.uid = uid;
     r.metadata.creation_timestamp = Some(r.timestamp.clone());
     Op::Put {
         key: key(Kind::Event, &r.metadata.namespace, &r.metadata.name),

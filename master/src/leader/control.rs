@@ -16,7 +16,7 @@ use kvs::kv::{Op, Txn};
 use serde::Serialize;
 
 use super::{Context, Snapshot};
-use crate::clock::{new_uid, now_rfc3339};
+use crate::clock::Clock;
 use crate::controllers::deployment::{self, RsView};
 use crate::controllers::disruption;
 use crate::controllers::endpoints as endpoints_controller;
@@ -25,7 +25,7 @@ use crate::controllers::{
     controlled_by, fnv1a, gc, is_active, is_finished, is_ready, pod_from_template, replicaset,
     termination,
 };
-use crate::events::{self, event};
+use crate::events::{self, event_at};
 use crate::scheduler::{NodeView, ScorePolicy, node_views, schedule};
 use crate::store::{Stored, encode, key, unchanged};
 
@@ -68,7 +68,7 @@ impl SchedulerMemory {
 }
 
 /// The writes of one pass, each key written once.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Writes {
     /// The transactions.
     pub txns: Vec<Txn>,
@@ -77,9 +77,20 @@ pub struct Writes {
     /// scheduler binds them before they are written, so that a new pod
     /// costs one write and one pass, not two.
     created: Vec<(Pod, Vec<Op>)>,
+    /// The pass's time and ids.
+    clock: Clock,
 }
 
 impl Writes {
+    fn new(clock: Clock) -> Writes {
+        Writes {
+            txns: Vec::new(),
+            touched: HashSet::new(),
+            created: Vec::new(),
+            clock,
+        }
+    }
+
     fn claim(&mut self, key: &str) -> bool {
         self.touched.insert(key.to_string())
     }
@@ -125,7 +136,7 @@ impl Writes {
     /// terminating if a node may run it, removes it otherwise.
     fn delete_pod(&mut self, stored: &Stored<Pod>, extra: Vec<Op>) {
         let (k, rev) = key_of(Kind::Pod, stored, &stored.object.metadata);
-        match termination::delete(&stored.object, None, &now_rfc3339()) {
+        match termination::delete(&stored.object, None, &self.clock.rfc3339()) {
             termination::Deletion::Now => self.delete_if(k, rev, extra),
             termination::Deletion::Terminate(pod) => self.put_if(k, rev, encode(&*pod), extra),
             termination::Deletion::Unchanged => {}
@@ -152,12 +163,7 @@ pub(super) async fn run(ctx: Context) {
                 continue;
             }
         };
-        let mut writes = plan(
-            &snap,
-            ctx.config.score_policy,
-            &mut memory,
-            SystemTime::now(),
-        );
+        let mut writes = plan(&snap, ctx.config.score_policy, &mut memory, Clock::system());
         let reports = super::unreadable::report(&snap.unreadable, &mut reported, SOURCE);
         if !reports.is_empty() {
             writes.txns.push(Txn {
@@ -220,9 +226,10 @@ pub fn plan(
     snap: &Snapshot,
     policy: ScorePolicy,
     memory: &mut SchedulerMemory,
-    now: SystemTime,
+    clock: Clock,
 ) -> Writes {
-    let mut w = Writes::default();
+    let now = clock.now();
+    let mut w = Writes::new(clock);
     collect_garbage(snap, &mut w);
     deployments(snap, now, &mut w);
     replica_sets(snap, &mut w);
@@ -291,8 +298,8 @@ fn endpoints(snap: &Snapshot, w: &mut Writes) {
                 let mut meta = api::ObjectMeta::named(&m.name);
                 meta.namespace.clone_from(&m.namespace);
                 meta.labels.clone_from(&m.labels);
-                meta.uid = new_uid();
-                meta.creation_timestamp = Some(now_rfc3339());
+                meta.uid = w.clock.uid();
+                meta.creation_timestamp = Some(w.clock.rfc3339());
                 let e = api::service::Endpoints {
                     api_version: "v1".into(),
                     kind: "Endpoints".into(),
@@ -385,15 +392,16 @@ fn deployments(snap: &Snapshot, now: SystemTime, w: &mut Writes) {
             .collect();
         let plan = deployment::reconcile(&d.object, &views, now);
         if let Some(mut rs) = plan.create {
-            rs.metadata.uid = new_uid();
-            rs.metadata.creation_timestamp = Some(now_rfc3339());
+            rs.metadata.uid = w.clock.uid();
+            rs.metadata.creation_timestamp = Some(w.clock.rfc3339());
             rs.metadata.generation = 1;
             let msg = format!(
                 "Scaled up replica set {} to {}",
                 rs.metadata.name, rs.spec.replicas
             );
             let k = key(Kind::ReplicaSet, &rs.metadata.namespace, &rs.metadata.name);
-            let ev = event(
+            let ev = event_at(
+                &w.clock,
                 Kind::Deployment,
                 dm,
                 EventType::Normal,
@@ -423,7 +431,8 @@ fn deployments(snap: &Snapshot, now: SystemTime, w: &mut Writes) {
                     "Scaled {dir} replica set {} from {from} to {}",
                     u.name, u.replicas
                 );
-                extra.push(event(
+                extra.push(event_at(
+                    &w.clock,
                     Kind::Deployment,
                     dm,
                     EventType::Normal,
@@ -463,17 +472,6 @@ fn deployments(snap: &Snapshot, now: SystemTime, w: &mut Writes) {
     }
 }
 
-/// `web-7d9f8`-style suffixes: five of Kubernetes' unambiguous characters.
-fn suffix() -> String {
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    uuid::Uuid::new_v4()
-        .as_bytes()
-        .iter()
-        .take(5)
-        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
-        .collect()
-}
-
 fn replica_sets(snap: &Snapshot, w: &mut Writes) {
     let pods = pods_by_owner(snap);
     let stored_pods: HashMap<(&str, &str), &Stored<Pod>> = snap
@@ -508,14 +506,15 @@ fn replica_sets(snap: &Snapshot, w: &mut Writes) {
             let mut pod = pod_from_template(
                 &rs.object.spec.template,
                 &m.namespace,
-                format!("{}-{}", m.name, suffix()),
+                format!("{}-{}", m.name, w.clock.suffix()),
                 owner,
             );
-            pod.metadata.uid = new_uid();
-            pod.metadata.creation_timestamp = Some(now_rfc3339());
+            pod.metadata.uid = w.clock.uid();
+            pod.metadata.creation_timestamp = Some(w.clock.rfc3339());
             pod.metadata.generation = 1;
             let msg = format!("Created pod: {}", pod.metadata.name);
-            let ev = event(
+            let ev = event_at(
+                &w.clock,
                 Kind::ReplicaSet,
                 m,
                 EventType::Normal,
@@ -528,7 +527,8 @@ fn replica_sets(snap: &Snapshot, w: &mut Writes) {
         for name in plan.delete.iter().take(deletes) {
             if let Some(p) = stored_pods.get(&(m.namespace.as_str(), name.as_str())) {
                 let msg = format!("Deleted pod: {name}");
-                let ev = event(
+                let ev = event_at(
+                    &w.clock,
                     Kind::ReplicaSet,
                     m,
                     EventType::Normal,
@@ -593,7 +593,15 @@ fn jobs(snap: &Snapshot, now: SystemTime, w: &mut Writes) {
                 } else {
                     EventType::Normal
                 };
-                event(Kind::Job, m, kind, reason, message.clone(), SOURCE)
+                event_at(
+                    &w.clock,
+                    Kind::Job,
+                    m,
+                    kind,
+                    reason,
+                    message.clone(),
+                    SOURCE,
+                )
             })
             .collect();
         if let Some(status) = plan.status {
@@ -658,15 +666,15 @@ fn jobs(snap: &Snapshot, now: SystemTime, w: &mut Writes) {
                 controller: true,
             };
             let name = match index {
-                Some(i) => format!("{}-{i}-{}", m.name, suffix()),
-                None => format!("{}-{}", m.name, suffix()),
+                Some(i) => format!("{}-{i}-{}", m.name, w.clock.suffix()),
+                None => format!("{}-{}", m.name, w.clock.suffix()),
             };
             let mut pod = pod_from_template(&job.spec.template, &m.namespace, name, owner);
             if let Some(i) = index {
                 job_controller::index_pod(&mut pod, *i);
             }
-            pod.metadata.uid = new_uid();
-            pod.metadata.creation_timestamp = Some(now_rfc3339());
+            pod.metadata.uid = w.clock.uid();
+            pod.metadata.creation_timestamp = Some(w.clock.rfc3339());
             pod.metadata.generation = 1;
             w.create_pod(pod, Vec::new());
         }
@@ -675,7 +683,8 @@ fn jobs(snap: &Snapshot, now: SystemTime, w: &mut Writes) {
                 continue;
             };
             if let Some(sp) = stored_pods.get(p.metadata.uid.as_str()) {
-                let ev = event(
+                let ev = event_at(
+                    &w.clock,
                     Kind::Job,
                     m,
                     EventType::Normal,
@@ -719,7 +728,13 @@ fn nodes_fingerprint(views: &[NodeView]) -> u64 {
 
 /// Binds `pod` to `node`: `Scheduled` there, counted on the node's view
 /// for the rest of the pass; returns the `Scheduled` event.
-fn bind(pod: &mut Pod, node: &str, views: &mut [NodeView], index: &HashMap<String, usize>) -> Op {
+fn bind(
+    clock: &Clock,
+    pod: &mut Pod,
+    node: &str,
+    views: &mut [NodeView],
+    index: &HashMap<String, usize>,
+) -> Op {
     pod.spec.node_name = Some(node.to_string());
     pod.status = Some(PodStatus {
         phase: PodPhase::Scheduled,
@@ -728,7 +743,8 @@ fn bind(pod: &mut Pod, node: &str, views: &mut [NodeView], index: &HashMap<Strin
     if let Some(i) = index.get(node) {
         views[*i].assume(pod);
     }
-    event(
+    event_at(
+        clock,
         Kind::Pod,
         &pod.metadata,
         EventType::Normal,
@@ -797,7 +813,7 @@ fn schedule_pending(
                     memory.bound_first_seen.push(seen);
                 }
                 let mut bound = pod.clone();
-                let scheduled = bind(&mut bound, &binding.node, &mut views, &index);
+                let scheduled = bind(&w.clock, &mut bound, &binding.node, &mut views, &index);
                 if !w.claim(&k) {
                     continue;
                 }
@@ -822,7 +838,8 @@ fn schedule_pending(
                     message: Some(why.to_string()),
                     ..PodStatus::default()
                 });
-                let ev = event(
+                let ev = event_at(
+                    &w.clock,
                     Kind::Pod,
                     &pod.metadata,
                     EventType::Warning,
@@ -840,7 +857,7 @@ fn schedule_pending(
     // This pass's new pods, after the older pending ones.
     for (mut pod, mut extra) in std::mem::take(&mut w.created) {
         if let Ok(binding) = schedule(&pod, &views, policy) {
-            extra.push(bind(&mut pod, &binding.node, &mut views, &index));
+            extra.push(bind(&w.clock, &mut pod, &binding.node, &mut views, &index));
         }
         // One that fits nowhere is written unbound: the next pass says why.
         let k = key(Kind::Pod, &pod.metadata.namespace, &pod.metadata.name);
@@ -901,7 +918,7 @@ mod tests {
             snap,
             ScorePolicy::Spread,
             &mut SchedulerMemory::default(),
-            SystemTime::now(),
+            Clock::system(),
         )
     }
 

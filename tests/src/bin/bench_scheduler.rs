@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use api::pod::{ResourceList, ResourceRequirements};
@@ -31,6 +31,7 @@ use kvs::api::{KvServer, RaftPeerServer};
 use kvs::kv::{Limits, Op, Txn};
 use kvs::node::{KvService, Node as Member, NodeConfig, PeerService};
 use kvs::snapshot_store::MemorySnapshotStore;
+use master::clock::Clock;
 use master::leader::Snapshot;
 use master::leader::control::{SchedulerMemory, apply, plan};
 use master::scheduler::{ScorePolicy, node_views, schedule};
@@ -203,7 +204,7 @@ async fn ours(nodes: &[Node], pods: &[Pod]) -> Result<(f64, usize)> {
         if passes > 20 {
             bail!("{pending} pods still pending after 20 passes");
         }
-        let writes = plan(&snap, ScorePolicy::Spread, &mut memory, SystemTime::now());
+        let writes = plan(&snap, ScorePolicy::Spread, &mut memory, Clock::system());
         let planned = t.elapsed();
         let txns = writes.txns.len();
         apply(&store, writes).await;
