@@ -45,12 +45,18 @@ impl Clock {
         }
     }
 
-    /// Time stands at `now`; ids count up from 1.
-    pub fn fixed(now: SystemTime) -> Clock {
+    /// Time stands at `now`; ids count up from `first`.
+    pub fn fixed(now: SystemTime, first: u64) -> Clock {
         Clock {
             now,
-            next: Some(Cell::new(1)),
+            next: Some(Cell::new(first)),
         }
+    }
+
+    /// The number a fixed clock's next id takes (to continue the sequence
+    /// in the next pass); `None` for the system's.
+    pub fn next_id(&self) -> Option<u64> {
+        self.next.as_ref().map(Cell::get)
     }
 
     /// The time of the pass.

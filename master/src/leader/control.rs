@@ -91,6 +91,11 @@ impl Writes {
         }
     }
 
+    /// The pass's time and ids.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
     fn claim(&mut self, key: &str) -> bool {
         self.touched.insert(key.to_string())
     }
@@ -382,7 +387,9 @@ fn deployments(snap: &Snapshot, now: SystemTime, w: &mut Writes) {
             .map(|r| {
                 let of = pods.get(r.object.metadata.uid.as_str());
                 let active = of.map_or(0, |ps| ps.iter().filter(|p| is_active(p)).count());
-                let ready = of.map_or(0, |ps| ps.iter().filter(|p| is_ready(p)).count());
+                let ready = of.map_or(0, |ps| {
+                    ps.iter().filter(|p| is_active(p) && is_ready(p)).count()
+                });
                 RsView {
                     rs: &r.object,
                     pods: active as u32,
