@@ -1,7 +1,7 @@
 //! Reaching an Azure Cosmos DB account: its endpoint, region and database,
 //! the key or managed identity it is opened with, and one container of it.
 //! Shared by the stores kept there: the metrics store
-//! (`grafana_datasource::cosmos`) and the kvs export store ([`crate::exports`]).
+//! (`grafana_datasource::cosmos`) and the kvs export store (`exports`).
 
 use azure_data_cosmos::clients::ContainerClient;
 use azure_data_cosmos::options::Region;

@@ -8,8 +8,8 @@
 //!   1.x compute crate), for the masters' peer revival;
 //! - [`cosmos`]: reaching a Cosmos DB account and container
 //!   (`azure_data_cosmos`), shared with the metrics store;
-//! - [`exports`]: the kvs `SnapshotStore` in Cosmos DB, where the store's
-//!   exports survive the loss of every VM;
+//! - `exports` (feature `exports`, the masters'): the kvs `SnapshotStore`
+//!   in Cosmos DB, where the store's exports survive the loss of every VM;
 //! - `emulator` (feature `emulator`, tests only): a container on the SDK's
 //!   in-memory Cosmos DB emulator.
 //!
@@ -19,6 +19,7 @@
 pub mod cosmos;
 #[cfg(feature = "emulator")]
 pub mod emulator;
+#[cfg(feature = "exports")]
 pub mod exports;
 pub mod secrets;
 pub mod vms;
