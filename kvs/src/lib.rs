@@ -19,7 +19,11 @@
 //! - [`api`]: the `Kv` and `RaftPeer` services and [`api::KvsError`]; the
 //!   `Kv` wire types are the `kvs-api` crate's (a client needs no more),
 //!   re-exported here with the KV model's types ([`kv`]) and `raft::Role`.
-//! - [`node`]: a running member: tokio drives the core, peers talk over `rpc`.
+//! - [`member`]: one member, sans I/O: the cores, the state machine, the
+//!   proposals and reads waiting on the log, the snapshot and export
+//!   policies; inputs in, effects out.
+//! - [`node`]: a running member: tokio drives a [`member::Member`], peers
+//!   talk over `rpc`.
 //! - [`client`]: [`client::KvsClient`], with leader discovery, retries and deadlines.
 //! - [`snapshot_store`]: durable exports of the leader's snapshots ([`snapshot_store::SnapshotStore`]).
 //! - `src/bin/kvs_node.rs`: `kvs-node`, a standalone member.
@@ -31,6 +35,7 @@ pub mod client;
 pub mod kv;
 pub mod lifecycle;
 pub mod linearizability;
+pub mod member;
 pub mod node;
 pub mod raft;
 mod signed_store;

@@ -16,14 +16,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::api::{MessageBatch, RaftPeerClient};
-use crate::lifecycle::LifecycleMessage;
-use crate::raft::Message;
-
-/// One queued message.
-pub(crate) enum Outgoing {
-    Raft(Message),
-    Lifecycle(LifecycleMessage),
-}
+use crate::member::Outgoing;
 
 /// Messages waiting for one peer.
 const QUEUE_LEN: usize = 4096;

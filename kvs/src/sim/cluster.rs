@@ -6,12 +6,16 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 
 use super::invariants::{Invariants, Step};
 use super::network::{LinkFaults, Network};
-use crate::kv::{CmpOp, Compare, CompareTarget, KvState, KvStore, Op, Txn, TxnResponse};
-use crate::lifecycle::{Action, EpochId, Lifecycle, LifecycleMessage, Settings};
+use crate::api::{LogCommand, RequestId};
+use crate::kv::{CmpOp, Compare, CompareTarget, KvState, Limits, Op, Txn, TxnResponse};
+use crate::lifecycle::{EpochId, LifecycleMessage, Settings};
 use crate::linearizability::{self, KvHistory, KvModel, Model, Operation, Outcome};
+use crate::member::{
+    Effect, Input, Member, MemberBugs, MemberConfig, Observed, Outgoing, StateImage, StateMachine,
+    Token,
+};
 use crate::raft::{
-    Bugs, Config, Entry, Index, Message, NodeId, Payload, RaftError, RaftNode, Role, SnapshotMeta,
-    SplitMix64, Term,
+    Bugs, Config, Entry, Index, Message, NodeId, Payload, RaftNode, Role, SnapshotMeta, SplitMix64,
 };
 use crate::snapshot_store::{ExportMeta, MemorySnapshotStore, SnapshotStore};
 
@@ -29,6 +33,8 @@ pub(crate) struct SimConfig {
     /// A client gives up on an operation after this long.
     pub(crate) op_timeout_ms: u64,
     pub(crate) bugs: Bugs,
+    /// Bugs planted in the member (see `MemberBugs`).
+    pub(crate) member_bugs: MemberBugs,
     /// Upper bound on the linearizability search.
     pub(crate) checker_steps: u64,
     /// Print every event but ticks to stderr.
@@ -46,6 +52,7 @@ impl SimConfig {
             ops_after_heal: 3,
             op_timeout_ms: 1_000,
             bugs: Bugs::default(),
+            member_bugs: MemberBugs::default(),
             checker_steps: 5_000_000,
             verbose: std::env::var_os("SIM_TRACE").is_some(),
         }
@@ -116,14 +123,6 @@ const TICK_MS: u64 = 10;
 const MAX_EVENTS: u64 = 3_000_000;
 const KEYS: [&str; 3] = ["x", "y", "z"];
 
-/// What the simulator proposes: the client's transaction tagged with its
-/// history slot, so the run can tell afterwards which timed-out writes took effect.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-struct SimCommand {
-    slot: usize,
-    txn: Txn,
-}
-
 #[derive(Debug, Clone)]
 enum Answer {
     /// Answered by a member of this epoch.
@@ -136,7 +135,12 @@ enum Answer {
 enum Ev {
     /// A node's clock; only the chain of the node's current generation counts.
     Tick(NodeId, u64),
-    Deliver(Message),
+    /// A Raft message from slot `from` to slot `to`.
+    Deliver {
+        from: NodeId,
+        to: NodeId,
+        msg: Message,
+    },
     ClientRequest {
         node: NodeId,
         client: usize,
@@ -173,17 +177,16 @@ enum NodeState {
 }
 
 struct Node {
-    lc: Lifecycle,
-    kv: KvStore,
+    /// The code that runs in production, driven by the simulator.
+    member: Member,
     state: NodeState,
     tick_ms: u64,
     /// Bumped when a pause ends, so the tick chain from before the pause dies.
     tick_gen: u64,
     held: Vec<Ev>,
-    writes: BTreeMap<Index, (Term, usize, u64)>,
-    reads: BTreeMap<u64, (usize, u64, Txn)>,
-    ready_reads: Vec<(Index, usize, u64, Txn)>,
-    next_ctx: u64,
+    /// Requests the member has not answered: client, attempt, history slot.
+    tokens: BTreeMap<Token, (usize, u64, usize)>,
+    next_token: Token,
 }
 
 struct InFlight {
@@ -240,6 +243,8 @@ struct Sim {
     /// The first answer of every command some node applied, by history
     /// slot, with the epoch that applied it.
     applied: BTreeMap<usize, (EpochId, TxnResponse)>,
+    /// Where each history slot's write first applied: (epoch, index).
+    applied_at: BTreeMap<usize, (EpochId, Index)>,
     /// This run's nemesis is rolling isolation rather than the mixed one.
     rolling: bool,
     /// Take a snapshot once this many entries are applied since the last.
@@ -321,22 +326,21 @@ impl Sim {
         let export_every = rng.range(100, 1000);
         let nodes = ids
             .iter()
-            .map(|&id| {
-                let mut s = settings.clone();
-                s.name = name_of(id);
-                Node {
-                    lc: Lifecycle::new(s, rng.next_u64()),
-                    kv: KvStore::new(1000),
-                    state: NodeState::Up,
-                    // Clock skew: each node's tick is 8–12 virtual ms.
-                    tick_ms: rng.range(TICK_MS - 2, TICK_MS + 3),
-                    tick_gen: 0,
-                    held: Vec::new(),
-                    writes: BTreeMap::new(),
-                    reads: BTreeMap::new(),
-                    ready_reads: Vec::new(),
-                    next_ctx: 0,
-                }
+            .map(|&id| Node {
+                member: new_member(
+                    &settings,
+                    id,
+                    compact_every,
+                    rng.next_u64(),
+                    cfg.member_bugs,
+                ),
+                state: NodeState::Up,
+                // Clock skew: each node's tick is 8–12 virtual ms.
+                tick_ms: rng.range(TICK_MS - 2, TICK_MS + 3),
+                tick_gen: 0,
+                held: Vec::new(),
+                tokens: BTreeMap::new(),
+                next_token: 0,
             })
             .collect();
         let rolling = rng.chance(0.3);
@@ -371,6 +375,7 @@ impl Sim {
             healed_at: None,
             recovered_at: None,
             applied: BTreeMap::new(),
+            applied_at: BTreeMap::new(),
             rolling,
             compact_every,
             snapshots_installed: 0,
@@ -395,7 +400,7 @@ impl Sim {
     fn slot_of(&self, id: NodeId) -> Option<NodeId> {
         self.nodes
             .iter()
-            .position(|n| n.lc.id() == id)
+            .position(|n| n.member.id() == id)
             .map(|i| i as NodeId + 1)
     }
 
@@ -464,7 +469,7 @@ impl Sim {
         self.now.hash(&mut self.digest);
         match ev {
             Ev::Tick(n, _) => (0u8, *n).hash(&mut self.digest),
-            Ev::Deliver(m) => {
+            Ev::Deliver { msg: m, .. } => {
                 (1u8, m.from, m.to, m.term, body_kind(&m.body)).hash(&mut self.digest)
             }
             Ev::ClientRequest {
@@ -486,32 +491,32 @@ impl Sim {
             Ev::Tick(id, generation) => {
                 let node = self.node(id);
                 if node.state == NodeState::Up && node.tick_gen == generation {
-                    let store = self.store.clone();
-                    self.on_node(id, |n| n.lc.tick(&*store))?;
+                    self.on_node(id, Input::Tick)?;
                     let t = self.node(id).tick_ms;
                     self.schedule(t, Ev::Tick(id, generation));
                 }
             }
-            Ev::Deliver(m) => {
-                let Some(to) = self.slot_of(m.to) else {
-                    return Ok(());
-                };
-                match self.node(to).state {
-                    NodeState::Up => self.on_node(to, |n| {
-                        if let Some(raft) = n.lc.raft_mut() {
-                            raft.step(m);
-                        }
-                    })?,
-                    NodeState::Paused => self.node(to).held.push(Ev::Deliver(m)),
-                    NodeState::Crashed => {}
-                }
-            }
+            Ev::Deliver { from, to, msg } => match self.node(to).state {
+                NodeState::Up => self.on_node(
+                    to,
+                    Input::Peer {
+                        from: name_of(from),
+                        messages: vec![msg],
+                        lifecycle: Vec::new(),
+                    },
+                )?,
+                NodeState::Paused => self.node(to).held.push(Ev::Deliver { from, to, msg }),
+                NodeState::Crashed => {}
+            },
             Ev::Lc { from, to, msg } => match self.node(to).state {
-                NodeState::Up => {
-                    let store = self.store.clone();
-                    let from = name_of(from);
-                    self.on_node(to, |n| n.lc.receive(&from, msg, &*store))?;
-                }
+                NodeState::Up => self.on_node(
+                    to,
+                    Input::Peer {
+                        from: name_of(from),
+                        messages: Vec::new(),
+                        lifecycle: vec![msg],
+                    },
+                )?,
                 NodeState::Paused => self.node(to).held.push(Ev::Lc { from, to, msg }),
                 NodeState::Crashed => {}
             },
@@ -528,7 +533,7 @@ impl Sim {
                 slot,
                 txn,
             } => match self.node(node).state {
-                NodeState::Up => self.request(node, client, req, SimCommand { slot, txn })?,
+                NodeState::Up => self.request(node, client, req, slot, txn)?,
                 NodeState::Paused => self.node(node).held.push(Ev::ClientRequest {
                     node,
                     client,
@@ -551,35 +556,55 @@ impl Sim {
         Ok(())
     }
 
-    /// Runs `f` on node `id`, then its lifecycle's and Raft's output, then
-    /// the invariants of its epoch.
-    fn on_node(&mut self, id: NodeId, f: impl FnOnce(&mut Node)) -> Result<(), String> {
+    /// Hands `input` to node `id`'s member, lets it act, carries out its
+    /// effects, then checks what it did: the invariants of its epoch, the
+    /// states it applied, restored and exported.
+    fn on_node(&mut self, id: NodeId, input: Input) -> Result<(), String> {
+        let store = self.store.clone();
+        let now = self.now;
         let node = self.node(id);
-        let epoch_before = node.lc.epoch();
+        let epoch_before = node.member.lifecycle().epoch();
         let (commit_before, role_before) = node
-            .lc
+            .member
+            .lifecycle()
             .raft()
             .map_or((0, Role::Follower), |r| (r.log().committed, r.role()));
-        f(node);
-        self.lifecycle_output(id)?;
-        let (applied, installed) = self.pump(id)?;
-        let Some(epoch) = self.nodes[(id - 1) as usize].lc.epoch() else {
-            return Ok(());
-        };
-        let (commit_before, role_before) = if epoch_before == Some(epoch) {
-            (commit_before, role_before)
-        } else {
-            (0, Role::Follower)
-        };
-        self.strike(id, commit_before, role_before);
-        let Some(raft) = self.nodes[(id - 1) as usize].lc.raft() else {
+        node.member.handle(input, &*store, now);
+        node.member.act();
+        let (applied, installed) = self.observe(id)?;
+        self.carry_out(id)?;
+        if let Some(epoch) = self.nodes[(id - 1) as usize].member.lifecycle().epoch() {
+            let (commit_before, role_before) = if epoch_before == Some(epoch) {
+                (commit_before, role_before)
+            } else {
+                (0, Role::Follower)
+            };
+            self.strike(id, commit_before, role_before);
+            self.check_invariants(id, epoch, commit_before, role_before, &applied, installed)?;
+            self.export_if_due(id, epoch)?;
+        }
+        Ok(())
+    }
+
+    fn check_invariants(
+        &mut self,
+        id: NodeId,
+        epoch: EpochId,
+        commit_before: Index,
+        role_before: Role,
+        applied: &[Entry],
+        installed: Option<SnapshotMeta>,
+    ) -> Result<(), String> {
+        let Some(raft) = self.nodes[(id - 1) as usize].member.lifecycle().raft() else {
             return Ok(());
         };
         let all: Vec<&RaftNode> = self
             .nodes
             .iter()
-            .filter(|n| n.state != NodeState::Crashed && n.lc.epoch() == Some(epoch))
-            .filter_map(|n| n.lc.raft())
+            .filter(|n| {
+                n.state != NodeState::Crashed && n.member.lifecycle().epoch() == Some(epoch)
+            })
+            .filter_map(|n| n.member.lifecycle().raft())
             .collect();
         self.invariants
             .entry(epoch)
@@ -589,92 +614,173 @@ impl Sim {
                     node: raft,
                     commit_before,
                     role_before,
-                    applied: &applied,
+                    applied,
                     installed,
                 },
                 &all,
             )
-            .map_err(|e| format!("epoch {epoch}: {e}"))?;
-        self.maybe_export(id, false)?;
-        // Compaction after the checks, which must see what was committed.
-        let compact_every = self.compact_every;
-        let node = self.node(id);
-        let bytes = node.kv.snapshot();
-        if let Some(raft) = node.lc.raft_mut() {
-            let log = raft.log();
-            if log.applied >= raft.snapshot_index() + compact_every {
-                let applied = log.applied;
-                raft.compact(applied, bytes.into());
-            }
-        }
-        Ok(())
+            .map_err(|e| format!("epoch {epoch}: {e}"))
     }
 
-    /// Sends the lifecycle's messages and carries out its actions.
-    fn lifecycle_output(&mut self, id: NodeId) -> Result<(), String> {
-        let node = self.node(id);
-        let outbox = node.lc.take_outbox();
-        let actions = node.lc.take_actions();
-        for (to, msg) in outbox {
-            let Some(to) = slot_of_name(&to) else {
-                continue;
-            };
-            for delay in self.net.deliveries(id, to, &mut self.rng) {
-                self.schedule(
-                    delay,
-                    Ev::Lc {
-                        from: id,
-                        to,
-                        msg: msg.clone(),
-                    },
-                );
-            }
-        }
-        for action in actions {
-            match action {
-                Action::Start {
+    /// Checks what node `id`'s member recorded: epochs started, snapshots
+    /// restored and entries applied, against what the others did at the
+    /// same index. Returns the entries applied and the snapshot installed.
+    fn observe(&mut self, id: NodeId) -> Result<(Vec<Entry>, Option<SnapshotMeta>), String> {
+        let mut applied = Vec::new();
+        let mut installed = None;
+        for observed in self.node(id).member.take_observed() {
+            let epoch = self.node(id).member.lifecycle().epoch();
+            match observed {
+                Observed::Started {
                     epoch,
-                    state,
+                    seed,
                     source,
-                } => self.start_epoch(id, epoch, state, source)?,
-                Action::Discard { .. } => {
-                    let node = self.node(id);
-                    node.kv = KvStore::new(1000);
-                    node.writes.clear();
-                    node.reads.clear();
-                    node.ready_reads.clear();
+                } => self.start_epoch(id, epoch, seed, source)?,
+                Observed::Discarded => {}
+                Observed::Installed { meta, digest } => {
+                    self.snapshots_installed += 1;
+                    let Some(epoch) = epoch else { continue };
+                    let digests = self.state_digests.entry(epoch).or_default();
+                    if let Some(&known) = digests.get((meta.index - 1) as usize)
+                        && known != digest
+                    {
+                        return Err(format!(
+                            "node {id} restored a snapshot at index {} whose state differs from the state applied there",
+                            meta.index
+                        ));
+                    }
+                    installed = Some(meta);
                 }
-                Action::Export => self.maybe_export(id, true)?,
+                Observed::Applied {
+                    entry,
+                    command,
+                    result,
+                    digest,
+                } => {
+                    let Some(epoch) = epoch else { continue };
+                    let digests = self.state_digests.entry(epoch).or_default();
+                    let first = digests.len() as u64 == entry.index - 1;
+                    if first {
+                        digests.push(digest);
+                    } else if digests
+                        .get((entry.index - 1) as usize)
+                        .is_some_and(|&known| known != digest)
+                    {
+                        return Err(format!(
+                            "node {id} applied index {} of epoch {epoch} to another state than its peers (a write applied twice, or a lost answer table)",
+                            entry.index
+                        ));
+                    }
+                    if let (Some(cmd), Some(Ok(r))) = (&command, &result)
+                        && let Some(rid) = cmd.request_id
+                    {
+                        let slot = rid.seq as usize;
+                        self.applied
+                            .entry(slot)
+                            .or_insert_with(|| (epoch, r.clone()));
+                        self.applied_at.entry(slot).or_insert((epoch, entry.index));
+                    }
+                    if let Payload::Config(c) = &entry.payload
+                        && first
+                    {
+                        // First application of this entry: count a promotion.
+                        let previous = self.configs.insert(epoch, c.clone());
+                        if previous
+                            .is_some_and(|p| c.voters.keys().any(|v| p.learners.contains_key(v)))
+                        {
+                            self.promotions += 1;
+                        }
+                    }
+                    applied.push(entry);
+                }
+            }
+        }
+        Ok((applied, installed))
+    }
+
+    /// Carries out node `id`'s effects: messages onto the network, answers
+    /// to the clients, exports into the store.
+    fn carry_out(&mut self, id: NodeId) -> Result<(), String> {
+        for effect in self.node(id).member.take_effects() {
+            match effect {
+                Effect::Send { to, message } => {
+                    let Some(to) = slot_of_name(&to) else {
+                        continue;
+                    };
+                    for delay in self.net.deliveries(id, to, &mut self.rng) {
+                        let ev = match &message {
+                            Outgoing::Raft(m) => Ev::Deliver {
+                                from: id,
+                                to,
+                                msg: m.clone(),
+                            },
+                            Outgoing::Lifecycle(m) => Ev::Lc {
+                                from: id,
+                                to,
+                                msg: m.clone(),
+                            },
+                        };
+                        self.schedule(delay, ev);
+                    }
+                }
+                Effect::Answer { token, result } => {
+                    let Some((client, req, slot)) = self.node(id).tokens.remove(&token) else {
+                        continue;
+                    };
+                    let epoch = self.node(id).member.lifecycle().epoch();
+                    let answer = match (result, epoch) {
+                        (Ok(r), Some(epoch)) => {
+                            if let Some(&at) = self.applied_at.get(&slot) {
+                                self.acknowledged.push(at);
+                            }
+                            Answer::Ok(epoch, r)
+                        }
+                        _ => {
+                            let leader = self
+                                .node(id)
+                                .member
+                                .lifecycle()
+                                .raft()
+                                .and_then(|r| r.leader());
+                            Answer::Retry(leader.and_then(|l| self.slot_of(l)))
+                        }
+                    };
+                    let d = self.rng.range(1, 4);
+                    self.schedule(
+                        d,
+                        Ev::ClientResponse {
+                            client,
+                            req,
+                            answer,
+                        },
+                    );
+                }
+                Effect::Export { meta, image } => self.write_export(id, meta, &image)?,
+                Effect::Exported { export, .. } => {
+                    if let Some((meta, image)) = export {
+                        self.write_export(id, meta, &image)?;
+                    }
+                }
+                Effect::Transferred { .. } => {}
             }
         }
         Ok(())
     }
 
-    /// A node starts in `epoch`: as a founding member from `state`, or as
-    /// a joiner (no state; a snapshot will come).
+    /// A node starts in `epoch`: as a founding member from `seed`, or as
+    /// a joiner (no seed; a snapshot will come).
     fn start_epoch(
         &mut self,
         id: NodeId,
         epoch: EpochId,
-        state: Option<Vec<u8>>,
+        seed: Option<KvState>,
         source: Option<ExportMeta>,
     ) -> Result<(), String> {
-        let node = self.node(id);
-        node.kv = KvStore::new(1000);
-        node.writes.clear();
-        node.reads.clear();
-        node.ready_reads.clear();
-        let Some(state) = state else {
+        let Some(seed) = seed else {
             return Ok(());
         };
-        if !state.is_empty() {
-            node.kv
-                .restore_bytes(&state)
-                .map_err(|e| format!("node {id}: seed of epoch {epoch}: {e}"))?;
-        }
-        let seed = node.kv.state().clone();
         let digest = state_digest(&seed);
-        let founder = node.lc.id() == epoch.founder;
+        let founder = self.node(id).member.id() == epoch.founder;
         // Every member of an epoch starts from the same state.
         let digests = self.state_digests.entry(epoch).or_default();
         match digests.first() {
@@ -724,214 +830,86 @@ impl Sim {
         Ok(())
     }
 
-    /// Exports node `id`'s applied state if it leads and its interval
-    /// passed, or at once if `now` (an eviction notice, a founder's request).
-    fn maybe_export(&mut self, id: NodeId, now: bool) -> Result<(), String> {
-        let node = &self.nodes[(id - 1) as usize];
-        let (Some(epoch), Some(raft)) = (node.lc.epoch(), node.lc.raft()) else {
-            return Ok(());
-        };
-        let leads = raft.role() == Role::Leader
-            && raft.log().term(raft.log().committed) == Some(raft.term());
+    /// The leader's interval export, when its interval passed (the
+    /// runtime's export timer, in virtual time).
+    fn export_if_due(&mut self, id: NodeId, epoch: EpochId) -> Result<(), String> {
         let due = self
             .last_export
             .get(&epoch)
             .is_none_or(|&t| self.now >= t + self.export_every);
-        if !(now || (leads && due)) {
-            return Ok(());
+        if due && self.node(id).member.leadership().is_some() {
+            self.last_export.insert(epoch, self.now);
+            let store = self.store.clone();
+            let now = self.now;
+            let node = self.node(id);
+            node.member.handle(Input::ExportTick, &*store, now);
+            self.carry_out(id)?;
         }
-        let applied = raft.log().applied;
-        let Some(term) = raft.log().term(applied) else {
-            return Ok(());
-        };
-        let digest = state_digest(node.kv.state());
-        if let Some(&known) = self
-            .state_digests
-            .get(&epoch)
-            .and_then(|d| d.get((applied.max(1) - 1) as usize))
-            && known != digest
-        {
-            return Err(format!(
-                "node {id} exports a state at index {applied} of epoch {epoch} that differs from the state applied there"
-            ));
-        }
-        let meta = ExportMeta {
-            epoch,
-            index: applied,
-            term,
-            taken_at_ms: self.now,
-        };
-        let data = node.kv.snapshot();
-        let _ = self.store.put(meta, &data);
-        self.last_export.insert(epoch, self.now);
         Ok(())
     }
 
-    /// Acts on the node's Ready: send, apply, answer.
-    fn pump(&mut self, id: NodeId) -> Result<(Vec<Entry>, Option<SnapshotMeta>), String> {
-        let node = &mut self.nodes[(id - 1) as usize];
-        let (Some(epoch), Some(raft)) = (node.lc.epoch(), node.lc.raft_mut()) else {
-            return Ok((Vec::new(), None));
-        };
-        let ready = raft.take_ready();
-        for m in ready.messages {
-            let Some(to) = self.slot_of(m.to) else {
-                continue;
-            };
-            for delay in self.net.deliveries(id, to, &mut self.rng) {
-                self.schedule(delay, Ev::Deliver(m.clone()));
-            }
+    /// Writes an export to the store, after checking that it is the state
+    /// its epoch applied at its index.
+    fn write_export(
+        &mut self,
+        id: NodeId,
+        meta: ExportMeta,
+        image: &StateImage,
+    ) -> Result<(), String> {
+        let data = image.encode();
+        let mut sm = StateMachine::new(1000, &Limits::default());
+        sm.restore(&data)
+            .map_err(|e| format!("node {id}: export: {e}"))?;
+        let digest = state_digest(sm.kv.state());
+        if let Some(&known) = self
+            .state_digests
+            .get(&meta.epoch)
+            .and_then(|d| d.get((meta.index.max(1) - 1) as usize))
+            && known != digest
+        {
+            return Err(format!(
+                "node {id} exports a state at index {} of epoch {} that differs from the state applied there",
+                meta.index, meta.epoch
+            ));
         }
-        let mut answers = Vec::new();
-        let node = &mut self.nodes[(id - 1) as usize];
-        let digests = self.state_digests.entry(epoch).or_default();
-        let installed = ready.snapshot.as_ref().map(|(meta, _)| meta.clone());
-        self.snapshots_installed += u64::from(installed.is_some());
-        if let Some((meta, bytes)) = &ready.snapshot {
-            // Empty bytes: the seed of an epoch formed from nothing.
-            if bytes.is_empty() {
-                node.kv = KvStore::new(1000);
-            } else {
-                node.kv
-                    .restore_bytes(bytes)
-                    .map_err(|e| format!("node {id}: {e}"))?;
-            }
-            // Writes the snapshot covers cannot be answered here; their clients time out.
-            node.writes.retain(|&index, _| index > meta.index);
-            let digest = state_digest(node.kv.state());
-            match digests.get((meta.index - 1) as usize) {
-                Some(&known) if known != digest => {
-                    return Err(format!(
-                        "node {id} restored a snapshot at index {} whose state differs from the state applied there",
-                        meta.index
-                    ));
-                }
-                _ => {}
-            }
-        }
-        for e in &ready.committed {
-            let response = match &e.payload {
-                Payload::Command(bytes) => {
-                    serde_json::from_slice::<SimCommand>(bytes).ok().map(|cmd| {
-                        let r = node.kv.apply(&cmd.txn);
-                        self.applied
-                            .entry(cmd.slot)
-                            .or_insert_with(|| (epoch, r.clone()));
-                        r
-                    })
-                }
-                Payload::Noop | Payload::Config(_) => None,
-            };
-            if let Payload::Config(c) = &e.payload
-                && digests.len() as u64 == e.index - 1
-            {
-                // First application of this entry: count a promotion.
-                let previous = self.configs.insert(epoch, c.clone());
-                if previous.is_some_and(|p| c.voters.keys().any(|v| p.learners.contains_key(v))) {
-                    self.promotions += 1;
-                }
-            }
-            if digests.len() as u64 == e.index - 1 {
-                digests.push(state_digest(node.kv.state()));
-            }
-            if let Some((term, client, req)) = node.writes.remove(&e.index) {
-                let answer = match response {
-                    Some(r) if term == e.term => {
-                        self.acknowledged.push((epoch, e.index));
-                        Answer::Ok(epoch, r)
-                    }
-                    _ => Answer::Retry(None),
-                };
-                answers.push((client, req, answer));
-            }
-        }
-        let Some(raft) = node.lc.raft() else {
-            return Ok((ready.committed, installed));
-        };
-        for rs in ready.read_states {
-            if let Some((client, req, txn)) = node.reads.remove(&rs.ctx) {
-                node.ready_reads.push((rs.index, client, req, txn));
-            }
-        }
-        for ctx in ready.dropped_reads {
-            if let Some((client, req, _)) = node.reads.remove(&ctx) {
-                answers.push((client, req, Answer::Retry(None)));
-            }
-        }
-        let applied = raft.log().applied;
-        let (serve, wait): (Vec<_>, Vec<_>) =
-            node.ready_reads.drain(..).partition(|r| r.0 <= applied);
-        node.ready_reads = wait;
-        for (_, client, req, txn) in serve {
-            if let Some(r) = node.kv.state().read(&txn) {
-                answers.push((client, req, Answer::Ok(epoch, r)));
-            }
-        }
-        for (client, req, answer) in answers {
-            let d = self.rng.range(1, 4);
-            self.schedule(
-                d,
-                Ev::ClientResponse {
-                    client,
-                    req,
-                    answer,
-                },
-            );
-        }
-        Ok((ready.committed, installed))
+        let _ = self.store.put(meta, &data);
+        Ok(())
     }
 
+    /// A client's request reaches node `id`: a write is proposed with its
+    /// request id (the history slot), a read goes through ReadIndex.
     fn request(
         &mut self,
         id: NodeId,
         client: usize,
         req: u64,
-        cmd: SimCommand,
+        slot: usize,
+        txn: Txn,
     ) -> Result<(), String> {
-        let mut refused = None;
-        self.on_node(id, |n| {
-            let Some(raft) = n.lc.raft_mut() else {
-                refused = Some(RaftError::NotLeader { leader: None });
-                return;
-            };
-            if cmd.txn.is_write() {
-                let Ok(bytes) = serde_json::to_vec(&cmd) else {
-                    return;
-                };
-                match raft.propose(bytes.into()) {
-                    Ok(index) => {
-                        let term = raft.term();
-                        n.writes.insert(index, (term, client, req));
-                    }
-                    Err(e) => refused = Some(e),
-                }
-            } else {
-                n.next_ctx += 1;
-                let ctx = n.next_ctx;
-                match raft.read_index(ctx) {
-                    Ok(()) => {
-                        n.reads.insert(ctx, (client, req, cmd.txn));
-                    }
-                    Err(e) => refused = Some(e),
-                }
-            }
-        })?;
-        if let Some(e) = refused {
-            let leader = match e {
-                RaftError::NotLeader { leader } => leader.and_then(|l| self.slot_of(l)),
-                _ => None,
-            };
-            let d = self.rng.range(1, 4);
-            self.schedule(
-                d,
-                Ev::ClientResponse {
-                    client,
-                    req,
-                    answer: Answer::Retry(leader),
+        let pid = self.clients[client].pid;
+        let node = self.node(id);
+        node.next_token += 1;
+        let token = node.next_token;
+        node.tokens.insert(token, (client, req, slot));
+        let input = if txn.is_write() {
+            Input::Propose {
+                token,
+                command: LogCommand {
+                    request_id: Some(RequestId {
+                        client: pid,
+                        seq: slot as u64,
+                    }),
+                    txn,
                 },
-            );
-        }
-        Ok(())
+            }
+        } else {
+            Input::Read {
+                token,
+                txn,
+                limit: usize::MAX,
+            }
+        };
+        self.on_node(id, input)
     }
 
     // ---- clients ----
@@ -1218,7 +1196,7 @@ impl Sim {
     /// commit index (followers do not know yet). Sometimes cut it off right
     /// there (FoundationDB-style "buggify" of the fault schedule).
     fn strike(&mut self, id: NodeId, commit_before: Index, role_before: Role) {
-        let Some(raft) = self.nodes[(id - 1) as usize].lc.raft() else {
+        let Some(raft) = self.nodes[(id - 1) as usize].member.lifecycle().raft() else {
             return;
         };
         let leader = raft.role() == Role::Leader;
@@ -1283,7 +1261,12 @@ impl Sim {
                     && let Some(leader) = self.usable_leader()
                 {
                     // The eviction notice: the leader exports at once.
-                    let _ = self.maybe_export(leader, true);
+                    let store = self.store.clone();
+                    let now = self.now;
+                    self.node(leader)
+                        .member
+                        .handle(Input::ExportNow { token: 0 }, &*store, now);
+                    let _ = self.carry_out(leader);
                 }
                 for &id in &order {
                     let back = self.rng.range(50, 1000);
@@ -1310,9 +1293,7 @@ impl Sim {
         let node = self.node(id);
         node.state = NodeState::Crashed;
         node.held.clear();
-        node.writes.clear();
-        node.reads.clear();
-        node.ready_reads.clear();
+        node.tokens.clear();
         self.schedule(back, Ev::Restart(id));
     }
 
@@ -1320,12 +1301,16 @@ impl Sim {
         if self.node(id).state != NodeState::Crashed {
             return;
         }
-        let mut settings = self.settings.clone();
-        settings.name = name_of(id);
         let seed = self.rng.next_u64();
+        let member = new_member(
+            &self.settings,
+            id,
+            self.compact_every,
+            seed,
+            self.cfg.member_bugs,
+        );
         let node = self.node(id);
-        node.lc = Lifecycle::new(settings, seed);
-        node.kv = KvStore::new(1000);
+        node.member = member;
         node.state = NodeState::Up;
         node.tick_gen += 1;
         let (t, generation) = (node.tick_ms, node.tick_gen);
@@ -1370,7 +1355,10 @@ impl Sim {
             .iter()
             .enumerate()
             .filter(|(_, n)| n.state == NodeState::Up)
-            .filter_map(|(i, n)| Some((i as NodeId + 1, n.lc.epoch()?, n.lc.raft()?)))
+            .filter_map(|(i, n)| {
+                let lc = n.member.lifecycle();
+                Some((i as NodeId + 1, lc.epoch()?, lc.raft()?))
+            })
             .collect();
         // The leader of the newest epoch that has one able to serve.
         up.iter()
@@ -1414,8 +1402,9 @@ impl Sim {
                 .nodes
                 .iter()
                 .map(|n| {
-                    let r = n.lc.report();
-                    let raft = n.lc.raft().map(|raft| {
+                    let lc = n.member.lifecycle();
+                    let r = lc.report();
+                    let raft = lc.raft().map(|raft| {
                         format!(
                             "{:?} term {} commit {} voters {:?} learners {:?}",
                             raft.role(),
@@ -1435,7 +1424,7 @@ impl Sim {
                     });
                     format!(
                         "{} {:?} id {:x} epoch {:?} voter {} leader {:?} promised {:?}: {raft:?}",
-                        n.lc.name(),
+                        lc.name(),
                         n.state,
                         r.id,
                         r.epoch.map(|e| e.to_string()),
@@ -1572,6 +1561,28 @@ impl Report {
     pub(crate) fn digest(&self) -> (u64, u64) {
         (self.trace_digest, history_digest(&self.history))
     }
+}
+
+/// A new, empty member for slot `id`, recording what it does for the checks.
+fn new_member(
+    settings: &Settings,
+    id: NodeId,
+    compact_every: u64,
+    seed: u64,
+    bugs: MemberBugs,
+) -> Member {
+    let mut member = Member::new(MemberConfig {
+        name: name_of(id),
+        fleet: settings.fleet.clone(),
+        raft: settings.raft.clone(),
+        history_limit: 1000,
+        limits: Limits::default(),
+        snapshot_entries: compact_every,
+        seed,
+    });
+    member.bugs = bugs;
+    member.journal();
+    member
 }
 
 /// The name of slot `id` (1-based).

@@ -173,18 +173,17 @@ fn replay() {
     }
 }
 
-/// Runs seeds with `bugs` until the simulator fails one; returns how many it took.
-fn seeds_to_catch(bugs: crate::raft::Bugs, budget: u64) -> Option<(u64, String)> {
+/// Runs seeds with a bug planted by `plant` until the simulator fails
+/// one; returns how many it took, and why it failed.
+fn seeds_to_catch(plant: impl Fn(&mut SimConfig), budget: u64) -> Option<(u64, String)> {
     let first: u64 = std::env::var("SIM_FIRST_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     for i in first..first + budget {
         let nodes = if i % 2 == 0 { 3 } else { 5 };
-        let cfg = SimConfig {
-            bugs,
-            ..SimConfig::new(i, nodes)
-        };
+        let mut cfg = SimConfig::new(i, nodes);
+        plant(&mut cfg);
         if let Err(f) = run(&cfg) {
             return Some((i - first + 1, f.reason));
         }
@@ -192,15 +191,13 @@ fn seeds_to_catch(bugs: crate::raft::Bugs, budget: u64) -> Option<(u64, String)>
     None
 }
 
+/// A test that plants a bug (`$target.$field`: the Raft core's `bugs` or
+/// the member's `member_bugs`) and expects the default seed budget to catch it.
 macro_rules! caught {
-    ($name:ident, $field:ident) => {
+    ($name:ident, $target:ident . $field:ident) => {
         #[test]
         fn $name() {
-            let bugs = crate::raft::Bugs {
-                $field: true,
-                ..Default::default()
-            };
-            match seeds_to_catch(bugs, 500) {
+            match seeds_to_catch(|cfg| cfg.$target.$field = true, 500) {
                 Some((n, reason)) => {
                     println!("{} caught after {n} seeds: {reason}", stringify!($field))
                 }
@@ -212,11 +209,23 @@ macro_rules! caught {
 
 caught!(
     catches_commit_of_old_term_by_counting,
-    commit_old_term_by_counting
+    bugs.commit_old_term_by_counting
 );
-caught!(catches_vote_without_log_check, vote_without_log_check);
+caught!(catches_vote_without_log_check, bugs.vote_without_log_check);
 caught!(
     catches_follower_read_without_read_index,
-    follower_read_without_read_index
+    bugs.follower_read_without_read_index
 );
-caught!(catches_apply_before_commit, apply_before_commit);
+caught!(catches_apply_before_commit, bugs.apply_before_commit);
+caught!(
+    catches_answering_a_write_before_it_applies,
+    member_bugs.answer_before_apply
+);
+caught!(
+    catches_forgetting_the_answer_table_on_restore,
+    member_bugs.forget_answers_on_restore
+);
+caught!(
+    catches_serving_a_read_before_its_index_applies,
+    member_bugs.read_before_applied
+);

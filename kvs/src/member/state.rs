@@ -33,16 +33,16 @@ struct Session {
     last_index: Index,
 }
 
-/// A copy of the state machine, as snapshots hold it.
+/// A copy of the state machine, as snapshots and exports hold it.
 #[derive(Debug, serde::Serialize)]
-pub(crate) struct StateImage {
+pub struct StateImage {
     kv: KvImage,
     sessions: BTreeMap<u64, Session>,
 }
 
 impl StateImage {
     /// The snapshot bytes.
-    pub(crate) fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
     }
 }
@@ -175,6 +175,23 @@ impl StateMachine {
             }
         }
         Ok(answer)
+    }
+}
+
+#[cfg(test)]
+impl StateMachine {
+    /// Forgets every client's answers (a planted bug: see `MemberBugs`).
+    pub(crate) fn forget_sessions(&mut self) {
+        self.sessions.clear();
+    }
+
+    /// A digest of the keys and revision: members that applied the same
+    /// entries hold equal digests.
+    pub(crate) fn digest(&self) -> u64 {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let mut h = DefaultHasher::new();
+        self.kv.state().hash(&mut h);
+        h.finish()
     }
 }
 

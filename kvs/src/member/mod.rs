@@ -1,0 +1,782 @@
+//! One store member, sans I/O: the lifecycle and Raft cores, the state
+//! machine, the proposals and reads waiting on the log, and the snapshot
+//! and export policies, as one value that takes [`Input`]s and returns
+//! [`Effect`]s. The tokio runtime (`crate::node`) and the simulator
+//! (`crate::sim`) both drive it and nothing else, so the simulator tests
+//! the code that ships.
+//!
+//! ```text
+//!  Input ──▶ handle ─┐   (as many as the driver likes)
+//!                    ▼
+//!                   act ──▶ Effects: Send (Raft and lifecycle messages, by name)
+//!                                    Answer (proposals, reads)
+//!                                    Export (state to write to the export store)
+//!                                    Exported / Transferred (on-demand requests)
+//! ```
+//!
+//! A driver hands a turn's inputs to [`Member::handle`], then calls
+//! [`Member::act`] once (one Raft `Ready` for many inputs) and carries out
+//! [`Member::take_effects`]. Reads of the export store go through the
+//! `&dyn SnapshotStore` given with ticks and peers' messages.
+//!
+//! Invariants: a proposal is answered only when the entry at its index is
+//! applied — with its result if the entry is the proposal (same term), else
+//! as dropped; a proposal a snapshot covers is answered as dropped (the
+//! client retries with the same request id, and the answer table in the
+//! snapshot applies it at most once); a read is answered only once the
+//! state machine has applied its read index; the log is compacted only at
+//! the start of a turn, after the previous turn's entries were seen.
+
+mod state;
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::api::{KvsError, LogCommand, MemberStatus, NodeStatus};
+use crate::kv::{Event, Limits, Txn, TxnResponse};
+use crate::lifecycle::{Action, Lifecycle, LifecycleMessage, Settings};
+use crate::raft::{Config, Index, Message, NodeId, Payload, RaftError, Role, Term};
+use crate::snapshot_store::{ExportMeta, SnapshotStore};
+pub use state::MAX_KEPT_ANSWER_BYTES;
+pub use state::StateImage;
+pub(crate) use state::StateMachine;
+
+/// The alarm [`NodeStatus::alarms`] raises while the store holds its quota.
+pub const NOSPACE: &str = "NOSPACE";
+
+/// How a member is set up.
+#[derive(Debug, Clone)]
+pub struct MemberConfig {
+    /// This member's name: its slot in the fleet.
+    pub name: String,
+    /// Every configured name and its address, this one included.
+    pub fleet: BTreeMap<String, String>,
+    /// The Raft settings (the id is the incarnation's, set here).
+    pub raft: Config,
+    /// Watch history, in events.
+    pub history_limit: usize,
+    /// Request limits.
+    pub limits: Limits,
+    /// Take a snapshot and compact the log after this many applied entries
+    /// (or as many as there are keys, if more).
+    pub snapshot_entries: u64,
+    /// Seeds the incarnation id and the lifecycle's choices.
+    pub seed: u64,
+}
+
+/// The driver's handle on a request, returned with its answer.
+pub type Token = u64;
+
+/// What a member is given.
+#[derive(Debug)]
+pub enum Input {
+    /// A tick of the member's clock.
+    Tick,
+    /// A peer's Raft and lifecycle messages.
+    Peer {
+        /// The peer's name.
+        from: String,
+        /// Raft messages, in order.
+        messages: Vec<Message>,
+        /// Lifecycle messages, in order.
+        lifecycle: Vec<LifecycleMessage>,
+    },
+    /// A write to propose (answered by [`Effect::Answer`]).
+    Propose {
+        /// The caller's handle.
+        token: Token,
+        /// The write.
+        command: LogCommand,
+    },
+    /// A linearizable read-only transaction whose answer may hold at most
+    /// `limit` bytes of keys and values (answered by [`Effect::Answer`]).
+    Read {
+        /// The caller's handle.
+        token: Token,
+        /// The transaction.
+        txn: Txn,
+        /// The most bytes of keys and values the answer may hold.
+        limit: usize,
+    },
+    /// The leader's interval export: [`Effect::Export`] if this member
+    /// leads and has applied something not exported yet.
+    ExportTick,
+    /// An eviction notice: export the applied state now, leader or not
+    /// (answered by [`Effect::Exported`]).
+    ExportNow {
+        /// The caller's handle.
+        token: Token,
+    },
+    /// An eviction notice on the leader: hand leadership to the most
+    /// caught-up other voter (answered by [`Effect::Transferred`]).
+    TransferAway {
+        /// The caller's handle.
+        token: Token,
+    },
+}
+
+/// A message to a peer.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    /// A Raft message.
+    Raft(Message),
+    /// A lifecycle message.
+    Lifecycle(LifecycleMessage),
+}
+
+/// What a member asks its driver to do.
+#[derive(Debug)]
+pub enum Effect {
+    /// Send `message` to the member named `to`.
+    Send {
+        /// The peer's name.
+        to: String,
+        /// The message.
+        message: Outgoing,
+    },
+    /// Answer a proposal or a read.
+    Answer {
+        /// The request's handle.
+        token: Token,
+        /// The answer.
+        result: Result<TxnResponse, KvsError>,
+    },
+    /// Write this export to the export store (off the driver's loop: it
+    /// may be large).
+    Export {
+        /// What it is.
+        meta: ExportMeta,
+        /// The state.
+        image: StateImage,
+    },
+    /// The answer to [`Input::ExportNow`]: the export to write (none when
+    /// this member is in no cluster).
+    Exported {
+        /// The request's handle.
+        token: Token,
+        /// The export.
+        export: Option<(ExportMeta, StateImage)>,
+    },
+    /// The answer to [`Input::TransferAway`]: the voter asked to take over.
+    Transferred {
+        /// The request's handle.
+        token: Token,
+        /// The heir, if this member led and had one.
+        heir: Option<NodeId>,
+    },
+}
+
+/// This member leads: the epoch and term it leads in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leadership {
+    /// The cluster epoch's number.
+    pub epoch: u64,
+    /// The Raft term.
+    pub term: Term,
+}
+
+/// Bugs the simulator plants to show that its checks catch them.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct MemberBugs {
+    /// Answer a write when it is proposed, with what it would do to the
+    /// state now, instead of when its entry applies.
+    pub(crate) answer_before_apply: bool,
+    /// Restore a snapshot without its answer table.
+    pub(crate) forget_answers_on_restore: bool,
+    /// Serve a read as soon as its read index is known, applied or not.
+    pub(crate) read_before_applied: bool,
+}
+
+/// What a member did, for the simulator's checks (tests only).
+#[cfg(test)]
+#[derive(Debug, Clone)]
+pub(crate) enum Observed {
+    /// Entered cluster `epoch` from `state` (a founder or a member of a new
+    /// epoch; `None` for a joiner, which waits for a snapshot).
+    Started {
+        epoch: crate::lifecycle::EpochId,
+        /// The seed state, or `None` for a joiner.
+        seed: Option<crate::kv::KvState>,
+        source: Option<ExportMeta>,
+    },
+    /// Left its cluster; the state machine is empty again.
+    Discarded,
+    /// Restored a snapshot (its state's digest after).
+    Installed {
+        meta: crate::raft::SnapshotMeta,
+        digest: u64,
+    },
+    /// Applied an entry (the state's digest after, and the command's answer).
+    Applied {
+        entry: crate::raft::Entry,
+        command: Option<LogCommand>,
+        result: Option<Result<TxnResponse, KvsError>>,
+        digest: u64,
+    },
+}
+
+/// A read waiting for its index, and the most bytes its answer may hold.
+#[derive(Debug)]
+struct PendingRead {
+    token: Token,
+    txn: Txn,
+    limit: usize,
+}
+
+/// See the module doc.
+pub struct Member {
+    lc: Lifecycle,
+    sm: StateMachine,
+    history_limit: usize,
+    limits: Limits,
+    snapshot_entries: u64,
+    /// The newest export written here or this epoch was formed from.
+    last_export: Option<ExportMeta>,
+    /// The names of incarnations heard from (a joiner must answer a leader
+    /// its empty configuration does not list yet).
+    heard: HashMap<NodeId, String>,
+    proposals: BTreeMap<Index, (Term, Token)>,
+    reads: HashMap<u64, PendingRead>,
+    ready_reads: Vec<(Index, PendingRead)>,
+    next_ctx: u64,
+    /// Compact the log up to here at the start of the next turn.
+    compact_at: Option<Index>,
+    seen: (Term, Option<NodeId>),
+    name: String,
+    effects: Vec<Effect>,
+    /// The driver's wall clock at the last input, in ms (stamps exports).
+    now_ms: u64,
+    #[cfg(test)]
+    pub(crate) bugs: MemberBugs,
+    #[cfg(test)]
+    journal: Option<Vec<Observed>>,
+}
+
+impl Member {
+    /// A new, empty incarnation that will look for its cluster.
+    pub fn new(config: MemberConfig) -> Member {
+        let settings = Settings::new(&config.name, config.fleet, config.raft);
+        Member {
+            lc: Lifecycle::new(settings, config.seed),
+            sm: StateMachine::new(config.history_limit, &config.limits),
+            history_limit: config.history_limit,
+            limits: config.limits,
+            snapshot_entries: config.snapshot_entries.max(1),
+            last_export: None,
+            heard: HashMap::new(),
+            proposals: BTreeMap::new(),
+            reads: HashMap::new(),
+            ready_reads: Vec::new(),
+            next_ctx: 0,
+            compact_at: None,
+            seen: (0, None),
+            name: config.name,
+            effects: Vec::new(),
+            now_ms: 0,
+            #[cfg(test)]
+            bugs: MemberBugs::default(),
+            #[cfg(test)]
+            journal: None,
+        }
+    }
+
+    /// This incarnation's id.
+    pub fn id(&self) -> NodeId {
+        self.lc.id()
+    }
+
+    /// The lifecycle core (its Raft node, epoch and reports).
+    pub fn lifecycle(&self) -> &Lifecycle {
+        &self.lc
+    }
+
+    /// The store's latest applied revision.
+    pub fn revision(&self) -> i64 {
+        self.sm.kv.state().revision()
+    }
+
+    /// The leader this member knows of and its address, once the
+    /// configuration names it.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let raft = self.lc.raft()?;
+        let leader = raft.leader()?;
+        raft.config().info(leader).map(|i| (leader, i.addr.clone()))
+    }
+
+    /// Whether (and in which epoch and term) this member leads.
+    pub fn leadership(&self) -> Option<Leadership> {
+        self.lc
+            .raft()
+            .filter(|r| r.role() == Role::Leader)
+            .map(|r| Leadership {
+                epoch: self.lc.epoch().map_or(0, |e| e.number),
+                term: r.term(),
+            })
+    }
+
+    /// Events under `prefix` from revision `from`, and the revision to
+    /// continue from.
+    pub fn events(&self, prefix: &str, from: i64) -> Result<(Vec<Event>, i64), KvsError> {
+        self.sm
+            .kv
+            .events_since(from)
+            .map(|events| {
+                let matching = events
+                    .into_iter()
+                    .filter(|e| event_key(e).starts_with(prefix))
+                    .collect();
+                (matching, self.sm.kv.state().revision() + 1)
+            })
+            .map_err(KvsError::from)
+    }
+
+    /// What this member knows of itself and the cluster; `now_ms` is the
+    /// wall clock, for the age of the last export.
+    pub fn status(&self, now_ms: u64) -> NodeStatus {
+        let raft = self.lc.raft();
+        let members = raft.map_or_else(Vec::new, |r| {
+            r.config()
+                .members()
+                .map(|(id, info)| MemberStatus {
+                    id,
+                    name: info.name.clone(),
+                    voter: r.config().is_voter(id),
+                })
+                .collect()
+        });
+        let state = self.sm.kv.state();
+        NodeStatus {
+            id: self.lc.id(),
+            name: self.name.clone(),
+            epoch: self.lc.epoch(),
+            voter: raft.is_some_and(|r| r.is_voter()),
+            role: raft.map_or(Role::Follower, |r| r.role()),
+            term: raft.map_or(0, |r| r.term()),
+            leader: raft.and_then(|r| r.leader()),
+            commit_index: raft.map_or(0, |r| r.log().committed),
+            applied_index: raft.map_or(0, |r| r.log().applied),
+            snapshot_index: raft.map_or(0, |r| r.snapshot_index()),
+            members,
+            last_export: self.last_export,
+            last_export_age_ms: self
+                .last_export
+                .map(|m| now_ms.saturating_sub(m.taken_at_ms)),
+            revision: state.revision(),
+            keys: state.len(),
+            bytes: state.bytes(),
+            quota_bytes: self.limits.quota_bytes,
+            alarms: if state.bytes() >= self.limits.quota_bytes {
+                vec![NOSPACE.to_string()]
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    /// What the driver must do now.
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    /// Takes one input; `store` is read by the lifecycle while it looks for
+    /// a cluster, `now_ms` stamps exports.
+    pub fn handle(&mut self, input: Input, store: &dyn SnapshotStore, now_ms: u64) {
+        self.now_ms = now_ms;
+        match input {
+            Input::Tick => self.lc.tick(store),
+            Input::Peer {
+                from,
+                messages,
+                lifecycle,
+            } => {
+                for m in lifecycle {
+                    self.lc.receive(&from, m, store);
+                }
+                if self.heard.len() > 1024 {
+                    self.heard.clear();
+                }
+                if let Some(raft) = self.lc.raft_mut() {
+                    for m in messages {
+                        self.heard.insert(m.from, from.clone());
+                        raft.step(m);
+                    }
+                }
+            }
+            Input::Propose { token, command } => self.propose(token, command),
+            Input::Read { token, txn, limit } => self.read(token, txn, limit),
+            Input::ExportTick => {
+                if self.leadership().is_some()
+                    && let Some((meta, image)) = self.export_data(false)
+                {
+                    self.effects.push(Effect::Export { meta, image });
+                }
+            }
+            Input::ExportNow { token } => {
+                let export = self.export_data(true);
+                self.effects.push(Effect::Exported { token, export });
+            }
+            Input::TransferAway { token } => {
+                let heir = self.lc.raft_mut().and_then(|raft| {
+                    if raft.role() != Role::Leader {
+                        return None;
+                    }
+                    let me = raft.id();
+                    let heir = raft
+                        .progress()
+                        .iter()
+                        .filter(|(id, _)| **id != me && raft.config().is_voter(**id))
+                        .max_by_key(|(_, p)| p.match_index)
+                        .map(|(id, _)| *id)?;
+                    raft.transfer_leadership(heir).then_some(heir)
+                });
+                self.effects.push(Effect::Transferred { token, heir });
+            }
+        }
+    }
+
+    fn answer(&mut self, token: Token, result: Result<TxnResponse, KvsError>) {
+        self.effects.push(Effect::Answer { token, result });
+    }
+
+    fn propose(&mut self, token: Token, command: LogCommand) {
+        let bytes = match serde_json::to_vec(&command) {
+            Ok(b) => b,
+            Err(e) => return self.answer(token, Err(KvsError::InvalidArgument(e.to_string()))),
+        };
+        let Some(raft) = self.lc.raft_mut() else {
+            return self.answer(token, Err(KvsError::NoLeader));
+        };
+        match raft.propose(bytes.into()) {
+            Ok(index) => {
+                let term = raft.term();
+                #[cfg(test)]
+                if self.bugs.answer_before_apply {
+                    let mut scratch = StateMachine::new(self.history_limit, &self.limits);
+                    let _ = scratch.restore(&self.sm.snapshot());
+                    let result = scratch.apply(index, &command);
+                    return self.answer(token, result);
+                }
+                self.proposals.insert(index, (term, token));
+            }
+            Err(RaftError::NotLeader { .. } | RaftError::TransferInProgress) => {
+                self.answer(token, Err(KvsError::NoLeader));
+            }
+            Err(RaftError::TooManyPendingReads) => {
+                self.answer(token, Err(KvsError::Unavailable("overloaded".into())));
+            }
+        }
+    }
+
+    fn read(&mut self, token: Token, txn: Txn, limit: usize) {
+        self.next_ctx += 1;
+        let ctx = self.next_ctx;
+        match self.lc.raft_mut().map(|r| r.read_index(ctx)) {
+            Some(Ok(())) => {
+                self.reads.insert(ctx, PendingRead { token, txn, limit });
+            }
+            None | Some(Err(RaftError::NotLeader { .. })) => {
+                self.answer(token, Err(KvsError::NoLeader));
+            }
+            Some(Err(e)) => self.answer(token, Err(KvsError::Unavailable(e.to_string()))),
+        }
+    }
+
+    /// Carries out what the cores have ready: messages out, actions of the
+    /// lifecycle, snapshots restored, entries applied, proposals and reads
+    /// answered, the snapshot policy.
+    pub fn act(&mut self) {
+        if let Some(index) = self.compact_at.take()
+            && let Some(raft) = self.lc.raft_mut()
+            && raft.log().applied >= index
+            && index > raft.snapshot_index()
+        {
+            let bytes = self.sm.snapshot();
+            raft.compact(index, bytes.into());
+        }
+        for (to, m) in self.lc.take_outbox() {
+            self.effects.push(Effect::Send {
+                to,
+                message: Outgoing::Lifecycle(m),
+            });
+        }
+        for action in self.lc.take_actions() {
+            self.on_action(action);
+        }
+        let Some(raft) = self.lc.raft_mut() else {
+            self.log_changes();
+            return;
+        };
+        let ready = raft.take_ready();
+        let config = raft.config().clone();
+        for m in ready.messages {
+            let to = config
+                .info(m.to)
+                .map(|i| i.name.clone())
+                .or_else(|| self.heard.get(&m.to).cloned());
+            if let Some(to) = to {
+                self.effects.push(Effect::Send {
+                    to,
+                    message: Outgoing::Raft(m),
+                });
+            }
+        }
+        if let Some((meta, bytes)) = &ready.snapshot {
+            self.restore(meta, bytes);
+        }
+        for entry in ready.committed {
+            self.apply(entry);
+        }
+        let Some(raft) = self.lc.raft() else {
+            return;
+        };
+        let applied = raft.log().applied;
+        let snapshot_index = raft.snapshot_index();
+        for rs in ready.read_states {
+            if let Some(read) = self.reads.remove(&rs.ctx) {
+                self.ready_reads.push((rs.index, read));
+            }
+        }
+        for ctx in ready.dropped_reads {
+            if let Some(read) = self.reads.remove(&ctx) {
+                self.answer(read.token, Err(KvsError::NoLeader));
+            }
+        }
+        #[cfg(test)]
+        let applied = if self.bugs.read_before_applied {
+            Index::MAX
+        } else {
+            applied
+        };
+        let (serve, wait): (Vec<_>, Vec<_>) =
+            self.ready_reads.drain(..).partition(|r| r.0 <= applied);
+        self.ready_reads = wait;
+        for (_, read) in serve {
+            let answer = match self.sm.kv.state().read_within(&read.txn, read.limit) {
+                None => Err(KvsError::InvalidArgument(
+                    "a read may not contain writes".into(),
+                )),
+                Some(Ok(answer)) => Ok(answer),
+                Some(Err(bytes)) => Err(KvsError::TooLarge(format!(
+                    "the answer holds more than {} bytes of keys and values ({bytes} gathered when it stopped), more than one call may carry (--max-response-bytes); read a narrower prefix or with a limit",
+                    read.limit
+                ))),
+            };
+            self.answer(read.token, answer);
+        }
+        // Snapshot when the log since the last one is as long as the state is
+        // large (and at least `snapshot_entries`): the cost of serialising the
+        // state stays a constant share per write, and memory stays ~2× the state.
+        let threshold = self.snapshot_entries.max(self.sm.kv.state().len() as u64);
+        let applied = self.lc.raft().map_or(0, |r| r.log().applied);
+        if applied >= snapshot_index + threshold {
+            self.compact_at = Some(applied);
+        }
+        self.log_changes();
+    }
+
+    fn on_action(&mut self, action: Action) {
+        match action {
+            Action::Start {
+                epoch,
+                state,
+                source,
+            } => {
+                self.reset("joined another cluster");
+                if let Some(bytes) = state.as_ref().filter(|b| !b.is_empty())
+                    && let Err(e) = self.sm.restore(bytes)
+                {
+                    tracing::error!(%epoch, error = %e, "cannot restore the epoch's seed state");
+                }
+                if source.is_some() {
+                    self.last_export = source;
+                }
+                tracing::info!(%epoch, incarnation = %format!("{:x}", self.lc.id()), ?source, "entered cluster");
+                #[cfg(test)]
+                self.observe(|sm| Observed::Started {
+                    epoch,
+                    seed: state.map(|_| sm.kv.state().clone()),
+                    source,
+                });
+            }
+            Action::Discard { epoch } => {
+                self.reset("left the cluster");
+                tracing::warn!(%epoch, incarnation = %format!("{:x}", self.lc.id()), "left a superseded cluster; starting over empty");
+                #[cfg(test)]
+                self.observe(|_| Observed::Discarded);
+            }
+            Action::Export => {
+                // A founder asks for the newest state.
+                if let Some((meta, image)) = self.export_data(true) {
+                    self.effects.push(Effect::Export { meta, image });
+                }
+            }
+        }
+    }
+
+    /// Replaces the state with the leader's snapshot; the proposals it
+    /// covers are answered as dropped (retried by their clients).
+    fn restore(&mut self, meta: &crate::raft::SnapshotMeta, bytes: &[u8]) {
+        let restored = if bytes.is_empty() {
+            self.sm = StateMachine::new(self.history_limit, &self.limits);
+            Ok(())
+        } else {
+            self.sm.restore(bytes)
+        };
+        if let Err(e) = restored {
+            tracing::error!(index = meta.index, error = %e, "cannot restore the leader's snapshot");
+        }
+        #[cfg(test)]
+        if self.bugs.forget_answers_on_restore {
+            self.sm.forget_sessions();
+        }
+        let covered: Vec<Index> = self
+            .proposals
+            .range(..=meta.index)
+            .map(|(&i, _)| i)
+            .collect();
+        for index in covered {
+            if let Some((_, token)) = self.proposals.remove(&index) {
+                self.answer(token, Err(KvsError::Dropped));
+            }
+        }
+        tracing::debug!(
+            index = meta.index,
+            term = meta.term,
+            bytes = bytes.len(),
+            "installed a snapshot from the leader"
+        );
+        #[cfg(test)]
+        self.observe(|sm| Observed::Installed {
+            meta: meta.clone(),
+            digest: sm.digest(),
+        });
+    }
+
+    fn apply(&mut self, entry: crate::raft::Entry) {
+        let (command, result) = match &entry.payload {
+            Payload::Command(bytes) => match serde_json::from_slice::<LogCommand>(bytes) {
+                Ok(cmd) => {
+                    let result = self.sm.apply(entry.index, &cmd);
+                    (Some(cmd), Some(result))
+                }
+                Err(e) => {
+                    tracing::error!(index = entry.index, error = %e, "undecodable log entry skipped");
+                    (None, None)
+                }
+            },
+            Payload::Config(c) => {
+                let voters: Vec<&String> = c.voters.values().map(|i| &i.name).collect();
+                let learners: Vec<&String> = c.learners.values().map(|i| &i.name).collect();
+                tracing::info!(
+                    index = entry.index,
+                    ?voters,
+                    ?learners,
+                    "configuration committed"
+                );
+                (None, None)
+            }
+            Payload::Noop => (None, None),
+        };
+        if let Some((term, token)) = self.proposals.remove(&entry.index) {
+            let answer = match &result {
+                Some(r) if term == entry.term => r.clone(),
+                _ => Err(KvsError::Dropped),
+            };
+            self.answer(token, answer);
+        }
+        #[cfg(test)]
+        self.observe(|sm| Observed::Applied {
+            entry,
+            command,
+            result,
+            digest: sm.digest(),
+        });
+        #[cfg(not(test))]
+        let _ = (command, entry);
+    }
+
+    /// Drops the state machine and fails everything waiting on it.
+    fn reset(&mut self, why: &str) {
+        self.sm = StateMachine::new(self.history_limit, &self.limits);
+        for (_, (_, token)) in std::mem::take(&mut self.proposals) {
+            self.answer(token, Err(KvsError::Unavailable(why.into())));
+        }
+        let reads: Vec<PendingRead> = self
+            .reads
+            .drain()
+            .map(|(_, r)| r)
+            .chain(self.ready_reads.drain(..).map(|(_, r)| r))
+            .collect();
+        for read in reads {
+            self.answer(read.token, Err(KvsError::NoLeader));
+        }
+        self.last_export = None;
+        self.compact_at = None;
+    }
+
+    /// The applied state to export, unless it was exported already (and
+    /// not `force`d).
+    fn export_data(&mut self, force: bool) -> Option<(ExportMeta, StateImage)> {
+        let epoch = self.lc.epoch()?;
+        let raft = self.lc.raft()?;
+        let applied = raft.log().applied;
+        let term = raft.log().term(applied)?;
+        if !force
+            && self
+                .last_export
+                .is_some_and(|m| m.epoch == epoch && m.index == applied)
+        {
+            return None;
+        }
+        let meta = ExportMeta {
+            epoch,
+            index: applied,
+            term,
+            taken_at_ms: self.now_ms,
+        };
+        self.last_export = Some(meta);
+        Some((meta, self.sm.image()))
+    }
+
+    fn log_changes(&mut self) {
+        let raft = self.lc.raft();
+        let now = (raft.map_or(0, |r| r.term()), raft.and_then(|r| r.leader()));
+        if now != self.seen {
+            self.seen = now;
+            let role = raft.map(|r| r.role());
+            tracing::info!(term = now.0, leader = ?now.1.map(|l| format!("{l:x}")), ?role, "raft state changed");
+        }
+    }
+}
+
+#[cfg(test)]
+impl Member {
+    /// Records what the member does from now on (see [`Observed`]).
+    pub(crate) fn journal(&mut self) {
+        self.journal = Some(Vec::new());
+    }
+
+    /// What was recorded since the last call.
+    pub(crate) fn take_observed(&mut self) -> Vec<Observed> {
+        self.journal
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    fn observe(&mut self, what: impl FnOnce(&StateMachine) -> Observed) {
+        if self.journal.is_some() {
+            let observed = what(&self.sm);
+            if let Some(journal) = self.journal.as_mut() {
+                journal.push(observed);
+            }
+        }
+    }
+}
+
+fn event_key(e: &Event) -> &str {
+    match e {
+        Event::Put { kv } => &kv.key,
+        Event::Delete { key, .. } => key,
+    }
+}
