@@ -22,6 +22,7 @@ use std::hash::Hash;
 use serde::{Deserialize, Serialize};
 
 use crate::kv::{KvState, Txn, TxnResponse};
+use crate::lifecycle::EpochId;
 
 /// A sequential specification.
 pub trait Model {
@@ -99,6 +100,74 @@ impl Model for KvModel {
             Some(seen) if *seen != response => None,
             _ => Some(next),
         }
+    }
+}
+
+/// The KV model starting from a given state: a cluster epoch's seed.
+#[derive(Debug, Clone)]
+pub struct SeededKvModel(pub KvState);
+
+impl Model for SeededKvModel {
+    type State = KvState;
+    type Input = Txn;
+    type Output = TxnResponse;
+
+    fn init(&self) -> KvState {
+        self.0.clone()
+    }
+
+    fn step(&self, state: &KvState, input: &Txn, output: Option<&TxnResponse>) -> Option<KvState> {
+        KvModel.step(state, input, output)
+    }
+}
+
+/// A client history that any checker can judge on its own: every
+/// operation with the cluster epoch whose member answered it, and the
+/// state each epoch started from (empty, or the export it was formed from).
+///
+/// Re-forming a fleet after it lost every member may lose the writes after
+/// the newest export, so one history across epochs is not linearizable
+/// from an empty store; each epoch's is, from its own start.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpochHistory {
+    /// Each epoch and the state it started from.
+    pub epochs: Vec<(EpochId, KvState)>,
+    /// The operations, each with the epoch that answered it.
+    pub operations: Vec<(EpochId, Operation<Txn, TxnResponse>)>,
+}
+
+impl EpochHistory {
+    /// Checks each epoch's operations from its start; the first epoch that
+    /// fails, and why.
+    pub fn check(&self, max_steps: u64) -> Result<(), String> {
+        let mut by_epoch: std::collections::BTreeMap<EpochId, KvHistory> = Default::default();
+        for (epoch, op) in &self.operations {
+            by_epoch.entry(*epoch).or_default().push(op.clone());
+        }
+        for (epoch, history) in by_epoch {
+            let Some((_, seed)) = self.epochs.iter().find(|(e, _)| *e == epoch) else {
+                return Err(format!(
+                    "epoch {epoch} answered clients but its starting state is not in the history"
+                ));
+            };
+            match check(&SeededKvModel(seed.clone()), &history, max_steps) {
+                Outcome::Linearizable => {}
+                Outcome::NotLinearizable { stuck_at, deepest } => {
+                    return Err(format!(
+                        "linearizability: epoch {epoch}'s history of {} operations is not linearizable (stuck at operation {stuck_at}: {:?}; deepest order {deepest})",
+                        history.len(),
+                        history.get(stuck_at)
+                    ));
+                }
+                Outcome::Unknown { steps } => {
+                    return Err(format!(
+                        "linearizability: epoch {epoch}: inconclusive after {steps} steps on {} operations",
+                        history.len()
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }
 

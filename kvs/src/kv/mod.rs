@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, VecDeque};
 pub use kvs_api::kv::*;
 
 /// The keys and the revision: all the state a linearizability model needs.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct KvState {
     data: BTreeMap<String, KeyValue>,
     revision: i64,

@@ -9,7 +9,7 @@ use super::network::{LinkFaults, Network};
 use crate::api::{LogCommand, RequestId};
 use crate::kv::{CmpOp, Compare, CompareTarget, KvState, Limits, Op, Txn, TxnResponse};
 use crate::lifecycle::{EpochId, LifecycleMessage, Settings};
-use crate::linearizability::{self, KvHistory, KvModel, Model, Operation, Outcome};
+use crate::linearizability::{EpochHistory, KvHistory, Operation};
 use crate::member::{
     Effect, Input, Member, MemberBugs, MemberConfig, Observed, Outgoing, StateImage, StateMachine,
     Token,
@@ -39,6 +39,8 @@ pub(crate) struct SimConfig {
     pub(crate) checker_steps: u64,
     /// Print every event but ticks to stderr.
     pub(crate) verbose: bool,
+    /// Names the runs of one test in the files they save (with the seed).
+    pub(crate) label: &'static str,
 }
 
 impl SimConfig {
@@ -55,6 +57,7 @@ impl SimConfig {
             member_bugs: MemberBugs::default(),
             checker_steps: 5_000_000,
             verbose: std::env::var_os("SIM_TRACE").is_some(),
+            label: "faults",
         }
     }
 
@@ -72,6 +75,8 @@ impl SimConfig {
 pub(crate) struct Report {
     pub(crate) trace_digest: u64,
     pub(crate) history: KvHistory,
+    /// The same operations with their epochs, and each epoch's seed.
+    pub(crate) epoch_history: EpochHistory,
     /// Lengths of the periods without a usable leader (virtual ms).
     pub(crate) leaderless_ms: Vec<u64>,
     /// From healing to a usable leader (virtual ms).
@@ -102,23 +107,6 @@ pub(crate) struct Evictions {
     pub(crate) churn: u64,
 }
 
-/// The KV model starting from an epoch's seed state.
-struct SeededKvModel(KvState);
-
-impl Model for SeededKvModel {
-    type State = KvState;
-    type Input = Txn;
-    type Output = TxnResponse;
-
-    fn init(&self) -> KvState {
-        self.0.clone()
-    }
-
-    fn step(&self, state: &KvState, input: &Txn, output: Option<&TxnResponse>) -> Option<KvState> {
-        KvModel.step(state, input, output)
-    }
-}
-
 const TICK_MS: u64 = 10;
 const MAX_EVENTS: u64 = 3_000_000;
 const KEYS: [&str; 3] = ["x", "y", "z"];
@@ -146,6 +134,8 @@ enum Ev {
         client: usize,
         req: u64,
         slot: usize,
+        /// The process that sent it (its request ids are its own).
+        pid: u64,
         txn: Txn,
     },
     ClientResponse {
@@ -154,6 +144,12 @@ enum Ev {
         answer: Answer,
     },
     ClientWake(usize),
+    /// A client's attempt `req` went unanswered for long: it sends the
+    /// operation again (a write with the same request id) elsewhere.
+    AttemptTimeout {
+        client: usize,
+        req: u64,
+    },
     Fault,
     Resume(NodeId),
     Heal,
@@ -280,12 +276,10 @@ pub(crate) fn run(cfg: &SimConfig) -> Result<Report, Failure> {
     let mut sim = Sim::new(cfg.clone());
     let result = sim.run();
     if std::env::var_os("SIM_SAVE_HISTORY").is_some() {
-        let history: KvHistory = sim.history.iter().flatten().cloned().collect();
-        save_history(cfg, &history);
+        save_history(cfg, &sim.epoch_history());
     }
     result.map_err(|reason| {
-        let history: KvHistory = sim.history.iter().flatten().cloned().collect();
-        let saved = save_history(cfg, &history);
+        let saved = save_history(cfg, &sim.epoch_history());
         Failure {
             reason: format!(
                 "seed {} ({} nodes) at {} ms: {reason}\n  history: {saved}",
@@ -448,6 +442,7 @@ impl Sim {
         Ok(Report {
             trace_digest: self.digest.finish(),
             history: self.history.iter().flatten().cloned().collect(),
+            epoch_history: self.epoch_history(),
             leaderless_ms: self.leaderless_ms.clone(),
             recovery_ms: self.recovered_at.unwrap_or(0) - self.healed_at.unwrap_or(0),
             events,
@@ -477,6 +472,7 @@ impl Sim {
             } => (2u8, *node, *client, *req).hash(&mut self.digest),
             Ev::ClientResponse { client, req, .. } => (3u8, *client, *req).hash(&mut self.digest),
             Ev::ClientWake(c) => (4u8, *c).hash(&mut self.digest),
+            Ev::AttemptTimeout { client, req } => (11u8, *client, *req).hash(&mut self.digest),
             Ev::Fault => 5u8.hash(&mut self.digest),
             Ev::Resume(n) => (6u8, *n).hash(&mut self.digest),
             Ev::Heal => 7u8.hash(&mut self.digest),
@@ -531,14 +527,16 @@ impl Sim {
                 client,
                 req,
                 slot,
+                pid,
                 txn,
             } => match self.node(node).state {
-                NodeState::Up => self.request(node, client, req, slot, txn)?,
+                NodeState::Up => self.request(node, client, req, slot, pid, txn)?,
                 NodeState::Paused => self.node(node).held.push(Ev::ClientRequest {
                     node,
                     client,
                     req,
                     slot,
+                    pid,
                     txn,
                 }),
                 NodeState::Crashed => {}
@@ -549,6 +547,17 @@ impl Sim {
                 answer,
             } => self.response(client, req, answer),
             Ev::ClientWake(c) => self.wake(c),
+            Ev::AttemptTimeout { client, req } => {
+                if self.clients[client]
+                    .op
+                    .as_ref()
+                    .is_some_and(|op| op.req == req)
+                {
+                    // As a real client does: another endpoint, same request id.
+                    self.clients[client].leader_guess = None;
+                    self.response(client, req, Answer::Retry(None));
+                }
+            }
             Ev::Fault => self.fault(),
             Ev::Resume(id) => self.resume(id),
             Ev::Heal => self.heal(),
@@ -884,9 +893,9 @@ impl Sim {
         client: usize,
         req: u64,
         slot: usize,
+        pid: u64,
         txn: Txn,
     ) -> Result<(), String> {
-        let pid = self.clients[client].pid;
         let node = self.node(id);
         node.next_token += 1;
         let token = node.next_token;
@@ -1046,6 +1055,7 @@ impl Sim {
             return;
         };
         let (req, slot, txn) = (op.req, op.slot, op.txn.clone());
+        let pid = self.clients[c].pid;
         let target = self.target(c);
         self.schedule(
             delay,
@@ -1054,9 +1064,12 @@ impl Sim {
                 client: c,
                 req,
                 slot,
+                pid,
                 txn,
             },
         );
+        let patience = self.rng.range(150, 400);
+        self.schedule(delay + patience, Ev::AttemptTimeout { client: c, req });
     }
 
     /// The node a client sends to: its guess of the leader, else the next endpoint in turn.
@@ -1468,41 +1481,25 @@ impl Sim {
         }
     }
 
+    /// The operations answered so far, each with its epoch, and each
+    /// epoch's seed: a history any checker can judge on its own.
+    fn epoch_history(&self) -> EpochHistory {
+        EpochHistory {
+            epochs: self.seeds.iter().map(|(e, s)| (*e, s.clone())).collect(),
+            operations: self
+                .history
+                .iter()
+                .zip(&self.history_epochs)
+                .filter_map(|(op, epoch)| Some(((*epoch)?, op.clone()?)))
+                .collect(),
+        }
+    }
+
     /// Linearizability within each epoch, from that epoch's seed state
     /// (re-formation may lose writes acknowledged after the newest export;
     /// `start_epoch` checks that bound).
     fn check_history(&self) -> Result<(), String> {
-        let mut by_epoch: BTreeMap<EpochId, KvHistory> = BTreeMap::new();
-        for (op, epoch) in self.history.iter().zip(&self.history_epochs) {
-            if let (Some(op), Some(epoch)) = (op, epoch) {
-                by_epoch.entry(*epoch).or_default().push(op.clone());
-            }
-        }
-        for (epoch, history) in by_epoch {
-            let Some(seed) = self.seeds.get(&epoch) else {
-                return Err(format!(
-                    "epoch {epoch} answered clients but was never seeded"
-                ));
-            };
-            let model = SeededKvModel(seed.clone());
-            match linearizability::check(&model, &history, self.cfg.checker_steps) {
-                Outcome::Linearizable => {}
-                Outcome::NotLinearizable { stuck_at, deepest } => {
-                    return Err(format!(
-                        "linearizability: epoch {epoch}'s history of {} operations is not linearizable (stuck at operation {stuck_at}: {:?}; deepest order {deepest})",
-                        history.len(),
-                        history.get(stuck_at)
-                    ));
-                }
-                Outcome::Unknown { steps } => {
-                    return Err(format!(
-                        "linearizability: epoch {epoch}: inconclusive after {steps} steps on {} operations",
-                        history.len()
-                    ));
-                }
-            }
-        }
-        Ok(())
+        self.epoch_history().check(self.cfg.checker_steps)
     }
 }
 
@@ -1531,11 +1528,14 @@ fn body_kind(body: &crate::raft::Body) -> u8 {
     }
 }
 
-/// Writes a failed run's history as JSON (for this or another checker);
-/// returns where, or why not.
-fn save_history(cfg: &SimConfig, history: &KvHistory) -> String {
+/// Writes a run's history as JSON, with each operation's epoch and each
+/// epoch's seed (for this or another checker); returns where, or why not.
+fn save_history(cfg: &SimConfig, history: &EpochHistory) -> String {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/sim");
-    let path = dir.join(format!("seed-{}-nodes-{}.json", cfg.seed, cfg.nodes));
+    let path = dir.join(format!(
+        "{}-seed-{}-nodes-{}.json",
+        cfg.label, cfg.seed, cfg.nodes
+    ));
     let written = std::fs::create_dir_all(&dir).and_then(|()| {
         std::fs::write(
             &path,

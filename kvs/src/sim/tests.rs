@@ -173,6 +173,29 @@ fn replay() {
     }
 }
 
+/// A saved history holds each operation's epoch and each epoch's start, so
+/// it is judged on its own after a JSON round trip, across a whole-fleet
+/// re-formation from an export (which may lose the writes after it).
+#[test]
+fn a_saved_history_is_judged_on_its_own_across_epochs() {
+    let report = (0..200)
+        .filter_map(|seed| run(&SimConfig::new(seed, 3)).ok())
+        .find(|r| {
+            r.epochs_from_export > 0
+                && r.epoch_history
+                    .epochs
+                    .iter()
+                    .any(|(_, seed)| seed.revision() > 0)
+        })
+        .expect("a run re-formed from a non-empty export within 200 seeds");
+    let saved = serde_json::to_string(&report.epoch_history).expect("encodes");
+    let read: crate::linearizability::EpochHistory = serde_json::from_str(&saved).expect("decodes");
+    assert_eq!(read, report.epoch_history);
+    assert!(read.epochs.len() >= 2, "{} epochs", read.epochs.len());
+    read.check(SimConfig::new(0, 3).checker_steps)
+        .expect("each epoch's operations are linearizable from its start");
+}
+
 /// Runs seeds with a bug planted by `plant` until the simulator fails
 /// one; returns how many it took, and why it failed.
 fn seeds_to_catch(plant: impl Fn(&mut SimConfig), budget: u64) -> Option<(u64, String)> {
@@ -197,7 +220,11 @@ macro_rules! caught {
     ($name:ident, $target:ident . $field:ident) => {
         #[test]
         fn $name() {
-            match seeds_to_catch(|cfg| cfg.$target.$field = true, 500) {
+            let plant = |cfg: &mut SimConfig| {
+                cfg.$target.$field = true;
+                cfg.label = stringify!($field);
+            };
+            match seeds_to_catch(plant, 500) {
                 Some((n, reason)) => {
                     println!("{} caught after {n} seeds: {reason}", stringify!($field))
                 }
