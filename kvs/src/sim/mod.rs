@@ -1,17 +1,25 @@
-//! The deterministic simulator: whole clusters of Raft cores and KV state
-//! machines on a virtual network and clock, driven by one `u64` seed.
+//! The deterministic simulator: whole clusters of the store's members — the
+//! very [`crate::member::Member`] the runtime drives — on a virtual network
+//! and clock, driven by one `u64` seed.
 //!
 //! ```text
 //!  event queue (virtual ms) ─▶ Tick(n) | Deliver(msg) | Lc(msg) | ClientRequest | ClientResponse
-//!                               | Fault | Evict(n) | Restart(n)
+//!                               | AttemptTimeout | Fault | Evict(n) | Restart(n)
 //!        ▲                          │
-//!        │          node n: step / tick / propose / read_index, then take_ready:
-//!        │            messages ─▶ network (drop, duplicate, delay, partitions) ─┐
-//!        │            committed ─▶ KvStore::apply ─▶ answers to clients         │
+//!        │          node n: Member::handle(input), Member::act, then its effects:
+//!        │            Send ─▶ network (drop, duplicate, delay, partitions) ──────┐
+//!        │            Answer ─▶ clients · Export ─▶ the shared export store     │
 //!        └──────────────────────────────────────────────────────────────────────┘
-//!  after every step: the invariants (one module each) on the node that changed
-//!  at the end: liveness after healing, then linearizability of the client history
+//!  after every step: the invariants (one module each) on the node that changed,
+//!  and every applied index's state against its peers' at that index
+//!  at the end: liveness after healing, then linearizability of each epoch's history
 //! ```
+//!
+//! Clients send each operation to their guess of the leader; an attempt
+//! unanswered for a while goes elsewhere, a write with the same request id,
+//! so the answer table that applies a retried write once is exercised. The
+//! member's planted bugs (`MemberBugs`) and the Raft core's (`Bugs`) are each
+//! caught within the default seed budget (`tests`).
 //!
 //! Faults: message loss, duplication, reordering and delay; symmetric,
 //! asymmetric and one-way partitions; pauses (a node frozen, then resumed
