@@ -16,12 +16,13 @@
 //! manifests by `(epoch, index)`. After a write, manifests beyond the newest
 //! [`KEEP`] are deleted (then their chunks), never the newest.
 //!
-//! The trait is synchronous: `put` runs on tokio's blocking pool (kvs calls
-//! it there) and blocks on the SDK; `latest` and `get` are called from the
-//! member's event loop while it looks for a cluster, so they run the SDK
-//! call under `block_in_place` (a multi-threaded runtime, as the master
-//! binary has), and `latest` answers from a one-second cache so that a
-//! member ticking every 50 ms does not query the account each tick.
+//! The trait is synchronous: kvs calls `put`, `latest` and `get` on tokio's
+//! blocking pool (the member asks for reads as effects, never on its loop),
+//! and they block on the SDK; called from a worker thread of a
+//! multi-threaded runtime instead, a call runs under `block_in_place`.
+//! `latest` answers from a one-second cache, so that a member looking for
+//! its cluster, which reads the store as often as every tick, does not
+//! query the account each time.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

@@ -77,7 +77,7 @@ use crate::raft::{
     ConfChange, Config, Index, MemberInfo, Membership, NodeId, RaftNode, Role, SnapshotMeta,
     SplitMix64,
 };
-use crate::snapshot_store::{ExportMeta, SnapshotStore};
+use crate::snapshot_store::ExportMeta;
 
 pub use kvs_api::EpochId;
 
@@ -170,6 +170,23 @@ pub enum Action {
     },
     /// Export the applied state to the store now.
     Export,
+    /// Read the newest export of the store and hand it to
+    /// [`Lifecycle::latest_loaded`] (the founder of a new epoch chooses its
+    /// source from it).
+    LoadLatest,
+    /// Read this export and hand it to [`Lifecycle::export_loaded`] (a
+    /// member of a new epoch starts from it).
+    LoadExport(ExportMeta),
+}
+
+/// The newest export as last read from the store.
+#[derive(Debug, Clone)]
+struct Stored {
+    /// The export, or `None` for an empty store; `Err` if it could not be read.
+    latest: Result<Option<(ExportMeta, Vec<u8>)>, String>,
+    /// Not yet used by a decision: a round acts only on a read made after
+    /// it last looked.
+    fresh: bool,
 }
 
 /// Settings of the lifecycle of one process.
@@ -251,6 +268,12 @@ pub struct Lifecycle {
     last_probe: Option<u64>,
     outbox: Vec<(String, LifecycleMessage)>,
     actions: Vec<Action>,
+    /// The store as last read ([`Action::LoadLatest`]); `None` before.
+    stored: Option<Stored>,
+    /// A read of the store is under way.
+    loading: bool,
+    /// A commit waiting for its source export to be read.
+    pending_commit: Option<(EpochId, Membership, ExportMeta)>,
 }
 
 impl Lifecycle {
@@ -274,6 +297,48 @@ impl Lifecycle {
             last_probe: None,
             outbox: Vec::new(),
             actions: Vec::new(),
+            stored: None,
+            loading: false,
+            pending_commit: None,
+        }
+    }
+
+    /// The answer to [`Action::LoadLatest`]: the store's newest export
+    /// (`Err` naming why it could not be read). A round waiting for it goes on.
+    pub fn latest_loaded(&mut self, latest: Result<Option<(ExportMeta, Vec<u8>)>, String>) {
+        self.loading = false;
+        self.stored = Some(Stored {
+            latest,
+            fresh: true,
+        });
+        if self.round.is_none() && self.member.is_none() {
+            self.consider();
+        }
+        self.drive_round();
+    }
+
+    /// The answer to [`Action::LoadExport`]: that export's bytes (`None`
+    /// if the store no longer has it). A commit waiting for it goes on.
+    pub fn export_loaded(&mut self, meta: ExportMeta, bytes: Result<Option<Vec<u8>>, String>) {
+        let Some((epoch, config, source)) = self.pending_commit.take() else {
+            return;
+        };
+        if source != meta {
+            self.pending_commit = Some((epoch, config, source));
+            return;
+        }
+        // Not readable: stay out; the cluster forms without us and we
+        // join it as a learner.
+        if let Ok(Some(bytes)) = bytes {
+            self.start(epoch, config, Some(meta), bytes);
+        }
+    }
+
+    /// Asks for a read of the store, unless one is under way.
+    fn load_latest(&mut self) {
+        if !self.loading {
+            self.loading = true;
+            self.actions.push(Action::LoadLatest);
         }
     }
 
@@ -363,7 +428,7 @@ impl Lifecycle {
 
     /// Advances time by one tick: Raft's tick, probing, bootstrap rounds,
     /// and (on a leader) replacing incarnations.
-    pub fn tick(&mut self, store: &dyn SnapshotStore) {
+    pub fn tick(&mut self) {
         self.now += 1;
         let now = self.now;
         if let Some(m) = &mut self.member {
@@ -434,13 +499,13 @@ impl Lifecycle {
             if self.member.is_some() && !joined {
                 self.ask_to_join();
             }
-            self.consider(store);
+            self.consider();
         }
-        self.drive_round(store);
+        self.drive_round();
     }
 
     /// Handles a message from the node named `from`.
-    pub fn receive(&mut self, from: &str, m: LifecycleMessage, store: &dyn SnapshotStore) {
+    pub fn receive(&mut self, from: &str, m: LifecycleMessage) {
         if !self.settings.fleet.contains_key(from) || from == self.settings.name {
             return;
         }
@@ -457,7 +522,7 @@ impl Lifecycle {
                 self.highest_promise = self.highest_promise.max(r.promised.map_or(0, |e| e.number));
                 self.recommit(from, &r);
                 self.reports.insert(from.to_string(), (self.now, r));
-                self.consider(store);
+                self.consider();
             }
             LifecycleMessage::Prepare { epoch } => self.on_prepare(from, epoch),
             LifecycleMessage::Promise { epoch, id } => {
@@ -466,13 +531,13 @@ impl Lifecycle {
                 {
                     round.promises.insert(from.to_string(), id);
                 }
-                self.drive_round(store);
+                self.drive_round();
             }
             LifecycleMessage::Commit {
                 epoch,
                 config,
                 source,
-            } => self.on_commit(epoch, config, source, store),
+            } => self.on_commit(epoch, config, source),
             LifecycleMessage::Join { id, info } => {
                 let leads = self
                     .member
@@ -519,7 +584,7 @@ impl Lifecycle {
 
     /// Decides, from what the peers reported, whether to join a live
     /// cluster, leave a superseded one, or found a new one.
-    fn consider(&mut self, store: &dyn SnapshotStore) {
+    fn consider(&mut self) {
         let reports = self.fresh_reports();
         // A live cluster: a peer that leads and heard from a quorum lately
         // (a follower's word is not enough: a leader cut off from its
@@ -568,12 +633,16 @@ impl Lifecycle {
         if empty.len() < self.settings.majority() || !lowest {
             return;
         }
-        // Found a new epoch, numbered above everything heard of.
-        let stored = store
-            .latest()
-            .ok()
-            .flatten()
-            .map_or(0, |(m, _)| m.epoch.number);
+        // Found a new epoch, numbered above everything heard of (the store
+        // as last read: the round checks a fresh read before it commits).
+        let Some(Stored {
+            latest: Ok(latest), ..
+        }) = &self.stored
+        else {
+            return self.load_latest();
+        };
+        let stored = latest.as_ref().map_or(0, |(m, _)| m.epoch.number);
+        self.load_latest();
         let number = self
             .highest_epoch
             .max(stored)
@@ -620,7 +689,7 @@ impl Lifecycle {
     }
 
     /// Founder: once a majority promised, picks the source and commits.
-    fn drive_round(&mut self, store: &dyn SnapshotStore) {
+    fn drive_round(&mut self) {
         let Some(round) = self.round.clone() else {
             return;
         };
@@ -638,7 +707,15 @@ impl Lifecycle {
         if round.promises.len() < self.settings.majority() || !(all || waited) {
             return;
         }
-        let Ok(latest) = store.latest() else {
+        // Decide on a read of the store made since the round last looked.
+        let latest = match self.stored.as_mut() {
+            Some(stored) if stored.fresh => {
+                stored.fresh = false;
+                stored.latest.clone()
+            }
+            _ => return self.load_latest(),
+        };
+        let Ok(latest) = latest else {
             // The store is unreachable: forming now could lose its state.
             return;
         };
@@ -690,28 +767,41 @@ impl Lifecycle {
             }
         }
         self.round = None;
-        self.on_commit(round.epoch, config, newest, store);
+        self.on_commit(round.epoch, config, newest);
     }
 
-    fn on_commit(
+    fn on_commit(&mut self, epoch: EpochId, config: Membership, source: Option<ExportMeta>) {
+        if self.promised != Some(epoch) || self.member.is_some() || !config.is_voter(self.id) {
+            return;
+        }
+        let Some(meta) = source else {
+            return self.start(epoch, config, None, Vec::new());
+        };
+        // The source as last read, or read it now and go on when it comes.
+        let known = self.stored.as_ref().and_then(|s| match &s.latest {
+            Ok(Some((m, bytes))) if *m == meta => Some(bytes.clone()),
+            _ => None,
+        });
+        match known {
+            Some(bytes) => self.start(epoch, config, Some(meta), bytes),
+            None => {
+                self.pending_commit = Some((epoch, config, meta));
+                self.actions.push(Action::LoadExport(meta));
+            }
+        }
+    }
+
+    /// Enters epoch `epoch` as a founding member, from `state`.
+    fn start(
         &mut self,
         epoch: EpochId,
         config: Membership,
         source: Option<ExportMeta>,
-        store: &dyn SnapshotStore,
+        state: Vec<u8>,
     ) {
         if self.promised != Some(epoch) || self.member.is_some() || !config.is_voter(self.id) {
             return;
         }
-        let state = match &source {
-            Some(meta) => match store.get(meta) {
-                Ok(Some(bytes)) => bytes,
-                // Not readable: stay out; the cluster forms without us and
-                // we join it as a learner.
-                _ => return,
-            },
-            None => Vec::new(),
-        };
         // Index 1 stands for the seed state, so a member that lacks it (a
         // later joiner) is sent it as a snapshot.
         let meta_config = config.clone();

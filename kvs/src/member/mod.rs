@@ -11,13 +11,15 @@
 //!                   act ──▶ Effects: Send (Raft and lifecycle messages, by name)
 //!                                    Answer (proposals, reads)
 //!                                    Export (state to write to the export store)
+//!                                    LoadLatest / LoadExport (export store reads)
 //!                                    Exported / Transferred (on-demand requests)
 //! ```
 //!
 //! A driver hands a turn's inputs to [`Member::handle`], then calls
 //! [`Member::act`] once (one Raft `Ready` for many inputs) and carries out
-//! [`Member::take_effects`]. Reads of the export store go through the
-//! `&dyn SnapshotStore` given with ticks and peers' messages.
+//! [`Member::take_effects`]. The member does no I/O: even the export store
+//! is read through effects ([`Effect::LoadLatest`], [`Effect::LoadExport`])
+//! whose answers come back as inputs.
 //!
 //! Invariants: a proposal is answered only when the entry at its index is
 //! applied — with its result if the entry is the proposal (same term), else
@@ -35,7 +37,7 @@ use crate::api::{KvsError, LogCommand, MemberStatus, NodeStatus};
 use crate::kv::{Event, Limits, Txn, TxnResponse};
 use crate::lifecycle::{Action, Lifecycle, LifecycleMessage, Settings};
 use crate::raft::{Config, Index, Message, NodeId, Payload, RaftError, Role, Term};
-use crate::snapshot_store::{ExportMeta, SnapshotStore};
+use crate::snapshot_store::ExportMeta;
 pub use state::MAX_KEPT_ANSWER_BYTES;
 pub use state::StateImage;
 pub(crate) use state::StateMachine;
@@ -112,6 +114,17 @@ pub enum Input {
         /// The caller's handle.
         token: Token,
     },
+    /// The answer to [`Effect::LoadLatest`]: the export store's newest
+    /// export, or why it could not be read.
+    LatestLoaded(Result<Option<(ExportMeta, Vec<u8>)>, String>),
+    /// The answer to [`Effect::LoadExport`].
+    ExportLoaded {
+        /// The export asked for.
+        meta: ExportMeta,
+        /// Its bytes (`None`: the store no longer has it), or why it could
+        /// not be read.
+        bytes: Result<Option<Vec<u8>>, String>,
+    },
 }
 
 /// A message to a peer.
@@ -163,6 +176,11 @@ pub enum Effect {
         /// The heir, if this member led and had one.
         heir: Option<NodeId>,
     },
+    /// Read the export store's newest export and hand it back as
+    /// [`Input::LatestLoaded`] (never more than one at a time).
+    LoadLatest,
+    /// Read this export and hand it back as [`Input::ExportLoaded`].
+    LoadExport(ExportMeta),
 }
 
 /// This member leads: the epoch and term it leads in.
@@ -378,19 +396,20 @@ impl Member {
         std::mem::take(&mut self.effects)
     }
 
-    /// Takes one input; `store` is read by the lifecycle while it looks for
-    /// a cluster, `now_ms` stamps exports.
-    pub fn handle(&mut self, input: Input, store: &dyn SnapshotStore, now_ms: u64) {
+    /// Takes one input; `now_ms` (the driver's wall clock) stamps exports.
+    pub fn handle(&mut self, input: Input, now_ms: u64) {
         self.now_ms = now_ms;
         match input {
-            Input::Tick => self.lc.tick(store),
+            Input::Tick => self.lc.tick(),
+            Input::LatestLoaded(latest) => self.lc.latest_loaded(latest),
+            Input::ExportLoaded { meta, bytes } => self.lc.export_loaded(meta, bytes),
             Input::Peer {
                 from,
                 messages,
                 lifecycle,
             } => {
                 for m in lifecycle {
-                    self.lc.receive(&from, m, store);
+                    self.lc.receive(&from, m);
                 }
                 if self.heard.len() > 1024 {
                     self.heard.clear();
@@ -610,6 +629,8 @@ impl Member {
                     self.effects.push(Effect::Export { meta, image });
                 }
             }
+            Action::LoadLatest => self.effects.push(Effect::LoadLatest),
+            Action::LoadExport(meta) => self.effects.push(Effect::LoadExport(meta)),
         }
     }
 

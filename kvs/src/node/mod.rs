@@ -165,6 +165,7 @@ impl Node {
         let (revision_tx, revision) = watch::channel(0);
         let (leader_tx, leader) = watch::channel(None);
         let (leadership_tx, leadership) = watch::channel(None);
+        let (loaded_tx, loaded_rx) = mpsc::unbounded_channel();
         let state = Loop {
             member,
             store: config.store.clone(),
@@ -174,11 +175,12 @@ impl Node {
             exports: HashMap::new(),
             transfers: HashMap::new(),
             next_token: 0,
+            loaded: loaded_tx,
             revision: revision_tx,
             leader: leader_tx,
             leadership: leadership_tx,
         };
-        tokio::spawn(state.run(rx, peers_rx, config.tick));
+        tokio::spawn(state.run(rx, peers_rx, loaded_rx, config.tick));
         Ok(Node {
             inputs,
             peers: peers_tx,
@@ -351,6 +353,8 @@ struct Loop {
     exports: HashMap<Token, oneshot::Sender<Option<(ExportMeta, StateImage)>>>,
     transfers: HashMap<Token, oneshot::Sender<Option<NodeId>>>,
     next_token: Token,
+    /// Reads of the export store, done off the loop, come back here.
+    loaded: mpsc::UnboundedSender<Input>,
     revision: watch::Sender<i64>,
     leader: watch::Sender<Option<(NodeId, String)>>,
     leadership: watch::Sender<Option<Leadership>>,
@@ -364,6 +368,7 @@ impl Loop {
         mut self,
         mut rx: mpsc::Receiver<Request>,
         mut peers: mpsc::Receiver<Request>,
+        mut loaded: mpsc::UnboundedReceiver<Input>,
         tick: Duration,
     ) {
         let mut ticker = tokio::time::interval(tick);
@@ -378,6 +383,7 @@ impl Loop {
                     Some(request) => self.request(request),
                     None => return,
                 },
+                Some(input) = loaded.recv() => self.input(input),
                 _ = exports.tick() => self.input(Input::ExportTick),
                 request = rx.recv() => match request {
                     Some(request) => {
@@ -406,8 +412,7 @@ impl Loop {
     }
 
     fn input(&mut self, input: Input) {
-        let store = Arc::clone(&self.store);
-        self.member.handle(input, &*store, now_ms());
+        self.member.handle(input, now_ms());
     }
 
     fn token(&mut self) -> Token {
@@ -477,6 +482,12 @@ impl Loop {
                         let _ = reply.send(heir);
                     }
                 }
+                Effect::LoadLatest => self
+                    .load(|store| Input::LatestLoaded(store.latest().map_err(|e| e.to_string()))),
+                Effect::LoadExport(meta) => self.load(move |store| Input::ExportLoaded {
+                    meta,
+                    bytes: store.get(&meta).map_err(|e| e.to_string()),
+                }),
             }
         }
         let revision = self.member.revision();
@@ -500,6 +511,15 @@ impl Loop {
             let changed = *current != leading;
             *current = leading;
             changed
+        });
+    }
+
+    /// Reads the export store off the loop; the answer comes back as an input.
+    fn load(&self, read: impl FnOnce(&dyn SnapshotStore) -> Input + Send + 'static) {
+        let store = self.store.clone();
+        let loaded = self.loaded.clone();
+        tokio::task::spawn_blocking(move || {
+            let _ = loaded.send(read(&*store));
         });
     }
 

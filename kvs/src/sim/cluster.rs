@@ -569,7 +569,6 @@ impl Sim {
     /// effects, then checks what it did: the invariants of its epoch, the
     /// states it applied, restored and exported.
     fn on_node(&mut self, id: NodeId, input: Input) -> Result<(), String> {
-        let store = self.store.clone();
         let now = self.now;
         let node = self.node(id);
         let epoch_before = node.member.lifecycle().epoch();
@@ -578,7 +577,7 @@ impl Sim {
             .lifecycle()
             .raft()
             .map_or((0, Role::Follower), |r| (r.log().committed, r.role()));
-        node.member.handle(input, &*store, now);
+        node.member.handle(input, now);
         node.member.act();
         let (applied, installed) = self.observe(id)?;
         self.carry_out(id)?;
@@ -710,6 +709,9 @@ impl Sim {
     /// Carries out node `id`'s effects: messages onto the network, answers
     /// to the clients, exports into the store.
     fn carry_out(&mut self, id: NodeId) -> Result<(), String> {
+        // Reads of the export store are answered at once, as a synchronous
+        // read would be: a founder decides on the store as it is.
+        let mut loaded = Vec::new();
         for effect in self.node(id).member.take_effects() {
             match effect {
                 Effect::Send { to, message } => {
@@ -771,7 +773,17 @@ impl Sim {
                     }
                 }
                 Effect::Transferred { .. } => {}
+                Effect::LoadLatest => loaded.push(Input::LatestLoaded(
+                    self.store.latest().map_err(|e| e.to_string()),
+                )),
+                Effect::LoadExport(meta) => loaded.push(Input::ExportLoaded {
+                    meta,
+                    bytes: self.store.get(&meta).map_err(|e| e.to_string()),
+                }),
             }
+        }
+        for input in loaded {
+            self.on_node(id, input)?;
         }
         Ok(())
     }
@@ -848,10 +860,8 @@ impl Sim {
             .is_none_or(|&t| self.now >= t + self.export_every);
         if due && self.node(id).member.leadership().is_some() {
             self.last_export.insert(epoch, self.now);
-            let store = self.store.clone();
             let now = self.now;
-            let node = self.node(id);
-            node.member.handle(Input::ExportTick, &*store, now);
+            self.node(id).member.handle(Input::ExportTick, now);
             self.carry_out(id)?;
         }
         Ok(())
@@ -1274,11 +1284,10 @@ impl Sim {
                     && let Some(leader) = self.usable_leader()
                 {
                     // The eviction notice: the leader exports at once.
-                    let store = self.store.clone();
                     let now = self.now;
                     self.node(leader)
                         .member
-                        .handle(Input::ExportNow { token: 0 }, &*store, now);
+                        .handle(Input::ExportNow { token: 0 }, now);
                     let _ = self.carry_out(leader);
                 }
                 for &id in &order {
