@@ -2,7 +2,10 @@
 //! previous incarnation, and re-forming the cluster (a new epoch) when the
 //! whole fleet lost its memory. Pure and deterministic, like the Raft core:
 //! the runtime and the simulator feed it ticks and messages and carry out
-//! what it asks.
+//! what it asks, reads of the export store included ([`Action::LoadLatest`],
+//! [`Action::LoadExport`], answered through [`Lifecycle::latest_loaded`] and
+//! [`Lifecycle::export_loaded`]): a founder decides on a read made after it
+//! last looked, as if it had read the store itself at that moment.
 //!
 //! ```text
 //!            probe peers ──▶ a live leader? ──yes──▶ Join ──▶ learner ──▶ caught up ──▶ voter
@@ -270,8 +273,8 @@ pub struct Lifecycle {
     actions: Vec<Action>,
     /// The store as last read ([`Action::LoadLatest`]); `None` before.
     stored: Option<Stored>,
-    /// A read of the store is under way.
-    loading: bool,
+    /// A read of the store is under way, asked for at this tick.
+    loading: Option<u64>,
     /// A commit waiting for its source export to be read.
     pending_commit: Option<(EpochId, Membership, ExportMeta)>,
 }
@@ -298,7 +301,7 @@ impl Lifecycle {
             outbox: Vec::new(),
             actions: Vec::new(),
             stored: None,
-            loading: false,
+            loading: None,
             pending_commit: None,
         }
     }
@@ -306,7 +309,7 @@ impl Lifecycle {
     /// The answer to [`Action::LoadLatest`]: the store's newest export
     /// (`Err` naming why it could not be read). A round waiting for it goes on.
     pub fn latest_loaded(&mut self, latest: Result<Option<(ExportMeta, Vec<u8>)>, String>) {
-        self.loading = false;
+        self.loading = None;
         self.stored = Some(Stored {
             latest,
             fresh: true,
@@ -334,10 +337,14 @@ impl Lifecycle {
         }
     }
 
-    /// Asks for a read of the store, unless one is under way.
+    /// Asks for a read of the store, unless one is under way (a read
+    /// unanswered for a whole round is taken for lost and asked again).
     fn load_latest(&mut self) {
-        if !self.loading {
-            self.loading = true;
+        let pending = self
+            .loading
+            .is_some_and(|at| self.now - at <= self.settings.round_ticks);
+        if !pending {
+            self.loading = Some(self.now);
             self.actions.push(Action::LoadLatest);
         }
     }
