@@ -187,9 +187,8 @@ pub enum Action {
 struct Stored {
     /// The export, or `None` for an empty store; `Err` if it could not be read.
     latest: Result<Option<(ExportMeta, Vec<u8>)>, String>,
-    /// Not yet used by a decision: a round acts only on a read made after
-    /// it last looked.
-    fresh: bool,
+    /// The number of the request it answers.
+    seq: u64,
 }
 
 /// Settings of the lifecycle of one process.
@@ -273,8 +272,14 @@ pub struct Lifecycle {
     actions: Vec<Action>,
     /// The store as last read ([`Action::LoadLatest`]); `None` before.
     stored: Option<Stored>,
-    /// A read of the store is under way, asked for at this tick.
-    loading: Option<u64>,
+    /// A read of the store is under way: its number, and the tick it was
+    /// asked for at.
+    loading: Option<(u64, u64)>,
+    /// The number of the last read asked for.
+    load_seq: u64,
+    /// A round is at its decision: it acts on a read asked for after the
+    /// read with this number (as if it read the store at that moment).
+    decide_after: Option<u64>,
     /// A commit waiting for its source export to be read.
     pending_commit: Option<(EpochId, Membership, ExportMeta)>,
 }
@@ -302,6 +307,8 @@ impl Lifecycle {
             actions: Vec::new(),
             stored: None,
             loading: None,
+            load_seq: 0,
+            decide_after: None,
             pending_commit: None,
         }
     }
@@ -309,11 +316,8 @@ impl Lifecycle {
     /// The answer to [`Action::LoadLatest`]: the store's newest export
     /// (`Err` naming why it could not be read). A round waiting for it goes on.
     pub fn latest_loaded(&mut self, latest: Result<Option<(ExportMeta, Vec<u8>)>, String>) {
-        self.loading = None;
-        self.stored = Some(Stored {
-            latest,
-            fresh: true,
-        });
+        let seq = self.loading.take().map_or(0, |(seq, _)| seq);
+        self.stored = Some(Stored { latest, seq });
         if self.round.is_none() && self.member.is_none() {
             self.consider();
         }
@@ -342,9 +346,10 @@ impl Lifecycle {
     fn load_latest(&mut self) {
         let pending = self
             .loading
-            .is_some_and(|at| self.now - at <= self.settings.round_ticks);
+            .is_some_and(|(_, at)| self.now - at <= self.settings.round_ticks);
         if !pending {
-            self.loading = Some(self.now);
+            self.load_seq += 1;
+            self.loading = Some((self.load_seq, self.now));
             self.actions.push(Action::LoadLatest);
         }
     }
@@ -665,6 +670,7 @@ impl Lifecycle {
         };
         self.promised = Some(epoch);
         self.promised_at = self.now;
+        self.decide_after = None;
         self.round = Some(Round {
             epoch,
             promises: BTreeMap::from([(self.settings.name.clone(), self.id)]),
@@ -688,6 +694,7 @@ impl Lifecycle {
             self.leave();
             self.renew_id();
             self.round = None;
+            self.decide_after = None;
         }
         self.promised = Some(epoch);
         self.promised_at = self.now;
@@ -702,10 +709,12 @@ impl Lifecycle {
         };
         if self.promised != Some(round.epoch) || self.member.is_some() {
             self.round = None;
+            self.decide_after = None;
             return;
         }
         if self.now - round.started > self.settings.round_ticks {
             self.round = None;
+            self.decide_after = None;
             return;
         }
         // Wait a moment for every name, so fewer placeholders need replacing.
@@ -714,14 +723,14 @@ impl Lifecycle {
         if round.promises.len() < self.settings.majority() || !(all || waited) {
             return;
         }
-        // Decide on a read of the store made since the round last looked.
-        let latest = match self.stored.as_mut() {
-            Some(stored) if stored.fresh => {
-                stored.fresh = false;
-                stored.latest.clone()
-            }
+        // Decide on a read of the store asked for now, at the decision (a
+        // read under way was asked for before it, so another follows).
+        let after = *self.decide_after.get_or_insert(self.load_seq);
+        let latest = match &self.stored {
+            Some(stored) if stored.seq > after => stored.latest.clone(),
             _ => return self.load_latest(),
         };
+        self.decide_after = None;
         let Ok(latest) = latest else {
             // The store is unreachable: forming now could lose its state.
             return;
@@ -733,6 +742,7 @@ impl Lifecycle {
         if seen >= round.epoch.number {
             self.highest_epoch = seen;
             self.round = None;
+            self.decide_after = None;
             return;
         }
         // A surviving voter whose applied state is newer than the newest export.
@@ -774,6 +784,7 @@ impl Lifecycle {
             }
         }
         self.round = None;
+        self.decide_after = None;
         self.on_commit(round.epoch, config, newest);
     }
 
@@ -859,6 +870,7 @@ impl Lifecycle {
         });
         self.promised = None;
         self.round = None;
+        self.decide_after = None;
         self.actions.push(Action::Start {
             epoch,
             state: None,
@@ -886,6 +898,7 @@ impl Lifecycle {
     fn discard(&mut self, _epoch: EpochId) {
         self.promised = None;
         self.round = None;
+        self.decide_after = None;
         self.leave();
     }
 

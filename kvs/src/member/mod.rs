@@ -1,7 +1,8 @@
 //! One store member, sans I/O: the lifecycle and Raft cores, the state
-//! machine, the proposals and reads waiting on the log, and the snapshot
-//! and export policies, as one value that takes [`Input`]s and returns
-//! [`Effect`]s. The tokio runtime (`crate::node`) and the simulator
+//! machine, the proposals and reads waiting on the log, the clients'
+//! requests held for a leader or forwarded to one (`clients`), and the
+//! snapshot and export policies, as one value that takes [`Input`]s and
+//! returns [`Effect`]s. The tokio runtime (`crate::node`) and the simulator
 //! (`crate::sim`) both drive it and nothing else, so the simulator tests
 //! the code that ships.
 //!
@@ -9,7 +10,8 @@
 //!  Input ──▶ handle ─┐   (as many as the driver likes)
 //!                    ▼
 //!                   act ──▶ Effects: Send (Raft and lifecycle messages, by name)
-//!                                    Answer (proposals, reads)
+//!                                    Answer (writes, reads)
+//!                                    Forward (a write to the leader)
 //!                                    Export (state to write to the export store)
 //!                                    LoadLatest / LoadExport (export store reads)
 //!                                    Exported / Transferred (on-demand requests)
@@ -29,11 +31,12 @@
 //! state machine has applied its read index; the log is compacted only at
 //! the start of a turn, after the previous turn's entries were seen.
 
+mod clients;
 mod state;
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::api::{KvsError, LogCommand, MemberStatus, NodeStatus};
+use crate::api::{KvsError, LogCommand, MemberStatus, NodeStatus, TxnRequest};
 use crate::kv::{Event, Limits, Txn, TxnResponse};
 use crate::lifecycle::{Action, Lifecycle, LifecycleMessage, Settings};
 use crate::raft::{Config, Index, Message, NodeId, Payload, RaftError, Role, Term};
@@ -82,15 +85,29 @@ pub enum Input {
         /// Lifecycle messages, in order.
         lifecycle: Vec<LifecycleMessage>,
     },
-    /// A write to propose (answered by [`Effect::Answer`]).
-    Propose {
+    /// A client's write (answered by [`Effect::Answer`]): proposed here
+    /// when this member leads, else forwarded to the leader it knows
+    /// ([`Effect::Forward`]), else held until a leader appears (for four
+    /// election timeouts). A write forwarded by another member is proposed
+    /// here or refused, never forwarded again.
+    Write {
         /// The caller's handle.
         token: Token,
-        /// The write.
-        command: LogCommand,
+        /// The write, with its request id.
+        request: TxnRequest,
+    },
+    /// The answer to [`Effect::Forward`].
+    Forwarded {
+        /// The write's handle.
+        token: Token,
+        /// Which forwarding of it this answers.
+        attempt: u64,
+        /// What came back.
+        outcome: ForwardOutcome,
     },
     /// A linearizable read-only transaction whose answer may hold at most
-    /// `limit` bytes of keys and values (answered by [`Effect::Answer`]).
+    /// `limit` bytes of keys and values (answered by [`Effect::Answer`]);
+    /// held like a write while there is no leader.
     Read {
         /// The caller's handle.
         token: Token,
@@ -125,6 +142,17 @@ pub enum Input {
         /// not be read.
         bytes: Result<Option<Vec<u8>>, String>,
     },
+}
+
+/// What became of a write forwarded to the leader.
+#[derive(Debug, Clone)]
+pub enum ForwardOutcome {
+    /// The leader's answer, to give the client.
+    Answer(Result<TxnResponse, KvsError>),
+    /// The leader did not take it (it no longer leads, or cannot be
+    /// reached and the write certainly did not run, or carries a request
+    /// id): it goes to the next leader.
+    NotTaken(KvsError),
 }
 
 /// A message to a peer.
@@ -176,6 +204,18 @@ pub enum Effect {
         /// The heir, if this member led and had one.
         heir: Option<NodeId>,
     },
+    /// Send this write to the leader named `to` and hand what comes back
+    /// to [`Input::Forwarded`].
+    Forward {
+        /// The write's handle.
+        token: Token,
+        /// Which forwarding this is (a later one supersedes it).
+        attempt: u64,
+        /// The leader's name.
+        to: String,
+        /// The write, marked forwarded.
+        request: TxnRequest,
+    },
     /// Read the export store's newest export and hand it back as
     /// [`Input::LatestLoaded`] (never more than one at a time).
     LoadLatest,
@@ -224,11 +264,13 @@ pub(crate) enum Observed {
         meta: crate::raft::SnapshotMeta,
         digest: u64,
     },
-    /// Applied an entry (the state's digest after, and the command's answer).
+    /// Applied an entry (the state's digest after, and the command's
+    /// answer; `replayed`: answered from the table, nothing changed).
     Applied {
         entry: crate::raft::Entry,
         command: Option<LogCommand>,
         result: Option<Result<TxnResponse, KvsError>>,
+        replayed: bool,
         digest: u64,
     },
 }
@@ -264,6 +306,8 @@ pub struct Member {
     effects: Vec<Effect>,
     /// The driver's wall clock at the last input, in ms (stamps exports).
     now_ms: u64,
+    /// Clients' requests held for a leader, or forwarded to one.
+    waiting: clients::Waiting,
     #[cfg(test)]
     pub(crate) bugs: MemberBugs,
     #[cfg(test)]
@@ -273,6 +317,7 @@ pub struct Member {
 impl Member {
     /// A new, empty incarnation that will look for its cluster.
     pub fn new(config: MemberConfig) -> Member {
+        let election_tick = config.raft.election_tick;
         let settings = Settings::new(&config.name, config.fleet, config.raft);
         Member {
             lc: Lifecycle::new(settings, config.seed),
@@ -291,6 +336,7 @@ impl Member {
             name: config.name,
             effects: Vec::new(),
             now_ms: 0,
+            waiting: clients::Waiting::new(u64::from(election_tick) * 4),
             #[cfg(test)]
             bugs: MemberBugs::default(),
             #[cfg(test)]
@@ -400,7 +446,10 @@ impl Member {
     pub fn handle(&mut self, input: Input, now_ms: u64) {
         self.now_ms = now_ms;
         match input {
-            Input::Tick => self.lc.tick(),
+            Input::Tick => {
+                self.lc.tick();
+                self.expire_waiting();
+            }
             Input::LatestLoaded(latest) => self.lc.latest_loaded(latest),
             Input::ExportLoaded { meta, bytes } => self.lc.export_loaded(meta, bytes),
             Input::Peer {
@@ -421,8 +470,13 @@ impl Member {
                     }
                 }
             }
-            Input::Propose { token, command } => self.propose(token, command),
-            Input::Read { token, txn, limit } => self.read(token, txn, limit),
+            Input::Write { token, request } => self.write(token, request),
+            Input::Forwarded {
+                token,
+                attempt,
+                outcome,
+            } => self.forwarded(token, attempt, outcome),
+            Input::Read { token, txn, limit } => self.client_read(token, txn, limit),
             Input::ExportTick => {
                 if self.leadership().is_some()
                     && let Some((meta, image)) = self.export_data(false)
@@ -457,13 +511,18 @@ impl Member {
         self.effects.push(Effect::Answer { token, result });
     }
 
-    fn propose(&mut self, token: Token, command: LogCommand) {
-        let bytes = match serde_json::to_vec(&command) {
+    /// Proposes `command` for `token` (answered when it applies); `false`
+    /// when this member cannot propose now (not the leader).
+    fn propose(&mut self, token: Token, command: &LogCommand) -> bool {
+        let bytes = match serde_json::to_vec(command) {
             Ok(b) => b,
-            Err(e) => return self.answer(token, Err(KvsError::InvalidArgument(e.to_string()))),
+            Err(e) => {
+                self.answer(token, Err(KvsError::InvalidArgument(e.to_string())));
+                return true;
+            }
         };
         let Some(raft) = self.lc.raft_mut() else {
-            return self.answer(token, Err(KvsError::NoLeader));
+            return false;
         };
         match raft.propose(bytes.into()) {
             Ok(index) => {
@@ -472,31 +531,36 @@ impl Member {
                 if self.bugs.answer_before_apply {
                     let mut scratch = StateMachine::new(self.history_limit, &self.limits);
                     let _ = scratch.restore(&self.sm.snapshot());
-                    let result = scratch.apply(index, &command);
-                    return self.answer(token, result);
+                    let result = scratch.apply(index, command);
+                    self.answer(token, result);
+                    return true;
                 }
                 self.proposals.insert(index, (term, token));
+                true
             }
-            Err(RaftError::NotLeader { .. } | RaftError::TransferInProgress) => {
-                self.answer(token, Err(KvsError::NoLeader));
-            }
+            Err(RaftError::NotLeader { .. } | RaftError::TransferInProgress) => false,
             Err(RaftError::TooManyPendingReads) => {
                 self.answer(token, Err(KvsError::Unavailable("overloaded".into())));
+                true
             }
         }
     }
 
-    fn read(&mut self, token: Token, txn: Txn, limit: usize) {
+    /// Starts a ReadIndex read for `token`; gives the read back when this
+    /// member cannot start it now (no leader known).
+    fn read_index(&mut self, token: Token, txn: Txn, limit: usize) -> Option<(Txn, usize)> {
         self.next_ctx += 1;
         let ctx = self.next_ctx;
         match self.lc.raft_mut().map(|r| r.read_index(ctx)) {
             Some(Ok(())) => {
                 self.reads.insert(ctx, PendingRead { token, txn, limit });
+                None
             }
-            None | Some(Err(RaftError::NotLeader { .. })) => {
-                self.answer(token, Err(KvsError::NoLeader));
+            None | Some(Err(RaftError::NotLeader { .. })) => Some((txn, limit)),
+            Some(Err(e)) => {
+                self.answer(token, Err(KvsError::Unavailable(e.to_string())));
+                None
             }
-            Some(Err(e)) => self.answer(token, Err(KvsError::Unavailable(e.to_string()))),
         }
     }
 
@@ -523,6 +587,7 @@ impl Member {
         }
         let Some(raft) = self.lc.raft_mut() else {
             self.log_changes();
+            self.retry_waiting();
             return;
         };
         let ready = raft.take_ready();
@@ -557,7 +622,8 @@ impl Member {
         }
         for ctx in ready.dropped_reads {
             if let Some(read) = self.reads.remove(&ctx) {
-                self.answer(read.token, Err(KvsError::NoLeader));
+                // The leader was lost meanwhile: wait for the next one.
+                self.hold_read(read.token, read.txn, read.limit);
             }
         }
         #[cfg(test)]
@@ -591,6 +657,7 @@ impl Member {
             self.compact_at = Some(applied);
         }
         self.log_changes();
+        self.retry_waiting();
     }
 
     fn on_action(&mut self, action: Action) {
@@ -708,6 +775,7 @@ impl Member {
         #[cfg(test)]
         self.observe(|sm| Observed::Applied {
             entry,
+            replayed: command.is_some() && sm.replayed(),
             command,
             result,
             digest: sm.digest(),

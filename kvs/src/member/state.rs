@@ -59,6 +59,9 @@ pub(crate) struct StateMachine {
     pub(crate) kv: KvStore,
     sessions: BTreeMap<u64, Session>,
     quota_bytes: u64,
+    /// The last [`StateMachine::apply`] answered from the table: a retry
+    /// of a write that had applied, which changed nothing.
+    replayed: bool,
 }
 
 impl StateMachine {
@@ -67,6 +70,7 @@ impl StateMachine {
             kv: KvStore::new(history_limit).with_history_bytes(limits.max_history_bytes),
             sessions: BTreeMap::new(),
             quota_bytes: limits.quota_bytes,
+            replayed: false,
         }
     }
 
@@ -119,12 +123,14 @@ impl StateMachine {
         index: Index,
         cmd: &LogCommand,
     ) -> Result<TxnResponse, KvsError> {
+        self.replayed = false;
         let Some(RequestId { client, seq }) = cmd.request_id else {
             self.check_quota(cmd)?;
             return Ok(self.kv.apply(&cmd.txn));
         };
         if let Some(session) = self.sessions.get(&client) {
             if let Some(answer) = session.answers.get(&seq) {
+                self.replayed = true;
                 if session.too_large.contains(&seq) {
                     return Err(KvsError::TooLarge(format!(
                         "request {client}/{seq} applied at revision {}; its answer was too large to keep for a retry: read the keys again",
@@ -180,6 +186,11 @@ impl StateMachine {
 
 #[cfg(test)]
 impl StateMachine {
+    /// Whether the last write was answered from the table (see `replayed`).
+    pub(crate) fn replayed(&self) -> bool {
+        self.replayed
+    }
+
     /// Forgets every client's answers (a planted bug: see `MemberBugs`).
     pub(crate) fn forget_sessions(&mut self) {
         self.sessions.clear();

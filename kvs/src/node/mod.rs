@@ -31,10 +31,10 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::api::{KvsError, LogCommand, NodeStatus};
+use crate::api::{KvClient, KvsError, NodeStatus, TxnRequest};
 use crate::kv::{Event, Limits, Txn, TxnResponse};
 use crate::lifecycle::LifecycleMessage;
-use crate::member::{Effect, Input, Member, MemberConfig, StateImage, Token};
+use crate::member::{Effect, ForwardOutcome, Input, Member, MemberConfig, StateImage, Token};
 pub use crate::member::{Leadership, NOSPACE};
 use crate::raft::{Config, Message, NodeId};
 use crate::snapshot_store::{ExportMeta, SnapshotStore};
@@ -94,7 +94,7 @@ enum Request {
     Peer(String, Vec<Message>, Vec<LifecycleMessage>),
     ExportNow(oneshot::Sender<Option<(ExportMeta, StateImage)>>),
     TransferAway(oneshot::Sender<Option<NodeId>>),
-    Propose(LogCommand, Reply),
+    Write(TxnRequest, Reply),
     /// A read-only transaction and the most bytes its answer may hold.
     Read(Txn, usize, Reply),
     Events(
@@ -166,6 +166,7 @@ impl Node {
         let (leader_tx, leader) = watch::channel(None);
         let (leadership_tx, leadership) = watch::channel(None);
         let (loaded_tx, loaded_rx) = mpsc::unbounded_channel();
+        let config = Arc::new(config);
         let state = Loop {
             member,
             store: config.store.clone(),
@@ -176,6 +177,8 @@ impl Node {
             transfers: HashMap::new(),
             next_token: 0,
             loaded: loaded_tx,
+            config: Arc::clone(&config),
+            leaders: HashMap::new(),
             revision: revision_tx,
             leader: leader_tx,
             leadership: leadership_tx,
@@ -187,7 +190,7 @@ impl Node {
             revision,
             leader,
             leadership,
-            config: Arc::new(config),
+            config,
         })
     }
 
@@ -199,11 +202,6 @@ impl Node {
     /// The leader this member knows of, and its address.
     pub fn leader(&self) -> Option<(NodeId, String)> {
         self.leader.borrow().clone()
-    }
-
-    /// The leader this member knows of, as it changes.
-    pub(crate) fn leader_changes(&self) -> watch::Receiver<Option<(NodeId, String)>> {
-        self.leader.clone()
     }
 
     /// Whether (and in which epoch and term) this member leads, as it changes.
@@ -263,9 +261,10 @@ impl Node {
             .map_err(|_| KvsError::Unavailable("the member is shutting down".into()))
     }
 
-    /// Proposes a write here; `NoLeader`-style errors mean "not the leader".
-    pub(crate) async fn propose(&self, cmd: LogCommand) -> Result<TxnResponse, KvsError> {
-        self.ask(|tx| Request::Propose(cmd, tx)).await?
+    /// A write: proposed here, forwarded to the leader, or held until
+    /// there is one (see [`Input::Write`]).
+    pub(crate) async fn write(&self, request: TxnRequest) -> Result<TxnResponse, KvsError> {
+        self.ask(|tx| Request::Write(request, tx)).await?
     }
 
     /// A linearizable read-only transaction whose answer may hold at most
@@ -353,8 +352,13 @@ struct Loop {
     exports: HashMap<Token, oneshot::Sender<Option<(ExportMeta, StateImage)>>>,
     transfers: HashMap<Token, oneshot::Sender<Option<NodeId>>>,
     next_token: Token,
-    /// Reads of the export store, done off the loop, come back here.
+    /// Reads of the export store and forwarded writes, done off the
+    /// loop, come back here.
     loaded: mpsc::UnboundedSender<Input>,
+    /// The member's settings (the fleet's addresses, token and TLS).
+    config: Arc<NodeConfig>,
+    /// Clients of leaders, by name.
+    leaders: HashMap<String, KvClient>,
     revision: watch::Sender<i64>,
     leader: watch::Sender<Option<(NodeId, String)>>,
     leadership: watch::Sender<Option<Leadership>>,
@@ -427,10 +431,10 @@ impl Loop {
                 messages,
                 lifecycle,
             }),
-            Request::Propose(command, reply) => {
+            Request::Write(request, reply) => {
                 let token = self.token();
                 self.replies.insert(token, reply);
-                self.input(Input::Propose { token, command });
+                self.input(Input::Write { token, request });
             }
             Request::Read(txn, limit, reply) => {
                 let token = self.token();
@@ -482,6 +486,12 @@ impl Loop {
                         let _ = reply.send(heir);
                     }
                 }
+                Effect::Forward {
+                    token,
+                    attempt,
+                    to,
+                    request,
+                } => self.forward(token, attempt, &to, request),
                 Effect::LoadLatest => self
                     .load(|store| Input::LatestLoaded(store.latest().map_err(|e| e.to_string()))),
                 Effect::LoadExport(meta) => self.load(move |store| Input::ExportLoaded {
@@ -512,6 +522,77 @@ impl Loop {
             *current = leading;
             changed
         });
+    }
+
+    /// Sends a write to the leader named `to`; what comes back is an input.
+    fn forward(&mut self, token: Token, attempt: u64, to: &str, request: TxnRequest) {
+        let client = match self.leader_client(to) {
+            Ok(c) => c,
+            Err(e) => {
+                let outcome = ForwardOutcome::NotTaken(e);
+                let _ = self.loaded.send(Input::Forwarded {
+                    token,
+                    attempt,
+                    outcome,
+                });
+                return;
+            }
+        };
+        let loaded = self.loaded.clone();
+        tokio::spawn(async move {
+            let outcome = match client.txn(&request).await {
+                Ok(answer) => ForwardOutcome::Answer(Ok(answer)),
+                Err(e) => match KvsError::from_rpc(&e) {
+                    // It stopped leading: the next leader takes it.
+                    Some(KvsError::NoLeader) => ForwardOutcome::NotTaken(KvsError::NoLeader),
+                    Some(other) => ForwardOutcome::Answer(Err(other)),
+                    None => {
+                        let error =
+                            KvsError::Unavailable(format!("forwarding to the leader failed: {e}"));
+                        match &e {
+                            // Sent again only if it surely did not run, or
+                            // its request id applies it at most once.
+                            rpc::Error::Transport(t)
+                                if !t.may_have_run() || request.request_id.is_some() =>
+                            {
+                                ForwardOutcome::NotTaken(error)
+                            }
+                            _ => ForwardOutcome::Answer(Err(error)),
+                        }
+                    }
+                },
+            };
+            let _ = loaded.send(Input::Forwarded {
+                token,
+                attempt,
+                outcome,
+            });
+        });
+    }
+
+    /// The client of the leader named `name`, made on first use.
+    fn leader_client(&mut self, name: &str) -> Result<KvClient, KvsError> {
+        if let Some(c) = self.leaders.get(name) {
+            return Ok(c.clone());
+        }
+        let addr = self.config.fleet.get(name).ok_or_else(|| {
+            KvsError::Unavailable(format!("the leader {name:?} is not in this fleet"))
+        })?;
+        // Writes wait for a commit: no pipelining behind them (see KvsClientConfig::pipeline_depth).
+        let client = rpc::Client::new(
+            addr,
+            rpc::ClientConfig {
+                token: self.config.token.clone(),
+                tls: self.config.tls.clone(),
+                max_connections: 64,
+                pipeline_depth: 1,
+                ..Default::default()
+            },
+        )
+        .map_err(|e| KvsError::Unavailable(format!("cannot reach the leader: {e}")))?;
+        let client = KvClient::new(client);
+        self.leaders.insert(name.to_string(), client.clone());
+        Ok(client)
     }
 
     /// Reads the export store off the loop; the answer comes back as an input.

@@ -1,13 +1,13 @@
 //! The `Kv` and `RaftPeer` services of a running member.
 //!
-//! Writes go through the log: proposed here when this member leads, else
-//! forwarded to the leader it knows (with the same request id, so a retry
-//! anywhere applies at most once). With no leader, one that cannot be
-//! reached, or one that stops answering while another is elected, the
-//! write waits here for the next leader (up to four election timeouts)
-//! and goes to it: a fail-over costs a client the election, not its
-//! back-off, and a client that knows only this member still gets through.
-//! A forwarded write is proposed by its receiver or refused, never
+//! Writes go through the log: the member (`crate::member`) proposes them
+//! when it leads, else forwards them to the leader it knows (with the same
+//! request id, so a retry anywhere applies at most once). With no leader,
+//! one that cannot be reached, or one that stops answering while another
+//! is elected, the write waits for the next leader (up to four election
+//! timeouts) and goes to it: a fail-over costs a client the election, not
+//! its back-off, and a client that knows only this member still gets
+//! through. A forwarded write is proposed by its receiver or refused, never
 //! forwarded again.
 //!
 //! Reads are linearizable on any member through ReadIndex, and wait for a
@@ -19,16 +19,11 @@
 //! again from where it stopped. A service for callers in the same process
 //! ([`KvService::local`], the master's registry) has no such bound.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-use tokio::sync::watch;
 
 use super::Node;
 use crate::api::*;
 use crate::kv::{Op, OpResult, Txn, TxnResponse};
-use crate::raft::NodeId;
 
 /// Longest a watch waits for its first event.
 const MAX_WATCH_WAIT: Duration = Duration::from_secs(60);
@@ -36,8 +31,6 @@ const MAX_WATCH_WAIT: Duration = Duration::from_secs(60);
 /// `Kv` over a [`Node`].
 pub struct KvService {
     node: Node,
-    /// Clients of leaders, by address.
-    leaders: Mutex<HashMap<String, KvClient>>,
     /// Most bytes of keys and values in one answer; `None` in process.
     response_limit: Option<usize>,
 }
@@ -49,7 +42,6 @@ impl KvService {
         let limit = node.config().limits.max_response_bytes;
         KvService {
             node,
-            leaders: Mutex::new(HashMap::new()),
             response_limit: Some(limit),
         }
     }
@@ -63,145 +55,23 @@ impl KvService {
         }
     }
 
-    fn leader_client(&self, addr: &str) -> Result<KvClient, KvsError> {
-        let mut leaders = self
-            .leaders
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(c) = leaders.get(addr) {
-            return Ok(c.clone());
-        }
-        let config = self.node.config();
-        // Writes wait for a commit: no pipelining behind them (see KvsClientConfig::pipeline_depth).
-        let client = rpc::Client::new(
-            addr,
-            rpc::ClientConfig {
-                token: config.token.clone(),
-                tls: config.tls.clone(),
-                max_connections: 64,
-                pipeline_depth: 1,
-                ..Default::default()
-            },
-        )
-        .map_err(|e| KvsError::Unavailable(format!("cannot reach the leader: {e}")))?;
-        let client = KvClient::new(client);
-        leaders.insert(addr.to_string(), client.clone());
-        Ok(client)
-    }
-
     fn validate(&self, txn: &Txn) -> Result<(), KvsError> {
         txn.validate(&self.node.config().limits)
             .map_err(KvsError::from)
     }
 
-    /// How long a request waits here for a leader when none is reachable:
-    /// two election rounds at the longest randomized timeout, so one split
-    /// vote is ridden out here rather than in the client's back-off.
-    fn leader_wait(&self) -> Duration {
-        self.node.config().election_timeout() * 4
-    }
-
-    /// Sends a write this member cannot propose to `leader`. A write with a
-    /// request id is given up when another leader appears meanwhile (the
-    /// old one was cut off or stopped and may never answer): the caller
-    /// sends it again, and its id applies it at most once.
-    async fn forward(
-        &self,
-        leader: &(NodeId, String),
-        req: &TxnRequest,
-        leaders: &mut watch::Receiver<Option<(NodeId, String)>>,
-    ) -> Result<TxnResponse, Forward> {
-        let client = self.leader_client(&leader.1).map_err(Forward::Failed)?;
-        let forwarded = TxnRequest {
-            forwarded: true,
-            ..req.clone()
-        };
-        let sent = client.txn(&forwarded);
-        let answer = if req.request_id.is_some() {
-            tokio::select! {
-                answer = sent => answer,
-                Ok(_) = leaders.wait_for(|l| l.as_ref().is_some_and(|l| l != leader)) => {
-                    return Err(Forward::Superseded);
-                }
-            }
-        } else {
-            sent.await
-        };
-        answer.map_err(|e| match KvsError::from_rpc(&e) {
-            // It stopped leading: ask the next leader.
-            Some(KvsError::NoLeader) => Forward::Unreached(KvsError::NoLeader),
-            Some(other) => Forward::Failed(other),
-            None => {
-                let error = KvsError::Unavailable(format!("forwarding to the leader failed: {e}"));
-                match &e {
-                    rpc::Error::Transport(t) if !t.may_have_run() || req.request_id.is_some() => {
-                        Forward::Unreached(error)
-                    }
-                    _ => Forward::Failed(error),
-                }
-            }
-        })
-    }
-
-    /// Proposes here when leading, else forwards to the leader; with no
-    /// leader reachable, waits for the next one (see [`Self::leader_wait`]).
+    /// A write through the member: proposed, forwarded to the leader, or
+    /// held until there is one (`crate::member`).
     async fn write(&self, req: TxnRequest) -> Result<TxnResponse, KvsError> {
         self.validate(&req.txn)?;
-        let cmd = LogCommand {
-            request_id: req.request_id,
-            txn: req.txn.clone(),
-        };
-        if req.forwarded {
-            // Forwarded once only: the sender waits and chooses again.
-            return self.node.propose(cmd).await;
-        }
-        let config = self.node.config();
-        let own = config.fleet.get(&config.name).cloned();
-        let mut leaders = self.node.leader_changes();
-        let deadline = tokio::time::Instant::now() + self.leader_wait();
-        // The leader (incarnation and address) that did not take the write.
-        let mut unreached: Option<(NodeId, String)> = None;
-        loop {
-            leaders.borrow_and_update();
-            let error = match self.node.propose(cmd.clone()).await {
-                Err(KvsError::NoLeader) => {
-                    let leader = self.node.leader().filter(|leader| {
-                        Some(&leader.1) != own.as_ref() && Some(leader) != unreached.as_ref()
-                    });
-                    match leader {
-                        None => KvsError::NoLeader,
-                        Some(leader) => match self.forward(&leader, &req, &mut leaders).await {
-                            Ok(answer) => return Ok(answer),
-                            Err(Forward::Failed(e)) => return Err(e),
-                            Err(Forward::Superseded) => continue,
-                            Err(Forward::Unreached(e)) => {
-                                unreached = Some(leader);
-                                e
-                            }
-                        },
-                    }
-                }
-                other => return other,
-            };
-            if !wait_for_change(&mut leaders, deadline).await {
-                return Err(error);
-            }
-        }
+        self.node.write(req).await
     }
 
-    /// A linearizable read here; with no leader, waits for the next one.
+    /// A linearizable read here (held by the member while there is no leader).
     async fn read(&self, txn: Txn) -> Result<TxnResponse, KvsError> {
         self.validate(&txn)?;
-        let mut leaders = self.node.leader_changes();
-        let deadline = tokio::time::Instant::now() + self.leader_wait();
-        loop {
-            leaders.borrow_and_update();
-            let limit = self.response_limit.unwrap_or(usize::MAX);
-            match self.node.read(txn.clone(), limit).await {
-                Err(KvsError::NoLeader) if wait_for_change(&mut leaders, deadline).await => {}
-                other => return other,
-            }
-        }
+        let limit = self.response_limit.unwrap_or(usize::MAX);
+        self.node.read(txn, limit).await
     }
 
     async fn run(&self, req: TxnRequest) -> Result<TxnResponse, KvsError> {
@@ -211,29 +81,6 @@ impl KvService {
             self.read(req.txn).await
         }
     }
-}
-
-/// Why a forwarded write failed.
-enum Forward {
-    /// The leader did not take it (gone, or no longer leading): it may go
-    /// to the next leader once there is one.
-    Unreached(KvsError),
-    /// Another leader appeared while the write waited on the old one: it
-    /// goes to the new one now.
-    Superseded,
-    /// The answer to give the client.
-    Failed(KvsError),
-}
-
-/// Waits until the leader this member knows changes; false at the deadline.
-async fn wait_for_change(
-    leaders: &mut watch::Receiver<Option<(NodeId, String)>>,
-    deadline: tokio::time::Instant,
-) -> bool {
-    matches!(
-        tokio::time::timeout_at(deadline, leaders.changed()).await,
-        Ok(Ok(()))
-    )
 }
 
 /// Where to cut `events` so that they hold at most `limit` bytes in whole

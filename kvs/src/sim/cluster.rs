@@ -6,13 +6,13 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 
 use super::invariants::{Invariants, Step};
 use super::network::{LinkFaults, Network};
-use crate::api::{LogCommand, RequestId};
+use crate::api::{KvsError, RequestId, TxnRequest};
 use crate::kv::{CmpOp, Compare, CompareTarget, KvState, Limits, Op, Txn, TxnResponse};
 use crate::lifecycle::{EpochId, LifecycleMessage, Settings};
 use crate::linearizability::{EpochHistory, KvHistory, Operation};
 use crate::member::{
-    Effect, Input, Member, MemberBugs, MemberConfig, Observed, Outgoing, StateImage, StateMachine,
-    Token,
+    Effect, ForwardOutcome, Input, Member, MemberBugs, MemberConfig, Observed, Outgoing,
+    StateImage, StateMachine, Token,
 };
 use crate::raft::{
     Bugs, Config, Entry, Index, Message, NodeId, Payload, RaftNode, Role, SnapshotMeta, SplitMix64,
@@ -144,6 +144,21 @@ enum Ev {
         answer: Answer,
     },
     ClientWake(usize),
+    /// A write forwarded by slot `from` to the leader at slot `to`.
+    Forward {
+        from: NodeId,
+        to: NodeId,
+        token: Token,
+        attempt: u64,
+        request: TxnRequest,
+    },
+    /// What came back to slot `to` for a forwarded write.
+    ForwardAnswer {
+        to: NodeId,
+        token: Token,
+        attempt: u64,
+        outcome: ForwardOutcome,
+    },
     /// A client's attempt `req` went unanswered for long: it sends the
     /// operation again (a write with the same request id) elsewhere.
     AttemptTimeout {
@@ -182,6 +197,8 @@ struct Node {
     held: Vec<Ev>,
     /// Requests the member has not answered: client, attempt, history slot.
     tokens: BTreeMap<Token, (usize, u64, usize)>,
+    /// Writes forwarded here: the sender's slot, token and attempt.
+    forwards: BTreeMap<Token, (NodeId, Token, u64)>,
     next_token: Token,
 }
 
@@ -236,11 +253,10 @@ struct Sim {
     next_pid: u64,
     healed_at: Option<u64>,
     recovered_at: Option<u64>,
-    /// The first answer of every command some node applied, by history
-    /// slot, with the epoch that applied it.
-    applied: BTreeMap<usize, (EpochId, TxnResponse)>,
-    /// Where each history slot's write first applied: (epoch, index).
-    applied_at: BTreeMap<usize, (EpochId, Index)>,
+    /// Where each history slot's write applied and what it answered there:
+    /// once per epoch (a write lost by a re-formation and retried with its
+    /// request id applies again in the next epoch).
+    applied: BTreeMap<usize, BTreeMap<EpochId, (Index, TxnResponse)>>,
     /// This run's nemesis is rolling isolation rather than the mixed one.
     rolling: bool,
     /// Take a snapshot once this many entries are applied since the last.
@@ -334,6 +350,7 @@ impl Sim {
                 tick_gen: 0,
                 held: Vec::new(),
                 tokens: BTreeMap::new(),
+                forwards: BTreeMap::new(),
                 next_token: 0,
             })
             .collect();
@@ -369,7 +386,6 @@ impl Sim {
             healed_at: None,
             recovered_at: None,
             applied: BTreeMap::new(),
-            applied_at: BTreeMap::new(),
             rolling,
             compact_every,
             snapshots_installed: 0,
@@ -473,6 +489,16 @@ impl Sim {
             Ev::ClientResponse { client, req, .. } => (3u8, *client, *req).hash(&mut self.digest),
             Ev::ClientWake(c) => (4u8, *c).hash(&mut self.digest),
             Ev::AttemptTimeout { client, req } => (11u8, *client, *req).hash(&mut self.digest),
+            Ev::Forward {
+                from,
+                to,
+                token,
+                attempt,
+                ..
+            } => (12u8, *from, *to, *token, *attempt).hash(&mut self.digest),
+            Ev::ForwardAnswer {
+                to, token, attempt, ..
+            } => (13u8, *to, *token, *attempt).hash(&mut self.digest),
             Ev::Fault => 5u8.hash(&mut self.digest),
             Ev::Resume(n) => (6u8, *n).hash(&mut self.digest),
             Ev::Heal => 7u8.hash(&mut self.digest),
@@ -547,6 +573,52 @@ impl Sim {
                 answer,
             } => self.response(client, req, answer),
             Ev::ClientWake(c) => self.wake(c),
+            Ev::Forward {
+                from,
+                to,
+                token,
+                attempt,
+                request,
+            } => match self.node(to).state {
+                NodeState::Up => {
+                    let node = self.node(to);
+                    node.next_token += 1;
+                    let t = node.next_token;
+                    node.forwards.insert(t, (from, token, attempt));
+                    self.on_node(to, Input::Write { token: t, request })?;
+                }
+                NodeState::Paused => self.node(to).held.push(Ev::Forward {
+                    from,
+                    to,
+                    token,
+                    attempt,
+                    request,
+                }),
+                // The call times out at the sender.
+                NodeState::Crashed => self.forward_failed(from, token, attempt),
+            },
+            Ev::ForwardAnswer {
+                to,
+                token,
+                attempt,
+                outcome,
+            } => match self.node(to).state {
+                NodeState::Up => self.on_node(
+                    to,
+                    Input::Forwarded {
+                        token,
+                        attempt,
+                        outcome,
+                    },
+                )?,
+                NodeState::Paused => self.node(to).held.push(Ev::ForwardAnswer {
+                    to,
+                    token,
+                    attempt,
+                    outcome,
+                }),
+                NodeState::Crashed => {}
+            },
             Ev::AttemptTimeout { client, req } => {
                 if self.clients[client]
                     .op
@@ -663,6 +735,7 @@ impl Sim {
                     entry,
                     command,
                     result,
+                    replayed,
                     digest,
                 } => {
                     let Some(epoch) = epoch else { continue };
@@ -679,14 +752,14 @@ impl Sim {
                             entry.index
                         ));
                     }
-                    if let (Some(cmd), Some(Ok(r))) = (&command, &result)
+                    if let (Some(cmd), Some(Ok(r)), false) = (&command, &result, replayed)
                         && let Some(rid) = cmd.request_id
                     {
-                        let slot = rid.seq as usize;
                         self.applied
-                            .entry(slot)
-                            .or_insert_with(|| (epoch, r.clone()));
-                        self.applied_at.entry(slot).or_insert((epoch, entry.index));
+                            .entry(rid.seq as usize)
+                            .or_default()
+                            .entry(epoch)
+                            .or_insert_with(|| (entry.index, r.clone()));
                     }
                     if let Payload::Config(c) = &entry.payload
                         && first
@@ -735,13 +808,48 @@ impl Sim {
                     }
                 }
                 Effect::Answer { token, result } => {
+                    if let Some((origin, token, attempt)) = self.node(id).forwards.remove(&token) {
+                        let outcome = match result {
+                            Err(KvsError::NoLeader) => ForwardOutcome::NotTaken(KvsError::NoLeader),
+                            other => ForwardOutcome::Answer(other),
+                        };
+                        match self.net.deliveries(id, origin, &mut self.rng).first() {
+                            Some(&delay) => self.schedule(
+                                delay,
+                                Ev::ForwardAnswer {
+                                    to: origin,
+                                    token,
+                                    attempt,
+                                    outcome,
+                                },
+                            ),
+                            // Lost on the way back: the call times out (the
+                            // write may have run; its request id keeps it once).
+                            None => self.forward_failed(origin, token, attempt),
+                        }
+                        continue;
+                    }
                     let Some((client, req, slot)) = self.node(id).tokens.remove(&token) else {
                         continue;
                     };
-                    let epoch = self.node(id).member.lifecycle().epoch();
+                    // A write belongs to the epoch that applied it with this
+                    // answer (a forwarded one may have applied in another
+                    // epoch than this member's).
+                    let applied = match &result {
+                        Ok(r) => self.applied.get(&slot).and_then(|by_epoch| {
+                            by_epoch
+                                .iter()
+                                .find(|(_, (_, answer))| answer == r)
+                                .map(|(epoch, (index, _))| (*epoch, *index))
+                        }),
+                        Err(_) => None,
+                    };
+                    let epoch = applied
+                        .map(|(epoch, _)| epoch)
+                        .or_else(|| self.node(id).member.lifecycle().epoch());
                     let answer = match (result, epoch) {
                         (Ok(r), Some(epoch)) => {
-                            if let Some(&at) = self.applied_at.get(&slot) {
+                            if let Some(at) = applied {
                                 self.acknowledged.push(at);
                             }
                             Answer::Ok(epoch, r)
@@ -773,6 +881,30 @@ impl Sim {
                     }
                 }
                 Effect::Transferred { .. } => {}
+                Effect::Forward {
+                    token,
+                    attempt,
+                    to,
+                    request,
+                } => {
+                    let Some(to) = slot_of_name(&to) else {
+                        continue;
+                    };
+                    // One call: at most one delivery, never a duplicate.
+                    match self.net.deliveries(id, to, &mut self.rng).first() {
+                        Some(&delay) => self.schedule(
+                            delay,
+                            Ev::Forward {
+                                from: id,
+                                to,
+                                token,
+                                attempt,
+                                request,
+                            },
+                        ),
+                        None => self.forward_failed(id, token, attempt),
+                    }
+                }
                 Effect::LoadLatest => loaded.push(Input::LatestLoaded(
                     self.store.latest().map_err(|e| e.to_string()),
                 )),
@@ -895,8 +1027,25 @@ impl Sim {
         Ok(())
     }
 
-    /// A client's request reaches node `id`: a write is proposed with its
-    /// request id (the history slot), a read goes through ReadIndex.
+    /// A forwarded write's call fails at its sender `to` after a timeout.
+    fn forward_failed(&mut self, to: NodeId, token: Token, attempt: u64) {
+        let timeout = self.rng.range(200, 400);
+        self.schedule(
+            timeout,
+            Ev::ForwardAnswer {
+                to,
+                token,
+                attempt,
+                outcome: ForwardOutcome::NotTaken(KvsError::Unavailable(
+                    "the leader did not answer".into(),
+                )),
+            },
+        );
+    }
+
+    /// A client's request reaches node `id`: a write goes in with its
+    /// request id (the client and the history slot), proposed there,
+    /// forwarded to the leader or held for one; a read goes through ReadIndex.
     fn request(
         &mut self,
         id: NodeId,
@@ -911,14 +1060,15 @@ impl Sim {
         let token = node.next_token;
         node.tokens.insert(token, (client, req, slot));
         let input = if txn.is_write() {
-            Input::Propose {
+            Input::Write {
                 token,
-                command: LogCommand {
+                request: TxnRequest {
                     request_id: Some(RequestId {
                         client: pid,
                         seq: slot as u64,
                     }),
                     txn,
+                    forwarded: false,
                 },
             }
         } else {
@@ -1316,6 +1466,7 @@ impl Sim {
         node.state = NodeState::Crashed;
         node.held.clear();
         node.tokens.clear();
+        node.forwards.clear();
         self.schedule(back, Ev::Restart(id));
     }
 
@@ -1479,8 +1630,8 @@ impl Sim {
             if o.ret.is_some() {
                 continue;
             }
-            match self.applied.get(&slot) {
-                Some((epoch, r)) => {
+            match self.applied.get(&slot).and_then(|e| e.iter().next()) {
+                Some((epoch, (_, r))) => {
                     o.ret = Some(end);
                     o.output = Some(r.clone());
                     self.history_epochs[slot] = Some(*epoch);
@@ -1491,16 +1642,31 @@ impl Sim {
     }
 
     /// The operations answered so far, each with its epoch, and each
-    /// epoch's seed: a history any checker can judge on its own.
+    /// epoch's seed: a history any checker can judge on its own. A write
+    /// that also applied in another epoch than the one that answered (lost
+    /// by a re-formation, then retried) is in that epoch's history too, as
+    /// an operation whose client never heard (it returns at the end).
     fn epoch_history(&self) -> EpochHistory {
+        let mut operations = Vec::new();
+        for (slot, (op, answered)) in self.history.iter().zip(&self.history_epochs).enumerate() {
+            let Some(op) = op else { continue };
+            if let Some(epoch) = answered {
+                operations.push((*epoch, op.clone()));
+            }
+            for (epoch, (_, r)) in self.applied.get(&slot).into_iter().flatten() {
+                if Some(*epoch) != *answered {
+                    let unheard = Operation {
+                        ret: Some(self.now),
+                        output: Some(r.clone()),
+                        ..op.clone()
+                    };
+                    operations.push((*epoch, unheard));
+                }
+            }
+        }
         EpochHistory {
             epochs: self.seeds.iter().map(|(e, s)| (*e, s.clone())).collect(),
-            operations: self
-                .history
-                .iter()
-                .zip(&self.history_epochs)
-                .filter_map(|(op, epoch)| Some(((*epoch)?, op.clone()?)))
-                .collect(),
+            operations,
         }
     }
 
