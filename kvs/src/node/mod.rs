@@ -14,8 +14,9 @@
 //!
 //! Everything the store decides is the [`Member`]'s (`crate::member`): this
 //! loop only turns channels and timers into its inputs and its effects into
-//! messages, answers and writes, so the simulator, which drives the same
-//! `Member`, tests what runs here.
+//! messages, answers, calls to the leader (forwarded writes), reads and
+//! writes of the export store (on the blocking pool), so the simulator,
+//! which drives the same `Member`, tests what runs here.
 //!
 //! # Layout
 //!

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!  event queue (virtual ms) ─▶ Tick(n) | Deliver(msg) | Lc(msg) | ClientRequest | ClientResponse
-//!                               | AttemptTimeout | Fault | Evict(n) | Restart(n)
+//!                               | Forward | ForwardAnswer | AttemptTimeout | Fault | Evict(n) | Restart(n)
 //!        ▲                          │
 //!        │          node n: Member::handle(input), Member::act, then its effects:
 //!        │            Send ─▶ network (drop, duplicate, delay, partitions) ──────┐
@@ -15,9 +15,11 @@
 //!  at the end: liveness after healing, then linearizability of each epoch's history
 //! ```
 //!
-//! Clients send each operation to their guess of the leader; an attempt
-//! unanswered for a while goes elsewhere, a write with the same request id,
-//! so the answer table that applies a retried write once is exercised. The
+//! Clients send each operation to their guess of the leader; a member that
+//! does not lead forwards a write to the one it knows (over the same faulty
+//! network) or holds it for one, as in production. An attempt unanswered
+//! for a while goes elsewhere, a write with the same request id, so the
+//! answer table that applies a retried write once is exercised. The
 //! member's planted bugs (`MemberBugs`) and the Raft core's (`Bugs`) are each
 //! caught within the default seed budget (`tests`).
 //!
