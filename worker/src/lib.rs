@@ -24,6 +24,8 @@
 //!   and the member ports.
 //! - [`eviction`]: Spot eviction notices (Azure Scheduled Events): drain,
 //!   prepare the local master, stop, acknowledge.
+//! - [`run`]: one worker assembled from resolved settings ([`run::run`]);
+//!   `src/main.rs` parses flags, obtains the certificate and binds.
 
 pub mod agent;
 pub mod certificate;
@@ -33,5 +35,6 @@ pub mod isolation;
 pub mod model;
 pub mod reconcile;
 pub mod register;
+pub mod run;
 pub mod service;
 pub mod status;

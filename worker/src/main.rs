@@ -9,15 +9,13 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use api::node::Resources;
 use api::quantity::{parse_cpu_millis, parse_memory_bytes};
-use api::worker::WorkerServer;
 use clap::Parser;
 use pki::member::{Kind, Security};
-use worker::agent::{Agent, AgentConfig};
+use worker::agent::AgentConfig;
 use worker::certificate::Bootstrap;
 use worker::docker::Runtime;
 use worker::reconcile::Backoff;
-use worker::register::{self, RegisterConfig};
-use worker::service::WorkerService;
+use worker::run::{EvictionSettings, WorkerConfig};
 
 /// The mkube node agent.
 #[derive(Debug, Parser)]
@@ -253,7 +251,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if !hosts.contains(&advertised_host) {
         hosts.push(advertised_host);
     }
-    let security = match (&args.pki_dir, &args.secrets) {
+    // The Key Vault, read once: TLS and the tokens (or, with --insecure,
+    // the one cluster token).
+    let vault = match &args.secrets {
+        Some(spec) => Some(cloud::secrets::Secrets::new(
+            spec,
+            cloud::managed_identity(args.identity_client_id.clone())?,
+            None,
+        )?),
+        None => None,
+    };
+    let mut vault_token = None;
+    let security = match (&args.pki_dir, vault) {
         (Some(dir), _) => {
             let roots = rpc::Roots::from_file(&dir.join("ca.crt"))
                 .context("loading the cluster CA from --pki-dir")?;
@@ -274,9 +283,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     .context("loading TLS and tokens from --pki-dir")?,
             )
         }
-        (None, Some(spec)) if !args.insecure => {
-            let credential = cloud::managed_identity(args.identity_client_id.clone())?;
-            let secrets = cloud::secrets::Secrets::new(spec, credential, None)?;
+        (None, Some(secrets)) if args.insecure => {
+            vault_token = Some(secrets.get("mkube-token").await?);
+            None
+        }
+        (None, Some(secrets)) => {
             let roots = rpc::Roots::from_pem(secrets.get("mkube-ca-crt").await?.as_bytes())
                 .context("reading the cluster CA from Key Vault")?;
             const ROLES: [&str; 1] = ["join"];
@@ -311,30 +322,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if security.is_none() {
         tracing::warn!("--insecure: plain HTTP; tokens and data cross the network in clear text");
     }
-    // Calls to the masters check that a master answers, not any holder of
-    // a certificate of the CA (another worker's) at a master's address.
-    let client_tls = security
-        .as_ref()
-        .map(|s| s.client.expecting_group(pki::MASTERS))
-        .transpose()
-        .context("configuring TLS towards the masters")?;
-    let token = match (&security, &args.secrets, &args.token_file) {
-        (Some(s), _, _) => Some(s.send.clone()),
-        (None, Some(spec), _) => {
-            let credential = cloud::managed_identity(args.identity_client_id.clone())?;
-            Some(
-                cloud::secrets::Secrets::new(spec, credential, None)?
-                    .get("mkube-token")
-                    .await?,
-            )
-        }
-        (None, None, Some(path)) => Some(
+    let token = match (&args.token_file, vault_token) {
+        (_, Some(token)) => Some(token),
+        (Some(path), None) => Some(
             std::fs::read_to_string(path)
                 .with_context(|| format!("reading the token file {}", path.display()))?
                 .trim()
                 .to_string(),
         ),
-        (None, None, None) => args.token.clone(),
+        (None, None) => args.token.clone(),
     };
     let mut labels = BTreeMap::new();
     for kv in &args.labels {
@@ -369,74 +365,35 @@ async fn run(args: Args) -> anyhow::Result<()> {
         cluster_dns: args.cluster_dns.iter().map(ToString::to_string).collect(),
         cluster_domain: args.cluster_domain.clone(),
     };
-    let agent = Agent::new(config, runtime).await?;
-    let server = pki::member::server_builder(security.as_ref(), token.as_deref(), &args.listener)
-        .service(WorkerServer::new(WorkerService::new(agent.clone())))
-        .page("/metrics", {
-            let agent = agent.clone();
-            Arc::new(move || {
-                let text = api::metrics::exposition(&agent.figures());
-                Box::pin(async move { Ok((api::metrics::EXPOSITION_CONTENT_TYPE, text.into())) })
-            })
-        })
-        .build()
-        .context("configuring the server")?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let loop_task = tokio::spawn({
-        let agent = agent.clone();
-        let done = stopped(stop_rx.clone());
-        async move { agent.run(done).await }
-    });
-    let eviction_task = args.scheduled_events_url.clone().map(|imds| {
-        tokio::spawn(worker::eviction::run(
-            agent.clone(),
-            worker::eviction::EvictionConfig {
+    let config = WorkerConfig {
+        agent: config,
+        runtime,
+        security,
+        token,
+        listener_limits: args.listener.clone(),
+        masters: args.masters.clone(),
+        rejoin_after: Duration::from_millis(args.rejoin_after_ms.max(100)),
+        eviction: args
+            .scheduled_events_url
+            .clone()
+            .map(|imds| EvictionSettings {
                 imds,
                 vm: args.vm_name.clone().unwrap_or_else(|| args.name.clone()),
-                node: args.name.clone(),
-                masters: args.masters.clone(),
                 local_master: args.local_master.clone(),
-                token: token.clone(),
-                tls: client_tls.clone(),
-                poll_interval: Duration::from_secs(1),
                 stop_budget: Duration::from_millis(args.eviction_stop_budget_ms),
-            },
-            stopped(stop_rx.clone()),
-        ))
-    });
-    let register_task = tokio::spawn(register::run(
-        agent.clone(),
-        RegisterConfig {
-            masters: args.masters.clone(),
-            token,
-            tls: client_tls,
-            rejoin_after: Duration::from_millis(args.rejoin_after_ms.max(100)),
-        },
-        stopped(stop_rx.clone()),
-    ));
+            }),
+    };
     tracing::info!(node = %args.name, listen = %bound, "worker started");
     // Printed for scripts and tests that bind port 0.
     println!("listening on {bound}");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
-    server
-        .serve(listener, async move {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            // Pods keep running: a worker restart must not restart them.
-            let _ = stop_tx.send(true);
-        })
-        .await
-        .context("serving")?;
-    let _ = loop_task.await;
-    let _ = register_task.await;
-    if let Some(task) = eviction_task {
-        let _ = task.await;
-    }
+    worker::run::run(config, listener, async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    })
+    .await?;
     Ok(())
 }
