@@ -45,8 +45,10 @@ pub(super) struct Waiting {
     ticks: u64,
     wait_ticks: u64,
     next_attempt: u64,
-    /// The leader seen when they were last tried.
-    tried_with: Option<NodeId>,
+    /// The leader seen when they were last tried, and whether its name
+    /// was known then (a joiner learns its leader before the
+    /// configuration that names it).
+    tried_with: Option<(NodeId, bool)>,
 }
 
 impl Waiting {
@@ -139,12 +141,16 @@ impl Member {
     /// since they were last tried; sends writes out with a deposed leader
     /// to the new one.
     pub(super) fn retry_waiting(&mut self) {
-        let leader = self.lc.raft().and_then(|r| r.leader());
-        if leader == self.waiting.tried_with || self.waiting.entries.is_empty() {
-            self.waiting.tried_with = leader;
+        let seen = self
+            .lc
+            .raft()
+            .and_then(|r| r.leader().map(|l| (l, r.config().info(l).is_some())));
+        if seen == self.waiting.tried_with || self.waiting.entries.is_empty() {
+            self.waiting.tried_with = seen;
             return;
         }
-        self.waiting.tried_with = leader;
+        self.waiting.tried_with = seen;
+        let leader = seen.map(|(l, _)| l);
         let tokens: Vec<Token> = self.waiting.entries.keys().copied().collect();
         for token in tokens {
             if let Some(entry) = self.waiting.entries.get_mut(&token) {
