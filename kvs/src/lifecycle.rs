@@ -173,10 +173,10 @@ pub enum Action {
     },
     /// Export the applied state to the store now.
     Export,
-    /// Read the newest export of the store and hand it to
-    /// [`Lifecycle::latest_loaded`] (the founder of a new epoch chooses its
-    /// source from it).
-    LoadLatest,
+    /// Read the newest export of the store and hand it, with this read's
+    /// number, to [`Lifecycle::latest_loaded`] (the founder of a new epoch
+    /// chooses its source from it).
+    LoadLatest(u64),
     /// Read this export and hand it to [`Lifecycle::export_loaded`] (a
     /// member of a new epoch starts from it).
     LoadExport(ExportMeta),
@@ -313,10 +313,20 @@ impl Lifecycle {
         }
     }
 
-    /// The answer to [`Action::LoadLatest`]: the store's newest export
-    /// (`Err` naming why it could not be read). A round waiting for it goes on.
-    pub fn latest_loaded(&mut self, latest: Result<Option<(ExportMeta, Vec<u8>)>, String>) {
-        let seq = self.loading.take().map_or(0, |(seq, _)| seq);
+    /// The answer to read `seq` ([`Action::LoadLatest`]): the store's
+    /// newest export (`Err` naming why it could not be read). A round
+    /// waiting for it goes on; an answer older than the last one is dropped.
+    pub fn latest_loaded(
+        &mut self,
+        seq: u64,
+        latest: Result<Option<(ExportMeta, Vec<u8>)>, String>,
+    ) {
+        if self.stored.as_ref().is_some_and(|s| s.seq >= seq) {
+            return;
+        }
+        if self.loading.is_some_and(|(pending, _)| pending <= seq) {
+            self.loading = None;
+        }
         self.stored = Some(Stored { latest, seq });
         if self.round.is_none() && self.member.is_none() {
             self.consider();
@@ -350,7 +360,7 @@ impl Lifecycle {
         if !pending {
             self.load_seq += 1;
             self.loading = Some((self.load_seq, self.now));
-            self.actions.push(Action::LoadLatest);
+            self.actions.push(Action::LoadLatest(self.load_seq));
         }
     }
 
@@ -1019,4 +1029,41 @@ pub fn next_change(
 fn fresh_id(rng: &mut SplitMix64) -> NodeId {
     // Never 0, which means "none" in places.
     rng.next_u64().max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn export(index: Index) -> Option<(ExportMeta, Vec<u8>)> {
+        let epoch = EpochId {
+            number: 1,
+            founder: 7,
+        };
+        let meta = ExportMeta {
+            epoch,
+            index,
+            term: 1,
+            taken_at_ms: 0,
+        };
+        Some((meta, Vec::new()))
+    }
+
+    #[test]
+    fn a_late_answer_to_an_older_read_of_the_store_is_dropped() {
+        let fleet = BTreeMap::from([("n1".to_string(), String::new())]);
+        let mut lc = Lifecycle::new(Settings::new("n1", fleet, Config::new(0, Vec::new())), 1);
+        lc.load_latest();
+        let first = lc.load_seq;
+        // The first read is taken for lost; a second is asked for.
+        lc.now += lc.settings.round_ticks + 1;
+        lc.load_latest();
+        let second = lc.load_seq;
+        assert!(second > first);
+        lc.latest_loaded(second, Ok(export(9)));
+        lc.latest_loaded(first, Ok(export(3)));
+        let stored = lc.stored.as_ref().expect("a read");
+        assert_eq!(stored.seq, second);
+        assert!(matches!(&stored.latest, Ok(Some((m, _))) if m.index == 9));
+    }
 }

@@ -133,7 +133,12 @@ pub enum Input {
     },
     /// The answer to [`Effect::LoadLatest`]: the export store's newest
     /// export, or why it could not be read.
-    LatestLoaded(Result<Option<(ExportMeta, Vec<u8>)>, String>),
+    LatestLoaded {
+        /// The read's number (from [`Effect::LoadLatest`]).
+        seq: u64,
+        /// The newest export, or why it could not be read.
+        latest: Result<Option<(ExportMeta, Vec<u8>)>, String>,
+    },
     /// The answer to [`Effect::LoadExport`].
     ExportLoaded {
         /// The export asked for.
@@ -217,8 +222,8 @@ pub enum Effect {
         request: TxnRequest,
     },
     /// Read the export store's newest export and hand it back as
-    /// [`Input::LatestLoaded`] (never more than one at a time).
-    LoadLatest,
+    /// [`Input::LatestLoaded`] with this read's number (one at a time).
+    LoadLatest(u64),
     /// Read this export and hand it back as [`Input::ExportLoaded`].
     LoadExport(ExportMeta),
 }
@@ -450,7 +455,7 @@ impl Member {
                 self.lc.tick();
                 self.expire_waiting();
             }
-            Input::LatestLoaded(latest) => self.lc.latest_loaded(latest),
+            Input::LatestLoaded { seq, latest } => self.lc.latest_loaded(seq, latest),
             Input::ExportLoaded { meta, bytes } => self.lc.export_loaded(meta, bytes),
             Input::Peer {
                 from,
@@ -696,7 +701,7 @@ impl Member {
                     self.effects.push(Effect::Export { meta, image });
                 }
             }
-            Action::LoadLatest => self.effects.push(Effect::LoadLatest),
+            Action::LoadLatest(seq) => self.effects.push(Effect::LoadLatest(seq)),
             Action::LoadExport(meta) => self.effects.push(Effect::LoadExport(meta)),
         }
     }

@@ -493,8 +493,10 @@ impl Loop {
                     to,
                     request,
                 } => self.forward(token, attempt, &to, request),
-                Effect::LoadLatest => self
-                    .load(|store| Input::LatestLoaded(store.latest().map_err(|e| e.to_string()))),
+                Effect::LoadLatest(seq) => self.load(move |store| Input::LatestLoaded {
+                    seq,
+                    latest: store.latest().map_err(|e| e.to_string()),
+                }),
                 Effect::LoadExport(meta) => self.load(move |store| Input::ExportLoaded {
                     meta,
                     bytes: store.get(&meta).map_err(|e| e.to_string()),

@@ -905,9 +905,10 @@ impl Sim {
                         None => self.forward_failed(id, token, attempt),
                     }
                 }
-                Effect::LoadLatest => loaded.push(Input::LatestLoaded(
-                    self.store.latest().map_err(|e| e.to_string()),
-                )),
+                Effect::LoadLatest(seq) => loaded.push(Input::LatestLoaded {
+                    seq,
+                    latest: self.store.latest().map_err(|e| e.to_string()),
+                }),
                 Effect::LoadExport(meta) => loaded.push(Input::ExportLoaded {
                     meta,
                     bytes: self.store.get(&meta).map_err(|e| e.to_string()),
