@@ -38,7 +38,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::api::{KvsError, LogCommand, MemberStatus, NodeStatus, TxnRequest};
 use crate::kv::{Event, Limits, Txn, TxnResponse};
-use crate::lifecycle::{Action, Lifecycle, LifecycleMessage, Settings};
+use crate::lifecycle::{Action, EpochId, Lifecycle, LifecycleMessage, Settings};
 use crate::raft::{Config, Index, Message, NodeId, Payload, RaftError, Role, Term};
 use crate::snapshot_store::ExportMeta;
 pub use state::MAX_KEPT_ANSWER_BYTES;
@@ -257,7 +257,7 @@ pub(crate) enum Observed {
     /// Entered cluster `epoch` from `state` (a founder or a member of a new
     /// epoch; `None` for a joiner, which waits for a snapshot).
     Started {
-        epoch: crate::lifecycle::EpochId,
+        epoch: EpochId,
         /// The seed state, or `None` for a joiner.
         seed: Option<crate::kv::KvState>,
         source: Option<ExportMeta>,
@@ -304,8 +304,8 @@ pub struct Member {
     reads: HashMap<u64, PendingRead>,
     ready_reads: Vec<(Index, PendingRead)>,
     next_ctx: u64,
-    /// Compact the log up to here at the start of the next turn.
-    compact_at: Option<Index>,
+    /// Compact the log of this epoch up to here at the start of the next turn.
+    compact_at: Option<(EpochId, Index)>,
     seen: (Term, Option<NodeId>),
     name: String,
     effects: Vec<Effect>,
@@ -573,7 +573,8 @@ impl Member {
     /// lifecycle, snapshots restored, entries applied, proposals and reads
     /// answered, the snapshot policy.
     pub fn act(&mut self) {
-        if let Some(index) = self.compact_at.take()
+        if let Some((epoch, index)) = self.compact_at.take()
+            && self.lc.epoch() == Some(epoch)
             && let Some(raft) = self.lc.raft_mut()
             && raft.log().applied >= index
             && index > raft.snapshot_index()
@@ -658,8 +659,10 @@ impl Member {
         // state stays a constant share per write, and memory stays ~2× the state.
         let threshold = self.snapshot_entries.max(self.sm.kv.state().len() as u64);
         let applied = self.lc.raft().map_or(0, |r| r.log().applied);
-        if applied >= snapshot_index + threshold {
-            self.compact_at = Some(applied);
+        if applied >= snapshot_index + threshold
+            && let Some(epoch) = self.lc.epoch()
+        {
+            self.compact_at = Some((epoch, applied));
         }
         self.log_changes();
         self.retry_waiting();

@@ -405,9 +405,12 @@ impl RaftNode {
             } => self.handle_install_snapshot(m.from, meta, offset, &data, done),
             Body::InstallSnapshotResponse {
                 index,
+                offset,
                 next_offset,
                 installed,
-            } => self.handle_install_snapshot_response(m.from, index, next_offset, installed),
+            } => {
+                self.handle_install_snapshot_response(m.from, index, offset, next_offset, installed)
+            }
         }
     }
 

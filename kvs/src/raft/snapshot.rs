@@ -107,6 +107,7 @@ impl RaftNode {
                 from,
                 Body::InstallSnapshotResponse {
                     index: meta.index,
+                    offset,
                     next_offset,
                     installed: true,
                 },
@@ -134,6 +135,7 @@ impl RaftNode {
             from,
             Body::InstallSnapshotResponse {
                 index: meta.index,
+                offset,
                 next_offset: held,
                 installed: complete,
             },
@@ -144,6 +146,7 @@ impl RaftNode {
         &mut self,
         from: NodeId,
         index: Index,
+        offset: u64,
         next_offset: u64,
         installed: bool,
     ) {
@@ -155,6 +158,12 @@ impl RaftNode {
         };
         pr.recent_active = true;
         if pr.state != ProgressState::Snapshot || pr.snapshot_index != index {
+            return;
+        }
+        // Only the answer to the chunk in flight moves the transfer on: a
+        // duplicate or a late answer would send a second copy of a chunk,
+        // and each copy's answer another, without end.
+        if !installed && (!pr.probe_sent || offset != pr.snapshot_offset) {
             return;
         }
         pr.probe_sent = false;

@@ -152,6 +152,11 @@ pub enum Body {
     InstallSnapshotResponse {
         /// The snapshot's index.
         index: Index,
+        /// The offset of the chunk answered: the leader acts only on the
+        /// answer to the chunk it has in flight, so a duplicated or late
+        /// answer sends nothing again.
+        #[serde(default)]
+        offset: u64,
         /// How many of its bytes the follower now holds (where to continue).
         next_offset: u64,
         /// Whether the follower installed the whole snapshot (or already had it).

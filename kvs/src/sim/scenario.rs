@@ -121,6 +121,7 @@ fn fmt_message(m: &Message) -> String {
             index,
             next_offset,
             installed,
+            ..
         } => format!(
             "InstallSnapshotResponse index={index} next_offset={next_offset}{}",
             if *installed { " installed" } else { "" }

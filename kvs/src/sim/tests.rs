@@ -196,6 +196,16 @@ fn a_saved_history_is_judged_on_its_own_across_epochs() {
         .expect("each epoch's operations are linearizable from its start");
 }
 
+/// Found by a soak: a duplicated InstallSnapshotResponse made the leader
+/// send the chunk again, each copy's answer another copy, until the run
+/// drowned in snapshot chunks (the event budget ran out).
+#[test]
+fn duplicated_snapshot_answers_do_not_multiply_chunks() {
+    if let Err(f) = run(&SimConfig::new(1_500_525, 5)) {
+        panic!("{f}");
+    }
+}
+
 /// Runs seeds with a bug planted by `plant` until the simulator fails
 /// one; returns how many it took, and why it failed.
 fn seeds_to_catch(plant: impl Fn(&mut SimConfig), budget: u64) -> Option<(u64, String)> {
