@@ -149,6 +149,9 @@ impl Deployment {
 struct Inner {
     vms: BTreeMap<String, Vm>,
     events: Vec<Event>,
+    /// Events carried out, kept so that their acknowledgement can still be
+    /// read after the eviction they announced.
+    done: Vec<Event>,
     incarnation: u64,
     blobs: BTreeMap<String, (Vec<u8>, String)>,
     log: Vec<(Instant, String)>,
@@ -189,6 +192,7 @@ impl Azure {
             inner: Mutex::new(Inner {
                 vms: BTreeMap::new(),
                 events: Vec::new(),
+                done: Vec::new(),
                 incarnation: 0,
                 blobs: BTreeMap::new(),
                 log: Vec::new(),
@@ -258,9 +262,11 @@ impl Azure {
 
     /// When `vm`'s worker acknowledged the event `id`, if it did.
     pub fn acknowledged(&self, id: &str) -> Option<SystemTime> {
-        self.lock()
+        let inner = self.lock();
+        inner
             .events
             .iter()
+            .chain(&inner.done)
             .find(|e| e.id == id)
             .and_then(|e| e.acknowledged)
     }
@@ -304,6 +310,7 @@ impl Azure {
             if !due.is_empty() {
                 inner.incarnation += 1;
             }
+            inner.done.extend(due.iter().cloned());
             due
         };
         let mut evicted = Vec::new();
