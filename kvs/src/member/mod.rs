@@ -804,8 +804,10 @@ impl Member {
             .map(|(_, r)| r)
             .chain(self.ready_reads.drain(..).map(|(_, r)| r))
             .collect();
+        // A read is served by whichever cluster this member is in next: it
+        // waits for that cluster's leader, as a read that found none does.
         for read in reads {
-            self.answer(read.token, Err(KvsError::NoLeader));
+            self.hold_read(read.token, read.txn, read.limit);
         }
         self.last_export = None;
         self.compact_at = None;
