@@ -498,10 +498,23 @@ impl Lifecycle {
                     e.index > applied || !matches!(e.payload, crate::raft::Payload::Command(_))
                 })
         };
+        // Voters of this cluster heard from lately (this one included): a
+        // quorum of them means the cluster is alive, only slow (its leader's
+        // heartbeats late), and giving up on it would throw away the
+        // writes it is committing.
+        let alive = |m: &Joined| {
+            let config = m.raft.config();
+            let others = self
+                .reports_within(self.settings.orphan_ticks)
+                .filter(|r| r.epoch == Some(m.epoch) && r.voter && config.is_voter(r.id))
+                .count();
+            1 + others >= config.quorum()
+        };
         if let Some(m) = &self.member
             && orphaned
             && m.formation.is_some()
             && no_commands(m)
+            && !alive(m)
         {
             let epoch = m.epoch;
             self.discard(epoch);
@@ -592,6 +605,14 @@ impl Lifecycle {
             };
             self.send(from, commit);
         }
+    }
+
+    /// The reports heard within the last `ticks`.
+    fn reports_within(&self, ticks: u64) -> impl Iterator<Item = &Report> {
+        self.reports
+            .values()
+            .filter(move |(at, _)| self.now - at <= ticks)
+            .map(|(_, r)| r)
     }
 
     /// Fresh reports (from the last two probe intervals) by name.

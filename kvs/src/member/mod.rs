@@ -32,6 +32,8 @@
 //! the start of a turn, after the previous turn's entries were seen.
 
 mod clients;
+#[cfg(test)]
+mod tests;
 mod state;
 
 use std::collections::{BTreeMap, HashMap};
