@@ -1,5 +1,5 @@
-//! The container runtime: everything the worker asks of Docker, through
-//! bollard. The only module that talks to the daemon.
+//! The Docker container runtime: [`ContainerRuntime`] through bollard.
+//! The only module that talks to the daemon.
 //!
 //! Obligations kept here:
 //! * Listing is filtered by the `mkube.node` label at the daemon, so foreign
@@ -15,8 +15,9 @@
 //!   [`LOG_MAX_FILES`] (no chatty pod fills the disk).
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use async_trait::async_trait;
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
@@ -28,6 +29,10 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 
 use crate::model::{Observed, RunState};
+use crate::runtime::{
+    ContainerRuntime, CreateSpec, Details, LogQuery, MachineInfo, RuntimeError, Sample,
+    parse_time_ms, tail_of,
+};
 
 /// Most processes (and threads) one container may have.
 pub const POD_PIDS_LIMIT: i64 = 4096;
@@ -36,178 +41,39 @@ pub const LOG_MAX_SIZE: &str = "10m";
 /// Rotated log files kept per container.
 pub const LOG_MAX_FILES: u32 = 3;
 
-/// Why a runtime call failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RuntimeError {
-    /// The daemon does not answer.
-    #[error(
-        "cannot reach the Docker daemon at {host}: {message} (is dockerd running, and may this user use its socket?)"
-    )]
-    Unreachable {
-        /// Where we looked.
-        host: String,
-        /// What failed.
-        message: String,
-    },
-    /// The image is absent and could not be pulled.
-    #[error("image {image:?} is not on this node and could not be pulled: {message}")]
-    ImagePull {
-        /// The image.
-        image: String,
-        /// The daemon's answer.
-        message: String,
-    },
-    /// No such container.
-    #[error("no such container {0}")]
-    NotFound(String),
-    /// The daemon refused a request.
-    #[error("{action}: {message}")]
-    Docker {
-        /// What was being done.
-        action: String,
-        /// The daemon's answer.
-        message: String,
-    },
-}
-
-impl RuntimeError {
-    fn from_bollard(
-        action: impl Into<String>,
-        host: &str,
-        e: bollard::errors::Error,
-    ) -> RuntimeError {
-        use bollard::errors::Error as E;
-        match e {
-            E::DockerResponseServerError {
-                status_code: 404,
-                message,
-            } => RuntimeError::NotFound(message),
-            E::DockerResponseServerError { message, .. } => RuntimeError::Docker {
-                action: action.into(),
-                message,
-            },
-            E::SocketNotFoundError(path) => RuntimeError::Unreachable {
-                host: host.into(),
-                message: format!("no socket at {path}"),
-            },
-            E::HyperResponseError { .. }
-            | E::HyperLegacyError { .. }
-            | E::IOError { .. }
-            | E::RequestTimeoutError => RuntimeError::Unreachable {
-                host: host.into(),
-                message: e.to_string(),
-            },
-            other => RuntimeError::Docker {
-                action: action.into(),
-                message: other.to_string(),
-            },
-        }
-    }
-
-    /// Whether the daemon itself is the problem.
-    pub fn is_unreachable(&self) -> bool {
-        matches!(self, RuntimeError::Unreachable { .. })
-    }
-}
-
-/// What the daemon says about the machine.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MachineInfo {
-    /// Logical cpus.
-    pub cpus: u64,
-    /// Memory in bytes.
-    pub memory_bytes: u64,
-    /// `docker <version>`.
-    pub version: String,
-}
-
-/// Details of a container beyond its [`RunState`], for pod status and probes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Details {
-    /// The image it was created from.
-    pub image: String,
-    /// RFC 3339 start time, if started.
-    pub started_at: Option<String>,
-    /// RFC 3339 finish time, if exited.
-    pub finished_at: Option<String>,
-    /// Its address on its Docker network, if it has one of its own.
-    pub ip: Option<String>,
-    /// Once exited: the end of its output (see [`Runtime::output_tail`]).
-    pub output: Option<String>,
-}
-
-/// One container's resource use, as a cumulative sample.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Sample {
-    /// Cumulative cpu time in nanoseconds.
-    pub cpu_total_ns: u64,
-    /// Memory in use, less the reclaimable page cache.
-    pub memory_bytes: u64,
-}
-
-/// How to create one container.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CreateSpec {
-    /// Docker name.
-    pub name: String,
-    /// Image reference.
-    pub image: String,
-    /// Entrypoint override.
-    pub entrypoint: Vec<String>,
-    /// Cmd override.
-    pub cmd: Vec<String>,
-    /// `NAME=value`.
-    pub env: Vec<String>,
-    /// mkube labels.
-    pub labels: BTreeMap<String, String>,
-    /// `(container port, host port, "tcp"|"udp")`.
-    pub ports: Vec<(u16, u16, &'static str)>,
-    /// `container:<id>`, `host`, or `None` for Docker's default network.
-    pub network_mode: Option<String>,
-    /// The host address host ports are published on (all when `None`).
-    pub publish_ip: Option<String>,
-    /// Docker `NanoCpus`.
-    pub nano_cpus: Option<i64>,
-    /// Docker `Memory` in bytes.
-    pub memory_bytes: Option<i64>,
-    /// Seconds between SIGTERM and SIGKILL when Docker stops it.
-    pub stop_timeout_seconds: u64,
-    /// The container's resolver, when it has a network of its own.
-    pub dns: Option<PodDns>,
-}
-
-/// A pod's resolver: Docker's `Dns`, `DnsSearch` and `DnsOptions`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PodDns {
-    /// Name server addresses.
-    pub servers: Vec<String>,
-    /// Search domains.
-    pub search: Vec<String>,
-    /// resolv.conf options (`ndots:5`).
-    pub options: Vec<String>,
-}
-
-impl PodDns {
-    /// What Kubernetes gives a pod of `namespace` (the `ClusterFirst`
-    /// policy): the cluster's name servers, a search path from the
-    /// namespace's Services out to the cluster domain, and `ndots:5`.
-    pub fn cluster_first(servers: &[String], domain: &str, namespace: &str) -> PodDns {
-        let domain = domain.trim_end_matches('.');
-        PodDns {
-            servers: servers.to_vec(),
-            search: vec![
-                format!("{namespace}.svc.{domain}"),
-                format!("svc.{domain}"),
-                domain.to_string(),
-            ],
-            options: vec!["ndots:5".into()],
-        }
+/// A bollard error as a [`RuntimeError`] saying what was being done.
+fn from_bollard(action: impl Into<String>, host: &str, e: bollard::errors::Error) -> RuntimeError {
+    use bollard::errors::Error as E;
+    match e {
+        E::DockerResponseServerError {
+            status_code: 404,
+            message,
+        } => RuntimeError::NotFound(message),
+        E::DockerResponseServerError { message, .. } => RuntimeError::Docker {
+            action: action.into(),
+            message,
+        },
+        E::SocketNotFoundError(path) => RuntimeError::Unreachable {
+            host: host.into(),
+            message: format!("no socket at {path}"),
+        },
+        E::HyperResponseError { .. }
+        | E::HyperLegacyError { .. }
+        | E::IOError { .. }
+        | E::RequestTimeoutError => RuntimeError::Unreachable {
+            host: host.into(),
+            message: e.to_string(),
+        },
+        other => RuntimeError::Docker {
+            action: action.into(),
+            message: other.to_string(),
+        },
     }
 }
 
 /// A connection to one Docker daemon.
 #[derive(Debug, Clone)]
-pub struct Runtime {
+pub struct DockerRuntime {
     docker: Docker,
     host: String,
 }
@@ -215,10 +81,10 @@ pub struct Runtime {
 /// How long one daemon request may take before it counts as unreachable.
 const REQUEST_TIMEOUT_S: u64 = 120;
 
-impl Runtime {
+impl DockerRuntime {
     /// Connects to `host` (`unix:///var/run/docker.sock` or `tcp://h:p`),
     /// agrees on an API version and checks that the daemon answers.
-    pub async fn connect(host: &str) -> Result<Runtime, RuntimeError> {
+    pub async fn connect(host: &str) -> Result<DockerRuntime, RuntimeError> {
         let unreachable = |message: String| RuntimeError::Unreachable {
             host: host.to_string(),
             message,
@@ -237,7 +103,7 @@ impl Runtime {
             .negotiate_version()
             .await
             .map_err(|e| unreachable(e.to_string()))?;
-        let runtime = Runtime {
+        let runtime = DockerRuntime {
             docker,
             host: host.to_string(),
         };
@@ -250,11 +116,14 @@ impl Runtime {
         action: impl Into<String>,
     ) -> impl FnOnce(bollard::errors::Error) -> RuntimeError + '_ {
         let action = action.into();
-        move |e| RuntimeError::from_bollard(action, &self.host, e)
+        move |e| from_bollard(action, &self.host, e)
     }
+}
 
+#[async_trait]
+impl ContainerRuntime for DockerRuntime {
     /// Checks that the daemon answers.
-    pub async fn ping(&self) -> Result<(), RuntimeError> {
+    async fn ping(&self) -> Result<(), RuntimeError> {
         self.docker
             .ping()
             .await
@@ -263,7 +132,7 @@ impl Runtime {
     }
 
     /// cpus, memory and version of the machine.
-    pub async fn machine(&self) -> Result<MachineInfo, RuntimeError> {
+    async fn machine(&self) -> Result<MachineInfo, RuntimeError> {
         let info = self
             .docker
             .info()
@@ -282,7 +151,7 @@ impl Runtime {
     /// Every container of `node` (its `mkube.node` label), with id, labels
     /// and the coarse state from the listing (`running`, `exited`, ...).
     /// Other nodes' containers on a shared daemon are not ours to read.
-    pub async fn list(
+    async fn list(
         &self,
         node: &str,
     ) -> Result<Vec<(String, BTreeMap<String, String>, String)>, RuntimeError> {
@@ -315,7 +184,11 @@ impl Runtime {
     /// Calls `exited` whenever one of `node`'s containers exits (Docker's
     /// `die` events), so that an exit is seen at once rather than at the
     /// next sync; returns when the event stream ends or fails.
-    pub async fn watch_exits(&self, node: &str, exited: impl Fn()) -> Result<(), RuntimeError> {
+    async fn watch_exits(
+        &self,
+        node: &str,
+        exited: &(dyn Fn() + Send + Sync),
+    ) -> Result<(), RuntimeError> {
         let filters = HashMap::from([
             ("type".to_string(), vec!["container".to_string()]),
             ("event".to_string(), vec!["die".to_string()]),
@@ -337,7 +210,7 @@ impl Runtime {
     }
 
     /// The precise state and details of one container.
-    pub async fn inspect(
+    async fn inspect(
         &self,
         id: &str,
         labels: &BTreeMap<String, String>,
@@ -385,14 +258,14 @@ impl Runtime {
     }
 
     /// Pulls `image` unless it is present. Returns whether it pulled.
-    pub async fn ensure_image(&self, image: &str) -> Result<bool, RuntimeError> {
+    async fn ensure_image(&self, image: &str) -> Result<bool, RuntimeError> {
         match self.docker.inspect_image(image).await {
             Ok(_) => return Ok(false),
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
             }) => {}
             Err(e) => {
-                return Err(RuntimeError::from_bollard(
+                return Err(from_bollard(
                     format!("inspecting image {image}"),
                     &self.host,
                     e,
@@ -415,7 +288,7 @@ impl Runtime {
                     }
                 }
                 Err(e) => {
-                    let e = RuntimeError::from_bollard("pulling", &self.host, e);
+                    let e = from_bollard("pulling", &self.host, e);
                     if e.is_unreachable() {
                         return Err(e);
                     }
@@ -430,7 +303,7 @@ impl Runtime {
     }
 
     /// Creates a container (the image must be present) and starts it.
-    pub async fn create_and_start(&self, spec: &CreateSpec) -> Result<String, RuntimeError> {
+    async fn create_and_start(&self, spec: &CreateSpec) -> Result<String, RuntimeError> {
         let mut port_bindings = HashMap::new();
         let mut exposed = Vec::new();
         for (container_port, host_port, proto) in &spec.ports {
@@ -497,7 +370,7 @@ impl Runtime {
     }
 
     /// Starts a created or exited container.
-    pub async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+    async fn start(&self, id: &str) -> Result<(), RuntimeError> {
         self.docker
             .start_container(id, None)
             .await
@@ -505,7 +378,7 @@ impl Runtime {
     }
 
     /// SIGTERM, then SIGKILL after `grace_seconds`; returns when it has exited.
-    pub async fn stop(&self, id: &str, grace_seconds: u64) -> Result<(), RuntimeError> {
+    async fn stop(&self, id: &str, grace_seconds: u64) -> Result<(), RuntimeError> {
         let options = StopContainerOptions {
             t: Some(i32::try_from(grace_seconds).unwrap_or(i32::MAX)),
             signal: None,
@@ -516,16 +389,12 @@ impl Runtime {
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 304, ..
             }) => Ok(()),
-            Err(e) => Err(RuntimeError::from_bollard(
-                format!("stopping {id}"),
-                &self.host,
-                e,
-            )),
+            Err(e) => Err(from_bollard(format!("stopping {id}"), &self.host, e)),
         }
     }
 
     /// Removes a container (forcing, in case it still runs).
-    pub async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
         let options = RemoveContainerOptions {
             force: true,
             ..Default::default()
@@ -535,16 +404,12 @@ impl Runtime {
             | Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
             }) => Ok(()),
-            Err(e) => Err(RuntimeError::from_bollard(
-                format!("removing {id}"),
-                &self.host,
-                e,
-            )),
+            Err(e) => Err(from_bollard(format!("removing {id}"), &self.host, e)),
         }
     }
 
     /// One resource sample of a running container.
-    pub async fn sample(&self, id: &str) -> Result<Sample, RuntimeError> {
+    async fn sample(&self, id: &str) -> Result<Sample, RuntimeError> {
         let options = StatsOptions {
             stream: false,
             one_shot: true,
@@ -553,7 +418,7 @@ impl Runtime {
         let stats = match stream.next().await {
             Some(Ok(s)) => s,
             Some(Err(e)) => {
-                return Err(RuntimeError::from_bollard(
+                return Err(from_bollard(
                     format!("reading stats of {id}"),
                     &self.host,
                     e,
@@ -584,11 +449,7 @@ impl Runtime {
 
     /// Log lines of a container with their Docker timestamps
     /// (`<rfc3339nano> <line>`), at most `max_bytes` in all.
-    pub async fn logs(
-        &self,
-        id: &str,
-        opts: LogQuery,
-    ) -> Result<(Vec<String>, bool), RuntimeError> {
+    async fn logs(&self, id: &str, opts: LogQuery) -> Result<(Vec<String>, bool), RuntimeError> {
         let options = LogsOptions {
             follow: opts.follow,
             stdout: true,
@@ -650,7 +511,7 @@ impl Runtime {
     /// The end of an exited container's output: its last lines, stdout and
     /// stderr interleaved, that fit in `max_bytes` (a longer last line is
     /// cut to its end).
-    pub async fn output_tail(&self, id: &str, max_bytes: usize) -> Result<String, RuntimeError> {
+    async fn output_tail(&self, id: &str, max_bytes: usize) -> Result<String, RuntimeError> {
         let options = LogsOptions {
             follow: false,
             stdout: true,
@@ -674,7 +535,7 @@ impl Runtime {
     }
 
     /// Runs a command in a running container; `(exit code, stdout, stderr)`.
-    pub async fn exec(
+    async fn exec(
         &self,
         id: &str,
         command: Vec<String>,
@@ -740,83 +601,7 @@ impl Runtime {
     }
 }
 
-/// The last whole lines of `bytes` that fit in `max` bytes (the end of
-/// the last line alone if it does not fit), as text.
-pub fn tail_of(bytes: &[u8], max: usize) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let text = text.as_ref();
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let cut = (text.len() - max..text.len())
-        .find(|i| text.is_char_boundary(*i))
-        .unwrap_or(text.len());
-    let start = match text[cut..].find('\n') {
-        _ if text.as_bytes()[cut - 1] == b'\n' => cut,
-        Some(nl) if cut + nl + 1 < text.len() => cut + nl + 1,
-        _ => cut,
-    };
-    text[start..].to_string()
-}
-
 fn append_bounded(buf: &mut Vec<u8>, bytes: &[u8], max: usize) {
     let room = max.saturating_sub(buf.len());
     buf.extend_from_slice(&bytes[..bytes.len().min(room)]);
-}
-
-/// What [`Runtime::logs`] reads.
-#[derive(Debug, Clone, Copy)]
-pub struct LogQuery {
-    /// Only the last N lines.
-    pub tail: Option<u64>,
-    /// Only lines from this Unix second (0: all).
-    pub since_unix_s: i32,
-    /// Keep the stream open for new lines.
-    pub follow: bool,
-    /// With `follow`: stop waiting after this long.
-    pub wait: Duration,
-    /// With `follow`: answer as soon as lines arrive.
-    pub return_on_first: bool,
-    /// Stop after this many bytes.
-    pub max_bytes: usize,
-}
-
-/// Parses Docker's RFC 3339 times; `None` for its zero time (year 1).
-pub fn parse_time_ms(text: &str) -> Option<u64> {
-    let t = humantime::parse_rfc3339_weak(text)
-        .or_else(|_| humantime::parse_rfc3339(text))
-        .ok()?;
-    t.duration_since(UNIX_EPOCH)
-        .ok()
-        .and_then(|d| u64::try_from(d.as_millis()).ok())
-        .filter(|ms| *ms > 0)
-}
-
-/// The current time in ms since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
-/// The current time in RFC 3339 with milliseconds.
-pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::tail_of;
-
-    #[test]
-    fn the_tail_keeps_whole_lines_that_fit() {
-        assert_eq!(tail_of(b"a\nb\n", 10), "a\nb\n");
-        assert_eq!(tail_of(b"first\nsecond\nthird\n", 12), "third\n");
-        assert_eq!(tail_of(b"first\nsecond\nthird\n", 13), "second\nthird\n");
-        // One line longer than the bound: its end.
-        assert_eq!(tail_of(b"abcdefgh", 3), "fgh");
-        // Never a split character.
-        assert_eq!(tail_of("ééé".as_bytes(), 3), "é");
-    }
 }

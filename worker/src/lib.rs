@@ -36,5 +36,6 @@ pub mod model;
 pub mod reconcile;
 pub mod register;
 pub mod run;
+pub mod runtime;
 pub mod service;
 pub mod status;

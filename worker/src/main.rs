@@ -13,7 +13,7 @@ use clap::Parser;
 use pki::member::{Kind, Security};
 use worker::agent::AgentConfig;
 use worker::certificate::Bootstrap;
-use worker::docker::Runtime;
+use worker::docker::DockerRuntime;
 use worker::reconcile::Backoff;
 use worker::run::{EvictionSettings, WorkerConfig};
 
@@ -345,7 +345,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         memory_bytes: parse_memory_bytes(&args.reserved_memory)
             .map_err(|e| anyhow::anyhow!("--reserved-memory: {e}"))?,
     };
-    let runtime = Runtime::connect(&args.docker_host).await?;
+    let runtime = std::sync::Arc::new(DockerRuntime::connect(&args.docker_host).await?);
     isolate_pods(&args, bound.port())?;
     let config = AgentConfig {
         node: args.name.clone(),

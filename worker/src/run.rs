@@ -19,9 +19,9 @@ use pki::member::{ListenerFlags, Security};
 use tokio::net::TcpListener;
 
 use crate::agent::{Agent, AgentConfig};
-use crate::docker::{Runtime, RuntimeError};
 use crate::eviction::{self, EvictionConfig};
 use crate::register::{self, RegisterConfig};
+use crate::runtime::{Runtime, RuntimeError};
 use crate::service::WorkerService;
 
 /// Why a worker could not start or stopped serving.

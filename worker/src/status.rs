@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 
 use api::pod::{ContainerState, ContainerStatus, HostPort, Pod, PodPhase, PodStatus};
 
-use crate::docker::Details;
 use crate::model::{Observed, RunState, Slot};
 use crate::reconcile::{Backoff, SlotMemory, will_restart};
+use crate::runtime::Details;
 
 /// What the agent remembers about a slot, beyond what the reconciler reads.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

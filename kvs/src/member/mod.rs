@@ -32,9 +32,9 @@
 //! the start of a turn, after the previous turn's entries were seen.
 
 mod clients;
+mod state;
 #[cfg(test)]
 mod tests;
-mod state;
 
 use std::collections::{BTreeMap, HashMap};
 

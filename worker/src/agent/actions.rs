@@ -8,9 +8,9 @@ use api::pod::{ContainerState, Pod};
 use api::quantity::{parse_cpu_millis, parse_memory_bytes};
 
 use super::{Agent, State};
-use crate::docker::{CreateSpec, PodDns, RuntimeError, now_ms};
 use crate::model::{RunState, Slot, container_name, labels_for};
 use crate::reconcile::{Create, Plan, Stop, StopReason};
+use crate::runtime::{CreateSpec, PodDns, RuntimeError, now_ms};
 use crate::status::ProbeTrack;
 
 /// Spawns the plan's operations.
@@ -85,7 +85,7 @@ impl Agent {
                 state
                     .start_times
                     .entry(pod.metadata.uid.clone())
-                    .or_insert_with(crate::docker::now_rfc3339);
+                    .or_insert_with(crate::runtime::now_rfc3339);
                 self.event(
                     &mut state,
                     pod_ref(&pod),

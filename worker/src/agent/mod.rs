@@ -34,9 +34,9 @@ use api::pod::Pod;
 use api::worker::{Fence, SequencedEvent};
 use tokio::sync::{Notify, Semaphore};
 
-use crate::docker::{Details, MachineInfo, Runtime, Sample, now_ms, now_rfc3339};
 use crate::model::{Observed, RunState, Slot};
 use crate::reconcile::{Backoff, Inputs, Plan, reconcile};
+use crate::runtime::{Details, MachineInfo, Runtime, Sample, now_ms, now_rfc3339};
 use crate::status::SlotRecord;
 
 /// Aborts a task when dropped.
@@ -188,7 +188,7 @@ impl Agent {
     pub async fn new(
         config: AgentConfig,
         runtime: Runtime,
-    ) -> Result<Agent, crate::docker::RuntimeError> {
+    ) -> Result<Agent, crate::runtime::RuntimeError> {
         let machine = runtime.machine().await?;
         let ops = Semaphore::new(config.max_parallel_ops.max(1));
         Ok(Agent {
@@ -226,6 +226,7 @@ impl Agent {
             async move {
                 loop {
                     let wake = || agent.wake();
+                    let wake: &(dyn Fn() + Send + Sync) = &wake;
                     let node = &agent.inner.config.node;
                     if let Err(e) = agent.inner.runtime.watch_exits(node, wake).await {
                         tracing::debug!(error = %e, "container events: the stream failed; retrying");
@@ -301,7 +302,7 @@ impl Agent {
     }
 
     /// Lists our containers and inspects those whose state changed.
-    async fn observe(&self) -> Result<Vec<(Observed, Details)>, crate::docker::RuntimeError> {
+    async fn observe(&self) -> Result<Vec<(Observed, Details)>, crate::runtime::RuntimeError> {
         let listed = self.inner.runtime.list(&self.inner.config.node).await?;
         let mut out = Vec::with_capacity(listed.len());
         let mut fresh = HashMap::new();
@@ -329,7 +330,7 @@ impl Agent {
                         }
                         (observed, details)
                     }
-                    Err(crate::docker::RuntimeError::NotFound(_)) => continue, // removed meanwhile
+                    Err(crate::runtime::RuntimeError::NotFound(_)) => continue, // removed meanwhile
                     Err(e) => return Err(e),
                 },
             };

@@ -18,8 +18,8 @@ use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 
 use super::Agent;
-use crate::docker::now_ms;
 use crate::model::Slot;
+use crate::runtime::now_ms;
 use crate::status::{ProbeTrack, SlotRecord};
 
 /// Which probe.

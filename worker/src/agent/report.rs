@@ -14,8 +14,8 @@ use api::worker::{
 };
 
 use super::{Agent, State};
-use crate::docker::{LogQuery, now_ms};
 use crate::model::Slot;
+use crate::runtime::{LogQuery, now_ms};
 use crate::status::{SlotView, pod_status};
 
 /// Bytes of log or exec output in one answer at most.
@@ -423,9 +423,9 @@ impl Agent {
     }
 }
 
-fn unavailable(e: crate::docker::RuntimeError) -> WorkerError {
+fn unavailable(e: crate::runtime::RuntimeError) -> WorkerError {
     match e {
-        crate::docker::RuntimeError::NotFound(m) => WorkerError::NotFound(m),
+        crate::runtime::RuntimeError::NotFound(m) => WorkerError::NotFound(m),
         other => WorkerError::Unavailable(other.to_string()),
     }
 }
