@@ -11,8 +11,7 @@ use api::service::{Endpoints, Service};
 use api::{Deployment, Job, Kind, Node, Pod, PodDisruptionBudget, ReplicaSet};
 
 use crate::store::{
-    FENCE_FLOOR_KEY, Listed, Store, StoreError, Stored, Unreadable, decode_all, fence_floor, key,
-    prefix,
+    FENCE_FLOOR_KEY, Listed, Store, StoreError, Stored, Unreadable, fence_floor, key, prefix,
 };
 
 /// Pods, ReplicaSets, Deployments, Jobs, budgets, nodes, Services and
@@ -67,16 +66,17 @@ impl Snapshot {
             (take(lists.next()), take(lists.next()), take(lists.next()));
         let (jobs, budgets) = (take(lists.next()), take(lists.next()));
         let floor = take(lists.next());
+        let cache = store.decoded();
         let mut snap = Snapshot {
             revision,
-            pods: readable(decode_all(&pods), &mut unreadable),
-            replica_sets: readable(decode_all(&rss), &mut unreadable),
-            deployments: readable(decode_all(&ds), &mut unreadable),
-            nodes: readable(decode_all(&nodes), &mut unreadable),
-            services: readable(decode_all(&services), &mut unreadable),
-            endpoints: readable(decode_all(&endpoints), &mut unreadable),
-            jobs: readable(decode_all(&jobs), &mut unreadable),
-            budgets: readable(decode_all(&budgets), &mut unreadable),
+            pods: readable(cache.decode_all(&pods), &mut unreadable),
+            replica_sets: readable(cache.decode_all(&rss), &mut unreadable),
+            deployments: readable(cache.decode_all(&ds), &mut unreadable),
+            nodes: readable(cache.decode_all(&nodes), &mut unreadable),
+            services: readable(cache.decode_all(&services), &mut unreadable),
+            endpoints: readable(cache.decode_all(&endpoints), &mut unreadable),
+            jobs: readable(cache.decode_all(&jobs), &mut unreadable),
+            budgets: readable(cache.decode_all(&budgets), &mut unreadable),
             unreadable,
             fence_floor: fence_floor(
                 floor
@@ -86,6 +86,14 @@ impl Snapshot {
             ),
         };
         snap.unreadable.sort_by(|a, b| a.key.cmp(&b.key));
+        // This read saw every key of these kinds: what it lacks was deleted.
+        let held: std::collections::HashSet<&str> = [
+            &pods, &rss, &ds, &nodes, &services, &endpoints, &jobs, &budgets,
+        ]
+        .iter()
+        .flat_map(|kvs| kvs.iter().map(|kv| kv.key.as_str()))
+        .collect();
+        cache.keep_only(|k| held.contains(k));
         Ok(snap)
     }
 

@@ -98,6 +98,8 @@ pub struct Cluster {
     /// Each master's DNS address (UDP and TCP).
     pub dns_addrs: Vec<String>,
     workers: Vec<Proc>,
+    /// `mkube-hollow` processes, each a slice of hollow nodes.
+    hollows: Vec<Proc>,
     timing: Timing,
     pki: TestPki,
     creds: Credentials,
@@ -107,7 +109,12 @@ pub struct Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for p in self.masters.iter_mut().chain(self.workers.iter_mut()) {
+        for p in self
+            .masters
+            .iter_mut()
+            .chain(self.workers.iter_mut())
+            .chain(self.hollows.iter_mut())
+        {
             p.kill();
         }
         for w in &self.workers {
@@ -208,6 +215,7 @@ impl Cluster {
             grafana_addrs,
             dns_addrs,
             workers: Vec::new(),
+            hollows: Vec::new(),
             timing,
         };
         for i in 0..masters {
@@ -372,6 +380,63 @@ impl Cluster {
         Ok(())
     }
 
+    /// The name of hollow node `i` of this cluster.
+    pub fn hollow_name(&self, i: usize) -> String {
+        format!("h{}-{i:04}", self.id)
+    }
+
+    /// Starts an `mkube-hollow` process running hollow nodes `first` to
+    /// `first + count - 1` (see [`Cluster::hollow_name`]), each with its
+    /// own listener and certificate, over a simulated container runtime;
+    /// returns the process's index for [`Cluster::kill_hollows`].
+    pub fn add_hollows(&mut self, first: usize, count: usize, extra: &[&str]) -> Result<usize> {
+        let index = self.hollows.len();
+        let pki_dir = self.pki.worker_dir(&format!("hollow-{}", self.id))?;
+        let log = self.dir.join(format!("hollow-{index}.log"));
+        let mut args: Vec<String> = [
+            "--count",
+            &count.to_string(),
+            "--first",
+            &first.to_string(),
+            "--prefix",
+            &format!("h{}", self.id),
+            "--masters",
+            &self.master_addrs.join(","),
+            "--pki-dir",
+            &pki_dir.display().to_string(),
+            "--sync-interval-ms",
+            "500",
+            "--stats-interval-ms",
+            "5000",
+            "--rejoin-after-ms",
+            "5000",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = spawn(&binary("mkube-hollow")?, &args, &log)?;
+        self.hollows.push(Proc {
+            name: format!("hollow-{index}"),
+            child: Some(child),
+            log,
+        });
+        Ok(index)
+    }
+
+    /// Kills `mkube-hollow` process `index` with SIGKILL: all its nodes
+    /// are lost at once.
+    pub fn kill_hollows(&mut self, index: usize) {
+        if let Some(p) = self.hollows.get_mut(index) {
+            p.kill();
+        }
+    }
+
+    /// Master `i`'s process id, while it runs.
+    pub fn master_pid(&self, i: usize) -> Option<u32> {
+        self.masters.get(i)?.child.as_ref().map(Child::id)
+    }
+
     /// Worker `i`'s process id, while it runs.
     pub fn worker_pid(&self, i: usize) -> Option<u32> {
         self.workers.get(i)?.child.as_ref().map(Child::id)
@@ -467,7 +532,12 @@ impl Masters for Cluster {
     /// Every process's log, for a failing test to print.
     fn logs(&self) -> String {
         let mut out = String::new();
-        for p in self.masters.iter().chain(&self.workers) {
+        for p in self
+            .masters
+            .iter()
+            .chain(&self.workers)
+            .chain(&self.hollows)
+        {
             let text = std::fs::read_to_string(&p.log).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
             let tail = &lines[lines.len().saturating_sub(80)..];

@@ -27,6 +27,7 @@ pub mod masters;
 pub mod mkctl;
 pub mod netcluster;
 pub mod rehearsal;
+pub mod scale;
 pub mod testpki;
 
 /// Runs a benchmark on the runtime every harness uses: two worker threads,

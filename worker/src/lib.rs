@@ -31,6 +31,7 @@ pub mod agent;
 pub mod certificate;
 pub mod docker;
 pub mod eviction;
+pub mod hollow;
 pub mod isolation;
 pub mod model;
 pub mod reconcile;

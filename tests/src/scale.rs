@@ -1,0 +1,376 @@
+//! The scale scenario: three masters and a fleet of hollow nodes
+//! (`mkube-hollow`: real workers over a simulated container runtime),
+//! Deployments created through the API until every pod runs, then a slice
+//! of the fleet lost at once. Shared by the CI-sized test
+//! (`tests/tests/scale.rs`) and `scripts/bench scale`, which differ only
+//! in size.
+//!
+//! What it measures, from outside the masters as a user sees them: time
+//! until all pods run; pod start latency (the pod's creation timestamp to
+//! the first moment a list shows it Running, so within one poll); API
+//! latency of creates, gets and lists during the ramp; the leader's cpu
+//! seconds and peak RSS; the store's size. What it checks: every pod of
+//! the lost nodes runs elsewhere again, and no live node is ever judged
+//! NotReady meanwhile (dead nodes cost no live node its probe).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use api::master::{ListRequest, MasterClient, ObjectRequest, WriteRequest};
+use api::{Node, Pod, PodPhase};
+use serde_json::{Value, json};
+
+use crate::cluster::{Cluster, Timing};
+use crate::masters::Masters;
+
+/// How large a run is.
+#[derive(Debug, Clone)]
+pub struct ScaleSpec {
+    /// Hollow nodes in all.
+    pub nodes: usize,
+    /// Of those, how many are lost at once (a process of their own).
+    pub lost: usize,
+    /// Deployments created.
+    pub deployments: usize,
+    /// Replicas of each.
+    pub replicas: usize,
+    /// Creates in flight at once during the ramp.
+    pub create_concurrency: usize,
+    /// The masters' timing.
+    pub timing: Timing,
+    /// How long any one phase may take before the run fails.
+    pub phase_deadline: Duration,
+    /// How often pods and nodes are listed (a list of every pod costs the
+    /// masters; pod start times are known within this).
+    pub poll: Duration,
+}
+
+/// What a run measured (see the module doc).
+#[derive(Debug, Clone, Default)]
+pub struct ScaleReport {
+    /// From the first create to every pod Running.
+    pub all_running: Duration,
+    /// Pod start latency, p50 and p99.
+    pub pod_start_p50: Duration,
+    /// See `pod_start_p50`.
+    pub pod_start_p99: Duration,
+    /// API latency p99 during the ramp, by call (`create`, `get`, `list`).
+    pub api_p99: BTreeMap<&'static str, Duration>,
+    /// The leader's cpu seconds from the fleet's start to the end of the run.
+    pub leader_cpu_s: f64,
+    /// Wall-clock seconds over which `leader_cpu_s` was spent.
+    pub wall_s: f64,
+    /// The leader's peak RSS in bytes.
+    pub leader_peak_rss: u64,
+    /// The store's size in bytes and keys at the end.
+    pub store_bytes: u64,
+    /// See `store_bytes`.
+    pub store_keys: usize,
+    /// From the loss to every Deployment whole again off the lost nodes.
+    pub recovered_after_loss: Duration,
+    /// Live nodes judged NotReady at any poll after the loss (must be none).
+    pub live_nodes_not_ready: Vec<String>,
+    /// The leader's cpu seconds per node per second of the steady phase
+    /// (every pod running, before the loss).
+    pub steady_cpu_per_node_s: f64,
+}
+
+fn deployment(name: &str, replicas: usize) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name, "scale": "yes"}},
+                "spec": {
+                    "terminationGracePeriodSeconds": 1,
+                    "containers": [{
+                        "name": "main", "image": "hollow",
+                        "command": ["serve"],
+                        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}
+                    }]
+                }
+            }
+        }
+    })
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+/// cpu seconds (user + system) of a process so far.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may hold spaces) start after ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 (1-based), 11 and 12 here.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Peak RSS (VmHWM) of a process, in bytes.
+pub fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn created_ms(pod: &Pod) -> Option<u64> {
+    let t = pod.metadata.creation_timestamp.as_deref()?;
+    let ts: jiff::Timestamp = t.parse().ok()?;
+    u64::try_from(ts.as_millisecond()).ok()
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Latencies of API calls, by call.
+#[derive(Default, Clone)]
+struct Latencies(Arc<Mutex<HashMap<&'static str, Vec<Duration>>>>);
+
+impl Latencies {
+    fn record(&self, call: &'static str, took: Duration) {
+        if let Ok(mut m) = self.0.lock() {
+            m.entry(call).or_default().push(took);
+        }
+    }
+
+    fn p99(&self) -> BTreeMap<&'static str, Duration> {
+        let Ok(m) = self.0.lock() else {
+            return BTreeMap::new();
+        };
+        m.iter()
+            .map(|(call, v)| {
+                let mut v = v.clone();
+                v.sort();
+                (*call, percentile(&v, 0.99))
+            })
+            .collect()
+    }
+}
+
+async fn list_pods(client: &MasterClient) -> Result<Vec<Pod>> {
+    let list = client
+        .list(&ListRequest {
+            kind: "pods".into(),
+            label_selector: Some("scale=yes".into()),
+            ..Default::default()
+        })
+        .await?;
+    list.items
+        .into_iter()
+        .map(|v| serde_json::from_value(v).context("a pod"))
+        .collect()
+}
+
+async fn list_nodes(client: &MasterClient) -> Result<Vec<Node>> {
+    let list = client
+        .list(&ListRequest {
+            kind: "nodes".into(),
+            ..Default::default()
+        })
+        .await?;
+    list.items
+        .into_iter()
+        .map(|v| serde_json::from_value(v).context("a node"))
+        .collect()
+}
+
+fn is_running(p: &Pod) -> bool {
+    p.metadata.deletion_timestamp.is_none()
+        && p.status
+            .as_ref()
+            .is_some_and(|s| s.phase == PodPhase::Running)
+}
+
+/// Runs the scenario of `spec` (see the module doc).
+pub async fn run(spec: &ScaleSpec) -> Result<ScaleReport> {
+    let mut c = Cluster::start(3, 0, spec.timing.clone()).await?;
+    let kept = spec.nodes - spec.lost;
+    c.add_hollows(0, kept, &[])?;
+    let lost_proc = c.add_hollows(kept, spec.lost, &[])?;
+    let lost_names: HashSet<String> = (kept..spec.nodes).map(|i| c.hollow_name(i)).collect();
+    let nodes = spec.nodes;
+    c.wait_for(
+        spec.phase_deadline,
+        &format!("{nodes} hollow nodes Ready"),
+        |c| async move { Ok((c.ready_nodes().await?.len() == nodes).then_some(())) },
+    )
+    .await?;
+    let leader = c
+        .leader()
+        .await
+        .context("no leader after the fleet came up")?;
+    let pid = c.master_pid(leader).context("the leader's process")?;
+    let (cpu0, wall0) = (cpu_seconds(pid), Instant::now());
+    let client = c.client(leader)?;
+
+    // The ramp: creates, and gets and lists alongside them.
+    let latencies = Latencies::default();
+    let ramp_start = Instant::now();
+    let ramp_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poll = spec.poll;
+    let sampler = tokio::spawn({
+        let (client, latencies, done) = (client.clone(), latencies.clone(), ramp_done.clone());
+        async move {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let t = Instant::now();
+                if client
+                    .get(&ObjectRequest {
+                        kind: "deployments".into(),
+                        namespace: None,
+                        name: "scale-0000".into(),
+                        resource_version: None,
+                        grace_period_seconds: None,
+                    })
+                    .await
+                    .is_ok()
+                {
+                    latencies.record("get", t.elapsed());
+                }
+                let t = Instant::now();
+                if list_pods(&client).await.is_ok() {
+                    latencies.record("list", t.elapsed());
+                }
+                tokio::time::sleep(poll).await;
+            }
+        }
+    });
+    let names: Vec<String> = (0..spec.deployments)
+        .map(|i| format!("scale-{i:04}"))
+        .collect();
+    for chunk in names.chunks(spec.create_concurrency.max(1)) {
+        let mut calls = tokio::task::JoinSet::new();
+        for name in chunk {
+            let (client, latencies) = (client.clone(), latencies.clone());
+            let object = deployment(name, spec.replicas);
+            calls.spawn(async move {
+                let t = Instant::now();
+                client.apply(&WriteRequest { object }).await?;
+                latencies.record("create", t.elapsed());
+                anyhow::Ok(())
+            });
+        }
+        while let Some(done) = calls.join_next().await {
+            done??;
+        }
+    }
+
+    // Until every pod runs: the first poll that sees a pod Running dates its start.
+    let total = spec.deployments * spec.replicas;
+    let mut started: HashMap<String, Duration> = HashMap::new();
+    loop {
+        let now = now_ms();
+        let pods = list_pods(&client).await.unwrap_or_default();
+        for p in pods.iter().filter(|p| is_running(p)) {
+            if let Some(created) = created_ms(p) {
+                started
+                    .entry(p.metadata.uid.clone())
+                    .or_insert(Duration::from_millis(now.saturating_sub(created)));
+            }
+        }
+        let running = pods.iter().filter(|p| is_running(p)).count();
+        if running >= total {
+            break;
+        }
+        if ramp_start.elapsed() > spec.phase_deadline {
+            bail!(
+                "{running} of {total} pods Running after {:?}\n{}",
+                spec.phase_deadline,
+                c.logs()
+            );
+        }
+        tokio::time::sleep(spec.poll).await;
+    }
+    let all_running = ramp_start.elapsed();
+    ramp_done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = sampler.await;
+    let mut starts: Vec<Duration> = started.into_values().collect();
+    starts.sort();
+
+    // The steady phase: every pod running, the prober at its interval.
+    let (cpu1, wall1) = (cpu_seconds(pid), Instant::now());
+    tokio::time::sleep(4 * Duration::from_millis(spec.timing.probe_interval_ms)).await;
+    let steady_cpu = cpu_seconds(pid) - cpu1;
+    let steady_cpu_per_node_s = steady_cpu / wall1.elapsed().as_secs_f64() / spec.nodes as f64;
+
+    // The loss: a slice of the fleet at once.
+    c.kill_hollows(lost_proc);
+    let lost_at = Instant::now();
+    let mut not_ready: HashSet<String> = HashSet::new();
+    loop {
+        if let Ok(nodes) = list_nodes(&client).await {
+            not_ready.extend(
+                nodes
+                    .iter()
+                    .filter(|n| !lost_names.contains(&n.metadata.name) && !n.is_ready())
+                    .map(|n| n.metadata.name.clone()),
+            );
+        }
+        let pods = list_pods(&client).await.unwrap_or_default();
+        let whole = pods
+            .iter()
+            .filter(|p| is_running(p))
+            .filter(|p| {
+                p.spec
+                    .node_name
+                    .as_deref()
+                    .is_some_and(|n| !lost_names.contains(n))
+            })
+            .count()
+            >= total;
+        if whole {
+            break;
+        }
+        if lost_at.elapsed() > spec.phase_deadline {
+            bail!(
+                "the lost nodes' pods are not running elsewhere after {:?}\n{}",
+                spec.phase_deadline,
+                c.logs()
+            );
+        }
+        tokio::time::sleep(spec.poll).await;
+    }
+    let recovered_after_loss = lost_at.elapsed();
+    let status = c.kv_status(leader).await?;
+    let mut live_nodes_not_ready: Vec<String> = not_ready.into_iter().collect();
+    live_nodes_not_ready.sort();
+    Ok(ScaleReport {
+        all_running,
+        pod_start_p50: percentile(&starts, 0.50),
+        pod_start_p99: percentile(&starts, 0.99),
+        api_p99: latencies.p99(),
+        leader_cpu_s: cpu_seconds(pid) - cpu0,
+        wall_s: wall0.elapsed().as_secs_f64(),
+        leader_peak_rss: peak_rss(pid),
+        store_bytes: status.bytes,
+        store_keys: status.keys,
+        recovered_after_loss,
+        live_nodes_not_ready,
+        steady_cpu_per_node_s,
+    })
+}
