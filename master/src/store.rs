@@ -216,13 +216,14 @@ pub fn decode_all<T: DeserializeOwned>(kvs: &[KeyValue]) -> Listed<T> {
 /// key ([`DecodeCache::keep_only`]), so deleted objects do not pile up.
 #[derive(Default)]
 pub struct DecodeCache {
-    entries: std::sync::Mutex<HashMap<String, (i64, Arc<dyn Any + Send + Sync>)>>,
+    entries: std::sync::Mutex<Decoded>,
 }
 
+/// A key's `mod_revision` and the `Stored<T>` decoded from it.
+type Decoded = HashMap<String, (i64, Arc<dyn Any + Send + Sync>)>;
+
 impl DecodeCache {
-    fn entries(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, (i64, Arc<dyn Any + Send + Sync>)>> {
+    fn entries(&self) -> std::sync::MutexGuard<'_, Decoded> {
         // Every update is one insert or one retain: a map left by a panic
         // elsewhere is still whole.
         self.entries

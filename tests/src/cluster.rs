@@ -424,6 +424,26 @@ impl Cluster {
         Ok(index)
     }
 
+    /// Freezes (`SIGSTOP`) `mkube-hollow` process `index`: all its nodes
+    /// go silent at once, their connections open but unanswered, as when
+    /// machines vanish from the network (probes to them wait out their
+    /// timeout rather than being refused).
+    pub fn freeze_hollows(&mut self, index: usize) -> Result<()> {
+        let pid = self
+            .hollows
+            .get(index)
+            .and_then(|p| p.child.as_ref())
+            .context("no such hollow process")?
+            .id();
+        let status = Command::new("kill")
+            .args(["-STOP", &pid.to_string()])
+            .status()?;
+        if !status.success() {
+            bail!("kill -STOP {pid} failed");
+        }
+        Ok(())
+    }
+
     /// Kills `mkube-hollow` process `index` with SIGKILL: all its nodes
     /// are lost at once.
     pub fn kill_hollows(&mut self, index: usize) {

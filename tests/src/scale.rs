@@ -318,8 +318,8 @@ pub async fn run(spec: &ScaleSpec) -> Result<ScaleReport> {
     let steady_cpu = cpu_seconds(pid) - cpu1;
     let steady_cpu_per_node_s = steady_cpu / wall1.elapsed().as_secs_f64() / spec.nodes as f64;
 
-    // The loss: a slice of the fleet at once.
-    c.kill_hollows(lost_proc);
+    // The loss: a slice of the fleet at once, silent (not refusing).
+    c.freeze_hollows(lost_proc)?;
     let lost_at = Instant::now();
     let mut not_ready: HashSet<String> = HashSet::new();
     loop {
@@ -356,6 +356,7 @@ pub async fn run(spec: &ScaleSpec) -> Result<ScaleReport> {
         tokio::time::sleep(spec.poll).await;
     }
     let recovered_after_loss = lost_at.elapsed();
+    c.kill_hollows(lost_proc);
     let status = c.kv_status(leader).await?;
     let mut live_nodes_not_ready: Vec<String> = not_ready.into_iter().collect();
     live_nodes_not_ready.sort();

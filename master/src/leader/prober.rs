@@ -46,6 +46,60 @@ struct Peer {
     written_ms: u64,
     /// Until when pods it was just given are followed closely, in ms.
     follow_until_ms: u64,
+    /// Probes unanswered in a row: a node that failed its last probe is
+    /// suspect, and probed apart from the others (see [`Suspects`]).
+    failures: u32,
+}
+
+/// A probe's outcome: the node, what was sent, and the answer (or the
+/// error, or the timeout).
+type Answer = (
+    String,
+    ProbeRequest,
+    Result<Result<ProbeResponse, rpc::Error>, tokio::time::error::Elapsed>,
+);
+
+/// Probes of suspect nodes (those whose last probe failed), kept apart so
+/// that dead nodes cost no live node its probe: they run on slots of their
+/// own, and a round does not wait for them (a probe to a machine that is
+/// gone may wait out its whole timeout); their answers are taken by
+/// whichever round is running when they come. A node with a probe out is
+/// not probed again until it returns.
+struct Suspects {
+    set: tokio::task::JoinSet<Answer>,
+    out: HashMap<tokio::task::Id, String>,
+    limit: Arc<Semaphore>,
+}
+
+impl Suspects {
+    fn new(concurrency: usize) -> Suspects {
+        Suspects {
+            set: tokio::task::JoinSet::new(),
+            out: HashMap::new(),
+            // A quarter of the slots: enough to notice a node come back
+            // within an interval or two, never enough to starve the rest.
+            limit: Arc::new(Semaphore::new((concurrency / 4).max(1))),
+        }
+    }
+
+    fn is_out(&self, node: &str) -> bool {
+        self.out.values().any(|n| n == node)
+    }
+
+    /// A finished probe, if one is (`None` when none is out).
+    async fn next(&mut self) -> Option<Answer> {
+        loop {
+            match self.set.join_next_with_id().await? {
+                Ok((id, answer)) => {
+                    self.out.remove(&id);
+                    return Some(answer);
+                }
+                Err(e) => {
+                    self.out.remove(&e.id());
+                }
+            }
+        }
+    }
 }
 
 fn now_ms() -> u64 {
@@ -83,6 +137,7 @@ pub(super) async fn run(ctx: Context) {
     let mut next_full = tokio::time::Instant::now();
     let mut seen_revision = 0;
     let mut follow: HashSet<String> = HashSet::new();
+    let mut suspects = Suspects::new(ctx.config.probe_concurrency.max(1));
     while ctx.still_leading() {
         let full = tokio::time::Instant::now() >= next_full;
         if full {
@@ -97,7 +152,7 @@ pub(super) async fn run(ctx: Context) {
                     epoch: crate::store::fence_epoch(ctx.leadership.epoch, snap.fence_floor),
                     term: ctx.leadership.term,
                 };
-                follow = round(&ctx, fence, &snap, &mut peers, full, &follow).await;
+                follow = round(&ctx, fence, &snap, &mut peers, &mut suspects, full, &follow).await;
             }
             Err(e) => tracing::warn!(error = %e, "prober: reading the snapshot failed"),
         }
@@ -125,6 +180,7 @@ async fn round(
     fence: Fence,
     snap: &Snapshot,
     peers: &mut HashMap<String, Peer>,
+    suspects: &mut Suspects,
     full: bool,
     follow: &HashSet<String>,
 ) -> HashSet<String> {
@@ -157,6 +213,7 @@ async fn round(
             events_after: 0,
             written_ms: 0,
             follow_until_ms: 0,
+            failures: 0,
         });
         if peer.address != address || peer.client.is_none() {
             peer.address = address.clone();
@@ -173,18 +230,32 @@ async fn round(
         let Some(client) = peer.client.clone() else {
             continue;
         };
-        let limit = limit.clone();
+        if suspects.is_out(&name) {
+            continue;
+        }
+        let suspect = peer.failures > 0;
+        let limit = if suspect {
+            suspects.limit.clone()
+        } else {
+            limit.clone()
+        };
         let timeout = ctx.config.probe_timeout;
         let metrics = ctx.metrics.clone();
-        set.spawn(async move {
+        let probe = async move {
             let _permit = limit.acquire_owned().await;
             let sent = std::time::Instant::now();
             let answer = tokio::time::timeout(timeout, client.probe(&req)).await;
             if let (Some(metrics), Ok(Ok(_))) = (&metrics, &answer) {
                 metrics.observe_probe(sent.elapsed());
             }
-            (name, req, answer)
-        });
+            (name.clone(), req, answer)
+        };
+        if suspect {
+            let id = suspects.set.spawn(probe).id();
+            suspects.out.insert(id, node.object.metadata.name.clone());
+        } else {
+            set.spawn(probe);
+        }
     }
     let mut writes: Vec<Txn> = Vec::new();
     // Terminating pods of a node that is gone have nobody to wait for.
@@ -204,75 +275,48 @@ async fn round(
     let judge_at =
         tokio::time::Instant::now() + ctx.config.probe_interval.min(ctx.config.probe_timeout);
     let mut judged = !full;
-    loop {
-        let joined = if judged {
-            set.join_next().await
-        } else {
-            tokio::select! {
-                joined = set.join_next() => joined,
-                _ = tokio::time::sleep_until(judge_at) => {
-                    judged = true;
-                    let txns = lifecycle(ctx, snap, &by_node, peers, now_ms());
-                    if ctx.still_leading() {
-                        for txn in txns {
-                            if let Err(e) = ctx.store.txn(txn).await {
-                                tracing::debug!(error = %e, "lifecycle write failed; the next round retries");
-                            }
+    // Until every probe of a live node is back; suspects' answers are
+    // taken as they come, not waited for.
+    while !set.is_empty() {
+        let answer = tokio::select! {
+            joined = set.join_next() => joined.and_then(Result::ok),
+            Some(answer) = suspects.next(), if !suspects.out.is_empty() => Some(answer),
+            _ = tokio::time::sleep_until(judge_at), if !judged => {
+                judged = true;
+                let txns = lifecycle(ctx, snap, &by_node, peers, now_ms());
+                if ctx.still_leading() {
+                    for txn in txns {
+                        if let Err(e) = ctx.store.txn(txn).await {
+                            tracing::debug!(error = %e, "lifecycle write failed; the next round retries");
                         }
                     }
-                    continue;
                 }
+                None
             }
         };
-        let Some(joined) = joined else {
-            break;
-        };
-        let Ok((name, req, answer)) = joined else {
-            continue;
-        };
-        let Some(peer) = peers.get_mut(&name) else {
-            continue;
-        };
-        match answer {
-            Ok(Ok(resp)) => {
-                let node = snap.nodes.iter().find(|n| n.object.metadata.name == name);
-                answered(peer, &req, &resp, now);
-                if !req.upserts.is_empty() {
-                    peer.follow_until_ms = now + FOLLOW_FOR_MS;
-                }
-                if req.more {
-                    // The next part goes at once.
-                    starting.insert(name.clone());
-                }
-                if may_change_soon(by_node.get(name.as_str()), &resp) && now < peer.follow_until_ms
-                {
-                    starting.insert(name.clone());
-                }
-                if resp.acked_version == req.version {
-                    writes.extend(terminated(by_node.get(name.as_str()), &resp, peer));
-                }
-                writes.extend(record_answer(
-                    node,
-                    by_node.get(name.as_str()),
-                    resp,
-                    peer,
-                    now,
-                ));
-            }
-            Ok(Err(e)) => {
-                peer.acked = None;
-                match WorkerError::from_rpc(&e) {
-                    Some(WorkerError::StaleFence { seen, .. }) => {
-                        tracing::warn!(node = %name, %seen, "the worker follows a newer leader; this one is deposed")
-                    }
-                    _ => tracing::debug!(node = %name, error = %e, "probe failed"),
-                }
-            }
-            Err(_) => {
-                peer.acked = None;
-                tracing::debug!(node = %name, "probe timed out");
-            }
+        if let Some(answer) = answer {
+            take_answer(
+                answer,
+                snap,
+                &by_node,
+                peers,
+                now,
+                &mut writes,
+                &mut starting,
+            );
         }
+    }
+    while let Some(Ok((id, answer))) = suspects.set.try_join_next_with_id() {
+        suspects.out.remove(&id);
+        take_answer(
+            answer,
+            snap,
+            &by_node,
+            peers,
+            now,
+            &mut writes,
+            &mut starting,
+        );
     }
     if !judged {
         writes.extend(lifecycle(ctx, snap, &by_node, peers, now_ms()));
@@ -286,6 +330,64 @@ async fn round(
         }
     }
     starting
+}
+
+/// Takes one probe's outcome: what the leader knows of the node, the
+/// writes it calls for, and whether the node's pods are worth following.
+fn take_answer(
+    (name, req, answer): Answer,
+    snap: &Snapshot,
+    by_node: &HashMap<&str, Vec<&Stored<Pod>>>,
+    peers: &mut HashMap<String, Peer>,
+    now: u64,
+    writes: &mut Vec<Txn>,
+    starting: &mut HashSet<String>,
+) {
+    let Some(peer) = peers.get_mut(&name) else {
+        return;
+    };
+    match answer {
+        Ok(Ok(resp)) => {
+            peer.failures = 0;
+            let node = snap.nodes.iter().find(|n| n.object.metadata.name == name);
+            answered(peer, &req, &resp, now);
+            if !req.upserts.is_empty() {
+                peer.follow_until_ms = now + FOLLOW_FOR_MS;
+            }
+            if req.more {
+                // The next part goes at once.
+                starting.insert(name.clone());
+            }
+            if may_change_soon(by_node.get(name.as_str()), &resp) && now < peer.follow_until_ms {
+                starting.insert(name.clone());
+            }
+            if resp.acked_version == req.version {
+                writes.extend(terminated(by_node.get(name.as_str()), &resp, peer));
+            }
+            writes.extend(record_answer(
+                node,
+                by_node.get(name.as_str()),
+                resp,
+                peer,
+                now,
+            ));
+        }
+        Ok(Err(e)) => {
+            peer.acked = None;
+            peer.failures = peer.failures.saturating_add(1);
+            match WorkerError::from_rpc(&e) {
+                Some(WorkerError::StaleFence { seen, .. }) => {
+                    tracing::warn!(node = %name, %seen, "the worker follows a newer leader; this one is deposed")
+                }
+                _ => tracing::debug!(node = %name, error = %e, "probe failed"),
+            }
+        }
+        Err(_) => {
+            peer.acked = None;
+            peer.failures = peer.failures.saturating_add(1);
+            tracing::debug!(node = %name, "probe timed out");
+        }
+    }
 }
 
 /// A client of node `name`'s worker at `address`: over TLS, the worker
@@ -771,6 +873,7 @@ mod tests {
             events_after: 0,
             written_ms: 0,
             follow_until_ms: 0,
+            failures: 0,
         };
         let mut parts = Vec::new();
         loop {
