@@ -73,8 +73,11 @@ pub struct ScaleReport {
     /// Live nodes judged NotReady at any poll after the loss (must be none).
     pub live_nodes_not_ready: Vec<String>,
     /// The leader's cpu seconds per node per second of the steady phase
-    /// (every pod running, before the loss).
+    /// (every pod running, before the loss), on the master leading then.
     pub steady_cpu_per_node_s: f64,
+    /// Whether leadership moved during the ramp (`leader_cpu_s` and the
+    /// peak RSS are then the first leader's).
+    pub leader_changed: bool,
 }
 
 fn deployment(name: &str, replicas: usize) -> Value {
@@ -312,10 +315,15 @@ pub async fn run(spec: &ScaleSpec) -> Result<ScaleReport> {
     let mut starts: Vec<Duration> = started.into_values().collect();
     starts.sort();
 
-    // The steady phase: every pod running, the prober at its interval.
-    let (cpu1, wall1) = (cpu_seconds(pid), Instant::now());
+    // The steady phase: every pod running, the prober at its interval,
+    // measured on whichever master leads now.
+    let leader_after_ramp = c.leader().await;
+    let steady_pid = leader_after_ramp
+        .and_then(|l| c.master_pid(l))
+        .unwrap_or(pid);
+    let (cpu1, wall1) = (cpu_seconds(steady_pid), Instant::now());
     tokio::time::sleep(4 * Duration::from_millis(spec.timing.probe_interval_ms)).await;
-    let steady_cpu = cpu_seconds(pid) - cpu1;
+    let steady_cpu = cpu_seconds(steady_pid) - cpu1;
     let steady_cpu_per_node_s = steady_cpu / wall1.elapsed().as_secs_f64() / spec.nodes as f64;
 
     // The loss: a slice of the fleet at once, silent (not refusing).
@@ -373,5 +381,6 @@ pub async fn run(spec: &ScaleSpec) -> Result<ScaleReport> {
         recovered_after_loss,
         live_nodes_not_ready,
         steady_cpu_per_node_s,
+        leader_changed: leader_after_ramp != Some(leader),
     })
 }

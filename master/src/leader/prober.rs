@@ -117,6 +117,37 @@ const FOLLOW_INTERVAL: Duration = Duration::from_millis(50);
 /// ...for at most this long (a pod in back-off is left to the interval).
 const FOLLOW_FOR_MS: u64 = 5_000;
 
+/// Fingerprints of the pods' specs, by uid, each valid while its pod's
+/// revision is the one it was taken at: a round compares every pod of
+/// every node with what its node holds, and hashing each pod's JSON every
+/// round was a tenth of the leader's cpu at 3,000 pods.
+#[derive(Default)]
+struct Fingerprints(HashMap<String, (i64, u64)>);
+
+impl Fingerprints {
+    fn of(&mut self, p: &Stored<Pod>) -> u64 {
+        let uid = &p.object.metadata.uid;
+        match self.0.get(uid) {
+            Some((rev, fp)) if *rev == p.mod_revision => *fp,
+            _ => {
+                let fp = fingerprint(&p.object);
+                self.0.insert(uid.clone(), (p.mod_revision, fp));
+                fp
+            }
+        }
+    }
+
+    /// Forgets the pods a snapshot no longer holds.
+    fn keep(&mut self, snap: &Snapshot) {
+        let held: HashSet<&str> = snap
+            .pods
+            .iter()
+            .map(|p| p.object.metadata.uid.as_str())
+            .collect();
+        self.0.retain(|uid, _| held.contains(uid.as_str()));
+    }
+}
+
 fn fingerprint(pod: &Pod) -> u64 {
     fnv1a(
         &serde_json::to_vec(&(&pod.metadata.uid, &pod.spec, &pod.metadata.labels))
@@ -138,6 +169,7 @@ pub(super) async fn run(ctx: Context) {
     let mut seen_revision = 0;
     let mut follow: HashSet<String> = HashSet::new();
     let mut suspects = Suspects::new(ctx.config.probe_concurrency.max(1));
+    let mut fingerprints = Fingerprints::default();
     while ctx.still_leading() {
         let full = tokio::time::Instant::now() >= next_full;
         if full {
@@ -152,7 +184,13 @@ pub(super) async fn run(ctx: Context) {
                     epoch: crate::store::fence_epoch(ctx.leadership.epoch, snap.fence_floor),
                     term: ctx.leadership.term,
                 };
-                follow = round(&ctx, fence, &snap, &mut peers, &mut suspects, full, &follow).await;
+                fingerprints.keep(&snap);
+                let mut state = RoundState {
+                    peers: &mut peers,
+                    suspects: &mut suspects,
+                    fingerprints: &mut fingerprints,
+                };
+                follow = round(&ctx, fence, &snap, &mut state, full, &follow).await;
             }
             Err(e) => tracing::warn!(error = %e, "prober: reading the snapshot failed"),
         }
@@ -175,15 +213,26 @@ fn jittered(interval: Duration) -> Duration {
 /// One round: probes every node (`full`), else those whose pods changed
 /// and those in `follow`; returns the nodes whose new pods are still
 /// starting (to be followed closely).
+/// What the prober keeps from round to round.
+struct RoundState<'a> {
+    peers: &'a mut HashMap<String, Peer>,
+    suspects: &'a mut Suspects,
+    fingerprints: &'a mut Fingerprints,
+}
+
 async fn round(
     ctx: &Context,
     fence: Fence,
     snap: &Snapshot,
-    peers: &mut HashMap<String, Peer>,
-    suspects: &mut Suspects,
+    state: &mut RoundState<'_>,
     full: bool,
     follow: &HashSet<String>,
 ) -> HashSet<String> {
+    let RoundState {
+        peers,
+        suspects,
+        fingerprints,
+    } = state;
     let now = now_ms();
     let mut by_node: HashMap<&str, Vec<&Stored<Pod>>> = HashMap::new();
     for p in &snap.pods {
@@ -221,7 +270,7 @@ async fn round(
             peer.acked = None;
         }
         let pods = by_node.get(name.as_str()).map(Vec::as_slice).unwrap_or(&[]);
-        let req = request(&name, fence, snap.revision, pods, peer);
+        let req = request(&name, fence, snap.revision, pods, peer, fingerprints);
         let changed =
             req.base_version.is_none() || !req.upserts.is_empty() || !req.deletes.is_empty();
         if !(full || changed || follow.contains(&name)) {
@@ -437,6 +486,7 @@ fn request(
     revision: i64,
     pods: &[&Stored<Pod>],
     peer: &Peer,
+    fingerprints: &mut Fingerprints,
 ) -> ProbeRequest {
     let revision = revision.max(0) as u64;
     // A terminating pod is not desired: its uid goes as a delete, with the
@@ -447,7 +497,7 @@ fn request(
         .map(|p| {
             (
                 p.object.metadata.uid.as_str(),
-                (fingerprint(&p.object), &p.object),
+                (fingerprints.of(p), &p.object),
             )
         })
         .collect();
@@ -877,7 +927,7 @@ mod tests {
         };
         let mut parts = Vec::new();
         loop {
-            let req = request("n1", fence, 20, &pods, &peer);
+            let req = request("n1", fence, 20, &pods, &peer, &mut Fingerprints::default());
             let body = serde_json::to_vec(&req).expect("encodes").len();
             assert!(body < rpc::server::DEFAULT_MAX_BODY_BYTES, "{body} bytes");
             answered(&mut peer, &req, &ack(req.version), 0);
@@ -891,7 +941,7 @@ mod tests {
             [(true, 1, true), (false, 1, true), (false, 1, false)]
         );
         assert_eq!(peer.sent.len(), 3);
-        let idle = request("n1", fence, 20, &pods, &peer);
+        let idle = request("n1", fence, 20, &pods, &peer, &mut Fingerprints::default());
         assert!(idle.upserts.is_empty() && !idle.more);
     }
 }

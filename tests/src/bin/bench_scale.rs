@@ -65,10 +65,15 @@ fn print(label: &str, spec: &ScaleSpec, r: &ScaleReport) {
         println!("  API {call:<6} p99         {} ms", ms(*p99));
     }
     println!(
-        "  leader cpu             {:.1} s over {:.0} s; peak RSS {} MiB",
+        "  leader cpu             {:.1} s over {:.0} s; peak RSS {} MiB{}",
         r.leader_cpu_s,
         r.wall_s,
-        r.leader_peak_rss >> 20
+        r.leader_peak_rss >> 20,
+        if r.leader_changed {
+            " (the first leader's: leadership moved during the ramp)"
+        } else {
+            ""
+        }
     );
     println!(
         "  store                  {} keys, {} KiB",
