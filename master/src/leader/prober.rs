@@ -13,6 +13,10 @@
 //! with a fresh grace period and a full sync (`base_version: None`), so no
 //! state has to survive a leader change. After any failed probe the next
 //! one is a full sync too.
+//!
+//! Dead nodes cost no live node its probe: a node whose last probe failed
+//! is *suspect*, probed on a quarter of the slots apart from the others,
+//! and no round waits for its answer (see `Suspects`).
 
 use crate::controllers::termination::{self, is_terminating};
 use std::collections::{HashMap, HashSet};
@@ -210,9 +214,6 @@ fn jittered(interval: Duration) -> Duration {
     interval - Duration::from_millis(spread / 2) + Duration::from_millis(j)
 }
 
-/// One round: probes every node (`full`), else those whose pods changed
-/// and those in `follow`; returns the nodes whose new pods are still
-/// starting (to be followed closely).
 /// What the prober keeps from round to round.
 struct RoundState<'a> {
     peers: &'a mut HashMap<String, Peer>,
@@ -220,6 +221,10 @@ struct RoundState<'a> {
     fingerprints: &'a mut Fingerprints,
 }
 
+/// One round: probes every node (`full`), else those whose pods changed
+/// and those in `follow`; returns the nodes whose new pods are still
+/// starting (to be followed closely). A suspect node's probe is not
+/// waited for (see [`Suspects`]).
 async fn round(
     ctx: &Context,
     fence: Fence,
