@@ -136,8 +136,8 @@ impl Container {
             return RunState::Created;
         };
         let exited = self.stopped.or(match self.script {
-            Script::Exit { after_ms, code } if now >= started_at_ms + after_ms => {
-                Some((code, started_at_ms + after_ms))
+            Script::Exit { after_ms, code } if now >= started_at_ms.saturating_add(after_ms) => {
+                Some((code, started_at_ms.saturating_add(after_ms)))
             }
             _ => None,
         });
@@ -204,7 +204,7 @@ impl HollowRuntime {
     fn schedule_exit(&self, script: Script, started_ms: u64) {
         if let Script::Exit { after_ms, .. } = script {
             let exits = Arc::clone(&self.exits);
-            let due = (started_ms + after_ms).saturating_sub(now_ms());
+            let due = started_ms.saturating_add(after_ms).saturating_sub(now_ms());
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(due)).await;
                 exits.notify_waiters();
@@ -217,8 +217,21 @@ impl HollowRuntime {
     }
 }
 
+/// cpu time of `ran_ms` of running: millicores × ms is 1,000 ns each.
+fn cpu_ns(ran_ms: u64, settings: &HollowSettings) -> u64 {
+    ran_ms
+        .saturating_mul(settings.container_cpu_millis)
+        .saturating_mul(1_000)
+}
+
+/// RFC 3339 of a time in ms since the epoch (at most the end of year
+/// 9999, what the format can say: a script's exit may lie further).
 fn rfc3339(ms: u64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+    const LAST_MS: u64 = 253_402_300_799_999;
+    let t = UNIX_EPOCH
+        .checked_add(Duration::from_millis(ms.min(LAST_MS)))
+        .unwrap_or(UNIX_EPOCH);
+    humantime::format_rfc3339_millis(t).to_string()
 }
 
 #[async_trait]
@@ -342,7 +355,7 @@ impl ContainerRuntime for HollowRuntime {
             } = c.state(now)
             {
                 let ran = finished_at_ms.saturating_sub(started_at_ms);
-                c.cpu_before_ns += ran * self.settings.container_cpu_millis * 1_000;
+                c.cpu_before_ns = c.cpu_before_ns.saturating_add(cpu_ns(ran, &self.settings));
             }
             c.started_ms = Some(now);
             c.stopped = None;
@@ -384,8 +397,9 @@ impl ContainerRuntime for HollowRuntime {
             } => finished_at_ms.saturating_sub(started_at_ms),
             _ => 0,
         };
-        // millicores × ms = 1/1000 cpu-ms each = 1,000 ns each.
-        let cpu_total_ns = c.cpu_before_ns + ran_ms * self.settings.container_cpu_millis * 1_000;
+        let cpu_total_ns = c
+            .cpu_before_ns
+            .saturating_add(cpu_ns(ran_ms, &self.settings));
         Ok(Sample {
             cpu_total_ns,
             memory_bytes: self.settings.container_memory_bytes,
@@ -478,6 +492,19 @@ mod tests {
                 code: 1
             }
         );
+        // A sleep past the end of time is a long sleep, not a panic.
+        let far = Script::parse(&cmd(&["sleep", "1e300"]));
+        let c = Container {
+            name: "far".into(),
+            image: String::new(),
+            labels: BTreeMap::new(),
+            script: far,
+            started_ms: Some(1),
+            stopped: None,
+            cpu_before_ns: 0,
+        };
+        assert!(matches!(c.state(now_ms()), RunState::Running { .. }));
+        assert!(!rfc3339(u64::MAX).is_empty());
         // Anything else serves until stopped; bad numbers too.
         assert_eq!(Script::parse(&cmd(&["sleep", "forever"])), Script::Serve);
         assert_eq!(Script::parse(&cmd(&["sleep", "-1"])), Script::Serve);

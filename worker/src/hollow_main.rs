@@ -137,13 +137,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
         memory_bytes,
         ..Default::default()
     };
+    let Some(end) = args.first.checked_add(args.count) else {
+        bail!(
+            "--first {} and --count {} go past the last node number",
+            args.first,
+            args.count
+        );
+    };
     let args = Arc::new(args);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let limit = Arc::new(tokio::sync::Semaphore::new(
         args.bootstrap_concurrency.max(1),
     ));
     let mut nodes = tokio::task::JoinSet::new();
-    for i in args.first..args.first + args.count {
+    for i in args.first..end {
         let name = format!("{}-{i:04}", args.prefix);
         let listener = tokio::net::TcpListener::bind((args.listen_ip, 0))
             .await
@@ -194,9 +201,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // Printed for scripts and tests.
     println!(
         "hollow nodes {}-{:04}..{:04} started",
-        args.prefix,
-        args.first,
-        args.first + args.count
+        args.prefix, args.first, end
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
