@@ -168,6 +168,19 @@ pub struct Unreadable {
     pub error: String,
 }
 
+impl Unreadable {
+    /// `kv`, which `decode` refused with `e`.
+    fn of(kv: &KeyValue, e: StoreError) -> Unreadable {
+        Unreadable {
+            key: kv.key.clone(),
+            error: match e {
+                StoreError::Corrupt { error, .. } => error,
+                other => other.to_string(),
+            },
+        }
+    }
+}
+
 /// The readable objects of a range, and the keys that are not.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed<T> {
@@ -193,13 +206,7 @@ pub fn decode_all<T: DeserializeOwned>(kvs: &[KeyValue]) -> Listed<T> {
     for kv in kvs {
         match decode(kv) {
             Ok(o) => listed.objects.push(o),
-            Err(e) => listed.unreadable.push(Unreadable {
-                key: kv.key.clone(),
-                error: match e {
-                    StoreError::Corrupt { error, .. } => error,
-                    other => other.to_string(),
-                },
-            }),
+            Err(e) => listed.unreadable.push(Unreadable::of(kv, e)),
         }
     }
     listed
@@ -253,13 +260,7 @@ impl DecodeCache {
                         .insert(kv.key.clone(), (kv.mod_revision, Arc::new(o.clone())));
                     listed.objects.push(o);
                 }
-                Err(e) => listed.unreadable.push(Unreadable {
-                    key: kv.key.clone(),
-                    error: match e {
-                        StoreError::Corrupt { error, .. } => error,
-                        other => other.to_string(),
-                    },
-                }),
+                Err(e) => listed.unreadable.push(Unreadable::of(kv, e)),
             }
         }
         listed

@@ -131,12 +131,7 @@ pub fn cpu_seconds(pid: u32) -> f64 {
 
 /// Peak RSS (VmHWM) of a process, in bytes.
 pub fn peak_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
+    crate::cluster::status_bytes(pid, "VmHWM:")
 }
 
 fn created_ms(pod: &Pod) -> Option<u64> {
