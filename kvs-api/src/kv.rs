@@ -189,6 +189,14 @@ impl Event {
         }
     }
 
+    /// The key written or deleted.
+    pub fn key(&self) -> &str {
+        match self {
+            Event::Put { kv } => &kv.key,
+            Event::Delete { key, .. } => key,
+        }
+    }
+
     /// The revision of the write that caused the event.
     pub fn revision(&self) -> i64 {
         match self {

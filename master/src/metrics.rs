@@ -398,15 +398,16 @@ mod tests {
     use api::{Event, EventType, Node};
 
     use crate::store::Stored;
+    use std::sync::Arc;
 
-    fn pod(name: &str, phase: Option<PodPhase>) -> Stored<api::Pod> {
-        Stored {
+    fn pod(name: &str, phase: Option<PodPhase>) -> Arc<Stored<api::Pod>> {
+        Arc::new(Stored {
             object: crate::controllers::replicaset::tests::pod(name, None, phase),
             mod_revision: 1,
-        }
+        })
     }
 
-    fn node(name: &str, ready: bool, cpu_millis: u64, memory_bytes: u64) -> Stored<Node> {
+    fn node(name: &str, ready: bool, cpu_millis: u64, memory_bytes: u64) -> Arc<Stored<Node>> {
         let n = Node::from_info(NodeInfo {
             name: name.into(),
             address: "127.0.0.1:1".into(),
@@ -426,10 +427,10 @@ mod tests {
             }],
             runtime_version: String::new(),
         });
-        Stored {
+        Arc::new(Stored {
             object: n,
             mod_revision: 1,
-        }
+        })
     }
 
     fn value(points: &[Point], metric: &str, tag: Option<(&str, &str)>) -> Option<f64> {

@@ -110,6 +110,60 @@ fn stored_object(kind: Kind, kv: &kvs::kv::KeyValue) -> Result<Stored<Object>, M
     })
 }
 
+/// The cached objects of `kind` (one of [`crate::informer::KINDS`]) in
+/// `namespace` (all for `None`), in key order, and the values that do not
+/// decode.
+fn cached_objects(
+    view: &crate::informer::CacheView<'_>,
+    kind: Kind,
+    namespace: Option<&str>,
+) -> (Vec<Stored<Object>>, Vec<store::Unreadable>) {
+    fn wrap<T: Clone + Send + Sync + 'static>(
+        view: &crate::informer::CacheView<'_>,
+        kind: Kind,
+        namespace: Option<&str>,
+        as_object: fn(T) -> Object,
+    ) -> (Vec<Stored<Object>>, Vec<store::Unreadable>) {
+        let listed = view.kind::<T>(kind);
+        let prefix = store::prefix(kind, namespace);
+        let objects = listed
+            .objects
+            .iter()
+            .map(|s| Stored {
+                object: as_object(s.object.clone()),
+                mod_revision: s.mod_revision,
+            })
+            .filter(|s| {
+                let m = s.object.meta();
+                namespace.is_none_or(|ns| m.namespace == ns)
+            })
+            .collect();
+        let unreadable = listed
+            .unreadable
+            .into_iter()
+            .filter(|u| u.key.starts_with(&prefix))
+            .collect();
+        (objects, unreadable)
+    }
+    match kind {
+        Kind::Pod => wrap(view, kind, namespace, Object::Pod),
+        Kind::ReplicaSet => wrap(view, kind, namespace, Object::ReplicaSet),
+        Kind::Deployment => wrap(view, kind, namespace, Object::Deployment),
+        Kind::Node => {
+            let (mut nodes, bad) = wrap(view, kind, None, Object::Node);
+            for n in &mut nodes {
+                n.object.meta_mut().namespace = String::new();
+            }
+            (nodes, bad)
+        }
+        Kind::Service => wrap(view, kind, namespace, Object::Service),
+        Kind::Endpoints => wrap(view, kind, namespace, Object::Endpoints),
+        Kind::Job => wrap(view, kind, namespace, Object::Job),
+        Kind::PodDisruptionBudget => wrap(view, kind, namespace, Object::PodDisruptionBudget),
+        Kind::Event => (Vec::new(), Vec::new()),
+    }
+}
+
 /// An object known only by its name (a deleted one, or one that does not parse).
 fn named_only(kind: Kind, namespace: &str, name: &str, revision: i64) -> serde_json::Value {
     serde_json::json!({
@@ -588,6 +642,34 @@ impl Master for MasterService {
         let kind = kind_of(&req.kind)?;
         let selector = selector_of(req.label_selector.as_deref())?;
         let ns = req.namespace.as_deref().filter(|n| !n.is_empty());
+        if crate::informer::KINDS.contains(&kind) {
+            // From the watch cache, at or after a linearizable revision:
+            // a list of every pod costs no copy inside the store's loop.
+            let at_least = self.store.revision().await?;
+            let (objects, unreadable, revision) = self
+                .store
+                .informer()
+                .read(at_least, |view| {
+                    let (objects, unreadable) = cached_objects(view, kind, ns);
+                    (objects, unreadable, view.revision())
+                })
+                .await?;
+            return Ok(ListResponse {
+                items: objects
+                    .iter()
+                    .filter(|s| selected(&s.object, selector.as_ref(), req.node_name.as_deref()))
+                    .map(|s| with_version(&s.object, s.mod_revision))
+                    .collect(),
+                resource_version: revision.to_string(),
+                unreadable: unreadable
+                    .into_iter()
+                    .map(|u| UnreadableObject {
+                        key: u.key,
+                        error: u.error,
+                    })
+                    .collect(),
+            });
+        }
         let (mut lists, revision) = self.store.range_many(&[store::prefix(kind, ns)]).await?;
         let mut items = Vec::new();
         let mut unreadable = Vec::new();

@@ -7,35 +7,37 @@
 //! collection, Endpoints of a gone Service) ask [`Snapshot::is_unreadable`]
 //! first, so an unreadable owner is not taken for a deleted one.
 
+use std::sync::Arc;
+
 use api::service::{Endpoints, Service};
 use api::{Deployment, Job, Kind, Node, Pod, PodDisruptionBudget, ReplicaSet};
 
-use crate::store::{
-    FENCE_FLOOR_KEY, Listed, Store, StoreError, Stored, Unreadable, fence_floor, key, prefix,
-};
+use crate::informer::{CacheView, KindView};
+use crate::store::{FENCE_FLOOR_KEY, Store, StoreError, Stored, Unreadable, fence_floor, key};
 
 /// Pods, ReplicaSets, Deployments, Jobs, budgets, nodes, Services and
-/// Endpoints at one revision.
+/// Endpoints at one revision, each object shared with the watch cache
+/// (a snapshot costs pointers, not copies).
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     /// The store's revision at the read.
     pub revision: i64,
     /// Every pod.
-    pub pods: Vec<Stored<Pod>>,
+    pub pods: Vec<Arc<Stored<Pod>>>,
     /// Every ReplicaSet.
-    pub replica_sets: Vec<Stored<ReplicaSet>>,
+    pub replica_sets: Vec<Arc<Stored<ReplicaSet>>>,
     /// Every Deployment.
-    pub deployments: Vec<Stored<Deployment>>,
+    pub deployments: Vec<Arc<Stored<Deployment>>>,
     /// Every node.
-    pub nodes: Vec<Stored<Node>>,
+    pub nodes: Vec<Arc<Stored<Node>>>,
     /// Every Service.
-    pub services: Vec<Stored<Service>>,
+    pub services: Vec<Arc<Stored<Service>>>,
     /// Every Endpoints.
-    pub endpoints: Vec<Stored<Endpoints>>,
+    pub endpoints: Vec<Arc<Stored<Endpoints>>>,
     /// Every Job.
-    pub jobs: Vec<Stored<Job>>,
+    pub jobs: Vec<Arc<Stored<Job>>>,
     /// Every PodDisruptionBudget.
-    pub budgets: Vec<Stored<PodDisruptionBudget>>,
+    pub budgets: Vec<Arc<Stored<PodDisruptionBudget>>>,
     /// The values of those kinds that do not parse, sorted by key.
     pub unreadable: Vec<Unreadable>,
     /// The fence floor ([`crate::store::FENCE_FLOOR_KEY`]; 0 for none).
@@ -43,57 +45,33 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Reads it in one transaction.
+    /// Reads it from the store's watch cache (see [`crate::informer`]):
+    /// one linearizable read of the fence floor fixes a revision, and the
+    /// snapshot is the cache once it holds that revision or a later one.
     pub async fn read(store: &Store) -> Result<Snapshot, StoreError> {
-        let kinds = [
-            Kind::Pod,
-            Kind::ReplicaSet,
-            Kind::Deployment,
-            Kind::Node,
-            Kind::Service,
-            Kind::Endpoints,
-            Kind::Job,
-            Kind::PodDisruptionBudget,
-        ];
-        let mut prefixes: Vec<String> = kinds.iter().map(|k| prefix(*k, None)).collect();
-        prefixes.push(FENCE_FLOOR_KEY.to_string());
-        let (lists, revision) = store.range_many(&prefixes).await?;
-        let mut lists = lists.into_iter();
-        let mut unreadable = Vec::new();
-        let take = |kvs: Option<Vec<kvs::kv::KeyValue>>| kvs.unwrap_or_default();
-        let (pods, rss, ds) = (take(lists.next()), take(lists.next()), take(lists.next()));
-        let (nodes, services, endpoints) =
-            (take(lists.next()), take(lists.next()), take(lists.next()));
-        let (jobs, budgets) = (take(lists.next()), take(lists.next()));
-        let floor = take(lists.next());
-        let cache = store.decoded();
-        let mut snap = Snapshot {
-            revision,
-            pods: readable(cache.decode_all(&pods), &mut unreadable),
-            replica_sets: readable(cache.decode_all(&rss), &mut unreadable),
-            deployments: readable(cache.decode_all(&ds), &mut unreadable),
-            nodes: readable(cache.decode_all(&nodes), &mut unreadable),
-            services: readable(cache.decode_all(&services), &mut unreadable),
-            endpoints: readable(cache.decode_all(&endpoints), &mut unreadable),
-            jobs: readable(cache.decode_all(&jobs), &mut unreadable),
-            budgets: readable(cache.decode_all(&budgets), &mut unreadable),
-            unreadable,
-            fence_floor: fence_floor(
-                floor
-                    .iter()
-                    .find(|kv| kv.key == FENCE_FLOOR_KEY)
-                    .map(|kv| kv.value.as_str()),
-            ),
-        };
+        let (floor, at_least) = store.get_raw(FENCE_FLOOR_KEY).await?;
+        let mut snap = store
+            .informer()
+            .read(at_least, |view| {
+                let mut unreadable = Vec::new();
+                let u = &mut unreadable;
+                Snapshot {
+                    revision: view.revision(),
+                    pods: take(view, Kind::Pod, u),
+                    replica_sets: take(view, Kind::ReplicaSet, u),
+                    deployments: take(view, Kind::Deployment, u),
+                    nodes: take(view, Kind::Node, u),
+                    services: take(view, Kind::Service, u),
+                    endpoints: take(view, Kind::Endpoints, u),
+                    jobs: take(view, Kind::Job, u),
+                    budgets: take(view, Kind::PodDisruptionBudget, u),
+                    unreadable,
+                    fence_floor: 0,
+                }
+            })
+            .await?;
+        snap.fence_floor = fence_floor(floor.as_ref().map(|kv| kv.value.as_str()));
         snap.unreadable.sort_by(|a, b| a.key.cmp(&b.key));
-        // This read saw every key of these kinds: what it lacks was deleted.
-        let held: std::collections::HashSet<&str> = [
-            &pods, &rss, &ds, &nodes, &services, &endpoints, &jobs, &budgets,
-        ]
-        .iter()
-        .flat_map(|kvs| kvs.iter().map(|kv| kv.key.as_str()))
-        .collect();
-        cache.keep_only(|k| held.contains(k));
         Ok(snap)
     }
 
@@ -107,7 +85,15 @@ impl Snapshot {
     }
 }
 
-fn readable<T>(listed: Listed<T>, unreadable: &mut Vec<Unreadable>) -> Vec<Stored<T>> {
-    unreadable.extend(listed.unreadable);
-    listed.objects
+fn take<T: Send + Sync + 'static>(
+    view: &CacheView<'_>,
+    kind: Kind,
+    unreadable: &mut Vec<Unreadable>,
+) -> Vec<Arc<Stored<T>>> {
+    let KindView {
+        objects,
+        unreadable: bad,
+    } = view.kind(kind);
+    unreadable.extend(bad);
+    objects
 }

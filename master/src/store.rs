@@ -7,8 +7,6 @@
 //! are linearizable (ReadIndex on any member); writes go to the Raft leader
 //! (forwarded by the embedded `Kv` service when this member follows).
 
-use std::any::Any;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +14,8 @@ use api::Kind;
 use kvs::api::{Kv, KvsError, TxnRequest, WatchRequest};
 use kvs::kv::{CmpOp, Compare, CompareTarget, Event, KeyValue, Op, OpResult, Txn, TxnResponse};
 use kvs::node::KvService;
+
+use crate::informer::Informer;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -170,7 +170,7 @@ pub struct Unreadable {
 
 impl Unreadable {
     /// `kv`, which `decode` refused with `e`.
-    fn of(kv: &KeyValue, e: StoreError) -> Unreadable {
+    pub(crate) fn of(kv: &KeyValue, e: StoreError) -> Unreadable {
         Unreadable {
             key: kv.key.clone(),
             error: match e {
@@ -212,76 +212,6 @@ pub fn decode_all<T: DeserializeOwned>(kvs: &[KeyValue]) -> Listed<T> {
     listed
 }
 
-/// Decoded objects by key, each valid while its key's `mod_revision` is
-/// the one it was decoded at: a key holds one value per revision, so
-/// decoding it again would give the same object. The loops read the
-/// whole store every round; with the cache a round parses only what
-/// changed since the last one (at 30,000 pods, parsing was most of a
-/// round's cost).
-///
-/// Invariant: an entry is dropped once a whole read no longer holds its
-/// key ([`DecodeCache::keep_only`]), so deleted objects do not pile up.
-#[derive(Default)]
-pub struct DecodeCache {
-    entries: std::sync::Mutex<Decoded>,
-}
-
-/// A key's `mod_revision` and the `Stored<T>` decoded from it.
-type Decoded = HashMap<String, (i64, Arc<dyn Any + Send + Sync>)>;
-
-impl DecodeCache {
-    fn entries(&self) -> std::sync::MutexGuard<'_, Decoded> {
-        // Every update is one insert or one retain: a map left by a panic
-        // elsewhere is still whole.
-        self.entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// [`decode_all`], reusing what was decoded before at the same revision.
-    pub fn decode_all<T>(&self, kvs: &[KeyValue]) -> Listed<T>
-    where
-        T: DeserializeOwned + Clone + Send + Sync + 'static,
-    {
-        let mut listed = Listed::default();
-        for kv in kvs {
-            let cached = self.entries().get(&kv.key).and_then(|(rev, any)| {
-                (*rev == kv.mod_revision)
-                    .then(|| any.downcast_ref::<Stored<T>>().cloned())
-                    .flatten()
-            });
-            if let Some(o) = cached {
-                listed.objects.push(o);
-                continue;
-            }
-            match decode::<T>(kv) {
-                Ok(o) => {
-                    self.entries()
-                        .insert(kv.key.clone(), (kv.mod_revision, Arc::new(o.clone())));
-                    listed.objects.push(o);
-                }
-                Err(e) => listed.unreadable.push(Unreadable::of(kv, e)),
-            }
-        }
-        listed
-    }
-
-    /// Forgets every key `keep` refuses.
-    pub fn keep_only(&self, keep: impl Fn(&str) -> bool) {
-        self.entries().retain(|k, _| keep(k));
-    }
-
-    /// How many objects it holds.
-    pub fn len(&self) -> usize {
-        self.entries().len()
-    }
-
-    /// Whether it holds none.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 /// The stored form of an object: its JSON without `resourceVersion`.
 pub fn encode<T: Serialize>(object: &T) -> String {
     let mut value = serde_json::to_value(object).unwrap_or(serde_json::Value::Null);
@@ -318,35 +248,91 @@ async fn bounded<T>(
     }
 }
 
+async fn txn_on(kv: &KvService, txn: Txn) -> Result<TxnResponse, StoreError> {
+    let req = TxnRequest {
+        txn,
+        request_id: None,
+        forwarded: false,
+    };
+    bounded(STORE_TIMEOUT, kv.txn(req)).await
+}
+
+/// Every key under several prefixes at one revision, read from `kv`.
+pub(crate) async fn range_many_on(
+    kv: &KvService,
+    prefixes: &[String],
+) -> Result<(Vec<Vec<KeyValue>>, i64), StoreError> {
+    let txn = Txn {
+        compares: Vec::new(),
+        success: prefixes
+            .iter()
+            .map(|p| Op::Range {
+                prefix: p.clone(),
+                limit: 0,
+            })
+            .collect(),
+        failure: Vec::new(),
+    };
+    let r = txn_on(kv, txn).await?;
+    let lists = r
+        .results
+        .into_iter()
+        .map(|res| match res {
+            OpResult::Range { kvs, .. } => kvs,
+            _ => Vec::new(),
+        })
+        .collect();
+    Ok((lists, r.revision))
+}
+
+/// Events under `prefix` from `from_revision`, read from `kv`, waiting up
+/// to `wait` for the first.
+pub(crate) async fn watch_on(
+    kv: &KvService,
+    prefix: String,
+    from_revision: i64,
+    wait: Duration,
+) -> Result<(Vec<Event>, i64), StoreError> {
+    let req = WatchRequest {
+        prefix,
+        from_revision,
+        wait_ms: wait.as_millis() as u64,
+    };
+    let r = bounded(wait + STORE_TIMEOUT, kv.watch(req)).await?;
+    Ok((r.events, r.next_revision))
+}
+
 /// Typed access to the embedded member.
 #[derive(Clone)]
 pub struct Store {
     kv: Arc<KvService>,
-    decoded: Arc<DecodeCache>,
+    informer: Arc<Informer>,
 }
 
 impl Store {
     /// Over the member's `Kv` service.
     pub fn new(kv: Arc<KvService>) -> Self {
         Store {
+            informer: Informer::new(Arc::clone(&kv)),
             kv,
-            decoded: Arc::default(),
         }
     }
 
-    /// The objects the loops' whole-store reads decoded (see [`DecodeCache`]).
-    pub fn decoded(&self) -> &DecodeCache {
-        &self.decoded
+    /// The watch-fed cache of the kinds the loops read whole (started by
+    /// its first read).
+    pub fn informer(&self) -> &Arc<Informer> {
+        &self.informer
     }
 
     /// Runs a transaction.
     pub async fn txn(&self, txn: Txn) -> Result<TxnResponse, StoreError> {
-        let req = TxnRequest {
-            txn,
-            request_id: None,
-            forwarded: false,
-        };
-        bounded(STORE_TIMEOUT, self.kv.txn(req)).await
+        txn_on(&self.kv, txn).await
+    }
+
+    /// The store's revision, read linearizably (ReadIndex): every write
+    /// acknowledged before the call is at or below it.
+    pub async fn revision(&self) -> Result<i64, StoreError> {
+        Ok(self.get_raw(FENCE_FLOOR_KEY).await?.1)
     }
 
     /// Reads one key.
@@ -379,27 +365,7 @@ impl Store {
         &self,
         prefixes: &[String],
     ) -> Result<(Vec<Vec<KeyValue>>, i64), StoreError> {
-        let txn = Txn {
-            compares: Vec::new(),
-            success: prefixes
-                .iter()
-                .map(|p| Op::Range {
-                    prefix: p.clone(),
-                    limit: 0,
-                })
-                .collect(),
-            failure: Vec::new(),
-        };
-        let r = self.txn(txn).await?;
-        let lists = r
-            .results
-            .into_iter()
-            .map(|res| match res {
-                OpResult::Range { kvs, .. } => kvs,
-                _ => Vec::new(),
-            })
-            .collect();
-        Ok((lists, r.revision))
+        range_many_on(&self.kv, prefixes).await
     }
 
     /// Every readable object of a kind (in a namespace), the keys that do
@@ -421,55 +387,13 @@ impl Store {
         from_revision: i64,
         wait: Duration,
     ) -> Result<(Vec<Event>, i64), StoreError> {
-        let req = WatchRequest {
-            prefix,
-            from_revision,
-            wait_ms: wait.as_millis() as u64,
-        };
-        let r = bounded(wait + STORE_TIMEOUT, self.kv.watch(req)).await?;
-        Ok((r.events, r.next_revision))
+        watch_on(&self.kv, prefix, from_revision, wait).await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn kv_at(key: &str, value: &str, mod_revision: i64) -> KeyValue {
-        KeyValue {
-            mod_revision,
-            ..kv(key, value)
-        }
-    }
-
-    #[test]
-    fn the_decode_cache_gives_what_decoding_gives_and_forgets_deleted_keys() {
-        let cache = DecodeCache::default();
-        let pod = |image: &str| {
-            format!(
-                r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"a","namespace":"default"}},"spec":{{"containers":[{{"name":"c","image":"{image}"}}]}}}}"#
-            )
-        };
-        let first = vec![
-            kv_at("/registry/pods/default/a", &pod("one"), 5),
-            kv_at("/registry/pods/default/b", "not json", 6),
-        ];
-        let listed: Listed<api::Pod> = cache.decode_all(&first);
-        assert_eq!(listed, decode_all::<api::Pod>(&first));
-        assert_eq!(listed.objects.len(), 1);
-        assert_eq!(listed.unreadable.len(), 1);
-        // A bad value is not kept: it is reported again, never hidden.
-        assert_eq!(cache.len(), 1);
-        // The same revision again: the same object, from the cache.
-        assert_eq!(cache.decode_all::<api::Pod>(&first), listed);
-        // A new revision of the key is decoded afresh.
-        let second = vec![kv_at("/registry/pods/default/a", &pod("two"), 9)];
-        let again: Listed<api::Pod> = cache.decode_all(&second);
-        assert_eq!(again, decode_all::<api::Pod>(&second));
-        assert_ne!(again.objects, listed.objects);
-        cache.keep_only(|k| k != "/registry/pods/default/a");
-        assert!(cache.is_empty());
-    }
 
     #[test]
     fn the_fence_epoch_is_above_the_floor_and_never_below_the_epoch() {

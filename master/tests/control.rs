@@ -312,11 +312,11 @@ impl Scenario {
         meta.resource_version = Some(revision.to_string());
         let k = key(kind, &meta.namespace, &meta.name);
         self.remove(&k);
-        fn put<T>(list: &mut Vec<Stored<T>>, object: T, revision: i64) {
-            list.push(Stored {
+        fn put<T>(list: &mut Vec<std::sync::Arc<Stored<T>>>, object: T, revision: i64) {
+            list.push(std::sync::Arc::new(Stored {
                 object,
                 mod_revision: revision,
-            });
+            }));
         }
         let snap = &mut self.snap;
         match object {

@@ -22,6 +22,8 @@ async fn a_hundred_hollow_nodes_run_3000_pods_and_lose_ten_at_once() -> Result<(
             node_grace_ms: 5_000,
             eviction_timeout_ms: 10_000,
             metrics_interval_ms: 5_000,
+            // The masters' default: exporting a large store is not free.
+            export_interval_s: 30,
         },
         phase_deadline: Duration::from_secs(300),
         poll: Duration::from_secs(2),

@@ -362,16 +362,25 @@ impl KvStore {
     /// Every event from revision `from` on, in order (etcd's watch start
     /// revision); `Compacted` if the history no longer reaches back that far.
     pub fn events_since(&self, from: i64) -> Result<Vec<Event>, KvError> {
+        self.events_under("", from)
+    }
+
+    /// [`KvStore::events_since`], only those of keys under `prefix`. The
+    /// history is in revision order, so finding `from` is a binary search
+    /// and only matching events are copied: a watch that is up to date
+    /// costs nothing however long the history is.
+    pub fn events_under(&self, prefix: &str, from: i64) -> Result<Vec<Event>, KvError> {
         if from <= self.compacted {
             return Err(KvError::Compacted {
                 requested: from,
                 oldest: self.compacted + 1,
             });
         }
+        let start = self.history.partition_point(|e| e.revision() < from);
         Ok(self
             .history
-            .iter()
-            .filter(|e| e.revision() >= from)
+            .range(start..)
+            .filter(|e| e.key().starts_with(prefix))
             .cloned()
             .collect())
     }

@@ -390,14 +390,8 @@ impl Member {
     pub fn events(&self, prefix: &str, from: i64) -> Result<(Vec<Event>, i64), KvsError> {
         self.sm
             .kv
-            .events_since(from)
-            .map(|events| {
-                let matching = events
-                    .into_iter()
-                    .filter(|e| event_key(e).starts_with(prefix))
-                    .collect();
-                (matching, self.sm.kv.state().revision() + 1)
-            })
+            .events_under(prefix, from)
+            .map(|matching| (matching, self.sm.kv.state().revision() + 1))
             .map_err(KvsError::from)
     }
 
@@ -872,12 +866,5 @@ impl Member {
                 journal.push(observed);
             }
         }
-    }
-}
-
-fn event_key(e: &Event) -> &str {
-    match e {
-        Event::Put { kv } => &kv.key,
-        Event::Delete { key, .. } => key,
     }
 }

@@ -55,6 +55,11 @@ impl KvService {
         }
     }
 
+    /// The member it serves.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
     fn validate(&self, txn: &Txn) -> Result<(), KvsError> {
         txn.validate(&self.node.config().limits)
             .map_err(KvsError::from)

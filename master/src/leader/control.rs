@@ -22,8 +22,7 @@ use crate::controllers::disruption;
 use crate::controllers::endpoints as endpoints_controller;
 use crate::controllers::job as job_controller;
 use crate::controllers::{
-    controlled_by, fnv1a, gc, is_active, is_finished, is_ready, pod_from_template, replicaset,
-    termination,
+    fnv1a, gc, is_active, is_finished, is_ready, pod_from_template, replicaset, termination,
 };
 use crate::events::{self, event_at};
 use crate::scheduler::{NodeView, ScorePolicy, node_views, schedule};
@@ -199,9 +198,17 @@ pub(super) async fn run(ctx: Context) {
 /// Writes a pass's transactions, a bounded number at a time; failures are
 /// left to the next pass.
 pub async fn apply(store: &crate::store::Store, writes: Writes) -> usize {
+    apply_txns(store, writes.txns).await
+}
+
+/// Writes `txns`, [`WRITES_IN_FLIGHT`] at a time (each its own Raft
+/// proposal, so that they share the leader's pipeline rather than wait on
+/// each other's commits); returns how many succeeded. A failed one is
+/// logged and left to the next round of whichever loop wrote it.
+pub async fn apply_txns(store: &crate::store::Store, txns: Vec<Txn>) -> usize {
     let mut set = tokio::task::JoinSet::new();
     let mut applied = 0;
-    for txn in writes.txns {
+    for txn in txns {
         while set.len() >= WRITES_IN_FLIGHT {
             if let Some(Ok(true)) = set.join_next().await {
                 applied += 1;
@@ -212,7 +219,7 @@ pub async fn apply(store: &crate::store::Store, writes: Writes) -> usize {
             match store.txn(txn).await {
                 Ok(r) => r.succeeded,
                 Err(e) => {
-                    tracing::debug!(error = %e, "a control write failed; the next pass retries");
+                    tracing::debug!(error = %e, "a write failed; the next round retries");
                     false
                 }
             }
@@ -235,10 +242,11 @@ pub fn plan(
 ) -> Writes {
     let now = clock.now();
     let mut w = Writes::new(clock);
+    let pods = pods_by_owner(snap);
     collect_garbage(snap, &mut w);
-    deployments(snap, now, &mut w);
-    replica_sets(snap, &mut w);
-    jobs(snap, now, &mut w);
+    deployments(snap, &pods, now, &mut w);
+    replica_sets(snap, &pods, &mut w);
+    jobs(snap, &pods, now, &mut w);
     schedule_pending(snap, policy, memory, now, &mut w);
     endpoints(snap, &mut w);
     disruption_budgets(snap, &mut w);
@@ -269,7 +277,7 @@ fn endpoints(snap: &Snapshot, w: &mut Writes) {
         .iter()
         .map(|e| {
             let m = &e.object.metadata;
-            ((m.namespace.as_str(), m.name.as_str()), e)
+            ((m.namespace.as_str(), m.name.as_str()), &**e)
         })
         .collect();
     let mut services = HashSet::new();
@@ -362,8 +370,11 @@ fn collect_garbage(snap: &Snapshot, w: &mut Writes) {
     }
 }
 
-/// Pods by the uid of their controller.
-fn pods_by_owner(snap: &Snapshot) -> HashMap<&str, Vec<&Pod>> {
+/// Pods by the uid of their controller (built once per pass: every
+/// controller below looks its pods up here rather than scanning them).
+type PodsByOwner<'a> = HashMap<&'a str, Vec<&'a Pod>>;
+
+fn pods_by_owner(snap: &Snapshot) -> PodsByOwner<'_> {
     let mut by: HashMap<&str, Vec<&Pod>> = HashMap::new();
     for p in &snap.pods {
         if let Some(o) = p.object.metadata.controller() {
@@ -373,15 +384,16 @@ fn pods_by_owner(snap: &Snapshot) -> HashMap<&str, Vec<&Pod>> {
     by
 }
 
-fn deployments(snap: &Snapshot, now: SystemTime, w: &mut Writes) {
-    let pods = pods_by_owner(snap);
+fn deployments(snap: &Snapshot, pods: &PodsByOwner<'_>, now: SystemTime, w: &mut Writes) {
+    let mut by_owner: HashMap<&str, Vec<&Stored<api::ReplicaSet>>> = HashMap::new();
+    for r in &snap.replica_sets {
+        if let Some(o) = r.object.metadata.controller() {
+            by_owner.entry(o.uid.as_str()).or_default().push(r);
+        }
+    }
     for d in &snap.deployments {
         let dm = &d.object.metadata;
-        let owned: Vec<&Stored<api::ReplicaSet>> = snap
-            .replica_sets
-            .iter()
-            .filter(|r| controlled_by(&r.object.metadata, &dm.uid))
-            .collect();
+        let owned = by_owner.remove(dm.uid.as_str()).unwrap_or_default();
         let views: Vec<RsView<'_>> = owned
             .iter()
             .map(|r| {
@@ -479,8 +491,7 @@ fn deployments(snap: &Snapshot, now: SystemTime, w: &mut Writes) {
     }
 }
 
-fn replica_sets(snap: &Snapshot, w: &mut Writes) {
-    let pods = pods_by_owner(snap);
+fn replica_sets(snap: &Snapshot, pods: &PodsByOwner<'_>, w: &mut Writes) {
     let stored_pods: HashMap<(&str, &str), &Stored<Pod>> = snap
         .pods
         .iter()
@@ -490,7 +501,7 @@ fn replica_sets(snap: &Snapshot, w: &mut Writes) {
                     p.object.metadata.namespace.as_str(),
                     p.object.metadata.name.as_str(),
                 ),
-                p,
+                &**p,
             )
         })
         .collect();
@@ -572,12 +583,11 @@ fn disruption_budgets(snap: &Snapshot, w: &mut Writes) {
 
 /// The Job controller: counts finished pods (status and marks in one
 /// transaction), creates and deletes pods, deletes Jobs past their TTL.
-fn jobs(snap: &Snapshot, now: SystemTime, w: &mut Writes) {
-    let pods = pods_by_owner(snap);
+fn jobs(snap: &Snapshot, pods: &PodsByOwner<'_>, now: SystemTime, w: &mut Writes) {
     let stored_pods: HashMap<&str, &Stored<Pod>> = snap
         .pods
         .iter()
-        .map(|p| (p.object.metadata.uid.as_str(), p))
+        .map(|p| (p.object.metadata.uid.as_str(), &**p))
         .collect();
     let mut budget = PASS_POD_BUDGET;
     for stored in &snap.jobs {
@@ -787,6 +797,7 @@ fn schedule_pending(
     let mut pending: Vec<&Stored<Pod>> = snap
         .pods
         .iter()
+        .map(|p| &**p)
         .filter(|p| p.object.spec.node_name.is_none() && is_active(&p.object))
         .collect();
     pending.sort_by(|a, b| {
@@ -879,12 +890,13 @@ mod tests {
     use api::ReplicaSet;
     use api::service::{Endpoints, Service};
     use serde_json::json;
+    use std::sync::Arc;
 
-    fn stored<T>(object: T, mod_revision: i64) -> Stored<T> {
-        Stored {
+    fn stored<T>(object: T, mod_revision: i64) -> Arc<Stored<T>> {
+        Arc::new(Stored {
             object,
             mod_revision,
-        }
+        })
     }
 
     fn service() -> Service {

@@ -242,7 +242,7 @@ async fn round(
     let mut by_node: HashMap<&str, Vec<&Stored<Pod>>> = HashMap::new();
     for p in &snap.pods {
         if let Some(n) = p.object.spec.node_name.as_deref() {
-            by_node.entry(n).or_default().push(p);
+            by_node.entry(n).or_default().push(&**p);
         }
     }
     let names: HashSet<&str> = snap
@@ -378,11 +378,7 @@ async fn round(
     if !ctx.still_leading() {
         return HashSet::new();
     }
-    for txn in writes {
-        if let Err(e) = ctx.store.txn(txn).await {
-            tracing::debug!(error = %e, "prober write failed; the next round retries");
-        }
-    }
+    super::control::apply_txns(&ctx.store, writes).await;
     starting
 }
 
@@ -403,7 +399,11 @@ fn take_answer(
     match answer {
         Ok(Ok(resp)) => {
             peer.failures = 0;
-            let node = snap.nodes.iter().find(|n| n.object.metadata.name == name);
+            let node = snap
+                .nodes
+                .iter()
+                .map(|n| &**n)
+                .find(|n| n.object.metadata.name == name);
             answered(peer, &req, &resp, now);
             if !req.upserts.is_empty() {
                 peer.follow_until_ms = now + FOLLOW_FOR_MS;

@@ -135,6 +135,7 @@ async fn ours(completions: u32, parallelism: u32) -> Result<(Duration, Vec<Strin
         node_grace_ms: 5_000,
         eviction_timeout_ms: 10_000,
         metrics_interval_ms: 10_000,
+        export_interval_s: 2,
     };
     let c = Cluster::start(3, 2, timing).await?;
     let client = c.any_client().await?;

@@ -119,6 +119,7 @@ async fn ours(samples: usize) -> Result<(Histogram<u64>, Duration, BTreeMap<Stri
         node_grace_ms: 5_000,
         eviction_timeout_ms: 10_000,
         metrics_interval_ms: 10_000,
+        export_interval_s: 2,
     };
     let c = Cluster::start(3, 2, timing).await?;
     let client = c.any_client().await?;

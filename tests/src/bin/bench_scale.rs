@@ -36,6 +36,8 @@ fn spec(nodes: usize, deployments: usize, replicas: usize) -> ScaleSpec {
             node_grace_ms: 10_000,
             eviction_timeout_ms: 20_000,
             metrics_interval_ms: 10_000,
+            // The masters' default: exporting a large store is not free.
+            export_interval_s: 30,
         },
         phase_deadline: Duration::from_secs(1_800),
         poll: Duration::from_secs(1),
