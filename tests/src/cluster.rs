@@ -411,23 +411,17 @@ impl Cluster {
             "500",
             "--stats-interval-ms",
             "5000",
+            // Unprobed for as long as the masters' grace: a shorter wait
+            // makes a whole fleet re-register at once whenever the masters
+            // are slow, which slows them more.
             "--rejoin-after-ms",
-            "5000",
+            &self.timing.node_grace_ms.to_string(),
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
         args.extend(extra.iter().map(|s| s.to_string()));
-        // The fleet stands for other machines: at a lower priority, so that
-        // on this one host it does not take the masters' cpu the way a real
-        // fleet never could (`nice` execs the binary: the pid is its own).
-        let mut niced = vec![
-            "-n".to_string(),
-            "10".to_string(),
-            binary("mkube-hollow")?.display().to_string(),
-        ];
-        niced.extend(args);
-        let child = spawn(Path::new("nice"), &niced, &log)?;
+        let child = spawn(&binary("mkube-hollow")?, &args, &log)?;
         self.hollows.push(Proc {
             name: format!("hollow-{index}"),
             child: Some(child),

@@ -21,15 +21,18 @@
 //! [`Member::act`] once (one Raft `Ready` for many inputs) and carries out
 //! [`Member::take_effects`]. The member does no I/O: even the export store
 //! is read through effects ([`Effect::LoadLatest`], [`Effect::LoadExport`])
-//! whose answers come back as inputs.
+//! whose answers come back as inputs, and a snapshot is encoded by the
+//! driver off its loop ([`Effect::EncodeSnapshot`]).
 //!
 //! Invariants: a proposal is answered only when the entry at its index is
 //! applied — with its result if the entry is the proposal (same term), else
 //! as dropped; a proposal a snapshot covers is answered as dropped (the
 //! client retries with the same request id, and the answer table in the
 //! snapshot applies it at most once); a read is answered only once the
-//! state machine has applied its read index; the log is compacted only at
-//! the start of a turn, after the previous turn's entries were seen.
+//! state machine has applied its read index; a snapshot's image is taken
+//! at the start of a turn, when the state is exactly at the index it
+//! compacts to, and the log is compacted to it only once it comes back
+//! encoded (one at a time, and not if the epoch or the snapshot moved on).
 
 mod clients;
 mod state;
@@ -141,6 +144,16 @@ pub enum Input {
         /// The newest export, or why it could not be read.
         latest: Result<Option<(ExportMeta, Vec<u8>)>, String>,
     },
+    /// The answer to [`Effect::EncodeSnapshot`]: the state at `index` of
+    /// `epoch`, encoded.
+    SnapshotEncoded {
+        /// The epoch whose log it compacts.
+        epoch: EpochId,
+        /// The applied index the image was taken at.
+        index: Index,
+        /// The encoded state.
+        bytes: Vec<u8>,
+    },
     /// The answer to [`Effect::LoadExport`].
     ExportLoaded {
         /// The export asked for.
@@ -228,6 +241,17 @@ pub enum Effect {
     LoadLatest(u64),
     /// Read this export and hand it back as [`Input::ExportLoaded`].
     LoadExport(ExportMeta),
+    /// Encode `image` (the state at `index` of `epoch`) off the driver's
+    /// loop and hand it back as [`Input::SnapshotEncoded`]: encoding a large
+    /// state takes long enough to delay heartbeats past an election timeout.
+    EncodeSnapshot {
+        /// The epoch whose log it compacts.
+        epoch: EpochId,
+        /// The applied index the image was taken at.
+        index: Index,
+        /// The state.
+        image: StateImage,
+    },
 }
 
 /// This member leads: the epoch and term it leads in.
@@ -308,6 +332,8 @@ pub struct Member {
     next_ctx: u64,
     /// Compact the log of this epoch up to here at the start of the next turn.
     compact_at: Option<(EpochId, Index)>,
+    /// A snapshot being encoded by the driver (no other is taken meanwhile).
+    encoding: Option<(EpochId, Index)>,
     seen: (Term, Option<NodeId>),
     name: String,
     effects: Vec<Effect>,
@@ -339,6 +365,7 @@ impl Member {
             ready_reads: Vec::new(),
             next_ctx: 0,
             compact_at: None,
+            encoding: None,
             seen: (0, None),
             name: config.name,
             effects: Vec::new(),
@@ -453,6 +480,22 @@ impl Member {
             }
             Input::LatestLoaded { seq, latest } => self.lc.latest_loaded(seq, latest),
             Input::ExportLoaded { meta, bytes } => self.lc.export_loaded(meta, bytes),
+            Input::SnapshotEncoded {
+                epoch,
+                index,
+                bytes,
+            } => {
+                if self.encoding == Some((epoch, index)) {
+                    self.encoding = None;
+                }
+                if self.lc.epoch() == Some(epoch)
+                    && let Some(raft) = self.lc.raft_mut()
+                    && raft.log().applied >= index
+                    && index > raft.snapshot_index()
+                {
+                    raft.compact(index, bytes.into());
+                }
+            }
             Input::Peer {
                 from,
                 messages,
@@ -569,14 +612,20 @@ impl Member {
     /// lifecycle, snapshots restored, entries applied, proposals and reads
     /// answered, the snapshot policy.
     pub fn act(&mut self) {
+        // The image is taken here, before this turn applies anything: it
+        // is the state at exactly `index`.
         if let Some((epoch, index)) = self.compact_at.take()
             && self.lc.epoch() == Some(epoch)
-            && let Some(raft) = self.lc.raft_mut()
-            && raft.log().applied >= index
+            && let Some(raft) = self.lc.raft()
+            && raft.log().applied == index
             && index > raft.snapshot_index()
         {
-            let bytes = self.sm.snapshot();
-            raft.compact(index, bytes.into());
+            self.encoding = Some((epoch, index));
+            self.effects.push(Effect::EncodeSnapshot {
+                epoch,
+                index,
+                image: self.sm.image(),
+            });
         }
         for (to, m) in self.lc.take_outbox() {
             self.effects.push(Effect::Send {
@@ -656,6 +705,7 @@ impl Member {
         let threshold = self.snapshot_entries.max(self.sm.kv.state().len() as u64);
         let applied = self.lc.raft().map_or(0, |r| r.log().applied);
         if applied >= snapshot_index + threshold
+            && self.encoding.is_none()
             && let Some(epoch) = self.lc.epoch()
         {
             self.compact_at = Some((epoch, applied));
@@ -807,6 +857,7 @@ impl Member {
         }
         self.last_export = None;
         self.compact_at = None;
+        self.encoding = None;
     }
 
     /// The applied state to export, unless it was exported already (and

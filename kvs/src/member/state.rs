@@ -93,8 +93,11 @@ impl StateMachine {
         Ok(())
     }
 
-    /// The whole state as bytes, for a Raft snapshot: keys and revision, and
-    /// the sessions (so a write retried after a snapshot still applies once).
+    /// The whole state as bytes, as a Raft snapshot holds it: keys and
+    /// revision, and the sessions (so a write retried after a snapshot still
+    /// applies once). The member encodes [`StateMachine::image`] off its
+    /// loop instead; this is for tests.
+    #[cfg(test)]
     pub(crate) fn snapshot(&self) -> Vec<u8> {
         self.image().encode()
     }

@@ -96,6 +96,15 @@ impl Fleet {
                         seq,
                         latest: Ok(None),
                     }),
+                    Effect::EncodeSnapshot {
+                        epoch,
+                        index,
+                        image,
+                    } => next.push_back(Input::SnapshotEncoded {
+                        epoch,
+                        index,
+                        bytes: image.encode(),
+                    }),
                     _ => {}
                 }
             }

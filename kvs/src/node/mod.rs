@@ -501,6 +501,15 @@ impl Loop {
                     meta,
                     bytes: store.get(&meta).map_err(|e| e.to_string()),
                 }),
+                Effect::EncodeSnapshot {
+                    epoch,
+                    index,
+                    image,
+                } => self.load(move |_| Input::SnapshotEncoded {
+                    epoch,
+                    index,
+                    bytes: image.encode(),
+                }),
             }
         }
         let revision = self.member.revision();
@@ -598,7 +607,8 @@ impl Loop {
         Ok(client)
     }
 
-    /// Reads the export store off the loop; the answer comes back as an input.
+    /// Runs `read` on the blocking pool and hands its input back to the loop
+    /// (reads of the export store, and encoding a snapshot).
     fn load(&self, read: impl FnOnce(&dyn SnapshotStore) -> Input + Send + 'static) {
         let store = self.store.clone();
         let loaded = self.loaded.clone();
