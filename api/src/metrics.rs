@@ -143,6 +143,10 @@ catalogue! {
     SCHEDULING_LATENCY = "mkube_scheduling_latency_seconds", Cluster, "Time from a pod's creation to its binding to a node";
     /// Round-trip time of the leader's probes (tag `stat`: avg, max).
     PROBE_RTT = "mkube_probe_rtt_seconds", Cluster, "Round-trip time of the leader's probes of the workers";
+    /// Time between two answered probes of the same node (tag `stat`: p50,
+    /// p99, max), over the answers since the last collection: every node
+    /// is probed within its interval when p99 stays near it.
+    PROBE_INTERVAL = "mkube_probe_interval_seconds", Cluster, "Time between two answered probes of the same node";
     /// Stored objects that do not parse and are skipped by every loop
     /// (a Warning event `UnreadableObject` names each key).
     UNREADABLE_OBJECTS = "mkube_unreadable_objects", Cluster, "Stored objects that do not parse as their kind (skipped until deleted)";

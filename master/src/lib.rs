@@ -20,7 +20,7 @@
 //!   functions and write the plans (control loop, prober, metrics collector).
 //! - [`clock`]: new uids and the time, the decisions' impure inputs.
 //! - [`snapshot`]: one consistent read of what the controllers decide on.
-//! - [`informer`]: the watch-fed cache snapshots are read from.
+//! - [`store::informer`]: the watch-fed cache snapshots are read from.
 //! - [`events`]: writing Events (and trimming old ones).
 //! - [`discovery`]: the DNS server's zone, following the Endpoints.
 //! - [`metrics`]: this master's figures, the cluster's figures and their
@@ -33,7 +33,6 @@ pub mod clock;
 pub mod controllers;
 pub mod discovery;
 pub mod events;
-pub mod informer;
 pub mod leader;
 pub mod metrics;
 pub mod objects;

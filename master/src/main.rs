@@ -115,7 +115,8 @@ struct Args {
     /// Longest wait for a probe's answer, in milliseconds.
     #[arg(long, default_value_t = 2_000)]
     probe_timeout_ms: u64,
-    /// Probes in flight at once.
+    /// Probes in flight at once (at least: a fleet larger than eight times
+    /// this gets one per eight nodes).
     #[arg(long, default_value_t = 32)]
     probe_concurrency: usize,
     /// Silence after which a node is NotReady and its pods Unknown, in milliseconds.

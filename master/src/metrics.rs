@@ -120,6 +120,44 @@ impl Summary {
     }
 }
 
+/// Durations observed over one collection interval, kept whole for their
+/// quantiles (at most [`Samples::CAP`]; a larger interval keeps its first).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Samples {
+    seconds: Vec<f64>,
+}
+
+impl Samples {
+    /// The most kept per interval (a thousand nodes probed every 50 ms for
+    /// 10 s is 200,000).
+    pub const CAP: usize = 200_000;
+
+    /// Adds one observation.
+    pub fn observe(&mut self, d: Duration) {
+        if self.seconds.len() < Self::CAP {
+            self.seconds.push(d.as_secs_f64());
+        }
+    }
+
+    /// The `q` quantile (0 ≤ q ≤ 1) by nearest rank; `None` when empty.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let mut sorted = self.seconds.clone();
+        sorted.sort_by(f64::total_cmp);
+        let rank = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len().max(1));
+        sorted.get(rank - 1).copied()
+    }
+
+    fn points(&self, metric: &str, now_ms: i64) -> Vec<Point> {
+        [("p50", 0.5), ("p99", 0.99), ("max", 1.0)]
+            .iter()
+            .filter_map(|(stat, q)| {
+                self.quantile(*q)
+                    .map(|v| Point::new(metric, &[("stat", stat)], now_ms, v))
+            })
+            .collect()
+    }
+}
+
 fn phase_name(phase: PodPhase) -> &'static str {
     match phase {
         PodPhase::Pending => "Pending",
@@ -295,6 +333,7 @@ struct Shared {
     sampler: ProcessSampler,
     scheduling: Summary,
     probes: Summary,
+    probe_intervals: Samples,
     cluster: Vec<Point>,
 }
 
@@ -352,6 +391,17 @@ impl MasterMetrics {
     /// A probe took `d` to answer.
     pub fn observe_probe(&self, d: Duration) {
         self.shared().probes.observe(d);
+    }
+
+    /// A node answered a probe `d` after its previous answered one.
+    pub fn observe_probe_interval(&self, d: Duration) {
+        self.shared().probe_intervals.observe(d);
+    }
+
+    /// The probe intervals since the last call as points of
+    /// `mkube_probe_interval_seconds`, reset.
+    pub fn take_probe_intervals(&self, now_ms: i64) -> Vec<Point> {
+        std::mem::take(&mut self.shared().probe_intervals).points(m::PROBE_INTERVAL, now_ms)
     }
 
     /// The latencies since the last call, reset.

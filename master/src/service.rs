@@ -110,16 +110,16 @@ fn stored_object(kind: Kind, kv: &kvs::kv::KeyValue) -> Result<Stored<Object>, M
     })
 }
 
-/// The cached objects of `kind` (one of [`crate::informer::KINDS`]) in
+/// The cached objects of `kind` (one of [`crate::store::informer::KINDS`]) in
 /// `namespace` (all for `None`), in key order, and the values that do not
 /// decode.
 fn cached_objects(
-    view: &crate::informer::CacheView<'_>,
+    view: &crate::store::informer::CacheView<'_>,
     kind: Kind,
     namespace: Option<&str>,
 ) -> (Vec<Stored<Object>>, Vec<store::Unreadable>) {
     fn wrap<T: Clone + Send + Sync + 'static>(
-        view: &crate::informer::CacheView<'_>,
+        view: &crate::store::informer::CacheView<'_>,
         kind: Kind,
         namespace: Option<&str>,
         as_object: fn(T) -> Object,
@@ -642,7 +642,7 @@ impl Master for MasterService {
         let kind = kind_of(&req.kind)?;
         let selector = selector_of(req.label_selector.as_deref())?;
         let ns = req.namespace.as_deref().filter(|n| !n.is_empty());
-        if crate::informer::KINDS.contains(&kind) {
+        if crate::store::informer::KINDS.contains(&kind) {
             // From the watch cache, at or after a linearizable revision:
             // a list of every pod costs no copy inside the store's loop.
             let at_least = self.store.revision().await?;

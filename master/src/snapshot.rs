@@ -12,7 +12,7 @@ use std::sync::Arc;
 use api::service::{Endpoints, Service};
 use api::{Deployment, Job, Kind, Node, Pod, PodDisruptionBudget, ReplicaSet};
 
-use crate::informer::{CacheView, KindView};
+use crate::store::informer::{CacheView, KindView};
 use crate::store::{FENCE_FLOOR_KEY, Store, StoreError, Stored, Unreadable, fence_floor, key};
 
 /// Pods, ReplicaSets, Deployments, Jobs, budgets, nodes, Services and
@@ -45,7 +45,7 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Reads it from the store's watch cache (see [`crate::informer`]):
+    /// Reads it from the store's watch cache (see [`crate::store::informer`]):
     /// one linearizable read of the fence floor fixes a revision, and the
     /// snapshot is the cache once it holds that revision or a later one.
     pub async fn read(store: &Store) -> Result<Snapshot, StoreError> {

@@ -6,6 +6,10 @@
 //! which is the key's `mod_revision` and is filled in on every read. Reads
 //! are linearizable (ReadIndex on any member); writes go to the Raft leader
 //! (forwarded by the embedded `Kv` service when this member follows).
+//! The kinds the loops decide on are also kept decoded in a watch cache
+//! ([`informer`]), which snapshots and lists read.
+
+pub mod informer;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,10 +18,10 @@ use api::Kind;
 use kvs::api::{Kv, KvsError, TxnRequest, WatchRequest};
 use kvs::kv::{CmpOp, Compare, CompareTarget, Event, KeyValue, Op, OpResult, Txn, TxnResponse};
 use kvs::node::KvService;
-
-use crate::informer::Informer;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+use informer::Informer;
 
 /// Why a store access failed.
 #[derive(Debug, thiserror::Error)]

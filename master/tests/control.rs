@@ -336,7 +336,11 @@ impl Scenario {
 
     /// Removes the object at `k`; whether there was one.
     fn remove(&mut self, k: &str) -> bool {
-        fn drop_key<T>(list: &mut Vec<Stored<T>>, k: &str, key_of: impl Fn(&T) -> String) -> bool {
+        fn drop_key<T>(
+            list: &mut Vec<std::sync::Arc<Stored<T>>>,
+            k: &str,
+            key_of: impl Fn(&T) -> String,
+        ) -> bool {
             let before = list.len();
             list.retain(|s| key_of(&s.object) != k);
             list.len() != before

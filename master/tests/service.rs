@@ -222,7 +222,11 @@ async fn lists_and_snapshots_see_every_acknowledged_write() {
         let replicas: Vec<u64> = listed
             .items
             .iter()
-            .filter(|d| d["metadata"]["name"].as_str().is_some_and(|n| n.starts_with('d')))
+            .filter(|d| {
+                d["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with('d'))
+            })
             .filter(|d| {
                 d["metadata"]["name"]
                     .as_str()
@@ -231,7 +235,11 @@ async fn lists_and_snapshots_see_every_acknowledged_write() {
             })
             .map(|d| d["spec"]["replicas"].as_u64().unwrap_or(0))
             .collect();
-        assert_eq!(replicas.len(), writes as usize, "round {round}: every object listed");
+        assert_eq!(
+            replicas.len(),
+            writes as usize,
+            "round {round}: every object listed"
+        );
         assert!(
             replicas.iter().all(|r| *r == u64::from(round + 1)),
             "round {round}: the list holds every write: {replicas:?}"
@@ -248,7 +256,9 @@ async fn lists_and_snapshots_see_every_acknowledged_write() {
             "round {round}: the snapshot holds the last write"
         );
     }
-    api.delete(object("Deployment", "d0")).await.expect("deleted");
+    api.delete(object("Deployment", "d0"))
+        .await
+        .expect("deleted");
     let listed = api.list(list("Deployment")).await.expect("listed");
     assert!(
         listed.items.iter().all(|d| d["metadata"]["name"] != "d0"),

@@ -45,6 +45,8 @@ pub struct ScaleSpec {
     /// How often pods and nodes are listed (a list of every pod costs the
     /// masters; pod start times are known within this).
     pub poll: Duration,
+    /// More flags for the masters.
+    pub master_args: Vec<String>,
 }
 
 /// What a run measured (see the module doc).
@@ -78,6 +80,13 @@ pub struct ScaleReport {
     /// Whether leadership moved during the ramp (`leader_cpu_s` and the
     /// peak RSS are then the first leader's).
     pub leader_changed: bool,
+    /// The worst p99 of the time between two answered probes of a node,
+    /// over the metrics collections after the ramp (steady phase and
+    /// loss): near the probe interval when every live node is probed on
+    /// time. `None` if no collection reported it.
+    pub probe_interval_p99: Option<Duration>,
+    /// Creates that failed and were retried (each a miss of the API SLO).
+    pub create_retries: usize,
 }
 
 fn deployment(name: &str, replicas: usize) -> Value {
@@ -207,7 +216,7 @@ fn is_running(p: &Pod) -> bool {
 
 /// Runs the scenario of `spec` (see the module doc).
 pub async fn run(spec: &ScaleSpec) -> Result<ScaleReport> {
-    let mut c = Cluster::start(3, 0, spec.timing.clone()).await?;
+    let mut c = Cluster::start_with(3, 0, spec.timing.clone(), &spec.master_args).await?;
     let kept = spec.nodes - spec.lost;
     c.add_hollows(0, kept, &[])?;
     let lost_proc = c.add_hollows(kept, spec.lost, &[])?;
@@ -261,20 +270,37 @@ pub async fn run(spec: &ScaleSpec) -> Result<ScaleReport> {
     let names: Vec<String> = (0..spec.deployments)
         .map(|i| format!("scale-{i:04}"))
         .collect();
+    let mut create_retries = 0;
     for chunk in names.chunks(spec.create_concurrency.max(1)) {
         let mut calls = tokio::task::JoinSet::new();
         for name in chunk {
             let (client, latencies) = (client.clone(), latencies.clone());
             let object = deployment(name, spec.replicas);
             calls.spawn(async move {
-                let t = Instant::now();
-                client.apply(&WriteRequest { object }).await?;
-                latencies.record("create", t.elapsed());
-                anyhow::Ok(())
+                // A client retries a call that failed (as kubectl and
+                // client-go do); each failure counts.
+                let mut retries = 0;
+                loop {
+                    let t = Instant::now();
+                    let answer = client
+                        .apply(&WriteRequest {
+                            object: object.clone(),
+                        })
+                        .await;
+                    latencies.record("create", t.elapsed());
+                    match answer {
+                        Ok(_) => return anyhow::Ok(retries),
+                        Err(e) if retries >= 10 => return Err(e.into()),
+                        Err(_) => {
+                            retries += 1;
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                }
             });
         }
         while let Some(done) = calls.join_next().await {
-            done??;
+            create_retries += done??;
         }
     }
 
@@ -305,6 +331,7 @@ pub async fn run(spec: &ScaleSpec) -> Result<ScaleReport> {
         tokio::time::sleep(spec.poll).await;
     }
     let all_running = ramp_start.elapsed();
+    let ramp_end_ms = now_ms();
     ramp_done.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = sampler.await;
     let mut starts: Vec<Duration> = started.into_values().collect();
@@ -360,6 +387,11 @@ pub async fn run(spec: &ScaleSpec) -> Result<ScaleReport> {
     }
     let recovered_after_loss = lost_at.elapsed();
     c.kill_hollows(lost_proc);
+    // One more collection, so that the loss is in the metrics.
+    let collection = Duration::from_millis(spec.timing.metrics_interval_ms);
+    tokio::time::sleep(collection).await;
+    let probe_interval_p99 =
+        worst_probe_interval_p99(&c, ramp_end_ms + collection.as_millis() as u64, now_ms()).await?;
     let status = c.kv_status(leader).await?;
     let mut live_nodes_not_ready: Vec<String> = not_ready.into_iter().collect();
     live_nodes_not_ready.sort();
@@ -377,5 +409,36 @@ pub async fn run(spec: &ScaleSpec) -> Result<ScaleReport> {
         live_nodes_not_ready,
         steady_cpu_per_node_s,
         leader_changed: leader_after_ramp != Some(leader),
+        probe_interval_p99,
+        create_retries,
     })
+}
+
+/// The largest p99 of `mkube_probe_interval_seconds` collected between
+/// `from_ms` and `to_ms`, read from a master's metrics database (the
+/// collector writes every master's).
+async fn worst_probe_interval_p99(
+    c: &Cluster,
+    from_ms: u64,
+    to_ms: u64,
+) -> Result<Option<Duration>> {
+    use grafana_datasource::{Aggregation, MetricsStore, SeriesQuery, SqliteStore, TagFilter};
+    let path = c.dir().join("metrics-m0.db");
+    let store = SqliteStore::open(&path, Duration::from_secs(86_400))
+        .with_context(|| format!("opening {}", path.display()))?;
+    let series = store
+        .query(&SeriesQuery {
+            metric: api::metrics::PROBE_INTERVAL.into(),
+            from_ms: from_ms as i64,
+            to_ms: to_ms as i64,
+            filters: vec![TagFilter::Equal("stat".into(), "p99".into())],
+            step_ms: None,
+            aggregation: Aggregation::Max,
+        })
+        .await?;
+    Ok(series
+        .iter()
+        .flat_map(|s| s.points.iter())
+        .filter_map(|(_, v)| Duration::try_from_secs_f64(*v).ok())
+        .max())
 }

@@ -79,7 +79,8 @@ pub(super) async fn run(ctx: Context) {
         let (scheduling, probes) = metrics.take_latencies();
         match Snapshot::read(&ctx.store).await {
             Ok(snap) => {
-                let cluster = cluster_points(&snap, scheduling, probes, now_ms());
+                let mut cluster = cluster_points(&snap, scheduling, probes, now_ms());
+                cluster.extend(metrics.take_probe_intervals(now_ms()));
                 metrics.set_cluster_points(cluster.clone());
                 points.extend(cluster);
             }

@@ -51,7 +51,7 @@ pub struct LeaderConfig {
     pub probe_interval: Duration,
     /// Longest wait for a probe's answer.
     pub probe_timeout: Duration,
-    /// Probes in flight at once.
+    /// Probes in flight at once (at least; see the prober's `slots`).
     pub probe_concurrency: usize,
     /// When a silent node becomes NotReady and when its pods are evicted.
     pub timeouts: Timeouts,

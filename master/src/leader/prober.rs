@@ -53,6 +53,9 @@ struct Peer {
     /// Probes unanswered in a row: a node that failed its last probe is
     /// suspect, and probed apart from the others (see [`Suspects`]).
     failures: u32,
+    /// When its last answer came, in ms (0: none yet), for the interval
+    /// between answers (`mkube_probe_interval_seconds`).
+    answered_ms: u64,
 }
 
 /// A probe's outcome: the node, what was sent, and the answer (or the
@@ -208,6 +211,17 @@ pub(super) async fn run(ctx: Context) {
     }
 }
 
+/// Probes in flight at once for a fleet of `nodes`: at least `floor`, and
+/// one per eight nodes. A round waits for its slowest live answers, so its
+/// length is about nodes / slots × the answer time: with a fixed 32 slots,
+/// a thousand nodes answering in 100 ms each made a round of 3 s, longer
+/// than the interval, and a slow fleet's rounds outlasted the node-loss
+/// timeouts (every node judged NotReady at once). With a slot per eight
+/// nodes, a round is eight answer times whatever the fleet's size.
+fn slots(floor: usize, nodes: usize) -> usize {
+    floor.max(nodes / 8).max(1)
+}
+
 fn jittered(interval: Duration) -> Duration {
     let spread = interval.as_millis() as u64 / 5;
     let j = if spread == 0 { 0 } else { now_ms() % spread };
@@ -251,7 +265,10 @@ async fn round(
         .map(|n| n.object.metadata.name.as_str())
         .collect();
     peers.retain(|name, _| names.contains(name.as_str()));
-    let limit = Arc::new(Semaphore::new(ctx.config.probe_concurrency.max(1)));
+    let limit = Arc::new(Semaphore::new(slots(
+        ctx.config.probe_concurrency,
+        snap.nodes.len(),
+    )));
     let mut set = tokio::task::JoinSet::new();
     for node in &snap.nodes {
         let name = node.object.metadata.name.clone();
@@ -268,6 +285,7 @@ async fn round(
             written_ms: 0,
             follow_until_ms: 0,
             failures: 0,
+            answered_ms: 0,
         });
         if peer.address != address || peer.client.is_none() {
             peer.address = address.clone();
@@ -349,6 +367,7 @@ async fn round(
             }
         };
         if let Some(answer) = answer {
+            observe_interval(ctx, peers, &answer);
             take_answer(
                 answer,
                 snap,
@@ -362,6 +381,7 @@ async fn round(
     }
     while let Some(Ok((id, answer))) = suspects.set.try_join_next_with_id() {
         suspects.out.remove(&id);
+        observe_interval(ctx, peers, &answer);
         take_answer(
             answer,
             snap,
@@ -380,6 +400,22 @@ async fn round(
     }
     super::control::apply_txns(&ctx.store, writes).await;
     starting
+}
+
+/// Notes when `answer` came, if it is an answer, and how long after the
+/// node's previous one.
+fn observe_interval(ctx: &Context, peers: &mut HashMap<String, Peer>, answer: &Answer) {
+    let (name, _, Ok(Ok(_))) = answer else {
+        return;
+    };
+    let Some(peer) = peers.get_mut(name) else {
+        return;
+    };
+    let at = now_ms();
+    if let (Some(metrics), true) = (&ctx.metrics, peer.answered_ms > 0) {
+        metrics.observe_probe_interval(Duration::from_millis(at.saturating_sub(peer.answered_ms)));
+    }
+    peer.answered_ms = at;
 }
 
 /// Takes one probe's outcome: what the leader knows of the node, the
@@ -584,7 +620,9 @@ fn part(pods: &[&Pod]) -> (Vec<Pod>, bool) {
 
 /// Updates what the leader knows of a peer from its answer.
 fn answered(peer: &mut Peer, req: &ProbeRequest, resp: &ProbeResponse, now: u64) {
-    peer.last_contact_ms = now;
+    // The answer's own time when known (a slow round's start would make
+    // every node it answered look silent for as long as the round took).
+    peer.last_contact_ms = peer.last_contact_ms.max(now).max(peer.answered_ms);
     if resp.acked_version == req.version {
         match req.base_version {
             None => peer.sent.clear(),
@@ -911,6 +949,16 @@ mod tests {
         }
     }
 
+    /// A round lasts about nodes / slots answer times: the slots grow with
+    /// the fleet, so that a thousand nodes' round is as short as 256's.
+    #[test]
+    fn a_larger_fleet_gets_more_probe_slots() {
+        assert_eq!(slots(32, 3), 32);
+        assert_eq!(slots(32, 256), 32);
+        assert_eq!(slots(32, 1_000), 125);
+        assert_eq!(slots(0, 0), 1, "never no slot at all");
+    }
+
     /// Three pods of 1.4 MiB made every full sync larger than the worker's
     /// body limit: each part now holds what fits, and the parts together
     /// bring the node every pod, the last one saying so.
@@ -929,6 +977,7 @@ mod tests {
             written_ms: 0,
             follow_until_ms: 0,
             failures: 0,
+            answered_ms: 0,
         };
         let mut parts = Vec::new();
         loop {

@@ -41,6 +41,12 @@ fn spec(nodes: usize, deployments: usize, replicas: usize) -> ScaleSpec {
         },
         phase_deadline: Duration::from_secs(1_800),
         poll: Duration::from_secs(1),
+        // Raft's timing for masters that share two cores with a whole
+        // fleet (etcd's advice: an election timeout well above the worst
+        // delay a heartbeat meets): 100 ms ticks, elections after 2 s.
+        master_args: ["--tick-ms", "100", "--election-ticks", "20"]
+            .map(String::from)
+            .to_vec(),
     }
 }
 
@@ -66,6 +72,12 @@ fn print(label: &str, spec: &ScaleSpec, r: &ScaleReport) {
     for (call, p99) in &r.api_p99 {
         println!("  API {call:<6} p99         {} ms", ms(*p99));
     }
+    if r.create_retries > 0 {
+        println!(
+            "  API create retried     {} times (failed calls)",
+            r.create_retries
+        );
+    }
     println!(
         "  leader cpu             {:.1} s over {:.0} s; peak RSS {} MiB{}",
         r.leader_cpu_s,
@@ -88,6 +100,12 @@ fn print(label: &str, spec: &ScaleSpec, r: &ScaleReport) {
         r.recovered_after_loss.as_secs_f64(),
         (spec.timing.eviction_timeout_ms as f64) / 1000.0,
         r.live_nodes_not_ready.len()
+    );
+    println!(
+        "  probe interval p99     {} (worst collection after the ramp; probe interval {} ms)",
+        r.probe_interval_p99
+            .map_or_else(|| "not collected".to_string(), |d| format!("{} ms", ms(d))),
+        spec.timing.probe_interval_ms
     );
     println!(
         "  steady leader cpu      {:.6} cpu-s per node per s",

@@ -41,9 +41,9 @@ use kvs::kv::{Event, KeyValue};
 use kvs::node::KvService;
 use serde::de::DeserializeOwned;
 
-use crate::store::{self, StoreError, Stored, Unreadable, decode, prefix};
+use super::{self as store, StoreError, Stored, Unreadable, decode, prefix};
 
-/// The kinds cached, in the order [`crate::snapshot::Snapshot`] lists them.
+/// The kinds cached (those the loops decide on).
 pub const KINDS: [Kind; 8] = [
     Kind::Pod,
     Kind::ReplicaSet,
@@ -97,43 +97,66 @@ struct Cache {
     objects: [BTreeMap<String, Entry>; KINDS.len()],
 }
 
-impl Cache {
-    fn put(&mut self, prefixes: &[String], kv: &KeyValue) {
-        if let Some(i) = prefixes.iter().position(|p| kv.key.starts_with(p.as_str()))
-            && let Some(e) = decode_entry(KINDS[i], kv)
-        {
-            self.objects[i].insert(kv.key.clone(), e);
-        }
-    }
+/// One decoded change to the cache: the kind's index in [`KINDS`], the
+/// key, and its new entry (`None`: deleted).
+type Change = (usize, String, Option<Entry>);
 
-    fn delete(&mut self, prefixes: &[String], key: &str) {
-        if let Some(i) = prefixes.iter().position(|p| key.starts_with(p.as_str())) {
-            self.objects[i].remove(key);
+/// The changes `events` make to the cached kinds, decoded (pure cpu: the
+/// feeder runs it on the blocking pool, outside the cache's lock).
+fn decode_events(prefixes: &[String], events: &[Event]) -> Vec<Change> {
+    let kind_of = |key: &str| prefixes.iter().position(|p| key.starts_with(p.as_str()));
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Put { kv } => {
+                let i = kind_of(&kv.key)?;
+                Some((i, kv.key.clone(), Some(decode_entry(KINDS[i], kv)?)))
+            }
+            Event::Delete { key, .. } => Some((kind_of(key)?, key.clone(), None)),
+        })
+        .collect()
+}
+
+/// [`decode_events`] for a list: every key put.
+fn decode_list(prefixes: &[String], lists: &[Vec<KeyValue>]) -> Vec<Change> {
+    let puts: Vec<Event> = lists
+        .iter()
+        .flatten()
+        .map(|kv| Event::Put { kv: kv.clone() })
+        .collect();
+    decode_events(prefixes, &puts)
+}
+
+impl Cache {
+    /// Applies decoded changes (whole revisions, in order), after which the
+    /// store is at `revision`.
+    fn apply(&mut self, changes: Vec<Change>, revision: i64) {
+        for (i, key, entry) in changes {
+            match entry {
+                Some(e) => {
+                    self.objects[i].insert(key, e);
+                }
+                None => {
+                    self.objects[i].remove(&key);
+                }
+            }
         }
+        self.revision = self.revision.max(revision);
     }
 
     /// The cache of a whole list at `revision`.
+    #[cfg(test)]
     fn listed(prefixes: &[String], lists: &[Vec<KeyValue>], revision: i64) -> Cache {
-        let mut cache = Cache {
-            revision,
-            ..Cache::default()
-        };
-        for kv in lists.iter().flatten() {
-            cache.put(prefixes, kv);
-        }
+        let mut cache = Cache::default();
+        cache.apply(decode_list(prefixes, lists), revision);
         cache
     }
 
     /// Applies a watch answer: `events` (whole revisions, in order), after
     /// which the store is at `next - 1`.
+    #[cfg(test)]
     fn watched(&mut self, prefixes: &[String], events: &[Event], next: i64) {
-        for e in events {
-            match e {
-                Event::Put { kv } => self.put(prefixes, kv),
-                Event::Delete { key, .. } => self.delete(prefixes, key),
-            }
-        }
-        self.revision = self.revision.max(next - 1);
+        self.apply(decode_events(prefixes, events), next - 1);
     }
 
     fn view(&self) -> CacheView<'_> {
@@ -262,14 +285,18 @@ impl Informer {
         });
     }
 
-    fn relisted(&self, lists: &[Vec<KeyValue>], revision: i64) {
-        *self.write_cache() = Cache::listed(&self.prefixes, lists, revision);
+    /// Replaces the cache with a decoded list at `revision`.
+    fn relisted(&self, changes: Vec<Change>, revision: i64) {
+        let mut cache = Cache::default();
+        cache.apply(changes, revision);
+        *self.write_cache() = cache;
         self.applied.send_replace(revision);
     }
 
-    fn watched(&self, events: &[Event], next: i64) {
+    /// Applies decoded watch events, after which the store is at `revision`.
+    fn watched(&self, changes: Vec<Change>, revision: i64) {
         let mut cache = self.write_cache();
-        cache.watched(&self.prefixes, events, next);
+        cache.apply(changes, revision);
         let revision = cache.revision;
         drop(cache);
         self.applied.send_replace(revision);
@@ -291,8 +318,16 @@ async fn feed(informer: Weak<Informer>, kv: Arc<KvService>) {
                 continue;
             }
         };
+        let decoding = {
+            let prefixes = prefixes.clone();
+            tokio::task::spawn_blocking(move || decode_list(&prefixes, &lists))
+        };
+        let Ok(changes) = decoding.await else {
+            tokio::time::sleep(RETRY).await;
+            continue;
+        };
         match informer.upgrade() {
-            Some(i) => i.relisted(&lists, revision),
+            Some(i) => i.relisted(changes, revision),
             None => return,
         }
         let mut from = revision + 1;
@@ -307,8 +342,14 @@ async fn feed(informer: Weak<Informer>, kv: Arc<KvService>) {
             };
             match answer {
                 Ok((events, next)) => {
+                    let decoding = {
+                        let prefixes = prefixes.clone();
+                        tokio::task::spawn_blocking(move || decode_events(&prefixes, &events))
+                    };
+                    // A decoding that panicked (a bug): list again.
+                    let Ok(changes) = decoding.await else { break };
                     let Some(i) = informer.upgrade() else { return };
-                    i.watched(&events, next);
+                    i.watched(changes, next - 1);
                     from = next.max(from);
                 }
                 Err(StoreError::Compacted(_)) => break,
