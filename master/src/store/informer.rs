@@ -5,20 +5,21 @@
 //!
 //! Why: the loops read everything every round. At 30,000 pods a range of
 //! the whole store copied tens of megabytes inside the kvs member's loop
-//! (delaying its heartbeats: the fleet's leader lost its leadership under
-//! the load), and every round cloned every object again. With the cache a
-//! round costs one small linearizable read and a copy of pointers.
+//! (where it delays Raft's heartbeats), and every round cloned every
+//! object again. With the cache a round costs one small linearizable read
+//! and a copy of pointers; decoding happens once per write, on the
+//! blocking pool.
 //!
 //! ```text
 //!  list (range of KINDS at rev L) ─▶ cache@L ─▶ watch from L+1 ─▶ cache@next-1 ─▶ …
 //!                                       ▲ Compacted: list again
-//!  Informer::snapshot: R = linearizable read ─▶ wait until cache ≥ R ─▶ copy the Arcs
+//!  Informer::read: R = linearizable read ─▶ wait until cache ≥ R ─▶ copy the Arcs
 //! ```
 //!
 //! Invariants:
 //! - The cache only ever holds whole revisions: it applies a watch answer
-//!   (whole revisions, in order) under one lock, then says which revision
-//!   it is complete up to. A snapshot taken under that lock is the store
+//!   (whole revisions, in order, decoded beforehand) under one lock, then
+//!   says which revision it is complete up to. A snapshot taken under that lock is the store
 //!   exactly at that revision.
 //! - A snapshot is at least as new as a linearizable read made after the
 //!   call began, so what the loops decide on is never older than what an
