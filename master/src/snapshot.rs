@@ -8,12 +8,16 @@
 //! first, so an unreadable owner is not taken for a deleted one.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use api::service::{Endpoints, Service};
 use api::{Deployment, Job, Kind, Node, Pod, PodDisruptionBudget, ReplicaSet};
 
 use crate::store::informer::{CacheView, KindView};
 use crate::store::{FENCE_FLOOR_KEY, Store, StoreError, Stored, Unreadable, fence_floor, key};
+
+/// A snapshot read slower than this is logged, with where the time went.
+const SLOW_READ: Duration = Duration::from_secs(1);
 
 /// Pods, ReplicaSets, Deployments, Jobs, budgets, nodes, Services and
 /// Endpoints at one revision, each object shared with the watch cache
@@ -49,7 +53,9 @@ impl Snapshot {
     /// one linearizable read of the fence floor fixes a revision, and the
     /// snapshot is the cache once it holds that revision or a later one.
     pub async fn read(store: &Store) -> Result<Snapshot, StoreError> {
+        let started = Instant::now();
         let (floor, at_least) = store.get_raw(FENCE_FLOOR_KEY).await?;
+        let indexed = started.elapsed();
         let mut snap = store
             .informer()
             .read(at_least, |view| {
@@ -72,6 +78,15 @@ impl Snapshot {
             .await?;
         snap.fence_floor = fence_floor(floor.as_ref().map(|kv| kv.value.as_str()));
         snap.unreadable.sort_by(|a, b| a.key.cmp(&b.key));
+        let took = started.elapsed();
+        if took >= SLOW_READ {
+            tracing::info!(
+                read_index_ms = indexed.as_millis() as u64,
+                cache_wait_ms = (took - indexed).as_millis() as u64,
+                revision = at_least,
+                "a slow snapshot read"
+            );
+        }
         Ok(snap)
     }
 

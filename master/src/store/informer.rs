@@ -311,6 +311,7 @@ async fn feed(informer: Weak<Informer>, kv: Arc<KvService>) {
         let Some(prefixes) = informer.upgrade().map(|i| i.prefixes.clone()) else {
             return;
         };
+        let listing = std::time::Instant::now();
         let (lists, revision) = match store::range_many_on(&kv, &prefixes).await {
             Ok(listed) => listed,
             Err(e) => {
@@ -331,6 +332,11 @@ async fn feed(informer: Weak<Informer>, kv: Arc<KvService>) {
             Some(i) => i.relisted(changes, revision),
             None => return,
         }
+        tracing::info!(
+            revision,
+            took_ms = listing.elapsed().as_millis() as u64,
+            "informer: listed"
+        );
         let mut from = revision + 1;
         let mut applied = kv.node().revision();
         loop {
@@ -353,7 +359,13 @@ async fn feed(informer: Weak<Informer>, kv: Arc<KvService>) {
                     i.watched(changes, next - 1);
                     from = next.max(from);
                 }
-                Err(StoreError::Compacted(_)) => break,
+                Err(StoreError::Compacted(_)) => {
+                    tracing::info!(
+                        from,
+                        "informer: the watch history no longer holds the next revision; listing again"
+                    );
+                    break;
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "informer: watch failed; retrying");
                     tokio::time::sleep(RETRY).await;

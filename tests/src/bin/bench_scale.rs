@@ -7,7 +7,9 @@
 //!
 //! Full size is 1,000 nodes and 1,000 Deployments of 30 pods;
 //! `SCALE_NODES`, `SCALE_DEPLOYMENTS` and `SCALE_REPLICAS` change it (the
-//! small run is a tenth of the nodes and Deployments).
+//! small run is a tenth of the nodes and Deployments). `SCALE_ONLY=full`
+//! (or `small`) runs one size alone, for profiling; the last line then
+//! has no ratio.
 
 use std::time::Duration;
 
@@ -120,6 +122,13 @@ fn main() -> Result<()> {
         let replicas = env("SCALE_REPLICAS", 30);
         let small = spec((nodes / 10).max(10), (deployments / 10).max(1), replicas);
         let big = spec(nodes, deployments, replicas);
+        let only = std::env::var("SCALE_ONLY").unwrap_or_default();
+        if only == "full" || only == "small" {
+            let spec = if only == "full" { &big } else { &small };
+            let report = run(spec).await.with_context(|| format!("the {only} run"))?;
+            print(&only, spec, &report);
+            return Ok(());
+        }
         let small_report = run(&small).await.context("the small run")?;
         print("small", &small, &small_report);
         let big_report = run(&big).await.context("the full run")?;
