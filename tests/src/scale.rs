@@ -343,8 +343,12 @@ pub async fn run(spec: &ScaleSpec) -> Result<ScaleReport> {
     let steady_pid = leader_after_ramp
         .and_then(|l| c.master_pid(l))
         .unwrap_or(pid);
+    // Measured once the ramp's tail (the last writes, Events, the control
+    // passes they wake) has settled, over ten probe intervals.
+    let interval = Duration::from_millis(spec.timing.probe_interval_ms);
+    tokio::time::sleep(5 * interval).await;
     let (cpu1, wall1) = (cpu_seconds(steady_pid), Instant::now());
-    tokio::time::sleep(4 * Duration::from_millis(spec.timing.probe_interval_ms)).await;
+    tokio::time::sleep(10 * interval).await;
     let steady_cpu = cpu_seconds(steady_pid) - cpu1;
     let steady_cpu_per_node_s = steady_cpu / wall1.elapsed().as_secs_f64() / spec.nodes as f64;
 

@@ -4,6 +4,15 @@
 //! their controllers replace them elsewhere. When it answers again, the
 //! prober sends it its whole desired set, which no longer holds the evicted
 //! pods, and the worker removes them: no duplicates survive the heal.
+//!
+//! Silence is the node's own doing only once a probe of it has failed:
+//! a node the masters were too busy to ask is not judged (the prober
+//! passes [`health`] only nodes whose last probe failed). And when most
+//! of a large fleet goes silent together, evictions pause
+//! ([`disrupted`]): the masters are then more likely cut off or
+//! overloaded than the machines gone, and moving every pod onto the few
+//! nodes left would make it worse (Kubernetes' full and partial
+//! disruption modes).
 
 use api::Pod;
 
@@ -39,6 +48,17 @@ pub fn health(last_contact_ms: u64, now_ms: u64, t: Timeouts) -> Health {
     }
 }
 
+/// Percent of the fleet silent at once beyond which evictions pause
+/// (Kubernetes' `--unhealthy-zone-threshold`, 55 %).
+pub const DISRUPTION_PERCENT: usize = 55;
+
+/// Whether evictions pause with `silent` of `total` nodes silent past the
+/// grace: more than [`DISRUPTION_PERCENT`] of them, and more than one (a
+/// one-node fleet that loses its node has nothing to spare either way).
+pub fn disrupted(silent: usize, total: usize) -> bool {
+    silent > 1 && silent * 100 > total * DISRUPTION_PERCENT
+}
+
 /// The pods an evicted node loses: those a controller will replace, and
 /// those already being deleted (nobody is left to confirm their end).
 /// Other standalone pods stay (Unknown) until the node returns or a user
@@ -69,6 +89,19 @@ mod tests {
         assert_eq!(health(1_000, 11_000, t), Health::Evict);
         // A clock that went backwards is not silence.
         assert_eq!(health(9_000, 1_000, t), Health::Healthy);
+    }
+
+    /// A tenth of a fleet lost is evicted; most of it at once is not
+    /// (the masters are the likelier fault); one node of two is.
+    #[test]
+    fn evictions_pause_when_most_of_the_fleet_goes_silent_together() {
+        assert!(!disrupted(100, 1_000));
+        assert!(!disrupted(550, 1_000));
+        assert!(disrupted(551, 1_000));
+        assert!(disrupted(1_000, 1_000));
+        assert!(!disrupted(1, 2), "one node of two");
+        assert!(!disrupted(1, 1), "a lone node");
+        assert!(disrupted(2, 3));
     }
 
     #[test]

@@ -1,12 +1,22 @@
 //! The heartbeat prober (Borg style: the master asks, the worker answers).
 //!
 //! ```text
-//!  every probe_interval (±10%), and at once when a node's desired pods change:
-//!    snapshot ─▶ per node: desired pods ─▶ delta vs what it acked ─▶ probe(fence, delta, events_after)
-//!            ◀─ node info, acked version, pod statuses, events ─┘
-//!    ─▶ CAS writes: pod statuses, node status, events
-//!    silent nodes: NotReady (pods Unknown) after the grace, eviction after the timeout
+//!  each pass (after a change in the store, an answer, or a node falling due):
+//!    snapshot ─▶ answers that came: CAS writes (pod statuses, node status, events), per node
+//!            ─▶ per free node that is due, or whose desired pods changed:
+//!                 delta vs what it acked ─▶ probe(fence, delta, events_after) ─▶ (answer, later)
+//!            ─▶ silent nodes: NotReady (pods Unknown) after the grace, eviction after the timeout
 //! ```
+//!
+//! Every node keeps its own schedule: it is probed a probe interval after
+//! its last answer (sooner while pods it was given start), whatever the
+//! other nodes do. No pass waits for an answer: a probe and then the
+//! writes its answer calls for run as one node's task, and the node is not
+//! probed again until both are done, so each probe is built from a
+//! snapshot that holds what the last one wrote. A fleet whose answers are
+//! slow (a thousand nodes on a busy machine) costs each node its own
+//! answer time, never the slowest node's: rounds that waited for every
+//! answer grew to tens of seconds, longer than the node-loss timeouts.
 //!
 //! What the prober knows of each node (last contact, acked version, what it
 //! sent) lives only in the leader's memory: a new leader starts every node
@@ -15,8 +25,8 @@
 //! one is a full sync too.
 //!
 //! Dead nodes cost no live node its probe: a node whose last probe failed
-//! is *suspect*, probed on a quarter of the slots apart from the others,
-//! and no round waits for its answer (see `Suspects`).
+//! is *suspect*, and probed on a quarter of the slots, apart from the
+//! others (a probe to a machine that is gone may wait out its timeout).
 
 use crate::controllers::termination::{self, is_terminating};
 use std::collections::{HashMap, HashSet};
@@ -29,12 +39,13 @@ use api::{
 };
 use kvs::kv::{Op, Txn};
 use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 
 use super::{Context, Snapshot};
 use crate::controllers::fnv1a;
-use crate::controllers::nodes::{Health, evictable, health};
+use crate::controllers::nodes::{Health, disrupted, evictable, health};
 use crate::events::{event, record};
-use crate::store::{Stored, encode, key, prefix, unchanged};
+use crate::store::{Stored, encode, key, unchanged};
 
 /// What the leader remembers of one worker.
 struct Peer {
@@ -51,60 +62,151 @@ struct Peer {
     /// Until when pods it was just given are followed closely, in ms.
     follow_until_ms: u64,
     /// Probes unanswered in a row: a node that failed its last probe is
-    /// suspect, and probed apart from the others (see [`Suspects`]).
+    /// suspect, and probed on slots of its own.
     failures: u32,
     /// When its last answer came, in ms (0: none yet), for the interval
     /// between answers (`mkube_probe_interval_seconds`).
     answered_ms: u64,
+    /// When it is next probed even if nothing changed, in ms.
+    due_ms: u64,
+    /// [`signature`] of its pods when a probe built for it last carried
+    /// nothing new (0: none since its last probe): until they change or it
+    /// falls due, a pass need not build its probe again.
+    idle_signature: u64,
 }
 
-/// A probe's outcome: the node, what was sent, and the answer (or the
-/// error, or the timeout).
-type Answer = (
-    String,
-    ProbeRequest,
-    Result<Result<ProbeResponse, rpc::Error>, tokio::time::error::Elapsed>,
-);
-
-/// Probes of suspect nodes (those whose last probe failed), kept apart so
-/// that dead nodes cost no live node its probe: they run on slots of their
-/// own, and a round does not wait for them (a probe to a machine that is
-/// gone may wait out its whole timeout); their answers are taken by
-/// whichever round is running when they come. A node with a probe out is
-/// not probed again until it returns.
-struct Suspects {
-    set: tokio::task::JoinSet<Answer>,
-    out: HashMap<tokio::task::Id, String>,
-    limit: Arc<Semaphore>,
+impl Peer {
+    fn new(address: String, now: u64) -> Peer {
+        Peer {
+            address,
+            client: None,
+            last_contact_ms: now,
+            acked: None,
+            sent: HashMap::new(),
+            events_after: 0,
+            written_ms: 0,
+            follow_until_ms: 0,
+            failures: 0,
+            answered_ms: 0,
+            due_ms: 0,
+            idle_signature: 0,
+        }
+    }
 }
 
-impl Suspects {
-    fn new(concurrency: usize) -> Suspects {
-        Suspects {
-            set: tokio::task::JoinSet::new(),
-            out: HashMap::new(),
-            // A quarter of the slots: enough to notice a node come back
-            // within an interval or two, never enough to starve the rest.
-            limit: Arc::new(Semaphore::new((concurrency / 4).max(1))),
+/// A probe's outcome: the node, what was sent, when it ended (ms), and the
+/// answer (or the error, or the timeout).
+struct Answer {
+    node: String,
+    req: ProbeRequest,
+    at_ms: u64,
+    answer: Result<Result<ProbeResponse, rpc::Error>, tokio::time::error::Elapsed>,
+}
+
+/// What one of the prober's tasks reports when it ends.
+enum Done {
+    /// A node's probe came back (or failed, or timed out).
+    Answered(Box<Answer>),
+    /// The writes a node's answer called for are done: the node is free.
+    Written(String),
+    /// The writes of a judgement of silent nodes are done.
+    Judged,
+}
+
+/// The prober's tasks: probes, each node's writes, and the judgement of
+/// silent nodes. A node with a task out (`busy`) is not probed again
+/// until it ends.
+struct Tasks {
+    set: JoinSet<Done>,
+    /// Which node each task is for (the judgement: none).
+    of: HashMap<tokio::task::Id, String>,
+    busy: HashSet<String>,
+    /// Finished tasks a pass has not taken yet.
+    done: Vec<Done>,
+    /// Slots for probes of live nodes (resized with the fleet).
+    live: Arc<Semaphore>,
+    live_slots: usize,
+    /// Slots for probes of suspect nodes: a quarter of the floor, enough
+    /// to notice a node come back within an interval or two, never enough
+    /// to starve the rest.
+    suspect: Arc<Semaphore>,
+    /// Slots for nodes' writes, so that a pass's answers share the
+    /// store's pipeline rather than flood it.
+    writes: Arc<Semaphore>,
+    judging: bool,
+}
+
+/// Nodes writing at once (each its answer's few transactions in order).
+const NODES_WRITING: usize = 64;
+
+impl Tasks {
+    fn new(floor: usize) -> Tasks {
+        Tasks {
+            set: JoinSet::new(),
+            of: HashMap::new(),
+            busy: HashSet::new(),
+            done: Vec::new(),
+            live: Arc::new(Semaphore::new(floor.max(1))),
+            live_slots: floor.max(1),
+            suspect: Arc::new(Semaphore::new((floor / 4).max(1))),
+            writes: Arc::new(Semaphore::new(NODES_WRITING)),
+            judging: false,
         }
     }
 
-    fn is_out(&self, node: &str) -> bool {
-        self.out.values().any(|n| n == node)
+    /// Grows the live slots to `slots` (they never shrink: a probe holds
+    /// its permit from the semaphore it started with).
+    fn resize(&mut self, slots: usize) {
+        if slots > self.live_slots {
+            self.live.add_permits(slots - self.live_slots);
+            self.live_slots = slots;
+        }
     }
 
-    /// A finished probe, if one is (`None` when none is out).
-    async fn next(&mut self) -> Option<Answer> {
-        loop {
-            match self.set.join_next_with_id().await? {
-                Ok((id, answer)) => {
-                    self.out.remove(&id);
-                    return Some(answer);
-                }
-                Err(e) => {
-                    self.out.remove(&e.id());
-                }
+    fn spawn(
+        &mut self,
+        node: Option<String>,
+        task: impl std::future::Future<Output = Done> + Send + 'static,
+    ) {
+        let id = self.set.spawn(task).id();
+        if let Some(node) = node {
+            self.busy.insert(node.clone());
+            self.of.insert(id, node);
+        }
+    }
+
+    /// Waits for the next task to end and keeps what it reports for the
+    /// next pass (never returns while none is out).
+    async fn wait(&mut self) {
+        if self.set.is_empty() {
+            return std::future::pending().await;
+        }
+        if let Some(done) = self.set.join_next_with_id().await {
+            self.ended(done);
+        }
+    }
+
+    /// Every task that has ended, for a pass to take.
+    fn take(&mut self) -> Vec<Done> {
+        while let Some(done) = self.set.try_join_next_with_id() {
+            self.ended(done);
+        }
+        std::mem::take(&mut self.done)
+    }
+
+    fn ended(&mut self, done: Result<(tokio::task::Id, Done), tokio::task::JoinError>) {
+        match done {
+            Ok((id, done)) => {
+                self.of.remove(&id);
+                self.done.push(done);
             }
+            // A task that panicked (a bug): its node is free again.
+            Err(e) => match self.of.remove(&e.id()) {
+                Some(node) => {
+                    self.busy.remove(&node);
+                }
+                None => self.judging = false,
+            },
         }
     }
 }
@@ -170,18 +272,24 @@ fn desired(pod: &Pod) -> Pod {
     p
 }
 
+/// The shortest time between two passes: answers and changes that come
+/// meanwhile are taken together. A pass reads a snapshot and looks at
+/// every node (a few ms at 30,000 pods); at a thousand nodes answers come
+/// every few ms, and a pass for each made the steady leader's cpu three
+/// times what rounds cost.
+const PASS_SPACING: Duration = Duration::from_millis(100);
+
 pub(super) async fn run(ctx: Context) {
-    let mut peers: HashMap<String, Peer> = HashMap::new();
-    let mut next_full = tokio::time::Instant::now();
+    let mut state = State {
+        peers: HashMap::new(),
+        tasks: Tasks::new(ctx.config.probe_concurrency),
+        fingerprints: Fingerprints::default(),
+        next_judgement_ms: now_ms() + judgement_every(&ctx).as_millis() as u64,
+        paused: false,
+    };
     let mut seen_revision = 0;
-    let mut follow: HashSet<String> = HashSet::new();
-    let mut suspects = Suspects::new(ctx.config.probe_concurrency.max(1));
-    let mut fingerprints = Fingerprints::default();
     while ctx.still_leading() {
-        let full = tokio::time::Instant::now() >= next_full;
-        if full {
-            next_full = tokio::time::Instant::now() + jittered(ctx.config.probe_interval);
-        }
+        let mut wake_ms = now_ms() + ctx.config.probe_interval.as_millis() as u64;
         match Snapshot::read(&ctx.store).await {
             Ok(snap) => {
                 seen_revision = snap.revision;
@@ -191,33 +299,42 @@ pub(super) async fn run(ctx: Context) {
                     epoch: crate::store::fence_epoch(ctx.leadership.epoch, snap.fence_floor),
                     term: ctx.leadership.term,
                 };
-                fingerprints.keep(&snap);
-                let mut state = RoundState {
-                    peers: &mut peers,
-                    suspects: &mut suspects,
-                    fingerprints: &mut fingerprints,
-                };
-                follow = round(&ctx, fence, &snap, &mut state, full, &follow).await;
+                wake_ms = pass(&ctx, fence, &snap, &mut state);
             }
             Err(e) => tracing::warn!(error = %e, "prober: reading the snapshot failed"),
         }
-        let mut wait = next_full.saturating_duration_since(tokio::time::Instant::now());
-        if !follow.is_empty() {
-            wait = wait.min(FOLLOW_INTERVAL);
+        let wait = Duration::from_millis(wake_ms.saturating_sub(now_ms()));
+        tokio::select! {
+            _ = state.tasks.wait() => {}
+            _ = ctx.wait_for_change(seen_revision, wait) => {}
         }
-        ctx.wait_for_change(seen_revision, wait).await;
-        // Let a burst of writes (a scale-up) settle into one round.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Let answers and writes that come meanwhile settle into one pass.
+        tokio::time::sleep(PASS_SPACING).await;
     }
 }
 
+/// What the prober keeps from pass to pass.
+struct State {
+    peers: HashMap<String, Peer>,
+    tasks: Tasks,
+    fingerprints: Fingerprints,
+    next_judgement_ms: u64,
+    /// Whether evictions paused at the last judgement.
+    paused: bool,
+}
+
+/// How often silent nodes are judged: node lifecycle goes on time, not
+/// after any probe (a node cut off makes its probe wait out the timeout).
+fn judgement_every(ctx: &Context) -> Duration {
+    (ctx.config.probe_interval.min(ctx.config.probe_timeout) / 2).max(Duration::from_millis(100))
+}
+
 /// Probes in flight at once for a fleet of `nodes`: at least `floor`, and
-/// one per eight nodes. A round waits for its slowest live answers, so its
-/// length is about nodes / slots × the answer time: with a fixed 32 slots,
-/// a thousand nodes answering in 100 ms each made a round of 3 s, longer
-/// than the interval, and a slow fleet's rounds outlasted the node-loss
-/// timeouts (every node judged NotReady at once). With a slot per eight
-/// nodes, a round is eight answer times whatever the fleet's size.
+/// one per eight nodes. A node waits for a slot as long as the probes
+/// ahead of it take, about nodes / slots answer times: with a fixed 32
+/// slots, a thousand nodes answering in 100 ms each waited 3 s, longer
+/// than the interval. With a slot per eight nodes, eight answer times
+/// whatever the fleet's size.
 fn slots(floor: usize, nodes: usize) -> usize {
     floor.max(nodes / 8).max(1)
 }
@@ -228,31 +345,18 @@ fn jittered(interval: Duration) -> Duration {
     interval - Duration::from_millis(spread / 2) + Duration::from_millis(j)
 }
 
-/// What the prober keeps from round to round.
-struct RoundState<'a> {
-    peers: &'a mut HashMap<String, Peer>,
-    suspects: &'a mut Suspects,
-    fingerprints: &'a mut Fingerprints,
-}
-
-/// One round: probes every node (`full`), else those whose pods changed
-/// and those in `follow`; returns the nodes whose new pods are still
-/// starting (to be followed closely). A suspect node's probe is not
-/// waited for (see [`Suspects`]).
-async fn round(
-    ctx: &Context,
-    fence: Fence,
-    snap: &Snapshot,
-    state: &mut RoundState<'_>,
-    full: bool,
-    follow: &HashSet<String>,
-) -> HashSet<String> {
-    let RoundState {
+/// One pass over a snapshot: takes the answers and writes that ended,
+/// judges silent nodes when due, and probes every free node that is due
+/// or whose desired pods changed. Returns when the next node falls due
+/// (ms), for the caller to wake then at the latest.
+fn pass(ctx: &Context, fence: Fence, snap: &Snapshot, state: &mut State) -> u64 {
+    let State {
         peers,
-        suspects,
+        tasks,
         fingerprints,
+        next_judgement_ms,
+        paused,
     } = state;
-    let started = std::time::Instant::now();
     let now = now_ms();
     let mut by_node: HashMap<&str, Vec<&Stored<Pod>>> = HashMap::new();
     for p in &snap.pods {
@@ -260,261 +364,207 @@ async fn round(
             by_node.entry(n).or_default().push(&**p);
         }
     }
-    let names: HashSet<&str> = snap
+    let nodes: HashMap<&str, &Stored<Node>> = snap
         .nodes
         .iter()
-        .map(|n| n.object.metadata.name.as_str())
+        .map(|n| (n.object.metadata.name.as_str(), &**n))
         .collect();
-    peers.retain(|name, _| names.contains(name.as_str()));
-    let limit = Arc::new(Semaphore::new(slots(
-        ctx.config.probe_concurrency,
-        snap.nodes.len(),
-    )));
-    let mut set = tokio::task::JoinSet::new();
+    peers.retain(|name, _| nodes.contains_key(name.as_str()));
+    tasks.resize(slots(ctx.config.probe_concurrency, snap.nodes.len()));
+
+    for done in tasks.take() {
+        match done {
+            Done::Answered(answer) => {
+                let node = answer.node.clone();
+                let writes = take_answer(ctx, *answer, &nodes, &by_node, peers);
+                if writes.is_empty() || !ctx.still_leading() {
+                    tasks.busy.remove(&node);
+                    continue;
+                }
+                let (store, slots) = (ctx.store.clone(), tasks.writes.clone());
+                let name = node.clone();
+                tasks.spawn(Some(node), async move {
+                    let _slot = slots.acquire_owned().await;
+                    for txn in writes {
+                        if let Err(e) = store.txn(txn).await {
+                            tracing::debug!(error = %e, "a prober write failed; the next answer retries");
+                        }
+                    }
+                    Done::Written(name)
+                });
+            }
+            Done::Written(node) => {
+                tasks.busy.remove(&node);
+            }
+            Done::Judged => tasks.judging = false,
+        }
+    }
+
+    if now >= *next_judgement_ms && !tasks.judging && ctx.still_leading() {
+        *next_judgement_ms = now + judgement_every(ctx).as_millis() as u64;
+        fingerprints.keep(snap);
+        let mut writes = lifecycle(ctx, snap, &by_node, peers, now, paused);
+        // Terminating pods of a node that is gone have nobody to wait for.
+        for (node, pods) in &by_node {
+            if !nodes.contains_key(node) {
+                writes.extend(
+                    pods.iter()
+                        .filter(|p| is_terminating(&p.object))
+                        .map(|p| remove(p)),
+                );
+            }
+        }
+        if !writes.is_empty() {
+            tasks.judging = true;
+            let store = ctx.store.clone();
+            tasks.spawn(None, async move {
+                super::control::apply_txns(&store, writes).await;
+                Done::Judged
+            });
+        }
+    }
+
+    let mut wake_ms = *next_judgement_ms;
     for node in &snap.nodes {
-        let name = node.object.metadata.name.clone();
-        let Some(address) = node.object.status.as_ref().map(|s| s.address.clone()) else {
+        let name = node.object.metadata.name.as_str();
+        let Some(address) = node.object.status.as_ref().map(|s| s.address.as_str()) else {
             continue;
         };
-        let peer = peers.entry(name.clone()).or_insert_with(|| Peer {
-            address: address.clone(),
-            client: None,
-            last_contact_ms: now,
-            acked: None,
-            sent: HashMap::new(),
-            events_after: 0,
-            written_ms: 0,
-            follow_until_ms: 0,
-            failures: 0,
-            answered_ms: 0,
-        });
-        if peer.address != address || peer.client.is_none() {
-            peer.address = address.clone();
-            peer.client = worker_client(&address, &name, ctx);
-            peer.acked = None;
+        if tasks.busy.contains(name) {
+            continue;
         }
-        let pods = by_node.get(name.as_str()).map(Vec::as_slice).unwrap_or(&[]);
-        let req = request(&name, fence, snap.revision, pods, peer, fingerprints);
+        let peer = peers
+            .entry(name.to_string())
+            .or_insert_with(|| Peer::new(address.to_string(), now));
+        if peer.address != address || peer.client.is_none() {
+            peer.address = address.to_string();
+            peer.client = worker_client(address, name, ctx);
+            peer.acked = None;
+            if peer.client.is_none() {
+                // Never to be probed: silent by its own doing.
+                peer.failures = peer.failures.max(1);
+            }
+        }
+        let pods = by_node.get(name).map(Vec::as_slice).unwrap_or(&[]);
+        let due = now >= peer.due_ms;
+        // A node that failed its last probe is probed when due, not at
+        // every change (its next probe is a full sync, always "changed").
+        if peer.failures > 0 && !due {
+            wake_ms = wake_ms.min(peer.due_ms);
+            continue;
+        }
+        let signature = signature(pods);
+        if !due && peer.acked.is_some() && peer.idle_signature == signature {
+            wake_ms = wake_ms.min(peer.due_ms);
+            continue;
+        }
+        let req = request(name, fence, snap.revision, pods, peer, fingerprints);
         let changed =
             req.base_version.is_none() || !req.upserts.is_empty() || !req.deletes.is_empty();
-        if !(full || changed || follow.contains(&name)) {
+        if !(due || changed) {
+            peer.idle_signature = signature;
+            wake_ms = wake_ms.min(peer.due_ms);
             continue;
         }
         let Some(client) = peer.client.clone() else {
             continue;
         };
-        if suspects.is_out(&name) {
-            continue;
-        }
-        let suspect = peer.failures > 0;
-        let limit = if suspect {
-            suspects.limit.clone()
+        peer.idle_signature = 0;
+        let slots = if peer.failures > 0 {
+            tasks.suspect.clone()
         } else {
-            limit.clone()
+            tasks.live.clone()
         };
-        let timeout = ctx.config.probe_timeout;
-        let metrics = ctx.metrics.clone();
-        let probe = async move {
-            let _permit = limit.acquire_owned().await;
+        let (timeout, metrics, node) = (
+            ctx.config.probe_timeout,
+            ctx.metrics.clone(),
+            name.to_string(),
+        );
+        tasks.spawn(Some(node.clone()), async move {
+            let _slot = slots.acquire_owned().await;
             let sent = std::time::Instant::now();
             let answer = tokio::time::timeout(timeout, client.probe(&req)).await;
             if let (Some(metrics), Ok(Ok(_))) = (&metrics, &answer) {
                 metrics.observe_probe(sent.elapsed());
             }
-            (name.clone(), req, answer)
-        };
-        if suspect {
-            let id = suspects.set.spawn(probe).id();
-            suspects.out.insert(id, node.object.metadata.name.clone());
-        } else {
-            set.spawn(probe);
-        }
-    }
-    let mut writes: Vec<Txn> = Vec::new();
-    // Terminating pods of a node that is gone have nobody to wait for.
-    for (node, pods) in &by_node {
-        if !names.contains(node) {
-            writes.extend(
-                pods.iter()
-                    .filter(|p| is_terminating(&p.object))
-                    .map(|p| remove(p)),
-            );
-        }
-    }
-    let mut starting = HashSet::new();
-    // Node lifecycle is judged on time, not after the slowest probe: a
-    // node cut off makes its probe wait out the whole timeout, which must
-    // not delay declaring it NotReady (and its pods no longer endpoints).
-    let judge_at =
-        tokio::time::Instant::now() + ctx.config.probe_interval.min(ctx.config.probe_timeout);
-    let mut judged = !full;
-    // Until every probe of a live node is back; suspects' answers are
-    // taken as they come, not waited for.
-    while !set.is_empty() {
-        let answer = tokio::select! {
-            joined = set.join_next() => joined.and_then(Result::ok),
-            Some(answer) = suspects.next(), if !suspects.out.is_empty() => Some(answer),
-            _ = tokio::time::sleep_until(judge_at), if !judged => {
-                judged = true;
-                let txns = lifecycle(ctx, snap, &by_node, peers, now_ms());
-                if ctx.still_leading() {
-                    for txn in txns {
-                        if let Err(e) = ctx.store.txn(txn).await {
-                            tracing::debug!(error = %e, "lifecycle write failed; the next round retries");
-                        }
-                    }
-                }
-                None
-            }
-        };
-        if let Some(answer) = answer {
-            observe_interval(ctx, peers, &answer);
-            take_answer(
+            Done::Answered(Box::new(Answer {
+                node,
+                req,
+                at_ms: now_ms(),
                 answer,
-                snap,
-                &by_node,
-                peers,
-                now,
-                &mut writes,
-                &mut starting,
-            );
-        }
+            }))
+        });
     }
-    while let Some(Ok((id, answer))) = suspects.set.try_join_next_with_id() {
-        suspects.out.remove(&id);
-        observe_interval(ctx, peers, &answer);
-        take_answer(
-            answer,
-            snap,
-            &by_node,
-            peers,
-            now,
-            &mut writes,
-            &mut starting,
-        );
-    }
-    if !judged {
-        writes.extend(lifecycle(ctx, snap, &by_node, peers, now_ms()));
-    }
-    if !ctx.still_leading() {
-        return HashSet::new();
-    }
-    let answered = started.elapsed();
-    let written = Tally::of(&writes);
-    super::control::apply_txns(&ctx.store, writes).await;
-    let took = started.elapsed();
-    if took > ctx.config.probe_interval {
-        tracing::info!(
-            probes_ms = answered.as_millis() as u64,
-            writes_ms = (took - answered).as_millis() as u64,
-            pod_writes = written.pods,
-            node_writes = written.nodes,
-            event_writes = written.events,
-            other_writes = written.other,
-            nodes = snap.nodes.len(),
-            full,
-            "prober: a round longer than the probe interval"
-        );
-    }
-    starting
+    wake_ms
 }
 
-/// A round's writes by the kind of the first key each writes (for the
-/// log of a slow round).
-#[derive(Debug, Default)]
-struct Tally {
-    pods: usize,
-    nodes: usize,
-    events: usize,
-    other: usize,
-}
-
-impl Tally {
-    fn of(txns: &[Txn]) -> Tally {
-        let (pods, nodes, events) = (
-            prefix(Kind::Pod, None),
-            prefix(Kind::Node, None),
-            prefix(Kind::Event, None),
-        );
-        let mut t = Tally::default();
-        for txn in txns {
-            let key = match txn.success.first() {
-                Some(Op::Put { key, .. } | Op::Delete { key }) => key.as_str(),
-                _ => "",
-            };
-            if key.starts_with(&pods) {
-                t.pods += 1;
-            } else if key.starts_with(&nodes) {
-                t.nodes += 1;
-            } else if key.starts_with(&events) {
-                t.events += 1;
-            } else {
-                t.other += 1;
-            }
-        }
-        t
+/// A cheap summary of a node's pods (which, and at which revisions): when
+/// it has not changed, neither has anything a probe would carry.
+fn signature(pods: &[&Stored<Pod>]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ pods.len() as u64;
+    for p in pods {
+        h = (h ^ p.mod_revision as u64).wrapping_mul(0x0000_0100_0000_01b3);
     }
+    h.max(1)
 }
 
 /// Notes when `answer` came, if it is an answer, and how long after the
 /// node's previous one.
-fn observe_interval(ctx: &Context, peers: &mut HashMap<String, Peer>, answer: &Answer) {
-    let (name, _, Ok(Ok(_))) = answer else {
+fn observe_interval(ctx: &Context, peer: &mut Peer, answer: &Answer) {
+    if !matches!(answer.answer, Ok(Ok(_))) {
         return;
-    };
-    let Some(peer) = peers.get_mut(name) else {
-        return;
-    };
-    let at = now_ms();
-    if let (Some(metrics), true) = (&ctx.metrics, peer.answered_ms > 0) {
-        metrics.observe_probe_interval(Duration::from_millis(at.saturating_sub(peer.answered_ms)));
     }
-    peer.answered_ms = at;
+    if let (Some(metrics), true) = (&ctx.metrics, peer.answered_ms > 0) {
+        metrics.observe_probe_interval(Duration::from_millis(
+            answer.at_ms.saturating_sub(peer.answered_ms),
+        ));
+    }
+    peer.answered_ms = answer.at_ms;
 }
 
-/// Takes one probe's outcome: what the leader knows of the node, the
-/// writes it calls for, and whether the node's pods are worth following.
+/// Takes one probe's outcome: what the leader knows of the node, when it
+/// is probed next, and the writes the answer calls for.
 fn take_answer(
-    (name, req, answer): Answer,
-    snap: &Snapshot,
+    ctx: &Context,
+    answer: Answer,
+    nodes: &HashMap<&str, &Stored<Node>>,
     by_node: &HashMap<&str, Vec<&Stored<Pod>>>,
     peers: &mut HashMap<String, Peer>,
-    now: u64,
-    writes: &mut Vec<Txn>,
-    starting: &mut HashSet<String>,
-) {
-    let Some(peer) = peers.get_mut(&name) else {
-        return;
+) -> Vec<Txn> {
+    let Some(peer) = peers.get_mut(&answer.node) else {
+        return Vec::new();
     };
+    observe_interval(ctx, peer, &answer);
+    let Answer {
+        node: name,
+        req,
+        at_ms: now,
+        answer,
+    } = answer;
+    let mut writes = Vec::new();
+    // The next probe: an interval after this one's end, unless the answer
+    // calls for one sooner.
+    peer.due_ms = now + jittered(ctx.config.probe_interval).as_millis() as u64;
     match answer {
         Ok(Ok(resp)) => {
             peer.failures = 0;
-            let node = snap
-                .nodes
-                .iter()
-                .map(|n| &**n)
-                .find(|n| n.object.metadata.name == name);
+            let pods = by_node.get(name.as_str());
+            let node = nodes.get(name.as_str()).copied();
             answered(peer, &req, &resp, now);
             if !req.upserts.is_empty() {
                 peer.follow_until_ms = now + FOLLOW_FOR_MS;
             }
+            let follow = may_change_soon(pods, &resp) && now < peer.follow_until_ms;
             if req.more {
                 // The next part goes at once.
-                starting.insert(name.clone());
-            }
-            if may_change_soon(by_node.get(name.as_str()), &resp) && now < peer.follow_until_ms {
-                starting.insert(name.clone());
+                peer.due_ms = now;
+            } else if follow {
+                peer.due_ms = now + FOLLOW_INTERVAL.as_millis() as u64;
             }
             if resp.acked_version == req.version {
-                writes.extend(terminated(by_node.get(name.as_str()), &resp, peer));
+                writes.extend(terminated(pods, &resp, peer));
             }
-            writes.extend(record_answer(
-                node,
-                by_node.get(name.as_str()),
-                resp,
-                peer,
-                now,
-            ));
+            writes.extend(record_answer(node, pods, resp, peer, now));
         }
         Ok(Err(e)) => {
             peer.acked = None;
@@ -532,6 +582,7 @@ fn take_answer(
             tracing::debug!(node = %name, "probe timed out");
         }
     }
+    writes
 }
 
 /// A client of node `name`'s worker at `address`: over TLS, the worker
@@ -886,61 +937,105 @@ fn cas(
     }
 }
 
-/// NotReady and eviction for silent nodes.
+/// NotReady and eviction for silent nodes: those whose last probe failed
+/// and that have not answered for the grace (see
+/// [`crate::controllers::nodes`]). Evictions pause while most of the
+/// fleet is silent at once; `paused` says whether they were at the last
+/// judgement, so that the change is logged once.
 fn lifecycle(
     ctx: &Context,
     snap: &Snapshot,
     by_node: &HashMap<&str, Vec<&Stored<Pod>>>,
     peers: &HashMap<String, Peer>,
     now: u64,
+    paused: &mut bool,
 ) -> Vec<Txn> {
-    let mut txns = Vec::new();
-    for node in &snap.nodes {
-        let name = node.object.metadata.name.as_str();
-        let Some(peer) = peers.get(name) else {
-            continue;
-        };
-        let pods = by_node.get(name).map(Vec::as_slice).unwrap_or(&[]);
-        match health(peer.last_contact_ms, now, ctx.config.timeouts) {
-            Health::Healthy => {}
-            Health::NotReady => txns.extend(not_ready(node, pods, now - peer.last_contact_ms)),
-            Health::Evict => {
-                txns.extend(not_ready(node, pods, now - peer.last_contact_ms));
-                for pod in evictable(name, pods.iter().map(|p| &p.object)) {
-                    let Some(stored) = pods
-                        .iter()
-                        .find(|p| p.object.metadata.uid == pod.metadata.uid)
-                    else {
-                        continue;
-                    };
-                    let k = key(Kind::Pod, &pod.metadata.namespace, &pod.metadata.name);
-                    let msg = format!("Evicting pod {} from unreachable node {name}", pod.key());
-                    tracing::info!(pod = %pod.key(), node = %name, "evicting a pod from an unreachable node");
-                    txns.push(Txn {
-                        compares: vec![unchanged(k.clone(), stored.mod_revision)],
-                        success: vec![
-                            Op::Delete { key: k },
-                            event(
-                                Kind::Pod,
-                                &pod.metadata,
-                                EventType::Warning,
-                                "NodeUnreachable",
-                                msg,
-                                "node-lifecycle",
-                            ),
-                        ],
-                        failure: Vec::new(),
-                    });
-                }
+    let silent: Vec<(&Stored<Node>, Health, u64)> = snap
+        .nodes
+        .iter()
+        .filter_map(|node| {
+            let peer = peers.get(node.object.metadata.name.as_str())?;
+            if peer.failures == 0 {
+                return None;
             }
+            match health(peer.last_contact_ms, now, ctx.config.timeouts) {
+                Health::Healthy => None,
+                h => Some((&**node, h, now.saturating_sub(peer.last_contact_ms))),
+            }
+        })
+        .collect();
+    let disrupted = disrupted(silent.len(), snap.nodes.len());
+    if disrupted != *paused {
+        if disrupted {
+            tracing::warn!(
+                silent = silent.len(),
+                nodes = snap.nodes.len(),
+                "most of the fleet is silent at once: evictions pause (these masters may be the ones cut off or overloaded)"
+            );
+        } else {
+            tracing::info!(
+                silent = silent.len(),
+                nodes = snap.nodes.len(),
+                "evictions resume"
+            );
+        }
+        *paused = disrupted;
+    }
+    let mut txns = Vec::new();
+    for (node, health, silent_ms) in silent {
+        let name = node.object.metadata.name.as_str();
+        let pods = by_node.get(name).map(Vec::as_slice).unwrap_or(&[]);
+        txns.extend(not_ready(node, pods, silent_ms));
+        if health == Health::Evict && !disrupted {
+            txns.extend(evictions(name, pods));
         }
     }
     txns
 }
 
+/// Deletes of the pods an unreachable node loses, each with its Event,
+/// [`STATUSES_PER_TXN`] pods to a transaction (each pod compared: all or
+/// none; what fails is retried at the next judgement).
+fn evictions(node: &str, pods: &[&Stored<Pod>]) -> Vec<Txn> {
+    let evicted: Vec<&Stored<Pod>> = evictable(node, pods.iter().map(|p| &p.object))
+        .into_iter()
+        .filter_map(|pod| {
+            pods.iter()
+                .copied()
+                .find(|p| p.object.metadata.uid == pod.metadata.uid)
+        })
+        .collect();
+    if evicted.is_empty() {
+        return Vec::new();
+    }
+    tracing::info!(%node, pods = evicted.len(), "evicting pods from an unreachable node");
+    evicted
+        .chunks(STATUSES_PER_TXN)
+        .map(|chunk| {
+            let mut txn = Txn::default();
+            for p in chunk {
+                let pod = &p.object;
+                let k = key(Kind::Pod, &pod.metadata.namespace, &pod.metadata.name);
+                txn.compares.push(unchanged(k.clone(), p.mod_revision));
+                txn.success.push(Op::Delete { key: k });
+                txn.success.push(event(
+                    Kind::Pod,
+                    &pod.metadata,
+                    EventType::Warning,
+                    "NodeUnreachable",
+                    format!("Evicting pod {} from unreachable node {node}", pod.key()),
+                    "node-lifecycle",
+                ));
+            }
+            txn
+        })
+        .collect()
+}
+
 /// The node NotReady and its pods Unknown, where they are not already.
 fn not_ready(node: &Stored<Node>, pods: &[&Stored<Pod>], silent_ms: u64) -> Vec<Txn> {
     let mut txns = Vec::new();
+    let mut batch = StatusBatch::default();
     let name = &node.object.metadata.name;
     if node.object.is_ready() {
         let mut n = node.object.clone();
@@ -987,14 +1082,11 @@ fn not_ready(node: &Stored<Node>, pods: &[&Stored<Pod>], silent_ms: u64) -> Vec<
             c.ready = false;
         }
         pod.status = Some(status);
-        txns.push(cas(
-            Kind::Pod,
-            &pod.metadata,
-            p.mod_revision,
-            encode(&pod),
-            Vec::new(),
-        ));
+        if let Some(full) = batch.add(&pod, p.mod_revision) {
+            txns.push(full);
+        }
     }
+    txns.extend(batch.finish());
     txns
 }
 
@@ -1078,18 +1170,7 @@ mod tests {
                 },
             })
             .collect();
-        let mut peer = Peer {
-            address: "n1:1".into(),
-            client: None,
-            last_contact_ms: 0,
-            acked: None,
-            sent: HashMap::new(),
-            events_after: 0,
-            written_ms: 0,
-            follow_until_ms: 0,
-            failures: 0,
-            answered_ms: 0,
-        };
+        let mut peer = Peer::new("n1:1".into(), 0);
         let txns = record_answer(None, Some(&pods), resp, &mut peer, 0);
         let sizes: Vec<(usize, usize)> = txns
             .iter()
@@ -1129,18 +1210,7 @@ mod tests {
         let stored: Vec<Stored<Pod>> = (0..3).map(large_pod).collect();
         let pods: Vec<&Stored<Pod>> = stored.iter().collect();
         let fence = Fence { epoch: 1, term: 1 };
-        let mut peer = Peer {
-            address: "n1:1".into(),
-            client: None,
-            last_contact_ms: 0,
-            acked: None,
-            sent: HashMap::new(),
-            events_after: 0,
-            written_ms: 0,
-            follow_until_ms: 0,
-            failures: 0,
-            answered_ms: 0,
-        };
+        let mut peer = Peer::new("n1:1".into(), 0);
         let mut parts = Vec::new();
         loop {
             let req = request("n1", fence, 20, &pods, &peer, &mut Fingerprints::default());
