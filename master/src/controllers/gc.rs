@@ -8,7 +8,10 @@ use api::ObjectMeta;
 
 /// Whether `meta`'s controller is missing from `live_uids` (objects without
 /// a controller are never collected).
-pub fn is_orphan(meta: &ObjectMeta, live_uids: &HashSet<&str>) -> bool {
+pub fn is_orphan<S: std::hash::BuildHasher>(
+    meta: &ObjectMeta,
+    live_uids: &HashSet<&str, S>,
+) -> bool {
     meta.controller()
         .is_some_and(|o| !live_uids.contains(o.uid.as_str()))
 }
@@ -29,7 +32,10 @@ mod tests {
         });
         let live: HashSet<&str> = ["u1"].into_iter().collect();
         assert!(!is_orphan(&owned, &live));
-        assert!(is_orphan(&owned, &HashSet::new()));
-        assert!(!is_orphan(&ObjectMeta::named("free"), &HashSet::new()));
+        assert!(is_orphan(&owned, &HashSet::<&str>::new()));
+        assert!(!is_orphan(
+            &ObjectMeta::named("free"),
+            &HashSet::<&str>::new()
+        ));
     }
 }
