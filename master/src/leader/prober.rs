@@ -448,13 +448,17 @@ fn pass(ctx: &Context, fence: Fence, snap: &Snapshot, state: &mut State) -> u64 
         let peer = peers
             .entry(name.to_string())
             .or_insert_with(|| Peer::new(address.to_string(), now));
-        if peer.address != address || peer.client.is_none() {
+        // A client is made again when the address changes, or when due
+        // for one that could not be made (at a probe interval, not at
+        // every pass: each failure is logged).
+        if peer.address != address || (peer.client.is_none() && now >= peer.due_ms) {
             peer.address = address.to_string();
             peer.client = worker_client(address, name, ctx);
             peer.acked = None;
             if peer.client.is_none() {
-                // Never to be probed: silent by its own doing.
+                // Not to be probed: silent by its own doing.
                 peer.failures = peer.failures.max(1);
+                peer.due_ms = now + ctx.config.probe_interval.as_millis() as u64;
             }
         }
         let pods = by_node.get(name).map(Vec::as_slice).unwrap_or(&[]);
