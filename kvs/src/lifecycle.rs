@@ -531,7 +531,11 @@ impl Lifecycle {
             for name in self.others() {
                 self.send(&name, LifecycleMessage::Probe);
             }
-            if self.member.is_some() && !joined {
+            // Not in the configuration, or in our own copy of it but not led:
+            // a member removed (as a stale learner, say) is never told, so it
+            // asks again while it hears no leader. A leader that already has
+            // it ignores the request.
+            if self.member.is_some() && (!joined || (!voter && !has_leader)) {
                 self.ask_to_join();
             }
             self.consider();

@@ -1576,7 +1576,7 @@ impl Sim {
             return Ok(false);
         };
         let all_done = (0..self.clients.len()).all(|c| self.client_done(c));
-        if all_done && self.recovered_at.is_some() {
+        if all_done && self.recovered_at.is_some() && self.converged() {
             return Ok(true);
         }
         if self.now > healed + self.cfg.liveness_ms {
@@ -1595,13 +1595,13 @@ impl Sim {
                             raft.log().committed,
                             raft.config()
                                 .voters
-                                .values()
-                                .map(|i| &i.name)
+                                .iter()
+                                .map(|(id, i)| format!("{}={id:x}", i.name))
                                 .collect::<Vec<_>>(),
                             raft.config()
                                 .learners
-                                .values()
-                                .map(|i| &i.name)
+                                .iter()
+                                .map(|(id, i)| format!("{}={id:x}", i.name))
                                 .collect::<Vec<_>>()
                         )
                     });
@@ -1626,6 +1626,31 @@ impl Sim {
             ));
         }
         Ok(false)
+    }
+
+    /// Whether the fleet is whole again: every node up, in one epoch, a
+    /// voter under its current incarnation with no other incarnation of any
+    /// name left in the configuration, and level with the leader's commit.
+    /// A restarted member that stays a learner (or behind) for ever would
+    /// leave the cluster one failure from losing its quorum.
+    fn converged(&self) -> bool {
+        let Some(leader) = self.usable_leader() else {
+            return false;
+        };
+        let Some(lr) = self.nodes[leader as usize - 1].member.lifecycle().raft() else {
+            return false;
+        };
+        let config = lr.config();
+        if !config.learners.is_empty() || config.voters.len() != self.nodes.len() {
+            return false;
+        }
+        self.nodes.iter().all(|n| {
+            let lc = n.member.lifecycle();
+            n.state == NodeState::Up
+                && lc.raft().is_some_and(|r| {
+                    config.is_voter(lc.report().id) && r.log().committed >= lr.log().committed
+                })
+        })
     }
 
     /// Settles writes whose client gave up, from what the nodes applied: a
