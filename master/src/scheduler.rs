@@ -140,6 +140,29 @@ pub fn spread_key(pod: &Pod) -> String {
     }
 }
 
+/// What a bound pod takes from its node, worked out once per pod revision
+/// (quantities parsed, owner hashed) rather than on every pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Demand {
+    /// Its requests.
+    pub requests: Resources,
+    /// The host ports it holds.
+    pub host_ports: Vec<(Protocol, u16)>,
+    /// [`spread_hash`].
+    pub spread: u64,
+}
+
+impl Demand {
+    /// `pod`'s demand.
+    pub fn of(pod: &Pod) -> Demand {
+        Demand {
+            requests: requests(pod),
+            host_ports: host_ports(pod),
+            spread: spread_hash(pod),
+        }
+    }
+}
+
 impl NodeView {
     /// A view of `node` with nothing bound.
     pub fn of(node: &Node) -> NodeView {
@@ -164,11 +187,15 @@ impl NodeView {
 
     /// Counts `pod` as bound here.
     pub fn assume(&mut self, pod: &Pod) {
-        let r = requests(pod);
-        self.requested = self.requested.saturating_add(r);
-        self.host_ports.extend(host_ports(pod));
+        self.assume_demand(&Demand::of(pod));
+    }
+
+    /// Counts a pod of demand `d` as bound here.
+    pub fn assume_demand(&mut self, d: &Demand) {
+        self.requested = self.requested.saturating_add(d.requests);
+        self.host_ports.extend(d.host_ports.iter().copied());
         self.pods += 1;
-        *self.by_owner.entry(spread_hash(pod)).or_default() += 1;
+        *self.by_owner.entry(d.spread).or_default() += 1;
     }
 
     /// The first filter `pod` fails here, if any.
@@ -279,15 +306,29 @@ pub fn schedule(
 
 /// Views of `nodes` with `pods` (those bound to a node) counted.
 pub fn node_views<'a>(nodes: &[Node], pods: impl IntoIterator<Item = &'a Pod>) -> Vec<NodeView> {
-    let mut views: Vec<NodeView> = nodes.iter().map(NodeView::of).collect();
-    let index: HashMap<String, usize> = views
+    let demands: Vec<(&str, Demand)> = pods
+        .into_iter()
+        .filter_map(|p| Some((p.spec.node_name.as_deref()?, Demand::of(p))))
+        .collect();
+    node_views_of(nodes, demands.iter().map(|(n, d)| (*n, d)))
+}
+
+/// Views of `nodes` with the demands of bound pods, each with its node's
+/// name, counted (pods on nodes not among them are left out).
+pub fn node_views_of<'a, 'n>(
+    nodes: impl IntoIterator<Item = &'n Node>,
+    bound: impl IntoIterator<Item = (&'a str, &'a Demand)>,
+) -> Vec<NodeView> {
+    let nodes: Vec<&Node> = nodes.into_iter().collect();
+    let mut views: Vec<NodeView> = nodes.iter().map(|n| NodeView::of(n)).collect();
+    let index: HashMap<&str, usize> = nodes
         .iter()
         .enumerate()
-        .map(|(i, v)| (v.name.clone(), i))
+        .map(|(i, n)| (n.metadata.name.as_str(), i))
         .collect();
-    for pod in pods {
-        if let Some(i) = pod.spec.node_name.as_ref().and_then(|n| index.get(n)) {
-            views[*i].assume(pod);
+    for (node, d) in bound {
+        if let Some(&i) = index.get(node) {
+            views[i].assume_demand(d);
         }
     }
     views

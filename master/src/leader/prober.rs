@@ -165,6 +165,17 @@ impl Tasks {
         }
     }
 
+    /// The slots a node's probe waits for: a node that failed its last
+    /// probe (`failures > 0`) may be gone, and its probe may hold its slot
+    /// for the whole timeout, so it never takes one a live node needs.
+    fn slots_for(&self, failures: u32) -> Arc<Semaphore> {
+        if failures > 0 {
+            self.suspect.clone()
+        } else {
+            self.live.clone()
+        }
+    }
+
     fn spawn(
         &mut self,
         node: Option<String>,
@@ -486,11 +497,7 @@ fn pass(ctx: &Context, fence: Fence, snap: &Snapshot, state: &mut State) -> u64 
             continue;
         };
         peer.idle_signature = 0;
-        let slots = if peer.failures > 0 {
-            tasks.suspect.clone()
-        } else {
-            tasks.live.clone()
-        };
+        let slots = tasks.slots_for(peer.failures);
         let (timeout, metrics, node) = (
             ctx.config.probe_timeout,
             ctx.metrics.clone(),
@@ -1206,6 +1213,35 @@ mod tests {
             assert_eq!(put, &k);
             assert!(value.contains("Running"), "{value}");
         }
+    }
+
+    /// The review's finding: a probe to a dead node held one of the 32
+    /// shared slots for its whole timeout, so enough dead nodes left none
+    /// for the live ones. More suspect nodes than there are slots, their
+    /// probes hanging, leave every live slot free.
+    #[tokio::test]
+    async fn dead_nodes_waiting_out_their_timeouts_leave_the_live_nodes_their_slots() {
+        let mut tasks = Tasks::new(32);
+        for i in 0..100 {
+            let slots = tasks.slots_for(1);
+            tasks.spawn(Some(format!("dead-{i}")), async move {
+                let _slot = slots.acquire_owned().await;
+                // A machine that is gone: the answer never comes.
+                std::future::pending::<Done>().await
+            });
+        }
+        tokio::task::yield_now().await;
+        let suspect = tasks.slots_for(1);
+        let held = suspect.available_permits();
+        assert_eq!(held, 0, "the dead nodes hold every suspect slot");
+        let live = tasks.slots_for(0);
+        assert_eq!(live.available_permits(), 32, "no live slot is held");
+        let permits: Vec<_> = (0..32).map(|_| live.clone().try_acquire_owned()).collect();
+        assert!(
+            permits.iter().all(Result::is_ok),
+            "every live node gets a slot now"
+        );
+        tasks.set.abort_all();
     }
 
     /// A round lasts about nodes / slots answer times: the slots grow with
