@@ -7,8 +7,9 @@
 //!
 //! What it measures, from outside the masters as a user sees them: time
 //! until all pods run; pod start latency (the pod's creation timestamp to
-//! the first moment a list shows it Running, so within one poll); API
-//! latency of creates, gets and lists during the ramp; the leader's cpu
+//! the moment a watch of the pods shows it Running, as Kubernetes' density
+//! test observes it through an informer); API latency of creates, gets and
+//! lists during the ramp; the leader's cpu
 //! seconds and peak RSS; the store's size. What it checks: every pod of
 //! the lost nodes runs elsewhere again, and no live node is ever judged
 //! NotReady meanwhile (dead nodes cost no live node its probe).
@@ -43,7 +44,7 @@ pub struct ScaleSpec {
     /// How long any one phase may take before the run fails.
     pub phase_deadline: Duration,
     /// How often pods and nodes are listed (a list of every pod costs the
-    /// masters; pod start times are known within this).
+    /// masters; its latency is the list call's figure).
     pub poll: Duration,
     /// More flags for the masters.
     pub master_args: Vec<String>,
@@ -155,6 +156,9 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// How often the watch's view is checked for the end of a phase.
+const WATCH_CHECK: Duration = Duration::from_millis(100);
+
 /// Latencies of API calls, by call.
 #[derive(Default, Clone)]
 struct Latencies(Arc<Mutex<HashMap<&'static str, Vec<Duration>>>>);
@@ -207,6 +211,125 @@ async fn list_nodes(client: &MasterClient) -> Result<Vec<Node>> {
         .collect()
 }
 
+/// The scale pods as a watch shows them: a list, then every change after
+/// it, from one master. A pod's start is dated when the event that shows
+/// it Running arrives, not at the next poll (a list of 30,000 pods takes
+/// seconds on a busy machine, and dating by lists counted that time into
+/// every start). A watch that fails (its revision compacted, the master
+/// gone) lists again; pods first seen Running in that list are dated then.
+#[derive(Clone, Default)]
+struct PodWatch(Arc<Mutex<Watched>>);
+
+#[derive(Default)]
+struct Watched {
+    /// namespace/name → the node of a pod that runs (`None`: not Running).
+    pods: HashMap<String, Option<String>>,
+    /// uid → creation to first seen Running.
+    started: HashMap<String, Duration>,
+}
+
+impl PodWatch {
+    /// Starts following the pods through `client` until `stop`.
+    fn start(client: MasterClient, stop: Arc<std::sync::atomic::AtomicBool>) -> PodWatch {
+        let watch = PodWatch::default();
+        tokio::spawn(watch.clone().follow(client, stop));
+        watch
+    }
+
+    async fn follow(self, client: MasterClient, stop: Arc<std::sync::atomic::AtomicBool>) {
+        use api::master::{WatchEventType, WatchRequest};
+        use std::sync::atomic::Ordering;
+        while !stop.load(Ordering::Relaxed) {
+            let Ok(list) = client
+                .list(&ListRequest {
+                    kind: "pods".into(),
+                    label_selector: Some("scale=yes".into()),
+                    ..Default::default()
+                })
+                .await
+            else {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            };
+            if let Ok(mut w) = self.0.lock() {
+                w.pods.clear();
+                for item in &list.items {
+                    w.saw(item, now_ms());
+                }
+            }
+            let mut from = list.resource_version;
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(changes) = client
+                    .watch(&WatchRequest {
+                        kind: "pods".into(),
+                        namespace: None,
+                        label_selector: Some("scale=yes".into()),
+                        resource_version: from.clone(),
+                        wait_ms: Some(1_000),
+                    })
+                    .await
+                else {
+                    break;
+                };
+                let at = now_ms();
+                if let Ok(mut w) = self.0.lock() {
+                    for e in &changes.events {
+                        match e.type_ {
+                            WatchEventType::Deleted => w.gone(&e.object),
+                            _ => w.saw(&e.object, at),
+                        }
+                    }
+                }
+                from = changes.resource_version;
+            }
+        }
+    }
+
+    /// Pods Running on nodes other than `off`.
+    fn running_off(&self, off: &HashSet<String>) -> usize {
+        self.0.lock().map_or(0, |w| {
+            w.pods
+                .values()
+                .filter(|n| n.as_ref().is_some_and(|n| !off.contains(n)))
+                .count()
+        })
+    }
+
+    /// Every start seen, sorted.
+    fn starts(&self) -> Vec<Duration> {
+        let mut v: Vec<Duration> = self
+            .0
+            .lock()
+            .map(|w| w.started.values().copied().collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+impl Watched {
+    fn saw(&mut self, object: &Value, at_ms: u64) {
+        let Ok(pod) = serde_json::from_value::<Pod>(object.clone()) else {
+            return;
+        };
+        let running = is_running(&pod);
+        if running && let Some(created) = created_ms(&pod) {
+            self.started
+                .entry(pod.metadata.uid.clone())
+                .or_insert(Duration::from_millis(at_ms.saturating_sub(created)));
+        }
+        let node = pod.spec.node_name.clone().filter(|_| running);
+        self.pods.insert(pod.key(), node);
+    }
+
+    fn gone(&mut self, object: &Value) {
+        let meta = &object["metadata"];
+        if let (Some(ns), Some(name)) = (meta["namespace"].as_str(), meta["name"].as_str()) {
+            self.pods.remove(&format!("{ns}/{name}"));
+        }
+    }
+}
+
 fn is_running(p: &Pod) -> bool {
     p.metadata.deletion_timestamp.is_none()
         && p.status
@@ -236,40 +359,46 @@ pub async fn run(spec: &ScaleSpec) -> Result<ScaleReport> {
     let (cpu0, wall0) = (cpu_seconds(pid), Instant::now());
     let client = c.client(leader)?;
     // Watching happens on another master, as a dashboard behind a load
-    // balancer would: the sampled gets, and the list of every pod each
-    // poll that dates pod starts (and is timed as the list call). Every
-    // master serves linearizable reads from its own watch cache; sent to
-    // the leader, two lists of 30,000 pods a second were a sixth of its
-    // cpu, taken from the loops the run measures.
+    // balancer would: the watch of the pods that dates their starts, the
+    // sampled gets, and a list of every pod each poll (timed as the list
+    // call). Every master serves linearizable reads from its own watch
+    // cache; sent to the leader, two lists of 30,000 pods a second were a
+    // sixth of its cpu, taken from the loops the run measures.
     let reader = c.client((leader + 1) % c.master_addrs.len())?;
+    let stop_watch = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watch = PodWatch::start(reader.clone(), stop_watch.clone());
 
     // The ramp: creates, and gets and lists alongside them.
     let latencies = Latencies::default();
     let ramp_start = Instant::now();
     let ramp_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let poll = spec.poll;
-    let sampler = tokio::spawn({
+    let sample = |call: &'static str| {
         let (client, latencies, done) = (reader.clone(), latencies.clone(), ramp_done.clone());
         async move {
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
                 let t = Instant::now();
-                if client
-                    .get(&ObjectRequest {
-                        kind: "deployments".into(),
-                        namespace: None,
-                        name: "scale-0000".into(),
-                        resource_version: None,
-                        grace_period_seconds: None,
-                    })
-                    .await
-                    .is_ok()
-                {
-                    latencies.record("get", t.elapsed());
+                let ok = match call {
+                    "get" => client
+                        .get(&ObjectRequest {
+                            kind: "deployments".into(),
+                            namespace: None,
+                            name: "scale-0000".into(),
+                            resource_version: None,
+                            grace_period_seconds: None,
+                        })
+                        .await
+                        .is_ok(),
+                    _ => list_pods(&client).await.is_ok(),
+                };
+                if ok {
+                    latencies.record(call, t.elapsed());
                 }
                 tokio::time::sleep(poll).await;
             }
         }
-    });
+    };
+    let samplers = [tokio::spawn(sample("get")), tokio::spawn(sample("list"))];
     let names: Vec<String> = (0..spec.deployments)
         .map(|i| format!("scale-{i:04}"))
         .collect();
@@ -307,27 +436,11 @@ pub async fn run(spec: &ScaleSpec) -> Result<ScaleReport> {
         }
     }
 
-    // Until every pod runs: the first poll that sees a pod Running dates its start.
+    // Until every pod runs, as the watch shows them.
     let total = spec.deployments * spec.replicas;
-    let mut started: HashMap<String, Duration> = HashMap::new();
+    let nowhere = HashSet::new();
     loop {
-        let now = now_ms();
-        let t = Instant::now();
-        let pods = match list_pods(&reader).await {
-            Ok(pods) => {
-                latencies.record("list", t.elapsed());
-                pods
-            }
-            Err(_) => Vec::new(),
-        };
-        for p in pods.iter().filter(|p| is_running(p)) {
-            if let Some(created) = created_ms(p) {
-                started
-                    .entry(p.metadata.uid.clone())
-                    .or_insert(Duration::from_millis(now.saturating_sub(created)));
-            }
-        }
-        let running = pods.iter().filter(|p| is_running(p)).count();
+        let running = watch.running_off(&nowhere);
         if running >= total {
             break;
         }
@@ -338,14 +451,15 @@ pub async fn run(spec: &ScaleSpec) -> Result<ScaleReport> {
                 c.logs()
             );
         }
-        tokio::time::sleep(spec.poll).await;
+        tokio::time::sleep(WATCH_CHECK).await;
     }
     let all_running = ramp_start.elapsed();
     let ramp_end_ms = now_ms();
     ramp_done.store(true, std::sync::atomic::Ordering::Relaxed);
-    let _ = sampler.await;
-    let mut starts: Vec<Duration> = started.into_values().collect();
-    starts.sort();
+    for sampler in samplers {
+        let _ = sampler.await;
+    }
+    let starts = watch.starts();
 
     // The steady phase: every pod running, the prober at its interval,
     // measured on whichever master leads now.
@@ -365,31 +479,27 @@ pub async fn run(spec: &ScaleSpec) -> Result<ScaleReport> {
     // The loss: a slice of the fleet at once, silent (not refusing).
     c.freeze_hollows(lost_proc)?;
     let lost_at = Instant::now();
-    let mut not_ready: HashSet<String> = HashSet::new();
-    loop {
-        if let Ok(nodes) = list_nodes(&reader).await {
-            not_ready.extend(
-                nodes
-                    .iter()
-                    .filter(|n| !lost_names.contains(&n.metadata.name) && !n.is_ready())
-                    .map(|n| n.metadata.name.clone()),
-            );
+    // Nodes listed each poll: no live one may ever be NotReady.
+    let not_ready: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let recovered = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let nodes_checker = tokio::spawn({
+        let (reader, not_ready, done) = (reader.clone(), not_ready.clone(), recovered.clone());
+        let lost = lost_names.clone();
+        async move {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if let (Ok(nodes), Ok(mut seen)) = (list_nodes(&reader).await, not_ready.lock()) {
+                    seen.extend(
+                        nodes
+                            .iter()
+                            .filter(|n| !lost.contains(&n.metadata.name) && !n.is_ready())
+                            .map(|n| n.metadata.name.clone()),
+                    );
+                }
+                tokio::time::sleep(poll).await;
+            }
         }
-        let pods = list_pods(&reader).await.unwrap_or_default();
-        let whole = pods
-            .iter()
-            .filter(|p| is_running(p))
-            .filter(|p| {
-                p.spec
-                    .node_name
-                    .as_deref()
-                    .is_some_and(|n| !lost_names.contains(n))
-            })
-            .count()
-            >= total;
-        if whole {
-            break;
-        }
+    });
+    while watch.running_off(&lost_names) < total {
         if lost_at.elapsed() > spec.phase_deadline {
             bail!(
                 "the lost nodes' pods are not running elsewhere after {:?}\n{}",
@@ -397,9 +507,12 @@ pub async fn run(spec: &ScaleSpec) -> Result<ScaleReport> {
                 c.logs()
             );
         }
-        tokio::time::sleep(spec.poll).await;
+        tokio::time::sleep(WATCH_CHECK).await;
     }
     let recovered_after_loss = lost_at.elapsed();
+    stop_watch.store(true, std::sync::atomic::Ordering::Relaxed);
+    recovered.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = nodes_checker.await;
     c.kill_hollows(lost_proc);
     // One more collection, so that the loss is in the metrics.
     let collection = Duration::from_millis(spec.timing.metrics_interval_ms);
@@ -407,7 +520,10 @@ pub async fn run(spec: &ScaleSpec) -> Result<ScaleReport> {
     let probe_interval_p99 =
         worst_probe_interval_p99(&c, ramp_end_ms + collection.as_millis() as u64, now_ms()).await?;
     let status = c.kv_status(leader).await?;
-    let mut live_nodes_not_ready: Vec<String> = not_ready.into_iter().collect();
+    let mut live_nodes_not_ready: Vec<String> = not_ready
+        .lock()
+        .map(|seen| seen.iter().cloned().collect())
+        .unwrap_or_default();
     live_nodes_not_ready.sort();
     Ok(ScaleReport {
         all_running,
