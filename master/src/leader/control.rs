@@ -40,6 +40,17 @@ const BINDINGS_PER_TXN: usize = 40;
 pub const BURST_REPLICAS: usize = 500;
 /// Pods created or deleted in one pass, all ReplicaSets together.
 pub const PASS_POD_BUDGET: usize = 4 * BURST_REPLICAS;
+/// Pods the controllers keep starting at once, all ReplicaSets and Jobs
+/// together: a pod counts from its creation until it runs, or for at most
+/// [`STARTING_FOR`] (one that cannot start does not hold the window for
+/// ever). Kubernetes bounds the same with its controller-manager's API
+/// rate. A burst of 30,000 pods then waits as pods not yet made rather
+/// than as Pending ones, so a pod's start (from its creation) measures
+/// the cluster's start machinery, not the queue ahead of it, and the
+/// prober and the workers are handed what they can start.
+pub const STARTING_MAX: usize = 2_000;
+/// See [`STARTING_MAX`].
+const STARTING_FOR: Duration = Duration::from_secs(30);
 /// How often old events are trimmed.
 const TRIM_INTERVAL: Duration = Duration::from_secs(30);
 const SOURCE: &str = "controller-manager";
@@ -357,10 +368,11 @@ pub fn plan(
     let now = clock.now();
     let mut w = Writes::new(clock);
     let pods = pods_by_owner(snap);
+    let mut may_create = STARTING_MAX.saturating_sub(starting(snap, now));
     collect_garbage(snap, &mut w);
     deployments(snap, &pods, now, &mut w);
-    replica_sets(snap, &pods, &mut w);
-    jobs(snap, &pods, now, &mut w);
+    replica_sets(snap, &pods, &mut may_create, &mut w);
+    jobs(snap, &pods, now, &mut may_create, &mut w);
     schedule_pending(snap, policy, memory, now, &mut w);
     endpoints(snap, &mut w);
     disruption_budgets(snap, &mut w);
@@ -616,7 +628,33 @@ fn deployments(snap: &Snapshot, pods: &PodsByOwner<'_>, now: SystemTime, w: &mut
     }
 }
 
-fn replica_sets(snap: &Snapshot, pods: &PodsByOwner<'_>, w: &mut Writes) {
+/// Pods created in the last [`STARTING_FOR`] that do not run yet (see
+/// [`STARTING_MAX`]).
+fn starting(snap: &Snapshot, now: SystemTime) -> usize {
+    snap.pods
+        .iter()
+        .map(|p| &p.object)
+        .filter(|p| {
+            is_active(p)
+                && matches!(
+                    p.status.as_ref().map(|s| s.phase),
+                    None | Some(PodPhase::Pending | PodPhase::Scheduled)
+                )
+        })
+        .filter(|p| {
+            p.metadata
+                .creation_timestamp
+                .as_deref()
+                .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+                .is_some_and(|created| {
+                    now.duration_since(created)
+                        .map_or(true, |age| age < STARTING_FOR)
+                })
+        })
+        .count()
+}
+
+fn replica_sets(snap: &Snapshot, pods: &PodsByOwner<'_>, may_create: &mut usize, w: &mut Writes) {
     let stored_pods: HashMap<(&str, &str), &Stored<Pod>> = snap
         .pods
         .iter()
@@ -635,8 +673,12 @@ fn replica_sets(snap: &Snapshot, pods: &PodsByOwner<'_>, w: &mut Writes) {
         let m = &rs.object.metadata;
         let owned = pods.get(m.uid.as_str()).cloned().unwrap_or_default();
         let plan = replicaset::reconcile(&rs.object, &owned);
-        let creates = (plan.create as usize).min(BURST_REPLICAS).min(budget);
+        let creates = (plan.create as usize)
+            .min(BURST_REPLICAS)
+            .min(budget)
+            .min(*may_create);
         budget -= creates;
+        *may_create -= creates;
         let deletes = plan.delete.len().min(BURST_REPLICAS).min(budget);
         budget -= deletes;
         for _ in 0..creates {
@@ -708,7 +750,13 @@ fn disruption_budgets(snap: &Snapshot, w: &mut Writes) {
 
 /// The Job controller: counts finished pods (status and marks in one
 /// transaction), creates and deletes pods, deletes Jobs past their TTL.
-fn jobs(snap: &Snapshot, pods: &PodsByOwner<'_>, now: SystemTime, w: &mut Writes) {
+fn jobs(
+    snap: &Snapshot,
+    pods: &PodsByOwner<'_>,
+    now: SystemTime,
+    may_create: &mut usize,
+    w: &mut Writes,
+) {
     let stored_pods: HashMap<&str, &Stored<Pod>> = snap
         .pods
         .iter()
@@ -798,8 +846,14 @@ fn jobs(snap: &Snapshot, pods: &PodsByOwner<'_>, now: SystemTime, w: &mut Writes
                 });
             }
         }
-        let creates = plan.create.len().min(BURST_REPLICAS).min(budget);
+        let creates = plan
+            .create
+            .len()
+            .min(BURST_REPLICAS)
+            .min(budget)
+            .min(*may_create);
         budget -= creates;
+        *may_create -= creates;
         for index in plan.create.iter().take(creates) {
             let owner = OwnerReference {
                 kind: "Job".into(),
@@ -1307,5 +1361,66 @@ mod tests {
         let w = pass(&many);
         let total: usize = (0..6).map(|i| created(&w, &format!("rs{i}"))).sum();
         assert_eq!(total, PASS_POD_BUDGET);
+    }
+
+    /// A burst is made as fast as the pods before it start: pods created
+    /// lately that do not run yet hold the window; running ones, and ones
+    /// too old to count (stuck), do not.
+    #[test]
+    fn pods_are_made_only_while_few_are_starting() {
+        let rs: ReplicaSet = serde_json::from_value(json!({
+            "apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": {"name": "web", "namespace": "default", "uid": "uid-web"},
+            "spec": {
+                "replicas": 500,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                             "spec": {"containers": [{"name": "c", "image": "i"}]}}
+            }
+        }))
+        .expect("a ReplicaSet");
+        let made = |others: Vec<Arc<Stored<Pod>>>| {
+            let snap = Snapshot {
+                replica_sets: vec![stored(rs.clone(), 2)],
+                pods: others,
+                ..Snapshot::default()
+            };
+            pass(&snap)
+                .txns
+                .iter()
+                .flat_map(|t| &t.success)
+                .filter(|op| {
+                    matches!(op, Op::Put { key, .. } if key.starts_with("/registry/pods/default/web-"))
+                })
+                .count()
+        };
+        let others = |phase: PodPhase, age: Duration| -> Vec<Arc<Stored<Pod>>> {
+            let created = humantime::format_rfc3339_seconds(SystemTime::now() - age).to_string();
+            (0..STARTING_MAX - 100)
+                .map(|i| {
+                    let mut p = Pod::new(format!("batch-{i}"), api::PodSpec::default());
+                    p.metadata.uid = format!("u{i}");
+                    p.metadata.creation_timestamp = Some(created.clone());
+                    p.status = Some(PodStatus {
+                        phase,
+                        ..PodStatus::default()
+                    });
+                    stored(p, 3)
+                })
+                .collect()
+        };
+        let now = Duration::ZERO;
+        assert_eq!(
+            made(others(PodPhase::Scheduled, now)),
+            100,
+            "the window is nearly full"
+        );
+        assert_eq!(made(others(PodPhase::Running, now)), 500, "they run");
+        let stuck = STARTING_FOR + Duration::from_secs(1);
+        assert_eq!(
+            made(others(PodPhase::Pending, stuck)),
+            500,
+            "too old to hold the window"
+        );
     }
 }
