@@ -363,7 +363,7 @@ pub async fn run(spec: &ScaleSpec) -> Result<ScaleReport> {
     let client = c.client(leader)?;
     // Watching happens on another master, as a dashboard behind a load
     // balancer would: the watch of the pods that dates their starts, a
-    // get each poll and a list of every pod every fifth. Every master serves linearizable reads from its own watch
+    // get each poll and a list of every pod every fifth (and once at the end). Every master serves linearizable reads from its own watch
     // cache; sent to the leader, two lists of 30,000 pods a second were a
     // sixth of its cpu, taken from the loops the run measures.
     let reader = c.client((leader + 1) % c.master_addrs.len())?;
@@ -468,6 +468,12 @@ pub async fn run(spec: &ScaleSpec) -> Result<ScaleReport> {
     ramp_done.store(true, std::sync::atomic::Ordering::Relaxed);
     for sampler in samplers {
         let _ = sampler.await;
+    }
+    // And a list of every pod once they all run (a short ramp may have
+    // seen only lists of none).
+    let t = Instant::now();
+    if list_pods(&reader).await.is_ok() {
+        latencies.record("list", t.elapsed());
     }
     let starts = watch.starts();
 
