@@ -82,12 +82,17 @@ struct Demands {
 
 impl Demands {
     /// Brings the cache up to date with `pods` (the bound ones), and
-    /// forgets pods no longer among them.
+    /// forgets pods no longer among them. Pods without a uid (written raw,
+    /// not through the API) are left out: two of them written by one
+    /// transaction would share the key; the pass works theirs out each time.
     fn refresh<'a>(&mut self, pods: impl Iterator<Item = &'a Stored<Pod>>) {
         self.pass += 1;
         let pass = self.pass;
         for p in pods {
             let uid = &p.object.metadata.uid;
+            if uid.is_empty() {
+                continue;
+            }
             match self.by_uid.get_mut(uid) {
                 Some(e) if e.0 == p.mod_revision => e.1 = pass,
                 Some(e) => *e = (p.mod_revision, pass, Demand::of(&p.object)),
@@ -993,12 +998,18 @@ fn schedule_pending(
     };
     memory.demands.refresh(bound().map(|p| &**p));
     let demands = &memory.demands;
+    let uncached: Vec<(&str, Demand)> = bound()
+        .filter(|p| p.object.metadata.uid.is_empty())
+        .filter_map(|p| Some((p.object.spec.node_name.as_deref()?, Demand::of(&p.object))))
+        .collect();
     let mut views = node_views_of(
         snap.nodes.iter().map(|n| &n.object),
-        bound().filter_map(|p| {
-            let node = p.object.spec.node_name.as_deref()?;
-            Some((node, demands.get(&p.object.metadata.uid)?))
-        }),
+        bound()
+            .filter_map(|p| {
+                let node = p.object.spec.node_name.as_deref()?;
+                Some((node, demands.get(&p.object.metadata.uid)?))
+            })
+            .chain(uncached.iter().map(|(node, d)| (*node, d))),
     );
     let index: HashMap<String, usize> = views
         .iter()
@@ -1361,6 +1372,54 @@ mod tests {
         let w = pass(&many);
         let total: usize = (0..6).map(|i| created(&w, &format!("rs{i}"))).sum();
         assert_eq!(total, PASS_POD_BUDGET);
+    }
+
+    /// Pods written raw, without a uid, two in one transaction (so at one
+    /// revision): each still counts for what it requests, not for what
+    /// the other does.
+    #[test]
+    fn pods_without_a_uid_count_for_their_own_requests() {
+        let node: api::Node = serde_json::from_value(json!({
+            "metadata": {"name": "n1"},
+            "spec": {},
+            "status": {
+                "address": "n1:1", "hostIp": "10.0.0.1",
+                "capacity": {"cpuMillis": 1000, "memoryBytes": 1_000_000_000u64},
+                "allocatable": {"cpuMillis": 1000, "memoryBytes": 1_000_000_000u64},
+                "usage": {"cpuMillis": 0, "memoryBytes": 0},
+                "conditions": [{"type": "Ready", "status": true, "reason": "Ready", "message": ""}],
+                "runtimeVersion": "test"
+            }
+        }))
+        .expect("node");
+        let pod = |name: &str, cpu: &str, node: Option<&str>| -> Pod {
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": "default", "uid": ""},
+                "spec": {"nodeName": node, "containers": [
+                    {"name": "c", "image": "i", "resources": {"requests": {"cpu": cpu}}}
+                ]},
+                "status": {"phase": "Running"}
+            }))
+            .expect("pod")
+        };
+        let mut waiting = pod("waiting", "500m", None);
+        waiting.metadata.uid = "uw".into();
+        waiting.status = None;
+        let snap = Snapshot {
+            nodes: vec![stored(node, 1)],
+            pods: vec![
+                stored(pod("small", "100m", Some("n1")), 5),
+                stored(pod("large", "900m", Some("n1")), 5),
+                stored(waiting, 6),
+            ],
+            ..Snapshot::default()
+        };
+        let w = pass(&snap);
+        let ops = ops_on(&w, "/registry/pods/default/waiting");
+        let [Op::Put { value, .. }] = ops.as_slice() else {
+            panic!("one write of the waiting pod: {ops:?}");
+        };
+        assert!(value.contains("Insufficient cpu"), "{value}");
     }
 
     /// A burst is made as fast as the pods before it start: pods created
