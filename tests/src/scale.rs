@@ -363,7 +363,8 @@ pub async fn run(spec: &ScaleSpec) -> Result<ScaleReport> {
     let client = c.client(leader)?;
     // Watching happens on another master, as a dashboard behind a load
     // balancer would: the watch of the pods that dates their starts, a
-    // get each poll and a list of every pod every fifth (and once at the end). Every master serves linearizable reads from its own watch
+    // get each poll and a list of every pod every fifth (and once at the
+    // end). Every master serves linearizable reads from its own watch
     // cache; sent to the leader, two lists of 30,000 pods a second were a
     // sixth of its cpu, taken from the loops the run measures.
     let reader = c.client((leader + 1) % c.master_addrs.len())?;
