@@ -260,6 +260,30 @@ pub struct MemberStatus {
     pub name: String,
     /// Whether it votes.
     pub voter: bool,
+    /// On the leader: how its log reaches this member (etcd's raft
+    /// `Progress`), so a member that stops catching up shows where.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<Replication>,
+}
+
+/// The leader's view of one member's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Replication {
+    /// `probe` (finding where the logs meet), `replicate` (streaming) or
+    /// `snapshot` (sending one).
+    pub state: String,
+    /// The highest index known to be on the member.
+    pub match_index: Index,
+    /// The next index to send it.
+    pub next_index: Index,
+    /// AppendEntries sent and not yet answered.
+    pub inflight: usize,
+    /// In `probe` or `snapshot`: a message is out, and nothing more goes
+    /// until it is answered (or a heartbeat is).
+    pub waiting: bool,
+    /// Whether it answered since the last check-quorum round.
+    pub recently_active: bool,
 }
 
 /// The client-facing service of every member.

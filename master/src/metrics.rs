@@ -587,11 +587,13 @@ mod tests {
                     id: 7,
                     name: "m1".into(),
                     voter: true,
+                    replication: None,
                 },
                 MemberStatus {
                     id: 9,
                     name: "m2".into(),
                     voter: false,
+                    replication: None,
                 },
             ],
             last_export: None,

@@ -41,10 +41,10 @@ mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::api::{KvsError, LogCommand, MemberStatus, NodeStatus, TxnRequest};
+use crate::api::{KvsError, LogCommand, MemberStatus, NodeStatus, Replication, TxnRequest};
 use crate::kv::{Event, Limits, Txn, TxnResponse};
 use crate::lifecycle::{Action, EpochId, Lifecycle, LifecycleMessage, Settings};
-use crate::raft::{Config, Index, Message, NodeId, Payload, RaftError, Role, Term};
+use crate::raft::{Config, Index, Message, NodeId, Payload, ProgressState, RaftError, Role, Term};
 use crate::snapshot_store::ExportMeta;
 pub use state::MAX_KEPT_ANSWER_BYTES;
 pub use state::StateImage;
@@ -433,6 +433,22 @@ impl Member {
                     id,
                     name: info.name.clone(),
                     voter: r.config().is_voter(id),
+                    replication: (r.role() == Role::Leader)
+                        .then(|| r.progress().get(&id))
+                        .flatten()
+                        .map(|p| Replication {
+                            state: match p.state {
+                                ProgressState::Probe => "probe",
+                                ProgressState::Replicate => "replicate",
+                                ProgressState::Snapshot => "snapshot",
+                            }
+                            .into(),
+                            match_index: p.match_index,
+                            next_index: p.next_index,
+                            inflight: p.inflight.len(),
+                            waiting: p.probe_sent,
+                            recently_active: p.recent_active,
+                        }),
                 })
                 .collect()
         });

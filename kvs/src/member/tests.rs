@@ -173,3 +173,35 @@ fn a_slow_founding_cluster_is_not_given_up() {
     fleet.tick_until(2_000, "a leader again", |f| f.leader().is_some());
     assert_eq!(fleet.epoch(&leader), epoch);
 }
+
+/// The leader's status says how its log reaches each member, so that a
+/// member that stops catching up shows where; a follower's says nothing
+/// of the kind (it does not know).
+#[test]
+fn the_leader_s_status_shows_each_member_s_replication() {
+    let mut fleet = Fleet::new();
+    fleet.tick_until(2_000, "a cluster forms and elects a leader", |f| {
+        f.leader().is_some() && (1..=3).all(|i| f.epoch(&format!("n{i}")).is_some())
+    });
+    let leader = fleet.leader().unwrap_or_default();
+    // Heartbeats answered: every member streams, level with the leader.
+    fleet.tick_until(200, "every member replicating", |f| {
+        f.members[&leader].status(f.now_ms).members.iter().all(|m| {
+            m.replication
+                .as_ref()
+                .is_some_and(|r| r.state == "replicate")
+        })
+    });
+    let status = fleet.members[&leader].status(fleet.now_ms);
+    for m in &status.members {
+        let r = m.replication.as_ref().expect("the leader knows");
+        assert_eq!(r.match_index, status.commit_index, "{}", m.name);
+        assert!(r.next_index > r.match_index);
+    }
+    for (name, member) in &fleet.members {
+        if *name != leader {
+            let s = member.status(fleet.now_ms);
+            assert!(s.members.iter().all(|m| m.replication.is_none()), "{name}");
+        }
+    }
+}
