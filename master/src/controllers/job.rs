@@ -40,7 +40,7 @@ use api::batch::{
 use api::{Pod, PodPhase, RestartPolicy};
 
 use super::termination::is_terminating;
-use super::{is_finished, is_ready};
+use super::{is_finished, is_ready, parse_time};
 
 /// Set on a finished pod once the Job's status counts it; its value is
 /// what it was counted as (`Succeeded`, `Failed`, or `Disrupted`, not a
@@ -70,10 +70,6 @@ pub struct Plan {
 
 fn counted(pod: &Pod) -> bool {
     pod.metadata.annotations.contains_key(COUNTED_ANNOTATION)
-}
-
-fn parse_time(t: Option<&str>) -> Option<SystemTime> {
-    t.and_then(|t| humantime::parse_rfc3339_weak(t).ok())
 }
 
 fn condition(type_: &str, reason: &str, message: String, now: &str) -> JobCondition {

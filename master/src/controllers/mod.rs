@@ -75,6 +75,11 @@ pub fn pod_from_template(
     pod
 }
 
+/// A stored RFC 3339 time (`None` when absent or not a time).
+pub fn parse_time(t: Option<&str>) -> Option<std::time::SystemTime> {
+    t.and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+}
+
 /// FNV-1a of some bytes: a stable hash, the same on every master and release.
 pub fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;

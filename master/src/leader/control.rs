@@ -24,7 +24,8 @@ use crate::controllers::disruption;
 use crate::controllers::endpoints as endpoints_controller;
 use crate::controllers::job as job_controller;
 use crate::controllers::{
-    fnv1a, gc, is_active, is_finished, is_ready, pod_from_template, replicaset, termination,
+    fnv1a, gc, is_active, is_finished, is_ready, parse_time, pod_from_template, replicaset,
+    termination,
 };
 use crate::events::{self, event_at};
 use crate::scheduler::{Demand, NodeView, ScorePolicy, node_views_of, schedule};
@@ -647,14 +648,10 @@ fn starting(snap: &Snapshot, now: SystemTime) -> usize {
                 )
         })
         .filter(|p| {
-            p.metadata
-                .creation_timestamp
-                .as_deref()
-                .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
-                .is_some_and(|created| {
-                    now.duration_since(created)
-                        .map_or(true, |age| age < STARTING_FOR)
-                })
+            parse_time(p.metadata.creation_timestamp.as_deref()).is_some_and(|created| {
+                now.duration_since(created)
+                    .map_or(true, |age| age < STARTING_FOR)
+            })
         })
         .count()
 }
