@@ -249,6 +249,36 @@ pub struct NodeStatus {
     /// that put are refused; deletes go on).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub alarms: Vec<String>,
+    /// Where this member's memory goes, as its own structures count it.
+    #[serde(default)]
+    pub memory: MemoryUse,
+}
+
+/// What a member holds in memory, by structure: counts and the bytes of
+/// what they carry (keys, values, commands), without the structures' own
+/// overhead, which the allocator's figures include.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoryUse {
+    /// Log entries held (applied ones kept for followers, and the rest).
+    pub log_entries: u64,
+    /// Bytes of their commands.
+    pub log_bytes: u64,
+    /// Watch events held (`--history`).
+    pub history_events: u64,
+    /// Bytes of their keys and values.
+    pub history_bytes: u64,
+    /// Answers kept so that retried writes apply once.
+    pub session_answers: u64,
+    /// Snapshot bytes held: one being sent to a member, or received.
+    pub snapshot_bytes: u64,
+    /// Bytes the process has allocated, as its allocator counts them
+    /// (`None` where the allocator does not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocated_bytes: Option<u64>,
+    /// Bytes of memory the allocator holds from the system (resident).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocator_resident_bytes: Option<u64>,
 }
 
 /// One member of the configuration.

@@ -863,7 +863,7 @@ impl Lifecycle {
             term: 0,
             config,
         };
-        let raft = self.new_raft(meta, state.clone());
+        let raft = self.new_raft(meta);
         self.member = Some(Joined {
             epoch,
             raft,
@@ -878,11 +878,11 @@ impl Lifecycle {
         });
     }
 
-    fn new_raft(&mut self, meta: SnapshotMeta, state: Vec<u8>) -> RaftNode {
+    fn new_raft(&mut self, meta: SnapshotMeta) -> RaftNode {
         let mut cfg = self.settings.raft.clone();
         cfg.id = self.id;
         cfg.voters = Vec::new();
-        RaftNode::from_snapshot(cfg, self.rng.next_u64(), meta, state.into())
+        RaftNode::from_snapshot(cfg, self.rng.next_u64(), meta)
     }
 
     /// Joins the live cluster `epoch` led by `leader` as an empty learner.
@@ -896,7 +896,7 @@ impl Lifecycle {
             term: 0,
             config: Membership::default(),
         };
-        let raft = self.new_raft(meta, Vec::new());
+        let raft = self.new_raft(meta);
         self.member = Some(Joined {
             epoch,
             raft,

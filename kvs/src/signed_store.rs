@@ -169,7 +169,7 @@ mod tests {
 
     #[test]
     fn the_newest_export_that_verifies_is_the_latest() {
-        let raw = Arc::new(MemorySnapshotStore::default());
+        let raw = Arc::new(MemorySnapshotStore::keeping(10));
         let signed = SignedSnapshotStore::new(raw.clone(), b"ca key");
         signed.put(meta(10), b"state at 10").unwrap();
         assert_eq!(signed.get(&meta(10)).unwrap().unwrap(), b"state at 10");

@@ -68,13 +68,31 @@ pub trait SnapshotStore: Send + Sync {
 
 pub use crate::signed_store::SignedSnapshotStore;
 
-/// Exports in memory (see the module doc).
-#[derive(Debug, Default)]
+/// Exports in memory (see the module doc), the newest few: by default
+/// three, as the members' file stores keep (a member without an export
+/// directory would otherwise hold a copy of its state for every export it
+/// ever took).
+#[derive(Debug)]
 pub struct MemorySnapshotStore {
     exports: std::sync::Mutex<std::collections::BTreeMap<ExportMeta, Vec<u8>>>,
+    keep: usize,
+}
+
+impl Default for MemorySnapshotStore {
+    fn default() -> Self {
+        MemorySnapshotStore::keeping(3)
+    }
 }
 
 impl MemorySnapshotStore {
+    /// A store keeping the newest `keep` exports (at least one).
+    pub fn keeping(keep: usize) -> Self {
+        MemorySnapshotStore {
+            exports: Default::default(),
+            keep: keep.max(1),
+        }
+    }
+
     fn with<T>(
         &self,
         f: impl FnOnce(&mut std::collections::BTreeMap<ExportMeta, Vec<u8>>) -> T,
@@ -89,7 +107,12 @@ impl MemorySnapshotStore {
 
 impl SnapshotStore for MemorySnapshotStore {
     fn put(&self, meta: ExportMeta, data: &[u8]) -> Result<(), StoreError> {
-        self.with(|e| e.insert(meta, data.to_vec()));
+        self.with(|e| {
+            e.insert(meta, data.to_vec());
+            while e.len() > self.keep {
+                e.pop_first();
+            }
+        });
         Ok(())
     }
 
@@ -309,6 +332,19 @@ mod tests {
             "only the newest two are kept"
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A member without an export directory exports every 30 s for as
+    /// long as it runs: its memory holds the newest few, not all of them.
+    #[test]
+    fn the_memory_store_keeps_only_the_newest_exports() {
+        let store = MemorySnapshotStore::default();
+        for index in 1..=10 {
+            store.put(meta(1, index), b"state").unwrap();
+        }
+        let kept: Vec<Index> = store.list().unwrap().iter().map(|m| m.index).collect();
+        assert_eq!(kept, [10, 9, 8]);
+        assert_eq!(store.latest().unwrap().map(|(m, _)| m.index), Some(10));
     }
 
     #[test]

@@ -64,12 +64,17 @@ impl Procs {
 
     /// Resident memory of all the processes, in KiB.
     pub fn rss_kib(&self) -> u64 {
+        self.rss_kib_each().iter().sum()
+    }
+
+    /// Each member's resident memory in KiB, in the order they were started
+    /// (0 for one that is not running).
+    pub fn rss_kib_each(&self) -> Vec<u64> {
         self.children
             .iter()
-            .flatten()
             .map(|c| {
-                std::fs::read_to_string(format!("/proc/{}/status", c.id()))
-                    .ok()
+                c.as_ref()
+                    .and_then(|c| std::fs::read_to_string(format!("/proc/{}/status", c.id())).ok())
                     .and_then(|s| {
                         s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
                             l.split_whitespace()
@@ -79,7 +84,7 @@ impl Procs {
                     })
                     .unwrap_or(0)
             })
-            .sum()
+            .collect()
     }
 }
 

@@ -75,7 +75,8 @@ struct Args {
     /// Watch history, in events.
     #[arg(long, default_value_t = 10_000)]
     history: usize,
-    /// Snapshot the state and compact the log after this many entries.
+    /// Most log entries kept for a member far behind (or as many as there
+    /// are keys, if more); past that it is sent a snapshot of the state.
     #[arg(long, default_value_t = 10_000)]
     snapshot_entries: u64,
     /// Directory the leader exports its state to, shared by every member
@@ -109,6 +110,23 @@ fn fleet(peers: &[String]) -> Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
+/// jemalloc: it returns freed memory to the system (glibc's malloc keeps
+/// a heap fragmented by freed small values), and its statistics tell a
+/// member's status where the bytes are.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's bytes allocated and resident (its statistics are cached
+/// until the epoch advances).
+fn jemalloc_stats() -> Option<(u64, u64)> {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    epoch::advance().ok()?;
+    Some((
+        stats::allocated::read().ok()? as u64,
+        stats::resident::read().ok()? as u64,
+    ))
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
@@ -118,6 +136,7 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    kvs::node::set_allocator_stats(jemalloc_stats);
     let fleet = fleet(&args.peers)?;
     if !fleet.contains_key(&args.name) {
         bail!("--name {} is not among --peers", args.name);

@@ -15,13 +15,40 @@
 //! values' lengths (what the store quota counts).
 
 use std::collections::{BTreeMap, VecDeque};
+use std::ops::Bound;
+use std::sync::Arc;
 
 pub use kvs_api::kv::*;
 
+/// A stored key's value and revisions (the key is the map's). Keys and
+/// values are shared (`Arc<str>`): a snapshot's image holds the same
+/// bytes rather than a copy of them, and each key is held once.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Record {
+    value: Arc<str>,
+    create_revision: i64,
+    mod_revision: i64,
+    version: i64,
+}
+
+impl Record {
+    fn key_value(&self, key: &str) -> KeyValue {
+        KeyValue {
+            key: key.to_string(),
+            value: self.value.to_string(),
+            create_revision: self.create_revision,
+            mod_revision: self.mod_revision,
+            version: self.version,
+        }
+    }
+}
+
 /// The keys and the revision: all the state a linearizability model needs.
+/// It encodes as its [`KvImage`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(into = "KvImage", from = "KvImage")]
 pub struct KvState {
-    data: BTreeMap<String, KeyValue>,
+    data: BTreeMap<Arc<str>, Record>,
     revision: i64,
     /// Bytes of keys and values stored.
     bytes: u64,
@@ -48,25 +75,39 @@ impl KvState {
         self.bytes
     }
 
-    fn size(kv: &KeyValue) -> u64 {
-        (kv.key.len() + kv.value.len()) as u64
+    /// The key's value and revisions, if stored.
+    pub fn get(&self, key: &str) -> Option<KeyValue> {
+        self.data.get(key).map(|r| r.key_value(key))
     }
 
-    fn insert(&mut self, kv: KeyValue) {
-        self.bytes += Self::size(&kv);
-        if let Some(old) = self.data.insert(kv.key.clone(), kv) {
-            self.bytes -= Self::size(&old);
+    fn insert(&mut self, key: &str, record: Record) {
+        self.bytes += (key.len() + record.value.len()) as u64;
+        match self.data.get_mut(key) {
+            Some(old) => {
+                self.bytes -= (key.len() + old.value.len()) as u64;
+                *old = record;
+            }
+            None => {
+                self.data.insert(Arc::from(key), record);
+            }
         }
     }
 
     fn remove(&mut self, key: &str) -> bool {
         match self.data.remove(key) {
             Some(old) => {
-                self.bytes -= Self::size(&old);
+                self.bytes -= (key.len() + old.value.len()) as u64;
                 true
             }
             None => false,
         }
+    }
+
+    /// The stored keys starting with `prefix`, in order.
+    fn under<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a Arc<str>, &'a Record)> {
+        self.data
+            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(move |(k, _)| k.starts_with(prefix))
     }
 
     /// Runs a transaction; `events` receives what it changed.
@@ -126,10 +167,10 @@ impl KvState {
     }
 
     fn holds(&self, c: &Compare) -> bool {
-        let kv = self.data.get(&c.key);
+        let kv = self.data.get(c.key.as_str());
         let ord = match &c.target {
             CompareTarget::Value(v) => match kv {
-                Some(kv) => kv.value.as_str().cmp(v.as_str()),
+                Some(kv) => kv.value.as_ref().cmp(v.as_str()),
                 None => return false,
             },
             CompareTarget::Version(n) => kv.map_or(0, |kv| kv.version).cmp(n),
@@ -147,17 +188,17 @@ impl KvState {
     /// One read, adding the bytes it gathers to `used`; `None` once they
     /// pass `limit`.
     fn read_op(&self, op: &Op, limit: usize, used: &mut usize) -> Option<OpResult> {
-        let mut take = |kv: &KeyValue| {
-            *used = used.saturating_add(kv.key.len() + kv.value.len());
+        let mut take = |key: &str, r: &Record| {
+            *used = used.saturating_add(key.len() + r.value.len());
             *used <= limit
         };
         match op {
             Op::Get { key } => {
-                let kv = self.data.get(key);
-                if kv.is_some_and(|kv| !take(kv)) {
+                let r = self.data.get(key.as_str());
+                if r.is_some_and(|r| !take(key, r)) {
                     return None;
                 }
-                Some(OpResult::Get(kv.cloned()))
+                Some(OpResult::Get(r.map(|r| r.key_value(key))))
             }
             Op::Range {
                 prefix,
@@ -169,16 +210,11 @@ impl KvState {
                     count.saturating_add(1)
                 };
                 let mut kvs = Vec::new();
-                for (_, kv) in self
-                    .data
-                    .range(prefix.clone()..)
-                    .take_while(|(k, _)| k.starts_with(prefix.as_str()))
-                    .take(wanted)
-                {
-                    if !take(kv) {
+                for (k, r) in self.under(prefix).take(wanted) {
+                    if !take(k, r) {
                         return None;
                     }
-                    kvs.push(kv.clone());
+                    kvs.push(r.key_value(k));
                 }
                 let more = *count != 0 && kvs.len() > *count;
                 kvs.truncate(if *count == 0 { kvs.len() } else { *count });
@@ -194,24 +230,20 @@ impl KvState {
     fn run(&mut self, op: &Op, revision: i64, events: &mut Vec<Event>) -> OpResult {
         match op {
             Op::Put { key, value } => {
-                let kv = match self.data.get(key) {
-                    Some(old) => KeyValue {
-                        key: key.clone(),
-                        value: value.clone(),
-                        create_revision: old.create_revision,
-                        mod_revision: revision,
-                        version: old.version + 1,
-                    },
-                    None => KeyValue {
-                        key: key.clone(),
-                        value: value.clone(),
-                        create_revision: revision,
-                        mod_revision: revision,
-                        version: 1,
-                    },
+                let (create_revision, version) = match self.data.get(key.as_str()) {
+                    Some(old) => (old.create_revision, old.version + 1),
+                    None => (revision, 1),
                 };
-                events.push(Event::Put { kv: kv.clone() });
-                self.insert(kv);
+                let record = Record {
+                    value: Arc::from(value.as_str()),
+                    create_revision,
+                    mod_revision: revision,
+                    version,
+                };
+                events.push(Event::Put {
+                    kv: record.key_value(key),
+                });
+                self.insert(key, record);
                 OpResult::Put
             }
             Op::Delete { key } => {
@@ -225,16 +257,11 @@ impl KvState {
                 OpResult::Delete(u64::from(deleted))
             }
             Op::DeleteRange { prefix } => {
-                let keys: Vec<String> = self
-                    .data
-                    .range(prefix.clone()..)
-                    .take_while(|(k, _)| k.starts_with(prefix.as_str()))
-                    .map(|(k, _)| k.clone())
-                    .collect();
+                let keys: Vec<Arc<str>> = self.under(prefix).map(|(k, _)| Arc::clone(k)).collect();
                 for key in &keys {
                     self.remove(key);
                     events.push(Event::Delete {
-                        key: key.clone(),
+                        key: key.to_string(),
                         revision,
                     });
                 }
@@ -247,13 +274,95 @@ impl KvState {
     }
 }
 
-/// What a snapshot of the store holds.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// What a snapshot of the store holds: the revision and every key, in
+/// order. It shares the store's keys and values, so taking one copies no
+/// bytes of them; it encodes as `{"revision", "kvs": [KeyValue...]}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KvImage {
-    /// The revision.
-    pub revision: i64,
-    /// Every key, in order.
-    pub kvs: Vec<KeyValue>,
+    revision: i64,
+    kvs: Vec<(Arc<str>, Record)>,
+}
+
+impl From<KvState> for KvImage {
+    fn from(state: KvState) -> KvImage {
+        KvImage {
+            revision: state.revision,
+            kvs: state.data.into_iter().collect(),
+        }
+    }
+}
+
+impl From<KvImage> for KvState {
+    fn from(image: KvImage) -> KvState {
+        KvState {
+            bytes: image
+                .kvs
+                .iter()
+                .map(|(k, r)| (k.len() + r.value.len()) as u64)
+                .sum(),
+            data: image.kvs.into_iter().collect(),
+            revision: image.revision,
+        }
+    }
+}
+
+impl serde::Serialize for KvImage {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(serde::Serialize)]
+        struct Kv<'a> {
+            key: &'a str,
+            value: &'a str,
+            create_revision: i64,
+            mod_revision: i64,
+            version: i64,
+        }
+        struct Kvs<'a>(&'a [(Arc<str>, Record)]);
+        impl serde::Serialize for Kvs<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.0.iter().map(|(k, r)| Kv {
+                    key: k,
+                    value: &r.value,
+                    create_revision: r.create_revision,
+                    mod_revision: r.mod_revision,
+                    version: r.version,
+                }))
+            }
+        }
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("KvImage", 2)?;
+        st.serialize_field("revision", &self.revision)?;
+        st.serialize_field("kvs", &Kvs(&self.kvs))?;
+        st.end()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for KvImage {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        struct Owned {
+            revision: i64,
+            kvs: Vec<KeyValue>,
+        }
+        let owned = Owned::deserialize(d)?;
+        Ok(KvImage {
+            revision: owned.revision,
+            kvs: owned
+                .kvs
+                .into_iter()
+                .map(|kv| {
+                    (
+                        Arc::from(kv.key),
+                        Record {
+                            value: Arc::from(kv.value),
+                            create_revision: kv.create_revision,
+                            mod_revision: kv.mod_revision,
+                            version: kv.version,
+                        },
+                    )
+                })
+                .collect(),
+        })
+    }
 }
 
 /// The state machine of one replica: the state plus the watch history.
@@ -294,6 +403,16 @@ impl KvStore {
         &self.state
     }
 
+    /// Watch events held.
+    pub fn history_len(&self) -> usize {
+        self.history.len()
+    }
+
+    /// Bytes of keys and values of the watch events held.
+    pub fn history_bytes(&self) -> usize {
+        self.history_bytes
+    }
+
     /// Applies a committed transaction.
     pub fn apply(&mut self, txn: &Txn) -> TxnResponse {
         let mut events = Vec::new();
@@ -327,23 +446,22 @@ impl KvStore {
     pub fn image(&self) -> KvImage {
         KvImage {
             revision: self.state.revision,
-            kvs: self.state.data.values().cloned().collect(),
+            kvs: self
+                .state
+                .data
+                .iter()
+                .map(|(k, r)| (Arc::clone(k), r.clone()))
+                .collect(),
         }
     }
 
     /// Replaces everything with a snapshot's content.
     pub fn restore(&mut self, image: KvImage) {
-        self.state = KvState {
-            data: BTreeMap::new(),
-            revision: image.revision,
-            bytes: 0,
-        };
-        for kv in image.kvs {
-            self.state.insert(kv);
-        }
+        let revision = image.revision;
+        self.state = KvState::from(image);
         self.history.clear();
         self.history_bytes = 0;
-        self.compacted = image.revision;
+        self.compacted = revision;
     }
 
     /// [`KvStore::image`] as JSON bytes.

@@ -30,9 +30,10 @@
 //! client retries with the same request id, and the answer table in the
 //! snapshot applies it at most once); a read is answered only once the
 //! state machine has applied its read index; a snapshot's image is taken
-//! at the start of a turn, when the state is exactly at the index it
-//! compacts to, and the log is compacted to it only once it comes back
-//! encoded (one at a time, and not if the epoch or the snapshot moved on).
+//! only when the leader's Raft core wants one, at the end of a turn, when
+//! the state is exactly at the applied index (one at a time, offered to the
+//! core only in the epoch it was taken in); the log is cut as far as the
+//! core allows, in steps, so a cut costs little per entry.
 
 mod clients;
 mod state;
@@ -41,10 +42,14 @@ mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::api::{KvsError, LogCommand, MemberStatus, NodeStatus, Replication, TxnRequest};
+use crate::api::{
+    KvsError, LogCommand, MemberStatus, MemoryUse, NodeStatus, Replication, TxnRequest,
+};
 use crate::kv::{Event, Limits, Txn, TxnResponse};
 use crate::lifecycle::{Action, EpochId, Lifecycle, LifecycleMessage, Settings};
-use crate::raft::{Config, Index, Message, NodeId, Payload, ProgressState, RaftError, Role, Term};
+use crate::raft::{
+    Config, Index, Message, NodeId, Payload, ProgressState, RaftError, Role, SnapshotMeta, Term,
+};
 use crate::snapshot_store::ExportMeta;
 pub use state::MAX_KEPT_ANSWER_BYTES;
 pub use state::StateImage;
@@ -66,8 +71,8 @@ pub struct MemberConfig {
     pub history_limit: usize,
     /// Request limits.
     pub limits: Limits,
-    /// Take a snapshot and compact the log after this many applied entries
-    /// (or as many as there are keys, if more).
+    /// Most entries the log keeps for a follower far behind (or as many as
+    /// there are keys, if more): past that it is sent a snapshot.
     pub snapshot_entries: u64,
     /// Seeds the incarnation id and the lifecycle's choices.
     pub seed: u64,
@@ -144,13 +149,13 @@ pub enum Input {
         /// The newest export, or why it could not be read.
         latest: Result<Option<(ExportMeta, Vec<u8>)>, String>,
     },
-    /// The answer to [`Effect::EncodeSnapshot`]: the state at `index` of
+    /// The answer to [`Effect::EncodeSnapshot`]: the state at `meta` of
     /// `epoch`, encoded.
     SnapshotEncoded {
-        /// The epoch whose log it compacts.
+        /// The epoch it was taken in.
         epoch: EpochId,
-        /// The applied index the image was taken at.
-        index: Index,
+        /// What it covers.
+        meta: SnapshotMeta,
         /// The encoded state.
         bytes: Vec<u8>,
     },
@@ -241,14 +246,14 @@ pub enum Effect {
     LoadLatest(u64),
     /// Read this export and hand it back as [`Input::ExportLoaded`].
     LoadExport(ExportMeta),
-    /// Encode `image` (the state at `index` of `epoch`) off the driver's
+    /// Encode `image` (the state at `meta` of `epoch`) off the driver's
     /// loop and hand it back as [`Input::SnapshotEncoded`]: encoding a large
     /// state takes long enough to delay heartbeats past an election timeout.
     EncodeSnapshot {
-        /// The epoch whose log it compacts.
+        /// The epoch it was taken in.
         epoch: EpochId,
-        /// The applied index the image was taken at.
-        index: Index,
+        /// What it covers.
+        meta: SnapshotMeta,
         /// The state.
         image: StateImage,
     },
@@ -321,6 +326,8 @@ pub struct Member {
     history_limit: usize,
     limits: Limits,
     snapshot_entries: u64,
+    /// The Raft core's `retain_entries` (sets the step of log cuts).
+    retain_entries: u64,
     /// The newest export written here or this epoch was formed from.
     last_export: Option<ExportMeta>,
     /// The names of incarnations heard from (a joiner must answer a leader
@@ -330,8 +337,6 @@ pub struct Member {
     reads: HashMap<u64, PendingRead>,
     ready_reads: Vec<(Index, PendingRead)>,
     next_ctx: u64,
-    /// Compact the log of this epoch up to here at the start of the next turn.
-    compact_at: Option<(EpochId, Index)>,
     /// A snapshot being encoded by the driver (no other is taken meanwhile).
     encoding: Option<(EpochId, Index)>,
     seen: (Term, Option<NodeId>),
@@ -351,6 +356,7 @@ impl Member {
     /// A new, empty incarnation that will look for its cluster.
     pub fn new(config: MemberConfig) -> Member {
         let election_tick = config.raft.election_tick;
+        let retain_entries = config.raft.retain_entries;
         let settings = Settings::new(&config.name, config.fleet, config.raft);
         Member {
             lc: Lifecycle::new(settings, config.seed),
@@ -358,13 +364,13 @@ impl Member {
             history_limit: config.history_limit,
             limits: config.limits,
             snapshot_entries: config.snapshot_entries.max(1),
+            retain_entries,
             last_export: None,
             heard: HashMap::new(),
             proposals: BTreeMap::new(),
             reads: HashMap::new(),
             ready_reads: Vec::new(),
             next_ctx: 0,
-            compact_at: None,
             encoding: None,
             seen: (0, None),
             name: config.name,
@@ -478,6 +484,22 @@ impl Member {
             } else {
                 Vec::new()
             },
+            memory: MemoryUse {
+                log_entries: raft.map_or(0, |r| r.log().entries().len() as u64),
+                log_bytes: raft.map_or(0, |r| {
+                    r.log()
+                        .entries()
+                        .iter()
+                        .map(|e| e.payload_bytes() as u64)
+                        .sum()
+                }),
+                history_events: self.sm.kv.history_len() as u64,
+                history_bytes: self.sm.kv.history_bytes() as u64,
+                session_answers: self.sm.answers_kept() as u64,
+                snapshot_bytes: raft.map_or(0, |r| r.snapshot_bytes_held() as u64),
+                allocated_bytes: None,
+                allocator_resident_bytes: None,
+            },
         }
     }
 
@@ -496,20 +518,14 @@ impl Member {
             }
             Input::LatestLoaded { seq, latest } => self.lc.latest_loaded(seq, latest),
             Input::ExportLoaded { meta, bytes } => self.lc.export_loaded(meta, bytes),
-            Input::SnapshotEncoded {
-                epoch,
-                index,
-                bytes,
-            } => {
-                if self.encoding == Some((epoch, index)) {
+            Input::SnapshotEncoded { epoch, meta, bytes } => {
+                if self.encoding == Some((epoch, meta.index)) {
                     self.encoding = None;
                 }
                 if self.lc.epoch() == Some(epoch)
                     && let Some(raft) = self.lc.raft_mut()
-                    && raft.log().applied >= index
-                    && index > raft.snapshot_index()
                 {
-                    raft.compact(index, bytes.into());
+                    raft.offer_snapshot(meta, bytes.into());
                 }
             }
             Input::Peer {
@@ -628,21 +644,7 @@ impl Member {
     /// lifecycle, snapshots restored, entries applied, proposals and reads
     /// answered, the snapshot policy.
     pub fn act(&mut self) {
-        // The image is taken here, before this turn applies anything: it
-        // is the state at exactly `index`.
-        if let Some((epoch, index)) = self.compact_at.take()
-            && self.lc.epoch() == Some(epoch)
-            && let Some(raft) = self.lc.raft()
-            && raft.log().applied == index
-            && index > raft.snapshot_index()
-        {
-            self.encoding = Some((epoch, index));
-            self.effects.push(Effect::EncodeSnapshot {
-                epoch,
-                index,
-                image: self.sm.image(),
-            });
-        }
+        let applied_before = self.lc.raft().map_or(0, |r| r.log().applied);
         for (to, m) in self.lc.take_outbox() {
             self.effects.push(Effect::Send {
                 to,
@@ -681,7 +683,6 @@ impl Member {
             return;
         };
         let applied = raft.log().applied;
-        let snapshot_index = raft.snapshot_index();
         for rs in ready.read_states {
             if let Some(read) = self.reads.remove(&rs.ctx) {
                 self.ready_reads.push((rs.index, read));
@@ -715,19 +716,46 @@ impl Member {
             };
             self.answer(read.token, answer);
         }
-        // Snapshot when the log since the last one is as long as the state is
-        // large (and at least `snapshot_entries`): the cost of serialising the
-        // state stays a constant share per write, and memory stays ~2× the state.
-        let threshold = self.snapshot_entries.max(self.sm.kv.state().len() as u64);
-        let applied = self.lc.raft().map_or(0, |r| r.log().applied);
-        if applied >= snapshot_index + threshold
-            && self.encoding.is_none()
-            && let Some(epoch) = self.lc.epoch()
-        {
-            self.compact_at = Some((epoch, applied));
-        }
+        self.snapshot_and_compact(applied_before);
         self.log_changes();
         self.retry_waiting();
+    }
+
+    /// Here, at the end of a turn, the state is exactly at the applied
+    /// index: the image for a snapshot the core wants is taken now. The
+    /// log is then cut as far as the core allows, once that is a quarter
+    /// of the retained tail past its start (a cut moves the tail), but
+    /// never past what was applied before this turn: an entry stays in the
+    /// log for at least the turn that commits it, so every entry is seen
+    /// in some log after it commits (the simulator's checks compare them).
+    fn snapshot_and_compact(&mut self, applied_before: Index) {
+        let Some(epoch) = self.lc.epoch() else {
+            return;
+        };
+        if self.encoding.is_none()
+            && let Some(raft) = self.lc.raft()
+            && raft.snapshot_wanted()
+            && let Some(meta) = raft.snapshot_meta()
+        {
+            self.encoding = Some((epoch, meta.index));
+            self.effects.push(Effect::EncodeSnapshot {
+                epoch,
+                meta,
+                image: self.sm.image(),
+            });
+        }
+        // A follower far behind holds back as many entries as the state
+        // has keys (and at least `snapshot_entries`): a snapshot costs
+        // encoding the whole state, so it is worth sending only once
+        // replaying the log would cost as much.
+        let max_entries = self.snapshot_entries.max(self.sm.kv.state().len() as u64);
+        let step = (self.retain_entries / 4).max(1);
+        if let Some(raft) = self.lc.raft_mut() {
+            let to = raft.compactable(max_entries).min(applied_before);
+            if to >= raft.snapshot_index() + step {
+                raft.compact(to);
+            }
+        }
     }
 
     fn on_action(&mut self, action: Action) {
@@ -872,7 +900,6 @@ impl Member {
             self.hold_read(read.token, read.txn, read.limit);
         }
         self.last_export = None;
-        self.compact_at = None;
         self.encoding = None;
     }
 

@@ -111,6 +111,11 @@ impl StateMachine {
         }
     }
 
+    /// Answers kept for retried writes, over all clients.
+    pub(crate) fn answers_kept(&self) -> usize {
+        self.sessions.values().map(|s| s.answers.len()).sum()
+    }
+
     /// Replaces the state with a snapshot's.
     pub(crate) fn restore(&mut self, bytes: &[u8]) -> Result<(), KvsError> {
         let image: OwnedImage = serde_json::from_slice(bytes)

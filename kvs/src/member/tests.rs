@@ -14,37 +14,53 @@ struct Fleet {
     stopped: BTreeSet<String>,
     /// Raft messages are lost (lifecycle messages still arrive).
     raft_cut: bool,
+    /// Restart this member empty instead of delivering it the Nth
+    /// snapshot chunk (counted from when this is set).
+    restart_at_chunk: Option<(String, usize)>,
+    /// Members restarted so far (seeds the new incarnations).
+    restarts: u64,
+    /// Changes every member's configuration (restarted ones' too).
+    adjust: Box<dyn Fn(&mut MemberConfig)>,
     now_ms: u64,
 }
 
 impl Fleet {
     fn new() -> Fleet {
-        let names: Vec<String> = (1..=3).map(|i| format!("n{i}")).collect();
-        let fleet: BTreeMap<String, String> =
-            names.iter().map(|n| (n.clone(), String::new())).collect();
-        let members = names
-            .iter()
-            .enumerate()
-            .map(|(i, name)| {
-                let member = Member::new(MemberConfig {
-                    name: name.clone(),
-                    fleet: fleet.clone(),
-                    raft: Config::new(0, Vec::new()),
-                    history_limit: 100,
-                    limits: Limits::default(),
-                    snapshot_entries: 1000,
-                    seed: 7 + i as u64,
-                });
-                (name.clone(), member)
-            })
-            .collect();
-        Fleet {
-            members,
+        Fleet::with(|_| {})
+    }
+
+    /// Three members whose configuration `adjust` changes.
+    fn with(adjust: impl Fn(&mut MemberConfig) + 'static) -> Fleet {
+        let mut fleet = Fleet {
+            members: BTreeMap::new(),
             queue: VecDeque::new(),
             stopped: BTreeSet::new(),
             raft_cut: false,
+            restart_at_chunk: None,
+            restarts: 0,
+            adjust: Box::new(adjust),
             now_ms: 0,
+        };
+        for i in 1..=3 {
+            let name = format!("n{i}");
+            let config = fleet.config(&name, 7 + i);
+            fleet.members.insert(name, Member::new(config));
         }
+        fleet
+    }
+
+    fn config(&self, name: &str, seed: u64) -> MemberConfig {
+        let mut config = MemberConfig {
+            name: name.to_string(),
+            fleet: (1..=3).map(|i| (format!("n{i}"), String::new())).collect(),
+            raft: Config::new(0, Vec::new()),
+            history_limit: 100,
+            limits: Limits::default(),
+            snapshot_entries: 1000,
+            seed,
+        };
+        (self.adjust)(&mut config);
+        config
     }
 
     /// One tick of every running member, then everything sent delivered.
@@ -61,6 +77,22 @@ impl Fleet {
                 || (self.raft_cut && matches!(message, Outgoing::Raft(_)));
             if lost {
                 continue;
+            }
+            let chunk = matches!(&message, Outgoing::Raft(m) if matches!(m.body, crate::raft::Body::InstallSnapshot { .. }));
+            if chunk
+                && let Some((victim, left)) = &mut self.restart_at_chunk
+                && *victim == to
+            {
+                *left = left.saturating_sub(1);
+                if *left == 0 {
+                    // The process dies with the chunk unread and comes back
+                    // empty, as a new incarnation.
+                    self.restart_at_chunk = None;
+                    self.restarts += 1;
+                    let config = self.config(&to, 1000 + self.restarts);
+                    self.members.insert(to.clone(), Member::new(config));
+                    continue;
+                }
             }
             let (messages, lifecycle) = match message {
                 Outgoing::Raft(m) => (vec![m], Vec::new()),
@@ -96,15 +128,13 @@ impl Fleet {
                         seq,
                         latest: Ok(None),
                     }),
-                    Effect::EncodeSnapshot {
-                        epoch,
-                        index,
-                        image,
-                    } => next.push_back(Input::SnapshotEncoded {
-                        epoch,
-                        index,
-                        bytes: image.encode(),
-                    }),
+                    Effect::EncodeSnapshot { epoch, meta, image } => {
+                        next.push_back(Input::SnapshotEncoded {
+                            epoch,
+                            meta,
+                            bytes: image.encode(),
+                        })
+                    }
                     _ => {}
                 }
             }
@@ -204,4 +234,90 @@ fn the_leader_s_status_shows_each_member_s_replication() {
             assert!(s.members.iter().all(|m| m.replication.is_none()), "{name}");
         }
     }
+}
+
+/// A follower restarted empty while the leader sends it a snapshot (the
+/// old incarnation took some chunks and died): the new incarnation is sent
+/// the snapshot from its start, installs it whole, and becomes a voter
+/// holding exactly the leader's state.
+#[test]
+fn a_member_restarted_empty_mid_snapshot_installs_it_whole() {
+    let mut fleet = Fleet::with(|c| {
+        c.raft.snapshot_chunk_bytes = 256;
+        c.raft.retain_entries = 0;
+        c.snapshot_entries = 10;
+    });
+    fleet.tick_until(2_000, "a cluster forms and elects a leader", |f| {
+        f.leader().is_some() && (1..=3).all(|i| f.epoch(&format!("n{i}")).is_some())
+    });
+    let leader = fleet.leader().unwrap_or_default();
+    let victim = fleet
+        .members
+        .keys()
+        .find(|n| **n != leader)
+        .cloned()
+        .unwrap_or_default();
+    fleet.stopped.insert(victim.clone());
+    for seq in 1..=300u64 {
+        let request = TxnRequest {
+            txn: Txn::single(crate::kv::Op::Put {
+                key: format!("k{:03}", seq % 200),
+                value: format!("value {seq}"),
+            }),
+            request_id: Some(crate::api::RequestId { client: 1, seq }),
+            forwarded: false,
+        };
+        fleet.input(
+            &leader,
+            Input::Write {
+                token: seq,
+                request,
+            },
+        );
+        fleet.tick();
+    }
+    let victim_applied = fleet.members[&victim]
+        .lifecycle()
+        .raft()
+        .map_or(0, |r| r.log().applied);
+    assert!(
+        fleet.members[&leader]
+            .lifecycle()
+            .raft()
+            .is_some_and(|r| r.snapshot_index() > victim_applied + 100),
+        "the leader's log no longer reaches back to what the stopped member holds"
+    );
+    // Back, it is sent a snapshot of about 40 chunks; it dies at the fifth.
+    fleet.restart_at_chunk = Some((victim.clone(), 5));
+    fleet.stopped.remove(&victim);
+    let old_id = fleet.members[&victim].id();
+    fleet.tick_until(2_000, "the member is restarted mid-transfer", |f| {
+        f.members[&victim].id() != old_id
+    });
+    fleet.tick_until(
+        4_000,
+        "the new incarnation is a voter level with the leader",
+        |f| {
+            let (Some(l), Some(v)) = (
+                f.members[&leader].lifecycle().raft(),
+                f.members[&victim].lifecycle().raft(),
+            ) else {
+                return false;
+            };
+            v.is_voter() && v.log().applied == l.log().applied
+        },
+    );
+    let (l, v) = (&fleet.members[&leader], &fleet.members[&victim]);
+    assert_eq!(
+        v.sm.kv.state(),
+        l.sm.kv.state(),
+        "the same keys, values and revision"
+    );
+    assert_eq!(v.sm.kv.state().len(), 200);
+    assert!(
+        v.lifecycle()
+            .raft()
+            .is_some_and(|r| r.snapshot_index() > victim_applied),
+        "it was brought up by a snapshot, not the log"
+    );
 }

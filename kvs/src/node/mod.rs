@@ -62,8 +62,8 @@ pub struct NodeConfig {
     pub history_limit: usize,
     /// Request limits.
     pub limits: Limits,
-    /// Take a snapshot and compact the log after this many applied entries
-    /// (or as many as there are keys, if more).
+    /// Most entries the log keeps for a follower far behind (or as many as
+    /// there are keys, if more): past that it is sent a snapshot.
     pub snapshot_entries: u64,
     /// Where the leader exports its state (and a new epoch finds it).
     pub store: Arc<dyn SnapshotStore>,
@@ -122,6 +122,9 @@ pub struct Node {
 
 /// Most requests waiting for the raft loop.
 const INPUT_QUEUE: usize = 8192;
+/// Applied entries the log keeps for followers a little behind (etcd keeps
+/// 5,000), unless `snapshot_entries` is lower.
+const RETAIN_ENTRIES: u64 = 5_000;
 /// Peers' message batches queued for the loop at most.
 const PEER_QUEUE: usize = 1024;
 /// Client requests the loop takes in one turn at most.
@@ -150,7 +153,7 @@ impl Node {
         }
         let mut raft = Config::new(0, Vec::new());
         raft.election_tick = config.election_ticks;
-        raft.retain_entries = config.snapshot_entries.max(5_000);
+        raft.retain_entries = config.snapshot_entries.min(RETAIN_ENTRIES);
         let member = Member::new(MemberConfig {
             name: config.name.clone(),
             fleet: config.fleet.clone(),
@@ -290,10 +293,27 @@ impl Node {
         let _ = tokio::time::timeout(wait, rx.wait_for(|&r| r > revision)).await;
     }
 
-    /// This member's view.
+    /// This member's view (with the allocator's figures, where the
+    /// process gave a way to read them: [`set_allocator_stats`]).
     pub async fn status(&self) -> Result<NodeStatus, KvsError> {
-        self.ask(Request::Status).await
+        let mut status: NodeStatus = self.ask(Request::Status).await?;
+        if let Some((allocated, resident)) = ALLOCATOR_STATS.get().and_then(|read| read()) {
+            status.memory.allocated_bytes = Some(allocated);
+            status.memory.allocator_resident_bytes = Some(resident);
+        }
+        Ok(status)
     }
+}
+
+/// Reads the process allocator's (allocated, resident) bytes.
+pub type AllocatorStats = fn() -> Option<(u64, u64)>;
+
+static ALLOCATOR_STATS: std::sync::OnceLock<AllocatorStats> = std::sync::OnceLock::new();
+
+/// Gives statuses the allocator's figures ([`crate::api::MemoryUse`]): a
+/// binary that chose its allocator knows how to read them. Set once.
+pub fn set_allocator_stats(read: AllocatorStats) {
+    let _ = ALLOCATOR_STATS.set(read);
 }
 
 /// A seed that differs between process starts (incarnation ids come from it).
@@ -501,15 +521,13 @@ impl Loop {
                     meta,
                     bytes: store.get(&meta).map_err(|e| e.to_string()),
                 }),
-                Effect::EncodeSnapshot {
-                    epoch,
-                    index,
-                    image,
-                } => self.load(move |_| Input::SnapshotEncoded {
-                    epoch,
-                    index,
-                    bytes: image.encode(),
-                }),
+                Effect::EncodeSnapshot { epoch, meta, image } => {
+                    self.load(move |_| Input::SnapshotEncoded {
+                        epoch,
+                        meta,
+                        bytes: image.encode(),
+                    })
+                }
             }
         }
         let revision = self.member.revision();

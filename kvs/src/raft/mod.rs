@@ -93,10 +93,9 @@ pub struct Config {
     pub max_pending_reads: usize,
     /// Bytes per InstallSnapshot chunk.
     pub snapshot_chunk_bytes: usize,
-    /// Entries kept in the log behind a snapshot, so a follower a little
-    /// behind gets entries rather than a whole snapshot (etcd keeps 5,000):
-    /// without them a follower slower than the compaction rate would chase
-    /// snapshots for ever.
+    /// Applied entries kept in the log however far it could be cut, so a
+    /// follower a little behind gets entries rather than a whole snapshot
+    /// (etcd keeps 5,000).
     pub retain_entries: u64,
     /// Test-only defects.
     #[cfg(test)]
@@ -154,8 +153,11 @@ pub struct RaftNode {
     msgs: Vec<Message>,
     read_states: Vec<ReadState>,
     dropped_reads: Vec<u64>,
-    /// The latest snapshot, sent to followers that need compacted entries.
+    /// Leader: the snapshot being sent to followers that need compacted
+    /// entries (taken on demand, dropped once no transfer needs it).
     snapshot: Option<(SnapshotMeta, bytes::Bytes)>,
+    /// Leader: a follower needs a snapshot and none is held.
+    snapshot_wanted: bool,
     /// Follower: a snapshot being received.
     incoming: Option<(SnapshotMeta, bytes::BytesMut)>,
     /// Follower: an installed snapshot for the runtime to restore.
@@ -183,15 +185,14 @@ impl RaftNode {
                 term: 0,
                 config,
             },
-            bytes::Bytes::new(),
         )
     }
 
     /// A follower in term 0 whose log starts after the snapshot `meta`
-    /// (the state machine holds `data`): a member of a new cluster seeded
-    /// with a known state, or (with an empty configuration) a node waiting
-    /// to be added by a leader.
-    pub fn from_snapshot(cfg: Config, seed: u64, meta: SnapshotMeta, data: bytes::Bytes) -> Self {
+    /// (the state machine holds its state): a member of a new cluster
+    /// seeded with a known state, or (with an empty configuration) a node
+    /// waiting to be added by a leader.
+    pub fn from_snapshot(cfg: Config, seed: u64, meta: SnapshotMeta) -> Self {
         let log = RaftLog::from_snapshot(meta.index, meta.term, meta.config.clone());
         let mut node = RaftNode {
             cfg,
@@ -214,7 +215,8 @@ impl RaftNode {
             msgs: Vec::new(),
             read_states: Vec::new(),
             dropped_reads: Vec::new(),
-            snapshot: (meta.index > 0).then_some((meta, data)),
+            snapshot: None,
+            snapshot_wanted: false,
             incoming: None,
             ready_snapshot: None,
         };
@@ -322,8 +324,15 @@ impl RaftNode {
     pub fn tick(&mut self) {
         self.expire_forwarded_reads();
         match self.role {
-            Role::Leader => self.tick_leader(),
-            _ => self.tick_election(),
+            Role::Leader => {
+                self.tick_snapshots();
+                self.tick_leader();
+            }
+            _ => {
+                self.snapshot = None;
+                self.snapshot_wanted = false;
+                self.tick_election();
+            }
         }
     }
 

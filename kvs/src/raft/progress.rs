@@ -43,10 +43,13 @@ pub struct Progress {
     pub recent_active: bool,
     /// In Probe, whether a message is outstanding; in Snapshot, whether a chunk is.
     pub probe_sent: bool,
-    /// In Snapshot: the index of the snapshot being sent.
+    /// In Snapshot: the index of the snapshot being sent (0 while the
+    /// leader waits for one to be taken).
     pub snapshot_index: Index,
     /// In Snapshot: the bytes of it the follower has.
     pub snapshot_offset: u64,
+    /// In Snapshot: ticks since the chunk in flight was sent.
+    pub chunk_ticks: u32,
 }
 
 impl Progress {
@@ -61,6 +64,7 @@ impl Progress {
             probe_sent: false,
             snapshot_index: 0,
             snapshot_offset: 0,
+            chunk_ticks: 0,
         }
     }
 

@@ -210,7 +210,12 @@ impl RaftNode {
         }
         if let Some(pr) = self.progress.get_mut(&from) {
             pr.recent_active = true;
-            pr.probe_sent = false;
+            // A snapshot chunk is sent again only after a timeout
+            // (`tick_snapshots`): chunks are large, and one still on its way
+            // would be followed by copies of itself on every heartbeat.
+            if pr.state != super::ProgressState::Snapshot {
+                pr.probe_sent = false;
+            }
             // A lost AppendEntries would otherwise hold its window slot for ever.
             if pr.inflight.len() >= self.cfg.max_inflight {
                 pr.inflight.pop_front();

@@ -913,15 +913,13 @@ impl Sim {
                     meta,
                     bytes: self.store.get(&meta).map_err(|e| e.to_string()),
                 }),
-                Effect::EncodeSnapshot {
-                    epoch,
-                    index,
-                    image,
-                } => loaded.push(Input::SnapshotEncoded {
-                    epoch,
-                    index,
-                    bytes: image.encode(),
-                }),
+                Effect::EncodeSnapshot { epoch, meta, image } => {
+                    loaded.push(Input::SnapshotEncoded {
+                        epoch,
+                        meta,
+                        bytes: image.encode(),
+                    })
+                }
             }
         }
         for input in loaded {

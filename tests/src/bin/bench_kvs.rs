@@ -3,9 +3,17 @@
 //! driven by the same load generator in the same run.
 //!
 //! etcd is driven through the `etcd-client` crate (gRPC), its native API.
-//! Measured: puts/s and p50/p99 with 1 and 64 concurrent callers (256-byte
-//! values), linearizable gets/s with 64 callers, then the resident memory of
-//! each cluster (sum of its three processes) after 100,000 keys.
+//! Both stores are driven at their leader, found through their status APIs
+//! (our client finds ours that way; etcd's benchmark tool is pointed at the
+//! leader for writes): puts/s and p50/p99 with 1 and 64 concurrent callers
+//! (256-byte values), linearizable gets/s with 64 callers. Then the same
+//! with the callers spread over all three members (followers forward
+//! writes, and serve reads after asking the leader for a read index), and
+//! the resident memory of each cluster (sum of its three processes) after
+//! 100,000 keys, with each kvs member's own account of where its bytes are.
+//! Each store keeps its durable copy on the same tmpfs: etcd its data dir,
+//! kvs its exports (`--export-dir`).
+//! The last line compares leader-driven puts at 64 callers.
 //!
 //! Environment: `BENCH_SECONDS` (per measurement, default 5), `KVS_NODE`
 //! (path of kvs-node; default: next to this binary), `ETCD` (default: etcd on PATH).
@@ -18,7 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use hdrhistogram::Histogram;
 use kvs::client::{KvsClient, KvsClientConfig};
-use tests::clusters::{scratch_dir, start_etcd, start_kvs};
+use tests::clusters::{Procs, scratch_dir, start_etcd, start_kvs};
 
 const VALUE_BYTES: usize = 256;
 const MEMORY_KEYS: usize = 100_000;
@@ -74,18 +82,22 @@ fn value() -> String {
     "v".repeat(VALUE_BYTES)
 }
 
-fn kvs_ops(client: KvsClient) -> (Op, Op) {
+/// Puts and gets; caller `task` uses `clients[task % len]` (one client:
+/// every caller at the leader; one per member: callers spread over them).
+fn kvs_ops(clients: Vec<KvsClient>) -> (Op, Op) {
+    let clients = Arc::new(clients);
+    let pick = |clients: &[KvsClient], task: u64| clients[task as usize % clients.len()].clone();
     let v = Arc::new(value());
-    let c = client.clone();
+    let cs = Arc::clone(&clients);
     let put: Op = Arc::new(move |task, n| {
-        let (c, v) = (c.clone(), Arc::clone(&v));
+        let (c, v) = (pick(&cs, task), Arc::clone(&v));
         Box::pin(async move {
             c.put(&format!("bench/{task}/{}", n % 1000), &v).await?;
             Ok(())
         })
     });
     let get: Op = Arc::new(move |task, n| {
-        let c = client.clone();
+        let c = pick(&clients, task);
         Box::pin(async move {
             c.get(&format!("bench/{task}/{}", n % 1000)).await?;
             Ok(())
@@ -94,6 +106,8 @@ fn kvs_ops(client: KvsClient) -> (Op, Op) {
     (put, get)
 }
 
+/// [`kvs_ops`] for etcd: `client` connected to the leader alone, or to
+/// every member (it then spreads calls over them).
 fn etcd_ops(client: etcd_client::Client) -> (Op, Op) {
     let v = Arc::new(value());
     let c = client.clone();
@@ -113,6 +127,29 @@ fn etcd_ops(client: etcd_client::Client) -> (Op, Op) {
         })
     });
     (put, get)
+}
+
+/// The address of etcd's leader, from each member's status.
+async fn etcd_leader(addrs: &[String]) -> Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        for addr in addrs {
+            let status = async {
+                let mut c = etcd_client::Client::connect([format!("http://{addr}")], None).await?;
+                anyhow::Ok(c.status().await?)
+            };
+            if let Ok(s) = status.await
+                && s.leader() != 0
+                && s.header().is_some_and(|h| h.member_id() == s.leader())
+            {
+                return Ok(addr.clone());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("no etcd member reported itself leader within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Writes `MEMORY_KEYS` distinct keys with 64 callers.
@@ -135,6 +172,42 @@ async fn fill(put_key: &Op) -> Result<()> {
     Ok(())
 }
 
+/// Each kvs member's own account of its memory (its `/Kv/status`), beside
+/// its resident size: where the bytes are.
+async fn print_memory_use(client: &KvsClient, procs: &Procs) {
+    const MIB: f64 = 1024.0 * 1024.0;
+    let rss = procs.rss_kib_each();
+    for (i, rss_kib) in rss.iter().enumerate() {
+        let Ok(s) = client.status_of(i).await else {
+            println!("  member {i}: no status");
+            continue;
+        };
+        let m = &s.memory;
+        let allocator = match (m.allocated_bytes, m.allocator_resident_bytes) {
+            (Some(a), Some(r)) => format!(
+                "; allocator: {:.1} MiB allocated, {:.1} MiB held",
+                a as f64 / MIB,
+                r as f64 / MIB
+            ),
+            _ => String::new(),
+        };
+        println!(
+            "  {} ({:?}): rss {:.1} MiB; keys {} holding {:.1} MiB; log {} entries, {:.1} MiB; watch history {} events, {:.1} MiB; {} answers kept; snapshots {:.1} MiB{allocator}",
+            s.name,
+            s.role,
+            *rss_kib as f64 / 1024.0,
+            s.keys,
+            s.bytes as f64 / MIB,
+            m.log_entries,
+            m.log_bytes as f64 / MIB,
+            m.history_events,
+            m.history_bytes as f64 / MIB,
+            m.session_answers,
+            m.snapshot_bytes as f64 / MIB,
+        );
+    }
+}
+
 fn line(name: &str, r: &Round) -> String {
     format!(
         "{name}: {:>8.0} ops/s p50={:>6} us p99={:>6} us",
@@ -152,9 +225,13 @@ async fn run() -> Result<()> {
     let duration = Duration::from_secs(seconds);
     let dir = scratch_dir("etcd")?;
 
-    let (kvs_procs, kvs_addrs, kvs_creds) = start_kvs(&dir, &[])?;
+    // Each store's durable copy on the same tmpfs, outside its processes:
+    // etcd's data dir, and the directory kvs exports its state to (without
+    // one, a member keeps its exports in memory).
+    let exports = dir.join("kvs-exports").display().to_string();
+    let (kvs_procs, kvs_addrs, kvs_creds) = start_kvs(&dir, &["--export-dir", &exports])?;
     let (etcd_procs, etcd_addrs) = start_etcd(&dir, &[])?;
-    let ours = KvsClient::new(&kvs_addrs, {
+    let config = {
         let mut c = KvsClientConfig {
             token: Some(kvs_creds.token.clone()),
             tls: kvs_creds.tls.clone(),
@@ -173,8 +250,13 @@ async fn run() -> Result<()> {
             c.pipeline_depth = n;
         }
         c
-    })?;
-    let etcd = etcd_client::Client::connect(
+    };
+    let ours = KvsClient::new(&kvs_addrs, config.clone())?;
+    let ours_each = kvs_addrs
+        .iter()
+        .map(|a| KvsClient::new(std::slice::from_ref(a), config.clone()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let etcd_all = etcd_client::Client::connect(
         etcd_addrs
             .iter()
             .map(|a| format!("http://{a}"))
@@ -182,14 +264,19 @@ async fn run() -> Result<()> {
         None,
     )
     .await?;
-    let (our_put, our_get) = kvs_ops(ours.clone());
-    let (etcd_put, etcd_get) = etcd_ops(etcd.clone());
+    let (our_put, our_get) = kvs_ops(vec![ours.clone()]);
     wait_ready(&our_put).await.context("kvs")?;
-    wait_ready(&etcd_put).await.context("etcd")?;
+    wait_ready(&etcd_ops(etcd_all.clone()).0)
+        .await
+        .context("etcd")?;
+    let etcd_leader_addr = etcd_leader(&etcd_addrs).await?;
+    let etcd = etcd_client::Client::connect([format!("http://{etcd_leader_addr}")], None).await?;
+    let (etcd_put, etcd_get) = etcd_ops(etcd.clone());
     println!(
         "kvs vs etcd 3.4 (3 members each, loopback, etcd data on {}), {VALUE_BYTES}-byte values, {seconds} s per measurement",
         dir.parent().unwrap_or(&dir).display()
     );
+    println!("-- callers at each store's leader");
 
     let mut final_ratio = None;
     for callers in [1u64, 64] {
@@ -217,6 +304,24 @@ async fn run() -> Result<()> {
         line("etcd", &e),
         o.ops_per_sec / e.ops_per_sec
     );
+    println!("-- callers spread over all three members");
+    let (our_put_spread, our_get_spread) = kvs_ops(ours_each.clone());
+    let (etcd_put_spread, etcd_get_spread) = etcd_ops(etcd_all.clone());
+    for (what, ours, peer) in [
+        ("put", &our_put_spread, &etcd_put_spread),
+        ("linearizable get", &our_get_spread, &etcd_get_spread),
+    ] {
+        run_load(ours, 64, Duration::from_millis(500)).await?;
+        run_load(peer, 64, Duration::from_millis(500)).await?;
+        let o = run_load(ours, 64, duration).await?;
+        let e = run_load(peer, 64, duration).await?;
+        println!(
+            "{what}, 64 callers | {} | {} | ratio {:.2}",
+            line("kvs", &o),
+            line("etcd", &e),
+            o.ops_per_sec / e.ops_per_sec
+        );
+    }
 
     let ours_put_key: Op = {
         let c = ours.clone();
@@ -249,6 +354,7 @@ async fn run() -> Result<()> {
         etcd_rss / 1024,
         our_rss as f64 / etcd_rss.max(1) as f64
     );
+    print_memory_use(&ours, &kvs_procs).await;
     drop(etcd_procs);
     drop(kvs_procs);
     let _ = std::fs::remove_dir_all(&dir);
