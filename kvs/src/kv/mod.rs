@@ -31,6 +31,65 @@ pub struct Record {
     version: i64,
 }
 
+/// One change a transaction made, as the watch history holds it: the
+/// key and the record share the store's bytes (a watch event costs a few
+/// pointers, not a copy of the value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// `key` was written; `record` is what it holds now.
+    Put {
+        /// The key.
+        key: Arc<str>,
+        /// Its new value and revisions.
+        record: Record,
+    },
+    /// `key` was deleted at `revision`.
+    Delete {
+        /// The key.
+        key: Arc<str>,
+        /// The revision of the delete.
+        revision: i64,
+    },
+}
+
+impl Change {
+    /// Bytes of key and value it names (what bounds the watch history).
+    pub fn bytes(&self) -> usize {
+        match self {
+            Change::Put { key, record } => key.len() + record.value.len(),
+            Change::Delete { key, .. } => key.len(),
+        }
+    }
+
+    /// The key written or deleted.
+    pub fn key(&self) -> &str {
+        match self {
+            Change::Put { key, .. } | Change::Delete { key, .. } => key,
+        }
+    }
+
+    /// The revision of the write.
+    pub fn revision(&self) -> i64 {
+        match self {
+            Change::Put { record, .. } => record.mod_revision,
+            Change::Delete { revision, .. } => *revision,
+        }
+    }
+
+    /// The watch event (etcd's `mvccpb.Event`) it stands for.
+    pub fn event(&self) -> Event {
+        match self {
+            Change::Put { key, record } => Event::Put {
+                kv: record.key_value(key),
+            },
+            Change::Delete { key, revision } => Event::Delete {
+                key: key.to_string(),
+                revision: *revision,
+            },
+        }
+    }
+}
+
 impl Record {
     fn key_value(&self, key: &str) -> KeyValue {
         KeyValue {
@@ -80,27 +139,25 @@ impl KvState {
         self.data.get(key).map(|r| r.key_value(key))
     }
 
-    fn insert(&mut self, key: &str, record: Record) {
+    /// Stores `record` under `key`; returns the key as the map holds it.
+    fn insert(&mut self, key: &str, record: Record) -> Arc<str> {
         self.bytes += (key.len() + record.value.len()) as u64;
-        match self.data.get_mut(key) {
-            Some(old) => {
-                self.bytes -= (key.len() + old.value.len()) as u64;
-                *old = record;
-            }
-            None => {
-                self.data.insert(Arc::from(key), record);
-            }
+        if let Some((k, old)) = self.data.get_key_value(key) {
+            let k = Arc::clone(k);
+            self.bytes -= (key.len() + old.value.len()) as u64;
+            self.data.insert(Arc::clone(&k), record);
+            return k;
         }
+        let k: Arc<str> = Arc::from(key);
+        self.data.insert(Arc::clone(&k), record);
+        k
     }
 
-    fn remove(&mut self, key: &str) -> bool {
-        match self.data.remove(key) {
-            Some(old) => {
-                self.bytes -= (key.len() + old.value.len()) as u64;
-                true
-            }
-            None => false,
-        }
+    /// Removes `key`; returns it as the map held it.
+    fn remove(&mut self, key: &str) -> Option<Arc<str>> {
+        let (k, old) = self.data.remove_entry(key)?;
+        self.bytes -= (key.len() + old.value.len()) as u64;
+        Some(k)
     }
 
     /// The stored keys starting with `prefix`, in order.
@@ -111,7 +168,7 @@ impl KvState {
     }
 
     /// Runs a transaction; `events` receives what it changed.
-    pub fn apply(&mut self, txn: &Txn, events: &mut Vec<Event>) -> TxnResponse {
+    pub fn apply(&mut self, txn: &Txn, events: &mut Vec<Change>) -> TxnResponse {
         let succeeded = txn.compares.iter().all(|c| self.holds(c));
         let ops = if succeeded {
             &txn.success
@@ -227,7 +284,7 @@ impl KvState {
         }
     }
 
-    fn run(&mut self, op: &Op, revision: i64, events: &mut Vec<Event>) -> OpResult {
+    fn run(&mut self, op: &Op, revision: i64, events: &mut Vec<Change>) -> OpResult {
         match op {
             Op::Put { key, value } => {
                 let (create_revision, version) = match self.data.get(key.as_str()) {
@@ -240,28 +297,24 @@ impl KvState {
                     mod_revision: revision,
                     version,
                 };
-                events.push(Event::Put {
-                    kv: record.key_value(key),
-                });
-                self.insert(key, record);
+                let key = self.insert(key, record.clone());
+                events.push(Change::Put { key, record });
                 OpResult::Put
             }
             Op::Delete { key } => {
                 let deleted = self.remove(key);
-                if deleted {
-                    events.push(Event::Delete {
-                        key: key.clone(),
-                        revision,
-                    });
+                let count = u64::from(deleted.is_some());
+                if let Some(key) = deleted {
+                    events.push(Change::Delete { key, revision });
                 }
-                OpResult::Delete(u64::from(deleted))
+                OpResult::Delete(count)
             }
             Op::DeleteRange { prefix } => {
                 let keys: Vec<Arc<str>> = self.under(prefix).map(|(k, _)| Arc::clone(k)).collect();
                 for key in &keys {
                     self.remove(key);
-                    events.push(Event::Delete {
-                        key: key.to_string(),
+                    events.push(Change::Delete {
+                        key: Arc::clone(key),
                         revision,
                     });
                 }
@@ -369,7 +422,7 @@ impl<'de> serde::Deserialize<'de> for KvImage {
 #[derive(Debug, Clone)]
 pub struct KvStore {
     state: KvState,
-    history: VecDeque<Event>,
+    history: VecDeque<Change>,
     history_limit: usize,
     history_bytes_limit: usize,
     /// Bytes of the events in `history`.
@@ -417,7 +470,7 @@ impl KvStore {
     pub fn apply(&mut self, txn: &Txn) -> TxnResponse {
         let mut events = Vec::new();
         let response = self.state.apply(txn, &mut events);
-        self.history_bytes += events.iter().map(Event::bytes).sum::<usize>();
+        self.history_bytes += events.iter().map(Change::bytes).sum::<usize>();
         self.history.extend(events);
         self.trim();
         response
@@ -428,7 +481,7 @@ impl KvStore {
         while self.history.len() > self.history_limit
             || self.history_bytes > self.history_bytes_limit
         {
-            let Some(oldest) = self.history.front().map(Event::revision) else {
+            let Some(oldest) = self.history.front().map(Change::revision) else {
                 break;
             };
             while self.history.front().is_some_and(|e| e.revision() == oldest) {
@@ -499,7 +552,7 @@ impl KvStore {
             .history
             .range(start..)
             .filter(|e| e.key().starts_with(prefix))
-            .cloned()
+            .map(Change::event)
             .collect())
     }
 }

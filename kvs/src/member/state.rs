@@ -24,9 +24,67 @@ const MAX_SEQS_PER_CLIENT: usize = 4096;
 /// Most remembered clients.
 const MAX_CLIENTS: usize = 10_000;
 
+/// An answer kept for a retry. Most writes only put, and their answer is
+/// a revision and a `Put` per operation: kept as that, not as a response
+/// with a list of results (which would cost a heap allocation each). It
+/// encodes as the whole [`TxnResponse`], so snapshots and exports read the
+/// same either way.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(into = "TxnResponse", from = "TxnResponse")]
+enum Kept {
+    /// `succeeded`, `puts` times `OpResult::Put`, at `revision`.
+    Puts {
+        succeeded: bool,
+        puts: u32,
+        revision: i64,
+    },
+    /// Anything else.
+    Whole(Box<TxnResponse>),
+}
+
+impl From<TxnResponse> for Kept {
+    fn from(answer: TxnResponse) -> Kept {
+        let only_puts = answer.results.iter().all(|r| *r == OpResult::Put);
+        match u32::try_from(answer.results.len()) {
+            Ok(puts) if only_puts => Kept::Puts {
+                succeeded: answer.succeeded,
+                puts,
+                revision: answer.revision,
+            },
+            _ => Kept::Whole(Box::new(answer)),
+        }
+    }
+}
+
+impl From<Kept> for TxnResponse {
+    fn from(kept: Kept) -> TxnResponse {
+        match kept {
+            Kept::Puts {
+                succeeded,
+                puts,
+                revision,
+            } => TxnResponse {
+                succeeded,
+                results: vec![OpResult::Put; puts as usize],
+                revision,
+            },
+            Kept::Whole(answer) => *answer,
+        }
+    }
+}
+
+impl Kept {
+    fn revision(&self) -> i64 {
+        match self {
+            Kept::Puts { revision, .. } => *revision,
+            Kept::Whole(answer) => answer.revision,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 struct Session {
-    answers: BTreeMap<u64, TxnResponse>,
+    answers: BTreeMap<u64, Kept>,
     /// Writes whose answer was too large to keep (kept in `answers` without results).
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     too_large: BTreeSet<u64>,
@@ -142,10 +200,10 @@ impl StateMachine {
                 if session.too_large.contains(&seq) {
                     return Err(KvsError::TooLarge(format!(
                         "request {client}/{seq} applied at revision {}; its answer was too large to keep for a retry: read the keys again",
-                        answer.revision
+                        answer.revision()
                     )));
                 }
-                return Ok(answer.clone());
+                return Ok(answer.clone().into());
             }
             let forgotten = session.answers.len() >= MAX_SEQS_PER_CLIENT
                 && session
@@ -167,10 +225,10 @@ impl StateMachine {
                 results: Vec::new(),
                 ..answer.clone()
             };
-            session.answers.insert(seq, summary);
+            session.answers.insert(seq, summary.into());
             session.too_large.insert(seq);
         } else {
-            session.answers.insert(seq, answer.clone());
+            session.answers.insert(seq, answer.clone().into());
         }
         session.last_index = index;
         while session.answers.len() > MAX_SEQS_PER_CLIENT {

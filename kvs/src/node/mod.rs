@@ -122,9 +122,11 @@ pub struct Node {
 
 /// Most requests waiting for the raft loop.
 const INPUT_QUEUE: usize = 8192;
-/// Applied entries the log keeps for followers a little behind (etcd keeps
-/// 5,000), unless `snapshot_entries` is lower.
-const RETAIN_ENTRIES: u64 = 5_000;
+/// Applied entries the log keeps past what every follower holds (etcd
+/// keeps 5,000 past its snapshot; the leader here keeps what its followers
+/// lack anyway, so this tail serves only a follower that becomes leader),
+/// unless `snapshot_entries` is lower.
+const RETAIN_ENTRIES: u64 = 1_000;
 /// Peers' message batches queued for the loop at most.
 const PEER_QUEUE: usize = 1024;
 /// Client requests the loop takes in one turn at most.

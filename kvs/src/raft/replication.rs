@@ -132,6 +132,21 @@ impl RaftNode {
         leader_commit: Index,
     ) {
         self.follow(from);
+        if prev_log_index < self.log.committed {
+            // Everything up to our commit index is the leader's log too
+            // (Raft §5.4), and may be compacted away here: rather than
+            // reject a `prev` we no longer hold, say where to go on from
+            // (etcd's raft answers the same).
+            let index = self.log.committed;
+            return self.send(
+                from,
+                Body::AppendEntriesResponse {
+                    success: true,
+                    index,
+                    hint: None,
+                },
+            );
+        }
         let body = match self
             .log
             .append_after(prev_log_index, prev_log_term, entries)

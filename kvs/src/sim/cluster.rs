@@ -1587,10 +1587,20 @@ impl Sim {
                     let r = lc.report();
                     let raft = lc.raft().map(|raft| {
                         format!(
-                            "{:?} term {} commit {} voters {:?} learners {:?}",
+                            "{:?} term {} commit {} log from {} snapshot wanted {} held {:?} progress {:?} voters {:?} learners {:?}",
                             raft.role(),
                             raft.term(),
                             raft.log().committed,
+                            raft.snapshot_index(),
+                            raft.snapshot_wanted(),
+                            raft.snapshot().map(|(m, b)| (m.index, b.len())),
+                            raft.progress()
+                                .iter()
+                                .map(|(id, p)| format!(
+                                    "{id:x}:{:?} match {} next {} snap {} sent {}",
+                                    p.state, p.match_index, p.next_index, p.snapshot_index, p.probe_sent
+                                ))
+                                .collect::<Vec<_>>(),
                             raft.config()
                                 .voters
                                 .iter()
