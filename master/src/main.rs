@@ -106,7 +106,8 @@ struct Args {
     /// Seconds between exports.
     #[arg(long, default_value_t = 30)]
     export_interval_s: u64,
-    /// Snapshot the store and compact the Raft log after this many entries.
+    /// Most Raft log entries the store keeps for a member far behind (or
+    /// as many as there are keys, if more); past that it is sent a snapshot.
     #[arg(long, default_value_t = 10_000)]
     snapshot_entries: u64,
     /// Time between heartbeat probes of each worker, in milliseconds.

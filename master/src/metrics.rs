@@ -603,6 +603,7 @@ mod tests {
             bytes: 300,
             quota_bytes: 1 << 30,
             alarms: Vec::new(),
+            memory: Default::default(),
         };
         let process = ProcessSample {
             cpu_cores: Some(0.25),

@@ -67,6 +67,25 @@ impl Procs {
         self.rss_kib_each().iter().sum()
     }
 
+    /// CPU time (user + system) the running processes have used, in
+    /// seconds (Linux reports it in USER_HZ, 100 a second).
+    pub fn cpu_seconds(&self) -> f64 {
+        self.children
+            .iter()
+            .flatten()
+            .filter_map(|c| {
+                let stat = std::fs::read_to_string(format!("/proc/{}/stat", c.id())).ok()?;
+                // Fields after the command name (which may hold spaces): state is
+                // the first, utime and stime the 12th and 13th.
+                let rest = &stat[stat.rfind(')')? + 2..];
+                let fields: Vec<&str> = rest.split_whitespace().collect();
+                let ticks: u64 =
+                    fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+                Some(ticks as f64 / 100.0)
+            })
+            .sum()
+    }
+
     /// Each member's resident memory in KiB, in the order they were started
     /// (0 for one that is not running).
     pub fn rss_kib_each(&self) -> Vec<u64> {

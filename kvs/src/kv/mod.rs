@@ -139,18 +139,35 @@ impl KvState {
         self.data.get(key).map(|r| r.key_value(key))
     }
 
-    /// Stores `record` under `key`; returns the key as the map holds it.
-    fn insert(&mut self, key: &str, record: Record) -> Arc<str> {
-        self.bytes += (key.len() + record.value.len()) as u64;
-        if let Some((k, old)) = self.data.get_key_value(key) {
-            let k = Arc::clone(k);
+    /// Writes `value` to `key` at `revision`: one search of the map for a
+    /// key it holds (a put is mostly an overwrite), two for a new one.
+    /// Returns what the watch history records.
+    fn put(&mut self, key: &str, value: &str, revision: i64) -> Change {
+        let value: Arc<str> = Arc::from(value);
+        self.bytes += (key.len() + value.len()) as u64;
+        let found = self
+            .data
+            .range_mut::<str, _>((Bound::Included(key), Bound::Included(key)))
+            .next();
+        if let Some((k, old)) = found {
             self.bytes -= (key.len() + old.value.len()) as u64;
-            self.data.insert(Arc::clone(&k), record);
-            return k;
+            old.value = value;
+            old.mod_revision = revision;
+            old.version += 1;
+            return Change::Put {
+                key: Arc::clone(k),
+                record: old.clone(),
+            };
         }
         let k: Arc<str> = Arc::from(key);
-        self.data.insert(Arc::clone(&k), record);
-        k
+        let record = Record {
+            value,
+            create_revision: revision,
+            mod_revision: revision,
+            version: 1,
+        };
+        self.data.insert(Arc::clone(&k), record.clone());
+        Change::Put { key: k, record }
     }
 
     /// Removes `key`; returns it as the map held it.
@@ -287,18 +304,7 @@ impl KvState {
     fn run(&mut self, op: &Op, revision: i64, events: &mut Vec<Change>) -> OpResult {
         match op {
             Op::Put { key, value } => {
-                let (create_revision, version) = match self.data.get(key.as_str()) {
-                    Some(old) => (old.create_revision, old.version + 1),
-                    None => (revision, 1),
-                };
-                let record = Record {
-                    value: Arc::from(value.as_str()),
-                    create_revision,
-                    mod_revision: revision,
-                    version,
-                };
-                let key = self.insert(key, record.clone());
-                events.push(Change::Put { key, record });
+                events.push(self.put(key, value, revision));
                 OpResult::Put
             }
             Op::Delete { key } => {

@@ -206,6 +206,18 @@ fn duplicated_snapshot_answers_do_not_multiply_chunks() {
     }
 }
 
+/// Seed 1,000,320: two learners compacted entries they had committed, and
+/// the leader (their acknowledgements lost) probed them below that; each
+/// rejected a `prev` it no longer held, and the leader probed the same
+/// index again for good. A probe below the commit index is now answered
+/// with the commit index, as etcd's raft does.
+#[test]
+fn a_probe_below_the_commit_index_is_answered_not_rejected() {
+    if let Err(f) = run(&SimConfig::new(1_000_320, 5)) {
+        panic!("{f}");
+    }
+}
+
 /// Runs seeds with a bug planted by `plant` until the simulator fails
 /// one; returns how many it took, and why it failed.
 fn seeds_to_catch(plant: impl Fn(&mut SimConfig), budget: u64) -> Option<(u64, String)> {

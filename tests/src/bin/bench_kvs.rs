@@ -13,7 +13,9 @@
 //! 100,000 keys, with each kvs member's own account of where its bytes are.
 //! Each store keeps its durable copy on the same tmpfs: etcd its data dir,
 //! kvs its exports (`--export-dir`).
-//! The last line compares leader-driven puts at 64 callers.
+//! The cpu the members used per operation (user + system, from /proc) is
+//! printed beside each leader-driven figure. The last line compares
+//! leader-driven puts at 64 callers.
 //!
 //! Environment: `BENCH_SECONDS` (per measurement, default 5), `KVS_NODE`
 //! (path of kvs-node; default: next to this binary), `ETCD` (default: etcd on PATH).
@@ -208,6 +210,11 @@ async fn print_memory_use(client: &KvsClient, procs: &Procs) {
     }
 }
 
+/// Microseconds of the members' cpu per operation of `r`.
+fn cpu_per_op(cpu_seconds: f64, r: &Round) -> f64 {
+    cpu_seconds * 1e6 / r.latencies_us.len().max(1) as f64
+}
+
 fn line(name: &str, r: &Round) -> String {
     format!(
         "{name}: {:>8.0} ops/s p50={:>6} us p99={:>6} us",
@@ -282,10 +289,14 @@ async fn run() -> Result<()> {
     for callers in [1u64, 64] {
         run_load(&our_put, callers, Duration::from_millis(500)).await?;
         run_load(&etcd_put, callers, Duration::from_millis(500)).await?;
+        let cpu = kvs_procs.cpu_seconds();
         let o = run_load(&our_put, callers, duration).await?;
+        let our_cpu = cpu_per_op(kvs_procs.cpu_seconds() - cpu, &o);
+        let cpu = etcd_procs.cpu_seconds();
         let e = run_load(&etcd_put, callers, duration).await?;
+        let etcd_cpu = cpu_per_op(etcd_procs.cpu_seconds() - cpu, &e);
         println!(
-            "put, {callers:>2} callers | {} | {} | ratio {:.2}, p99 ratio {:.2}",
+            "put, {callers:>2} callers | {} | {} | ratio {:.2}, p99 ratio {:.2}; cpu per put (3 members): kvs {our_cpu:.0} us, etcd {etcd_cpu:.0} us",
             line("kvs", &o),
             line("etcd", &e),
             o.ops_per_sec / e.ops_per_sec,
@@ -296,10 +307,14 @@ async fn run() -> Result<()> {
             final_ratio = Some((o.ops_per_sec, e.ops_per_sec));
         }
     }
+    let cpu = kvs_procs.cpu_seconds();
     let o = run_load(&our_get, 64, duration).await?;
+    let our_cpu = cpu_per_op(kvs_procs.cpu_seconds() - cpu, &o);
+    let cpu = etcd_procs.cpu_seconds();
     let e = run_load(&etcd_get, 64, duration).await?;
+    let etcd_cpu = cpu_per_op(etcd_procs.cpu_seconds() - cpu, &e);
     println!(
-        "linearizable get, 64 callers | {} | {} | ratio {:.2}",
+        "linearizable get, 64 callers | {} | {} | ratio {:.2}; cpu per get (3 members): kvs {our_cpu:.0} us, etcd {etcd_cpu:.0} us",
         line("kvs", &o),
         line("etcd", &e),
         o.ops_per_sec / e.ops_per_sec
