@@ -9,16 +9,16 @@
 //! ```
 //!
 //! Everything is in memory, so the state machine itself is the snapshot:
-//! the log is cut as soon as the followers in touch hold it (but for a
-//! short tail), and snapshot bytes exist only while a follower is being
-//! sent one, as etcd's leader streams its database rather than keeping a
-//! copy of it.
+//! the log is cut as soon as every follower holds it (but for a short
+//! tail; one far behind or gone holds back a bounded number of entries),
+//! and snapshot bytes exist only while a follower is being sent one, as
+//! etcd's leader streams its database rather than keeping a copy of it.
 //!
 //! Invariants: a snapshot covers only applied (so committed) entries; the
 //! leader sends only a snapshot the log still continues (its index at or
-//! after the log's start), and never cuts the log past one a follower in
-//! touch is installing, so a transfer, once begun, finishes with the same
-//! snapshot; a follower installs a snapshot only if it is ahead of its
+//! after the log's start), and within that bound never cuts the log past
+//! one a follower is installing, so a transfer, once begun, finishes with
+//! the same snapshot; a follower installs a snapshot only if it is ahead of its
 //! commit index, and keeps the log entries after it when they match
 //! (Raft §7); chunks are taken only in order, so a lost or duplicated
 //! chunk costs a retry, never a torn snapshot; an unanswered chunk is
