@@ -148,7 +148,8 @@ impl Cluster {
                 &ELECTION_TICKS.to_string(),
             ])
             .args(["--history", &self.history.to_string()])
-            // Frequent snapshots, so that compaction and InstallSnapshot run in every test.
+            // A short log for members far behind, so that a restarted member
+            // is brought up by InstallSnapshot rather than the log.
             .args(["--snapshot-entries", "50"])
             .arg("--export-dir")
             .arg(self.logs.join("exports"))
