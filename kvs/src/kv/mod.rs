@@ -134,11 +134,6 @@ impl KvState {
         self.bytes
     }
 
-    /// The key's value and revisions, if stored.
-    pub fn get(&self, key: &str) -> Option<KeyValue> {
-        self.data.get(key).map(|r| r.key_value(key))
-    }
-
     /// Writes `value` to `key` at `revision`: one search of the map for a
     /// key it holds (a put is mostly an overwrite), two for a new one.
     /// Returns what the watch history records.
@@ -353,13 +348,15 @@ impl From<KvState> for KvImage {
 
 impl From<KvImage> for KvState {
     fn from(image: KvImage) -> KvState {
+        // Bytes counted over the map, not the list: a key listed twice is
+        // stored (and counted) once.
+        let data: BTreeMap<Arc<str>, Record> = image.kvs.into_iter().collect();
         KvState {
-            bytes: image
-                .kvs
+            bytes: data
                 .iter()
                 .map(|(k, r)| (k.len() + r.value.len()) as u64)
                 .sum(),
-            data: image.kvs.into_iter().collect(),
+            data,
             revision: image.revision,
         }
     }
@@ -757,6 +754,22 @@ mod tests {
         assert_eq!(other.state().bytes(), 3);
         other.apply(&Txn::single(Op::DeleteRange { prefix: "a".into() }));
         assert_eq!(other.state().bytes(), 0);
+    }
+
+    /// A snapshot that lists a key twice stores it once, and counts its
+    /// bytes once (the quota is decided on that count).
+    #[test]
+    fn a_key_listed_twice_in_a_snapshot_is_counted_once() {
+        let kv = |v: &str| {
+            format!(
+                r#"{{"key":"k","value":"{v}","create_revision":1,"mod_revision":1,"version":1}}"#
+            )
+        };
+        let json = format!(r#"{{"revision":1,"kvs":[{},{}]}}"#, kv("ab"), kv("abcd"));
+        let mut store = KvStore::new(10);
+        store.restore_bytes(json.as_bytes()).unwrap();
+        assert_eq!(store.state().len(), 1);
+        assert_eq!(store.state().bytes(), 5, "k + abcd, the later entry");
     }
 
     #[test]
