@@ -77,7 +77,7 @@ impl Procs {
                 let stat = std::fs::read_to_string(format!("/proc/{}/stat", c.id())).ok()?;
                 // Fields after the command name (which may hold spaces): state is
                 // the first, utime and stime the 12th and 13th.
-                let rest = &stat[stat.rfind(')')? + 2..];
+                let rest = stat.get(stat.rfind(')')? + 2..)?;
                 let fields: Vec<&str> = rest.split_whitespace().collect();
                 let ticks: u64 =
                     fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
